@@ -1,0 +1,193 @@
+//! The program behind `main`: argv + env + host → exit code, with stdout passed in so tests
+//! (and the property test) can run it in-process. stdout carries only dry-run output; every
+//! log and error goes to stderr.
+//!
+//! Exit codes: 0 done; 1 apply/clean failed (or a host fact could not be read); 2 bad input;
+//! 126 validation failed (as upstream).
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, subcommand_for_argv0};
+use crate::config::{self, Config, ConfigError, EnvSource, OutputFormat};
+use crate::host::Host;
+use crate::logging;
+use crate::plan::{self, Family, Plan};
+use crate::render;
+
+/// Errors that end a run, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("failed to write output: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("failed to write the dry-run trace to {path}: {source}")]
+    Trace {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// Insert the subcommand when invoked as `istio-iptables` / `istio-clean-iptables`.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let argv0 = args.first().and_then(|a| a.to_str()).unwrap_or("");
+    match subcommand_for_argv0(argv0) {
+        Some(sub) => {
+            let mut out = vec![OsString::from("meshtables"), OsString::from(sub)];
+            out.extend(args.into_iter().skip(1));
+            out
+        }
+        None => args,
+    }
+}
+
+/// Parse and run; returns the process exit code. Errors are printed to stderr here.
+pub fn main_with(
+    args: Vec<OsString>,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    stdout: &mut dyn Write,
+) -> i32 {
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            if e.use_stderr() {
+                let _ = write!(std::io::stderr(), "{e}");
+                return 2;
+            }
+            let _ = write!(stdout, "{e}");
+            return 0;
+        }
+    };
+    let (flags, cleanup) = match &cli.command {
+        Command::Apply(f) => (f, false),
+        Command::Clean(f) => (f, true),
+    };
+    let level = flags
+        .log_output_level
+        .as_deref()
+        .and_then(logging::parse_level)
+        .unwrap_or(logging::Level::Info);
+    let json = matches!(
+        flags.log_as_json.as_deref(),
+        Some("true" | "1" | "t" | "T" | "TRUE" | "True")
+    );
+    logging::init(level, json);
+    match run(flags, cleanup, env, host, stdout) {
+        Ok(()) => 0,
+        Err(e) => {
+            logging::error(&e.to_string());
+            if !logging::enabled(logging::Level::Error) {
+                let _ = writeln!(std::io::stderr(), "meshtables: {e}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn run(
+    flags: &crate::cli::Flags,
+    cleanup: bool,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    stdout: &mut dyn Write,
+) -> Result<(), RunError> {
+    let cfg = config::resolve(flags, cleanup, env, host)?;
+    if cfg.redirect_dns
+        && !cfg.capture_all_dns
+        && cfg.dns_servers_v4.is_empty()
+        && cfg.dns_servers_v6.is_empty()
+    {
+        logging::warn(
+            "REDIRECT_DNS is set, but CAPTURE_ALL_DNS is false, and no DNS servers provided. DNS capture disabled.",
+        );
+    }
+    logging::debug(&format!(
+        "config: {}",
+        serde_json::to_string(&cfg).unwrap_or_default()
+    ));
+    let plan = plan::build(&cfg);
+    if cfg.dry_run {
+        return dry_run(&cfg, &plan, env, stdout);
+    }
+    if cfg.skip_rule_apply && !cfg.cleanup_only {
+        logging::info("skipping rule apply (--skip-rule-apply)");
+        return Ok(());
+    }
+    Err(RunError::Unsupported(
+        "this build can only print rules: run with --dry-run (applying needs the nftables or iptables backend)"
+            .into(),
+    ))
+}
+
+/// `--dry-run`: print what would be applied (or cleaned) and write upstream's trace file.
+fn dry_run(
+    cfg: &Config,
+    plan: &Plan,
+    env: &dyn EnvSource,
+    stdout: &mut dyn Write,
+) -> Result<(), RunError> {
+    let text = match (cfg.output, cfg.native_nftables, cfg.cleanup_only) {
+        (OutputFormat::Json, _, _) => {
+            let mut s = serde_json::to_string_pretty(plan).expect("plan serializes");
+            s.push('\n');
+            s
+        }
+        (OutputFormat::Text, true, false) => render::nft::transaction(&plan.nft),
+        (OutputFormat::Text, true, true) => render::nft::cleanup_transaction(),
+        (OutputFormat::Text, false, cleanup) => {
+            let mut s = String::new();
+            for f in plan.xtables.families() {
+                let (label, bin) = match f {
+                    Family::V4 => ("IPv4", "iptables"),
+                    Family::V6 => ("IPv6", "ip6tables"),
+                };
+                let rules = plan.xtables.rules(f);
+                if cleanup {
+                    s.push_str(&format!("# {label}: {bin} commands a clean runs\n"));
+                    for cmd in render::iptables::cleanup_commands(rules) {
+                        s.push_str(&format!("{bin} {}\n", cmd.join(" ")));
+                    }
+                } else {
+                    s.push_str(&format!("# {label}: {bin}-restore --noflush input\n"));
+                    s.push_str(&render::iptables::restore(rules));
+                }
+            }
+            s
+        }
+    };
+    stdout
+        .write_all(text.as_bytes())
+        .map_err(RunError::Output)?;
+    stdout.flush().map_err(RunError::Output)?;
+
+    if let Some(path) = env.var("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()) {
+        let trace = if cfg.native_nftables {
+            if cfg.cleanup_only {
+                render::nft::cleanup_transaction()
+            } else {
+                render::nft::transaction(&plan.nft)
+            }
+        } else if cfg.cleanup_only {
+            render::trace::cleanup(&plan.xtables)
+        } else {
+            render::trace::apply(&plan.xtables)
+        };
+        std::fs::write(&path, trace).map_err(|source| RunError::Trace { path, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The nftables transaction text upstream's native mode feeds to `nft -f` (SPEC §6), which is
+//! also an exact picture of the netlink batch meshtables sends: the lowering walks the same
+//! `NftPlan` in the same order.
+
+use std::fmt::Write;
+
+use crate::plan::{Chain, CtState, Family, Match, NftPlan, NftRule, Position, Table, Target};
+
+/// `{ type nat hook prerouting priority -100 ; }` for base chains, `None` for regular ones.
+pub fn base_chain_spec(table: Table, chain: Chain) -> Option<(&'static str, &'static str, i32)> {
+    let hook = match chain {
+        Chain::Prerouting => "prerouting",
+        Chain::Output => "output",
+        _ => return None,
+    };
+    Some(match (table, chain) {
+        (Table::Nat, _) => ("nat", hook, -100),
+        (Table::Mangle, Chain::Prerouting) => ("filter", hook, -150),
+        (Table::Mangle, _) => ("route", hook, -150),
+        (Table::Raw, _) => ("filter", hook, -300),
+        (Table::Filter, _) => ("filter", hook, 0),
+    })
+}
+
+fn ip_kw(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+fn neq(negate: bool) -> &'static str {
+    if negate { "!= " } else { "" }
+}
+
+/// The rule body after `add rule inet TABLE CHAIN [index N] `.
+pub fn rule_body(table: Table, rule: &NftRule) -> String {
+    let mut s = String::new();
+    // Upstream's raw-table DNS rules spell the owner match `meta skuid`; same bytecode.
+    let meta = if table == Table::Raw { "meta " } else { "" };
+    for m in &rule.matches {
+        match m {
+            Match::InIface { name } => write!(s, "iifname {name} "),
+            Match::OutIface { name } => write!(s, "oifname {name} "),
+            Match::Proto { proto } => write!(s, "meta l4proto {} ", proto.name()),
+            Match::Src { negate, cidr } => {
+                write!(s, "{} saddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
+            }
+            Match::Dst { negate, cidr } => {
+                write!(s, "{} daddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
+            }
+            Match::Dport {
+                proto,
+                negate,
+                port,
+            } => {
+                write!(s, "{} dport {}{port} ", proto.name(), neq(*negate))
+            }
+            Match::Sport {
+                proto,
+                negate,
+                port,
+            } => {
+                write!(s, "{} sport {}{port} ", proto.name(), neq(*negate))
+            }
+            Match::DportsNotIn { proto, ports } => {
+                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+                write!(s, "{} dport != {{ {} }} ", proto.name(), list.join(", "))
+            }
+            Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
+            Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),
+            Match::CtState { states } => {
+                let list: Vec<&str> = states
+                    .iter()
+                    .map(|st| match st {
+                        CtState::Invalid => "invalid",
+                        CtState::Related => "related",
+                        CtState::Established => "established",
+                    })
+                    .collect();
+                write!(s, "ct state {} ", list.join(","))
+            }
+            Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),
+            Match::ConnMark { mark } => write!(s, "ct mark {mark} "),
+        }
+        .expect("writing to a String cannot fail");
+    }
+    let verdict = match &rule.target {
+        Target::Jump { chain } => format!("counter jump {}", chain.nft_name()),
+        Target::Return => "counter return".into(),
+        Target::Accept => "counter accept".into(),
+        Target::Drop => "counter drop".into(),
+        Target::Redirect { port } => format!("counter redirect to :{port}"),
+        Target::Tproxy { port, mark } => {
+            let f = rule.family.unwrap_or(Family::V4);
+            format!(
+                "tproxy {} to :{port} meta mark set {mark} counter accept",
+                ip_kw(f)
+            )
+        }
+        Target::SetMark { mark } => format!("counter meta mark set {mark}"),
+        Target::SaveMark => "counter ct mark set mark".into(),
+        Target::RestoreMark => "counter meta mark set ct mark".into(),
+        Target::CtZone { zone } => format!("counter ct zone set {zone}"),
+    };
+    s.push_str(&verdict);
+    s
+}
+
+/// One `add rule` / `insert rule` line without the newline.
+pub fn rule_line(table: Table, rule: &NftRule) -> String {
+    let t = table.nft_name();
+    let c = rule.chain.nft_name();
+    match rule.position {
+        Position::Append => format!("add rule inet {t} {c} {}", rule_body(table, rule)),
+        Position::Insert(i) => {
+            format!(
+                "insert rule inet {t} {c} index {i} {}",
+                rule_body(table, rule)
+            )
+        }
+    }
+}
+
+/// `add chain` line for one declared chain.
+pub fn chain_line(table: Table, chain: Chain) -> String {
+    let t = table.nft_name();
+    let c = chain.nft_name();
+    match base_chain_spec(table, chain) {
+        Some((ty, hook, prio)) => {
+            format!("add chain inet {t} {c} {{ type {ty} hook {hook} priority {prio} ; }}")
+        }
+        None => format!("add chain inet {t} {c}"),
+    }
+}
+
+/// The apply transaction: per table `add table`, `flush table`, chains, rules.
+pub fn transaction(plan: &NftPlan) -> String {
+    let mut out = String::new();
+    for t in &plan.tables {
+        let name = t.table.nft_name();
+        writeln!(out, "add table inet {name}").unwrap();
+        writeln!(out, "flush table inet {name}").unwrap();
+        for c in &t.chains {
+            out.push_str(&chain_line(t.table, *c));
+            out.push('\n');
+        }
+        for r in &t.rules {
+            out.push_str(&rule_line(t.table, r));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The clean-up transaction: `add table` (so the delete cannot fail) + `delete table` for
+/// each of our three tables.
+pub fn cleanup_transaction() -> String {
+    let mut out = String::new();
+    for t in Table::NFT_TABLES {
+        writeln!(out, "add table inet {}", t.nft_name()).unwrap();
+        writeln!(out, "delete table inet {}", t.nft_name()).unwrap();
+    }
+    out
+}

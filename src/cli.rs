@@ -19,10 +19,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install the interception rules (upstream's `istio-iptables`).
-    #[command(alias = "istio-iptables")]
+    #[command(alias = "istio-iptables", args_override_self = true)]
     Apply(Flags),
     /// Remove the interception rules (upstream's `istio-clean-iptables` / `--cleanup-only`).
-    #[command(alias = "istio-clean-iptables")]
+    #[command(alias = "istio-clean-iptables", args_override_self = true)]
     Clean(Flags),
 }
 
@@ -43,12 +43,15 @@ macro_rules! flags {
         pub struct Flags {
             $(
                 $(#[doc = $doc])*
-                #[arg(long = $long $(, short = $short)? $(, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = flags!(@bool $b))?)]
+                #[arg(long = $long $(, short = $short)?, allow_hyphen_values = flags!(@hyphen $($b)?) $(, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = flags!(@bool $b))?)]
                 pub $field: Option<String>,
             )*
         }
     };
     (@bool $b:tt) => { "BOOL" };
+    // pflag gives a value flag the next argument even when it starts with '-'.
+    (@hyphen) => { true };
+    (@hyphen $b:tt) => { false };
 }
 
 flags! {

@@ -1,0 +1,248 @@
+//! Bad input, table-driven: each case must exit 2, print one error naming the flag or env var
+//! on stderr, print nothing on stdout, and so apply nothing. Upstream copies most of these
+//! verbatim into rule text or ignores them.
+
+mod support;
+
+use support::command;
+
+struct Case {
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+    /// Must appear in stderr: the flag or env var that carried the value.
+    names: &'static str,
+}
+
+const fn flag(args: &'static [&'static str], names: &'static str) -> Case {
+    Case {
+        args,
+        env: &[],
+        names,
+    }
+}
+const fn envc(env: &'static [(&'static str, &'static str)], names: &'static str) -> Case {
+    Case {
+        args: &[],
+        env,
+        names,
+    }
+}
+
+const CASES: &[Case] = &[
+    flag(&["-p", "0"], "--envoy-port (-p)"),
+    flag(&["-p", "70000"], "--envoy-port (-p)"),
+    flag(&["-p", "15001;"], "--envoy-port (-p)"),
+    flag(&["-p", ""], "--envoy-port (-p)"),
+    flag(&["-z", "abc"], "--inbound-capture-port (-z)"),
+    flag(&["-e", "-1"], "--inbound-tunnel-port (-e)"),
+    flag(&["-u", "istio-proxy"], "--proxy-uid (-u)"),
+    flag(&["-u", "1337 1338"], "--proxy-uid (-u)"),
+    flag(&["-g", "1337\n-A INPUT -j ACCEPT"], "--proxy-gid (-g)"),
+    flag(&["-u", "99999999999"], "--proxy-uid (-u)"),
+    flag(&["-m", "tproxy"], "--istio-inbound-interception-mode (-m)"),
+    flag(&["-m", "TPROXY "], "--istio-inbound-interception-mode (-m)").ok_trimmed(),
+    flag(&["-b", "80;rm -rf /"], "--istio-inbound-ports (-b)"),
+    flag(&["-b", "*,80"], "--istio-inbound-ports (-b)"),
+    flag(&["-b", "80-90"], "--istio-inbound-ports (-b)"),
+    flag(&["-d", "15090 15021"], "--istio-local-exclude-ports (-d)"),
+    flag(&["-q", "0"], "--istio-outbound-ports (-q)"),
+    flag(
+        &["-o", "65536"],
+        "--istio-local-outbound-ports-exclude (-o)",
+    ),
+    flag(
+        &["-o", "{ 53 }"],
+        "--istio-local-outbound-ports-exclude (-o)",
+    ),
+    flag(&["-c", "eth0 eth1"], "--istio-exclude-interfaces (-c)"),
+    flag(
+        &["-c", "averyveryverylongname0"],
+        "--istio-exclude-interfaces (-c)",
+    ),
+    flag(&["-c", "eth0\"; drop"], "--istio-exclude-interfaces (-c)"),
+    flag(&["-k", "a/b"], "--kube-virt-interfaces (-k)"),
+    flag(&["-k", "eth0:1"], "--kube-virt-interfaces (-k)"),
+    flag(&["-k", "-i"], "--kube-virt-interfaces (-k)"),
+    flag(&["-i", "10.0.0.1"], "--istio-service-cidr (-i)"),
+    flag(&["-i", "10.0.0.0/33"], "--istio-service-cidr (-i)"),
+    flag(&["-i", "*,10.0.0.0/8"], "--istio-service-cidr (-i)"),
+    flag(&["-x", "*"], "--istio-service-exclude-cidr (-x)"),
+    flag(
+        &["-x", "10.0.0.0/8 -j ACCEPT"],
+        "--istio-service-exclude-cidr (-x)",
+    ),
+    flag(&["-t", "0"], "--istio-inbound-tproxy-mark (-t)"),
+    flag(&["-t", "mark"], "--istio-inbound-tproxy-mark (-t)"),
+    flag(&["-r", "254"], "--istio-inbound-tproxy-route-table (-r)"),
+    flag(&["-r", "x"], "--istio-inbound-tproxy-route-table (-r)"),
+    flag(&["--iptables-probe-port", "0"], "--iptables-probe-port"),
+    flag(&["--probe-timeout", "5 seconds"], "--probe-timeout"),
+    flag(
+        &["--force-iptables-binary", "legacy2"],
+        "--force-iptables-binary",
+    ),
+    flag(&["--enable-ipv6", "yes"], "--enable-ipv6"),
+    flag(
+        &["--dns-servers", "10.96.0.10,dns.example"],
+        "--dns-servers",
+    ),
+    flag(
+        &["--outbound-owner-groups", "1000,bad group"],
+        "--outbound-owner-groups",
+    ),
+    flag(
+        &["--outbound-owner-groups-exclude", "a;b"],
+        "--outbound-owner-groups-exclude",
+    ),
+    flag(
+        &["--ipv4-loopback-cidr", "10.0.0.0/8"],
+        "--ipv4-loopback-cidr",
+    ),
+    flag(
+        &["--ipv4-loopback-cidr", "127.0.0.1/4"],
+        "--ipv4-loopback-cidr",
+    ),
+    flag(&["--output", "yaml"], "--output"),
+    flag(&["--redirect-dns=maybe"], "--redirect-dns"),
+    flag(
+        &["--log_output_level", "default:loud"],
+        "--log_output_level",
+    ),
+    flag(&["--no-such-flag"], "--no-such-flag"),
+    envc(
+        &[("INBOUND_CAPTURE_PORT", "15006x")],
+        "env INBOUND_CAPTURE_PORT",
+    ),
+    envc(&[("PROXY_UID", "root")], "env PROXY_UID"),
+    envc(
+        &[("ISTIO_INBOUND_PORTS", "80,,x")],
+        "env ISTIO_INBOUND_PORTS",
+    ),
+    envc(
+        &[("ISTIO_SERVICE_EXCLUDE_CIDR", "fd00::/129")],
+        "env ISTIO_SERVICE_EXCLUDE_CIDR",
+    ),
+    envc(
+        &[("ISTIO_INBOUND_INTERCEPTION_MODE", "redirect")],
+        "env ISTIO_INBOUND_INTERCEPTION_MODE",
+    ),
+    envc(
+        &[("ISTIO_META_DNS_CAPTURE", "yes")],
+        "env ISTIO_META_DNS_CAPTURE",
+    ),
+    envc(&[("INVALID_DROP", "2")], "env INVALID_DROP"),
+    envc(
+        &[("FORCE_IPTABLES_BINARY", "x")],
+        "env FORCE_IPTABLES_BINARY",
+    ),
+    envc(
+        &[("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1")],
+        "env ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
+    ),
+    envc(
+        &[("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "g\n-A")],
+        "env ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
+    ),
+    envc(
+        &[("KUBE_VIRT_INTERFACES", "eth 0")],
+        "env KUBE_VIRT_INTERFACES",
+    ),
+    envc(&[("DNS_SERVERS", "10.96.0.10/32")], "env DNS_SERVERS"),
+    envc(&[("ENABLE_IPV6", "1")], "env ENABLE_IPV6"),
+    // The secondary env var wins over the primary one, so its bad value is the one named.
+    envc(
+        &[("REDIRECT_DNS", "true"), ("ISTIO_META_DNS_CAPTURE", "nope")],
+        "env ISTIO_META_DNS_CAPTURE",
+    ),
+    // A flag wins over env: the env value is never looked at, the flag's bad value is named.
+    Case {
+        args: &["-b", "x"],
+        env: &[("ISTIO_INBOUND_PORTS", "80")],
+        names: "--istio-inbound-ports (-b)",
+    },
+];
+
+impl Case {
+    /// Marks a case whose value is fine once trimmed: it must succeed instead.
+    const fn ok_trimmed(self) -> Case {
+        Case { names: "", ..self }
+    }
+}
+
+#[test]
+fn bad_inputs_exit_2_and_name_their_source() {
+    assert!(
+        CASES.len() >= 40,
+        "the table must hold at least 40 bad inputs"
+    );
+    let mut failures = Vec::new();
+    let mut bad = 0;
+    for c in CASES {
+        let mut args = vec!["apply", "--dry-run", "--enable-ipv6", "false"];
+        // Keep the user lookup off the machine: every case passes -u unless it tests -u.
+        if !c.args.contains(&"-u") && !c.env.iter().any(|(k, _)| *k == "PROXY_UID") {
+            args.extend(["-u", "1337"]);
+        }
+        if c.env.iter().any(|(k, _)| *k == "ENABLE_IPV6") {
+            args.truncate(2);
+            args.extend(["-u", "1337"]);
+        }
+        args.extend(c.args);
+        let out = command(&args, c.env).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if c.names.is_empty() {
+            if !out.status.success() {
+                failures.push(format!(
+                    "{:?} {:?}: expected success, got {stderr}",
+                    c.args, c.env
+                ));
+            }
+            continue;
+        }
+        bad += 1;
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let problems = [
+            (out.status.code() != Some(2)).then(|| format!("exit {:?}", out.status.code())),
+            (!stdout.is_empty()).then(|| format!("stdout not empty: {stdout:?}")),
+            (!stderr.contains(c.names)).then(|| format!("stderr does not name {:?}", c.names)),
+            lines.is_empty().then(|| "no message".to_string()),
+        ];
+        let problems: Vec<String> = problems.into_iter().flatten().collect();
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{:?} env {:?}: {}\nstderr: {stderr}",
+                c.args,
+                c.env,
+                problems.join("; ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("{bad} bad inputs rejected with status 2, each naming its flag or env var");
+}
+
+#[test]
+fn errors_are_one_line() {
+    let out = command(
+        &[
+            "apply",
+            "-n",
+            "-u",
+            "1337",
+            "--enable-ipv6",
+            "false",
+            "-b",
+            "80;rm",
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"--istio-inbound-ports (-b): "80;rm" is not a port list"#),
+        "{stderr}"
+    );
+}

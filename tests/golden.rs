@@ -1,0 +1,435 @@
+//! The project's own golden scenarios, for what upstream's goldens do not cover: TPROXY +
+//! IPv6 + DNS + every list; owner groups; sloppy lists; capture-all DNS; clean-up dry runs;
+//! host facts (resolv.conf, /etc/passwd, interface addresses); JSON. Each runs in-process with
+//! a fake host and env map. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the files.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::{FakeHost, diff, env, run_in_process};
+
+struct Scenario {
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+    host: fn() -> FakeHost,
+    /// Compare upstream's dry-run trace file instead of stdout.
+    trace: bool,
+}
+
+const INJECTED: &[&str] = &[
+    "istio-iptables",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+    "--dry-run",
+];
+const EVERYTHING: &[&str] = &[
+    "apply",
+    "-n",
+    "-m",
+    "TPROXY",
+    "-u",
+    "1337",
+    "-g",
+    "1337",
+    "--enable-ipv6",
+    "true",
+    "--redirect-dns",
+    "--dns-servers",
+    "10.96.0.10,fd00:10:96::a",
+    "-b",
+    "8080,9090",
+    "-d",
+    "15090",
+    "-c",
+    "eth9",
+    "-i",
+    "10.96.0.0/12,fd00:10:96::/112",
+    "-x",
+    "10.96.0.1/32,fd00:10:96::1/128",
+    "-q",
+    "3306",
+    "-o",
+    "5432",
+    "-k",
+    "virt0",
+    "--drop-invalid",
+];
+
+fn v4() -> FakeHost {
+    FakeHost::v4_pod()
+}
+fn v6_only() -> FakeHost {
+    FakeHost {
+        addrs: vec![
+            "::1".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+            "fd00:244::5".parse().unwrap(),
+        ],
+        ..FakeHost::default()
+    }
+}
+fn with_files() -> FakeHost {
+    let mut h = FakeHost::v4_pod();
+    h.files.insert(
+        "/etc/resolv.conf".into(),
+        "search default.svc.cluster.local\nnameserver 10.96.0.10\nnameserver fd00:10:96::a\nnameserver bogus\noptions ndots:5\n".into(),
+    );
+    h.files.insert(
+        "/etc/passwd".into(),
+        "root:x:0:0:root:/root:/bin/sh\nistio-proxy:x:1500:1500::/home/istio-proxy:/bin/false\n"
+            .into(),
+    );
+    h
+}
+
+fn with(args: &'static [&'static str], extra: &'static [&'static str]) -> &'static [&'static str] {
+    Box::leak([args, extra].concat().into_boxed_slice())
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let s = |name, args, env, host, trace| Scenario {
+        name,
+        args,
+        env,
+        host,
+        trace,
+    };
+    vec![
+        s(
+            "istio-injected",
+            INJECTED,
+            &[],
+            v4 as fn() -> FakeHost,
+            false,
+        ),
+        s(
+            "istio-injected.nft",
+            with(INJECTED, &["--native-nftables"]),
+            &[],
+            v4,
+            false,
+        ),
+        s("istio-injected.trace", INJECTED, &[], v4, true),
+        s("everything", EVERYTHING, &[], v4, false),
+        s(
+            "everything.nft",
+            with(EVERYTHING, &["--native-nftables"]),
+            &[],
+            v4,
+            false,
+        ),
+        s("everything.trace", EVERYTHING, &[], v4, true),
+        s(
+            "everything.json",
+            with(EVERYTHING, &["--output", "json"]),
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "owner-groups-include",
+            &[
+                "apply",
+                "-n",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "--outbound-owner-groups",
+                "1000,app,2000",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "owner-groups-include.nft",
+            &[
+                "apply",
+                "-n",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "--outbound-owner-groups",
+                "1000,app,2000",
+                "--native-nftables",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "owner-groups-exclude-env",
+            &["apply", "-n", "-u", "1337", "--enable-ipv6", "false"],
+            &[("OUTBOUND_OWNER_GROUPS_EXCLUDE", " 2000, 2001,,")],
+            v4,
+            false,
+        ),
+        s(
+            "sloppy-lists",
+            &[
+                "apply",
+                "-n",
+                "-u",
+                " 1337 ",
+                "--enable-ipv6",
+                "true",
+                "-b",
+                " 80 , 443,",
+                "-q",
+                "8443,",
+                "-o",
+                ",25, 587",
+                "-x",
+                " 10.0.0.0/8 , fd00::/8 ,",
+                "-i",
+                " * ",
+                "-k",
+                " eth1 ,",
+                "-c",
+                ",eth2 ",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "sloppy-lists.nft",
+            &[
+                "apply",
+                "-n",
+                "--native-nftables",
+                "-u",
+                " 1337 ",
+                "--enable-ipv6",
+                "true",
+                "-b",
+                " 80 , 443,",
+                "-q",
+                "8443,",
+                "-o",
+                ",25, 587",
+                "-x",
+                " 10.0.0.0/8 , fd00::/8 ,",
+                "-i",
+                " * ",
+                "-k",
+                " eth1 ,",
+                "-c",
+                ",eth2 ",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "capture-all-dns",
+            &[
+                "apply",
+                "-n",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "--redirect-dns",
+                "--capture-all-dns",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "capture-all-dns.nft",
+            &[
+                "apply",
+                "-n",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "--redirect-dns",
+                "--capture-all-dns",
+                "--native-nftables",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "dns-from-env-and-resolv-conf",
+            &["apply", "-n", "-u", "1337", "--enable-ipv6", "true"],
+            &[("ISTIO_META_DNS_CAPTURE", "true")],
+            with_files,
+            false,
+        ),
+        s(
+            "proxy-uid-from-passwd",
+            &["apply", "-n", "--enable-ipv6", "false", "-b", "*"],
+            &[],
+            with_files,
+            false,
+        ),
+        s(
+            "ipv6-detected",
+            &["apply", "-n", "-u", "1337", "-b", "*"],
+            &[],
+            v6_only,
+            false,
+        ),
+        s(
+            "clean-tproxy-dns",
+            &[
+                "clean",
+                "-n",
+                "-m",
+                "TPROXY",
+                "-u",
+                "1337",
+                "-b",
+                "*",
+                "--redirect-dns",
+                "--dns-servers",
+                "10.96.0.10",
+                "--enable-ipv6",
+                "true",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "clean-tproxy-dns.trace",
+            &[
+                "istio-clean-iptables",
+                "-n",
+                "-m",
+                "TPROXY",
+                "-u",
+                "1337",
+                "-b",
+                "*",
+                "--redirect-dns",
+                "--dns-servers",
+                "10.96.0.10",
+                "--enable-ipv6",
+                "true",
+            ],
+            &[],
+            v4,
+            true,
+        ),
+        s(
+            "clean.nft",
+            &[
+                "apply",
+                "-n",
+                "--cleanup-only",
+                "--native-nftables",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "false",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "tproxy-custom-mark-table",
+            &[
+                "apply",
+                "-n",
+                "-m",
+                "TPROXY",
+                "-u",
+                "1337",
+                "-b",
+                "*",
+                "-t",
+                "0x100",
+                "-r",
+                "200",
+                "--enable-ipv6",
+                "false",
+                "--output",
+                "json",
+            ],
+            &[],
+            v4,
+            false,
+        ),
+    ]
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn own_goldens() {
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let tmp = std::env::temp_dir().join(format!("meshtables-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    let all = scenarios();
+    for sc in &all {
+        let trace_path = tmp.join(sc.name);
+        let mut e = env(sc.env);
+        if sc.trace {
+            e.insert(
+                "DRY_RUN_FILE_PATH".into(),
+                trace_path.to_string_lossy().into(),
+            );
+        }
+        let (code, stdout) = run_in_process(sc.args, &e, &(sc.host)());
+        assert_eq!(code, 0, "{}: exit status {code}", sc.name);
+        let got = if sc.trace {
+            std::fs::read_to_string(&trace_path).unwrap()
+        } else {
+            stdout
+        };
+        let file = golden_dir().join(format!("{}.golden", sc.name));
+        if update {
+            std::fs::write(&file, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run UPDATE_GOLDEN=1 cargo test --test golden",
+                file.display()
+            )
+        });
+        if want != got {
+            failures.push(format!(
+                "--- {} (- golden, + now)\n{}",
+                sc.name,
+                diff(&want, &got)
+            ));
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    assert!(
+        failures.is_empty(),
+        "{}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --test golden",
+        failures.join("\n")
+    );
+    println!("{} golden scenarios match", all.len());
+}

@@ -1,0 +1,237 @@
+//! Property test over random flag and env combinations: parsing and resolution never panic;
+//! every accepted config renders in every format, and its text has only the line shapes the
+//! formats allow (no value can inject a line or a token); every rejection names an input
+//! that was actually given.
+
+mod support;
+
+use std::collections::HashMap;
+
+use clap::Parser;
+use meshtables::cli::{Cli, Command};
+use meshtables::config::{self, ConfigError, Origin};
+use meshtables::plan::{self, Family};
+use meshtables::render;
+use proptest::prelude::*;
+use support::FakeHost;
+
+const VALUE_FLAGS: &[&str] = &[
+    "-p",
+    "-z",
+    "-e",
+    "-u",
+    "-g",
+    "-m",
+    "-b",
+    "-d",
+    "-c",
+    "-i",
+    "-x",
+    "-q",
+    "-o",
+    "-k",
+    "-t",
+    "-r",
+    "--iptables-probe-port",
+    "--probe-timeout",
+    "--force-iptables-binary",
+    "--enable-ipv6",
+    "--dns-servers",
+    "--outbound-owner-groups",
+    "--outbound-owner-groups-exclude",
+    "--ipv4-loopback-cidr",
+    "--network-namespace",
+    "--resolv-conf",
+];
+const BOOL_FLAGS: &[&str] = &[
+    "--dry-run",
+    "--redirect-dns",
+    "--capture-all-dns",
+    "--drop-invalid",
+    "--dual-stack",
+    "--native-nftables",
+    "--cleanup-only",
+    "--reconcile",
+    "--redirect-dns=false",
+    "-n",
+];
+const ENV_NAMES: &[&str] = &[
+    "INBOUND_CAPTURE_PORT",
+    "PROXY_UID",
+    "PROXY_GID",
+    "ISTIO_INBOUND_INTERCEPTION_MODE",
+    "ISTIO_INBOUND_PORTS",
+    "ISTIO_LOCAL_EXCLUDE_PORTS",
+    "ISTIO_SERVICE_CIDR",
+    "ISTIO_SERVICE_EXCLUDE_CIDR",
+    "ISTIO_META_DNS_CAPTURE",
+    "REDIRECT_DNS",
+    "CAPTURE_ALL_DNS",
+    "INVALID_DROP",
+    "ISTIO_DUAL_STACK",
+    "ISTIO_OUTBOUND_OWNER_GROUPS",
+    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
+    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
+    "DNS_SERVERS",
+    "ENABLE_IPV6",
+    "KUBE_VIRT_INTERFACES",
+    "ISTIO_EXCLUDE_INTERFACES",
+    "ENVOY_USER",
+];
+const VALUES: &[&str] = &[
+    "",
+    "*",
+    "15001",
+    "0",
+    "70000",
+    " 80 , 443,",
+    "80;rm",
+    "a\nb",
+    "1337",
+    "1337,1338",
+    "3,4",
+    "10.0.0.0/8",
+    "fd00::/8",
+    "10.0.0.0/8,fd00::/8",
+    "127.1.2.3/32",
+    "10.0.0.1",
+    "eth0",
+    "eth0,eth1",
+    "eth 0",
+    "TPROXY",
+    "REDIRECT",
+    "tproxy",
+    "true",
+    "false",
+    "5s",
+    "legacy",
+    "nft",
+    "{ 53 }",
+    "java,202",
+    "127.0.0.1/8",
+    "::127.0.0.53",
+    "10.96.0.10,fd00::a",
+    "auto",
+    "-1",
+    "x\"y",
+    "0x539",
+    "200",
+    "254",
+];
+
+fn host() -> FakeHost {
+    let mut h = FakeHost::v4_pod();
+    h.addrs.push("fd00::5".parse().unwrap());
+    h.files.insert(
+        "/etc/resolv.conf".into(),
+        "nameserver 10.96.0.10\nnameserver fd00::a\n".into(),
+    );
+    h
+}
+
+/// Every line of the restore text has one of its shapes, and no token has a separator.
+fn check_restore(text: &str) {
+    for line in text.lines() {
+        assert!(
+            line.starts_with("* ")
+                || line.starts_with("-N ")
+                || line.starts_with("-A ")
+                || line.starts_with("-I ")
+                || line == "COMMIT",
+            "unexpected restore line {line:?}"
+        );
+        assert!(
+            !line.contains([';', '"', '\'', '{', '}', '\r', '\t']),
+            "{line:?}"
+        );
+    }
+}
+
+fn check_nft(text: &str) {
+    for line in text.lines() {
+        assert!(
+            [
+                "add table ",
+                "flush table ",
+                "delete table ",
+                "add chain ",
+                "add rule ",
+                "insert rule "
+            ]
+            .iter()
+            .any(|p| line.starts_with(p)),
+            "unexpected nft line {line:?}"
+        );
+        assert!(
+            !line.contains([';', '"', '\'', '\r', '\t']) || line.contains("{ type "),
+            "{line:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_flags_and_env(
+        flags in proptest::collection::vec((0..VALUE_FLAGS.len(), 0..VALUES.len()), 0..8),
+        bools in proptest::collection::vec(0..BOOL_FLAGS.len(), 0..4),
+        envs in proptest::collection::vec((0..ENV_NAMES.len(), 0..VALUES.len()), 0..5),
+        clean in any::<bool>(),
+    ) {
+        let mut argv = vec!["meshtables".to_string(), if clean { "clean" } else { "apply" }.to_string()];
+        let mut given_flags = Vec::new();
+        for (f, v) in &flags {
+            argv.push(VALUE_FLAGS[*f].to_string());
+            argv.push(VALUES[*v].to_string());
+            given_flags.push(VALUE_FLAGS[*f]);
+        }
+        for b in &bools {
+            argv.push(BOOL_FLAGS[*b].to_string());
+        }
+        let env: HashMap<String, String> =
+            envs.iter().map(|(n, v)| (ENV_NAMES[*n].to_string(), VALUES[*v].to_string())).collect();
+
+        let Ok(cli) = Cli::try_parse_from(&argv) else { return Ok(()); };
+        let (f, cleanup) = match &cli.command { Command::Apply(f) => (f, false), Command::Clean(f) => (f, true) };
+        match config::resolve(f, cleanup, &env, &host()) {
+            Ok(cfg) => {
+                let p = plan::build(&cfg);
+                for fam in [Family::V4, Family::V6] {
+                    check_restore(&render::iptables::restore(p.xtables.rules(fam)));
+                    for cmd in render::iptables::cleanup_commands(p.xtables.rules(fam)) {
+                        prop_assert!(cmd.iter().all(|w| !w.contains([' ', '\n', ';'])));
+                    }
+                }
+                check_nft(&render::nft::transaction(&p.nft));
+                prop_assert!(!render::trace::apply(&p.xtables).is_empty());
+                prop_assert!(!render::trace::cleanup(&p.xtables).is_empty());
+                prop_assert!(serde_json::to_string(&p).is_ok());
+                // Every jump in the nft plan targets a declared chain of the same table.
+                for t in &p.nft.tables {
+                    for r in &t.rules {
+                        if let meshtables::plan::Target::Jump { chain } = r.target {
+                            prop_assert!(t.chains.contains(&chain), "jump to undeclared {chain:?}");
+                        }
+                    }
+                }
+            }
+            Err(ConfigError::Invalid { origin, .. }) => {
+                let named = match &origin {
+                    Origin::Flag { long, short } => given_flags.iter().any(|g| {
+                        *g == format!("--{long}") || short.is_some_and(|s| *g == format!("-{s}"))
+                    }),
+                    Origin::Env(name) => env.contains_key(*name),
+                    Origin::Default(_) => false,
+                };
+                prop_assert!(named, "rejection names {origin} which was not given: {argv:?} {env:?}");
+            }
+            // Reading a file the user pointed at (--resolv-conf) can fail; it names the path.
+            Err(ConfigError::Host(e)) => {
+                prop_assert!(given_flags.contains(&"--resolv-conf"), "unexpected host error {e}");
+                prop_assert!(e.to_string().contains("failed to read"), "{e}");
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
+//! the `../shared` locator, and the skip-or-fail rule for tests that need root or a kernel.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use meshtables::host::{Host, HostError};
+
+/// A machine with chosen addresses and files.
+#[derive(Default, Clone)]
+pub struct FakeHost {
+    pub addrs: Vec<IpAddr>,
+    pub files: HashMap<String, String>,
+}
+
+impl FakeHost {
+    /// An IPv4-only pod with no /etc/passwd entry for istio-proxy.
+    pub fn v4_pod() -> Self {
+        FakeHost {
+            addrs: vec!["127.0.0.1".parse().unwrap(), "10.244.1.5".parse().unwrap()],
+            files: HashMap::new(),
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn interface_addrs(&self) -> Result<Vec<IpAddr>, HostError> {
+        Ok(self.addrs.clone())
+    }
+    fn read_file(&self, path: &str) -> Result<String, HostError> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| HostError::Read {
+                path: path.into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+    }
+}
+
+pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs `meshtables ARGS` in-process; returns (exit code, stdout).
+pub fn run_in_process(
+    args: &[&str],
+    env: &HashMap<String, String>,
+    host: &FakeHost,
+) -> (i32, String) {
+    let argv: Vec<OsString> = std::iter::once("meshtables")
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
+    let mut out = Vec::new();
+    let code = meshtables::cmd::main_with(argv, env, host, &mut out);
+    (code, String::from_utf8(out).expect("stdout is UTF-8"))
+}
+
+/// The built binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshtables"))
+}
+
+/// Env var prefixes meshtables reads; cleared before running the binary in tests.
+pub const OUR_ENV_PREFIXES: &[&str] = &[
+    "ISTIO_",
+    "DRY_RUN",
+    "INBOUND_",
+    "PROXY_",
+    "NATIVE_",
+    "REDIRECT_",
+    "CAPTURE_",
+    "DROP_",
+    "INVALID_",
+    "DUAL_",
+    "KUBE_",
+    "ENVOY_",
+    "RUN_",
+    "SKIP_",
+    "RECONCILE",
+    "CLEANUP_",
+    "FORCE_",
+    "NETWORK_NAMESPACE",
+    "CNI_",
+    "IPTABLES_",
+    "PROBE_",
+    "ENABLE_IPV6",
+    "DNS_SERVERS",
+    "RESOLV_CONF",
+    "OUTBOUND_",
+    "IPV4_LOOPBACK",
+];
+
+/// A `Command` for the binary with our env vars removed and `extra` added.
+pub fn command(args: &[&str], extra: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+            c.env_remove(k);
+        }
+    }
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `../shared` beside the checkout: `None` (test skips) when absent; a panic under CI=true.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("istio/cases.json").exists() {
+        return Some(p);
+    }
+    if in_ci() {
+        panic!("../shared/istio/cases.json is missing, and CI=true requires it");
+    }
+    eprintln!("SKIP: ../shared is not beside this checkout");
+    None
+}
+
+/// For tests that need root (namespaces, netfilter): false (skip, with a message) when not
+/// root; a panic under CI=true, where skipping would hide a broken environment.
+pub fn require_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} needs root, and CI=true does not allow skipping it");
+    }
+    eprintln!("SKIP: {what} needs root");
+    false
+}
+
+/// For tests that need an external program: false (skip) when missing; a panic under CI.
+pub fn require_program(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if in_ci() {
+        panic!("{name} is not installed, and CI=true does not allow skipping");
+    }
+    eprintln!("SKIP: {name} is not installed");
+    false
+}
+
+/// A line diff for failure messages: `-want` / `+got`, with a little context.
+pub fn diff(want: &str, got: &str) -> String {
+    let w: Vec<&str> = want.lines().collect();
+    let g: Vec<&str> = got.lines().collect();
+    // Longest-common-subsequence table; inputs are small.
+    let mut lcs = vec![vec![0usize; g.len() + 1]; w.len() + 1];
+    for i in (0..w.len()).rev() {
+        for j in (0..g.len()).rev() {
+            lcs[i][j] = if w[i] == g[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < w.len() || j < g.len() {
+        if i < w.len() && j < g.len() && w[i] == g[j] {
+            out.push_str(&format!("  {}\n", w[i]));
+            i += 1;
+            j += 1;
+        } else if j < g.len() && (i == w.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push_str(&format!("+ {}\n", g[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("- {}\n", w[i]));
+            i += 1;
+        }
+    }
+    out
+}

@@ -1,162 +1,109 @@
 //! `iptables-restore` input, byte-identical to upstream's `buildRestore` (SPEC §3.6), and the
 //! per-rule argument lists that the clean-up and the iptables backend reuse.
 
-use crate::plan::{Chain, Family, Match, Position, Proto, Table, Target, XtRule};
+use crate::plan::{Chain, CtState, Family, Match, Position, Proto, Table, Target, XtRule};
 
-/// The words of one rule after `-A CHAIN` / `-I CHAIN N`: matches in plan order, then target.
-pub fn rule_spec(rule: &XtRule) -> Vec<String> {
-    let mut w: Vec<String> = Vec::new();
-    let mut push = |s: &str| w.push(s.to_string());
+/// Appends the words of one rule after `-A CHAIN` / `-I CHAIN N` to `out`, space separated:
+/// matches in plan order, then the target. Validated values never contain a space, so
+/// splitting this text on spaces gives the argument list (`rule_spec`).
+pub fn write_spec(out: &mut String, rule: &XtRule) {
+    use std::fmt::Write;
+    let neg = |n: bool| if n { "! " } else { "" };
     for m in &rule.matches {
-        match m {
-            Match::InIface { name } => {
-                push("-i");
-                push(name.as_str());
-            }
-            Match::OutIface { name } => {
-                push("-o");
-                push(name.as_str());
-            }
-            Match::Proto { proto } => {
-                push("-p");
-                push(proto.name());
-            }
-            Match::Src { negate, cidr } => {
-                if *negate {
-                    push("!");
-                }
-                push("-s");
-                push(&cidr.to_string());
-            }
-            Match::Dst { negate, cidr } => {
-                if *negate {
-                    push("!");
-                }
-                push("-d");
-                push(&cidr.to_string());
-            }
-            Match::Dport { negate, port, .. } => {
-                if *negate {
-                    push("!");
-                }
-                push("--dport");
-                push(&port.to_string());
-            }
-            Match::Sport { negate, port, .. } => {
-                if *negate {
-                    push("!");
-                }
-                push("--sport");
-                push(&port.to_string());
-            }
+        let _ = match m {
+            Match::InIface { name } => write!(out, "-i {name} "),
+            Match::OutIface { name } => write!(out, "-o {name} "),
+            Match::Proto { proto } => write!(out, "-p {} ", proto.name()),
+            Match::Src { negate, cidr } => write!(out, "{}-s {cidr} ", neg(*negate)),
+            Match::Dst { negate, cidr } => write!(out, "{}-d {cidr} ", neg(*negate)),
+            Match::Dport { negate, port, .. } => write!(out, "{}--dport {port} ", neg(*negate)),
+            Match::Sport { negate, port, .. } => write!(out, "{}--sport {port} ", neg(*negate)),
             Match::DportsNotIn { ports, .. } => {
-                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-                for s in ["-m", "multiport", "!", "--dports"] {
-                    push(s);
+                out.push_str("-m multiport ! --dports ");
+                for (i, p) in ports.iter().enumerate() {
+                    let _ = write!(out, "{}{p}", if i == 0 { "" } else { "," });
                 }
-                push(&list.join(","));
+                out.push(' ');
+                Ok(())
             }
             Match::Uid { negate, uid } => {
-                push("-m");
-                push("owner");
-                if *negate {
-                    push("!");
-                }
-                push("--uid-owner");
-                push(&uid.to_string());
+                write!(out, "-m owner {}--uid-owner {uid} ", neg(*negate))
             }
             Match::Gid { negate, gid } => {
-                push("-m");
-                push("owner");
-                if *negate {
-                    push("!");
-                }
-                push("--gid-owner");
-                push(&gid.to_string());
+                write!(out, "-m owner {}--gid-owner {gid} ", neg(*negate))
             }
             Match::CtState { states } => {
-                let list: Vec<&str> = states
-                    .iter()
-                    .map(|s| match s {
-                        crate::plan::CtState::Invalid => "INVALID",
-                        crate::plan::CtState::Related => "RELATED",
-                        crate::plan::CtState::Established => "ESTABLISHED",
-                    })
-                    .collect();
-                for s in ["-m", "conntrack", "--ctstate"] {
-                    push(s);
+                out.push_str("-m conntrack --ctstate ");
+                for (i, st) in states.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(match st {
+                        CtState::Invalid => "INVALID",
+                        CtState::Related => "RELATED",
+                        CtState::Established => "ESTABLISHED",
+                    });
                 }
-                push(&list.join(","));
+                out.push(' ');
+                Ok(())
             }
-            Match::Mark { negate, mark } => {
-                push("-m");
-                push("mark");
-                if *negate {
-                    push("!");
-                }
-                push("--mark");
-                push(&mark.to_string());
-            }
-            Match::ConnMark { mark } => {
-                for s in ["-m", "connmark", "--mark"] {
-                    push(s);
-                }
-                push(&mark.to_string());
-            }
-        }
+            Match::Mark { negate, mark } => write!(out, "-m mark {}--mark {mark} ", neg(*negate)),
+            Match::ConnMark { mark } => write!(out, "-m connmark --mark {mark} "),
+        };
     }
-    push("-j");
-    match &rule.target {
-        Target::Jump { chain } => push(chain.xt_name()),
-        Target::Return => push("RETURN"),
-        Target::Accept => push("ACCEPT"),
-        Target::Drop => push("DROP"),
+    let _ = match &rule.target {
+        Target::Jump { chain } => write!(out, "-j {}", chain.xt_name()),
+        Target::Return => write!(out, "-j RETURN"),
+        Target::Accept => write!(out, "-j ACCEPT"),
+        Target::Drop => write!(out, "-j DROP"),
         Target::Redirect { port } => {
-            push("REDIRECT");
             // Upstream writes the singular option for its UDP DNS rules; both are accepted.
             let udp = rule
                 .matches
                 .iter()
                 .any(|m| matches!(m, Match::Proto { proto: Proto::Udp }));
-            push(if udp { "--to-port" } else { "--to-ports" });
-            push(&port.to_string());
+            let opt = if udp { "--to-port" } else { "--to-ports" };
+            write!(out, "-j REDIRECT {opt} {port}")
         }
         Target::Tproxy { port, mark } => {
-            push("TPROXY");
-            push("--tproxy-mark");
-            push(&format!("{mark}/0xffffffff"));
-            push("--on-port");
-            push(&port.to_string());
+            write!(
+                out,
+                "-j TPROXY --tproxy-mark {mark}/0xffffffff --on-port {port}"
+            )
         }
-        Target::SetMark { mark } => {
-            push("MARK");
-            push("--set-mark");
-            push(&mark.to_string());
-        }
-        Target::SaveMark => {
-            push("CONNMARK");
-            push("--save-mark");
-        }
-        Target::RestoreMark => {
-            push("CONNMARK");
-            push("--restore-mark");
-        }
-        Target::CtZone { zone } => {
-            push("CT");
-            push("--zone");
-            push(&zone.to_string());
-        }
-    }
-    w
+        Target::SetMark { mark } => write!(out, "-j MARK --set-mark {mark}"),
+        Target::SaveMark => write!(out, "-j CONNMARK --save-mark"),
+        Target::RestoreMark => write!(out, "-j CONNMARK --restore-mark"),
+        Target::CtZone { zone } => write!(out, "-j CT --zone {zone}"),
+    };
+}
+
+/// The words of one rule after `-A CHAIN` / `-I CHAIN N`, as an argument list.
+pub fn rule_spec(rule: &XtRule) -> Vec<String> {
+    let mut s = String::new();
+    write_spec(&mut s, rule);
+    s.split(' ').map(str::to_string).collect()
 }
 
 /// `-A CHAIN ...` or `-I CHAIN N ...`, as one line.
 pub fn rule_line(rule: &XtRule) -> String {
-    let head = match rule.position {
-        Position::Append => format!("-A {}", rule.chain.xt_name()),
-        Position::Insert(n) => format!("-I {} {n}", rule.chain.xt_name()),
-    };
-    format!("{head} {}", rule_spec(rule).join(" "))
+    let mut s = String::new();
+    write_line(&mut s, rule);
+    s
+}
+
+fn write_line(out: &mut String, rule: &XtRule) {
+    out.push_str(match rule.position {
+        Position::Append => "-A ",
+        Position::Insert(_) => "-I ",
+    });
+    out.push_str(rule.chain.xt_name());
+    if let Position::Insert(n) = rule.position {
+        out.push(' ');
+        out.push_str(&n.to_string());
+    }
+    out.push(' ');
+    write_spec(out, rule);
 }
 
 /// The chain a rule jumps to, when its target is a chain.
@@ -196,7 +143,7 @@ pub fn restore(rules: &[XtRule]) -> String {
             out.push('\n');
         }
         for r in &in_table {
-            out.push_str(&rule_line(r));
+            write_line(&mut out, r);
             out.push('\n');
         }
         out.push_str("COMMIT\n");

@@ -36,6 +36,11 @@ fn neq(negate: bool) -> &'static str {
 /// The rule body after `add rule inet TABLE CHAIN [index N] `.
 pub fn rule_body(table: Table, rule: &NftRule) -> String {
     let mut s = String::new();
+    write_body(&mut s, table, rule);
+    s
+}
+
+fn write_body(s: &mut String, table: Table, rule: &NftRule) {
     // Upstream's raw-table DNS rules spell the owner match `meta skuid`; same bytecode.
     let meta = if table == Table::Raw { "meta " } else { "" };
     for m in &rule.matches {
@@ -85,41 +90,41 @@ pub fn rule_body(table: Table, rule: &NftRule) -> String {
         }
         .expect("writing to a String cannot fail");
     }
-    let verdict = match &rule.target {
-        Target::Jump { chain } => format!("counter jump {}", chain.nft_name()),
-        Target::Return => "counter return".into(),
-        Target::Accept => "counter accept".into(),
-        Target::Drop => "counter drop".into(),
-        Target::Redirect { port } => format!("counter redirect to :{port}"),
+    let _ = match &rule.target {
+        Target::Jump { chain } => write!(s, "counter jump {}", chain.nft_name()),
+        Target::Return => write!(s, "counter return"),
+        Target::Accept => write!(s, "counter accept"),
+        Target::Drop => write!(s, "counter drop"),
+        Target::Redirect { port } => write!(s, "counter redirect to :{port}"),
         Target::Tproxy { port, mark } => {
-            let f = rule.family.unwrap_or(Family::V4);
-            format!(
-                "tproxy {} to :{port} meta mark set {mark} counter accept",
-                ip_kw(f)
+            let f = ip_kw(rule.family.unwrap_or(Family::V4));
+            write!(
+                s,
+                "tproxy {f} to :{port} meta mark set {mark} counter accept"
             )
         }
-        Target::SetMark { mark } => format!("counter meta mark set {mark}"),
-        Target::SaveMark => "counter ct mark set mark".into(),
-        Target::RestoreMark => "counter meta mark set ct mark".into(),
-        Target::CtZone { zone } => format!("counter ct zone set {zone}"),
+        Target::SetMark { mark } => write!(s, "counter meta mark set {mark}"),
+        Target::SaveMark => write!(s, "counter ct mark set mark"),
+        Target::RestoreMark => write!(s, "counter meta mark set ct mark"),
+        Target::CtZone { zone } => write!(s, "counter ct zone set {zone}"),
     };
-    s.push_str(&verdict);
-    s
 }
 
 /// One `add rule` / `insert rule` line without the newline.
 pub fn rule_line(table: Table, rule: &NftRule) -> String {
+    let mut s = String::new();
+    write_rule_line(&mut s, table, rule);
+    s
+}
+
+fn write_rule_line(s: &mut String, table: Table, rule: &NftRule) {
     let t = table.nft_name();
     let c = rule.chain.nft_name();
-    match rule.position {
-        Position::Append => format!("add rule inet {t} {c} {}", rule_body(table, rule)),
-        Position::Insert(i) => {
-            format!(
-                "insert rule inet {t} {c} index {i} {}",
-                rule_body(table, rule)
-            )
-        }
-    }
+    let _ = match rule.position {
+        Position::Append => write!(s, "add rule inet {t} {c} "),
+        Position::Insert(i) => write!(s, "insert rule inet {t} {c} index {i} "),
+    };
+    write_body(s, table, rule);
 }
 
 /// `add chain` line for one declared chain.
@@ -146,7 +151,7 @@ pub fn transaction(plan: &NftPlan) -> String {
             out.push('\n');
         }
         for r in &t.rules {
-            out.push_str(&rule_line(t.table, r));
+            write_rule_line(&mut out, t.table, r);
             out.push('\n');
         }
     }

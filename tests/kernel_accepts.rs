@@ -22,7 +22,12 @@ fn load(text: &str, tool: &str, args: &[&str]) -> Result<(), String> {
         .spawn()
         .map_err(|e| e.to_string())?;
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(())
@@ -61,11 +66,14 @@ fn nft_transactions_load() {
     if !require_root("loading nftables text into a namespace") || !require_program("nft") {
         return;
     }
-    let mut files = golden_files(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"), |p| {
-        p.ends_with(".nft.golden")
-    });
+    let mut files = golden_files(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+        |p| p.ends_with(".nft.golden"),
+    );
     if let Some(shared) = shared_dir() {
-        files.extend(golden_files(&shared.join("istio/golden/nftables"), |p| p.ends_with(".golden")));
+        files.extend(golden_files(&shared.join("istio/golden/nftables"), |p| {
+            p.ends_with(".golden")
+        }));
     }
     let mut failures = Vec::new();
     let mut loaded = 0;
@@ -91,31 +99,59 @@ fn restore_texts_load_with_both_variants() {
     if !require_root("loading iptables rules into a namespace") {
         return;
     }
-    for p in ["iptables-legacy-restore", "iptables-nft-restore", "ip6tables-legacy-restore", "ip6tables-nft-restore"] {
+    for p in [
+        "iptables-legacy-restore",
+        "iptables-nft-restore",
+        "ip6tables-legacy-restore",
+        "ip6tables-nft-restore",
+    ] {
         if !require_program(p) {
             return;
         }
     }
     let mut outputs: Vec<(String, String)> = Vec::new();
-    for f in golden_files(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"), |p| {
-        !p.contains(".nft.") && !p.contains(".trace.") && !p.contains(".json.") && !p.contains("clean")
-            && !p.contains("tproxy-custom")
-    }) {
-        outputs.push((f.display().to_string(), std::fs::read_to_string(&f).unwrap()));
+    for f in golden_files(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+        |p| {
+            !p.contains(".nft.")
+                && !p.contains(".trace.")
+                && !p.contains(".json.")
+                && !p.contains("clean")
+                && !p.contains("tproxy-custom")
+        },
+    ) {
+        outputs.push((
+            f.display().to_string(),
+            std::fs::read_to_string(&f).unwrap(),
+        ));
     }
     if let Some(shared) = shared_dir() {
-        let cases: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(shared.join("istio/cases.json")).unwrap()).unwrap();
+        let cases: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(shared.join("istio/cases.json")).unwrap(),
+        )
+        .unwrap();
         for case in cases["cases"].as_array().unwrap() {
             if case["output"] != "dry-run-file" {
                 continue;
             }
-            let args: Vec<&str> = case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-            let env: Vec<(&str, &str)> =
-                case["env"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
+            let args: Vec<&str> = case["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            let env: Vec<(&str, &str)> = case["env"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+                .collect();
             let out = command(&args, &env).output().unwrap();
             assert!(out.status.success());
-            outputs.push((case["name"].as_str().unwrap().to_string(), String::from_utf8(out.stdout).unwrap()));
+            outputs.push((
+                case["name"].as_str().unwrap().to_string(),
+                String::from_utf8(out.stdout).unwrap(),
+            ));
         }
     }
     let mut failures = Vec::new();
@@ -127,7 +163,10 @@ fn restore_texts_load_with_both_variants() {
         }
         for (v6, text) in blocks(stdout) {
             for variant in ["legacy", "nft"] {
-                let tool = format!("{}-{variant}-restore", if v6 { "ip6tables" } else { "iptables" });
+                let tool = format!(
+                    "{}-{variant}-restore",
+                    if v6 { "ip6tables" } else { "iptables" }
+                );
                 match load(&text, &tool, &["--noflush"]) {
                     Ok(()) => loaded += 1,
                     Err(e) => failures.push(format!("{name} with {tool}: {e}")),

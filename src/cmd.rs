@@ -31,6 +31,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Netlink(#[from] crate::backend::netlink::NetlinkError),
 }
 
 impl RunError {
@@ -128,10 +130,56 @@ fn run(
         logging::info("skipping rule apply (--skip-rule-apply)");
         return Ok(());
     }
+    if cfg.native_nftables {
+        return native(&cfg, &plan, env, host);
+    }
     Err(RunError::Unsupported(
-        "this build can only print rules: run with --dry-run (applying needs the nftables or iptables backend)"
+        "the iptables backend is not built yet: apply with --native-nftables (it needs no binaries), or print the rules with --dry-run"
             .into(),
     ))
+}
+
+/// Apply or clean with the nftables netlink backend.
+fn native(cfg: &Config, plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Result<(), RunError> {
+    use crate::backend::netlink;
+    if cfg.cleanup_only {
+        let removed = netlink::clean(plan)?;
+        if removed.is_empty() {
+            logging::info("nothing of ours to remove");
+        }
+        for r in removed {
+            logging::info(&format!("removed: {r}"));
+        }
+        return Ok(());
+    }
+    let fault = env
+        .var(netlink::TEST_FAULT_ENV)
+        .is_some_and(|v| v == "reject-rule");
+    let groups = |name: &str| host.lookup_gid(name);
+    let report = netlink::apply(plan, &groups, fault)?;
+    logging::info(&format!(
+        "nftables rules programmed: {} messages in one transaction{}; {} routing objects added",
+        report.messages,
+        if report.replaced.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", replacing {}",
+                report
+                    .replaced
+                    .iter()
+                    .map(|t| t.nft_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        report.routes
+    ));
+    logging::debug(&format!(
+        "transaction:\n{}",
+        render::nft::transaction(&plan.nft)
+    ));
+    Ok(())
 }
 
 /// `--dry-run`: print what would be applied (or cleaned) and write upstream's trace file.

@@ -30,6 +30,17 @@ pub trait Host {
             .ok()
             .and_then(|text| passwd_uid(&text, user)))
     }
+    /// The gid of group `name` from /etc/group; `None` when absent or unreadable.
+    fn lookup_gid(&self, name: &str) -> Option<u32> {
+        self.read_file("/etc/group")
+            .ok()
+            .and_then(|text| group_gid(&text, name))
+    }
+}
+
+/// The gid of group `name` in group-format `text` (/etc/group).
+pub fn group_gid(text: &str, name: &str) -> Option<u32> {
+    passwd_uid(text, name)
 }
 
 /// The running machine (or the network namespace the process is in).

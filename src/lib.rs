@@ -4,6 +4,7 @@
 //! read) → `plan::Plan` (pure) → renderers (`render`) or backends.
 #![deny(unsafe_code)]
 
+pub mod backend; // nftables netlink (and later iptables) appliers
 pub mod cli; // clap definitions only
 pub mod cmd; // argv + env + host → exit code; dry-run output
 pub mod config; // flags + env + host facts → validated Config

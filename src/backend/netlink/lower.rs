@@ -1,0 +1,637 @@
+//! `NftPlan` → the operations of one nftables transaction, as data (no I/O).
+//!
+//! It walks the plan in the same order as `render::nft::transaction`, and spells each match
+//! the way `nft` compiles it, so the kernel ends up holding the ruleset that `nft -f` of the
+//! dry-run text would install: `meta nfproto` / `meta l4proto` dependencies are added where
+//! `nft` adds them implicitly in an `inet` table, byte-aligned prefixes load only the prefix
+//! bytes, other prefixes are masked, `!= { a, b }` becomes an inverted lookup in an anonymous
+//! set. Two things differ from the text, with the same resulting ruleset: each table is
+//! created fresh (so `flush table` is not needed), and `insert ... index N` is resolved here,
+//! so every rule is sent as an append in its final position.
+
+use std::ffi::CString;
+
+use super::ffi::{Attr, Expr};
+use crate::plan::{
+    Chain, Cidr, CtState, Family, Group, Match, NftPlan, NftRule, Position, Proto, Table, Target,
+};
+use crate::render::nft::{base_chain_spec, chain_line, rule_line};
+use nftnl::nftnl_sys as sys;
+
+// Kernel constants (linux/netfilter/nf_tables.h and friends).
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const META_MARK: u32 = 3;
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+const META_SKUID: u32 = 10;
+const META_SKGID: u32 = 11;
+const META_NFPROTO: u32 = 15;
+const META_L4PROTO: u32 = 16;
+const CT_STATE: u32 = 0;
+const CT_MARK: u32 = 3;
+const CT_ZONE: u32 = 17;
+const PAYLOAD_NETWORK: u32 = 1;
+const PAYLOAD_TRANSPORT: u32 = 2;
+const CMP_EQ: u32 = 0;
+const CMP_NEQ: u32 = 1;
+const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NFT_RETURN: i32 = -5;
+const LOOKUP_F_INV: u32 = 1;
+const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+const CT_STATE_INVALID: u32 = 1;
+const CT_STATE_ESTABLISHED: u32 = 2;
+const CT_STATE_RELATED: u32 = 4;
+/// Set user data `nft` attaches to an `inet_service` set: key byte order = big endian.
+const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
+
+/// One message of the transaction, with the text the user would recognise it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    DelTable(Table),
+    AddTable(Table),
+    AddChain {
+        table: Table,
+        chain: Chain,
+        text: String,
+    },
+    AddRule {
+        table: Table,
+        chain: Chain,
+        exprs: Vec<Expr>,
+        /// An anonymous set the rule looks up, sent right before it.
+        set: Option<AnonSet>,
+        text: String,
+    },
+}
+
+/// An anonymous constant set of ports (`inet_service`), referenced by id in the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonSet {
+    pub id: u32,
+    pub ports: Vec<u16>,
+    pub userdata: &'static [u8],
+}
+
+impl Op {
+    /// How errors name this message.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::DelTable(t) => format!("delete table inet {}", t.nft_name()),
+            Op::AddTable(t) => format!("add table inet {}", t.nft_name()),
+            Op::AddChain { text, .. } => text.clone(),
+            Op::AddRule { text, .. } => text.clone(),
+        }
+    }
+}
+
+/// Lowering errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("group {0:?} (in an owner-group rule) is not in /etc/group; use a numeric gid")]
+    UnknownGroup(String),
+}
+
+/// Resolves a group name to its gid (meshtables reads /etc/group; no NSS).
+pub type GroupResolver<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
+/// The operations that replace whatever of ours exists (`existing`) with `plan`.
+/// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
+/// an RCU grace period when the socket closes, which a first apply must not pay.
+pub fn apply_ops(
+    plan: &NftPlan,
+    existing: &[Table],
+    groups: GroupResolver,
+) -> Result<Vec<Op>, LowerError> {
+    let mut ops: Vec<Op> = existing.iter().map(|t| Op::DelTable(*t)).collect();
+    let mut set_id = 0;
+    for t in &plan.tables {
+        ops.push(Op::AddTable(t.table));
+        for c in &t.chains {
+            ops.push(Op::AddChain {
+                table: t.table,
+                chain: *c,
+                text: chain_line(t.table, *c),
+            });
+        }
+        for r in final_order(&t.rules) {
+            let (exprs, set) = lower_rule(t.table, r, &mut set_id, groups)?;
+            ops.push(Op::AddRule {
+                table: t.table,
+                chain: r.chain,
+                exprs,
+                set,
+                text: rule_line(t.table, r),
+            });
+        }
+    }
+    Ok(ops)
+}
+
+/// The operations of a clean: delete each of our tables that exists.
+pub fn clean_ops(existing: &[Table]) -> Vec<Op> {
+    existing.iter().map(|t| Op::DelTable(*t)).collect()
+}
+
+/// Replays appends and 0-based inserts per chain; returns the rules in final order, grouped
+/// by chain in order of first appearance (chain order does not matter to the kernel).
+fn final_order(rules: &[NftRule]) -> Vec<&NftRule> {
+    let mut chains: Vec<(Chain, Vec<&NftRule>)> = Vec::new();
+    for r in rules {
+        let list = match chains.iter_mut().position(|(c, _)| *c == r.chain) {
+            Some(i) => &mut chains[i].1,
+            None => {
+                chains.push((r.chain, Vec::new()));
+                &mut chains.last_mut().unwrap().1
+            }
+        };
+        match r.position {
+            Position::Insert(i) if (i as usize) < list.len() => list.insert(i as usize, r),
+            _ => list.push(r),
+        }
+    }
+    chains.into_iter().flat_map(|(_, l)| l).collect()
+}
+
+fn u32_attr(k: u32, v: u32) -> (u32, Attr) {
+    (k, Attr::U32(v))
+}
+
+fn meta_load(key: u32) -> Expr {
+    Expr {
+        name: c"meta",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_META_KEY, key),
+            u32_attr(sys::NFTNL_EXPR_META_DREG, NFT_REG_1),
+        ],
+    }
+}
+
+fn meta_set(key: u32) -> Expr {
+    Expr {
+        name: c"meta",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_META_KEY, key),
+            u32_attr(sys::NFTNL_EXPR_META_SREG, NFT_REG_1),
+        ],
+    }
+}
+
+fn ct_load(key: u32) -> Expr {
+    Expr {
+        name: c"ct",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_CT_KEY, key),
+            u32_attr(sys::NFTNL_EXPR_CT_DREG, NFT_REG_1),
+        ],
+    }
+}
+
+fn ct_set(key: u32) -> Expr {
+    Expr {
+        name: c"ct",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_CT_KEY, key),
+            u32_attr(sys::NFTNL_EXPR_CT_SREG, NFT_REG_1),
+        ],
+    }
+}
+
+fn cmp(negate: bool, data: Vec<u8>) -> Expr {
+    Expr {
+        name: c"cmp",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_CMP_SREG, NFT_REG_1),
+            u32_attr(
+                sys::NFTNL_EXPR_CMP_OP,
+                if negate { CMP_NEQ } else { CMP_EQ },
+            ),
+            (sys::NFTNL_EXPR_CMP_DATA, Attr::Data(data)),
+        ],
+    }
+}
+
+fn payload(base: u32, offset: u32, len: u32) -> Expr {
+    Expr {
+        name: c"payload",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1),
+            u32_attr(sys::NFTNL_EXPR_PAYLOAD_BASE, base),
+            u32_attr(sys::NFTNL_EXPR_PAYLOAD_OFFSET, offset),
+            u32_attr(sys::NFTNL_EXPR_PAYLOAD_LEN, len),
+        ],
+    }
+}
+
+fn bitwise(mask: Vec<u8>) -> Expr {
+    let len = mask.len() as u32;
+    Expr {
+        name: c"bitwise",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_BITWISE_SREG, NFT_REG_1),
+            u32_attr(sys::NFTNL_EXPR_BITWISE_DREG, NFT_REG_1),
+            u32_attr(sys::NFTNL_EXPR_BITWISE_LEN, len),
+            (sys::NFTNL_EXPR_BITWISE_MASK, Attr::Data(mask)),
+            (
+                sys::NFTNL_EXPR_BITWISE_XOR,
+                Attr::Data(vec![0; len as usize]),
+            ),
+        ],
+    }
+}
+
+fn immediate(data: Vec<u8>) -> Expr {
+    Expr {
+        name: c"immediate",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_1),
+            (sys::NFTNL_EXPR_IMM_DATA, Attr::Data(data)),
+        ],
+    }
+}
+
+fn verdict(code: i32, chain: Option<Chain>) -> Expr {
+    let mut attrs = vec![
+        u32_attr(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT),
+        u32_attr(sys::NFTNL_EXPR_IMM_VERDICT, code as u32),
+    ];
+    if let Some(c) = chain {
+        let name = CString::new(c.nft_name()).expect("chain names have no NUL");
+        attrs.push((sys::NFTNL_EXPR_IMM_CHAIN, Attr::Str(name)));
+    }
+    Expr {
+        name: c"immediate",
+        attrs,
+    }
+}
+
+fn counter() -> Expr {
+    Expr {
+        name: c"counter",
+        attrs: vec![],
+    }
+}
+
+fn nfproto(f: Family) -> u8 {
+    match f {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
+    }
+}
+
+fn proto_num(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+/// What the rule has established so far, to add `nft`'s implicit dependencies only once.
+#[derive(Default)]
+struct Ctx {
+    l4: Option<Proto>,
+    nf: Option<Family>,
+}
+
+impl Ctx {
+    fn need_l4(&mut self, p: Proto, out: &mut Vec<Expr>) {
+        if self.l4 != Some(p) {
+            out.push(meta_load(META_L4PROTO));
+            out.push(cmp(false, vec![proto_num(p)]));
+            self.l4 = Some(p);
+        }
+    }
+    fn need_nf(&mut self, f: Family, out: &mut Vec<Expr>) {
+        if self.nf != Some(f) {
+            out.push(meta_load(META_NFPROTO));
+            out.push(cmp(false, vec![nfproto(f)]));
+            self.nf = Some(f);
+        }
+    }
+}
+
+fn ifname(name: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b
+}
+
+/// An address match, as `nft` compiles a prefix: the full address compares directly; a
+/// byte-aligned prefix loads only its bytes; any other prefix is masked.
+fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate: bool) {
+    let f = cidr.family();
+    ctx.need_nf(f, out);
+    let (bytes, offset): (Vec<u8>, u32) = match (cidr.0, source) {
+        (ipnet::IpNet::V4(n), true) => (n.network().octets().to_vec(), 12),
+        (ipnet::IpNet::V4(n), false) => (n.network().octets().to_vec(), 16),
+        (ipnet::IpNet::V6(n), true) => (n.network().octets().to_vec(), 8),
+        (ipnet::IpNet::V6(n), false) => (n.network().octets().to_vec(), 24),
+    };
+    let full = bytes.len() as u32 * 8;
+    let plen = cidr.0.prefix_len() as u32;
+    if plen == full {
+        out.push(payload(PAYLOAD_NETWORK, offset, full / 8));
+        out.push(cmp(negate, bytes));
+    } else if plen.is_multiple_of(8) && plen > 0 {
+        let n = (plen / 8) as usize;
+        out.push(payload(PAYLOAD_NETWORK, offset, n as u32));
+        out.push(cmp(negate, bytes[..n].to_vec()));
+    } else {
+        let mask: Vec<u8> = match cidr.0 {
+            ipnet::IpNet::V4(n) => n.netmask().octets().to_vec(),
+            ipnet::IpNet::V6(n) => n.netmask().octets().to_vec(),
+        };
+        out.push(payload(PAYLOAD_NETWORK, offset, full / 8));
+        out.push(bitwise(mask));
+        out.push(cmp(negate, bytes));
+    }
+}
+
+fn lower_rule(
+    table: Table,
+    rule: &NftRule,
+    set_id: &mut u32,
+    groups: GroupResolver,
+) -> Result<(Vec<Expr>, Option<AnonSet>), LowerError> {
+    let mut out = Vec::new();
+    let mut ctx = Ctx::default();
+    let mut set = None;
+    for m in &rule.matches {
+        match m {
+            Match::InIface { name } => {
+                out.push(meta_load(META_IIFNAME));
+                out.push(cmp(false, ifname(name.as_str())));
+            }
+            Match::OutIface { name } => {
+                out.push(meta_load(META_OIFNAME));
+                out.push(cmp(false, ifname(name.as_str())));
+            }
+            Match::Proto { proto } => {
+                out.push(meta_load(META_L4PROTO));
+                out.push(cmp(false, vec![proto_num(*proto)]));
+                ctx.l4 = Some(*proto);
+            }
+            Match::Src { negate, cidr } => address(&mut out, &mut ctx, *cidr, true, *negate),
+            Match::Dst { negate, cidr } => address(&mut out, &mut ctx, *cidr, false, *negate),
+            Match::Dport {
+                proto,
+                negate,
+                port,
+            } => {
+                ctx.need_l4(*proto, &mut out);
+                out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
+                out.push(cmp(*negate, port.get().to_be_bytes().to_vec()));
+            }
+            Match::Sport {
+                proto,
+                negate,
+                port,
+            } => {
+                ctx.need_l4(*proto, &mut out);
+                out.push(payload(PAYLOAD_TRANSPORT, 0, 2));
+                out.push(cmp(*negate, port.get().to_be_bytes().to_vec()));
+            }
+            Match::DportsNotIn { proto, ports } => {
+                ctx.need_l4(*proto, &mut out);
+                out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
+                *set_id += 1;
+                out.push(Expr {
+                    name: c"lookup",
+                    attrs: vec![
+                        u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
+                        (
+                            sys::NFTNL_EXPR_LOOKUP_SET,
+                            Attr::Str(CString::from(c"__set%d")),
+                        ),
+                        u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, *set_id),
+                        u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
+                    ],
+                });
+                set = Some(AnonSet {
+                    id: *set_id,
+                    ports: ports.iter().map(|p| p.get()).collect(),
+                    userdata: &SET_UDATA_KEY_BIG_ENDIAN,
+                });
+            }
+            Match::Uid { negate, uid } => {
+                out.push(meta_load(META_SKUID));
+                out.push(cmp(*negate, uid.0.to_ne_bytes().to_vec()));
+            }
+            Match::Gid { negate, gid } => {
+                let id = match gid {
+                    Group::Id(id) => *id,
+                    Group::Name(n) => groups(n.as_str())
+                        .ok_or_else(|| LowerError::UnknownGroup(n.as_str().to_string()))?,
+                };
+                out.push(meta_load(META_SKGID));
+                out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
+            }
+            Match::CtState { states } => {
+                let mask = states.iter().fold(0u32, |m, s| {
+                    m | match s {
+                        CtState::Invalid => CT_STATE_INVALID,
+                        CtState::Established => CT_STATE_ESTABLISHED,
+                        CtState::Related => CT_STATE_RELATED,
+                    }
+                });
+                out.push(ct_load(CT_STATE));
+                out.push(bitwise(mask.to_ne_bytes().to_vec()));
+                out.push(cmp(true, vec![0; 4]));
+            }
+            Match::Mark { negate, mark } => {
+                out.push(meta_load(META_MARK));
+                out.push(cmp(*negate, mark.0.to_ne_bytes().to_vec()));
+            }
+            Match::ConnMark { mark } => {
+                out.push(ct_load(CT_MARK));
+                out.push(cmp(false, mark.0.to_ne_bytes().to_vec()));
+            }
+        }
+    }
+    match &rule.target {
+        Target::Jump { chain } => {
+            out.push(counter());
+            out.push(verdict(NFT_JUMP, Some(*chain)));
+        }
+        Target::Return => out.extend([counter(), verdict(NFT_RETURN, None)]),
+        Target::Accept => out.extend([counter(), verdict(NF_ACCEPT, None)]),
+        Target::Drop => out.extend([counter(), verdict(NF_DROP, None)]),
+        Target::Redirect { port } => {
+            out.push(counter());
+            out.push(immediate(port.get().to_be_bytes().to_vec()));
+            out.push(Expr {
+                name: c"redir",
+                attrs: vec![
+                    u32_attr(sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, NFT_REG_1),
+                    u32_attr(sys::NFTNL_EXPR_REDIR_FLAGS, NAT_RANGE_PROTO_SPECIFIED),
+                ],
+            });
+        }
+        Target::Tproxy { port, mark } => {
+            let f = rule.family.or(ctx.nf).unwrap_or(Family::V4);
+            out.push(immediate(port.get().to_be_bytes().to_vec()));
+            out.push(Expr {
+                name: c"tproxy",
+                attrs: vec![
+                    u32_attr(sys::NFTNL_EXPR_TPROXY_FAMILY, u32::from(nfproto(f))),
+                    u32_attr(sys::NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1),
+                ],
+            });
+            out.push(immediate(mark.0.to_ne_bytes().to_vec()));
+            out.push(meta_set(META_MARK));
+            out.push(counter());
+            out.push(verdict(NF_ACCEPT, None));
+        }
+        Target::SetMark { mark } => {
+            out.push(counter());
+            out.push(immediate(mark.0.to_ne_bytes().to_vec()));
+            out.push(meta_set(META_MARK));
+        }
+        Target::SaveMark => out.extend([counter(), meta_load(META_MARK), ct_set(CT_MARK)]),
+        Target::RestoreMark => out.extend([counter(), ct_load(CT_MARK), meta_set(META_MARK)]),
+        Target::CtZone { zone } => {
+            out.push(counter());
+            out.push(immediate(zone.to_ne_bytes().to_vec()));
+            out.push(ct_set(CT_ZONE));
+        }
+    }
+    let _ = table;
+    Ok((out, set))
+}
+
+/// One rule on its own (numeric groups only), for the test fault.
+pub(super) fn lower_single(table: Table, rule: &NftRule) -> (Vec<Expr>, Option<AnonSet>) {
+    lower_rule(table, rule, &mut 0, &|_| None).expect("numeric groups only")
+}
+
+/// `{ type nat hook prerouting priority -100 ; }` as nftnl values.
+pub fn chain_hook(table: Table, chain: Chain) -> Option<(nftnl::ChainType, nftnl::Hook, i32)> {
+    let (ty, hook, prio) = base_chain_spec(table, chain)?;
+    let ty = match ty {
+        "nat" => nftnl::ChainType::Nat,
+        "route" => nftnl::ChainType::Route,
+        _ => nftnl::ChainType::Filter,
+    };
+    let hook = match hook {
+        "prerouting" => nftnl::Hook::PreRouting,
+        _ => nftnl::Hook::Out,
+    };
+    Some((ty, hook, prio))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Mark, Name, Port};
+
+    fn rule(matches: Vec<Match>, target: Target) -> NftRule {
+        NftRule {
+            chain: Chain::IstioOutput,
+            position: Position::Append,
+            family: None,
+            matches,
+            target,
+        }
+    }
+
+    fn names(exprs: &[Expr]) -> Vec<&str> {
+        exprs.iter().map(|e| e.name.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn implicit_l4proto_added_once() {
+        let r = rule(
+            vec![
+                Match::OutIface {
+                    name: Name::parse("lo", 15).unwrap(),
+                },
+                Match::Proto { proto: Proto::Tcp },
+                Match::Dport {
+                    proto: Proto::Tcp,
+                    negate: true,
+                    port: Port::new(53).unwrap(),
+                },
+            ],
+            Target::Return,
+        );
+        let (e, _) = lower_rule(Table::Nat, &r, &mut 0, &|_| None).unwrap();
+        assert_eq!(
+            names(&e),
+            [
+                "meta",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "counter",
+                "immediate"
+            ]
+        );
+        let r = rule(
+            vec![Match::Dport {
+                proto: Proto::Udp,
+                negate: false,
+                port: Port::new(53).unwrap(),
+            }],
+            Target::Return,
+        );
+        let (e, _) = lower_rule(Table::Nat, &r, &mut 0, &|_| None).unwrap();
+        assert_eq!(e[1], cmp(false, vec![17]), "udp dependency");
+    }
+
+    #[test]
+    fn prefixes_like_nft() {
+        let mut out = Vec::new();
+        let c = Cidr("127.0.0.1/8".parse().unwrap());
+        address(&mut out, &mut Ctx::default(), c, false, true);
+        assert_eq!(out[2], payload(PAYLOAD_NETWORK, 16, 1));
+        assert_eq!(out[3], cmp(true, vec![127]));
+        let mut out = Vec::new();
+        let c = Cidr("10.96.0.0/12".parse().unwrap());
+        address(&mut out, &mut Ctx::default(), c, false, false);
+        assert_eq!(out[3], bitwise(vec![255, 240, 0, 0]));
+        assert_eq!(out[4], cmp(false, vec![10, 96, 0, 0]));
+    }
+
+    #[test]
+    fn inserts_resolved_in_order() {
+        let mk = |pos, mark| NftRule {
+            chain: Chain::IstioInbound,
+            position: pos,
+            family: None,
+            matches: vec![],
+            target: Target::SetMark { mark: Mark(mark) },
+        };
+        let rules = vec![
+            mk(Position::Append, 1),
+            mk(Position::Append, 2),
+            mk(Position::Insert(0), 3),
+            mk(Position::Insert(1), 4),
+        ];
+        let order: Vec<u32> = final_order(&rules)
+            .iter()
+            .map(|r| match r.target {
+                Target::SetMark { mark } => mark.0,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(order, [3, 4, 1, 2]);
+    }
+
+    #[test]
+    fn unknown_group_is_an_error() {
+        let r = rule(
+            vec![Match::Gid {
+                negate: false,
+                gid: Group::Name(Name::parse("nosuchgroup", 32).unwrap()),
+            }],
+            Target::Return,
+        );
+        assert!(lower_rule(Table::Nat, &r, &mut 0, &|_| None).is_err());
+    }
+}

@@ -1,0 +1,412 @@
+//! Native nftables over netlink: one atomic transaction, no `nft` binary.
+//!
+//! `lower` turns the plan into operations (pure); this module lists which of our tables
+//! exist, assembles the nftnl batch, sends it with a single `sendmsg` (so a batch of any
+//! size is one transaction), and reads every ACK, mapping a kernel error back to the text
+//! of the message that caused it.
+
+mod ffi;
+pub mod lower;
+pub mod routes;
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nftnl::set::{Set, SetKey};
+use nftnl::{Batch, MsgType, ProtoFamily};
+use nix::sys::socket::{self, MsgFlags, sockopt};
+
+use crate::plan::{Plan, Table};
+use lower::{Op, clean_ops};
+
+/// Errors of the netlink backend.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error(
+        "meshtables needs CAP_NET_ADMIN to program netfilter: add it to the container's securityContext (capabilities: {{add: [\"NET_ADMIN\"]}}, runAsUser: 0); NET_RAW is not needed"
+    )]
+    NoCapability,
+    #[error("netlink: {context}: {source}")]
+    Io {
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("kernel rejected {what} '{text}': {source}{more}")]
+    Rejected {
+        what: &'static str,
+        text: String,
+        source: io::Error,
+        more: String,
+    },
+    #[error(transparent)]
+    Lower(#[from] lower::LowerError),
+    #[error("TPROXY routing: {0}")]
+    Routes(#[from] routes::RouteError),
+}
+
+fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
+    move |source| NetlinkError::Io { context, source }
+}
+
+/// Fails with the securityContext advice when CAP_NET_ADMIN is not effective.
+pub fn check_capability() -> Result<(), NetlinkError> {
+    match caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_NET_ADMIN,
+    ) {
+        Ok(true) => Ok(()),
+        _ => Err(NetlinkError::NoCapability),
+    }
+}
+
+/// Test-only fault injection: with `MESHTABLES_TEST_FAULT=reject-rule`, a rule the kernel
+/// refuses (TPROXY in a nat output chain) is appended to the batch, to prove that a rejected
+/// batch changes nothing and that the error names the rule.
+pub const TEST_FAULT_ENV: &str = "MESHTABLES_TEST_FAULT";
+
+/// Apply the plan's nftables ruleset (replacing ours atomically) and TPROXY routing.
+pub fn apply(
+    plan: &Plan,
+    groups: lower::GroupResolver,
+    fault: bool,
+) -> Result<ApplyReport, NetlinkError> {
+    check_capability()?;
+    let sock = Socket::open()?;
+    let existing = sock.our_tables()?;
+    let mut ops = lower::apply_ops(&plan.nft, &existing, groups)?;
+    if fault {
+        ops.push(fault_op());
+    }
+    let sent = sock.transact(&ops)?;
+    let routes = routes::apply(plan)?;
+    Ok(ApplyReport {
+        replaced: existing,
+        messages: sent,
+        routes,
+    })
+}
+
+/// What an apply did, for the log.
+#[derive(Debug)]
+pub struct ApplyReport {
+    pub replaced: Vec<Table>,
+    pub messages: usize,
+    pub routes: usize,
+}
+
+/// Delete our tables (those that exist) and our TPROXY routing. Nothing to delete is success.
+pub fn clean(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
+    check_capability()?;
+    let sock = Socket::open()?;
+    let existing = sock.our_tables()?;
+    let ops = clean_ops(&existing);
+    if !ops.is_empty() {
+        sock.transact(&ops)?;
+    }
+    let mut removed: Vec<String> = ops.iter().map(Op::describe).collect();
+    removed.extend(routes::clean(plan)?);
+    Ok(removed)
+}
+
+fn fault_op() -> Op {
+    use crate::plan::{Chain, Mark, Port};
+    let rule = crate::plan::NftRule {
+        chain: Chain::Output,
+        position: crate::plan::Position::Append,
+        family: Some(crate::plan::Family::V4),
+        matches: vec![],
+        target: crate::plan::Target::Tproxy {
+            port: Port::new(15006).expect("non-zero"),
+            mark: Mark(1337),
+        },
+    };
+    let (exprs, _) = lower::lower_single(Table::Nat, &rule);
+    Op::AddRule {
+        table: Table::Nat,
+        chain: Chain::Output,
+        exprs,
+        set: None,
+        text: crate::render::nft::rule_line(Table::Nat, &rule),
+    }
+}
+
+/// A port as an nftables `inet_service` set key (big endian, type 13).
+struct InetService(u16);
+
+impl SetKey for InetService {
+    const TYPE: u32 = 13;
+    const LEN: u32 = 2;
+    fn data(&self) -> Box<[u8]> {
+        Box::new(self.0.to_be_bytes())
+    }
+}
+
+fn cname(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("object names have no NUL")
+}
+
+/// An nfnetlink socket.
+struct Socket {
+    sock: mnl::Socket,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NFT_MSG_NEWTABLE: u16 = 10 << 8;
+const NFT_MSG_GETTABLE: u16 = (10 << 8) | 1;
+const NFPROTO_INET: u8 = 1;
+
+impl Socket {
+    fn open() -> Result<Socket, NetlinkError> {
+        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(io_err("opening socket"))?;
+        Ok(Socket { sock })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        ffi::borrow_fd(&self.sock)
+    }
+
+    /// Which of our `inet` tables exist (a GETTABLE dump; no transaction, no RCU wait).
+    fn our_tables(&self) -> Result<Vec<Table>, NetlinkError> {
+        let mut req = Vec::with_capacity(20);
+        req.extend_from_slice(&20u32.to_ne_bytes());
+        req.extend_from_slice(&NFT_MSG_GETTABLE.to_ne_bytes());
+        req.extend_from_slice(&(0x301u16).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_DUMP
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+        self.sock.send(&req).map_err(io_err("listing tables"))?;
+        let mut found = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self
+                .sock
+                .recv_raw(&mut buf)
+                .map_err(io_err("listing tables"))?;
+            for msg in messages(&buf[..n]) {
+                match msg.kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => {
+                        let errno = msg.error_code();
+                        if errno != 0 {
+                            return Err(NetlinkError::Io {
+                                context: "listing tables",
+                                source: io::Error::from_raw_os_error(-errno),
+                            });
+                        }
+                    }
+                    NFT_MSG_NEWTABLE => {
+                        if msg.payload.first() != Some(&NFPROTO_INET) || msg.payload.len() < 4 {
+                            continue;
+                        }
+                        let name = attrs(&msg.payload[4..])
+                            .find(|(t, _)| *t == 1)
+                            .map(|(_, v)| v.split(|b| *b == 0).next().unwrap_or(&[]).to_vec());
+                        if let Some(name) = name {
+                            found.extend(
+                                Table::NFT_TABLES
+                                    .into_iter()
+                                    .filter(|t| t.nft_name().as_bytes() == name.as_slice()),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sends `ops` as one batch in one `sendmsg` and checks every reply. Returns the number
+    /// of messages sent.
+    fn transact(&self, ops: &[Op]) -> Result<usize, NetlinkError> {
+        let estimate: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::AddRule { exprs, set, .. } => {
+                    256 + 128 * exprs.len() + set.as_ref().map_or(0, |s| 512 + 32 * s.ports.len())
+                }
+                _ => 256,
+            })
+            .sum();
+        let page = (estimate + 4096)
+            .next_power_of_two()
+            .clamp(128 * 1024, 64 << 20);
+        let mut batch = Batch::with_page_size(page as u32);
+        // What each message is, in send order, for error reports.
+        let mut descs: Vec<(&'static str, String)> = Vec::new();
+        for op in ops {
+            add_op(&mut batch, op, &mut descs);
+        }
+        let batch = batch.finalize();
+        let seqs = batch.sequence_numbers();
+        let first = if seqs.len() == descs.len() + 2 {
+            seqs.start + 1
+        } else {
+            seqs.start
+        };
+
+        // Room for one ACK per message: the kernel queues them all before sendmsg returns.
+        let rcvbuf = (descs.len() * 2048).max(256 * 1024);
+        let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
+        let pages: Vec<&[u8]> = batch.iter().collect();
+        let iov: Vec<IoSlice> = pages.iter().map(|p| IoSlice::new(p)).collect();
+        socket::sendmsg::<()>(self.fd().as_raw_fd(), &iov, &[], MsgFlags::empty(), None).map_err(
+            |e| NetlinkError::Io {
+                context: "sending the batch",
+                source: e.into(),
+            },
+        )?;
+
+        let mut errors: Vec<(u32, i32)> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match socket::recv(self.fd().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for msg in messages(&buf[..n]) {
+                        if msg.kind == NLMSG_ERROR && msg.error_code() != 0 {
+                            errors.push((msg.error_seq(), msg.error_code()));
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => {
+                    return Err(NetlinkError::Io {
+                        context: "reading the kernel's replies",
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        errors.sort();
+        if let Some((seq, errno)) = errors.first().copied() {
+            let (what, text) = seq
+                .checked_sub(first)
+                .and_then(|i| descs.get(i as usize).cloned())
+                .unwrap_or(("batch", "nftables transaction".to_string()));
+            let more = if errors.len() > 1 {
+                format!(" (and {} more errors in the same batch)", errors.len() - 1)
+            } else {
+                String::new()
+            };
+            return Err(NetlinkError::Rejected {
+                what,
+                text,
+                source: io::Error::from_raw_os_error(-errno),
+                more,
+            });
+        }
+        Ok(descs.len())
+    }
+}
+
+fn add_op(batch: &mut Batch, op: &Op, descs: &mut Vec<(&'static str, String)>) {
+    let table_of = |t: Table| nftnl::Table::new(cname(t.nft_name()), ProtoFamily::Inet);
+    match op {
+        Op::DelTable(t) => {
+            batch.add(&table_of(*t), MsgType::Del);
+            descs.push(("table deletion", op.describe()));
+        }
+        Op::AddTable(t) => {
+            batch.add(&table_of(*t), MsgType::Add);
+            descs.push(("table", op.describe()));
+        }
+        Op::AddChain { table, chain, text } => {
+            let t = table_of(*table);
+            let mut c = nftnl::Chain::new(cname(chain.nft_name()), &t);
+            if let Some((ty, hook, prio)) = lower::chain_hook(*table, *chain) {
+                c.set_hook(hook, prio);
+                c.set_type(ty);
+            }
+            batch.add(&c, MsgType::Add);
+            descs.push(("chain", text.clone()));
+        }
+        Op::AddRule {
+            table,
+            chain,
+            exprs,
+            set,
+            text,
+        } => {
+            let t = table_of(*table);
+            let c = nftnl::Chain::new(cname(chain.nft_name()), &t);
+            if let Some(s) = set {
+                let mut nset: Set<InetService> = Set::new(c"__set%d", s.id, &t, ProtoFamily::Inet);
+                for p in &s.ports {
+                    nset.add(&InetService(*p));
+                }
+                ffi::set_extras(&nset, s.userdata, s.ports.len() as u32);
+                batch.add(&nset, MsgType::Add);
+                descs.push(("set of rule", text.clone()));
+                for elems in nset.elems_iter() {
+                    batch.add(&elems, MsgType::Add);
+                    descs.push(("set elements of rule", text.clone()));
+                }
+            }
+            let mut r = nftnl::Rule::new(&c);
+            for e in exprs {
+                r.add_expr(e);
+            }
+            batch.add(&r, MsgType::Add);
+            descs.push(("rule", text.clone()));
+        }
+    }
+}
+
+/// One netlink message in a receive buffer.
+struct NlMsg<'a> {
+    kind: u16,
+    payload: &'a [u8],
+}
+
+impl NlMsg<'_> {
+    /// `nlmsgerr.error` (0 for an ACK, else minus errno).
+    fn error_code(&self) -> i32 {
+        self.payload
+            .get(..4)
+            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// The sequence number of the message an error or ACK answers.
+    fn error_seq(&self) -> u32 {
+        self.payload
+            .get(12..16)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = NlMsg<'_>> {
+    std::iter::from_fn(move || {
+        if buf.len() < 16 {
+            return None;
+        }
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        let msg = NlMsg {
+            kind,
+            payload: &buf[16..len],
+        };
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some(msg)
+    })
+}
+
+/// Netlink attributes (type without flag bits, value).
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let value = &buf[4..len];
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some((kind, value))
+    })
+}

@@ -143,7 +143,7 @@ fn run(
 fn native(cfg: &Config, plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Result<(), RunError> {
     use crate::backend::netlink;
     if cfg.cleanup_only {
-        let removed = netlink::clean(plan)?;
+        let removed = netlink::clean(cfg.tproxy_mark, cfg.tproxy_route_table)?;
         if removed.is_empty() {
             logging::info("nothing of ours to remove");
         }

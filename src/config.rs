@@ -847,8 +847,12 @@ pub fn resolve(
         "false" => (false, None),
         "auto" | "" => {
             let addrs = host.interface_addrs()?;
-            let (ip, v6) = detect_ipv6(&addrs, dual_stack).ok_or(ConfigError::NoLocalIp)?;
-            (v6, Some(ip))
+            match detect_ipv6(&addrs, dual_stack) {
+                Some((ip, v6)) => (v6, Some(ip)),
+                // A clean needs no address: it removes both families' rules.
+                None if cleanup_only => (true, None),
+                None => return Err(ConfigError::NoLocalIp),
+            }
         }
         _ => {
             return Err(invalid(

@@ -18,59 +18,12 @@ struct Scenario {
     trace: bool,
 }
 
-const INJECTED: &[&str] = &[
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-    "--dry-run",
-];
-const EVERYTHING: &[&str] = &[
-    "apply",
-    "-n",
-    "-m",
-    "TPROXY",
-    "-u",
-    "1337",
-    "-g",
-    "1337",
-    "--enable-ipv6",
-    "true",
-    "--redirect-dns",
-    "--dns-servers",
-    "10.96.0.10,fd00:10:96::a",
-    "-b",
-    "8080,9090",
-    "-d",
-    "15090",
-    "-c",
-    "eth9",
-    "-i",
-    "10.96.0.0/12,fd00:10:96::/112",
-    "-x",
-    "10.96.0.1/32,fd00:10:96::1/128",
-    "-q",
-    "3306",
-    "-o",
-    "5432",
-    "-k",
-    "virt0",
-    "--drop-invalid",
-];
+fn injected() -> &'static [&'static str] {
+    with(support::INJECTED, &["--dry-run"])
+}
+fn everything() -> &'static [&'static str] {
+    with(support::EVERYTHING, &["-n"])
+}
 
 fn v4() -> FakeHost {
     FakeHost::v4_pod()
@@ -114,31 +67,31 @@ fn scenarios() -> Vec<Scenario> {
     vec![
         s(
             "istio-injected",
-            INJECTED,
+            injected(),
             &[],
             v4 as fn() -> FakeHost,
             false,
         ),
         s(
             "istio-injected.nft",
-            with(INJECTED, &["--native-nftables"]),
+            with(injected(), &["--native-nftables"]),
             &[],
             v4,
             false,
         ),
-        s("istio-injected.trace", INJECTED, &[], v4, true),
-        s("everything", EVERYTHING, &[], v4, false),
+        s("istio-injected.trace", injected(), &[], v4, true),
+        s("everything", everything(), &[], v4, false),
         s(
             "everything.nft",
-            with(EVERYTHING, &["--native-nftables"]),
+            with(everything(), &["--native-nftables"]),
             &[],
             v4,
             false,
         ),
-        s("everything.trace", EVERYTHING, &[], v4, true),
+        s("everything.trace", everything(), &[], v4, true),
         s(
             "everything.json",
-            with(EVERYTHING, &["--output", "json"]),
+            with(everything(), &["--output", "json"]),
             &[],
             v4,
             false,

@@ -190,3 +190,95 @@ pub fn diff(want: &str, got: &str) -> String {
     }
     out
 }
+
+/// Single-quotes `s` for sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `meshtables ARGS` as a shell command line (binary path from `$B`).
+pub fn mt(args: &[&str]) -> String {
+    let mut s = String::from("\"$B\"");
+    for a in args {
+        s.push(' ');
+        s.push_str(&sh_quote(a));
+    }
+    s
+}
+
+/// Runs `script` with `sh` in a fresh network namespace (`unshare -n`), with `$B` set to the
+/// binary and our env vars cleared; the namespace disappears with the process.
+pub fn in_netns(script: &str) -> std::process::Output {
+    let mut c = Command::new("unshare");
+    c.args(["-n", "sh", "-c", &format!("ip link set lo up; {script}")]);
+    for (k, _) in std::env::vars() {
+        if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+            c.env_remove(k);
+        }
+    }
+    c.env("B", bin());
+    c.output().expect("unshare runs")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Istio's injected container args (injection template, REDIRECT, default ports).
+pub const INJECTED: &[&str] = &[
+    "istio-iptables",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
+/// TPROXY + IPv6 + DNS + every list flag.
+pub const EVERYTHING: &[&str] = &[
+    "apply",
+    "-m",
+    "TPROXY",
+    "-u",
+    "1337",
+    "-g",
+    "1337",
+    "--enable-ipv6",
+    "true",
+    "--redirect-dns",
+    "--dns-servers",
+    "10.96.0.10,fd00:10:96::a",
+    "-b",
+    "8080,9090",
+    "-d",
+    "15090",
+    "-c",
+    "eth9",
+    "-i",
+    "10.96.0.0/12,fd00:10:96::/112",
+    "-x",
+    "10.96.0.1/32,fd00:10:96::1/128",
+    "-q",
+    "3306",
+    "-o",
+    "5432",
+    "-k",
+    "virt0",
+    "--drop-invalid",
+];

@@ -16,7 +16,7 @@ use nftnl::set::{Set, SetKey};
 use nftnl::{Batch, MsgType, ProtoFamily};
 use nix::sys::socket::{self, MsgFlags, sockopt};
 
-use crate::plan::{Plan, Table};
+use crate::plan::{Mark, Plan, RouteTable, Table};
 use lower::{Op, clean_ops};
 
 /// Errors of the netlink backend.
@@ -96,7 +96,7 @@ pub struct ApplyReport {
 }
 
 /// Delete our tables (those that exist) and our TPROXY routing. Nothing to delete is success.
-pub fn clean(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
+pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, NetlinkError> {
     check_capability()?;
     let sock = Socket::open()?;
     let existing = sock.our_tables()?;
@@ -105,7 +105,7 @@ pub fn clean(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
         sock.transact(&ops)?;
     }
     let mut removed: Vec<String> = ops.iter().map(Op::describe).collect();
-    removed.extend(routes::clean(plan)?);
+    removed.extend(routes::clean(mark, table)?);
     Ok(removed)
 }
 
@@ -250,6 +250,17 @@ impl Socket {
         let rcvbuf = (descs.len() * 2048).max(256 * 1024);
         let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
         let pages: Vec<&[u8]> = batch.iter().collect();
+        // A netlink sendmsg larger than the send buffer fails with EMSGSIZE; the whole batch
+        // must go in one call to be one transaction, so make room for it.
+        let total: usize = pages.iter().map(|p| p.len()).sum();
+        if total + 64 * 1024 > 208 * 1024 {
+            socket::setsockopt(&self.fd(), sockopt::SndBufForce, &(total + 64 * 1024)).map_err(
+                |e| NetlinkError::Io {
+                    context: "sizing the send buffer for the batch",
+                    source: e.into(),
+                },
+            )?;
+        }
         let iov: Vec<IoSlice> = pages.iter().map(|p| IoSlice::new(p)).collect();
         socket::sendmsg::<()>(self.fd().as_raw_fd(), &iov, &[], MsgFlags::empty(), None).map_err(
             |e| NetlinkError::Io {

@@ -1,21 +1,298 @@
 //! TPROXY policy routing over rtnetlink (no `ip` binary): `fwmark MARK lookup TABLE` rules
 //! and a `local default dev lo` route in TABLE per family, plus `::6/128` on `lo` when IPv6
-//! is on. Idempotent: an existing rule, route or address is not an error.
+//! is on (Envoy binds it for inbound passthrough). Idempotent, unlike upstream: an existing
+//! rule, route or address is success, so a rerun converges instead of failing with EEXIST.
 
-use crate::plan::Plan;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::plan::{Family, Mark, Plan, RouteTable};
+
+/// The loopback interface's index, the same in every network namespace.
+const LO_INDEX: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("{0}")]
-    Io(String),
+    #[error("rtnetlink socket: {0}")]
+    Socket(#[source] io::Error),
+    #[error("{what}: {source}")]
+    Kernel {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// Installs what the plan needs; returns how many objects were added.
-pub fn apply(_plan: &Plan) -> Result<usize, RouteError> {
-    Ok(0)
+fn af(f: Family) -> AddressFamily {
+    match f {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
 }
 
-/// Removes what `apply` would install; returns descriptions of what was removed.
-pub fn clean(_plan: &Plan) -> Result<Vec<String>, RouteError> {
-    Ok(vec![])
+fn fam_flag(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "-4",
+        Family::V6 => "-6",
+    }
+}
+
+struct Rtnl {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    fn open() -> Result<Rtnl, RouteError> {
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(RouteError::Socket)?;
+        sock.bind_auto().map_err(RouteError::Socket)?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(RouteError::Socket)?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
+    /// Sends one request with NLM_F_ACK and returns the kernel's verdict.
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        nl.finalize();
+        let mut buf = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+        let mut rbuf = vec![0u8; 8192];
+        loop {
+            let n = self.sock.recv(&mut &mut rbuf[..], 0)?;
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[..n])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if reply.header.sequence_number != self.seq {
+                continue;
+            }
+            return match reply.payload {
+                NetlinkPayload::Error(e) => match e.code {
+                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+impl Rtnl {
+    /// Whether a `fwmark MARK lookup TABLE` rule exists in family `f`. The kernel's
+    /// NLM_F_EXCL check does not catch it (the auto-assigned priority differs), so look.
+    fn rule_exists(&mut self, f: Family, mark: Mark, table: RouteTable) -> io::Result<bool> {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut req = RuleMessage::default();
+        req.header.family = af(f);
+        let mut nl = NetlinkMessage::new(
+            header,
+            NetlinkPayload::from(RouteNetlinkMessage::GetRule(req)),
+        );
+        nl.finalize();
+        let mut buf = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+        let mut found = false;
+        let mut rbuf = vec![0u8; 32 * 1024];
+        loop {
+            let n = self.sock.recv(&mut &mut rbuf[..], 0)?;
+            let mut off = 0;
+            while off < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(found),
+                    NetlinkPayload::Error(e) => {
+                        if let Some(code) = e.code {
+                            return Err(io::Error::from_raw_os_error(-code.get()));
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(r)) => {
+                        let has_mark = r.attributes.contains(&RuleAttribute::FwMark(mark.0));
+                        let in_table = r.attributes.contains(&RuleAttribute::Table(table.0))
+                            || u32::from(r.header.table) == table.0;
+                        let masked = r
+                            .attributes
+                            .iter()
+                            .any(|a| matches!(a, RuleAttribute::FwMask(m) if *m != u32::MAX));
+                        found |= has_mark && in_table && !masked;
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+}
+
+fn rule_msg(f: Family, mark: Mark, table: RouteTable) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = af(f);
+    m.header.action = RuleAction::ToTable;
+    m.header.table = u8::try_from(table.0).unwrap_or(0);
+    m.attributes.push(RuleAttribute::FwMark(mark.0));
+    m.attributes.push(RuleAttribute::Table(table.0));
+    m
+}
+
+fn route_msg(f: Family, table: RouteTable) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = af(f);
+    m.header.destination_prefix_length = 0;
+    m.header.table = u8::try_from(table.0).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    m.header.protocol = RouteProtocol::Boot;
+    m.header.scope = RouteScope::Host;
+    m.header.kind = RouteType::Local;
+    m.attributes.push(RouteAttribute::Table(table.0));
+    m.attributes.push(RouteAttribute::Oif(LO_INDEX));
+    m
+}
+
+fn addr_msg() -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet6;
+    m.header.prefix_len = 128;
+    m.header.scope = AddressScope::Host;
+    m.header.index = LO_INDEX;
+    let six = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
+    m.attributes.push(AddressAttribute::Address(six));
+    m
+}
+
+fn kernel(what: String) -> impl FnOnce(io::Error) -> RouteError {
+    move |source| RouteError::Kernel { what, source }
+}
+
+/// Adds, treating "already there" as success.
+fn add(rtnl: &mut Rtnl, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
+    match rtnl.request(msg, NLM_F_CREATE | NLM_F_EXCL) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc_eexist()) => Ok(false),
+        Err(e) => Err(kernel(what)(e)),
+    }
+}
+
+/// Deletes, treating "not there" as success; returns whether something was removed.
+fn del(rtnl: &mut Rtnl, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
+    match rtnl.request(msg, 0) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(2 | 3 | 99)) => Ok(false), // ENOENT, ESRCH, EADDRNOTAVAIL
+        Err(e) => Err(kernel(what)(e)),
+    }
+}
+
+fn libc_eexist() -> i32 {
+    17
+}
+
+/// Installs what the plan needs; returns how many objects were newly added.
+pub fn apply(plan: &Plan) -> Result<usize, RouteError> {
+    if plan.routes.is_none() && !plan.loopback_v6_address {
+        return Ok(0);
+    }
+    let mut rtnl = Rtnl::open()?;
+    let mut added = 0;
+    if plan.loopback_v6_address {
+        let what = "ip -6 addr add ::6/128 dev lo".to_string();
+        added += usize::from(add(
+            &mut rtnl,
+            RouteNetlinkMessage::NewAddress(addr_msg()),
+            what,
+        )?);
+    }
+    if let Some(r) = &plan.routes {
+        for f in &r.families {
+            let what = format!(
+                "ip {} rule add fwmark {} lookup {}",
+                fam_flag(*f),
+                r.mark,
+                r.table
+            );
+            let exists = rtnl
+                .rule_exists(*f, r.mark, r.table)
+                .map_err(kernel(what.clone()))?;
+            if !exists {
+                added += usize::from(add(
+                    &mut rtnl,
+                    RouteNetlinkMessage::NewRule(rule_msg(*f, r.mark, r.table)),
+                    what,
+                )?);
+            }
+            let what = format!(
+                "ip {} route add local default dev lo table {}",
+                fam_flag(*f),
+                r.table
+            );
+            added += usize::from(add(
+                &mut rtnl,
+                RouteNetlinkMessage::NewRoute(route_msg(*f, r.table)),
+                what,
+            )?);
+        }
+    }
+    Ok(added)
+}
+
+/// Removes the TPROXY rules and routes for `mark`/`table` in both families (every copy of
+/// the rule, since upstream reruns could leave several) and `::6/128` on `lo`. Returns
+/// descriptions of what was removed.
+pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
+    let mut rtnl = Rtnl::open()?;
+    let mut removed = Vec::new();
+    for f in [Family::V4, Family::V6] {
+        let what = format!("ip {} rule del fwmark {mark} lookup {table}", fam_flag(f));
+        for _ in 0..64 {
+            if !del(
+                &mut rtnl,
+                RouteNetlinkMessage::DelRule(rule_msg(f, mark, table)),
+                what.clone(),
+            )? {
+                break;
+            }
+            removed.push(what.clone());
+        }
+        let what = format!(
+            "ip {} route del local default dev lo table {table}",
+            fam_flag(f)
+        );
+        if del(
+            &mut rtnl,
+            RouteNetlinkMessage::DelRoute(route_msg(f, table)),
+            what.clone(),
+        )? {
+            removed.push(what);
+        }
+    }
+    let what = "ip -6 addr del ::6/128 dev lo".to_string();
+    if del(
+        &mut rtnl,
+        RouteNetlinkMessage::DelAddress(addr_msg()),
+        what.clone(),
+    )? {
+        removed.push(what);
+    }
+    Ok(removed)
 }

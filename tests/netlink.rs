@@ -1,0 +1,401 @@
+//! The native nftables backend against a real kernel, each test in fresh network namespaces
+//! (root; under CI=true these fail instead of skipping).
+
+mod support;
+
+use support::{
+    EVERYTHING, INJECTED, in_netns, mt, require_program, require_root, shared_dir, stderr, stdout,
+};
+
+fn ready(what: &str) -> bool {
+    require_root(what)
+        && require_program("nft")
+        && require_program("unshare")
+        && require_program("ip")
+}
+
+/// `nft list ruleset` (and, stricter, the bytecode with rule handles removed) after applying
+/// `args` over netlink, and after `nft -f` of the same args' dry-run text.
+fn both_ways(args: &[&str]) -> Result<(String, String), String> {
+    let mut native: Vec<&str> = args.to_vec();
+    native.push("--native-nftables");
+    let list = "nft list ruleset; echo ===; nft --debug=netlink list ruleset | sed -E 's/^(inet [a-z-]+ [a-z-]+)( [0-9]+)+$/\\1/; s/__set[0-9]+/__set/g'";
+    let a = in_netns(&format!("{} && {list}", mt(&native)));
+    if !a.status.success() {
+        return Err(format!("netlink apply failed: {}", stderr(&a)));
+    }
+    let mut dry = native.clone();
+    dry.push("--dry-run");
+    let b = in_netns(&format!(
+        "{} > /tmp/mt-$$.nft && nft -f /tmp/mt-$$.nft; rc=$?; rm -f /tmp/mt-$$.nft; [ $rc = 0 ] && {list}",
+        mt(&dry)
+    ));
+    if !b.status.success() {
+        return Err(format!("nft -f failed: {}", stderr(&b)));
+    }
+    Ok((stdout(&a), stdout(&b)))
+}
+
+#[test]
+fn netlink_ruleset_equals_nft_f_of_the_dry_run_text() {
+    if !ready("applying nftables over netlink") {
+        return;
+    }
+    let mut cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "istio-injected".into(),
+            INJECTED.iter().map(|s| s.to_string()).collect(),
+        ),
+        (
+            "everything".into(),
+            EVERYTHING.iter().map(|s| s.to_string()).collect(),
+        ),
+        (
+            "capture-all-dns+groups".into(),
+            [
+                "apply",
+                "-u",
+                "3,4",
+                "-g",
+                "1,2",
+                "--enable-ipv6",
+                "true",
+                "--redirect-dns",
+                "--capture-all-dns",
+                "--outbound-owner-groups",
+                "daemon,5",
+                "-x",
+                "0.0.0.0/0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        (
+            "sloppy-lists".into(),
+            [
+                "apply",
+                "-u",
+                " 1337 ",
+                "--enable-ipv6",
+                "true",
+                "-b",
+                " 80 , 443,",
+                "-q",
+                "8443,",
+                "-o",
+                ",25, 587",
+                "-x",
+                " 10.0.0.0/8 , fd00::/8 ,",
+                "-i",
+                " * ",
+                "-k",
+                " eth1 ,",
+                "-c",
+                ",eth2 ",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+    ];
+    let mut skipped_groups = 0;
+    if let Some(shared) = shared_dir() {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(shared.join("istio/cases.json")).unwrap(),
+        )
+        .unwrap();
+        for case in json["cases"].as_array().unwrap() {
+            let args: Vec<String> = case["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            if !args.iter().any(|a| a == "--native-nftables") {
+                continue;
+            }
+            let mut args: Vec<String> = args
+                .into_iter()
+                .filter(|a| a != "--dry-run" && a != "--native-nftables")
+                .collect();
+            for (k, v) in case["env"].as_object().unwrap() {
+                // Env-only inputs of these cases have flags of their own.
+                let flag = match k.as_str() {
+                    "ISTIO_OUTBOUND_OWNER_GROUPS" => "--outbound-owner-groups",
+                    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE" => "--outbound-owner-groups-exclude",
+                    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR" => "--ipv4-loopback-cidr",
+                    other => panic!("unexpected env {other}"),
+                };
+                args.push(flag.into());
+                args.push(v.as_str().unwrap().into());
+            }
+            // Upstream's owner-group cases name groups ("java", "ftp") this machine lacks;
+            // they must fail cleanly, naming the group, and leave nothing behind.
+            if args.iter().any(|a| a.contains("java") || a.contains("ftp")) {
+                let argv: Vec<&str> = args
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["--native-nftables"])
+                    .collect();
+                let o = in_netns(&format!("{}; echo rc=$?; nft list ruleset", mt(&argv)));
+                let out = stdout(&o);
+                assert!(
+                    out.starts_with("rc=1\n") && out.trim_end() == "rc=1",
+                    "{}: {out}",
+                    case["name"]
+                );
+                assert!(
+                    stderr(&o).contains("is not in /etc/group"),
+                    "{}",
+                    stderr(&o)
+                );
+                skipped_groups += 1;
+                continue;
+            }
+            cases.push((format!("upstream {}", case["name"].as_str().unwrap()), args));
+        }
+    }
+    let mut failures = Vec::new();
+    for (name, args) in &cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        match both_ways(&argv) {
+            Ok((a, b)) if a == b => {}
+            Ok((a, b)) => failures.push(format!(
+                "{name}: rulesets differ\n{}",
+                support::diff(&b, &a)
+            )),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!(
+        "{} configurations: netlink ruleset == nft -f ruleset (text and bytecode); {skipped_groups} with unknown group names rejected cleanly",
+        cases.len()
+    );
+}
+
+#[test]
+fn reruns_converge_and_clean_leaves_foreign_tables_untouched() {
+    if !ready("applying nftables over netlink") {
+        return;
+    }
+    let foreign = "nft add table inet filter && nft add chain inet filter input '{ type filter hook input priority 0 ; }' && nft add rule inet filter input tcp dport 22 accept && nft add table ip nat && nft add chain ip nat POSTROUTING '{ type nat hook postrouting priority 100 ; }' && nft add rule ip nat POSTROUTING oifname eth0 masquerade";
+    let tproxy = mt(&[
+        "apply",
+        "--native-nftables",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "true",
+        "--redirect-dns",
+        "--dns-servers",
+        "10.96.0.10",
+    ]);
+    let redirect = mt(&[
+        "apply",
+        "--native-nftables",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "false",
+    ]);
+    let clean = mt(&["clean", "--native-nftables"]);
+    let script = format!(
+        "set -e; {foreign}; nft list ruleset > /tmp/before-$$
+        {tproxy}; nft list ruleset > /tmp/t1-$$; {tproxy}; nft list ruleset > /tmp/t2-$$
+        cmp /tmp/t1-$$ /tmp/t2-$$ && echo SAME-ON-RERUN
+        {redirect}; nft list ruleset > /tmp/r-$$
+        nft list tables | tr '\\n' ' '; echo
+        {clean}; nft list ruleset > /tmp/after-$$
+        cmp /tmp/before-$$ /tmp/after-$$ && echo FOREIGN-UNTOUCHED
+        {clean} && echo SECOND-CLEAN-OK
+        nft flush ruleset; {clean} && echo EMPTY-CLEAN-OK
+        rm -f /tmp/*-$$"
+    );
+    let o = in_netns(&script);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("SAME-ON-RERUN"), "{out}");
+    // TPROXY → REDIRECT: mangle and raw are gone in the same transaction (upstream keeps them).
+    assert!(
+        out.contains("table inet filter table ip nat table inet istio-proxy-nat \n"),
+        "{out}"
+    );
+    assert!(out.contains("FOREIGN-UNTOUCHED"), "{out}");
+    assert!(
+        out.contains("SECOND-CLEAN-OK") && out.contains("EMPTY-CLEAN-OK"),
+        "{out}"
+    );
+
+    // Rerun with different flags == a fresh apply of those flags.
+    let fresh = in_netns(&format!("{redirect} && nft list ruleset"));
+    let over = in_netns(&format!("{tproxy} && {redirect} && nft list ruleset"));
+    assert_eq!(
+        stdout(&fresh),
+        stdout(&over),
+        "nothing stale after switching flags"
+    );
+}
+
+#[test]
+fn rejected_batch_changes_nothing_and_names_the_rule() {
+    if !ready("applying nftables over netlink") {
+        return;
+    }
+    let first = mt(&[
+        "apply",
+        "--native-nftables",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "false",
+    ]);
+    let second = mt(&[
+        "apply",
+        "--native-nftables",
+        "-m",
+        "TPROXY",
+        "-b",
+        "8080",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "true",
+    ]);
+    let o = in_netns(&format!(
+        "{first} 2>/dev/null; nft list ruleset > /tmp/a-$$; MESHTABLES_TEST_FAULT=reject-rule {second}; echo rc=$?; nft list ruleset | cmp - /tmp/a-$$ && echo UNCHANGED; rm -f /tmp/a-$$"
+    ));
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert!(out.contains("rc=1"), "{out} {err}");
+    assert!(out.contains("UNCHANGED"), "{out} {err}");
+    assert!(
+        err.contains("kernel rejected rule 'add rule inet istio-proxy-nat output tproxy ip to :15006 meta mark set 1337 counter accept': Operation not supported (os error 95)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("kernel rejected").count(),
+        1,
+        "reported once: {err}"
+    );
+}
+
+#[test]
+fn needs_only_net_admin() {
+    if !ready("dropping capabilities") || !require_program("setpriv") {
+        return;
+    }
+    let args = [
+        "apply",
+        "--native-nftables",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "true",
+    ];
+    let only = format!(
+        "setpriv --bounding-set=-all,+net_admin --inh-caps=-all {} && nft list tables",
+        mt(&args)
+    );
+    let o = in_netns(&only);
+    assert!(o.status.success(), "with only NET_ADMIN: {}", stderr(&o));
+    assert!(stdout(&o).contains("istio-proxy-mangle"), "{}", stdout(&o));
+
+    let none = format!(
+        "setpriv --bounding-set=-all --inh-caps=-all {}; echo rc=$?",
+        mt(&args)
+    );
+    let o = in_netns(&none);
+    let err = stderr(&o);
+    assert!(!stdout(&o).contains("rc=0"), "{}", stdout(&o));
+    assert!(
+        err.contains("CAP_NET_ADMIN")
+            && err.contains("securityContext")
+            && err.contains("NET_ADMIN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tproxy_routing_is_idempotent_and_cleaned() {
+    if !ready("policy routing") {
+        return;
+    }
+    let apply = mt(&[
+        "apply",
+        "--native-nftables",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "true",
+    ]);
+    let clean = mt(&["clean", "--native-nftables"]);
+    let o = in_netns(&format!(
+        "{apply} && {apply} && ip -4 rule | grep -c 'fwmark 0x539 lookup 133'; ip -6 rule | grep -c 'fwmark 0x539 lookup 133'; ip -4 route show table 133; ip -6 route show table 133; ip -6 addr show dev lo | grep -c '::6/128'; echo ---; {clean}; ip -4 rule | grep -c fwmark; ip -6 rule | grep -c fwmark; ip -4 route show table 133 | wc -l; ip -6 addr show dev lo | grep -c '::6/128'"
+    ));
+    let out = stdout(&o);
+    let (before, after) = out
+        .split_once("---\n")
+        .unwrap_or_else(|| panic!("{out} {}", stderr(&o)));
+    let b: Vec<&str> = before.lines().collect();
+    assert_eq!(b[0], "1", "one IPv4 rule after two applies: {out}");
+    assert_eq!(b[1], "1", "one IPv6 rule after two applies: {out}");
+    assert!(b[2].starts_with("local default dev lo"), "{out}");
+    assert!(b[3].starts_with("local default dev lo"), "{out}");
+    assert_eq!(b[4], "1", "::6 on lo: {out}");
+    assert_eq!(
+        after.lines().collect::<Vec<_>>(),
+        ["0", "0", "0", "0"],
+        "{out}"
+    );
+}
+
+#[test]
+fn large_batch_is_one_transaction() {
+    if !ready("applying nftables over netlink") {
+        return;
+    }
+    let cidrs: Vec<String> = (0..5000)
+        .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
+        .collect();
+    let list = cidrs.join(",");
+    let args = [
+        "apply",
+        "--native-nftables",
+        "-i",
+        "*",
+        "-x",
+        &list,
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "false",
+    ];
+    let o = in_netns(&format!(
+        "{} && nft list chain inet istio-proxy-nat istio-output | grep -c 'ip daddr 10\\.'",
+        mt(&args)
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "5000", "every excluded CIDR installed");
+}

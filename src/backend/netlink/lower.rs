@@ -49,23 +49,22 @@ const CT_STATE_RELATED: u32 = 4;
 /// Set user data `nft` attaches to an `inet_service` set: key byte order = big endian.
 const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
 
-/// One message of the transaction, with the text the user would recognise it by.
+/// One message of the transaction; `describe` gives the text the user knows it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub enum Op<'a> {
     DelTable(Table),
     AddTable(Table),
     AddChain {
         table: Table,
         chain: Chain,
-        text: String,
     },
     AddRule {
         table: Table,
-        chain: Chain,
+        /// The plan's rule: its chain, and its text for error messages (rendered only then).
+        rule: std::borrow::Cow<'a, NftRule>,
         exprs: Vec<Expr>,
         /// An anonymous set the rule looks up, sent right before it.
         set: Option<AnonSet>,
-        text: String,
     },
 }
 
@@ -77,14 +76,14 @@ pub struct AnonSet {
     pub userdata: &'static [u8],
 }
 
-impl Op {
-    /// How errors name this message.
+impl Op<'_> {
+    /// How errors name this message: the line of the dry-run text it comes from.
     pub fn describe(&self) -> String {
         match self {
             Op::DelTable(t) => format!("delete table inet {}", t.nft_name()),
             Op::AddTable(t) => format!("add table inet {}", t.nft_name()),
-            Op::AddChain { text, .. } => text.clone(),
-            Op::AddRule { text, .. } => text.clone(),
+            Op::AddChain { table, chain } => chain_line(*table, *chain),
+            Op::AddRule { table, rule, .. } => rule_line(*table, rule),
         }
     }
 }
@@ -102,11 +101,11 @@ pub type GroupResolver<'a> = &'a dyn Fn(&str) -> Option<u32>;
 /// The operations that replace whatever of ours exists (`existing`) with `plan`.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
-pub fn apply_ops(
-    plan: &NftPlan,
+pub fn apply_ops<'a>(
+    plan: &'a NftPlan,
     existing: &[Table],
     groups: GroupResolver,
-) -> Result<Vec<Op>, LowerError> {
+) -> Result<Vec<Op<'a>>, LowerError> {
     let mut ops: Vec<Op> = existing.iter().map(|t| Op::DelTable(*t)).collect();
     let mut set_id = 0;
     for t in &plan.tables {
@@ -115,17 +114,15 @@ pub fn apply_ops(
             ops.push(Op::AddChain {
                 table: t.table,
                 chain: *c,
-                text: chain_line(t.table, *c),
             });
         }
         for r in final_order(&t.rules) {
             let (exprs, set) = lower_rule(t.table, r, &mut set_id, groups)?;
             ops.push(Op::AddRule {
                 table: t.table,
-                chain: r.chain,
+                rule: std::borrow::Cow::Borrowed(r),
                 exprs,
                 set,
-                text: rule_line(t.table, r),
             });
         }
     }
@@ -133,7 +130,7 @@ pub fn apply_ops(
 }
 
 /// The operations of a clean: delete each of our tables that exists.
-pub fn clean_ops(existing: &[Table]) -> Vec<Op> {
+pub fn clean_ops(existing: &[Table]) -> Vec<Op<'static>> {
     existing.iter().map(|t| Op::DelTable(*t)).collect()
 }
 

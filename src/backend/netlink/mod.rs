@@ -76,7 +76,17 @@ pub fn apply(
     let existing = sock.our_tables()?;
     let mut ops = lower::apply_ops(&plan.nft, &existing, groups)?;
     if fault {
-        ops.push(fault_op());
+        // Mid-batch, so the rejected message is not the one that carries the ACK.
+        let at = ops.iter().rposition(|op| {
+            matches!(
+                op,
+                Op::AddRule {
+                    table: Table::Nat,
+                    ..
+                }
+            )
+        });
+        ops.insert(at.unwrap_or(ops.len()), fault_op());
     }
     let sent = sock.transact(&ops)?;
     let routes = routes::apply(plan)?;
@@ -109,7 +119,7 @@ pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, NetlinkError>
     Ok(removed)
 }
 
-fn fault_op() -> Op {
+fn fault_op() -> Op<'static> {
     use crate::plan::{Chain, Mark, Port};
     let rule = crate::plan::NftRule {
         chain: Chain::Output,
@@ -124,10 +134,9 @@ fn fault_op() -> Op {
     let (exprs, _) = lower::lower_single(Table::Nat, &rule);
     Op::AddRule {
         table: Table::Nat,
-        chain: Chain::Output,
+        rule: std::borrow::Cow::Owned(rule),
         exprs,
         set: None,
-        text: crate::render::nft::rule_line(Table::Nat, &rule),
     }
 }
 
@@ -233,10 +242,10 @@ impl Socket {
             .next_power_of_two()
             .clamp(128 * 1024, 64 << 20);
         let mut batch = Batch::with_page_size(page as u32);
-        // What each message is, in send order, for error reports.
-        let mut descs: Vec<(&'static str, String)> = Vec::new();
-        for op in ops {
-            add_op(&mut batch, op, &mut descs);
+        // Which op and what kind of message each one is, in send order, for error reports.
+        let mut descs: Vec<(&'static str, usize)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            add_op(&mut batch, op, i, &mut descs);
         }
         let batch = batch.finalize();
         let seqs = batch.sequence_numbers();
@@ -246,38 +255,51 @@ impl Socket {
             seqs.start
         };
 
-        // Room for one ACK per message: the kernel queues them all before sendmsg returns.
-        let rcvbuf = (descs.len() * 2048).max(256 * 1024);
+        // Room for an error per message, should everything fail.
+        let rcvbuf = (descs.len() * 1024).max(256 * 1024);
         let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
-        let pages: Vec<&[u8]> = batch.iter().collect();
+        // One contiguous buffer, so the batch is one sendmsg whatever nftnl's page size.
+        let mut wire: Vec<u8> = batch.iter().flatten().copied().collect();
+        // The kernel reports every error whether or not NLM_F_ACK is set; asking for an ACK
+        // per message only makes it build (and us read) one reply per rule. Keep the ACK on
+        // the last data message alone: it confirms the kernel processed the whole batch.
+        let last_seq = first + descs.len() as u32 - 1;
+        ack_only(&mut wire, last_seq);
         // A netlink sendmsg larger than the send buffer fails with EMSGSIZE; the whole batch
         // must go in one call to be one transaction, so make room for it.
-        let total: usize = pages.iter().map(|p| p.len()).sum();
-        if total + 64 * 1024 > 208 * 1024 {
-            socket::setsockopt(&self.fd(), sockopt::SndBufForce, &(total + 64 * 1024)).map_err(
-                |e| NetlinkError::Io {
+        if wire.len() + 64 * 1024 > 208 * 1024 {
+            socket::setsockopt(&self.fd(), sockopt::SndBufForce, &(wire.len() + 64 * 1024))
+                .map_err(|e| NetlinkError::Io {
                     context: "sizing the send buffer for the batch",
                     source: e.into(),
-                },
-            )?;
+                })?;
         }
-        let iov: Vec<IoSlice> = pages.iter().map(|p| IoSlice::new(p)).collect();
-        socket::sendmsg::<()>(self.fd().as_raw_fd(), &iov, &[], MsgFlags::empty(), None).map_err(
-            |e| NetlinkError::Io {
-                context: "sending the batch",
-                source: e.into(),
-            },
-        )?;
+        socket::sendmsg::<()>(
+            self.fd().as_raw_fd(),
+            &[IoSlice::new(&wire)],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| NetlinkError::Io {
+            context: "sending the batch",
+            source: e.into(),
+        })?;
 
         let mut errors: Vec<(u32, i32)> = Vec::new();
+        let mut acked = false;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match socket::recv(self.fd().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => break,
                 Ok(n) => {
                     for msg in messages(&buf[..n]) {
-                        if msg.kind == NLMSG_ERROR && msg.error_code() != 0 {
-                            errors.push((msg.error_seq(), msg.error_code()));
+                        if msg.kind != NLMSG_ERROR {
+                            continue;
+                        }
+                        match msg.error_code() {
+                            0 => acked |= msg.error_seq() == last_seq,
+                            code => errors.push((msg.error_seq(), code)),
                         }
                     }
                 }
@@ -294,7 +316,8 @@ impl Socket {
         if let Some((seq, errno)) = errors.first().copied() {
             let (what, text) = seq
                 .checked_sub(first)
-                .and_then(|i| descs.get(i as usize).cloned())
+                .and_then(|i| descs.get(i as usize))
+                .map(|(what, op)| (*what, ops[*op].describe()))
                 .unwrap_or(("batch", "nftables transaction".to_string()));
             let more = if errors.len() > 1 {
                 format!(" (and {} more errors in the same batch)", errors.len() - 1)
@@ -308,22 +331,49 @@ impl Socket {
                 more,
             });
         }
+        if !acked {
+            return Err(NetlinkError::Io {
+                context: "committing the batch",
+                source: io::Error::other("the kernel did not acknowledge the batch"),
+            });
+        }
         Ok(descs.len())
     }
 }
 
-fn add_op(batch: &mut Batch, op: &Op, descs: &mut Vec<(&'static str, String)>) {
+/// Clears NLM_F_ACK on every message of `wire` except the one with sequence `keep`.
+fn ack_only(wire: &mut [u8], keep: u32) {
+    const NLM_F_ACK: u16 = 4;
+    let mut off = 0;
+    while off + 16 <= wire.len() {
+        let len = u32::from_ne_bytes(wire[off..off + 4].try_into().unwrap()) as usize;
+        let seq = u32::from_ne_bytes(wire[off + 8..off + 12].try_into().unwrap());
+        let mut flags = u16::from_ne_bytes(wire[off + 6..off + 8].try_into().unwrap());
+        if seq == keep {
+            flags |= NLM_F_ACK;
+        } else {
+            flags &= !NLM_F_ACK;
+        }
+        wire[off + 6..off + 8].copy_from_slice(&flags.to_ne_bytes());
+        if len < 16 {
+            break;
+        }
+        off += (len + 3) & !3;
+    }
+}
+
+fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static str, usize)>) {
     let table_of = |t: Table| nftnl::Table::new(cname(t.nft_name()), ProtoFamily::Inet);
     match op {
         Op::DelTable(t) => {
             batch.add(&table_of(*t), MsgType::Del);
-            descs.push(("table deletion", op.describe()));
+            descs.push(("table deletion", index));
         }
         Op::AddTable(t) => {
             batch.add(&table_of(*t), MsgType::Add);
-            descs.push(("table", op.describe()));
+            descs.push(("table", index));
         }
-        Op::AddChain { table, chain, text } => {
+        Op::AddChain { table, chain } => {
             let t = table_of(*table);
             let mut c = nftnl::Chain::new(cname(chain.nft_name()), &t);
             if let Some((ty, hook, prio)) = lower::chain_hook(*table, *chain) {
@@ -331,17 +381,16 @@ fn add_op(batch: &mut Batch, op: &Op, descs: &mut Vec<(&'static str, String)>) {
                 c.set_type(ty);
             }
             batch.add(&c, MsgType::Add);
-            descs.push(("chain", text.clone()));
+            descs.push(("chain", index));
         }
         Op::AddRule {
             table,
-            chain,
+            rule,
             exprs,
             set,
-            text,
         } => {
             let t = table_of(*table);
-            let c = nftnl::Chain::new(cname(chain.nft_name()), &t);
+            let c = nftnl::Chain::new(cname(rule.chain.nft_name()), &t);
             if let Some(s) = set {
                 let mut nset: Set<InetService> = Set::new(c"__set%d", s.id, &t, ProtoFamily::Inet);
                 for p in &s.ports {
@@ -349,10 +398,10 @@ fn add_op(batch: &mut Batch, op: &Op, descs: &mut Vec<(&'static str, String)>) {
                 }
                 ffi::set_extras(&nset, s.userdata, s.ports.len() as u32);
                 batch.add(&nset, MsgType::Add);
-                descs.push(("set of rule", text.clone()));
+                descs.push(("set of rule", index));
                 for elems in nset.elems_iter() {
                     batch.add(&elems, MsgType::Add);
-                    descs.push(("set elements of rule", text.clone()));
+                    descs.push(("set elements of rule", index));
                 }
             }
             let mut r = nftnl::Rule::new(&c);
@@ -360,7 +409,7 @@ fn add_op(batch: &mut Batch, op: &Op, descs: &mut Vec<(&'static str, String)>) {
                 r.add_expr(e);
             }
             batch.add(&r, MsgType::Add);
-            descs.push(("rule", text.clone()));
+            descs.push(("rule", index));
         }
     }
 }

@@ -118,10 +118,12 @@ fn run(
             "REDIRECT_DNS is set, but CAPTURE_ALL_DNS is false, and no DNS servers provided. DNS capture disabled.",
         );
     }
-    logging::debug(&format!(
-        "config: {}",
-        serde_json::to_string(&cfg).unwrap_or_default()
-    ));
+    logging::debug_with(|| {
+        format!(
+            "config: {}",
+            serde_json::to_string(&cfg).unwrap_or_default()
+        )
+    });
     let plan = plan::build(&cfg);
     if cfg.dry_run {
         return dry_run(&cfg, &plan, env, stdout);
@@ -175,10 +177,7 @@ fn native(cfg: &Config, plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Re
         },
         report.routes
     ));
-    logging::debug(&format!(
-        "transaction:\n{}",
-        render::nft::transaction(&plan.nft)
-    ));
+    logging::debug_with(|| format!("transaction:\n{}", render::nft::transaction(&plan.nft)));
     Ok(())
 }
 

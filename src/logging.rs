@@ -85,6 +85,12 @@ pub fn log(level: Level, msg: &str) {
 pub fn debug(msg: &str) {
     log(Level::Debug, msg)
 }
+/// Debug record whose text is only built when debug logging is on.
+pub fn debug_with(msg: impl FnOnce() -> String) {
+    if enabled(Level::Debug) {
+        log(Level::Debug, &msg())
+    }
+}
 pub fn info(msg: &str) {
     log(Level::Info, msg)
 }

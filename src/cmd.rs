@@ -33,6 +33,8 @@ pub enum RunError {
     Unsupported(String),
     #[error(transparent)]
     Netlink(#[from] crate::backend::netlink::NetlinkError),
+    #[error(transparent)]
+    Iptables(#[from] crate::backend::iptables::IptError),
 }
 
 impl RunError {
@@ -135,10 +137,15 @@ fn run(
     if cfg.native_nftables {
         return native(&cfg, &plan, env, host);
     }
-    Err(RunError::Unsupported(
-        "the iptables backend is not built yet: apply with --native-nftables (it needs no binaries), or print the rules with --dry-run"
-            .into(),
-    ))
+    let gid_of = |name: &str| host.lookup_gid(name);
+    if cfg.cleanup_only {
+        for line in crate::backend::iptables::clean(&plan, &cfg, &gid_of)? {
+            logging::info(&format!("removed: {line}"));
+        }
+        return Ok(());
+    }
+    crate::backend::iptables::apply(&plan, &cfg, &gid_of)?;
+    Ok(())
 }
 
 /// Apply or clean with the nftables netlink backend.

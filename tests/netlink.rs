@@ -20,17 +20,17 @@ fn both_ways(args: &[&str]) -> Result<(String, String), String> {
     let mut native: Vec<&str> = args.to_vec();
     native.push("--native-nftables");
     let list = "nft list ruleset; echo ===; nft --debug=netlink list ruleset | sed -E 's/^(inet [a-z-]+ [a-z-]+)( [0-9]+)+$/\\1/; s/__set[0-9]+/__set/g'";
-    let a = in_netns(&format!("{} && {list}", mt(&native)));
-    if !a.status.success() {
+    let a = in_netns(&format!("{} && {{ {list}; }}", mt(&native)));
+    if !a.status.success() || !stdout(&a).contains("table inet istio-proxy-nat") {
         return Err(format!("netlink apply failed: {}", stderr(&a)));
     }
     let mut dry = native.clone();
     dry.push("--dry-run");
     let b = in_netns(&format!(
-        "{} > /tmp/mt-$$.nft && nft -f /tmp/mt-$$.nft; rc=$?; rm -f /tmp/mt-$$.nft; [ $rc = 0 ] && {list}",
+        "{} > /tmp/mt-$$.nft && nft -f /tmp/mt-$$.nft; rc=$?; rm -f /tmp/mt-$$.nft; [ $rc = 0 ] && {{ {list}; }}",
         mt(&dry)
     ));
-    if !b.status.success() {
+    if !b.status.success() || !stdout(&b).contains("table inet istio-proxy-nat") {
         return Err(format!("nft -f failed: {}", stderr(&b)));
     }
     Ok((stdout(&a), stdout(&b)))

@@ -2,5 +2,7 @@
 //!
 //! - `netlink`: native nftables in one netlink transaction (nftnl + mnl), TPROXY routing over
 //!   rtnetlink.
+//! - `iptables`: the iptables binaries (`*-restore`/`*-save`), with upstream's detection.
 
+pub mod iptables;
 pub mod netlink;

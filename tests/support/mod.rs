@@ -206,11 +206,13 @@ pub fn mt(args: &[&str]) -> String {
     s
 }
 
-/// Runs `script` with `sh` in a fresh network namespace (`unshare -n`), with `$B` set to the
-/// binary and our env vars cleared; the namespace disappears with the process.
+/// Runs `script` with `sh` in a fresh network namespace (`unshare -n`) that looks like a pod
+/// (lo up, eth0 with 10.244.1.5/24 on a veth), with `$B` set to the binary and our env vars
+/// cleared; the namespace disappears with the process.
 pub fn in_netns(script: &str) -> std::process::Output {
     let mut c = Command::new("unshare");
-    c.args(["-n", "sh", "-c", &format!("ip link set lo up; {script}")]);
+    let setup = "ip link set lo up && ip link add eth0 type veth peer name veth0 && ip addr add 10.244.1.5/24 dev eth0 && ip link set eth0 up";
+    c.args(["-n", "sh", "-c", &format!("{setup} || exit 99; {script}")]);
     for (k, _) in std::env::vars() {
         if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
             c.env_remove(k);

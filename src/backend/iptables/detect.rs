@@ -1,0 +1,179 @@
+//! Which iptables binaries to use, as upstream decides (SPEC §5.2): legacy if it is usable
+//! and already holds rules, else the nft variant, else plain `iptables`;
+//! `--force-iptables-binary` overrides. "Usable" means `<bin>-save` runs and the nat table
+//! works in this kernel (upstream's probe: add and delete a harmless rule). Binaries are found
+//! by absolute path on PATH and run directly: no shell.
+
+use std::path::PathBuf;
+
+use super::{IptError, run};
+use crate::config::XtablesVariant;
+use crate::plan::Family;
+
+/// A usable set of binaries for one family.
+#[derive(Debug, Clone)]
+pub struct Xtables {
+    pub family: Family,
+    /// `iptables-legacy`, `iptables-nft`, `iptables` (or the ip6tables twins).
+    pub name: String,
+    pub bin: PathBuf,
+    pub save: PathBuf,
+    pub restore: PathBuf,
+    pub nf_tables: bool,
+    pub version: (u32, u32, u32),
+    /// Whether `-save` shows a rule or a user chain. Upstream counts 3 lines, which its own
+    /// nat-table probe satisfies (it loads empty legacy tables), so a rerun would flip to a
+    /// variant holding nothing; only real content counts here.
+    pub existing_rules: bool,
+}
+
+impl Xtables {
+    /// Legacy iptables from 1.6.2 takes `--wait`; upstream passes `--wait=30` to writers.
+    pub fn wait_args(&self) -> &'static [&'static str] {
+        if !self.nf_tables && self.version >= (1, 6, 2) {
+            &["--wait=30"]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// The absolute path of `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn base(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
+    }
+}
+
+/// The binaries of one variant (`Some(Legacy)`, `Some(Nft)`, or `None` for plain).
+pub fn locate(
+    family: Family,
+    variant: Option<XtablesVariant>,
+) -> Option<(String, PathBuf, PathBuf, PathBuf)> {
+    let name = match variant {
+        Some(XtablesVariant::Legacy) => format!("{}-legacy", base(family)),
+        Some(XtablesVariant::Nft) => format!("{}-nft", base(family)),
+        None => base(family).to_string(),
+    };
+    Some((
+        name.clone(),
+        which(&name)?,
+        which(&format!("{name}-save"))?,
+        which(&format!("{name}-restore"))?,
+    ))
+}
+
+/// Probes one variant; `Err` says why it is not usable.
+pub fn probe(family: Family, variant: Option<XtablesVariant>) -> Result<Xtables, String> {
+    let (name, bin, save, restore) = locate(family, variant).ok_or_else(|| {
+        let n = match variant {
+            Some(XtablesVariant::Legacy) => "-legacy",
+            Some(XtablesVariant::Nft) => "-nft",
+            None => "",
+        };
+        format!(
+            "{}{n}, {0}{n}-save or {0}{n}-restore not found on PATH",
+            base(family)
+        )
+    })?;
+    let out =
+        run(&save, &[], None, &[]).map_err(|e| format!("failed to execute {name}-save: {e}"))?;
+    let existing_rules = out.lines().any(|l| {
+        l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-"))
+    });
+    let (nf_tables, version) = match run(&save, &["--version"], None, &[]) {
+        Ok(v) => (v.contains("nf_tables"), parse_version(&v)),
+        Err(_) => (false, (0, 0, 0)),
+    };
+    let mut x = Xtables {
+        family,
+        name: name.clone(),
+        bin,
+        save,
+        restore,
+        nf_tables,
+        version,
+        existing_rules,
+    };
+    let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
+    add.extend(x.wait_args());
+    match run(&x.bin, &add, None, &[]) {
+        Ok(_) => {}
+        Err(e) => {
+            return Err(format!(
+                "{name} has no kernel support for the nat table: {e}"
+            ));
+        }
+    }
+    let mut del = add.clone();
+    del[2] = "-D";
+    let _ = run(&x.bin, &del, None, &[]);
+    x.existing_rules = existing_rules;
+    Ok(x)
+}
+
+fn parse_version(s: &str) -> (u32, u32, u32) {
+    let Some(i) = s.find(" v") else {
+        return (0, 0, 0);
+    };
+    let v: Vec<u32> = s[i + 2..]
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    (
+        v.first().copied().unwrap_or(0),
+        v.get(1).copied().unwrap_or(0),
+        v.get(2).copied().unwrap_or(0),
+    )
+}
+
+/// Upstream's choice for one family. The error lists why each candidate was refused.
+pub fn detect(family: Family, force: Option<XtablesVariant>) -> Result<Xtables, IptError> {
+    if let Some(v) = force {
+        return probe(family, Some(v)).map_err(|why| IptError::NoBinary {
+            family,
+            reasons: vec![why],
+        });
+    }
+    let mut reasons = Vec::new();
+    match probe(family, Some(XtablesVariant::Legacy)) {
+        Ok(x) if x.existing_rules => return Ok(x),
+        Ok(x) => reasons.push(format!("{} holds no rules", x.name)),
+        Err(e) => reasons.push(e),
+    }
+    match probe(family, Some(XtablesVariant::Nft)) {
+        Ok(x) => return Ok(x),
+        Err(e) => reasons.push(e),
+    }
+    match probe(family, None) {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            reasons.push(e);
+            Err(IptError::NoBinary { family, reasons })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(
+            super::parse_version("iptables-save v1.8.9 (nf_tables)\n"),
+            (1, 8, 9)
+        );
+        assert_eq!(super::parse_version("iptables-save v1.6.1"), (1, 6, 1));
+        assert_eq!(super::parse_version("garbage"), (0, 0, 0));
+    }
+}

@@ -1,0 +1,359 @@
+//! Live xtables state (`*-save` output) and the plan in the same canonical form, so a rerun
+//! compares them exactly; plus which live rules are ours.
+//!
+//! `iptables-save` (legacy and nft variants print the same rule text) reorders the address
+//! and interface options (`-s -d -i -o -p`), names the implicit protocol match (`-m tcp`),
+//! prints marks in hex, masks prefixes, and spells targets with their defaults
+//! (`MARK --set-xmark 0x539/0xffffffff`, `TPROXY --on-port P --on-ip 0.0.0.0 ...`).
+//! `save_rule` renders a planned rule that way; tests load every plan and compare.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+use crate::plan::{CtState, Family, Group, Mark, Match, Position, Target, XtRule};
+
+/// One table's chains and their rules (the text after `-A CHAIN `), in kernel order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableState {
+    /// Chain name → rules; user chains and built-in chains alike.
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+/// A family's state: table name → chains.
+pub type State = BTreeMap<String, TableState>;
+
+/// Parses `*-save` output; counters and comments are dropped.
+pub fn parse_save(text: &str) -> State {
+    let mut state = State::new();
+    let mut table: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(t) = line.strip_prefix('*') {
+            let t = t.trim().to_string();
+            state.entry(t.clone()).or_default();
+            table = Some(t);
+        } else if line == "COMMIT" {
+            table = None;
+        } else if let (Some(t), Some(rest)) = (&table, line.strip_prefix(':')) {
+            let name = rest.split_whitespace().next().unwrap_or("").to_string();
+            state.get_mut(t).unwrap().chains.entry(name).or_default();
+        } else if let (Some(t), Some(rest)) = (&table, line.strip_prefix("-A ")) {
+            let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+            state
+                .get_mut(t)
+                .unwrap()
+                .chains
+                .entry(chain.to_string())
+                .or_default()
+                .push(spec.to_string());
+        }
+    }
+    state
+}
+
+fn masked(net: IpNet) -> String {
+    match net {
+        IpNet::V4(n) => format!("{}/{}", n.network(), n.prefix_len()),
+        // ip6tables-save prints IPv4-compatible addresses dotted, as Istio's goldens do.
+        IpNet::V6(n) => format!("{}/{}", crate::plan::DisplayV6(n.network()), n.prefix_len()),
+    }
+}
+
+fn hex(m: Mark) -> String {
+    format!("{:#x}", m.0)
+}
+
+/// A planned rule as `iptables-save` prints it (after `-A CHAIN `). Group names must
+/// already be numeric (`resolve_groups`), as save prints gids.
+pub fn save_rule(rule: &XtRule, family: Family) -> String {
+    let mut ip = String::new();
+    let mut rest = String::new();
+    let neg = |n: bool| if n { "! " } else { "" };
+    let (mut src, mut dst, mut iif, mut oif, mut proto) = (None, None, None, None, None);
+    for m in &rule.matches {
+        match m {
+            Match::Src { negate, cidr } => {
+                src = Some(format!("{}-s {} ", neg(*negate), masked(cidr.0)))
+            }
+            Match::Dst { negate, cidr } => {
+                dst = Some(format!("{}-d {} ", neg(*negate), masked(cidr.0)))
+            }
+            Match::InIface { name } => iif = Some(format!("-i {name} ")),
+            Match::OutIface { name } => oif = Some(format!("-o {name} ")),
+            Match::Proto { proto: p } => proto = Some(format!("-p {} ", p.name())),
+            Match::Dport {
+                proto,
+                negate,
+                port,
+            } => rest += &format!("-m {} {}--dport {port} ", proto.name(), neg(*negate)),
+            Match::Sport {
+                proto,
+                negate,
+                port,
+            } => rest += &format!("-m {} {}--sport {port} ", proto.name(), neg(*negate)),
+            Match::DportsNotIn { ports, .. } => {
+                let l: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+                rest += &format!("-m multiport ! --dports {} ", l.join(","));
+            }
+            Match::Uid { negate, uid } => {
+                rest += &format!("-m owner {}--uid-owner {uid} ", neg(*negate))
+            }
+            Match::Gid { negate, gid } => {
+                rest += &format!("-m owner {}--gid-owner {gid} ", neg(*negate))
+            }
+            Match::CtState { states } => {
+                let l: Vec<&str> = states
+                    .iter()
+                    .map(|s| match s {
+                        CtState::Invalid => "INVALID",
+                        CtState::Related => "RELATED",
+                        CtState::Established => "ESTABLISHED",
+                    })
+                    .collect();
+                rest += &format!("-m conntrack --ctstate {} ", l.join(","));
+            }
+            Match::Mark { negate, mark } => {
+                rest += &format!("-m mark {}--mark {} ", neg(*negate), hex(*mark))
+            }
+            Match::ConnMark { mark } => rest += &format!("-m connmark --mark {} ", hex(*mark)),
+        }
+    }
+    for part in [src, dst, iif, oif, proto].into_iter().flatten() {
+        ip += &part;
+    }
+    let target = match &rule.target {
+        Target::Jump { chain } => format!("-j {}", chain.xt_name()),
+        Target::Return => "-j RETURN".into(),
+        Target::Accept => "-j ACCEPT".into(),
+        Target::Drop => "-j DROP".into(),
+        Target::Redirect { port } => format!("-j REDIRECT --to-ports {port}"),
+        Target::Tproxy { port, mark } => {
+            let any = if family == Family::V4 {
+                "0.0.0.0"
+            } else {
+                "::"
+            };
+            format!(
+                "-j TPROXY --on-port {port} --on-ip {any} --tproxy-mark {}/0xffffffff",
+                hex(*mark)
+            )
+        }
+        Target::SetMark { mark } => format!("-j MARK --set-xmark {}/0xffffffff", hex(*mark)),
+        Target::SaveMark => {
+            "-j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff".into()
+        }
+        Target::RestoreMark => {
+            "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff".into()
+        }
+        Target::CtZone { zone } => format!("-j CT --zone {zone}"),
+    };
+    format!("{ip}{rest}{target}")
+}
+
+/// Replaces group names by gids (from /etc/group) so rendered rules trigger no NSS lookup
+/// and compare with save output. Unknown names are left as they are.
+pub fn resolve_groups(rules: &[XtRule], gid_of: &dyn Fn(&str) -> Option<u32>) -> Vec<XtRule> {
+    rules
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            for m in &mut r.matches {
+                if let Match::Gid {
+                    gid: g @ Group::Name(_),
+                    ..
+                } = m
+                    && let Group::Name(n) = &*g
+                    && let Some(id) = gid_of(n.as_str())
+                {
+                    *g = Group::Id(id);
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// The state the plan's rules produce (in save form, inserts resolved), per table.
+pub fn expected(rules: &[XtRule], family: Family) -> State {
+    let mut state = State::new();
+    for r in rules {
+        let t = state.entry(r.table.xt_name().to_string()).or_default();
+        if let Target::Jump { chain } = r.target
+            && !chain.is_builtin()
+        {
+            t.chains.entry(chain.xt_name().to_string()).or_default();
+        }
+        let list = t.chains.entry(r.chain.xt_name().to_string()).or_default();
+        let text = save_rule(r, family);
+        match r.position {
+            Position::Insert(n) if (n as usize) <= list.len() && n >= 1 => {
+                list.insert(n as usize - 1, text)
+            }
+            _ => list.push(text),
+        }
+    }
+    state
+}
+
+pub fn is_istio_chain(name: &str) -> bool {
+    name.starts_with("ISTIO_")
+}
+
+/// Whether a live rule in a built-in chain is ours: it jumps to an ISTIO_ chain, or it is one
+/// of upstream's TPROXY bookkeeping rules in mangle carrying our inbound mark or the 1338
+/// outbound mark, or it equals a rule the plan puts in that chain (e.g. a `-c` RETURN).
+pub fn builtin_rule_is_ours(table: &str, spec: &str, mark: Mark, planned: &[String]) -> bool {
+    if spec
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0] == "-j" && is_istio_chain(w[1]))
+    {
+        return true;
+    }
+    if planned.iter().any(|p| p == spec) {
+        return true;
+    }
+    if table != "mangle" {
+        return false;
+    }
+    let ours = [hex(mark), hex(Mark::OUTBOUND)];
+    let carries = |s: &str| {
+        ours.iter().any(|m| {
+            s.contains(&format!("--mark {m} ")) || s.contains(&format!("--set-xmark {m}/"))
+        })
+    };
+    let shapes = [
+        "-j CONNMARK --save-mark",
+        "-j CONNMARK --restore-mark",
+        "-j MARK --set-xmark",
+    ];
+    carries(spec)
+        && (shapes.iter().any(|s| spec.contains(s))
+            || (spec.starts_with("-o lo -p tcp -m mark --mark ") && spec.ends_with("-j RETURN")))
+}
+
+/// Names of the chains whose content differs between `live` and `want`, as `table/CHAIN`.
+/// Built-in chains are compared on the rules that are ours only.
+pub fn drift(live: &State, want: &State, mark: Mark) -> Vec<String> {
+    let mut out = Vec::new();
+    let tables: std::collections::BTreeSet<&String> = live.keys().chain(want.keys()).collect();
+    let empty = TableState::default();
+    for t in tables {
+        let l = live.get(t).unwrap_or(&empty);
+        let w = want.get(t).unwrap_or(&empty);
+        let chains: std::collections::BTreeSet<&String> =
+            l.chains.keys().chain(w.chains.keys()).collect();
+        for c in chains {
+            let want_rules = w.chains.get(c).cloned().unwrap_or_default();
+            let live_rules: Vec<String> = if is_istio_chain(c) {
+                match l.chains.get(c) {
+                    Some(r) => r.clone(),
+                    None => {
+                        out.push(format!("{t}/{c} (missing)"));
+                        continue;
+                    }
+                }
+            } else {
+                l.chains
+                    .get(c)
+                    .map(|rules| {
+                        rules
+                            .iter()
+                            .filter(|r| builtin_rule_is_ours(t, r, mark, &want_rules))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            if is_istio_chain(c) && !w.chains.contains_key(c) {
+                out.push(format!("{t}/{c} (not in the new rules)"));
+            } else if live_rules != want_rules {
+                out.push(format!("{t}/{c}"));
+            }
+        }
+    }
+    out
+}
+
+/// Whether the live state holds anything of ours.
+pub fn has_ours(live: &State, mark: Mark) -> bool {
+    live.iter().any(|(t, ts)| {
+        ts.chains.iter().any(|(c, rules)| {
+            is_istio_chain(c) || rules.iter().any(|r| builtin_rule_is_ours(t, r, mark, &[]))
+        })
+    })
+}
+
+/// A restore text (for `--noflush`) that removes everything of ours from `live` and, with
+/// `install`, adds the new rules, one COMMIT per table: our rules in built-in chains are
+/// deleted by their live spec, our chains flushed, chains `planned` does not keep deleted,
+/// then the new rules appended. Foreign rules are never mentioned. `planned` is the state
+/// the flags describe (its built-in-chain rules, such as a `-c` RETURN, count as ours).
+/// `None` when there is nothing to do.
+pub fn replace_text(
+    live: &State,
+    planned: &State,
+    install: Option<&[XtRule]>,
+    mark: Mark,
+) -> Option<String> {
+    let then = install.map(|rules| (rules, planned));
+    let tables: std::collections::BTreeSet<String> = live
+        .keys()
+        .cloned()
+        .chain(then.iter().flat_map(|(_, w)| w.keys().cloned()))
+        .collect();
+    let mut out = String::new();
+    let empty = TableState::default();
+    for t in tables {
+        let l = live.get(&t).unwrap_or(&empty);
+        let w = then.and_then(|(_, w)| w.get(&t));
+        let planned_builtin = |c: &str| -> Vec<String> {
+            planned
+                .get(&t)
+                .and_then(|p| p.chains.get(c))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut body = String::new();
+        for (c, rules) in &l.chains {
+            if is_istio_chain(c) {
+                continue;
+            }
+            let planned = planned_builtin(c);
+            for r in rules
+                .iter()
+                .filter(|r| builtin_rule_is_ours(&t, r, mark, &planned))
+            {
+                body += &format!("-D {c} {r}\n");
+            }
+        }
+        let ours: Vec<&String> = l.chains.keys().filter(|c| is_istio_chain(c)).collect();
+        for c in &ours {
+            body += &format!("-F {c}\n");
+        }
+        for c in &ours {
+            if !w.is_some_and(|w| w.chains.contains_key(*c)) {
+                body += &format!("-X {c}\n");
+            }
+        }
+        if let Some((rules, want)) = then
+            && let Some(wt) = want.get(&t)
+        {
+            for c in wt.chains.keys().filter(|c| is_istio_chain(c)) {
+                if !l.chains.contains_key(c) {
+                    body += &format!("-N {c}\n");
+                }
+            }
+            for r in rules.iter().filter(|r| r.table.xt_name() == t) {
+                body += &crate::render::iptables::rule_line(r);
+                body.push('\n');
+            }
+        }
+        if !body.is_empty() {
+            out += &format!("*{t}\n{body}COMMIT\n");
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}

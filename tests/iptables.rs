@@ -1,0 +1,368 @@
+//! The iptables-binaries backend against a real kernel, with iptables-legacy and with
+//! iptables-nft, each test in fresh network namespaces (root; fails under CI=true if it cannot
+//! run).
+
+mod support;
+
+use std::collections::HashMap;
+
+use clap::Parser;
+use meshtables::backend::iptables::state::{State, expected, parse_save, resolve_groups};
+use meshtables::cli::{Cli, Command};
+use meshtables::plan::Family;
+use support::{
+    EVERYTHING, FakeHost, INJECTED, in_netns, mt, require_program, require_root, shared_dir,
+    stderr, stdout,
+};
+
+const VARIANTS: [&str; 2] = ["legacy", "nft"];
+
+fn ready(what: &str) -> bool {
+    require_root(what)
+        && [
+            "iptables-legacy-restore",
+            "iptables-nft-restore",
+            "ip6tables-legacy-save",
+            "ip6tables-nft-save",
+            "unshare",
+        ]
+        .iter()
+        .all(|p| require_program(p))
+}
+
+/// The state the plan for `args` should leave, per family, in save form.
+fn want(args: &[&str]) -> Vec<(Family, State)> {
+    let argv: Vec<&str> = ["meshtables"].iter().chain(args).copied().collect();
+    let cli = Cli::try_parse_from(argv).unwrap();
+    let (Command::Apply(f) | Command::Clean(f)) = &cli.command;
+    let cfg = meshtables::config::resolve(f, false, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
+    let plan = meshtables::plan::build(&cfg);
+    plan.xtables
+        .families()
+        .into_iter()
+        .map(|fam| {
+            (
+                fam,
+                expected(&resolve_groups(plan.xtables.rules(fam), &|_| None), fam),
+            )
+        })
+        .collect()
+}
+
+/// Non-empty chains of a state (built-in chains without rules carry no information).
+fn content(s: &State) -> Vec<(String, String, Vec<String>)> {
+    s.iter()
+        .flat_map(|(t, ts)| {
+            ts.chains
+                .iter()
+                .filter(|(c, r)| !r.is_empty() || c.starts_with("ISTIO_"))
+                .map(move |(c, r)| (t.clone(), c.clone(), r.clone()))
+        })
+        .collect()
+}
+
+fn save_cmd(f: Family, v: &str) -> String {
+    format!(
+        "{}-{v}-save",
+        if f == Family::V4 {
+            "iptables"
+        } else {
+            "ip6tables"
+        }
+    )
+}
+
+/// `iptables-save` text without comments, counters, or tables holding nothing.
+const STRIP: &str = "grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'";
+
+#[test]
+fn live_rules_equal_the_plan() {
+    if !ready("applying iptables rules") {
+        return;
+    }
+    let mut cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "istio-injected".into(),
+            INJECTED.iter().map(|s| s.to_string()).collect(),
+        ),
+        (
+            "everything".into(),
+            EVERYTHING.iter().map(|s| s.to_string()).collect(),
+        ),
+        (
+            "capture-all-dns+groups".into(),
+            [
+                "apply",
+                "-u",
+                "3,4",
+                "-g",
+                "1,2",
+                "--enable-ipv6",
+                "true",
+                "--redirect-dns",
+                "--capture-all-dns",
+                "--outbound-owner-groups",
+                "5,6",
+                "--ipv4-loopback-cidr",
+                "127.0.0.1/8",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+    ];
+    if let Some(shared) = shared_dir() {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(shared.join("istio/cases.json")).unwrap(),
+        )
+        .unwrap();
+        for case in json["cases"].as_array().unwrap() {
+            let args: Vec<String> = case["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            if args.iter().any(|a| a == "--native-nftables")
+                || !case["env"].as_object().unwrap().is_empty()
+            {
+                continue;
+            }
+            let args = args.into_iter().filter(|a| a != "--dry-run").collect();
+            cases.push((format!("upstream {}", case["name"].as_str().unwrap()), args));
+        }
+    }
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, args) in &cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let want = want(&argv);
+        for v in VARIANTS {
+            let mut a = argv.clone();
+            a.extend(["--force-iptables-binary", v]);
+            let saves: Vec<String> = want.iter().map(|(f, _)| save_cmd(*f, v)).collect();
+            let o = in_netns(&format!(
+                "{} && {} && echo '#===' && {}",
+                mt(&a),
+                saves[0],
+                saves.get(1).map_or("true", |s| s.as_str())
+            ));
+            if !o.status.success() {
+                failures.push(format!("{name} ({v}): apply failed: {}", stderr(&o)));
+                continue;
+            }
+            let out = stdout(&o);
+            let (s4, s6) = out.split_once("#===\n").unwrap();
+            for ((f, w), live) in want.iter().zip([s4, s6]) {
+                checked += 1;
+                if content(&parse_save(live)) != content(w) {
+                    failures.push(format!(
+                        "{name} ({v}, {f:?}): live {:#?}\nwant {:#?}",
+                        content(&parse_save(live)),
+                        content(w)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("{checked} (configuration, variant, family) states equal the plan");
+}
+
+#[test]
+fn reruns_drift_and_reconcile() {
+    if !ready("applying iptables rules") {
+        return;
+    }
+    for v in VARIANTS {
+        let a = mt(&[
+            "apply",
+            "-u",
+            "1337",
+            "-m",
+            "TPROXY",
+            "-b",
+            "*",
+            "--enable-ipv6",
+            "true",
+            "--redirect-dns",
+            "--dns-servers",
+            "10.96.0.10",
+            "--force-iptables-binary",
+            v,
+        ]);
+        let b = mt(&[
+            "apply",
+            "-u",
+            "1337",
+            "-b",
+            "8080",
+            "-i",
+            "*",
+            "--enable-ipv6",
+            "true",
+            "--force-iptables-binary",
+            v,
+        ]);
+        let b_reconcile = format!("{b} --reconcile");
+        let save = format!("{{ iptables-{v}-save; ip6tables-{v}-save; }} | {STRIP}");
+        let o = in_netns(&format!(
+            "{a} 2>/dev/null; {save} > /tmp/a-$$; {a}; echo rc=$?; {save} | cmp - /tmp/a-$$ && echo SAME-AFTER-RERUN
+             {b}; echo rc=$?; {save} | cmp - /tmp/a-$$ && echo UNCHANGED-AFTER-DRIFT
+             {b_reconcile} && echo RECONCILED; {save} > /tmp/b-$$; rm -f /tmp/a-$$
+             iptables-{v}-save | grep -c -- '-j ISTIO_\\|^:ISTIO_'; cat /tmp/b-$$ > /dev/null"
+        ));
+        let out = stdout(&o);
+        let err = stderr(&o);
+        assert!(out.contains("rc=0\nSAME-AFTER-RERUN"), "{v}: {out} {err}");
+        assert!(
+            out.contains("rc=1\nUNCHANGED-AFTER-DRIFT"),
+            "{v}: {out} {err}"
+        );
+        assert!(
+            err.contains("differ from the requested ones in") && err.contains("--reconcile"),
+            "{v}: {err}"
+        );
+        assert!(
+            err.contains("mangle/ISTIO_TPROXY"),
+            "the message names the drift: {err}"
+        );
+        assert!(out.contains("RECONCILED"), "{v}: {out} {err}");
+
+        // After --reconcile the state is exactly a fresh apply of b (legacy keeps tables it
+        // once loaded, empty: compare content).
+        let fresh = in_netns(&format!("{b} 2>/dev/null; {save}"));
+        let over = in_netns(&format!(
+            "{a} 2>/dev/null; {b_reconcile} 2>/dev/null; {save}"
+        ));
+        assert_eq!(
+            content(&parse_save(&stdout(&fresh))),
+            content(&parse_save(&stdout(&over))),
+            "{v}: reconcile converges to the new rules"
+        );
+        assert!(
+            stdout(&fresh).contains("ISTIO_OUTPUT"),
+            "{}",
+            stdout(&fresh)
+        );
+    }
+}
+
+#[test]
+fn clean_leaves_foreign_rules_byte_identical() {
+    if !ready("applying iptables rules") {
+        return;
+    }
+    for v in VARIANTS {
+        let foreign = ["iptables", "ip6tables"].map(|b| {
+            format!(
+                "{b}-{v} -t nat -N KUBE-SERVICES && {b}-{v} -t nat -A OUTPUT -j KUBE-SERVICES && {b}-{v} -t nat -A KUBE-SERVICES -p tcp --dport 80 -j RETURN && {b}-{v} -A INPUT -p tcp --dport 22 -j ACCEPT && {b}-{v} -t mangle -A PREROUTING -i eth0 -j MARK --set-mark 7 && {b}-{v} -t raw -A PREROUTING -j NOTRACK && {b}-{v} -t mangle -A OUTPUT -o lo -p tcp -m mark --mark 9 -j RETURN"
+            )
+        });
+        let save = format!("{{ iptables-{v}-save; ip6tables-{v}-save; }} | {STRIP}");
+        let args = [
+            "-u",
+            "1337",
+            "-m",
+            "TPROXY",
+            "-b",
+            "*",
+            "-i",
+            "*",
+            "--enable-ipv6",
+            "true",
+            "--redirect-dns",
+            "--dns-servers",
+            "10.96.0.10,fd00::a",
+            "-c",
+            "eth9",
+            "-k",
+            "virt0",
+            "--force-iptables-binary",
+            v,
+        ];
+        let apply = mt(&[&["apply"], &args[..]].concat());
+        let clean = mt(&[&["clean"], &args[..]].concat());
+        let o = in_netns(&format!(
+            "set -e; {}; {}; {save} > /tmp/before-$$; {apply}; {save} | grep -c ISTIO_; {clean}; {save} | cmp - /tmp/before-$$ && echo IDENTICAL; {clean} && echo SECOND-CLEAN-OK; {save} | cmp - /tmp/before-$$ && echo STILL-IDENTICAL; rm -f /tmp/before-$$",
+            foreign[0], foreign[1]
+        ));
+        let out = stdout(&o);
+        assert!(
+            out.contains("IDENTICAL\nSECOND-CLEAN-OK\nSTILL-IDENTICAL"),
+            "{v}: {out}\n{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn clean_with_default_flags_removes_leftovers_of_another_configuration() {
+    if !ready("applying iptables rules") {
+        return;
+    }
+    for v in VARIANTS {
+        let apply = mt(&[
+            "apply",
+            "-u",
+            "1337",
+            "-m",
+            "TPROXY",
+            "-b",
+            "*",
+            "--enable-ipv6",
+            "true",
+            "--redirect-dns",
+            "--dns-servers",
+            "10.96.0.10",
+            "--drop-invalid",
+            "--force-iptables-binary",
+            v,
+        ]);
+        let clean = mt(&["clean", "--enable-ipv6", "false"]);
+        let o = in_netns(&format!(
+            "{apply} 2>/dev/null && {clean} 2>/dev/null; for b in iptables-{v} ip6tables-{v}; do $b-save | grep -v '^#' | grep -E 'ISTIO|0x539|0x53a' ; $b-save -t raw | grep -c '^-A'; done; ip rule | grep -c fwmark"
+        ));
+        let out = stdout(&o);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["0", "0", "0"],
+            "{v}: leftovers: {out}\n{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn detection_follows_upstream() {
+    if !ready("probing iptables binaries") {
+        return;
+    }
+    let args = ["apply", "-u", "1337", "--enable-ipv6", "false"];
+    // Legacy holds nothing: the nft variant is used.
+    let o = in_netns(&mt(&args));
+    assert!(stderr(&o).contains("using iptables-nft"), "{}", stderr(&o));
+    // Legacy holds rules: legacy is used.
+    let o = in_netns(&format!(
+        "iptables-legacy -A INPUT -j ACCEPT && {}",
+        mt(&args)
+    ));
+    assert!(
+        stderr(&o).contains("using iptables-legacy"),
+        "{}",
+        stderr(&o)
+    );
+    // Forced.
+    let mut forced = args.to_vec();
+    forced.extend(["--force-iptables-binary", "legacy"]);
+    let o = in_netns(&mt(&forced));
+    assert!(
+        stderr(&o).contains("using iptables-legacy"),
+        "{}",
+        stderr(&o)
+    );
+    // No binaries at all: the error suggests --native-nftables.
+    let o = in_netns(&format!("PATH=/nonexistent {}; echo rc=$?", mt(&args)));
+    assert!(stdout(&o).contains("rc=1"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("--native-nftables"), "{}", stderr(&o));
+}

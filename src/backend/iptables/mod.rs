@@ -52,6 +52,26 @@ pub enum IptError {
     Clean(Vec<String>),
     #[error(transparent)]
     Routes(#[from] crate::backend::netlink::routes::RouteError),
+    #[error(
+        "group {0:?} (in an owner-group rule) is not in /etc/group; use a numeric gid (meshtables never makes `-m owner` look names up through NSS)"
+    )]
+    UnknownGroup(String),
+}
+
+/// Fails on a group name /etc/group does not know: iptables would resolve it through NSS.
+fn numeric_only(rules: &[crate::plan::XtRule]) -> Result<(), IptError> {
+    for r in rules {
+        for m in &r.matches {
+            if let crate::plan::Match::Gid {
+                gid: crate::plan::Group::Name(n),
+                ..
+            } = m
+            {
+                return Err(IptError::UnknownGroup(n.as_str().to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn binary_family(f: Family) -> &'static str {
@@ -153,6 +173,7 @@ pub fn apply(
         logging::info(&format!("using {} ({})", x.name, x.bin.display()));
         // Numeric groups only: no NSS lookup from `-m owner`, and save prints gids.
         let rules = resolve_groups(plan.xtables.rules(f), gid_of);
+        numeric_only(&rules)?;
         let live = parse_save(&run(&x.save, &[], None, &[])?);
         let want = expected(&rules, f);
         let step = if !has_ours(&live, cfg.tproxy_mark) {

@@ -35,12 +35,15 @@ pub enum RunError {
     Netlink(#[from] crate::backend::netlink::NetlinkError),
     #[error(transparent)]
     Iptables(#[from] crate::backend::iptables::IptError),
+    #[error("{0}\n{msg}", msg = crate::validate::FAILURE_MESSAGE)]
+    Validation(#[from] crate::validate::ValidationError),
 }
 
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Config(e) => e.exit_code(),
+            RunError::Validation(_) => 126,
             _ => 1,
         }
     }
@@ -128,23 +131,37 @@ fn run(
     });
     let plan = plan::build(&cfg);
     if cfg.dry_run {
-        return dry_run(&cfg, &plan, env, stdout);
-    }
-    if cfg.skip_rule_apply && !cfg.cleanup_only {
+        dry_run(&cfg, &plan, env, stdout)?;
+    } else if cfg.skip_rule_apply && !cfg.cleanup_only {
         logging::info("skipping rule apply (--skip-rule-apply)");
-        return Ok(());
+    } else {
+        apply_or_clean(&cfg, &plan, env, host)?;
     }
+    // Upstream runs the validation in dry-run too, and after --skip-rule-apply.
+    if cfg.run_validation && !cfg.cleanup_only {
+        crate::validate::run(&cfg)?;
+        logging::info("validation passed: the probe connection was redirected");
+    }
+    Ok(())
+}
+
+fn apply_or_clean(
+    cfg: &Config,
+    plan: &Plan,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+) -> Result<(), RunError> {
     if cfg.native_nftables {
-        return native(&cfg, &plan, env, host);
+        return native(cfg, plan, env, host);
     }
     let gid_of = |name: &str| host.lookup_gid(name);
     if cfg.cleanup_only {
-        for line in crate::backend::iptables::clean(&plan, &cfg, &gid_of)? {
+        for line in crate::backend::iptables::clean(plan, cfg, &gid_of)? {
             logging::info(&format!("removed: {line}"));
         }
         return Ok(());
     }
-    crate::backend::iptables::apply(&plan, &cfg, &gid_of)?;
+    crate::backend::iptables::apply(plan, cfg, &gid_of)?;
     Ok(())
 }
 

@@ -12,3 +12,4 @@ pub mod host; // facts read from the machine: addresses, resolv.conf, /etc/passw
 pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod plan; // Config → Plan, typed rules, no I/O
 pub mod render; // Plan → iptables-restore text, nft text, upstream's dry-run trace
+pub mod validate; // --run-validation: the redirect probe (exit 126)

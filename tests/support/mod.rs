@@ -10,6 +10,8 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod topo;
+
 /// A machine with chosen addresses and files.
 #[derive(Default, Clone)]
 pub struct FakeHost {

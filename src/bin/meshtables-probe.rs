@@ -10,6 +10,7 @@
 //!   `--as`, so the proxy can run as uid 1337 like Envoy.
 //! - `tcp HOST PORT [--as UID:GID] [--timeout MS]` / `udp HOST PORT ...`: sends one request as
 //!   that user and prints the answer line; exit 0 with an answer, 1 without.
+//! - `pause`: sleeps forever (the pod's namespace holder in the container e2e).
 
 #![deny(unsafe_code)]
 
@@ -244,6 +245,10 @@ fn main() {
         Some("serve") => serve(&args[1..]),
         Some("tcp") => client(&args[1..], false),
         Some("udp") => client(&args[1..], true),
+        // A pause container for the container e2e: holds the pod's network namespace.
+        Some("pause") => loop {
+            std::thread::sleep(Duration::from_secs(3600))
+        },
         _ => die(
             "usage: meshtables-probe serve NAME [--tcp P,..] [--udp P,..] [--transparent] [--as UID:GID] | tcp|udp IP PORT [--as UID:GID] [--timeout MS]",
         ),

@@ -149,26 +149,7 @@ fn init_image_in_a_pod_of_containers() {
     let ip = |c: &str| ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", c]);
     let (world_ip, pod_ip) = (ip(&world), ip(&pause));
     let pod_net = format!("container:{pause}");
-    let istio_args = [
-        "istio-iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-        "--log_output_level=default:info",
-    ];
+    let istio_args = support::INJECTED;
     let run_init = |caps: &[&str]| {
         let mut a = vec![
             "run",

@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::{command, require_program, require_root, shared_dir};
+use support::{command, require_program, require_root, shared_dir, upstream_cases};
 
 /// Loads `text` with `tool args...` in a fresh netns; returns the error output on failure.
 fn load(text: &str, tool: &str, args: &[&str]) -> Result<(), String> {
@@ -125,34 +125,13 @@ fn restore_texts_load_with_both_variants() {
             std::fs::read_to_string(&f).unwrap(),
         ));
     }
-    if let Some(shared) = shared_dir() {
-        let cases: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shared.join("istio/cases.json")).unwrap(),
-        )
-        .unwrap();
-        for case in cases["cases"].as_array().unwrap() {
-            if case["output"] != "dry-run-file" {
-                continue;
-            }
-            let args: Vec<&str> = case["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            let env: Vec<(&str, &str)> = case["env"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
-                .collect();
-            let out = command(&args, &env).output().unwrap();
-            assert!(out.status.success());
-            outputs.push((
-                case["name"].as_str().unwrap().to_string(),
-                String::from_utf8(out.stdout).unwrap(),
-            ));
+    for case in upstream_cases().unwrap_or_default() {
+        if !case.trace {
+            continue;
         }
+        let out = command(&case.args(), &case.env()).output().unwrap();
+        assert!(out.status.success());
+        outputs.push((case.name.clone(), String::from_utf8(out.stdout).unwrap()));
     }
     let mut failures = Vec::new();
     let mut loaded = 0;

@@ -4,7 +4,8 @@
 mod support;
 
 use support::{
-    EVERYTHING, INJECTED, in_netns, mt, require_program, require_root, shared_dir, stderr, stdout,
+    EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, require_program, require_root, stderr,
+    stdout, upstream_cases,
 };
 
 fn ready(what: &str) -> bool {
@@ -42,17 +43,11 @@ fn netlink_ruleset_equals_nft_f_of_the_dry_run_text() {
         return;
     }
     let mut cases: Vec<(String, Vec<String>)> = vec![
-        (
-            "istio-injected".into(),
-            INJECTED.iter().map(|s| s.to_string()).collect(),
-        ),
-        (
-            "everything".into(),
-            EVERYTHING.iter().map(|s| s.to_string()).collect(),
-        ),
+        ("istio-injected".into(), owned(INJECTED)),
+        ("everything".into(), owned(EVERYTHING)),
         (
             "capture-all-dns+groups".into(),
-            [
+            owned(&[
                 "apply",
                 "-u",
                 "3,4",
@@ -66,95 +61,40 @@ fn netlink_ruleset_equals_nft_f_of_the_dry_run_text() {
                 "daemon,5",
                 "-x",
                 "0.0.0.0/0",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            ]),
         ),
-        (
-            "sloppy-lists".into(),
-            [
-                "apply",
-                "-u",
-                " 1337 ",
-                "--enable-ipv6",
-                "true",
-                "-b",
-                " 80 , 443,",
-                "-q",
-                "8443,",
-                "-o",
-                ",25, 587",
-                "-x",
-                " 10.0.0.0/8 , fd00::/8 ,",
-                "-i",
-                " * ",
-                "-k",
-                " eth1 ,",
-                "-c",
-                ",eth2 ",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        ),
+        ("sloppy-lists".into(), owned(SLOPPY)),
     ];
     let mut skipped_groups = 0;
-    if let Some(shared) = shared_dir() {
-        let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shared.join("istio/cases.json")).unwrap(),
-        )
-        .unwrap();
-        for case in json["cases"].as_array().unwrap() {
-            let args: Vec<String> = case["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_string())
-                .collect();
-            if !args.iter().any(|a| a == "--native-nftables") {
-                continue;
-            }
-            let mut args: Vec<String> = args
-                .into_iter()
-                .filter(|a| a != "--dry-run" && a != "--native-nftables")
-                .collect();
-            for (k, v) in case["env"].as_object().unwrap() {
-                // Env-only inputs of these cases have flags of their own.
-                let flag = match k.as_str() {
-                    "ISTIO_OUTBOUND_OWNER_GROUPS" => "--outbound-owner-groups",
-                    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE" => "--outbound-owner-groups-exclude",
-                    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR" => "--ipv4-loopback-cidr",
-                    other => panic!("unexpected env {other}"),
-                };
-                args.push(flag.into());
-                args.push(v.as_str().unwrap().into());
-            }
-            // Upstream's owner-group cases name groups ("java", "ftp") this machine lacks;
-            // they must fail cleanly, naming the group, and leave nothing behind.
-            if args.iter().any(|a| a.contains("java") || a.contains("ftp")) {
-                let argv: Vec<&str> = args
-                    .iter()
-                    .map(String::as_str)
-                    .chain(["--native-nftables"])
-                    .collect();
-                let o = in_netns(&format!("{}; echo rc=$?; nft list ruleset", mt(&argv)));
-                let out = stdout(&o);
-                assert!(
-                    out.starts_with("rc=1\n") && out.trim_end() == "rc=1",
-                    "{}: {out}",
-                    case["name"]
-                );
-                assert!(
-                    stderr(&o).contains("is not in /etc/group"),
-                    "{}",
-                    stderr(&o)
-                );
-                skipped_groups += 1;
-                continue;
-            }
-            cases.push((format!("upstream {}", case["name"].as_str().unwrap()), args));
+    for case in upstream_cases().unwrap_or_default() {
+        if !case.native() {
+            continue;
         }
+        let args: Vec<String> = case
+            .apply_args()
+            .into_iter()
+            .filter(|a| a != "--native-nftables")
+            .collect();
+        // Upstream's owner-group cases name groups ("java", "ftp") this machine lacks;
+        // they must fail cleanly, naming the group, and leave nothing behind.
+        if args.iter().any(|a| a.contains("java") || a.contains("ftp")) {
+            let argv: Vec<&str> = args
+                .iter()
+                .map(String::as_str)
+                .chain(["--native-nftables"])
+                .collect();
+            let o = in_netns(&format!("{}; echo rc=$?; nft list ruleset", mt(&argv)));
+            let out = stdout(&o);
+            assert_eq!(out.trim_end(), "rc=1", "{}: {out}", case.name);
+            assert!(
+                stderr(&o).contains("is not in /etc/group"),
+                "{}",
+                stderr(&o)
+            );
+            skipped_groups += 1;
+            continue;
+        }
+        cases.push((format!("upstream {}", case.name), args));
     }
     let mut failures = Vec::new();
     for (name, args) in &cases {

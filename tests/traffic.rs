@@ -87,6 +87,14 @@ fn injected_v6() -> Vec<&'static str> {
         .collect()
 }
 
+/// A topology with the standard servers and the rules of `args` applied in the pod.
+fn pod(tproxy: bool, args: &[&str]) -> Topo {
+    let mut t = Topo::new();
+    t.standard(tproxy);
+    t.meshtables(args);
+    t
+}
+
 #[test]
 fn matrix_summary() {
     println!(
@@ -103,9 +111,7 @@ fn s1_outbound_capture() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(&injected_v6(), extra));
+        let t = pod(false, &args(&injected_v6(), extra));
         let a = t.out_tcp("192.0.2.7", 80, APP);
         c.at(&format!("{b} v4"), &a, "proxy:15001");
         c.field(&format!("{b} v4 orig"), &a, |a| &a.orig, "192.0.2.7:80");
@@ -123,9 +129,7 @@ fn s2_proxy_bypasses() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(&injected_v6(), extra));
+        let t = pod(false, &args(&injected_v6(), extra));
         c.at(
             &format!("{b} uid 1337"),
             &t.out_tcp("192.0.2.7", 80, PROXY),
@@ -153,9 +157,7 @@ fn s3_inbound_redirect_and_tproxy() {
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
         // REDIRECT: the original destination comes from SO_ORIGINAL_DST.
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(&injected_v6(), extra));
+        let t = pod(false, &args(&injected_v6(), extra));
         let a = t.in_tcp("10.244.1.5", 8080);
         c.at(&format!("{b} REDIRECT v4"), &a, "proxy:15006");
         c.field(
@@ -219,20 +221,21 @@ fn s4_inbound_port_lists() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "-b",
-                "8080",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "-b",
+                    "8080",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} -b 8080: 8080"),
             &t.in_tcp("10.244.1.5", 8080),
@@ -244,9 +247,7 @@ fn s4_inbound_port_lists() {
             "app:9090",
         );
         drop(t);
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(INJECTED, extra));
+        let t = pod(false, &args(INJECTED, extra));
         c.at(
             &format!("{b} -d 15090: 15090"),
             &t.in_tcp("10.244.1.5", 15090),
@@ -326,22 +327,23 @@ fn s6_interfaces() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "-i",
-                "*",
-                "-c",
-                "eth1",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "-i",
+                    "*",
+                    "-c",
+                    "eth1",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} -c eth1: out via eth1"),
             &t.out_tcp("198.51.100.7", 80, APP),
@@ -353,24 +355,25 @@ fn s6_interfaces() {
             "proxy:15001",
         );
         drop(t);
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "-i",
-                "*",
-                "-b",
-                "*",
-                "-k",
-                "eth1",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "-i",
+                    "*",
+                    "-b",
+                    "*",
+                    "-k",
+                    "eth1",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         let a = t.in_tcp("10.245.0.5", 8080);
         c.at(
             &format!("{b} -k eth1: in via eth1 is outbound"),
@@ -399,21 +402,22 @@ fn s7_dns() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "--redirect-dns",
-                "--dns-servers",
-                "10.96.0.10",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "--redirect-dns",
+                    "--dns-servers",
+                    "10.96.0.10",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} udp to resolver"),
             &t.out_udp("10.96.0.10", 53, APP),
@@ -435,20 +439,21 @@ fn s7_dns() {
             "world:53",
         );
         drop(t);
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "--redirect-dns",
-                "--capture-all-dns",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "--redirect-dns",
+                    "--capture-all-dns",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} capture-all udp"),
             &t.out_udp("192.0.2.7", 53, APP),
@@ -475,9 +480,7 @@ fn s8_hairpin() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(&injected_v6(), extra));
+        let t = pod(false, &args(&injected_v6(), extra));
         let a = t.out_tcp("10.244.1.5", 8080, PROXY);
         c.at(&format!("{b} proxy -> own IP"), &a, "proxy:15006");
         c.field(
@@ -502,22 +505,23 @@ fn s9_owner_groups() {
     }
     let mut c = Checks::new();
     for (b, extra) in BACKENDS {
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "-i",
-                "*",
-                "--outbound-owner-groups",
-                "2000",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "-i",
+                    "*",
+                    "--outbound-owner-groups",
+                    "2000",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} include 2000: gid 2000"),
             &t.out_tcp("192.0.2.7", 80, "1000:2000"),
@@ -529,22 +533,23 @@ fn s9_owner_groups() {
             "world:80",
         );
         drop(t);
-        let mut t = Topo::new();
-        t.standard(false);
-        t.meshtables(&args(
-            &[
-                "apply",
-                "-u",
-                "1337",
-                "-i",
-                "*",
-                "--outbound-owner-groups-exclude",
-                "3000",
-                "--enable-ipv6",
-                "false",
-            ],
-            extra,
-        ));
+        let t = pod(
+            false,
+            &args(
+                &[
+                    "apply",
+                    "-u",
+                    "1337",
+                    "-i",
+                    "*",
+                    "--outbound-owner-groups-exclude",
+                    "3000",
+                    "--enable-ipv6",
+                    "false",
+                ],
+                extra,
+            ),
+        );
         c.at(
             &format!("{b} exclude 3000: gid 3000"),
             &t.out_tcp("192.0.2.7", 80, "1000:3000"),

@@ -254,6 +254,29 @@ pub const INJECTED: &[&str] = &[
     "--log_output_level=default:info",
 ];
 
+/// Lists as people type them: spaces, empty items, trailing commas.
+pub const SLOPPY: &[&str] = &[
+    "apply",
+    "-u",
+    " 1337 ",
+    "--enable-ipv6",
+    "true",
+    "-b",
+    " 80 , 443,",
+    "-q",
+    "8443,",
+    "-o",
+    ",25, 587",
+    "-x",
+    " 10.0.0.0/8 , fd00::/8 ,",
+    "-i",
+    " * ",
+    "-k",
+    " eth1 ,",
+    "-c",
+    ",eth2 ",
+];
+
 /// TPROXY + IPv6 + DNS + every list flag.
 pub const EVERYTHING: &[&str] = &[
     "apply",
@@ -286,3 +309,89 @@ pub const EVERYTHING: &[&str] = &[
     "virt0",
     "--drop-invalid",
 ];
+
+/// One case of `../shared/istio/cases.json`.
+pub struct UpstreamCase {
+    pub name: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Path of the golden, relative to `../shared/istio`.
+    pub golden: String,
+    /// Compared through `DRY_RUN_FILE_PATH` (upstream's trace) rather than stdout.
+    pub trace: bool,
+}
+
+impl UpstreamCase {
+    pub fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+    pub fn native(&self) -> bool {
+        self.args.iter().any(|a| a == "--native-nftables")
+    }
+    /// The args without `--dry-run`, with the case's env-only inputs as their own flags, so
+    /// the case can be applied for real.
+    pub fn apply_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = self
+            .args
+            .iter()
+            .filter(|a| *a != "--dry-run")
+            .cloned()
+            .collect();
+        for (k, v) in &self.env {
+            let flag = match k.as_str() {
+                "ISTIO_OUTBOUND_OWNER_GROUPS" => "--outbound-owner-groups",
+                "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE" => "--outbound-owner-groups-exclude",
+                "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR" => "--ipv4-loopback-cidr",
+                other => panic!("unexpected env {other} in cases.json"),
+            };
+            a.push(flag.into());
+            a.push(v.clone());
+        }
+        a
+    }
+}
+
+/// Istio's upstream cases; `None` (skip) when `../shared` is absent, a panic under CI=true.
+pub fn upstream_cases() -> Option<Vec<UpstreamCase>> {
+    let shared = shared_dir()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared.join("istio/cases.json")).unwrap())
+            .unwrap();
+    let strs = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    Some(
+        json["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| UpstreamCase {
+                name: c["name"].as_str().unwrap().to_string(),
+                args: strs(&c["args"]),
+                env: c["env"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                golden: c["golden"].as_str().unwrap().to_string(),
+                trace: c["output"] == "dry-run-file",
+            })
+            .collect(),
+    )
+}
+
+/// `&[&str]` → owned strings.
+pub fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}

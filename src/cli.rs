@@ -24,6 +24,9 @@ pub enum Command {
     /// Remove the interception rules (upstream's `istio-clean-iptables` / `--cleanup-only`).
     #[command(alias = "istio-clean-iptables", args_override_self = true)]
     Clean(Flags),
+    /// Exit 0 when the live rules are exactly those these flags install, else 1 and what differs.
+    #[command(args_override_self = true)]
+    Check(Flags),
 }
 
 /// The name the binary must be invoked under to act as a subcommand (busybox style).
@@ -47,7 +50,40 @@ macro_rules! flags {
                 pub $field: Option<String>,
             )*
         }
+
+        impl Flags {
+            /// Every flag's long name, in declaration order.
+            pub const LONG_NAMES: &[&str] = &[$($long),*];
+
+            /// Sets a flag by its long name, as if it had been given on the command line.
+            /// `false` for a name that is not a flag.
+            pub fn set(&mut self, long: &str, value: String) -> bool {
+                match long {
+                    $($long => self.$field = Some(value),)*
+                    _ => return false,
+                }
+                true
+            }
+
+            /// The value of a flag by its long name, if it was given.
+            pub fn get(&self, long: &str) -> Option<&str> {
+                match long {
+                    $($long => self.$field.as_deref(),)*
+                    _ => None,
+                }
+            }
+
+            /// Whether the flag with this long name is a boolean.
+            pub fn is_bool(long: &str) -> bool {
+                match long {
+                    $($long => flags!(@is_bool $($b)?),)*
+                    _ => false,
+                }
+            }
+        }
     };
+    (@is_bool) => { false };
+    (@is_bool $b:tt) => { true };
     (@bool $b:tt) => { "BOOL" };
     // pflag gives a value flag the next argument even when it starts with '-'.
     (@hyphen) => { true };

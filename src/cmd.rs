@@ -2,18 +2,19 @@
 //! (and the property test) can run it in-process. stdout carries only dry-run output; every
 //! log and error goes to stderr.
 //!
-//! Exit codes: 0 done; 1 apply/clean failed (or a host fact could not be read); 2 bad input;
-//! 126 validation failed (as upstream).
+//! Exit codes: 0 done; 1 apply/clean failed, `check` found a difference, or a host fact could
+//! not be read; 2 bad input; 126 validation failed (as upstream).
 
 use std::ffi::OsString;
 use std::io::Write;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, subcommand_for_argv0};
+use crate::cli::{Cli, Command, Flags, subcommand_for_argv0};
 use crate::config::{self, Config, ConfigError, EnvSource, OutputFormat};
 use crate::host::Host;
 use crate::logging;
+use crate::netns;
 use crate::plan::{self, Family, Plan};
 use crate::render;
 
@@ -37,6 +38,19 @@ pub enum RunError {
     Iptables(#[from] crate::backend::iptables::IptError),
     #[error("{0}\n{msg}", msg = crate::validate::FAILURE_MESSAGE)]
     Validation(#[from] crate::validate::ValidationError),
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+}
+
+/// What a run does with the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Install the rules (`apply`, `istio-iptables`).
+    Apply,
+    /// Remove ours (`clean`, `istio-clean-iptables`, `--cleanup-only`).
+    Clean,
+    /// Compare the live rules with the plan (`check`, the CNI plugin's CHECK).
+    Check,
 }
 
 impl RunError {
@@ -80,21 +94,23 @@ pub fn main_with(
             return 0;
         }
     };
-    let (flags, cleanup) = match &cli.command {
-        Command::Apply(f) => (f, false),
-        Command::Clean(f) => (f, true),
+    let (flags, action) = match &cli.command {
+        Command::Apply(f) => (f, Action::Apply),
+        Command::Clean(f) => (f, Action::Clean),
+        Command::Check(f) => (f, Action::Check),
     };
     let level = flags
         .log_output_level
         .as_deref()
         .and_then(logging::parse_level)
         .unwrap_or(logging::Level::Info);
-    let json = matches!(
-        flags.log_as_json.as_deref(),
-        Some("true" | "1" | "t" | "T" | "TRUE" | "True")
-    );
+    let json = flags
+        .log_as_json
+        .as_deref()
+        .and_then(config::parse_bool)
+        .unwrap_or(false);
     logging::init(level, json);
-    match run(flags, cleanup, env, host, stdout) {
+    match execute(flags, action, env, host, stdout) {
         Ok(()) => 0,
         Err(e) => {
             logging::error(&e.to_string());
@@ -106,14 +122,35 @@ pub fn main_with(
     }
 }
 
-fn run(
-    flags: &crate::cli::Flags,
-    cleanup: bool,
+/// Resolve, plan, then dry-run, apply, clean or check. With `--network-namespace` (and not a
+/// dry run, which touches nothing) all of it, from reading host facts on, happens inside
+/// that namespace.
+pub fn execute(
+    flags: &Flags,
+    action: Action,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let cfg = config::resolve(flags, cleanup, env, host)?;
+    let early = config::early(flags, env)?;
+    match early.network_namespace {
+        Some(ns) if !early.dry_run => {
+            let mut out = Vec::new();
+            netns::run_in(&ns, || run(flags, action, env, host, &mut out))??;
+            stdout.write_all(&out).map_err(RunError::Output)
+        }
+        _ => run(flags, action, env, host, stdout),
+    }
+}
+
+fn run(
+    flags: &Flags,
+    action: Action,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    stdout: &mut dyn Write,
+) -> Result<(), RunError> {
+    let cfg = config::resolve(flags, action == Action::Clean, env, host)?;
     if cfg.redirect_dns
         && !cfg.capture_all_dns
         && cfg.dns_servers_v4.is_empty()
@@ -132,36 +169,41 @@ fn run(
     let plan = plan::build(&cfg);
     if cfg.dry_run {
         dry_run(&cfg, &plan, env, stdout)?;
-    } else if cfg.skip_rule_apply && !cfg.cleanup_only {
+    } else if cfg.skip_rule_apply && action == Action::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
-        apply_or_clean(&cfg, &plan, env, host)?;
+        act(action, &cfg, &plan, env, host)?;
     }
     // Upstream runs the validation in dry-run too, and after --skip-rule-apply.
-    if cfg.run_validation && !cfg.cleanup_only {
+    if cfg.run_validation && action == Action::Apply {
         crate::validate::run(&cfg)?;
         logging::info("validation passed: the probe connection was redirected");
     }
     Ok(())
 }
 
-fn apply_or_clean(
+fn act(
+    action: Action,
     cfg: &Config,
     plan: &Plan,
     env: &dyn EnvSource,
     host: &dyn Host,
 ) -> Result<(), RunError> {
-    if cfg.native_nftables {
-        return native(cfg, plan, env, host);
-    }
     let gid_of = |name: &str| host.lookup_gid(name);
-    if cfg.cleanup_only {
-        for line in crate::backend::iptables::clean(plan, cfg, &gid_of)? {
-            logging::info(&format!("removed: {line}"));
+    match (action, cfg.native_nftables) {
+        (Action::Check, true) => crate::backend::netlink::check(plan, &gid_of)?,
+        (Action::Check, false) => crate::backend::iptables::check(plan, cfg, &gid_of)?,
+        (_, true) => return native(cfg, plan, env, host),
+        (Action::Clean, false) => {
+            for line in crate::backend::iptables::clean(plan, cfg, &gid_of)? {
+                logging::info(&format!("removed: {line}"));
+            }
         }
-        return Ok(());
+        (Action::Apply, false) => crate::backend::iptables::apply(plan, cfg, &gid_of)?,
     }
-    crate::backend::iptables::apply(plan, cfg, &gid_of)?;
+    if action == Action::Check {
+        logging::info("the live rules are exactly the requested ones");
+    }
     Ok(())
 }
 

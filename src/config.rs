@@ -19,8 +19,9 @@ use crate::cli::Flags;
 use crate::host::{Host, HostError};
 use crate::plan::{Cidr, Group, Mark, Name, Port, RouteTable, Uid};
 
-/// Where environment variables come from.
-pub trait EnvSource {
+/// Where environment variables come from. `Sync`, so work can move into a network namespace
+/// on another thread (`netns`).
+pub trait EnvSource: Sync {
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -269,11 +270,17 @@ impl Resolver<'_> {
             Some(r) if !(r.value.is_empty() && matches!(r.origin, Origin::Env(_))) => r,
             _ => return Ok(false),
         };
-        match raw.value.trim() {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-            _ => Err(invalid(raw, "is not a boolean (expected true or false)")),
-        }
+        parse_bool(raw.value.trim())
+            .ok_or_else(|| invalid(raw, "is not a boolean (expected true or false)"))
+    }
+}
+
+/// Go's `strconv.ParseBool`, which upstream uses for flags, env vars and pod env.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -503,6 +510,43 @@ fn ip_list(raw: Raw) -> Result<Vec<IpAddr>, ConfigError> {
     })
 }
 
+/// What has to be known before any host fact is read: whether nothing is to be touched, and
+/// the network namespace in which the host facts are to be read and the work done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Early {
+    pub dry_run: bool,
+    pub network_namespace: Option<PathBuf>,
+}
+
+/// Resolves `Early` from flags and environment (the same values `resolve` settles on).
+pub fn early(flags: &Flags, env: &dyn EnvSource) -> Result<Early, ConfigError> {
+    let r = Resolver { env };
+    Ok(Early {
+        dry_run: dry_run(&r, flags)?,
+        network_namespace: network_namespace(&r, flags)?,
+    })
+}
+
+fn dry_run(r: &Resolver, f: &Flags) -> Result<bool, ConfigError> {
+    r.bool(&f.dry_run, &spec("dry-run", Some('n'), &["DRY_RUN"]))
+}
+
+fn network_namespace(r: &Resolver, f: &Flags) -> Result<Option<PathBuf>, ConfigError> {
+    r.raw(
+        &f.network_namespace,
+        &spec("network-namespace", None, &["NETWORK_NAMESPACE"]),
+    )
+    .filter(|raw| !raw.value.is_empty())
+    .map(|raw| {
+        if raw.value.contains(['\n', '\0']) {
+            Err(invalid(raw, "is not a path"))
+        } else {
+            Ok(PathBuf::from(raw.value))
+        }
+    })
+    .transpose()
+}
+
 /// Resolve flags, environment and host facts into a validated `Config`.
 /// `cleanup` is true for the `clean` subcommand (it implies `--cleanup-only`).
 pub fn resolve(
@@ -660,7 +704,7 @@ pub fn resolve(
     ))?;
 
     let flag = |v: &Option<String>, long, short, envs| r.bool(v, &spec(long, short, envs));
-    let dry_run = flag(&f.dry_run, "dry-run", Some('n'), &["DRY_RUN"])?;
+    let dry_run = dry_run(&r, f)?;
     let skip_rule_apply = flag(
         &f.skip_rule_apply,
         "skip-rule-apply",
@@ -723,20 +767,7 @@ pub fn resolve(
     let probe_timeout = parse_duration(&pt.value)
         .ok_or_else(|| invalid(pt, "is not a duration (expected e.g. 5s, 500ms, 1m)"))?;
 
-    let network_namespace = r
-        .raw(
-            &f.network_namespace,
-            &spec("network-namespace", None, &["NETWORK_NAMESPACE"]),
-        )
-        .filter(|raw| !raw.value.is_empty())
-        .map(|raw| {
-            if raw.value.contains(['\n', '\0']) {
-                Err(invalid(raw, "is not a path"))
-            } else {
-                Ok(PathBuf::from(raw.value))
-            }
-        })
-        .transpose()?;
+    let network_namespace = network_namespace(&r, f)?;
 
     let fib = r.value_or(
         &f.force_iptables_binary,

@@ -17,8 +17,9 @@ pub enum HostError {
     Addrs(#[source] std::io::Error),
 }
 
-/// Machine facts that configuration depends on.
-pub trait Host {
+/// Machine facts that configuration depends on. `Sync`, so they can be read from inside a
+/// network namespace entered on another thread.
+pub trait Host: Sync {
     /// Addresses of all interfaces, in the kernel's order (IPv4 before IPv6).
     fn interface_addrs(&self) -> Result<Vec<IpAddr>, HostError>;
     /// A whole text file.

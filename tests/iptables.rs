@@ -34,7 +34,7 @@ fn ready(what: &str) -> bool {
 fn want(args: &[&str]) -> Vec<(Family, State)> {
     let argv: Vec<&str> = ["meshtables"].iter().chain(args).copied().collect();
     let cli = Cli::try_parse_from(argv).unwrap();
-    let (Command::Apply(f) | Command::Clean(f)) = &cli.command;
+    let (Command::Apply(f) | Command::Clean(f) | Command::Check(f)) = &cli.command;
     let cfg = meshtables::config::resolve(f, false, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
     let plan = meshtables::plan::build(&cfg);
     plan.xtables

@@ -193,7 +193,7 @@ proptest! {
             envs.iter().map(|(n, v)| (ENV_NAMES[*n].to_string(), VALUES[*v].to_string())).collect();
 
         let Ok(cli) = Cli::try_parse_from(&argv) else { return Ok(()); };
-        let (f, cleanup) = match &cli.command { Command::Apply(f) => (f, false), Command::Clean(f) => (f, true) };
+        let (f, cleanup) = match &cli.command { Command::Apply(f) | Command::Check(f) => (f, false), Command::Clean(f) => (f, true) };
         match config::resolve(f, cleanup, &env, &host()) {
             Ok(cfg) => {
                 let p = plan::build(&cfg);

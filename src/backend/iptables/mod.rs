@@ -48,6 +48,14 @@ pub enum IptError {
         chains.join(", ")
     )]
     Drift { family: Family, chains: Vec<String> },
+    #[error(
+        "the live {} rules differ from the requested ones in {}",
+        binary_family(*family),
+        chains.join(", ")
+    )]
+    NotInPlace { family: Family, chains: Vec<String> },
+    #[error("TPROXY routing is not in place: {}", .0.join("; "))]
+    RoutesMissing(Vec<String>),
     #[error("clean left things behind: {}", .0.join("; "))]
     Clean(Vec<String>),
     #[error(transparent)]
@@ -161,6 +169,36 @@ enum Step {
     Replace(String),
 }
 
+/// One family as it is and as the plan wants it.
+struct FamilyState {
+    x: Xtables,
+    /// The plan's rules with group names replaced by gids.
+    rules: Vec<crate::plan::XtRule>,
+    live: State,
+    want: State,
+}
+
+/// Detects the binaries for `f`, resolves group names (numeric ids only: no NSS lookup from
+/// `-m owner`, and `*-save` prints gids) and reads the live state.
+fn read_family(
+    plan: &Plan,
+    cfg: &Config,
+    f: Family,
+    gid_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<FamilyState, IptError> {
+    let x = detect::detect(f, cfg.force_iptables_binary)?;
+    let rules = resolve_groups(plan.xtables.rules(f), gid_of);
+    numeric_only(&rules)?;
+    let live = parse_save(&run(&x.save, &[], None, &[])?);
+    let want = expected(&rules, f);
+    Ok(FamilyState {
+        x,
+        rules,
+        live,
+        want,
+    })
+}
+
 /// Apply the plan's xtables rules and the TPROXY routing.
 pub fn apply(
     plan: &Plan,
@@ -169,13 +207,13 @@ pub fn apply(
 ) -> Result<(), IptError> {
     let mut steps = Vec::new();
     for f in plan.xtables.families() {
-        let x = detect::detect(f, cfg.force_iptables_binary)?;
+        let FamilyState {
+            x,
+            rules,
+            live,
+            want,
+        } = read_family(plan, cfg, f, gid_of)?;
         logging::info(&format!("using {} ({})", x.name, x.bin.display()));
-        // Numeric groups only: no NSS lookup from `-m owner`, and save prints gids.
-        let rules = resolve_groups(plan.xtables.rules(f), gid_of);
-        numeric_only(&rules)?;
-        let live = parse_save(&run(&x.save, &[], None, &[])?);
-        let want = expected(&rules, f);
         let step = if !has_ours(&live, cfg.tproxy_mark) {
             Step::Fresh(crate::render::iptables::restore(&rules))
         } else {
@@ -203,6 +241,28 @@ pub fn apply(
     }
     crate::backend::netlink::routes::apply(plan)?;
     Ok(())
+}
+
+/// Succeeds when the live rules (of the variant detection picks) are exactly the plan's,
+/// compared as a rerun compares them, and the TPROXY routing is in place.
+pub fn check(
+    plan: &Plan,
+    cfg: &Config,
+    gid_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<(), IptError> {
+    for f in plan.xtables.families() {
+        let fam = read_family(plan, cfg, f, gid_of)?;
+        let chains = drift(&fam.live, &fam.want, cfg.tproxy_mark);
+        if !chains.is_empty() {
+            return Err(IptError::NotInPlace { family: f, chains });
+        }
+    }
+    let missing = crate::backend::netlink::routes::missing(plan)?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(IptError::RoutesMissing(missing))
+    }
 }
 
 /// Remove everything of ours from every variant and family, plus native nftables tables and

@@ -5,6 +5,7 @@
 //! size is one transaction), and reads every ACK, mapping a kernel error back to the text
 //! of the message that caused it.
 
+mod check;
 mod ffi;
 pub mod lower;
 pub mod routes;
@@ -42,6 +43,8 @@ pub enum NetlinkError {
     Lower(#[from] lower::LowerError),
     #[error("TPROXY routing: {0}")]
     Routes(#[from] routes::RouteError),
+    #[error("the live nftables rules differ from the requested ones: {}", .0.join("; "))]
+    NotInPlace(Vec<String>),
 }
 
 fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
@@ -95,6 +98,17 @@ pub fn apply(
         messages: sent,
         routes,
     })
+}
+
+/// Succeeds when the live ruleset and TPROXY routing are exactly what `plan` installs;
+/// otherwise the error lists every difference (see `check.rs` for what is compared).
+pub fn check(plan: &Plan, groups: lower::GroupResolver) -> Result<(), NetlinkError> {
+    let diffs = check::differences(plan, groups)?;
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(NetlinkError::NotInPlace(diffs))
+    }
 }
 
 /// What an apply did, for the log.
@@ -162,9 +176,22 @@ struct Socket {
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NFT_MSG_NEWTABLE: u16 = 10 << 8;
 const NFT_MSG_GETTABLE: u16 = (10 << 8) | 1;
+const NFT_MSG_GETCHAIN: u16 = (10 << 8) | 4;
+const NFT_MSG_GETRULE: u16 = (10 << 8) | 7;
 const NFPROTO_INET: u8 = 1;
+/// `NFTA_TABLE_NAME`, and the table attribute of chains and rules (`NFTA_*_TABLE`).
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_OBJECT_TABLE: u16 = 1;
+
+/// A string attribute of a complete nf_tables message (after the 16-byte header and the
+/// 4-byte nfgenmsg).
+fn object_name(msg: &[u8], attr: u16) -> Option<&str> {
+    let body = msg.get(20..)?;
+    attrs(body)
+        .find(|(t, _)| *t == attr)
+        .and_then(|(_, v)| std::str::from_utf8(v.split(|b| *b == 0).next()?).ok())
+}
 
 impl Socket {
     fn open() -> Result<Socket, NetlinkError> {
@@ -178,48 +205,45 @@ impl Socket {
 
     /// Which of our `inet` tables exist (a GETTABLE dump; no transaction, no RCU wait).
     fn our_tables(&self) -> Result<Vec<Table>, NetlinkError> {
+        let names = self.dump(NFT_MSG_GETTABLE, "listing tables")?;
+        Ok(Table::NFT_TABLES
+            .into_iter()
+            .filter(|t| {
+                names
+                    .iter()
+                    .any(|m| object_name(m, NFTA_TABLE_NAME) == Some(t.nft_name()))
+            })
+            .collect())
+    }
+
+    /// A dump of every `inet` object of one kind (`NFT_MSG_GET*` with NLM_F_DUMP): the
+    /// complete reply messages, headers included, in the kernel's order.
+    fn dump(&self, kind: u16, context: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
         let mut req = Vec::with_capacity(20);
         req.extend_from_slice(&20u32.to_ne_bytes());
-        req.extend_from_slice(&NFT_MSG_GETTABLE.to_ne_bytes());
+        req.extend_from_slice(&kind.to_ne_bytes());
         req.extend_from_slice(&(0x301u16).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_DUMP
         req.extend_from_slice(&1u32.to_ne_bytes());
         req.extend_from_slice(&0u32.to_ne_bytes());
         req.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
-        self.sock.send(&req).map_err(io_err("listing tables"))?;
+        self.sock.send(&req).map_err(io_err(context))?;
         let mut found = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = self
-                .sock
-                .recv_raw(&mut buf)
-                .map_err(io_err("listing tables"))?;
-            for msg in messages(&buf[..n]) {
+            let n = self.sock.recv_raw(&mut buf).map_err(io_err(context))?;
+            for (msg, whole) in messages(&buf[..n]) {
                 match msg.kind {
                     NLMSG_DONE => return Ok(found),
                     NLMSG_ERROR => {
                         let errno = msg.error_code();
                         if errno != 0 {
                             return Err(NetlinkError::Io {
-                                context: "listing tables",
+                                context,
                                 source: io::Error::from_raw_os_error(-errno),
                             });
                         }
                     }
-                    NFT_MSG_NEWTABLE => {
-                        if msg.payload.first() != Some(&NFPROTO_INET) || msg.payload.len() < 4 {
-                            continue;
-                        }
-                        let name = attrs(&msg.payload[4..])
-                            .find(|(t, _)| *t == 1)
-                            .map(|(_, v)| v.split(|b| *b == 0).next().unwrap_or(&[]).to_vec());
-                        if let Some(name) = name {
-                            found.extend(
-                                Table::NFT_TABLES
-                                    .into_iter()
-                                    .filter(|t| t.nft_name().as_bytes() == name.as_slice()),
-                            );
-                        }
-                    }
+                    _ if msg.payload.first() == Some(&NFPROTO_INET) => found.push(whole.to_vec()),
                     _ => {}
                 }
             }
@@ -293,7 +317,7 @@ impl Socket {
             match socket::recv(self.fd().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => break,
                 Ok(n) => {
-                    for msg in messages(&buf[..n]) {
+                    for (msg, _) in messages(&buf[..n]) {
                         if msg.kind != NLMSG_ERROR {
                             continue;
                         }
@@ -435,7 +459,8 @@ impl NlMsg<'_> {
     }
 }
 
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = NlMsg<'_>> {
+/// The messages in a receive buffer: each parsed, and its complete bytes.
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = (NlMsg<'_>, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < 16 {
             return None;
@@ -449,8 +474,9 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = NlMsg<'_>> {
             kind,
             payload: &buf[16..len],
         };
+        let whole = &buf[..len];
         buf = &buf[((len + 3) & !3).min(buf.len())..];
-        Some(msg)
+        Some((msg, whole))
     })
 }
 

@@ -188,9 +188,15 @@ fn kernel(what: String) -> impl FnOnce(io::Error) -> RouteError {
 
 /// Adds, treating "already there" as success.
 fn add(rtnl: &mut Rtnl, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
+    const ENETDOWN: i32 = 100;
     match rtnl.request(msg, NLM_F_CREATE | NLM_F_EXCL) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc_eexist()) => Ok(false),
+        // A pod's runtime brings `lo` up before any init container or chained plugin runs;
+        // a bare namespace (`ip netns add`) has it down, and IPv6 refuses routes through it.
+        Err(e) if e.raw_os_error() == Some(ENETDOWN) => Err(kernel(format!(
+            "{what} (the loopback interface is down; bring it up first: ip link set lo up)"
+        ))(e)),
         Err(e) => Err(kernel(what)(e)),
     }
 }
@@ -254,6 +260,32 @@ pub fn apply(plan: &Plan) -> Result<usize, RouteError> {
         }
     }
     Ok(added)
+}
+
+/// What the plan's routing needs and the kernel does not hold: each family's fwmark rule
+/// (the local route and `::6` are re-added idempotently by every apply, and a missing rule
+/// is what breaks TPROXY), described as the `ip` command that would add it.
+pub fn missing(plan: &Plan) -> Result<Vec<String>, RouteError> {
+    let Some(r) = &plan.routes else {
+        return Ok(Vec::new());
+    };
+    let mut rtnl = Rtnl::open()?;
+    let mut out = Vec::new();
+    for f in &r.families {
+        let what = format!(
+            "ip {} rule add fwmark {} lookup {}",
+            fam_flag(*f),
+            r.mark,
+            r.table
+        );
+        if !rtnl
+            .rule_exists(*f, r.mark, r.table)
+            .map_err(kernel(what.clone()))?
+        {
+            out.push(format!("missing: {what}"));
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the TPROXY rules and routes for `mark`/`table` in both families (every copy of

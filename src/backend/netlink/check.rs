@@ -1,0 +1,149 @@
+//! `check`: is the live nftables ruleset exactly what the plan installs?
+//!
+//! The kernel's chain and rule dumps are parsed with libnftnl and compared with the lowering
+//! of the plan, the same operations an apply sends: our tables (and no stale one), each
+//! chain with its hook, priority and type, and in every chain the same rules in the same
+//! order, expression by expression, every attribute we send compared by value. Not compared:
+//! counter values, and the elements of the anonymous port sets behind `!= { 53, 15008 }`
+//! (the lookup itself, its register and inversion flag are). Foreign tables are ignored. Used by `meshtables check` and the CNI plugin's CHECK.
+
+use super::ffi::{ParsedChain, ParsedRule};
+use super::lower::{self, GroupResolver, Op};
+use super::{NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_OBJECT_TABLE, NetlinkError, Socket};
+use super::{check_capability, object_name, routes};
+use crate::plan::{Chain, Plan, Table};
+use nftnl::nftnl_sys as sys;
+
+/// Every difference between the live ruleset (and TPROXY routing) and `plan`; empty when
+/// they match.
+pub fn differences(plan: &Plan, groups: GroupResolver) -> Result<Vec<String>, NetlinkError> {
+    check_capability()?;
+    let sock = Socket::open()?;
+    let existing = sock.our_tables()?;
+    let chains = sock.dump(NFT_MSG_GETCHAIN, "listing chains")?;
+    let rules = sock.dump(NFT_MSG_GETRULE, "listing rules")?;
+    let ops = lower::apply_ops(&plan.nft, &[], groups)?;
+    let mut out = Vec::new();
+    for table in Table::NFT_TABLES {
+        let name = table.nft_name();
+        let planned = plan.nft.tables.iter().find(|t| t.table == table);
+        match (planned, existing.contains(&table)) {
+            (None, false) => {}
+            (None, true) => out.push(format!("table inet {name} exists but is not planned")),
+            (Some(_), false) => out.push(format!("table inet {name} is missing")),
+            (Some(t), true) => {
+                let in_table = |m: &&Vec<u8>| object_name(m, NFTA_OBJECT_TABLE) == Some(name);
+                let live_chains: Vec<ParsedChain> = chains
+                    .iter()
+                    .filter(in_table)
+                    .filter_map(|m| ParsedChain::parse(m))
+                    .collect();
+                let live_rules: Vec<ParsedRule> = rules
+                    .iter()
+                    .filter(in_table)
+                    .filter_map(|m| ParsedRule::parse(m))
+                    .collect();
+                compare_chains(table, &t.chains, &live_chains, &mut out);
+                compare_rules(table, &ops, &live_rules, &mut out);
+            }
+        }
+    }
+    out.extend(routes::missing(plan)?);
+    Ok(out)
+}
+
+fn compare_chains(table: Table, want: &[Chain], live: &[ParsedChain], out: &mut Vec<String>) {
+    let t = table.nft_name();
+    for c in want {
+        let Some(l) = live.iter().find(|l| l.name == c.nft_name()) else {
+            out.push(format!("chain inet {t} {} is missing", c.nft_name()));
+            continue;
+        };
+        let hook = lower::chain_hook(table, *c).map(|(ty, hook, prio)| {
+            let ty = match ty {
+                nftnl::ChainType::Filter => "filter",
+                nftnl::ChainType::Route => "route",
+                nftnl::ChainType::Nat => "nat",
+            };
+            (hook as u32, prio, ty.to_string())
+        });
+        if l.hook != hook {
+            out.push(format!(
+                "chain inet {t} {} has hook {:?}, expected {:?}",
+                c.nft_name(),
+                l.hook,
+                hook
+            ));
+        }
+    }
+    for l in live {
+        if !want.iter().any(|c| c.nft_name() == l.name) {
+            out.push(format!("chain inet {t} {} is not planned", l.name));
+        }
+    }
+}
+
+fn compare_rules(table: Table, ops: &[Op], live: &[ParsedRule], out: &mut Vec<String>) {
+    let t = table.nft_name();
+    // The planned rules of this table, grouped by chain in final order (as sent).
+    let mut chains: Vec<String> = Vec::new();
+    let planned = ops.iter().filter_map(|op| match op {
+        Op::AddRule {
+            table: tt, rule, ..
+        } if *tt == table => Some(rule.chain.nft_name().to_string()),
+        _ => None,
+    });
+    for c in planned.chain(live.iter().filter_map(ParsedRule::chain)) {
+        if !chains.contains(&c) {
+            chains.push(c);
+        }
+    }
+    for chain in &chains {
+        let want: Vec<&Op> = ops
+            .iter()
+            .filter(|op| matches!(op, Op::AddRule { table: tt, rule, .. } if *tt == table && rule.chain.nft_name() == chain))
+            .collect();
+        let have: Vec<&ParsedRule> = live
+            .iter()
+            .filter(|r| r.chain().as_ref() == Some(chain))
+            .collect();
+        if want.len() != have.len() {
+            out.push(format!(
+                "chain inet {t} {chain} has {} rules, expected {}",
+                have.len(),
+                want.len()
+            ));
+            continue;
+        }
+        for (i, (w, h)) in want.iter().zip(have).enumerate() {
+            if let Op::AddRule { exprs, .. } = w
+                && !same_rule(exprs, h)
+            {
+                out.push(format!(
+                    "rule {} of chain inet {t} {chain} differs from '{}'",
+                    i + 1,
+                    w.describe()
+                ));
+            }
+        }
+    }
+}
+
+/// Whether the kernel's rule has exactly the planned expressions.
+fn same_rule(want: &[super::ffi::Expr], have: &ParsedRule) -> bool {
+    let live = have.exprs();
+    want.len() == live.len()
+        && want.iter().zip(&live).all(|(w, l)| {
+            let name = w.name.to_str().unwrap_or_default();
+            name == l.name()
+                && (name == "counter"
+                    || w.attrs.iter().all(|(key, value)| {
+                        // An anonymous set is named by the kernel (`__set0`) and referenced
+                        // by a batch-local id when sent: neither can match.
+                        let set_ref = name == "lookup"
+                            && (*key == sys::NFTNL_EXPR_LOOKUP_SET
+                                || *key == sys::NFTNL_EXPR_LOOKUP_SET_ID);
+                        set_ref || l.has(*key, value)
+                    }))
+        })
+}

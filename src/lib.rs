@@ -7,6 +7,7 @@
 pub mod backend; // nftables netlink and iptables-binaries appliers
 pub mod cli; // clap definitions only
 pub mod cmd; // argv + env + host → exit code; dry-run output
+pub mod cni; // the chained CNI plugin (argv[0] meshtables-cni), Kubernetes pod lookup
 pub mod config; // flags + env + host facts → validated Config
 pub mod host; // facts read from the machine: addresses, resolv.conf, /etc/passwd
 pub mod logging; // stderr logger (text or JSON), upstream's level flag

@@ -1,0 +1,406 @@
+//! Reading a pod from the Kubernetes API server, configured by a kubeconfig file (YAML or
+//! JSON) the way istio-cni's installer writes one: the current context's cluster (`server`,
+//! `certificate-authority[-data]`, `tls-server-name`, `insecure-skip-tls-verify`) and user
+//! (`token`, `tokenFile`, `client-certificate[-data]` + `client-key[-data]`). Exec and
+//! auth-provider plugins are refused with a message: the plugin runs no other programs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::https;
+
+/// Errors of the Kubernetes client.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig is unreadable, malformed or asks for something unsupported.
+    #[error("kubeconfig {path}: {problem}")]
+    Config { path: PathBuf, problem: String },
+    /// The API server could not be reached or answered with an error; worth retrying.
+    #[error("reading pod {pod} from the API server: {problem}")]
+    Unavailable { pod: String, problem: String },
+    /// The API server says the pod does not exist.
+    #[error("pod {0} does not exist (API server answered 404)")]
+    NotFound(String),
+}
+
+#[derive(Deserialize)]
+struct Named<T> {
+    name: String,
+    #[serde(alias = "cluster", alias = "user", alias = "context")]
+    item: T,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KubeConfig {
+    clusters: Vec<Named<Cluster>>,
+    users: Vec<Named<User>>,
+    contexts: Vec<Named<Context>>,
+    #[serde(rename = "current-context")]
+    current_context: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "kebab-case")]
+struct Cluster {
+    server: String,
+    certificate_authority: Option<PathBuf>,
+    certificate_authority_data: Option<String>,
+    insecure_skip_tls_verify: bool,
+    tls_server_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct User {
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<PathBuf>,
+    #[serde(rename = "client-certificate")]
+    client_certificate: Option<PathBuf>,
+    #[serde(rename = "client-certificate-data")]
+    client_certificate_data: Option<String>,
+    #[serde(rename = "client-key")]
+    client_key: Option<PathBuf>,
+    #[serde(rename = "client-key-data")]
+    client_key_data: Option<String>,
+    exec: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "auth-provider")]
+    auth_provider: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+/// A client for one API server.
+pub struct Client {
+    tls: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    host: String,
+    port: u16,
+    /// A bearer token file is read per request, so a rotated token is picked up.
+    token: Option<Token>,
+}
+
+enum Token {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl Client {
+    /// A client from the kubeconfig at `path`.
+    pub fn from_kubeconfig(path: &Path) -> Result<Client, KubeError> {
+        let fail = |problem: String| KubeError::Config {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let kc: KubeConfig = serde_yaml_ng::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        // Relative file references are relative to the kubeconfig, as kubectl does.
+        let file = |p: &Path| -> Result<Vec<u8>, KubeError> {
+            let p = dir.join(p);
+            std::fs::read(&p).map_err(|e| fail(format!("{}: {e}", p.display())))
+        };
+        let b64 = |what: &str, s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| fail(format!("{what} is not base64: {e}")))
+        };
+
+        let context = if kc.current_context.is_empty() && kc.contexts.len() == 1 {
+            &kc.contexts[0]
+        } else {
+            kc.contexts
+                .iter()
+                .find(|c| c.name == kc.current_context)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "current-context {:?} is not among the contexts",
+                        kc.current_context
+                    ))
+                })?
+        };
+        let cluster = kc
+            .clusters
+            .iter()
+            .find(|c| c.name == context.item.cluster)
+            .map(|c| &c.item)
+            .ok_or_else(|| fail(format!("cluster {:?} is not defined", context.item.cluster)))?;
+        let no_user = User::default();
+        let user = kc
+            .users
+            .iter()
+            .find(|u| u.name == context.item.user)
+            .map_or(&no_user, |u| &u.item);
+        if user.exec.is_some() || user.auth_provider.is_some() {
+            return Err(fail(
+                "exec and auth-provider credentials are not supported (the plugin runs no other programs); use a token, tokenFile or client certificate".into(),
+            ));
+        }
+
+        let (host, port) = split_server(&cluster.server).map_err(fail)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?;
+        let builder = if cluster.insecure_skip_tls_verify {
+            crate::logging::warn(&format!(
+                "kubeconfig {}: insecure-skip-tls-verify is set; the API server's certificate is not checked",
+                path.display()
+            ));
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        } else {
+            let pem = match (
+                &cluster.certificate_authority_data,
+                &cluster.certificate_authority,
+            ) {
+                (Some(data), _) => b64("certificate-authority-data", data)?,
+                (None, Some(p)) => file(p)?,
+                (None, None) => {
+                    return Err(fail(
+                        "the cluster has no certificate-authority(-data): the API server's certificate cannot be verified".into(),
+                    ));
+                }
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| fail(format!("certificate authority: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(format!("certificate authority: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(fail(
+                    "the certificate authority holds no certificate".into(),
+                ));
+            }
+            builder.with_root_certificates(roots)
+        };
+        let cert = match (&user.client_certificate_data, &user.client_certificate) {
+            (Some(d), _) => Some(b64("client-certificate-data", d)?),
+            (None, Some(p)) => Some(file(p)?),
+            (None, None) => None,
+        };
+        let key = match (&user.client_key_data, &user.client_key) {
+            (Some(d), _) => Some(b64("client-key-data", d)?),
+            (None, Some(p)) => Some(file(p)?),
+            (None, None) => None,
+        };
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| fail(format!("client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| fail(format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| fail(format!("client certificate: {e}")))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(fail(
+                    "a client certificate needs its key and a key its certificate".into(),
+                ));
+            }
+        };
+        let name = cluster
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
+        let server_name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| fail(format!("server name {name:?}: {e}")))?
+            .to_owned();
+        let token = match (&user.token, &user.token_file) {
+            (Some(t), _) => Some(Token::Inline(t.clone())),
+            (None, Some(p)) => Some(Token::File(dir.join(p))),
+            (None, None) => None,
+        };
+        Ok(Client {
+            tls: Arc::new(tls),
+            server_name,
+            host,
+            port,
+            token,
+        })
+    }
+
+    /// `GET /api/v1/namespaces/NS/pods/NAME`, as JSON.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Value, KubeError> {
+        let id = format!("{namespace}/{name}");
+        let unavailable = |problem: String| KubeError::Unavailable {
+            pod: id.clone(),
+            problem,
+        };
+        if !is_k8s_name(namespace) || !is_k8s_name(name) {
+            return Err(unavailable("not a valid namespace/name".into()));
+        }
+        let token = match &self.token {
+            Some(Token::Inline(t)) => Some(t.trim().to_string()),
+            Some(Token::File(p)) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| unavailable(format!("token file {}: {e}", p.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Accept", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        let resp = https::get(
+            self.tls.clone(),
+            self.server_name.clone(),
+            &self.host,
+            self.port,
+            &format!("/api/v1/namespaces/{namespace}/pods/{name}"),
+            &headers,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| unavailable(e.to_string()))?;
+        match resp.status {
+            200 => serde_json::from_slice(&resp.body)
+                .map_err(|e| unavailable(format!("the answer is not JSON: {e}"))),
+            404 => Err(KubeError::NotFound(id)),
+            code => {
+                let msg: Option<String> = serde_json::from_slice::<Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v.get("message")?.as_str().map(str::to_string));
+                Err(unavailable(format!(
+                    "HTTP {code}{}",
+                    msg.map(|m| format!(": {m}")).unwrap_or_default()
+                )))
+            }
+        }
+    }
+}
+
+/// `https://host[:port][/]` → (host, port). Only HTTPS: a pod's spec is not sent in clear.
+fn split_server(server: &str) -> Result<(String, u16), String> {
+    let rest = server
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("server {server:?} is not an https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("server {server:?}: unclosed ["))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("server {server:?}: bad port {p:?}"))?,
+        None => 443,
+    };
+    if host.is_empty() {
+        return Err(format!("server {server:?} has no host"));
+    }
+    Ok((host, port))
+}
+
+/// A DNS-1123 name, as namespaces and pod names are (so they are safe in a URL path).
+fn is_k8s_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `insecure-skip-tls-verify`: accepts any certificate, still checks handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers() {
+        assert_eq!(
+            split_server("https://10.96.0.1:443").unwrap(),
+            ("10.96.0.1".into(), 443)
+        );
+        assert_eq!(
+            split_server("https://[fd00::1]:6443/").unwrap(),
+            ("fd00::1".into(), 6443)
+        );
+        assert_eq!(
+            split_server("https://api.example.com").unwrap(),
+            ("api.example.com".into(), 443)
+        );
+        assert!(split_server("http://10.0.0.1").is_err());
+        assert!(split_server("https://:443").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_k8s_name("kube-system"));
+        assert!(!is_k8s_name("a/../b"));
+        assert!(!is_k8s_name("A"));
+        assert!(!is_k8s_name(""));
+    }
+}

@@ -1,0 +1,461 @@
+//! The chained CNI plugin: the same binary, invoked as `meshtables-cni`, implements the CNI
+//! specification 1.1.0 (and answers 1.0.0 and 0.4.0): `ADD`, `DEL`, `CHECK`, `VERSION`,
+//! `STATUS`, `GC`. The runtime passes the network configuration on stdin and `CNI_*`
+//! variables in the environment; results and errors go to stdout as JSON, logs to stderr.
+//!
+//! - `ADD` needs `prevResult` (we run after the primary plugin), programs `CNI_NETNS` with the
+//!   same code path as `meshtables apply --network-namespace`, and passes `prevResult` on.
+//!   With a `kubernetes` section, the pod is read from the API server and Istio's sidecar
+//!   semantics apply (`pod.rs`): uninjected pods are left alone.
+//! - `DEL` removes what is ours and succeeds when the namespace is already gone.
+//! - `CHECK` fails unless the live rules are exactly what ADD installs.
+//! - `GC` has nothing to collect: every object we create lives in the pod's namespace and
+//!   goes with it. `STATUS` reports whether ADD could work (its kubeconfig, its binaries).
+//!
+//! Error codes are the spec's: 1 incompatible version, 2 unsupported field, 3 the namespace
+//! does not exist, 4 a missing or invalid CNI_* variable, 5 I/O failure, 6 undecodable
+//! configuration, 7 invalid configuration, 11 try again later (API server unreachable),
+//! 50 not available (STATUS); and ours: 100 applying or removing rules failed, 101 CHECK found
+//! a difference.
+
+pub mod conf;
+pub mod https;
+pub mod kube;
+pub mod pod;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::cli::Flags;
+use crate::cmd::{self, Action, RunError};
+use crate::config::{ConfigError, EnvSource, Origin, parse_bool};
+use crate::host::Host;
+use crate::logging;
+use conf::{NetConf, SUPPORTED_VERSIONS};
+
+/// The spec's error codes, and ours (100+).
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const INVALID_ENV: u32 = 4;
+    pub const IO: u32 = 5;
+    pub const DECODE: u32 = 6;
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    pub const RULES_FAILED: u32 = 100;
+    pub const CHECK_FAILED: u32 = 101;
+}
+
+/// A CNI error result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> CniError {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
+    }
+}
+
+/// The runtime's view of one invocation.
+struct Invocation {
+    command: String,
+    container_id: Option<String>,
+    netns: Option<String>,
+    args: HashMap<String, String>,
+}
+
+fn invocation(env: &dyn EnvSource) -> Result<Invocation, CniError> {
+    let var = |name: &str| env.var(name).filter(|v| !v.is_empty());
+    let command = var("CNI_COMMAND").ok_or_else(|| {
+        CniError::new(
+            code::INVALID_ENV,
+            "invalid environment",
+            "CNI_COMMAND is not set (expected ADD, DEL, CHECK, VERSION, STATUS or GC)",
+        )
+    })?;
+    // CNI_ARGS: `K=V;K=V` (IgnoreUnknown, K8S_POD_NAMESPACE, K8S_POD_NAME, ...).
+    let mut args = HashMap::new();
+    for pair in var("CNI_ARGS").unwrap_or_default().split(';') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                "invalid environment",
+                format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+            )
+        })?;
+        args.insert(k.to_string(), v.to_string());
+    }
+    Ok(Invocation {
+        command,
+        container_id: var("CNI_CONTAINERID"),
+        netns: var("CNI_NETNS"),
+        args,
+    })
+}
+
+/// Requires the variables the spec makes mandatory for `command`.
+fn require(inv: &Invocation, env: &dyn EnvSource) -> Result<(), CniError> {
+    let needed: &[&str] = match inv.command.as_str() {
+        "ADD" | "CHECK" => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+        "DEL" => &["CNI_CONTAINERID", "CNI_IFNAME"],
+        _ => &[],
+    };
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|n| env.var(n).is_none_or(|v| v.is_empty()))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::INVALID_ENV,
+            "invalid environment",
+            format!(
+                "{} {} not set",
+                missing.join(", "),
+                if missing.len() == 1 { "is" } else { "are" }
+            ),
+        ))
+    }
+}
+
+/// The plugin's `main`: returns the exit status; stdout gets the result or error JSON.
+pub fn main(
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> i32 {
+    logging::init(logging::Level::Info, false);
+    let mut input = Vec::new();
+    let outcome = match stdin.read_to_end(&mut input) {
+        Ok(_) => invocation(env).and_then(|inv| dispatch(&inv, env, host, &input)),
+        Err(e) => Err(CniError::new(
+            code::IO,
+            "cannot read the network configuration",
+            e.to_string(),
+        )),
+    };
+    match outcome {
+        Ok(Some(result)) => {
+            let _ = writeln!(stdout, "{result}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            logging::error(&format!("{} (code {}): {}", e.msg, e.code, e.details));
+            let version = conf::version_of(&input).unwrap_or_else(|| latest().to_string());
+            let reply =
+                json!({"cniVersion": version, "code": e.code, "msg": e.msg, "details": e.details});
+            let _ = writeln!(stdout, "{reply}");
+            1
+        }
+    }
+}
+
+fn latest() -> &'static str {
+    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]
+}
+
+fn dispatch(
+    inv: &Invocation,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    input: &[u8],
+) -> Result<Option<Value>, CniError> {
+    if inv.command == "VERSION" {
+        return Ok(Some(
+            json!({"cniVersion": latest(), "supportedVersions": SUPPORTED_VERSIONS}),
+        ));
+    }
+    if !matches!(
+        inv.command.as_str(),
+        "ADD" | "DEL" | "CHECK" | "STATUS" | "GC"
+    ) {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            "invalid environment",
+            format!(
+                "CNI_COMMAND {:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC",
+                inv.command
+            ),
+        ));
+    }
+    require(inv, env)?;
+    let conf = conf::parse(input)?;
+    if let Some(level) = conf
+        .flags
+        .log_output_level
+        .as_deref()
+        .and_then(logging::parse_level)
+    {
+        logging::init(level, false);
+    }
+    match inv.command.as_str() {
+        "ADD" => add(inv, host, &conf),
+        "DEL" => del(inv, host, &conf).map(|()| None),
+        "CHECK" => check(inv, host, &conf).map(|()| None),
+        "STATUS" => status(&conf).map(|()| None),
+        _ => {
+            logging::debug(
+                "GC: nothing to collect; every object of ours lives in a pod's namespace",
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// What ADD and CHECK do for this pod: leave it alone, or program it with these flags.
+enum Intent {
+    Skip(String),
+    Program {
+        flags: Box<Flags>,
+        /// Flag → the pod field that set it, for error messages.
+        from_pod: Vec<(&'static str, String)>,
+    },
+}
+
+fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
+    let mut flags = conf.flags.clone();
+    let mut from_pod = Vec::new();
+    if let Some(k) = &conf.kubernetes {
+        let (ns, name) = match (
+            inv.args.get("K8S_POD_NAMESPACE"),
+            inv.args.get("K8S_POD_NAME"),
+        ) {
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => (ns, name),
+            _ => {
+                return Ok(Intent::Skip(
+                    "not a Kubernetes pod (no K8S_POD_NAME in CNI_ARGS)".into(),
+                ));
+            }
+        };
+        if k.exclude_namespaces.iter().any(|x| x == ns) {
+            return Ok(Intent::Skip(format!("namespace {ns} is excluded")));
+        }
+        let pod = read_pod(&k.kubeconfig, ns, name)?;
+        match pod::evaluate(&pod, &mut flags) {
+            pod::Verdict::Skip(why) => return Ok(Intent::Skip(format!("pod {ns}/{name}: {why}"))),
+            pod::Verdict::Intercept { from_pod: f } => from_pod = f,
+        }
+    }
+    // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
+    // families (istio-cni decides from the first address only, and misses IPv6; SPEC §8).
+    if flags.enable_ipv6.is_none()
+        && let Some(v6) = prev_result_has_ipv6(conf.prev_result.as_ref())
+    {
+        flags.enable_ipv6 = Some(v6.to_string());
+    }
+    // The host's /etc/passwd and resolv.conf are not the pod's: never default from them.
+    if flags.proxy_uid.is_none() {
+        flags.proxy_uid = Some("1337".into());
+    }
+    let on = |v: &Option<String>| v.as_deref().and_then(parse_bool) == Some(true);
+    if on(&flags.redirect_dns) && !on(&flags.capture_all_dns) && flags.dns_servers.is_none() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration",
+            "redirect-dns needs capture-all-dns or dns-servers: the host's resolv.conf is not the pod's",
+        ));
+    }
+    flags.network_namespace = inv.netns.clone();
+    flags.cni_mode = Some("true".into());
+    Ok(Intent::Program {
+        flags: Box::new(flags),
+        from_pod,
+    })
+}
+
+/// Whether `prevResult.ips` holds an IPv6 address; `None` when it lists no address.
+fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
+    let ips: Vec<std::net::IpAddr> = prev?
+        .get("ips")?
+        .as_array()?
+        .iter()
+        .filter_map(|ip| ip.get("address")?.as_str()?.split('/').next()?.parse().ok())
+        .collect();
+    (!ips.is_empty()).then(|| ips.iter().any(|ip| ip.is_ipv6()))
+}
+
+/// Reads the pod, retrying a few times while the API server is unreachable.
+fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<Value, CniError> {
+    let client = kube::Client::from_kubeconfig(kubeconfig)
+        .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid kubeconfig", e.to_string()))?;
+    let mut last = String::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+        }
+        match client.pod(ns, name) {
+            Ok(pod) => return Ok(pod),
+            Err(e @ kube::KubeError::NotFound(_)) => {
+                return Err(CniError::new(
+                    code::RULES_FAILED,
+                    "pod not found",
+                    e.to_string(),
+                ));
+            }
+            Err(e) => {
+                logging::warn(&e.to_string());
+                last = e.to_string();
+            }
+        }
+    }
+    Err(CniError::new(
+        code::TRY_AGAIN_LATER,
+        "the API server is not reachable",
+        last,
+    ))
+}
+
+/// Maps a failure of the shared apply/clean/check path to a CNI error. A bad value that
+/// came from the pod is named by the pod field that carried it.
+fn run_error(e: RunError, failed: u32, from_pod: &[(&'static str, String)]) -> CniError {
+    match &e {
+        RunError::Config(ConfigError::Invalid {
+            origin,
+            value,
+            problem,
+        }) => {
+            let source = match origin {
+                Origin::Flag { long, .. } => from_pod
+                    .iter()
+                    .find(|(f, _)| f == long)
+                    .map(|(_, src)| src.clone())
+                    .unwrap_or_else(|| format!("{long:?} in the network configuration")),
+                other => other.to_string(),
+            };
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid interception settings",
+                format!("{source}: {value:?} {problem}"),
+            )
+        }
+        RunError::Netns(n) if n.is_gone() => CniError::new(
+            code::UNKNOWN_CONTAINER,
+            "the network namespace does not exist",
+            e.to_string(),
+        ),
+        _ => CniError::new(
+            failed,
+            if failed == code::CHECK_FAILED {
+                "the rules are not in place"
+            } else {
+                "programming the rules failed"
+            },
+            e.to_string(),
+        ),
+    }
+}
+
+/// The environment the shared path sees: nothing from the runtime's process environment.
+fn no_env() -> HashMap<String, String> {
+    HashMap::new()
+}
+
+fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value>, CniError> {
+    let Some(prev) = &conf.prev_result else {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration",
+            "prevResult is missing: meshtables-cni is a chained plugin and must follow the primary plugin in a conflist",
+        ));
+    };
+    match plan_for(inv, conf)? {
+        Intent::Skip(why) => logging::info(&format!("left alone: {why}")),
+        Intent::Program { flags, from_pod } => {
+            cmd::execute(&flags, Action::Apply, &no_env(), host, &mut std::io::sink())
+                .map_err(|e| run_error(e, code::RULES_FAILED, &from_pod))?;
+            logging::info(&format!(
+                "programmed {} for container {}",
+                inv.netns.as_deref().unwrap_or(""),
+                inv.container_id.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    // Pass the previous result on, in the configuration's version (it already is in it).
+    let mut result = prev.clone();
+    result["cniVersion"] = Value::String(conf.cni_version.clone());
+    Ok(Some(result))
+}
+
+fn del(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError> {
+    let Some(netns) = &inv.netns else {
+        logging::info("DEL without CNI_NETNS: the namespace is gone, nothing to remove");
+        return Ok(());
+    };
+    if !Path::new(netns).exists() {
+        logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
+        return Ok(());
+    }
+    // DEL removes everything of ours whatever the pod says, so it needs no API server.
+    let mut flags = conf.flags.clone();
+    flags.network_namespace = Some(netns.clone());
+    flags.cni_mode = Some("true".into());
+    if flags.proxy_uid.is_none() {
+        flags.proxy_uid = Some("1337".into());
+    }
+    flags.redirect_dns = None;
+    match cmd::execute(&flags, Action::Clean, &no_env(), host, &mut std::io::sink()) {
+        Ok(()) => Ok(()),
+        Err(RunError::Netns(n)) if n.is_gone() => {
+            logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
+            Ok(())
+        }
+        Err(e) => Err(run_error(e, code::RULES_FAILED, &[])),
+    }
+}
+
+fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError> {
+    if conf.prev_result.is_none() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration",
+            "prevResult is missing (CHECK is given the result of ADD)",
+        ));
+    }
+    match plan_for(inv, conf)? {
+        Intent::Skip(why) => {
+            logging::info(&format!("nothing to check: {why}"));
+            Ok(())
+        }
+        Intent::Program { flags, from_pod } => {
+            cmd::execute(&flags, Action::Check, &no_env(), host, &mut std::io::sink())
+                .map_err(|e| run_error(e, code::CHECK_FAILED, &from_pod))
+        }
+    }
+}
+
+/// Whether ADD could work now: the kubeconfig is usable, and the backend's tools exist.
+fn status(conf: &NetConf) -> Result<(), CniError> {
+    let unavailable = |details: String| {
+        CniError::new(code::NOT_AVAILABLE, "the plugin is not available", details)
+    };
+    if let Some(k) = &conf.kubernetes {
+        kube::Client::from_kubeconfig(&k.kubeconfig).map_err(|e| unavailable(e.to_string()))?;
+    }
+    let native = conf.flags.native_nftables.as_deref().and_then(parse_bool) == Some(true);
+    if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {
+        return Err(unavailable(
+            "no iptables-restore in PATH (set native-nftables, which needs no binaries)".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! Istio's sidecar semantics for a pod read from the API server (istio-cni's `doAddRun` and
+//! `NewRedirect`; SPEC §7): which pods are left alone, and how annotations, the proxy
+//! container's securityContext and its environment become interception settings.
+//!
+//! Precedence, per setting: the pod's annotation (or proxy env / securityContext) > the
+//! plugin configuration > istio-cni's default. Pure: a pod JSON and flags in, a verdict out.
+
+use serde_json::Value;
+
+use crate::cli::Flags;
+use crate::config::parse_bool;
+
+/// What to do with a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Leave the pod alone, for this reason.
+    Skip(String),
+    /// Program it; the flags were updated, and `from_pod` says which flag took which pod
+    /// field (so a bad value can be reported by the annotation that carried it).
+    Intercept {
+        from_pod: Vec<(&'static str, String)>,
+    },
+}
+
+const PROXY: &str = "istio-proxy";
+const INIT: &str = "istio-init";
+const STATUS: &str = "sidecar.istio.io/status";
+const INJECT: &str = "sidecar.istio.io/inject";
+
+/// (annotation, flag, istio-cni's default when neither annotation nor plugin config says).
+const ANNOTATIONS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "sidecar.istio.io/interceptionMode",
+        "istio-inbound-interception-mode",
+        Some("REDIRECT"),
+    ),
+    (
+        "traffic.sidecar.istio.io/includeOutboundIPRanges",
+        "istio-service-cidr",
+        Some("*"),
+    ),
+    (
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+        "istio-service-exclude-cidr",
+        None,
+    ),
+    (
+        "traffic.sidecar.istio.io/includeInboundPorts",
+        "istio-inbound-ports",
+        Some("*"),
+    ),
+    (
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        "istio-local-exclude-ports",
+        Some("15020"),
+    ),
+    (
+        "traffic.sidecar.istio.io/includeOutboundPorts",
+        "istio-outbound-ports",
+        None,
+    ),
+    (
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        "istio-local-outbound-ports-exclude",
+        Some("15020"),
+    ),
+    (
+        "traffic.sidecar.istio.io/excludeInterfaces",
+        "istio-exclude-interfaces",
+        None,
+    ),
+];
+
+/// The newer and the deprecated annotation for `-k`; the newer wins.
+const REROUTE: &str = "istio.io/reroute-virtual-interfaces";
+const KUBEVIRT: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
+
+/// Ports istio-cni always excludes from inbound capture (the agent's status, health and
+/// metrics ports), appended to whatever the pod or the plugin says.
+const ALWAYS_EXCLUDED_INBOUND: &[&str] = &["15020", "15021", "15090"];
+
+fn str_map<'a>(v: &'a Value, path: &[&str]) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let mut cur = Some(v);
+    for p in path {
+        cur = cur.and_then(|c| c.get(p));
+    }
+    cur.and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+}
+
+fn get<'a>(v: &'a Value, path: &[&str], key: &str) -> Option<&'a str> {
+    str_map(v, path).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    pod.get("spec")
+        .and_then(|s| s.get(field))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// Decides for `pod` and, when it is to be intercepted, layers its settings over `flags`.
+pub fn evaluate(pod: &Value, flags: &mut Flags) -> Verdict {
+    let named = |c: &&Value, name: &str| c.get("name").and_then(Value::as_str) == Some(name);
+    if containers(pod, "initContainers")
+        .chain(containers(pod, "containers"))
+        .any(|c| named(&c, INIT))
+    {
+        return Verdict::Skip(format!(
+            "it has an {INIT} container, which programs the rules itself"
+        ));
+    }
+    let Some(proxy) = containers(pod, "containers").find(|c| named(c, PROXY)) else {
+        return Verdict::Skip(format!("it has no {PROXY} container"));
+    };
+    let env: Vec<(&str, &str)> = proxy
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.get("name")?.as_str()?,
+                e.get("value").and_then(Value::as_str).unwrap_or(""),
+            ))
+        })
+        .collect();
+    let env_bool = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| parse_bool(v))
+    };
+    if env_bool("DISABLE_ENVOY") == Some(true) {
+        return Verdict::Skip(format!("DISABLE_ENVOY is set on {PROXY}"));
+    }
+    let args: Vec<&str> = proxy
+        .get("args")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if let ["proxy", kind, ..] = args.as_slice()
+        && *kind != "sidecar"
+    {
+        return Verdict::Skip(format!("its proxy type is {kind}, not sidecar"));
+    }
+    // The label is the newer API; it wins over the annotation.
+    let inject = get(pod, &["metadata", "labels"], INJECT)
+        .or_else(|| get(pod, &["metadata", "annotations"], INJECT));
+    if inject.and_then(parse_bool) == Some(false) {
+        return Verdict::Skip(format!("{INJECT} is false"));
+    }
+    if get(pod, &["metadata", "annotations"], STATUS).is_none() {
+        return Verdict::Skip(format!("it has no {STATUS} annotation (not injected)"));
+    }
+
+    let mut from_pod = Vec::new();
+    let annotation = |key: &str| get(pod, &["metadata", "annotations"], key);
+    let mut take = |flags: &mut Flags, flag: &'static str, value: String, source: String| {
+        flags.set(flag, value);
+        from_pod.push((flag, source));
+    };
+    for (key, flag, default) in ANNOTATIONS {
+        if let Some(v) = annotation(key) {
+            take(flags, flag, v.to_string(), format!("pod annotation {key}"));
+        } else if !is_set(flags, flag)
+            && let Some(d) = default
+        {
+            flags.set(flag, d.to_string());
+        }
+    }
+    if let Some((key, v)) = [REROUTE, KUBEVIRT]
+        .iter()
+        .find_map(|k| annotation(k).map(|v| (*k, v)))
+    {
+        take(
+            flags,
+            "kube-virt-interfaces",
+            v.to_string(),
+            format!("pod annotation {key}"),
+        );
+    }
+    // istio-cni appends the agent's ports to every inbound exclusion list.
+    let mut exclude: Vec<String> = Vec::new();
+    let current = flags.istio_local_exclude_ports.clone().unwrap_or_default();
+    for p in current
+        .split(',')
+        .map(str::trim)
+        .chain(ALWAYS_EXCLUDED_INBOUND.iter().copied())
+    {
+        if !p.is_empty() && !exclude.iter().any(|e| e == p) {
+            exclude.push(p.to_string());
+        }
+    }
+    flags.istio_local_exclude_ports = Some(exclude.join(","));
+
+    // The proxy's identity: its securityContext when non-zero, else the plugin's, else 1337.
+    let sc = |field: &str| {
+        proxy
+            .get("securityContext")
+            .and_then(|s| s.get(field))
+            .and_then(Value::as_u64)
+            .filter(|id| *id != 0)
+    };
+    for (field, flag) in [("runAsUser", "proxy-uid"), ("runAsGroup", "proxy-gid")] {
+        if let Some(id) = sc(field) {
+            take(
+                flags,
+                flag,
+                id.to_string(),
+                format!("{PROXY} securityContext.{field}"),
+            );
+        } else if !is_set(flags, flag) {
+            flags.set(flag, "1337".into());
+        }
+    }
+    // Proxy environment: DNS capture turns on capture of all DNS, as istio-cni does.
+    for (name, set) in [
+        (
+            "ISTIO_META_DNS_CAPTURE",
+            &["redirect-dns", "capture-all-dns"][..],
+        ),
+        ("ISTIO_DUAL_STACK", &["dual-stack"][..]),
+        ("INVALID_DROP", &["drop-invalid"][..]),
+    ] {
+        if let Some(on) = env_bool(name) {
+            for flag in set {
+                take(flags, flag, on.to_string(), format!("{PROXY} env {name}"));
+            }
+        }
+    }
+    Verdict::Intercept { from_pod }
+}
+
+fn is_set(flags: &Flags, long: &str) -> bool {
+    flags.get(long).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn injected() -> Value {
+        json!({
+            "metadata": {"name": "app", "namespace": "shop",
+                "annotations": {STATUS: "{}"}, "labels": {}},
+            "spec": {
+                "initContainers": [{"name": "istio-validation"}],
+                "containers": [
+                    {"name": "app"},
+                    {"name": PROXY, "args": ["proxy", "sidecar"],
+                     "securityContext": {"runAsUser": 1337, "runAsGroup": 1337}}
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn skips_what_istio_cni_skips() {
+        let mut with_init = injected();
+        with_init["spec"]["initContainers"] = json!([{"name": INIT}]);
+        let mut no_proxy = injected();
+        no_proxy["spec"]["containers"] = json!([{"name": "app"}]);
+        let mut disabled = injected();
+        disabled["spec"]["containers"][1]["env"] =
+            json!([{"name": "DISABLE_ENVOY", "value": "true"}]);
+        let mut gateway = injected();
+        gateway["spec"]["containers"][1]["args"] = json!(["proxy", "router"]);
+        let mut opted_out = injected();
+        opted_out["metadata"]["labels"][INJECT] = json!("false");
+        let mut not_injected = injected();
+        not_injected["metadata"]["annotations"] = json!({});
+        for (pod, why) in [
+            (with_init, INIT),
+            (no_proxy, "no istio-proxy"),
+            (disabled, "DISABLE_ENVOY"),
+            (gateway, "router"),
+            (opted_out, INJECT),
+            (not_injected, STATUS),
+        ] {
+            match evaluate(&pod, &mut Flags::default()) {
+                Verdict::Skip(reason) => assert!(reason.contains(why), "{reason}"),
+                v => panic!("expected a skip for {why}, got {v:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_annotations_and_plugin_config() {
+        let mut f = Flags::default();
+        assert!(matches!(
+            evaluate(&injected(), &mut f),
+            Verdict::Intercept { .. }
+        ));
+        assert_eq!(f.istio_inbound_ports.as_deref(), Some("*"));
+        assert_eq!(f.istio_service_cidr.as_deref(), Some("*"));
+        assert_eq!(
+            f.istio_local_exclude_ports.as_deref(),
+            Some("15020,15021,15090")
+        );
+        assert_eq!(
+            f.istio_local_outbound_ports_exclude.as_deref(),
+            Some("15020")
+        );
+        assert_eq!(f.proxy_uid.as_deref(), Some("1337"));
+
+        let mut pod = injected();
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/includeInboundPorts"] =
+            json!("8080");
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] =
+            json!("9090,15021");
+        pod["metadata"]["annotations"]["sidecar.istio.io/interceptionMode"] = json!("TPROXY");
+        pod["metadata"]["annotations"][KUBEVIRT] = json!("old0");
+        pod["metadata"]["annotations"][REROUTE] = json!("new0");
+        pod["spec"]["containers"][1]["securityContext"] = json!({"runAsUser": 2000});
+        pod["spec"]["containers"][1]["env"] =
+            json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}]);
+        // The plugin's setting is used where the pod says nothing.
+        let mut f = Flags {
+            istio_service_exclude_cidr: Some("10.0.0.0/8".into()),
+            proxy_gid: Some("3000".into()),
+            ..Flags::default()
+        };
+        let Verdict::Intercept { from_pod } = evaluate(&pod, &mut f) else {
+            panic!("skipped")
+        };
+        assert_eq!(f.istio_inbound_ports.as_deref(), Some("8080"));
+        assert_eq!(
+            f.istio_local_exclude_ports.as_deref(),
+            Some("9090,15021,15020,15090")
+        );
+        assert_eq!(f.istio_inbound_interception_mode.as_deref(), Some("TPROXY"));
+        assert_eq!(f.kube_virt_interfaces.as_deref(), Some("new0"));
+        assert_eq!(f.proxy_uid.as_deref(), Some("2000"));
+        assert_eq!(f.proxy_gid.as_deref(), Some("3000"));
+        assert_eq!(f.istio_service_exclude_cidr.as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(f.redirect_dns.as_deref(), Some("true"));
+        assert_eq!(f.capture_all_dns.as_deref(), Some("true"));
+        assert!(from_pod.contains(&(
+            "istio-inbound-ports",
+            "pod annotation traffic.sidecar.istio.io/includeInboundPorts".into()
+        )));
+    }
+}

@@ -1,0 +1,755 @@
+//! The CNI plugin, run exactly as a container runtime runs it: the binary under the name
+//! `meshtables-cni`, `CNI_*` variables, the network configuration on stdin, a real namespace
+//! from `ip netns add`, and the caller in a namespace of its own so that "not in the caller's"
+//! can be asserted. Also `meshtables apply|check|clean --network-namespace` from outside, for
+//! both backends, and per-pod settings read from a fake Kubernetes API server over HTTPS.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+mod support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use support::{bin, require_program, require_root};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A pod-like namespace: lo up, eth0 (a veth end) with 10.244.1.5/24 and fd00:244::5/64.
+    fn new(tag: &str) -> Netns {
+        let name = format!(
+            "mtcni-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let ns = Netns { name };
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+            vec![
+                "-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
+            ],
+            vec![
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "10.244.1.5/24",
+                "dev",
+                "eth0",
+            ],
+            vec![
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "fd00:244::5/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            vec!["-n", &ns.name, "link", "set", "eth0", "up"],
+        ] {
+            let o = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// Runs `cmd args` inside the namespace.
+    fn run(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, cmd])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Everything netfilter holds in this namespace, as text (nft view, plus both iptables
+    /// variants' save output without counters or comments).
+    fn netfilter(&self) -> String {
+        let mut s =
+            String::from_utf8_lossy(&self.run("nft", &["list", "ruleset"]).stdout).into_owned();
+        for save in [
+            "iptables-legacy-save",
+            "ip6tables-legacy-save",
+            "iptables-nft-save",
+            "ip6tables-nft-save",
+        ] {
+            for l in String::from_utf8_lossy(&self.run(save, &[]).stdout).lines() {
+                // Chain headers carry packet counters (`:OUTPUT ACCEPT [0:0]`): not state.
+                if !l.starts_with('#') {
+                    s.push_str(l.split(" [").next().unwrap_or(""));
+                    s.push('\n');
+                }
+            }
+        }
+        s
+    }
+
+    fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// The binary under the name a runtime finds the plugin by.
+fn plugin() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshtables-cni-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("meshtables-cni");
+    if !link.exists() {
+        std::os::unix::fs::symlink(bin(), &link).unwrap();
+    }
+    link
+}
+
+/// One invocation: (exit status, stdout JSON or Null, stderr).
+struct Reply {
+    status: i32,
+    json: Value,
+    stderr: String,
+}
+
+impl Reply {
+    fn code(&self) -> Option<u64> {
+        self.json.get("code").and_then(Value::as_u64)
+    }
+    fn details(&self) -> &str {
+        self.json
+            .get("details")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Runs the plugin as a runtime would, from inside `caller` when given.
+fn invoke(
+    command: &str,
+    netns: Option<&str>,
+    conf: &str,
+    caller: Option<&Netns>,
+    args: &str,
+) -> Reply {
+    let mut c = match caller {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name]).arg(plugin());
+            c
+        }
+        None => Command::new(plugin()),
+    };
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "0123456789abcdef")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(n) = netns {
+        c.env("CNI_NETNS", n);
+    }
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    Reply {
+        status: o.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn prev_result(ns: &Netns) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "eth0", "mac": "02:42:ac:11:00:05", "sandbox": ns.path()}],
+        "ips": [
+            {"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 0},
+            {"address": "fd00:244::5/64", "interface": 0}
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {"nameservers": ["10.96.0.10"]}
+    })
+}
+
+/// A network configuration as a runtime passes it (list-level name and version filled in).
+fn conf(extra: Value, prev: Option<Value>) -> String {
+    let mut c = json!({
+        "cniVersion": "1.1.0",
+        "name": "k8s-pod-network",
+        "type": "meshtables-cni",
+        "istio-inbound-ports": "*",
+        "istio-service-cidr": "*",
+        "istio-local-exclude-ports": "15090,15021,15020",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    if let Some(p) = prev {
+        c["prevResult"] = p;
+    }
+    c.to_string()
+}
+
+fn ready(what: &str) -> bool {
+    require_root(what)
+        && require_program("ip")
+        && require_program("nft")
+        && require_program("iptables-nft-save")
+}
+
+/// Backends: (name, extra config, whether the rules show in `nft list ruleset`, a command
+/// that removes some of our rules by hand).
+const BACKENDS: &[(&str, &str, &[&str])] = &[
+    (
+        "nftables",
+        r#"{"native-nftables": true}"#,
+        &[
+            "nft",
+            "flush",
+            "chain",
+            "inet",
+            "istio-proxy-nat",
+            "istio-output",
+        ],
+    ),
+    (
+        "iptables-nft",
+        r#"{"force-iptables-binary": "nft"}"#,
+        &["iptables-nft", "-t", "nat", "-F", "ISTIO_OUTPUT"],
+    ),
+    (
+        "iptables-legacy",
+        r#"{"force-iptables-binary": "legacy"}"#,
+        &["iptables-legacy", "-t", "nat", "-F", "ISTIO_OUTPUT"],
+    ),
+];
+
+fn ours(netfilter: &str) -> bool {
+    netfilter.contains("istio-proxy-") || netfilter.contains("ISTIO_")
+}
+
+#[test]
+fn add_check_del_as_a_runtime_runs_them() {
+    if !ready("the CNI lifecycle test") {
+        return;
+    }
+    for (backend, extra, tamper) in BACKENDS {
+        let pod = Netns::new("pod");
+        let caller = Netns::new("caller");
+        let caller_before = caller.netfilter();
+        let prev = prev_result(&pod);
+        let c = conf(serde_json::from_str(extra).unwrap(), Some(prev.clone()));
+
+        let add = invoke("ADD", Some(&pod.path()), &c, Some(&caller), "");
+        assert_eq!(add.status, 0, "{backend} ADD: {} {}", add.json, add.stderr);
+        // The result is prevResult, passed through unchanged.
+        assert_eq!(add.json, prev, "{backend}: ADD must pass prevResult on");
+        let live = pod.netfilter();
+        assert!(
+            ours(&live),
+            "{backend}: no rules in the pod namespace:\n{live}"
+        );
+        // Dual-stack from prevResult: IPv6 rules too.
+        assert!(
+            live.contains("::6") || live.contains("ip6 saddr ::6"),
+            "{backend}: no IPv6 rules:\n{live}"
+        );
+        assert_eq!(
+            caller.netfilter(),
+            caller_before,
+            "{backend}: the caller's namespace changed"
+        );
+
+        let check = invoke("CHECK", Some(&pod.path()), &c, Some(&caller), "");
+        assert_eq!(check.status, 0, "{backend} CHECK after ADD: {}", check.json);
+        let o = pod.run(tamper[0], &tamper[1..]);
+        assert!(
+            o.status.success(),
+            "{backend}: tamper: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let check = invoke("CHECK", Some(&pod.path()), &c, Some(&caller), "");
+        assert_eq!(
+            check.status, 1,
+            "{backend}: CHECK must fail after rules are removed by hand"
+        );
+        assert_eq!(check.code(), Some(101), "{backend}: {}", check.json);
+        assert!(
+            check.details().contains("istio-output") || check.details().contains("ISTIO_OUTPUT"),
+            "{}",
+            check.json
+        );
+
+        for n in 1..=2 {
+            let del = invoke("DEL", Some(&pod.path()), &c, Some(&caller), "");
+            assert_eq!(
+                del.status, 0,
+                "{backend} DEL #{n}: {} {}",
+                del.json, del.stderr
+            );
+            assert!(del.json.is_null(), "DEL prints nothing");
+        }
+        let after = pod.netfilter();
+        assert!(!ours(&after), "{backend}: DEL left rules:\n{after}");
+        pod.delete();
+        let del = invoke("DEL", Some(&pod.path()), &c, Some(&caller), "");
+        assert_eq!(
+            del.status, 0,
+            "{backend} DEL after the namespace is gone: {}",
+            del.json
+        );
+        let del = invoke("DEL", None, &c, Some(&caller), "");
+        assert_eq!(
+            del.status, 0,
+            "{backend} DEL without CNI_NETNS: {}",
+            del.json
+        );
+        assert_eq!(
+            caller.netfilter(),
+            caller_before,
+            "{backend}: the caller's namespace changed"
+        );
+        println!(
+            "{backend}: ADD programs the pod namespace only and passes prevResult on; CHECK passes, then fails after tampering; DEL twice, DEL after deletion, DEL without CNI_NETNS: ok"
+        );
+    }
+}
+
+/// (what, command, CNI_NETNS, configuration, expected code, text the details must contain)
+type BadInput<'a> = (&'a str, &'a str, Option<&'a str>, String, u64, &'a str);
+
+#[test]
+fn version_and_bad_input_answer_with_the_spec_codes() {
+    if !ready("the CNI error test") {
+        return;
+    }
+    let v = invoke("VERSION", None, r#"{"cniVersion":"1.1.0"}"#, None, "");
+    assert_eq!(v.status, 0);
+    assert_eq!(
+        v.json["supportedVersions"],
+        json!(["0.4.0", "1.0.0", "1.1.0"])
+    );
+    assert_eq!(v.json["cniVersion"], "1.1.0");
+
+    let pod = Netns::new("bad");
+    let prev = Some(prev_result(&pod));
+    let p = pod.path();
+    let cases: Vec<BadInput> = vec![
+        (
+            "undecodable JSON",
+            "ADD",
+            Some(&p),
+            "{\"cniVersion\": \"1.1.0\",".into(),
+            6,
+            "not JSON",
+        ),
+        (
+            "a bad port",
+            "ADD",
+            Some(&p),
+            conf(json!({"istio-inbound-ports": "80;rm"}), prev.clone()),
+            7,
+            "istio-inbound-ports",
+        ),
+        (
+            "a bad mode",
+            "ADD",
+            Some(&p),
+            conf(
+                json!({"istio-inbound-interception-mode": "tproxy"}),
+                prev.clone(),
+            ),
+            7,
+            "istio-inbound-interception-mode",
+        ),
+        (
+            "a misspelt flag",
+            "ADD",
+            Some(&p),
+            conf(json!({"istio-inbound-port": "80"}), prev.clone()),
+            2,
+            "istio-inbound-port",
+        ),
+        (
+            "a flag with no place here",
+            "ADD",
+            Some(&p),
+            conf(json!({"network-namespace": "/x"}), prev.clone()),
+            2,
+            "network-namespace",
+        ),
+        (
+            "a list of objects",
+            "ADD",
+            Some(&p),
+            conf(json!({"istio-service-cidr": [{"a": 1}]}), prev.clone()),
+            7,
+            "istio-service-cidr",
+        ),
+        (
+            "no prevResult",
+            "ADD",
+            Some(&p),
+            conf(json!({}), None),
+            7,
+            "prevResult",
+        ),
+        (
+            "an old version",
+            "ADD",
+            Some(&p),
+            conf(json!({"cniVersion": "0.3.1"}), prev.clone()),
+            1,
+            "0.3.1",
+        ),
+        (
+            "DNS from the host's resolv.conf",
+            "ADD",
+            Some(&p),
+            conf(json!({"redirect-dns": true}), prev.clone()),
+            7,
+            "dns-servers",
+        ),
+        (
+            "no CNI_NETNS",
+            "ADD",
+            None,
+            conf(json!({}), prev.clone()),
+            4,
+            "CNI_NETNS",
+        ),
+        (
+            "an unknown command",
+            "FROB",
+            Some(&p),
+            conf(json!({}), prev.clone()),
+            4,
+            "FROB",
+        ),
+        (
+            "a namespace that does not exist",
+            "ADD",
+            Some("/var/run/netns/mtcni-none"),
+            conf(json!({}), prev.clone()),
+            3,
+            "mtcni-none",
+        ),
+    ];
+    let before = pod.netfilter();
+    for (what, command, netns, config, code, names) in &cases {
+        let r = invoke(command, *netns, config, None, "");
+        assert_eq!(r.status, 1, "{what}: exit status; {}", r.json);
+        assert_eq!(r.code(), Some(*code), "{what}: {}", r.json);
+        assert!(
+            r.details().contains(names),
+            "{what}: details must name {names:?}: {}",
+            r.json
+        );
+        assert!(
+            r.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {}",
+            r.json
+        );
+        assert!(r.json["cniVersion"].is_string(), "{what}: {}", r.json);
+    }
+    assert_eq!(
+        pod.netfilter(),
+        before,
+        "a rejected ADD must change nothing"
+    );
+    println!(
+        "VERSION lists 0.4.0, 1.0.0, 1.1.0; {} bad inputs answered with the spec's codes, nothing changed",
+        cases.len()
+    );
+}
+
+/// An injected pod as the sidecar injector leaves it.
+fn injected_pod(ns: &str, name: &str, annotations: Value) -> Value {
+    let mut ann = json!({"sidecar.istio.io/status": "{\"initContainers\":[\"istio-validation\"],\"containers\":[\"istio-proxy\"]}"});
+    for (k, v) in annotations.as_object().unwrap() {
+        ann[k] = v.clone();
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": ann, "labels": {"app": name}},
+        "spec": {
+            "initContainers": [{"name": "istio-validation", "image": "proxyv2"}],
+            "containers": [
+                {"name": "app", "image": "app"},
+                {"name": "istio-proxy", "image": "proxyv2", "args": ["proxy", "sidecar"],
+                 "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
+                 "env": [{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}]}
+            ]
+        }
+    })
+}
+
+#[test]
+fn pod_settings_come_from_the_api_server() {
+    if !ready("the CNI Kubernetes test") {
+        return;
+    }
+    let api = apiserver::ApiServer::start();
+    api.add_pod(injected_pod(
+        "shop",
+        "cart",
+        json!({
+            "traffic.sidecar.istio.io/includeInboundPorts": "8080",
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.0/12",
+        }),
+    ));
+    let mut plain = injected_pod("shop", "batch", json!({}));
+    plain["metadata"]["annotations"] = json!({});
+    api.add_pod(plain);
+    api.add_pod(injected_pod("kube-system", "coredns", json!({})));
+    api.add_pod(injected_pod(
+        "shop",
+        "typo",
+        json!({"traffic.sidecar.istio.io/includeInboundPorts": "80,http"}),
+    ));
+    let dir = std::env::temp_dir().join(format!("meshtables-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let k8s = json!({"native-nftables": true, "kubernetes": {"kubeconfig": kubeconfig, "exclude-namespaces": ["kube-system"]}});
+    let args = |ns: &str, name: &str| {
+        format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=0123"
+        )
+    };
+
+    // The injected pod: its annotation narrows inbound capture to 8080, its exclusion is
+    // there, DNS capture comes from the proxy's env.
+    let pod = Netns::new("cart");
+    let c = conf(k8s.clone(), Some(prev_result(&pod)));
+    let r = invoke("ADD", Some(&pod.path()), &c, None, &args("shop", "cart"));
+    assert_eq!(r.status, 0, "{} {}", r.json, r.stderr);
+    // `nft list` prints counter values; the rules are compared without them.
+    let live = String::from_utf8_lossy(&pod.run("nft", &["list", "ruleset"]).stdout)
+        .replace(" packets 0 bytes 0", "");
+    for want in [
+        "tcp dport 8080 counter jump istio-in-redirect",
+        "ip daddr 10.96.0.0/12 counter return",
+        "udp dport 53 counter redirect to :15053",
+    ] {
+        assert!(live.contains(want), "missing {want:?} in:\n{live}");
+    }
+    assert!(
+        !live.contains("tcp dport 15090 counter return"),
+        "with a port list, -d does not apply:\n{live}"
+    );
+    let r = invoke("CHECK", Some(&pod.path()), &c, None, &args("shop", "cart"));
+    assert_eq!(r.status, 0, "CHECK: {}", r.json);
+
+    // Left alone: no status annotation; an excluded namespace; not a Kubernetes pod.
+    for (ns, name, cni_args) in [
+        ("shop", "batch", args("shop", "batch")),
+        ("kube-system", "coredns", args("kube-system", "coredns")),
+        ("", "", String::new()),
+    ] {
+        let other = Netns::new("alone");
+        let c = conf(k8s.clone(), Some(prev_result(&other)));
+        let r = invoke("ADD", Some(&other.path()), &c, None, &cni_args);
+        assert_eq!(r.status, 0, "{ns}/{name}: {}", r.json);
+        assert_eq!(
+            r.json,
+            prev_result(&other),
+            "{ns}/{name}: prevResult passes through"
+        );
+        assert!(!ours(&other.netfilter()), "{ns}/{name} must be left alone");
+        let r = invoke("CHECK", Some(&other.path()), &c, None, &cni_args);
+        assert_eq!(
+            r.status, 0,
+            "{ns}/{name}: CHECK of a pod left alone: {}",
+            r.json
+        );
+    }
+
+    // A bad annotation is named; a pod the API server does not know; no API server.
+    let other = Netns::new("typo");
+    let c = conf(k8s.clone(), Some(prev_result(&other)));
+    let r = invoke("ADD", Some(&other.path()), &c, None, &args("shop", "typo"));
+    assert_eq!(r.code(), Some(7), "{}", r.json);
+    assert!(
+        r.details()
+            .contains("traffic.sidecar.istio.io/includeInboundPorts"),
+        "{}",
+        r.json
+    );
+    let r = invoke("ADD", Some(&other.path()), &c, None, &args("shop", "ghost"));
+    assert_eq!(r.code(), Some(100), "{}", r.json);
+    assert!(r.details().contains("shop/ghost"), "{}", r.json);
+    let dead = dir.join("dead-kubeconfig");
+    let text = std::fs::read_to_string(&kubeconfig)
+        .unwrap()
+        .replace(&api.port.to_string(), "1");
+    std::fs::write(&dead, text).unwrap();
+    let c = conf(
+        json!({"kubernetes": {"kubeconfig": dead}}),
+        Some(prev_result(&other)),
+    );
+    let r = invoke("ADD", Some(&other.path()), &c, None, &args("shop", "cart"));
+    assert_eq!(
+        r.code(),
+        Some(11),
+        "an unreachable API server means try again later: {}",
+        r.json
+    );
+    assert!(!ours(&other.netfilter()));
+    println!(
+        "API server: injected pod programmed from its annotations and proxy env; uninjected pod, excluded namespace and non-pod left alone; bad annotation named (7); unknown pod (100); unreachable API server (11); {} requests served",
+        api.requests.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn apply_check_clean_with_network_namespace_from_outside() {
+    if !ready("the --network-namespace test") || !require_program("setpriv") {
+        return;
+    }
+    let injected = support::INJECTED;
+    for (backend, extra) in [
+        ("nftables", &["--native-nftables"][..]),
+        ("iptables-nft", &["--force-iptables-binary", "nft"][..]),
+        (
+            "iptables-legacy",
+            &["--force-iptables-binary", "legacy"][..],
+        ),
+    ] {
+        let pod = Netns::new("target");
+        let caller = Netns::new("host");
+        let before = caller.netfilter();
+        let target = pod.path();
+        let run = |sub: &str, more: &[&str]| {
+            let mut args: Vec<&str> = vec![sub];
+            args.extend(&injected[1..]);
+            args.extend(extra);
+            args.extend(["--network-namespace", target.as_str()]);
+            args.extend(more);
+            Command::new("ip")
+                .args(["netns", "exec", &caller.name])
+                .arg(bin())
+                .args(&args)
+                .output()
+                .unwrap()
+        };
+        let o = run("check", &[]);
+        assert_eq!(o.status.code(), Some(1), "{backend}: check before apply");
+        let o = run("apply", &[]);
+        assert!(
+            o.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            ours(&pod.netfilter()),
+            "{backend}: nothing in the target namespace"
+        );
+        assert_eq!(
+            caller.netfilter(),
+            before,
+            "{backend}: the caller's namespace changed"
+        );
+        let o = run("check", &[]);
+        assert!(
+            o.status.success(),
+            "{backend}: check: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Validation inside the namespace, as the proxy uid (with the capability to enter it).
+        let mut args: Vec<&str> = vec!["apply"];
+        args.extend(&injected[1..]);
+        args.extend(extra);
+        args.extend([
+            "--network-namespace",
+            &target,
+            "--skip-rule-apply",
+            "--run-validation",
+            "--probe-timeout",
+            "3s",
+        ]);
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "1337",
+                "--regid",
+                "1337",
+                "--clear-groups",
+                "--inh-caps",
+                "+sys_admin",
+                "--ambient-caps",
+                "+sys_admin",
+            ])
+            .arg(bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{backend}: validation in the namespace: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = run("clean", &[]);
+        assert!(
+            o.status.success(),
+            "{backend}: clean: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!ours(&pod.netfilter()), "{backend}: clean left rules");
+        assert_eq!(
+            caller.netfilter(),
+            before,
+            "{backend}: the caller's namespace changed"
+        );
+        println!(
+            "{backend}: apply, check, --run-validation and clean work inside --network-namespace; the caller's namespace is untouched"
+        );
+    }
+    // A namespace that does not exist is an error that names it.
+    let o = Command::new(bin())
+        .args([
+            "apply",
+            "-u",
+            "1337",
+            "--native-nftables",
+            "--network-namespace",
+            "/var/run/netns/mtcni-missing",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/var/run/netns/mtcni-missing"));
+}

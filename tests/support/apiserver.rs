@@ -1,0 +1,128 @@
+//! A fake Kubernetes API server for CNI tests: HTTPS (a throwaway CA and a server certificate
+//! for 127.0.0.1, made with rcgen), bearer-token auth, and `GET
+//! /api/v1/namespaces/NS/pods/NAME` answered from a map of pod JSON. It writes the kubeconfig
+//! a CNI plugin would be given, and counts requests.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token-5f1c";
+
+pub struct ApiServer {
+    pub port: u16,
+    pub ca_pem: String,
+    pub requests: Arc<AtomicUsize>,
+    pods: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pods: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (p, r) = (pods.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (config, pods, requests) = (config.clone(), p.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let authorized = head.contains(&format!("Authorization: Bearer {TOKEN}\r\n"));
+                    let (status, body) = if !authorized {
+                        (
+                            "401 Unauthorized",
+                            r#"{"kind":"Status","message":"Unauthorized"}"#.to_string(),
+                        )
+                    } else {
+                        let key = path.strip_prefix("/api/v1/namespaces/").and_then(|rest| {
+                            let (ns, name) = rest.split_once("/pods/")?;
+                            Some(format!("{ns}/{name}"))
+                        });
+                        match key.and_then(|k| pods.lock().unwrap().get(&k).cloned()) {
+                            Some(pod) => ("200 OK", pod.to_string()),
+                            None => (
+                                "404 Not Found",
+                                r#"{"kind":"Status","message":"pods not found"}"#.to_string(),
+                            ),
+                        }
+                    };
+                    // Chunked, as the real API server answers.
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tls.write_all(reply.as_bytes());
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
+            }
+        });
+        ApiServer {
+            port,
+            ca_pem: ca.pem(),
+            requests,
+            pods,
+        }
+    }
+
+    pub fn add_pod(&self, pod: Value) {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap().to_string();
+        let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+        self.pods
+            .lock()
+            .unwrap()
+            .insert(format!("{ns}/{name}"), pod);
+    }
+
+    /// A kubeconfig (YAML, as istio-cni's installer writes it) for this server.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {ca}\nusers:\n- name: meshtables-cni\n  user:\n    token: \"{TOKEN}\"\ncontexts:\n- name: cni\n  context:\n    cluster: local\n    user: meshtables-cni\ncurrent-context: cni\n",
+            self.port
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}

@@ -4,6 +4,7 @@
 //! can be asserted. Also `meshtables apply|check|clean --network-namespace` from outside, for
 //! both backends, and per-pod settings read from a fake Kubernetes API server over HTTPS.
 
+#[cfg(feature = "kubernetes")]
 #[path = "support/apiserver.rs"]
 mod apiserver;
 mod support;
@@ -498,6 +499,7 @@ fn version_and_bad_input_answer_with_the_spec_codes() {
 }
 
 /// An injected pod as the sidecar injector leaves it.
+#[cfg(feature = "kubernetes")]
 fn injected_pod(ns: &str, name: &str, annotations: Value) -> Value {
     let mut ann = json!({"sidecar.istio.io/status": "{\"initContainers\":[\"istio-validation\"],\"containers\":[\"istio-proxy\"]}"});
     for (k, v) in annotations.as_object().unwrap() {
@@ -518,6 +520,7 @@ fn injected_pod(ns: &str, name: &str, annotations: Value) -> Value {
     })
 }
 
+#[cfg(feature = "kubernetes")]
 #[test]
 fn pod_settings_come_from_the_api_server() {
     if !ready("the CNI Kubernetes test") {

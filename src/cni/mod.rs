@@ -19,7 +19,9 @@
 //! a difference.
 
 pub mod conf;
+#[cfg(feature = "kubernetes")]
 pub mod https;
+#[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod pod;
 
@@ -294,7 +296,23 @@ fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
     (!ips.is_empty()).then(|| ips.iter().any(|ip| ip.is_ipv6()))
 }
 
+/// Without the `kubernetes` feature (the init image's build) there is no API client.
+#[cfg(not(feature = "kubernetes"))]
+fn read_pod(_kubeconfig: &Path, _ns: &str, _name: &str) -> Result<Value, CniError> {
+    Err(no_kubernetes())
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn no_kubernetes() -> CniError {
+    CniError::new(
+        code::UNSUPPORTED_FIELD,
+        "unsupported field in the network configuration",
+        "\"kubernetes\": this build of meshtables has no Kubernetes client (cargo feature `kubernetes`, left out of the init image); install a default build as the CNI plugin",
+    )
+}
+
 /// Reads the pod, retrying a few times while the API server is unreachable.
+#[cfg(feature = "kubernetes")]
 fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<Value, CniError> {
     let client = kube::Client::from_kubeconfig(kubeconfig)
         .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid kubeconfig", e.to_string()))?;
@@ -449,7 +467,14 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
         CniError::new(code::NOT_AVAILABLE, "the plugin is not available", details)
     };
     if let Some(k) = &conf.kubernetes {
+        #[cfg(feature = "kubernetes")]
         kube::Client::from_kubeconfig(&k.kubeconfig).map_err(|e| unavailable(e.to_string()))?;
+        #[cfg(not(feature = "kubernetes"))]
+        return Err(unavailable(format!(
+            "{}: {}",
+            k.kubeconfig.display(),
+            no_kubernetes().details
+        )));
     }
     let native = conf.flags.native_nftables.as_deref().and_then(parse_bool) == Some(true);
     if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {

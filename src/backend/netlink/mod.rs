@@ -27,6 +27,10 @@ pub enum NetlinkError {
         "meshtables needs CAP_NET_ADMIN to program netfilter: add it to the container's securityContext (capabilities: {{add: [\"NET_ADMIN\"]}}, runAsUser: 0); NET_RAW is not needed"
     )]
     NoCapability,
+    #[error(
+        "the kernel has no nf_tables: the nf_tables (or nfnetlink) module is not loaded and could not be loaded on demand (check that module loading works on the node, or load it: modprobe nf_tables)"
+    )]
+    NoNfTables,
     #[error("netlink: {context}: {source}")]
     Io {
         context: &'static str,
@@ -195,7 +199,17 @@ fn object_name(msg: &[u8], attr: u16) -> Option<&str> {
 
 impl Socket {
     fn open() -> Result<Socket, NetlinkError> {
-        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(io_err("opening socket"))?;
+        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|e| {
+            // No nfnetlink at all: the netfilter modules are absent and were not loaded.
+            if e.raw_os_error() == Some(93) {
+                NetlinkError::NoNfTables
+            } else {
+                NetlinkError::Io {
+                    context: "opening socket",
+                    source: e,
+                }
+            }
+        })?;
         Ok(Socket { sock })
     }
 
@@ -236,6 +250,11 @@ impl Socket {
                     NLMSG_DONE => return Ok(found),
                     NLMSG_ERROR => {
                         let errno = msg.error_code();
+                        // nfnetlink answers EINVAL for a subsystem that is not registered:
+                        // nf_tables is missing and the kernel could not load it.
+                        if errno == -22 && kind == NFT_MSG_GETTABLE {
+                            return Err(NetlinkError::NoNfTables);
+                        }
                         if errno != 0 {
                             return Err(NetlinkError::Io {
                                 context,

@@ -366,6 +366,43 @@ fn version_and_bad_input_answer_with_the_spec_codes() {
     );
     assert_eq!(v.json["cniVersion"], "1.1.0");
 
+    // STATUS: ready with its configuration as it is; not available (50) when the kubeconfig it
+    // names cannot be read. GC: nothing of ours outlives a pod's namespace.
+    let s = invoke(
+        "STATUS",
+        None,
+        &conf(json!({"native-nftables": true}), None),
+        None,
+        "",
+    );
+    assert_eq!(s.status, 0, "STATUS: {} {}", s.json, s.stderr);
+    let s = invoke(
+        "STATUS",
+        None,
+        &conf(
+            json!({"kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}}),
+            None,
+        ),
+        None,
+        "",
+    );
+    assert_eq!(
+        s.code(),
+        Some(50),
+        "STATUS with a missing kubeconfig: {}",
+        s.json
+    );
+    assert!(
+        s.details().contains("/nonexistent/kubeconfig"),
+        "{}",
+        s.json
+    );
+    let mut gc = json!({"cni.dev/valid-attachments": [{"containerID": "abc", "ifname": "eth0"}]});
+    gc["native-nftables"] = json!(true);
+    let g = invoke("GC", None, &conf(gc, None), None, "");
+    assert_eq!(g.status, 0, "GC: {}", g.json);
+    assert!(g.json.is_null(), "GC prints nothing");
+
     let pod = Netns::new("bad");
     let prev = Some(prev_result(&pod));
     let p = pod.path();
@@ -493,7 +530,7 @@ fn version_and_bad_input_answer_with_the_spec_codes() {
         "a rejected ADD must change nothing"
     );
     println!(
-        "VERSION lists 0.4.0, 1.0.0, 1.1.0; {} bad inputs answered with the spec's codes, nothing changed",
+        "VERSION lists 0.4.0, 1.0.0, 1.1.0; STATUS ready / 50; GC ok; {} bad inputs answered with the spec's codes, nothing changed",
         cases.len()
     );
 }

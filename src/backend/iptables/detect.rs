@@ -25,6 +25,9 @@ pub struct Xtables {
     /// nat-table probe satisfies (it loads empty legacy tables), so a rerun would flip to a
     /// variant holding nothing; only real content counts here.
     pub existing_rules: bool,
+    /// What detection's `-save` printed, so reading the live state needs no second run. (The
+    /// nat-table probe that follows it adds and deletes one rule: the rules are the same.)
+    pub saved: Option<String>,
 }
 
 impl Xtables {
@@ -71,8 +74,15 @@ pub fn locate(
     ))
 }
 
-/// Probes one variant; `Err` says why it is not usable.
-pub fn probe(family: Family, variant: Option<XtablesVariant>) -> Result<Xtables, String> {
+/// Probes one variant; `Err` says why it is not usable. With `need_rules`, a variant whose
+/// `-save` shows no rule is reported as such without further probes: upstream would not pick
+/// it whatever they found (legacy is only chosen when it holds rules), so running
+/// `-save --version` and the nat-table probe for it is wasted time.
+pub fn probe(
+    family: Family,
+    variant: Option<XtablesVariant>,
+    need_rules: bool,
+) -> Result<Xtables, String> {
     let (name, bin, save, restore) = locate(family, variant).ok_or_else(|| {
         let n = match variant {
             Some(XtablesVariant::Legacy) => "-legacy",
@@ -89,9 +99,18 @@ pub fn probe(family: Family, variant: Option<XtablesVariant>) -> Result<Xtables,
     let existing_rules = out.lines().any(|l| {
         l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-"))
     });
-    let (nf_tables, version) = match run(&save, &["--version"], None, &[]) {
-        Ok(v) => (v.contains("nf_tables"), parse_version(&v)),
-        Err(_) => (false, (0, 0, 0)),
+    if need_rules && !existing_rules {
+        return Err(format!("{name} holds no rules"));
+    }
+    // The -nft binaries are nf_tables and take no --wait: no need to ask. Legacy and plain
+    // `iptables` are asked for their version (legacy >= 1.6.2 takes --wait).
+    let (nf_tables, version) = if variant == Some(XtablesVariant::Nft) {
+        (true, (0, 0, 0))
+    } else {
+        match run(&save, &["--version"], None, &[]) {
+            Ok(v) => (v.contains("nf_tables"), parse_version(&v)),
+            Err(_) => (false, (0, 0, 0)),
+        }
     };
     let mut x = Xtables {
         family,
@@ -102,6 +121,7 @@ pub fn probe(family: Family, variant: Option<XtablesVariant>) -> Result<Xtables,
         nf_tables,
         version,
         existing_rules,
+        saved: None,
     };
     let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     add.extend(x.wait_args());
@@ -116,7 +136,7 @@ pub fn probe(family: Family, variant: Option<XtablesVariant>) -> Result<Xtables,
     let mut del = add.clone();
     del[2] = "-D";
     let _ = run(&x.bin, &del, None, &[]);
-    x.existing_rules = existing_rules;
+    x.saved = Some(out);
     Ok(x)
 }
 
@@ -141,22 +161,21 @@ fn parse_version(s: &str) -> (u32, u32, u32) {
 /// Upstream's choice for one family. The error lists why each candidate was refused.
 pub fn detect(family: Family, force: Option<XtablesVariant>) -> Result<Xtables, IptError> {
     if let Some(v) = force {
-        return probe(family, Some(v)).map_err(|why| IptError::NoBinary {
+        return probe(family, Some(v), false).map_err(|why| IptError::NoBinary {
             family,
             reasons: vec![why],
         });
     }
     let mut reasons = Vec::new();
-    match probe(family, Some(XtablesVariant::Legacy)) {
-        Ok(x) if x.existing_rules => return Ok(x),
-        Ok(x) => reasons.push(format!("{} holds no rules", x.name)),
-        Err(e) => reasons.push(e),
-    }
-    match probe(family, Some(XtablesVariant::Nft)) {
+    match probe(family, Some(XtablesVariant::Legacy), true) {
         Ok(x) => return Ok(x),
         Err(e) => reasons.push(e),
     }
-    match probe(family, None) {
+    match probe(family, Some(XtablesVariant::Nft), false) {
+        Ok(x) => return Ok(x),
+        Err(e) => reasons.push(e),
+    }
+    match probe(family, None, false) {
         Ok(x) => Ok(x),
         Err(e) => {
             reasons.push(e);

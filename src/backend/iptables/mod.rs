@@ -179,17 +179,21 @@ struct FamilyState {
 }
 
 /// Detects the binaries for `f`, resolves group names (numeric ids only: no NSS lookup from
-/// `-m owner`, and `*-save` prints gids) and reads the live state.
+/// `-m owner`, and `*-save` prints gids) and reads the live state (detection's `-save`).
 fn read_family(
     plan: &Plan,
     cfg: &Config,
     f: Family,
     gid_of: &dyn Fn(&str) -> Option<u32>,
 ) -> Result<FamilyState, IptError> {
-    let x = detect::detect(f, cfg.force_iptables_binary)?;
+    let mut x = detect::detect(f, cfg.force_iptables_binary)?;
     let rules = resolve_groups(plan.xtables.rules(f), gid_of);
     numeric_only(&rules)?;
-    let live = parse_save(&run(&x.save, &[], None, &[])?);
+    let saved = match x.saved.take() {
+        Some(text) => text,
+        None => run(&x.save, &[], None, &[])?,
+    };
+    let live = parse_save(&saved);
     let want = expected(&rules, f);
     Ok(FamilyState {
         x,
@@ -315,6 +319,7 @@ pub fn clean(
                 nf_tables: matches!(v, Some(XtablesVariant::Nft)),
                 version: (1, 8, 0),
                 existing_rules: true,
+                saved: None,
             };
             match restore(&x, &text, cfg) {
                 Ok(()) => done.push(format!(

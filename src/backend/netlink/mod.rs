@@ -302,7 +302,10 @@ impl Socket {
         let rcvbuf = (descs.len() * 1024).max(256 * 1024);
         let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
         // One contiguous buffer, so the batch is one sendmsg whatever nftnl's page size.
-        let mut wire: Vec<u8> = batch.iter().flatten().copied().collect();
+        let mut wire: Vec<u8> = Vec::with_capacity(batch.iter().map(|page| page.len()).sum());
+        for page in batch.iter() {
+            wire.extend_from_slice(page);
+        }
         // The kernel reports every error whether or not NLM_F_ACK is set; asking for an ACK
         // per message only makes it build (and us read) one reply per rule. Keep the ACK on
         // the last data message alone: it confirms the kernel processed the whole batch.

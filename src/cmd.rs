@@ -271,7 +271,9 @@ fn dry_run(
                 };
                 let rules = plan.xtables.rules(f);
                 if cleanup {
-                    s.push_str(&format!("# {label}: {bin} commands a clean runs\n"));
+                    s.push_str(&format!(
+                        "# {label}: the {bin} commands upstream's clean runs for these flags (meshtables' clean removes these, and whatever else of ours the live rules hold)\n"
+                    ));
                     for cmd in render::iptables::cleanup_commands(rules) {
                         s.push_str(&format!("{bin} {}\n", cmd.join(" ")));
                     }

@@ -203,6 +203,17 @@ fn scenarios() -> Vec<Scenario> {
         "--enable-ipv6",
         "false",
     ]);
+    // Istio's args with TPROXY inbound, DNS capture and IPv6 (last flag wins, as in pflag).
+    let mut tproxy = injected.clone();
+    tproxy.extend(owned(&[
+        "-m",
+        "TPROXY",
+        "--redirect-dns",
+        "--dns-servers",
+        "10.96.0.10,fd00::a",
+        "--enable-ipv6",
+        "true",
+    ]));
     let mut out = vec![
         Scenario {
             name: "Istio injected args".into(),
@@ -210,30 +221,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "TPROXY + DNS + IPv6".into(),
-            args: owned(&[
-                "istio-iptables",
-                "-p",
-                "15001",
-                "-z",
-                "15006",
-                "-u",
-                "1337",
-                "-m",
-                "TPROXY",
-                "-i",
-                "*",
-                "-x",
-                "",
-                "-b",
-                "*",
-                "-d",
-                "15090,15021,15020",
-                "--redirect-dns",
-                "--dns-servers",
-                "10.96.0.10,fd00::a",
-                "--enable-ipv6",
-                "true",
-            ]),
+            args: tproxy,
         },
     ];
     for n in [100usize, 1_000, 10_000] {

@@ -18,7 +18,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::plan::{Family, Mark, Plan, RouteTable};
+use crate::plan::{Family, Mark, Plan, RouteTable, TproxyRoutes};
 
 /// The loopback interface's index, the same in every network namespace.
 const LO_INDEX: u32 = 1;
@@ -214,6 +214,16 @@ fn libc_eexist() -> i32 {
     17
 }
 
+/// The `ip` command that adds a family's fwmark rule: how messages name it.
+fn rule_add_text(f: Family, r: &TproxyRoutes) -> String {
+    format!(
+        "ip {} rule add fwmark {} lookup {}",
+        fam_flag(f),
+        r.mark,
+        r.table
+    )
+}
+
 /// Installs what the plan needs; returns how many objects were newly added.
 pub fn apply(plan: &Plan) -> Result<usize, RouteError> {
     if plan.routes.is_none() && !plan.loopback_v6_address {
@@ -231,12 +241,7 @@ pub fn apply(plan: &Plan) -> Result<usize, RouteError> {
     }
     if let Some(r) = &plan.routes {
         for f in &r.families {
-            let what = format!(
-                "ip {} rule add fwmark {} lookup {}",
-                fam_flag(*f),
-                r.mark,
-                r.table
-            );
+            let what = rule_add_text(*f, r);
             let exists = rtnl
                 .rule_exists(*f, r.mark, r.table)
                 .map_err(kernel(what.clone()))?;
@@ -272,12 +277,7 @@ pub fn missing(plan: &Plan) -> Result<Vec<String>, RouteError> {
     let mut rtnl = Rtnl::open()?;
     let mut out = Vec::new();
     for f in &r.families {
-        let what = format!(
-            "ip {} rule add fwmark {} lookup {}",
-            fam_flag(*f),
-            r.mark,
-            r.table
-        );
+        let what = rule_add_text(*f, r);
         if !rtnl
             .rule_exists(*f, r.mark, r.table)
             .map_err(kernel(what.clone()))?

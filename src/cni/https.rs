@@ -98,7 +98,12 @@ fn read_response(r: &mut impl Read) -> Result<Response, ReadError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut eof = false;
+    // A pod is a few KB; a response this large is not one.
+    const LIMIT: usize = 16 << 20;
     let mut fill = |buf: &mut Vec<u8>, eof: &mut bool| -> Result<(), ReadError> {
+        if buf.len() > LIMIT {
+            return Err(ReadError::Malformed("the response is larger than 16 MiB"));
+        }
         match r.read(&mut chunk) {
             Ok(0) => *eof = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),

@@ -265,10 +265,6 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
     {
         flags.enable_ipv6 = Some(v6.to_string());
     }
-    // The host's /etc/passwd and resolv.conf are not the pod's: never default from them.
-    if flags.proxy_uid.is_none() {
-        flags.proxy_uid = Some("1337".into());
-    }
     let on = |v: &Option<String>| v.as_deref().and_then(parse_bool) == Some(true);
     if on(&flags.redirect_dns) && !on(&flags.capture_all_dns) && flags.dns_servers.is_none() {
         return Err(CniError::new(
@@ -277,12 +273,20 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
             "redirect-dns needs capture-all-dns or dns-servers: the host's resolv.conf is not the pod's",
         ));
     }
-    flags.network_namespace = inv.netns.clone();
-    flags.cni_mode = Some("true".into());
+    in_pod(&mut flags, inv.netns.clone());
     Ok(Intent::Program {
         flags: Box::new(flags),
         from_pod,
     })
+}
+
+/// What every plugin run sets on top of the configuration: the pod's namespace, CNI mode
+/// (numeric owner ids, a per-namespace xtables lock), and `-u` 1337 when unset, because the
+/// host's /etc/passwd is not the pod's.
+fn in_pod(flags: &mut Flags, netns: Option<String>) {
+    flags.network_namespace = netns;
+    flags.cni_mode = Some("true".into());
+    flags.proxy_uid.get_or_insert_with(|| "1337".into());
 }
 
 /// Whether `prevResult.ips` holds an IPv6 address; `None` when it lists no address.
@@ -425,11 +429,7 @@ fn del(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError
     }
     // DEL removes everything of ours whatever the pod says, so it needs no API server.
     let mut flags = conf.flags.clone();
-    flags.network_namespace = Some(netns.clone());
-    flags.cni_mode = Some("true".into());
-    if flags.proxy_uid.is_none() {
-        flags.proxy_uid = Some("1337".into());
-    }
+    in_pod(&mut flags, Some(netns.clone()));
     flags.redirect_dns = None;
     match cmd::execute(&flags, Action::Clean, &no_env(), host, &mut std::io::sink()) {
         Ok(()) => Ok(()),

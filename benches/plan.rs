@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
                 let Command::Apply(flags) = &cli.command else {
                     unreachable!()
                 };
-                let cfg = config::resolve(flags, false, &env, &NoHost).unwrap();
+                let cfg = config::resolve(flags, config::Subcommand::Apply, &env, &NoHost).unwrap();
                 let p = plan::build(&cfg);
                 let v4 = render::iptables::restore(p.xtables.rules(Family::V4));
                 let v6 = render::iptables::restore(p.xtables.rules(Family::V6));
@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let Command::Apply(flags) = &cli.command else {
         unreachable!()
     };
-    let cfg = config::resolve(flags, false, &env, &NoHost).unwrap();
+    let cfg = config::resolve(flags, config::Subcommand::Apply, &env, &NoHost).unwrap();
     c.bench_function("tproxy: config -> plan -> iptables + nft text", |b| {
         b.iter(|| {
             let p = plan::build(black_box(&cfg));

@@ -11,7 +11,8 @@ use std::io::Write;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, Flags, subcommand_for_argv0};
-use crate::config::{self, Config, ConfigError, EnvSource, OutputFormat};
+pub use crate::config::Subcommand;
+use crate::config::{self, Action, Config, ConfigError, EnvSource, OutputFormat};
 use crate::host::Host;
 use crate::logging;
 use crate::netns;
@@ -40,17 +41,6 @@ pub enum RunError {
     Validation(#[from] crate::validate::ValidationError),
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
-}
-
-/// What a run does with the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Install the rules (`apply`, `istio-iptables`).
-    Apply,
-    /// Remove ours (`clean`, `istio-clean-iptables`, `--cleanup-only`).
-    Clean,
-    /// Compare the live rules with the plan (`check`, the CNI plugin's CHECK).
-    Check,
 }
 
 impl RunError {
@@ -94,10 +84,10 @@ pub fn main_with(
             return 0;
         }
     };
-    let (flags, action) = match &cli.command {
-        Command::Apply(f) => (f, Action::Apply),
-        Command::Clean(f) => (f, Action::Clean),
-        Command::Check(f) => (f, Action::Check),
+    let (flags, sub) = match &cli.command {
+        Command::Apply(f) => (f, Subcommand::Apply),
+        Command::Clean(f) => (f, Subcommand::Clean),
+        Command::Check(f) => (f, Subcommand::Check),
     };
     let level = flags
         .log_output_level
@@ -110,7 +100,7 @@ pub fn main_with(
         .and_then(config::parse_bool)
         .unwrap_or(false);
     logging::init(level, json);
-    match execute(flags, action, env, host, stdout) {
+    match execute(flags, sub, env, host, stdout) {
         Ok(()) => 0,
         Err(e) => {
             logging::error(&e.to_string());
@@ -127,7 +117,7 @@ pub fn main_with(
 /// that namespace.
 pub fn execute(
     flags: &Flags,
-    action: Action,
+    sub: Subcommand,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
@@ -136,21 +126,22 @@ pub fn execute(
     match early.network_namespace {
         Some(ns) if !early.dry_run => {
             let mut out = Vec::new();
-            netns::run_in(&ns, || run(flags, action, env, host, &mut out))??;
+            netns::run_in(&ns, || run(flags, sub, env, host, &mut out))??;
             stdout.write_all(&out).map_err(RunError::Output)
         }
-        _ => run(flags, action, env, host, stdout),
+        _ => run(flags, sub, env, host, stdout),
     }
 }
 
 fn run(
     flags: &Flags,
-    action: Action,
+    sub: Subcommand,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let cfg = config::resolve(flags, action == Action::Clean, env, host)?;
+    let cfg = config::resolve(flags, sub, env, host)?;
+    let action = cfg.action;
     if cfg.redirect_dns
         && !cfg.capture_all_dns
         && cfg.dns_servers_v4.is_empty()
@@ -193,12 +184,18 @@ fn act(
     match (action, cfg.native_nftables) {
         (Action::Check, true) => crate::backend::netlink::check(plan, &gid_of)?,
         (Action::Check, false) => crate::backend::iptables::check(plan, cfg, &gid_of)?,
-        (_, true) => return native(cfg, plan, env, host),
-        (Action::Clean, false) => {
-            for line in crate::backend::iptables::clean(plan, cfg, &gid_of)? {
+        // A clean removes everything of ours whatever the backend flag says: the tables of
+        // either backend, in every iptables variant found, and TPROXY routing.
+        (Action::Clean, _) => {
+            let removed = crate::backend::iptables::clean(plan, cfg, &gid_of)?;
+            if removed.is_empty() {
+                logging::info("nothing of ours to remove");
+            }
+            for line in removed {
                 logging::info(&format!("removed: {line}"));
             }
         }
+        (Action::Apply, true) => return native(plan, env, host),
         (Action::Apply, false) => crate::backend::iptables::apply(plan, cfg, &gid_of)?,
     }
     if action == Action::Check {
@@ -207,19 +204,9 @@ fn act(
     Ok(())
 }
 
-/// Apply or clean with the nftables netlink backend.
-fn native(cfg: &Config, plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Result<(), RunError> {
+/// Apply with the nftables netlink backend.
+fn native(plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Result<(), RunError> {
     use crate::backend::netlink;
-    if cfg.cleanup_only {
-        let removed = netlink::clean(cfg.tproxy_mark, cfg.tproxy_route_table)?;
-        if removed.is_empty() {
-            logging::info("nothing of ours to remove");
-        }
-        for r in removed {
-            logging::info(&format!("removed: {r}"));
-        }
-        return Ok(());
-    }
     let fault = env
         .var(netlink::TEST_FAULT_ENV)
         .is_some_and(|v| v == "reject-rule");
@@ -254,7 +241,8 @@ fn dry_run(
     env: &dyn EnvSource,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let text = match (cfg.output, cfg.native_nftables, cfg.cleanup_only) {
+    let cleanup = cfg.action == Action::Clean;
+    let text = match (cfg.output, cfg.native_nftables, cleanup) {
         (OutputFormat::Json, _, _) => {
             let mut s = serde_json::to_string_pretty(plan).expect("plan serializes");
             s.push('\n');
@@ -292,12 +280,12 @@ fn dry_run(
 
     if let Some(path) = env.var("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()) {
         let trace = if cfg.native_nftables {
-            if cfg.cleanup_only {
+            if cleanup {
                 render::nft::cleanup_transaction()
             } else {
                 render::nft::transaction(&plan.nft)
             }
-        } else if cfg.cleanup_only {
+        } else if cleanup {
             render::trace::cleanup(&plan.xtables)
         } else {
             render::trace::apply(&plan.xtables)

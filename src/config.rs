@@ -162,9 +162,31 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Which subcommand was invoked (or implied by argv[0]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subcommand {
+    Apply,
+    Clean,
+    Check,
+}
+
+/// What a run does, decided once here from the subcommand and `--cleanup-only` /
+/// `CLEANUP_ONLY`, before any backend is chosen. Backends receive it; none re-derives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Install the rules (`apply`, `istio-iptables`).
+    Apply,
+    /// Remove everything of ours (`clean`, `istio-clean-iptables`, `--cleanup-only`).
+    Clean,
+    /// Compare the live rules with the plan (`check`, the CNI plugin's CHECK).
+    Check,
+}
+
 /// The validated configuration. Host facts (IPv6, DNS servers, proxy uid) are already in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
+    pub action: Action,
     pub proxy_port: Port,
     pub inbound_capture_port: Port,
     pub inbound_tunnel_port: Port,
@@ -194,7 +216,6 @@ pub struct Config {
     pub network_namespace: Option<PathBuf>,
     pub cni_mode: bool,
     pub reconcile: bool,
-    pub cleanup_only: bool,
     pub force_apply: bool,
     pub native_nftables: bool,
     pub force_iptables_binary: Option<XtablesVariant>,
@@ -547,16 +568,38 @@ fn network_namespace(r: &Resolver, f: &Flags) -> Result<Option<PathBuf>, ConfigE
     .transpose()
 }
 
-/// Resolve flags, environment and host facts into a validated `Config`.
-/// `cleanup` is true for the `clean` subcommand (it implies `--cleanup-only`).
+/// The one decision of what to do: `clean` and `apply --cleanup-only` (flag or
+/// `CLEANUP_ONLY`) clean; `check` with `--cleanup-only` is a contradiction, refused.
+fn action(r: &Resolver, f: &Flags, sub: Subcommand) -> Result<Action, ConfigError> {
+    let spec = spec("cleanup-only", None, &["CLEANUP_ONLY"]);
+    let cleanup_only = r.bool(&f.cleanup_only, &spec)?;
+    Ok(match (sub, cleanup_only) {
+        (Subcommand::Clean, _) | (Subcommand::Apply, true) => Action::Clean,
+        (Subcommand::Apply, false) => Action::Apply,
+        (Subcommand::Check, false) => Action::Check,
+        (Subcommand::Check, true) => match r.raw(&f.cleanup_only, &spec) {
+            Some(raw) => {
+                return Err(invalid(
+                    raw,
+                    "asks for a clean, but `check` compares the live rules with what apply installs (drop --cleanup-only, or run `clean`)",
+                ));
+            }
+            None => Action::Check,
+        },
+    })
+}
+
+/// Resolve flags, environment and host facts into a validated `Config`, for subcommand
+/// `sub` (which, with `--cleanup-only`, decides `Config::action`).
 pub fn resolve(
     flags: &Flags,
-    cleanup: bool,
+    sub: Subcommand,
     env: &dyn EnvSource,
     host: &dyn Host,
 ) -> Result<Config, ConfigError> {
     let r = Resolver { env };
     let f = flags;
+    let action = action(&r, f, sub)?;
 
     let proxy_port = port(r.value_or(&f.envoy_port, &spec("envoy-port", Some('p'), &[]), "15001"))?;
     let inbound_capture_port = port(r.value_or(
@@ -743,7 +786,6 @@ pub fn resolve(
     )?;
     let cni_mode = flag(&f.cni_mode, "cni-mode", None, &["CNI_MODE"])?;
     let reconcile = flag(&f.reconcile, "reconcile", None, &["RECONCILE"])?;
-    let cleanup_only = cleanup || flag(&f.cleanup_only, "cleanup-only", None, &["CLEANUP_ONLY"])?;
     let force_apply = flag(&f.force_apply, "force-apply", None, &["FORCE_APPLY"])?;
     let native_nftables = flag(
         &f.native_nftables,
@@ -881,7 +923,7 @@ pub fn resolve(
             match detect_ipv6(&addrs, dual_stack) {
                 Some((ip, v6)) => (v6, Some(ip)),
                 // A clean needs no address: it removes both families' rules.
-                None if cleanup_only => (true, None),
+                None if action == Action::Clean => (true, None),
                 None => return Err(ConfigError::NoLocalIp),
             }
         }
@@ -913,6 +955,7 @@ pub fn resolve(
     let (dns_servers_v4, dns_servers_v6) = servers.into_iter().partition(|a| a.is_ipv4());
 
     Ok(Config {
+        action,
         proxy_port,
         inbound_capture_port,
         inbound_tunnel_port,
@@ -941,7 +984,6 @@ pub fn resolve(
         network_namespace,
         cni_mode,
         reconcile,
-        cleanup_only,
         force_apply,
         native_nftables,
         force_iptables_binary,

@@ -35,7 +35,13 @@ fn want(args: &[&str]) -> Vec<(Family, State)> {
     let argv: Vec<&str> = ["meshtables"].iter().chain(args).copied().collect();
     let cli = Cli::try_parse_from(argv).unwrap();
     let (Command::Apply(f) | Command::Clean(f) | Command::Check(f)) = &cli.command;
-    let cfg = meshtables::config::resolve(f, false, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
+    let cfg = meshtables::config::resolve(
+        f,
+        meshtables::config::Subcommand::Apply,
+        &HashMap::new(),
+        &FakeHost::v4_pod(),
+    )
+    .unwrap();
     let plan = meshtables::plan::build(&cfg);
     plan.xtables
         .families()

@@ -193,8 +193,12 @@ proptest! {
             envs.iter().map(|(n, v)| (ENV_NAMES[*n].to_string(), VALUES[*v].to_string())).collect();
 
         let Ok(cli) = Cli::try_parse_from(&argv) else { return Ok(()); };
-        let (f, cleanup) = match &cli.command { Command::Apply(f) | Command::Check(f) => (f, false), Command::Clean(f) => (f, true) };
-        match config::resolve(f, cleanup, &env, &host()) {
+        let (f, sub) = match &cli.command {
+            Command::Apply(f) => (f, config::Subcommand::Apply),
+            Command::Check(f) => (f, config::Subcommand::Check),
+            Command::Clean(f) => (f, config::Subcommand::Clean),
+        };
+        match config::resolve(f, sub, &env, &host()) {
             Ok(cfg) => {
                 let p = plan::build(&cfg);
                 for fam in [Family::V4, Family::V6] {

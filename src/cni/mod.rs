@@ -32,7 +32,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::cli::Flags;
-use crate::cmd::{self, Action, RunError};
+use crate::cmd::{self, RunError, Subcommand};
 use crate::config::{ConfigError, EnvSource, Origin, parse_bool};
 use crate::host::Host;
 use crate::logging;
@@ -403,8 +403,14 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
     match plan_for(inv, conf)? {
         Intent::Skip(why) => logging::info(&format!("left alone: {why}")),
         Intent::Program { flags, from_pod } => {
-            cmd::execute(&flags, Action::Apply, &no_env(), host, &mut std::io::sink())
-                .map_err(|e| run_error(e, code::RULES_FAILED, &from_pod))?;
+            cmd::execute(
+                &flags,
+                Subcommand::Apply,
+                &no_env(),
+                host,
+                &mut std::io::sink(),
+            )
+            .map_err(|e| run_error(e, code::RULES_FAILED, &from_pod))?;
             logging::info(&format!(
                 "programmed {} for container {}",
                 inv.netns.as_deref().unwrap_or(""),
@@ -431,7 +437,13 @@ fn del(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError
     let mut flags = conf.flags.clone();
     in_pod(&mut flags, Some(netns.clone()));
     flags.redirect_dns = None;
-    match cmd::execute(&flags, Action::Clean, &no_env(), host, &mut std::io::sink()) {
+    match cmd::execute(
+        &flags,
+        Subcommand::Clean,
+        &no_env(),
+        host,
+        &mut std::io::sink(),
+    ) {
         Ok(()) => Ok(()),
         Err(RunError::Netns(n)) if n.is_gone() => {
             logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
@@ -454,10 +466,14 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
             logging::info(&format!("nothing to check: {why}"));
             Ok(())
         }
-        Intent::Program { flags, from_pod } => {
-            cmd::execute(&flags, Action::Check, &no_env(), host, &mut std::io::sink())
-                .map_err(|e| run_error(e, code::CHECK_FAILED, &from_pod))
-        }
+        Intent::Program { flags, from_pod } => cmd::execute(
+            &flags,
+            Subcommand::Check,
+            &no_env(),
+            host,
+            &mut std::io::sink(),
+        )
+        .map_err(|e| run_error(e, code::CHECK_FAILED, &from_pod)),
     }
 }
 

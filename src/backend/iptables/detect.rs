@@ -21,9 +21,7 @@ pub struct Xtables {
     pub restore: PathBuf,
     pub nf_tables: bool,
     pub version: (u32, u32, u32),
-    /// Whether `-save` shows a rule or a user chain. Upstream counts 3 lines, which its own
-    /// nat-table probe satisfies (it loads empty legacy tables), so a rerun would flip to a
-    /// variant holding nothing; only real content counts here.
+    /// Whether `-save` shows a rule (`has_rules`).
     pub existing_rules: bool,
     /// What detection's `-save` printed, so reading the live state needs no second run. (The
     /// nat-table probe that follows it adds and deletes one rule: the rules are the same.)
@@ -96,9 +94,7 @@ pub fn probe(
     })?;
     let out =
         run(&save, &[], None, &[]).map_err(|e| format!("failed to execute {name}-save: {e}"))?;
-    let existing_rules = out.lines().any(|l| {
-        l.starts_with("-A ") || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-"))
-    });
+    let existing_rules = has_rules(&out);
     if need_rules && !existing_rules {
         return Err(format!("{name} holds no rules"));
     }
@@ -123,21 +119,33 @@ pub fn probe(
         existing_rules,
         saved: None,
     };
+    nat_probe(&x).map_err(|e| format!("{name} has no kernel support for the nat table: {e}"))?;
+    x.saved = Some(out);
+    Ok(x)
+}
+
+/// Upstream's kernel probe: can this variant use the nat table? Legacy: add and delete a
+/// harmless rule (`-t nat -A INPUT -p 255 -j RETURN`), as upstream. nf_tables variants: the
+/// same question in one netlink transaction that leaves nothing behind (`netlink::probe_nat`).
+fn nat_probe(x: &Xtables) -> Result<(), String> {
+    if x.nf_tables {
+        return crate::backend::netlink::probe_nat(x.family).map_err(|e| e.to_string());
+    }
     let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     add.extend(x.wait_args());
-    match run(&x.bin, &add, None, &[]) {
-        Ok(_) => {}
-        Err(e) => {
-            return Err(format!(
-                "{name} has no kernel support for the nat table: {e}"
-            ));
-        }
-    }
+    run(&x.bin, &add, None, &[]).map_err(|e| e.to_string())?;
     let mut del = add.clone();
     del[2] = "-D";
     let _ = run(&x.bin, &del, None, &[]);
-    x.saved = Some(out);
-    Ok(x)
+    Ok(())
+}
+
+/// Upstream's test since Istio PR #61024 (1.29-1.31 backports): a variant "has existing rules"
+/// iff its `-save` output has a line starting `-A ` or `-I `. Empty tables, chain headers and
+/// user chains without rules do not count (the nat-table probe leaves empty legacy tables).
+pub fn has_rules(save: &str) -> bool {
+    save.lines()
+        .any(|l| l.starts_with("-A ") || l.starts_with("-I "))
 }
 
 fn parse_version(s: &str) -> (u32, u32, u32) {
@@ -186,6 +194,16 @@ pub fn detect(family: Family, force: Option<XtablesVariant>) -> Result<Xtables, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn existing_rules_means_an_a_or_i_line() {
+        let empty_tables =
+            "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        assert!(!super::has_rules(empty_tables));
+        assert!(!super::has_rules("*nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n"));
+        assert!(super::has_rules("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"));
+        assert!(super::has_rules("*filter\n-I INPUT 1 -j ACCEPT\nCOMMIT\n"));
+    }
+
     #[test]
     fn versions() {
         assert_eq!(

@@ -278,14 +278,13 @@ pub fn clean(
 ) -> Result<Vec<String>, IptError> {
     let mut done = Vec::new();
     let mut failures = Vec::new();
-    let variants: Vec<Option<XtablesVariant>> = match cfg.force_iptables_binary {
-        Some(v) => vec![Some(v)],
-        None => vec![
-            Some(XtablesVariant::Legacy),
-            Some(XtablesVariant::Nft),
-            None,
-        ],
-    };
+    // Every variant, whatever --force-iptables-binary says: that flag chooses where an apply
+    // writes, and a clean removes what any earlier run left.
+    let variants = [
+        Some(XtablesVariant::Legacy),
+        Some(XtablesVariant::Nft),
+        None,
+    ];
     for f in [Family::V4, Family::V6] {
         let rules = resolve_groups(plan.xtables.rules(f), gid_of);
         let planned = expected(&rules, f);

@@ -291,15 +291,27 @@ impl Socket {
             add_op(&mut batch, op, i, &mut descs);
         }
         let batch = batch.finalize();
+        let describe = |i: usize| descs.get(i).map(|(what, op)| (*what, ops[*op].describe()));
+        self.commit(&batch, descs.len(), &describe)
+    }
+
+    /// Sends a finalized batch of `count` data messages in one `sendmsg` and checks the
+    /// replies; `describe(i)` names the i-th data message for an error report.
+    fn commit(
+        &self,
+        batch: &nftnl::FinalizedBatch,
+        count: usize,
+        describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Result<usize, NetlinkError> {
         let seqs = batch.sequence_numbers();
-        let first = if seqs.len() == descs.len() + 2 {
+        let first = if seqs.len() == count + 2 {
             seqs.start + 1
         } else {
             seqs.start
         };
 
         // Room for an error per message, should everything fail.
-        let rcvbuf = (descs.len() * 1024).max(256 * 1024);
+        let rcvbuf = (count * 1024).max(256 * 1024);
         let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
         // One contiguous buffer, so the batch is one sendmsg whatever nftnl's page size.
         let mut wire: Vec<u8> = Vec::with_capacity(batch.iter().map(|page| page.len()).sum());
@@ -309,7 +321,7 @@ impl Socket {
         // The kernel reports every error whether or not NLM_F_ACK is set; asking for an ACK
         // per message only makes it build (and us read) one reply per rule. Keep the ACK on
         // the last data message alone: it confirms the kernel processed the whole batch.
-        let last_seq = first + descs.len() as u32 - 1;
+        let last_seq = first + count as u32 - 1;
         ack_only(&mut wire, last_seq);
         // A netlink sendmsg larger than the send buffer fails with EMSGSIZE; the whole batch
         // must go in one call to be one transaction, so make room for it.
@@ -362,8 +374,7 @@ impl Socket {
         if let Some((seq, errno)) = errors.first().copied() {
             let (what, text) = seq
                 .checked_sub(first)
-                .and_then(|i| descs.get(i as usize))
-                .map(|(what, op)| (*what, ops[*op].describe()))
+                .and_then(|i| describe(i as usize))
                 .unwrap_or(("batch", "nftables transaction".to_string()));
             let more = if errors.len() > 1 {
                 format!(" (and {} more errors in the same batch)", errors.len() - 1)
@@ -383,8 +394,40 @@ impl Socket {
                 source: io::Error::other("the kernel did not acknowledge the batch"),
             });
         }
-        Ok(descs.len())
+        Ok(count)
     }
+}
+
+/// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
+/// -j RETURN` probe asks of iptables-nft, without leaving anything behind: one transaction
+/// adds a throwaway table with a nat base chain and deletes it again. (iptables-nft's probe
+/// leaves an empty `nat INPUT` base chain behind, a state change a clean cannot undo.)
+pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
+    check_capability()?;
+    let sock = Socket::open()?;
+    let pf = match family {
+        crate::plan::Family::V4 => ProtoFamily::Ipv4,
+        crate::plan::Family::V6 => ProtoFamily::Ipv6,
+    };
+    let table = nftnl::Table::new(c"meshtables-nat-probe", pf);
+    let mut chain = nftnl::Chain::new(c"input", &table);
+    chain.set_hook(nftnl::Hook::In, 100);
+    chain.set_type(nftnl::ChainType::Nat);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    batch.add(&chain, MsgType::Add);
+    batch.add(&table, MsgType::Del);
+    let texts = [
+        ("table", "add table meshtables-nat-probe"),
+        (
+            "chain",
+            "add chain meshtables-nat-probe input { type nat hook input priority 100 ; }",
+        ),
+        ("table deletion", "delete table meshtables-nat-probe"),
+    ];
+    let describe = |i: usize| texts.get(i).map(|(w, t)| (*w, t.to_string()));
+    sock.commit(&batch.finalize(), texts.len(), &describe)
+        .map(|_| ())
 }
 
 /// Clears NLM_F_ACK on every message of `wire` except the one with sequence `keep`.

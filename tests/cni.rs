@@ -793,3 +793,156 @@ fn apply_check_clean_with_network_namespace_from_outside() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/var/run/netns/mtcni-missing"));
 }
+
+/// ADD with `config` (iptables-nft unless it says otherwise), then DEL with `del_config`: DEL
+/// exits 0 with nothing on stdout, and nothing of ours is left in the namespace.
+fn del_removes_everything(tag: &str, config: Value, del_config: &str) {
+    if !ready("the CNI DEL test") || !require_program("iptables-legacy-save") {
+        return;
+    }
+    let pod = Netns::new(tag);
+    let before = pod.netfilter();
+    let add = invoke(
+        "ADD",
+        Some(&pod.path()),
+        &conf(config, Some(prev_result(&pod))),
+        None,
+        "",
+    );
+    assert_eq!(add.status, 0, "{tag}: ADD: {} {}", add.json, add.stderr);
+    assert!(ours(&pod.netfilter()), "{tag}: ADD installed nothing");
+    let del = invoke("DEL", Some(&pod.path()), del_config, None, "");
+    assert_eq!(del.status, 0, "{tag}: DEL: {} {}", del.json, del.stderr);
+    assert!(
+        del.json.is_null(),
+        "{tag}: DEL prints nothing: {}",
+        del.json
+    );
+    let after = pod.netfilter();
+    assert!(!ours(&after), "{tag}: DEL left rules of ours:\n{after}");
+    // Not a single rule is left in any variant (iptables-nft keeps the empty tables and base
+    // chains it created, as it does for every user: they hold nothing and are not ours).
+    let rules = |s: &str| s.lines().filter(|l| l.starts_with("-A ")).count();
+    assert_eq!(rules(&after), rules(&before), "{tag}: rules left:\n{after}");
+    for (cmd, args) in [
+        ("ip", &["-4", "rule", "show", "table", "133"][..]),
+        ("ip", &["-6", "rule", "show", "table", "133"][..]),
+        ("ip", &["-4", "route", "show", "table", "133"][..]),
+        ("ip", &["-6", "route", "show", "table", "133"][..]),
+    ] {
+        let o = pod.run(cmd, args);
+        assert!(
+            o.stdout.is_empty(),
+            "{tag}: {args:?} left: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let lo = pod.run("ip", &["-6", "addr", "show", "dev", "lo"]);
+    assert!(
+        !String::from_utf8_lossy(&lo.stdout).contains("::6/128"),
+        "{tag}: ::6 left on lo"
+    );
+}
+
+/// The configurations ADD refuses (each tested to be refused): DEL with them still removes
+/// everything of ours, so the runtime goes on to release the pod's address.
+macro_rules! del_with_a_config_add_refuses {
+    ($($name:ident: $bad:expr, $add_code:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            if !ready("the CNI DEL test") {
+                return;
+            }
+            let bad: String = $bad;
+            let pod = Netns::new("refused");
+            let add = invoke("ADD", Some(&pod.path()), &bad, None, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=app");
+            assert_eq!(add.code(), Some($add_code), "ADD must refuse it: {}", add.json);
+            del_removes_everything(
+                stringify!($name),
+                json!({"force-iptables-binary": "nft", "istio-inbound-interception-mode": "TPROXY", "enable-ipv6": "true"}),
+                &bad,
+            );
+        }
+    )*};
+}
+
+fn with_prev(extra: Value) -> String {
+    let mut v: Value = serde_json::from_str(&conf(extra, None)).unwrap();
+    v["prevResult"] = json!({"cniVersion": "1.1.0", "ips": [{"address": "10.244.1.5/24"}]});
+    v.to_string()
+}
+
+del_with_a_config_add_refuses! {
+    del_with_a_bad_port: with_prev(json!({"istio-inbound-ports": "abc"})), 7;
+    del_with_a_bad_mode: with_prev(json!({"istio-inbound-interception-mode": "tproxy"})), 7;
+    del_with_an_unknown_key: with_prev(json!({"istio-inbound-port": "80"})), 2;
+    del_with_a_flag_that_has_no_place: with_prev(json!({"network-namespace": "/x"})), 2;
+    del_with_a_list_of_objects: with_prev(json!({"istio-service-cidr": [{"a": 1}]})), 7;
+    del_with_an_old_version: with_prev(json!({"cniVersion": "0.3.1"})), 1;
+    del_with_a_bad_mark: with_prev(json!({"istio-inbound-tproxy-mark": "0"})), 7;
+    del_with_an_unreadable_kubeconfig: with_prev(json!({"kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}})), 7;
+    del_with_undecodable_json: "{\"cniVersion\": \"1.1.0\",".to_string(), 6;
+}
+
+#[test]
+fn del_with_native_nftables_removes_iptables_nft_rules() {
+    del_removes_everything(
+        "xnft",
+        json!({"force-iptables-binary": "nft", "istio-inbound-interception-mode": "TPROXY"}),
+        &conf(json!({"native-nftables": true}), None),
+    );
+}
+
+#[test]
+fn del_with_native_nftables_removes_iptables_legacy_rules() {
+    del_removes_everything(
+        "xlegacy",
+        json!({"force-iptables-binary": "legacy", "enable-ipv6": "true"}),
+        &conf(json!({"native-nftables": true}), None),
+    );
+}
+
+#[test]
+fn del_with_iptables_settings_removes_nftables_tables() {
+    del_removes_everything(
+        "xnative",
+        json!({"native-nftables": true, "istio-inbound-interception-mode": "TPROXY"}),
+        &conf(json!({"force-iptables-binary": "legacy"}), None),
+    );
+}
+
+#[test]
+fn del_of_a_namespace_that_is_gone_or_unnamed_succeeds() {
+    if !ready("the CNI DEL test") {
+        return;
+    }
+    let unknown = conf(
+        json!({"no-such-key": 1, "istio-inbound-ports": "abc"}),
+        None,
+    );
+    for (what, netns) in [
+        (
+            "a missing namespace",
+            Some("/var/run/netns/mtcni-never-existed"),
+        ),
+        ("no CNI_NETNS", None),
+    ] {
+        let r = invoke("DEL", netns, &unknown, None, "");
+        assert_eq!(r.status, 0, "{what}: {} {}", r.json, r.stderr);
+        assert!(r.json.is_null(), "{what}: {}", r.json);
+    }
+    // A namespace deleted between two DELs, with bad CNI_ARGS DEL does not read.
+    let pod = Netns::new("gone");
+    let path = pod.path();
+    for round in 0..2 {
+        let r = invoke("DEL", Some(&path), &unknown, None, "K8S_POD_NAME");
+        assert_eq!(r.status, 0, "DEL {round}: {} {}", r.json, r.stderr);
+    }
+    pod.delete();
+    let r = invoke("DEL", Some(&path), &unknown, None, "");
+    assert_eq!(
+        r.status, 0,
+        "DEL after ip netns del: {} {}",
+        r.json, r.stderr
+    );
+}

@@ -160,6 +160,28 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
     })
 }
 
+/// The settings that decide which objects in a namespace are ours, taken from a
+/// configuration that may be invalid in every other respect (for DEL): the TPROXY mark and
+/// route table, and the interfaces of `-c`/`-k` rules. Keys that are absent or not scalars
+/// are left unset; nothing else is read.
+pub fn ownership_settings(stdin: &[u8]) -> Flags {
+    const KEYS: [&str; 4] = [
+        "istio-inbound-tproxy-mark",
+        "istio-inbound-tproxy-route-table",
+        "istio-exclude-interfaces",
+        "kube-virt-interfaces",
+    ];
+    let mut flags = Flags::default();
+    if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(stdin) {
+        for key in KEYS {
+            if let Some(v) = obj.get(key).and_then(|v| flag_value(key, v).ok()) {
+                flags.set(key, v);
+            }
+        }
+    }
+    flags
+}
+
 fn invalid(key: &str, value: &Value, expected: &str) -> CniError {
     CniError::new(
         code::INVALID_CONFIG,

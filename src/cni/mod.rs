@@ -76,7 +76,26 @@ struct Invocation {
     command: String,
     container_id: Option<String>,
     netns: Option<String>,
-    args: HashMap<String, String>,
+    /// `CNI_ARGS`, parsed only by the commands that read it (ADD, CHECK).
+    cni_args: String,
+}
+
+impl Invocation {
+    /// CNI_ARGS: `K=V;K=V` (IgnoreUnknown, K8S_POD_NAMESPACE, K8S_POD_NAME, ...).
+    fn args(&self) -> Result<HashMap<String, String>, CniError> {
+        let mut args = HashMap::new();
+        for pair in self.cni_args.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_ENV,
+                    "invalid environment",
+                    format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                )
+            })?;
+            args.insert(k.to_string(), v.to_string());
+        }
+        Ok(args)
+    }
 }
 
 fn invocation(env: &dyn EnvSource) -> Result<Invocation, CniError> {
@@ -88,26 +107,11 @@ fn invocation(env: &dyn EnvSource) -> Result<Invocation, CniError> {
             "CNI_COMMAND is not set (expected ADD, DEL, CHECK, VERSION, STATUS or GC)",
         )
     })?;
-    // CNI_ARGS: `K=V;K=V` (IgnoreUnknown, K8S_POD_NAMESPACE, K8S_POD_NAME, ...).
-    let mut args = HashMap::new();
-    for pair in var("CNI_ARGS").unwrap_or_default().split(';') {
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = pair.split_once('=').ok_or_else(|| {
-            CniError::new(
-                code::INVALID_ENV,
-                "invalid environment",
-                format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
-            )
-        })?;
-        args.insert(k.to_string(), v.to_string());
-    }
     Ok(Invocation {
         command,
         container_id: var("CNI_CONTAINERID"),
         netns: var("CNI_NETNS"),
-        args,
+        cni_args: var("CNI_ARGS").unwrap_or_default(),
     })
 }
 
@@ -115,7 +119,6 @@ fn invocation(env: &dyn EnvSource) -> Result<Invocation, CniError> {
 fn require(inv: &Invocation, env: &dyn EnvSource) -> Result<(), CniError> {
     let needed: &[&str] = match inv.command.as_str() {
         "ADD" | "CHECK" => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
-        "DEL" => &["CNI_CONTAINERID", "CNI_IFNAME"],
         _ => &[],
     };
     let missing: Vec<&str> = needed
@@ -200,6 +203,12 @@ fn dispatch(
             ),
         ));
     }
+    if inv.command == "DEL" {
+        // DEL has nothing to validate: it removes everything of ours. It must not fail on
+        // the configuration, or the runtime stops the chain and the primary plugin never
+        // releases the pod's address.
+        return del(inv, host, input).map(|()| None);
+    }
     require(inv, env)?;
     let conf = conf::parse(input)?;
     if let Some(level) = conf
@@ -212,7 +221,6 @@ fn dispatch(
     }
     match inv.command.as_str() {
         "ADD" => add(inv, host, &conf),
-        "DEL" => del(inv, host, &conf).map(|()| None),
         "CHECK" => check(inv, host, &conf).map(|()| None),
         "STATUS" => status(&conf).map(|()| None),
         _ => {
@@ -234,14 +242,40 @@ enum Intent {
     },
 }
 
+/// Refuses a configuration whose settings do not validate, before anything decides whether
+/// this pod is programmed: a misconfigured plugin fails its first ADD, not only the first ADD
+/// of a pod it intercepts. Only values are judged here (no host fact is read).
+fn validate_settings(conf: &NetConf) -> Result<(), CniError> {
+    struct NoHost;
+    impl Host for NoHost {
+        fn interface_addrs(&self) -> Result<Vec<std::net::IpAddr>, crate::host::HostError> {
+            Ok(Vec::new())
+        }
+        fn read_file(&self, path: &str) -> Result<String, crate::host::HostError> {
+            Err(crate::host::HostError::Read {
+                path: path.into(),
+                source: std::io::ErrorKind::Unsupported.into(),
+            })
+        }
+    }
+    let mut flags = conf.flags.clone();
+    in_pod(&mut flags, None);
+    flags.enable_ipv6.get_or_insert_with(|| "true".into());
+    flags.dns_servers.get_or_insert_with(String::new);
+    flags.dry_run = Some("true".into());
+    match crate::config::resolve(&flags, Subcommand::Apply, &no_env(), &NoHost) {
+        Err(e @ ConfigError::Invalid { .. }) => Err(run_error(RunError::Config(e), 0, &[])),
+        _ => Ok(()),
+    }
+}
+
 fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
+    validate_settings(conf)?;
     let mut flags = conf.flags.clone();
     let mut from_pod = Vec::new();
     if let Some(k) = &conf.kubernetes {
-        let (ns, name) = match (
-            inv.args.get("K8S_POD_NAMESPACE"),
-            inv.args.get("K8S_POD_NAME"),
-        ) {
+        let args = inv.args()?;
+        let (ns, name) = match (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) {
             (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => (ns, name),
             _ => {
                 return Ok(Intent::Skip(
@@ -424,7 +458,12 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
     Ok(Some(result))
 }
 
-fn del(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError> {
+/// DEL: removes everything of ours from `CNI_NETNS` with every backend (`clean`), whatever the
+/// configuration asks for. The only settings it reads are those that say which objects are
+/// ours (the TPROXY mark and table, the `-c`/`-k` interfaces), and only when they are valid;
+/// anything else in the configuration (interception settings, unknown keys, `kubernetes`) is
+/// ignored. A missing, empty or vanished namespace is success, as is a second DEL.
+fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> {
     let Some(netns) = &inv.netns else {
         logging::info("DEL without CNI_NETNS: the namespace is gone, nothing to remove");
         return Ok(());
@@ -433,24 +472,36 @@ fn del(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError
         logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
         return Ok(());
     }
-    // DEL removes everything of ours whatever the pod says, so it needs no API server.
-    let mut flags = conf.flags.clone();
-    in_pod(&mut flags, Some(netns.clone()));
-    flags.redirect_dns = None;
-    match cmd::execute(
-        &flags,
-        Subcommand::Clean,
-        &no_env(),
-        host,
-        &mut std::io::sink(),
-    ) {
-        Ok(()) => Ok(()),
-        Err(RunError::Netns(n)) if n.is_gone() => {
-            logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
-            Ok(())
+    let mut last = None;
+    for mut flags in [conf::ownership_settings(input), Flags::default()] {
+        in_pod(&mut flags, Some(netns.clone()));
+        // Both families: a clean removes IPv6 rules whatever the pod's addresses are now.
+        flags.enable_ipv6 = Some("true".into());
+        match cmd::execute(
+            &flags,
+            Subcommand::Clean,
+            &no_env(),
+            host,
+            &mut std::io::sink(),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(RunError::Netns(n)) if n.is_gone() => {
+                logging::info(&format!("DEL: {netns} is gone, nothing to remove"));
+                return Ok(());
+            }
+            // A value that does not parse names nothing of ours: clean with the defaults.
+            Err(RunError::Config(e @ ConfigError::Invalid { .. })) => {
+                logging::warn(&format!("DEL: ignoring the configuration's {e}"));
+                last = Some(e.to_string());
+            }
+            Err(e) => return Err(run_error(e, code::RULES_FAILED, &[])),
         }
-        Err(e) => Err(run_error(e, code::RULES_FAILED, &[])),
     }
+    Err(CniError::new(
+        code::RULES_FAILED,
+        "removing the rules failed",
+        last.unwrap_or_default(),
+    ))
 }
 
 fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError> {

@@ -146,12 +146,17 @@ pub fn require_root(what: &str) -> bool {
     false
 }
 
+/// The absolute path of program `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// For tests that need an external program: false (skip) when missing; a panic under CI.
 pub fn require_program(name: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    if found {
+    if which(name).is_some() {
         return true;
     }
     if in_ci() {

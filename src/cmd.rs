@@ -163,7 +163,7 @@ fn run(
     } else if cfg.skip_rule_apply && action == Action::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
-        act(action, &cfg, &plan, env, host)?;
+        act(action, &cfg, &plan, env)?;
     }
     // Upstream runs the validation in dry-run too, and after --skip-rule-apply.
     if cfg.run_validation && action == Action::Apply {
@@ -173,21 +173,14 @@ fn run(
     Ok(())
 }
 
-fn act(
-    action: Action,
-    cfg: &Config,
-    plan: &Plan,
-    env: &dyn EnvSource,
-    host: &dyn Host,
-) -> Result<(), RunError> {
-    let gid_of = |name: &str| host.lookup_gid(name);
+fn act(action: Action, cfg: &Config, plan: &Plan, env: &dyn EnvSource) -> Result<(), RunError> {
     match (action, cfg.native_nftables) {
-        (Action::Check, true) => crate::backend::netlink::check(plan, &gid_of)?,
-        (Action::Check, false) => crate::backend::iptables::check(plan, cfg, &gid_of)?,
+        (Action::Check, true) => crate::backend::netlink::check(plan)?,
+        (Action::Check, false) => crate::backend::iptables::check(plan, cfg)?,
         // A clean removes everything of ours whatever the backend flag says: the tables of
         // either backend, in every iptables variant found, and TPROXY routing.
         (Action::Clean, _) => {
-            let removed = crate::backend::iptables::clean(plan, cfg, &gid_of)?;
+            let removed = crate::backend::iptables::clean(plan, cfg)?;
             if removed.is_empty() {
                 logging::info("nothing of ours to remove");
             }
@@ -195,8 +188,8 @@ fn act(
                 logging::info(&format!("removed: {line}"));
             }
         }
-        (Action::Apply, true) => return native(plan, env, host),
-        (Action::Apply, false) => crate::backend::iptables::apply(plan, cfg, &gid_of)?,
+        (Action::Apply, true) => return native(plan, env),
+        (Action::Apply, false) => crate::backend::iptables::apply(plan, cfg)?,
     }
     if action == Action::Check {
         logging::info("the live rules are exactly the requested ones");
@@ -205,13 +198,12 @@ fn act(
 }
 
 /// Apply with the nftables netlink backend.
-fn native(plan: &Plan, env: &dyn EnvSource, host: &dyn Host) -> Result<(), RunError> {
+fn native(plan: &Plan, env: &dyn EnvSource) -> Result<(), RunError> {
     use crate::backend::netlink;
     let fault = env
         .var(netlink::TEST_FAULT_ENV)
         .is_some_and(|v| v == "reject-rule");
-    let groups = |name: &str| host.lookup_gid(name);
-    let report = netlink::apply(plan, &groups, fault)?;
+    let report = netlink::apply(plan, fault)?;
     logging::info(&format!(
         "nftables rules programmed: {} messages in one transaction{}; {} routing objects added",
         report.messages,

@@ -53,6 +53,11 @@ pub enum ConfigError {
     /// Reading a fact from the machine failed. Exit status 1.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// An owner group name /etc/group does not know. Exit status 1.
+    #[error(
+        "{origin}: group {name:?} is not in /etc/group; use a numeric gid (meshtables never makes `-m owner` or `skgid` look names up through NSS)"
+    )]
+    UnknownGroup { origin: Origin, name: String },
     /// IPv6 auto-detection found no usable address (upstream's error). Exit status 1.
     #[error(
         "no valid local IP address found (needed to decide IPv6 with --enable-ipv6=auto; pass --enable-ipv6 true|false)"
@@ -837,6 +842,7 @@ pub fn resolve(
         ),
         "*",
     );
+    let (og_origin, og_text) = (og.origin.clone(), og.value.clone());
     let owner_groups_include = if og.value.trim() == "*" {
         OwnerGroups::All
     } else {
@@ -855,7 +861,7 @@ pub fn resolve(
         }
         OwnerGroups::List(list)
     };
-    let owner_groups_exclude = groups(r.value_or(
+    let ogx = r.value_or(
         &f.outbound_owner_groups_exclude,
         &spec(
             "outbound-owner-groups-exclude",
@@ -866,7 +872,20 @@ pub fn resolve(
             ],
         ),
         "",
-    ))?;
+    );
+    let (ogx_origin, ogx_text) = (ogx.origin.clone(), ogx.value.clone());
+    let owner_groups_exclude = groups(ogx)?;
+    let names = GroupNames {
+        host,
+        cni_mode,
+        dry_run,
+        clean: action == Action::Clean,
+    };
+    let owner_groups_include = match owner_groups_include {
+        OwnerGroups::List(list) => OwnerGroups::List(names.resolve(list, &og_origin, &og_text)?),
+        all => all,
+    };
+    let owner_groups_exclude = names.resolve(owner_groups_exclude, &ogx_origin, &ogx_text)?;
 
     let lo = r.value_or(
         &f.ipv4_loopback_cidr,
@@ -998,6 +1017,49 @@ pub fn resolve(
     })
 }
 
+/// Owner groups given by name become gids here, once, before any backend: from /etc/group,
+/// never through NSS (`-m owner --gid-owner NAME` would make iptables ask NSS, which may be
+/// LDAP or OS Login). A dry run prints names as given, as upstream does; a clean keeps a name it
+/// cannot resolve (it removes our chains whatever their rules say). In CNI mode only numeric
+/// gids are accepted and no file is read: the host's /etc/group is not the pod's.
+struct GroupNames<'a> {
+    host: &'a dyn Host,
+    cni_mode: bool,
+    dry_run: bool,
+    clean: bool,
+}
+
+impl GroupNames<'_> {
+    fn resolve(
+        &self,
+        list: Vec<Group>,
+        origin: &Origin,
+        text: &str,
+    ) -> Result<Vec<Group>, ConfigError> {
+        list.into_iter()
+            .map(|g| match g {
+                Group::Name(n) if self.cni_mode => Err(ConfigError::Invalid {
+                    origin: origin.clone(),
+                    value: text.to_string(),
+                    problem: format!(
+                        "names group {:?}: in CNI mode owner groups are numeric gids only (the host's /etc/group is not the pod's)",
+                        n.as_str()
+                    ),
+                }),
+                Group::Name(n) if !self.dry_run => match self.host.lookup_gid(n.as_str()) {
+                    Some(id) => Ok(Group::Id(id)),
+                    None if self.clean => Ok(Group::Name(n)),
+                    None => Err(ConfigError::UnknownGroup {
+                        origin: origin.clone(),
+                        name: n.as_str().to_string(),
+                    }),
+                },
+                g => Ok(g),
+            })
+            .collect()
+    }
+}
+
 /// Upstream's `getLocalIP`: skip loopback and link-local; without dual-stack the first
 /// address decides; with dual-stack the first IPv6 address wins, else the first address.
 pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Option<(IpAddr, bool)> {
@@ -1030,4 +1092,91 @@ pub fn resolv_conf_servers(text: &str) -> Vec<IpAddr> {
         })
         .filter_map(|s| s.split('%').next().and_then(|a| a.parse().ok()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A host with one group file that records every file read.
+    #[derive(Default)]
+    struct Recording {
+        reads: Mutex<Vec<String>>,
+    }
+
+    impl Host for Recording {
+        fn interface_addrs(&self) -> Result<Vec<IpAddr>, HostError> {
+            Ok(vec!["10.0.0.5".parse().unwrap()])
+        }
+        fn read_file(&self, path: &str) -> Result<String, HostError> {
+            self.reads.lock().unwrap().push(path.into());
+            Ok("java:x:1234:\n".into())
+        }
+    }
+
+    fn flags(args: &[(&str, &str)]) -> Flags {
+        let mut f = Flags::default();
+        for (k, v) in args {
+            assert!(f.set(k, v.to_string()), "{k} is a flag");
+        }
+        f
+    }
+
+    #[test]
+    fn cni_mode_refuses_group_names_without_reading_a_file() {
+        let host = Recording::default();
+        let f = flags(&[
+            ("proxy-uid", "1337"),
+            ("cni-mode", "true"),
+            ("outbound-owner-groups", "1000,java"),
+        ]);
+        let err = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("--outbound-owner-groups"), "{err}");
+        assert!(err.to_string().contains("numeric gids only"), "{err}");
+        assert!(host.reads.lock().unwrap().is_empty(), "no file read");
+    }
+
+    #[test]
+    fn group_names_become_gids_once_unless_dry_run() {
+        let host = Recording::default();
+        let f = flags(&[
+            ("proxy-uid", "1337"),
+            ("outbound-owner-groups-exclude", "java,7"),
+        ]);
+        let cfg = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap();
+        assert_eq!(cfg.owner_groups_exclude, [Group::Id(1234), Group::Id(7)]);
+        let mut dry = f.clone();
+        dry.dry_run = Some("true".into());
+        let cfg = resolve(&dry, Subcommand::Apply, &HashMap::new(), &host).unwrap();
+        assert!(matches!(&cfg.owner_groups_exclude[0], Group::Name(n) if n.as_str() == "java"));
+        let unknown = flags(&[
+            ("proxy-uid", "1337"),
+            ("outbound-owner-groups-exclude", "ftp"),
+        ]);
+        let err = resolve(&unknown, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownGroup { .. }), "{err}");
+        // A clean does not fail on a name it cannot resolve.
+        assert!(resolve(&unknown, Subcommand::Clean, &HashMap::new(), &host).is_ok());
+    }
+
+    #[test]
+    fn check_with_cleanup_only_is_refused_and_apply_with_it_cleans() {
+        let host = Recording::default();
+        let f = flags(&[("proxy-uid", "1337"), ("cleanup-only", "true")]);
+        let apply = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap();
+        assert_eq!(apply.action, Action::Clean);
+        let env: HashMap<String, String> =
+            [("CLEANUP_ONLY".to_string(), "true".to_string())].into();
+        let plain = flags(&[("proxy-uid", "1337")]);
+        assert_eq!(
+            resolve(&plain, Subcommand::Apply, &env, &host)
+                .unwrap()
+                .action,
+            Action::Clean
+        );
+        let err = resolve(&plain, Subcommand::Check, &env, &host).unwrap_err();
+        assert!(err.to_string().contains("env CLEANUP_ONLY"), "{err}");
+    }
 }

@@ -946,3 +946,26 @@ fn del_of_a_namespace_that_is_gone_or_unnamed_succeeds() {
         r.json, r.stderr
     );
 }
+
+#[test]
+fn group_names_are_refused_in_cni_mode() {
+    if !ready("the CNI error test") {
+        return;
+    }
+    let pod = Netns::new("groups");
+    let before = pod.netfilter();
+    for key in ["outbound-owner-groups", "outbound-owner-groups-exclude"] {
+        let c = conf(
+            json!({key: "1000,root", "native-nftables": true}),
+            Some(prev_result(&pod)),
+        );
+        let r = invoke("ADD", Some(&pod.path()), &c, None, "");
+        assert_eq!(r.code(), Some(7), "{key}: {}", r.json);
+        assert!(
+            r.details().contains(key) && r.details().contains("numeric"),
+            "{}",
+            r.json
+        );
+    }
+    assert_eq!(pod.netfilter(), before, "nothing changed");
+}

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 
 use clap::Parser;
-use meshtables::backend::iptables::state::{State, expected, parse_save, resolve_groups};
+use meshtables::backend::iptables::state::{State, expected, parse_save};
 use meshtables::cli::{Cli, Command};
 use meshtables::plan::Family;
 use support::{
@@ -46,12 +46,7 @@ fn want(args: &[&str]) -> Vec<(Family, State)> {
     plan.xtables
         .families()
         .into_iter()
-        .map(|fam| {
-            (
-                fam,
-                expected(&resolve_groups(plan.xtables.rules(fam), &|_| None), fam),
-            )
-        })
+        .map(|fam| (fam, expected(plan.xtables.rules(fam), fam)))
         .collect()
 }
 

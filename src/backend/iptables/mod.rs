@@ -21,7 +21,7 @@ use crate::config::{Config, XtablesVariant};
 use crate::logging;
 use crate::plan::{Family, Plan};
 use detect::Xtables;
-use state::{State, drift, expected, has_ours, parse_save, replace_text, resolve_groups};
+use state::{State, drift, expected, has_ours, parse_save, replace_text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptError {
@@ -60,13 +60,12 @@ pub enum IptError {
     Clean(Vec<String>),
     #[error(transparent)]
     Routes(#[from] crate::backend::netlink::routes::RouteError),
-    #[error(
-        "group {0:?} (in an owner-group rule) is not in /etc/group; use a numeric gid (meshtables never makes `-m owner` look names up through NSS)"
-    )]
-    UnknownGroup(String),
+    /// Config resolves every owner-group name before a backend runs; a name here is a bug.
+    #[error("group {0:?} (in an owner-group rule) was not resolved to a gid")]
+    UnresolvedGroup(String),
 }
 
-/// Fails on a group name /etc/group does not know: iptables would resolve it through NSS.
+/// Fails on a group name: `-m owner --gid-owner NAME` would make iptables ask NSS.
 fn numeric_only(rules: &[crate::plan::XtRule]) -> Result<(), IptError> {
     for r in rules {
         for m in &r.matches {
@@ -75,7 +74,7 @@ fn numeric_only(rules: &[crate::plan::XtRule]) -> Result<(), IptError> {
                 ..
             } = m
             {
-                return Err(IptError::UnknownGroup(n.as_str().to_string()));
+                return Err(IptError::UnresolvedGroup(n.as_str().to_string()));
             }
         }
     }
@@ -178,16 +177,11 @@ struct FamilyState {
     want: State,
 }
 
-/// Detects the binaries for `f`, resolves group names (numeric ids only: no NSS lookup from
-/// `-m owner`, and `*-save` prints gids) and reads the live state (detection's `-save`).
-fn read_family(
-    plan: &Plan,
-    cfg: &Config,
-    f: Family,
-    gid_of: &dyn Fn(&str) -> Option<u32>,
-) -> Result<FamilyState, IptError> {
+/// Detects the binaries for `f` and reads the live state (detection's `-save`). The plan's
+/// groups are numeric (config resolved them), as `*-save` prints them.
+fn read_family(plan: &Plan, cfg: &Config, f: Family) -> Result<FamilyState, IptError> {
     let mut x = detect::detect(f, cfg.force_iptables_binary)?;
-    let rules = resolve_groups(plan.xtables.rules(f), gid_of);
+    let rules = plan.xtables.rules(f).to_vec();
     numeric_only(&rules)?;
     let saved = match x.saved.take() {
         Some(text) => text,
@@ -204,11 +198,7 @@ fn read_family(
 }
 
 /// Apply the plan's xtables rules and the TPROXY routing.
-pub fn apply(
-    plan: &Plan,
-    cfg: &Config,
-    gid_of: &dyn Fn(&str) -> Option<u32>,
-) -> Result<(), IptError> {
+pub fn apply(plan: &Plan, cfg: &Config) -> Result<(), IptError> {
     let mut steps = Vec::new();
     for f in plan.xtables.families() {
         let FamilyState {
@@ -216,7 +206,7 @@ pub fn apply(
             rules,
             live,
             want,
-        } = read_family(plan, cfg, f, gid_of)?;
+        } = read_family(plan, cfg, f)?;
         logging::info(&format!("using {} ({})", x.name, x.bin.display()));
         let step = if !has_ours(&live, cfg.tproxy_mark) {
             Step::Fresh(crate::render::iptables::restore(&rules))
@@ -249,13 +239,9 @@ pub fn apply(
 
 /// Succeeds when the live rules (of the variant detection picks) are exactly the plan's,
 /// compared as a rerun compares them, and the TPROXY routing is in place.
-pub fn check(
-    plan: &Plan,
-    cfg: &Config,
-    gid_of: &dyn Fn(&str) -> Option<u32>,
-) -> Result<(), IptError> {
+pub fn check(plan: &Plan, cfg: &Config) -> Result<(), IptError> {
     for f in plan.xtables.families() {
-        let fam = read_family(plan, cfg, f, gid_of)?;
+        let fam = read_family(plan, cfg, f)?;
         let chains = drift(&fam.live, &fam.want, cfg.tproxy_mark);
         if !chains.is_empty() {
             return Err(IptError::NotInPlace { family: f, chains });
@@ -271,11 +257,7 @@ pub fn check(
 
 /// Remove everything of ours from every variant and family, plus native nftables tables and
 /// TPROXY routing. Every failure is collected; the error lists them all.
-pub fn clean(
-    plan: &Plan,
-    cfg: &Config,
-    gid_of: &dyn Fn(&str) -> Option<u32>,
-) -> Result<Vec<String>, IptError> {
+pub fn clean(plan: &Plan, cfg: &Config) -> Result<Vec<String>, IptError> {
     let mut done = Vec::new();
     let mut failures = Vec::new();
     // Every variant, whatever --force-iptables-binary says: that flag chooses where an apply
@@ -286,8 +268,7 @@ pub fn clean(
         None,
     ];
     for f in [Family::V4, Family::V6] {
-        let rules = resolve_groups(plan.xtables.rules(f), gid_of);
-        let planned = expected(&rules, f);
+        let planned = expected(plan.xtables.rules(f), f);
         let mut seen: Vec<PathBuf> = Vec::new();
         for v in &variants {
             let Some((name, bin, save, restore_bin)) = detect::locate(f, *v) else {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use crate::plan::{CtState, Family, Group, Mark, Match, Position, Target, XtRule};
+use crate::plan::{CtState, Family, Mark, Match, Position, Target, XtRule};
 
 /// One table's chains and their rules (the text after `-A CHAIN `), in kernel order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,8 +64,8 @@ fn hex(m: Mark) -> String {
     format!("{:#x}", m.0)
 }
 
-/// A planned rule as `iptables-save` prints it (after `-A CHAIN `). Group names must
-/// already be numeric (`resolve_groups`), as save prints gids.
+/// A planned rule as `iptables-save` prints it (after `-A CHAIN `). Groups are numeric
+/// (config resolved them), as save prints gids.
 pub fn save_rule(rule: &XtRule, family: Family) -> String {
     let mut ip = String::new();
     let mut rest = String::new();
@@ -149,29 +149,6 @@ pub fn save_rule(rule: &XtRule, family: Family) -> String {
         Target::CtZone { zone } => format!("-j CT --zone {zone}"),
     };
     format!("{ip}{rest}{target}")
-}
-
-/// Replaces group names by gids (from /etc/group) so rendered rules trigger no NSS lookup
-/// and compare with save output. Unknown names are left as they are.
-pub fn resolve_groups(rules: &[XtRule], gid_of: &dyn Fn(&str) -> Option<u32>) -> Vec<XtRule> {
-    rules
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            for m in &mut r.matches {
-                if let Match::Gid {
-                    gid: g @ Group::Name(_),
-                    ..
-                } = m
-                    && let Group::Name(n) = &*g
-                    && let Some(id) = gid_of(n.as_str())
-                {
-                    *g = Group::Id(id);
-                }
-            }
-            r
-        })
-        .collect()
 }
 
 /// The state the plan's rules produce (in save form, inserts resolved), per table.

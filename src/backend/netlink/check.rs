@@ -8,7 +8,7 @@
 //! (the lookup itself, its register and inversion flag are). Foreign tables are ignored. Used by `meshtables check` and the CNI plugin's CHECK.
 
 use super::ffi::{ParsedChain, ParsedRule};
-use super::lower::{self, GroupResolver, Op};
+use super::lower::{self, Op};
 use super::{NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_OBJECT_TABLE, NetlinkError, Socket};
 use super::{check_capability, object_name, routes};
 use crate::plan::{Chain, Plan, Table};
@@ -16,13 +16,13 @@ use nftnl::nftnl_sys as sys;
 
 /// Every difference between the live ruleset (and TPROXY routing) and `plan`; empty when
 /// they match.
-pub fn differences(plan: &Plan, groups: GroupResolver) -> Result<Vec<String>, NetlinkError> {
+pub fn differences(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
     check_capability()?;
     let sock = Socket::open()?;
     let existing = sock.our_tables()?;
     let chains = sock.dump(NFT_MSG_GETCHAIN, "listing chains")?;
     let rules = sock.dump(NFT_MSG_GETRULE, "listing rules")?;
-    let ops = lower::apply_ops(&plan.nft, &[], groups)?;
+    let ops = lower::apply_ops(&plan.nft, &[])?;
     let mut out = Vec::new();
     for table in Table::NFT_TABLES {
         let name = table.nft_name();

@@ -91,21 +91,15 @@ impl Op<'_> {
 /// Lowering errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
-    #[error("group {0:?} (in an owner-group rule) is not in /etc/group; use a numeric gid")]
-    UnknownGroup(String),
+    /// Config resolves every owner-group name before a backend runs; a name here is a bug.
+    #[error("group {0:?} (in an owner-group rule) was not resolved to a gid")]
+    UnresolvedGroup(String),
 }
-
-/// Resolves a group name to its gid (meshtables reads /etc/group; no NSS).
-pub type GroupResolver<'a> = &'a dyn Fn(&str) -> Option<u32>;
 
 /// The operations that replace whatever of ours exists (`existing`) with `plan`.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
-pub fn apply_ops<'a>(
-    plan: &'a NftPlan,
-    existing: &[Table],
-    groups: GroupResolver,
-) -> Result<Vec<Op<'a>>, LowerError> {
+pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &[Table]) -> Result<Vec<Op<'a>>, LowerError> {
     let mut ops: Vec<Op> = existing.iter().map(|t| Op::DelTable(*t)).collect();
     let mut set_id = 0;
     for t in &plan.tables {
@@ -117,7 +111,7 @@ pub fn apply_ops<'a>(
             });
         }
         for r in final_order(&t.rules) {
-            let (exprs, set) = lower_rule(t.table, r, &mut set_id, groups)?;
+            let (exprs, set) = lower_rule(t.table, r, &mut set_id)?;
             ops.push(Op::AddRule {
                 table: t.table,
                 rule: std::borrow::Cow::Borrowed(r),
@@ -352,7 +346,6 @@ fn lower_rule(
     table: Table,
     rule: &NftRule,
     set_id: &mut u32,
-    groups: GroupResolver,
 ) -> Result<(Vec<Expr>, Option<AnonSet>), LowerError> {
     let mut out = Vec::new();
     let mut ctx = Ctx::default();
@@ -421,8 +414,9 @@ fn lower_rule(
             Match::Gid { negate, gid } => {
                 let id = match gid {
                     Group::Id(id) => *id,
-                    Group::Name(n) => groups(n.as_str())
-                        .ok_or_else(|| LowerError::UnknownGroup(n.as_str().to_string()))?,
+                    Group::Name(n) => {
+                        return Err(LowerError::UnresolvedGroup(n.as_str().to_string()));
+                    }
                 };
                 out.push(meta_load(META_SKGID));
                 out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
@@ -502,7 +496,7 @@ fn lower_rule(
 
 /// One rule on its own (numeric groups only), for the test fault.
 pub(super) fn lower_single(table: Table, rule: &NftRule) -> (Vec<Expr>, Option<AnonSet>) {
-    lower_rule(table, rule, &mut 0, &|_| None).expect("numeric groups only")
+    lower_rule(table, rule, &mut 0).expect("numeric groups only")
 }
 
 /// `{ type nat hook prerouting priority -100 ; }` as nftnl values.
@@ -555,7 +549,7 @@ mod tests {
             ],
             Target::Return,
         );
-        let (e, _) = lower_rule(Table::Nat, &r, &mut 0, &|_| None).unwrap();
+        let (e, _) = lower_rule(Table::Nat, &r, &mut 0).unwrap();
         assert_eq!(
             names(&e),
             [
@@ -577,7 +571,7 @@ mod tests {
             }],
             Target::Return,
         );
-        let (e, _) = lower_rule(Table::Nat, &r, &mut 0, &|_| None).unwrap();
+        let (e, _) = lower_rule(Table::Nat, &r, &mut 0).unwrap();
         assert_eq!(e[1], cmp(false, vec![17]), "udp dependency");
     }
 
@@ -621,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_group_is_an_error() {
+    fn unresolved_group_is_an_error() {
         let r = rule(
             vec![Match::Gid {
                 negate: false,
@@ -629,6 +623,6 @@ mod tests {
             }],
             Target::Return,
         );
-        assert!(lower_rule(Table::Nat, &r, &mut 0, &|_| None).is_err());
+        assert!(lower_rule(Table::Nat, &r, &mut 0).is_err());
     }
 }

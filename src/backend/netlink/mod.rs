@@ -73,15 +73,11 @@ pub fn check_capability() -> Result<(), NetlinkError> {
 pub const TEST_FAULT_ENV: &str = "MESHTABLES_TEST_FAULT";
 
 /// Apply the plan's nftables ruleset (replacing ours atomically) and TPROXY routing.
-pub fn apply(
-    plan: &Plan,
-    groups: lower::GroupResolver,
-    fault: bool,
-) -> Result<ApplyReport, NetlinkError> {
+pub fn apply(plan: &Plan, fault: bool) -> Result<ApplyReport, NetlinkError> {
     check_capability()?;
     let sock = Socket::open()?;
     let existing = sock.our_tables()?;
-    let mut ops = lower::apply_ops(&plan.nft, &existing, groups)?;
+    let mut ops = lower::apply_ops(&plan.nft, &existing)?;
     if fault {
         // Mid-batch, so the rejected message is not the one that carries the ACK.
         let at = ops.iter().rposition(|op| {
@@ -106,8 +102,8 @@ pub fn apply(
 
 /// Succeeds when the live ruleset and TPROXY routing are exactly what `plan` installs;
 /// otherwise the error lists every difference (see `check.rs` for what is compared).
-pub fn check(plan: &Plan, groups: lower::GroupResolver) -> Result<(), NetlinkError> {
-    let diffs = check::differences(plan, groups)?;
+pub fn check(plan: &Plan) -> Result<(), NetlinkError> {
+    let diffs = check::differences(plan)?;
     if diffs.is_empty() {
         Ok(())
     } else {

@@ -64,11 +64,57 @@ impl Host for System {
     }
 
     fn read_file(&self, path: &str) -> Result<String, HostError> {
-        std::fs::read_to_string(Path::new(path)).map_err(|source| HostError::Read {
+        read_small(path).map_err(|source| HostError::Read {
             path: path.into(),
             source,
         })
     }
+}
+
+/// The largest file meshtables reads whole (resolv.conf, /etc/passwd, /etc/group, hosts,
+/// kubeconfig, token, certificates): far above any real one, far below a memory problem.
+pub const MAX_FILE: u64 = 1 << 20;
+
+/// Reads a whole file a user or the machine names, refusing what could block or grow without
+/// bound: it is opened with O_NONBLOCK (a FIFO cannot block the open) and must be a regular file
+/// (a FIFO, a device such as /dev/zero, or a directory is an error) of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    // The size can change after fstat (a file being written): read at most one byte more.
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(out)
+}
+
+/// `read_bounded` with the `MAX_FILE` cap, as UTF-8 text.
+pub fn read_small(path: impl AsRef<Path>) -> std::io::Result<String> {
+    let bytes = read_bounded(path.as_ref(), MAX_FILE)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// The uid of `user` in passwd-format `text`.
@@ -84,6 +130,25 @@ pub fn passwd_uid(text: &str, user: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_reads_refuse_what_is_not_a_small_regular_file() {
+        let dir = std::env::temp_dir().join(format!("mt-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small");
+        std::fs::write(&small, "nameserver 10.0.0.1\n").unwrap();
+        assert_eq!(read_small(&small).unwrap(), "nameserver 10.0.0.1\n");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+        assert!(read_bounded(&big, 1024).is_err());
+        assert!(read_bounded(&dir, 1024).is_err(), "a directory");
+        assert!(read_small("/dev/zero").is_err(), "a device");
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Without O_NONBLOCK this open would block forever (no writer).
+        assert!(read_small(&fifo).is_err(), "a FIFO");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn passwd_lookup() {

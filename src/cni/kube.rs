@@ -3,6 +3,12 @@
 //! `certificate-authority[-data]`, `tls-server-name`, `insecure-skip-tls-verify`) and user
 //! (`token`, `tokenFile`, `client-certificate[-data]` + `client-key[-data]`). Exec and
 //! auth-provider plugins are refused with a message: the plugin runs no other programs.
+//!
+//! Every file is read bounded (`host::read_bounded`); the answer is decoded into the typed
+//! `pod::Pod`. Failures say what the runtime should do: a kubeconfig that cannot work, a
+//! certificate that does not verify, or credentials the server refuses (401/403) are
+//! configuration errors naming the kubeconfig and the server; an unreachable or misbehaving
+//! server is worth retrying.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +18,10 @@ use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::https;
+use super::http;
+use super::pod::Pod;
+use crate::host::{MAX_FILE, read_bounded};
 
 /// Errors of the Kubernetes client.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +29,21 @@ pub enum KubeError {
     /// The kubeconfig is unreadable, malformed or asks for something unsupported.
     #[error("kubeconfig {path}: {problem}")]
     Config { path: PathBuf, problem: String },
+    /// The API server's certificate does not verify, or it refuses our credentials: retrying
+    /// cannot help.
+    #[error("kubeconfig {kubeconfig}: API server {server}: {problem}")]
+    Rejected {
+        kubeconfig: PathBuf,
+        server: String,
+        problem: String,
+    },
     /// The API server could not be reached or answered with an error; worth retrying.
-    #[error("reading pod {pod} from the API server: {problem}")]
-    Unavailable { pod: String, problem: String },
+    #[error("reading pod {pod} from the API server {server}: {problem}")]
+    Unavailable {
+        pod: String,
+        server: String,
+        problem: String,
+    },
     /// The API server says the pod does not exist.
     #[error("pod {0} does not exist (API server answered 404)")]
     NotFound(String),
@@ -85,10 +104,9 @@ struct Context {
 
 /// A client for one API server.
 pub struct Client {
-    tls: Arc<rustls::ClientConfig>,
-    server_name: ServerName<'static>,
-    host: String,
-    port: u16,
+    http: http::Client,
+    kubeconfig: PathBuf,
+    server: String,
     /// A bearer token file is read per request, so a rotated token is picked up.
     token: Option<Token>,
 }
@@ -105,13 +123,15 @@ impl Client {
             path: path.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let text = read_bounded(path, MAX_FILE)
+            .map_err(|e| fail(e.to_string()))
+            .and_then(|b| String::from_utf8(b).map_err(|_| fail("not UTF-8 text".into())))?;
         let kc: KubeConfig = serde_yaml_ng::from_str(&text).map_err(|e| fail(e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("/"));
         // Relative file references are relative to the kubeconfig, as kubectl does.
         let file = |p: &Path| -> Result<Vec<u8>, KubeError> {
             let p = dir.join(p);
-            std::fs::read(&p).map_err(|e| fail(format!("{}: {e}", p.display())))
+            read_bounded(&p, MAX_FILE).map_err(|e| fail(format!("{}: {e}", p.display())))
         };
         let b64 = |what: &str, s: &str| {
             base64::engine::general_purpose::STANDARD
@@ -231,19 +251,24 @@ impl Client {
             (None, None) => None,
         };
         Ok(Client {
-            tls: Arc::new(tls),
-            server_name,
-            host,
-            port,
+            http: http::Client::new(Arc::new(tls), server_name, &host, port, TIMEOUT),
+            kubeconfig: path.to_path_buf(),
+            server: cluster.server.clone(),
             token,
         })
     }
 
-    /// `GET /api/v1/namespaces/NS/pods/NAME`, as JSON.
-    pub fn pod(&self, namespace: &str, name: &str) -> Result<Value, KubeError> {
+    /// `GET /api/v1/namespaces/NS/pods/NAME`, decoded.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Pod, KubeError> {
         let id = format!("{namespace}/{name}");
         let unavailable = |problem: String| KubeError::Unavailable {
             pod: id.clone(),
+            server: self.server.clone(),
+            problem,
+        };
+        let rejected = |problem: String| KubeError::Rejected {
+            kubeconfig: self.kubeconfig.clone(),
+            server: self.server.clone(),
             problem,
         };
         if !is_k8s_name(namespace) || !is_k8s_name(name) {
@@ -252,10 +277,9 @@ impl Client {
         let token = match &self.token {
             Some(Token::Inline(t)) => Some(t.trim().to_string()),
             Some(Token::File(p)) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| unavailable(format!("token file {}: {e}", p.display())))?
-                    .trim()
-                    .to_string(),
+                read_bounded(p, MAX_FILE)
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                    .map_err(|e| rejected(format!("token file {}: {e}", p.display())))?,
             ),
             None => None,
         };
@@ -264,32 +288,37 @@ impl Client {
         if let Some(a) = &auth {
             headers.push(("Authorization", a.as_str()));
         }
-        let resp = https::get(
-            self.tls.clone(),
-            self.server_name.clone(),
-            &self.host,
-            self.port,
-            &format!("/api/v1/namespaces/{namespace}/pods/{name}"),
-            &headers,
-            Duration::from_secs(5),
-        )
-        .map_err(|e| unavailable(e.to_string()))?;
+        let resp = self
+            .http
+            .get(&format!("/api/v1/namespaces/{namespace}/pods/{name}"), &headers)
+            .map_err(|e| match e {
+                http::HttpError::CertRejected(why) => rejected(format!(
+                    "its certificate does not verify against the kubeconfig's certificate authority: {why}"
+                )),
+                http::HttpError::Unavailable(why) => unavailable(why),
+            })?;
+        let message = || {
+            serde_json::from_slice::<serde_json::Value>(&resp.body)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        };
         match resp.status {
             200 => serde_json::from_slice(&resp.body)
-                .map_err(|e| unavailable(format!("the answer is not JSON: {e}"))),
+                .map_err(|e| unavailable(format!("the answer is not a pod: {e}"))),
             404 => Err(KubeError::NotFound(id)),
-            code => {
-                let msg: Option<String> = serde_json::from_slice::<Value>(&resp.body)
-                    .ok()
-                    .and_then(|v| v.get("message")?.as_str().map(str::to_string));
-                Err(unavailable(format!(
-                    "HTTP {code}{}",
-                    msg.map(|m| format!(": {m}")).unwrap_or_default()
-                )))
-            }
+            code @ (401 | 403) => Err(rejected(format!(
+                "HTTP {code}{}: the credentials are refused, or may not get pods",
+                message()
+            ))),
+            code => Err(unavailable(format!("HTTP {code}{}", message()))),
         }
     }
 }
+
+/// How long one request may take, connection and TLS handshake included.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `https://host[:port][/]` → (host, port). Only HTTPS: a pod's spec is not sent in clear.
 fn split_server(server: &str) -> Result<(String, u16), String> {

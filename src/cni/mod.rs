@@ -20,7 +20,9 @@
 
 pub mod conf;
 #[cfg(feature = "kubernetes")]
-pub mod https;
+pub mod dns;
+#[cfg(feature = "kubernetes")]
+pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod pod;
@@ -336,7 +338,7 @@ fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
 
 /// Without the `kubernetes` feature (the init image's build) there is no API client.
 #[cfg(not(feature = "kubernetes"))]
-fn read_pod(_kubeconfig: &Path, _ns: &str, _name: &str) -> Result<Value, CniError> {
+fn read_pod(_kubeconfig: &Path, _ns: &str, _name: &str) -> Result<pod::Pod, CniError> {
     Err(no_kubernetes())
 }
 
@@ -349,16 +351,35 @@ fn no_kubernetes() -> CniError {
     )
 }
 
-/// Reads the pod, retrying a few times while the API server is unreachable.
+/// How long ADD waits before each retry of an API server that is not answering. The
+/// runtime retries a failed ADD itself; these only ride out a blip.
 #[cfg(feature = "kubernetes")]
-fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<Value, CniError> {
+pub const POD_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_millis(1000),
+    std::time::Duration::from_millis(1500),
+];
+
+#[cfg(feature = "kubernetes")]
+fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<pod::Pod, CniError> {
     let client = kube::Client::from_kubeconfig(kubeconfig)
         .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid kubeconfig", e.to_string()))?;
-    let mut last = String::new();
-    for attempt in 0..4 {
-        if attempt > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-        }
+    fetch_pod(&client, ns, name, &POD_RETRIES)
+}
+
+/// Reads pod `ns/name`, waiting `retries[i]` before attempt i+1 while the API server is
+/// unavailable. Every failure is a CNI error the runtime can act on: the kubeconfig or the
+/// server's certificate or our credentials are wrong (7, retrying cannot help); the pod does
+/// not exist (100); the server is unreachable or misbehaving (11, try again later).
+#[cfg(feature = "kubernetes")]
+pub fn fetch_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    retries: &[std::time::Duration],
+) -> Result<pod::Pod, CniError> {
+    let mut waits = retries.iter();
+    loop {
         match client.pod(ns, name) {
             Ok(pod) => return Ok(pod),
             Err(e @ kube::KubeError::NotFound(_)) => {
@@ -368,17 +389,28 @@ fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<Value, CniError> 
                     e.to_string(),
                 ));
             }
-            Err(e) => {
-                logging::warn(&e.to_string());
-                last = e.to_string();
+            Err(e @ (kube::KubeError::Config { .. } | kube::KubeError::Rejected { .. })) => {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "the API server cannot be used with this kubeconfig",
+                    e.to_string(),
+                ));
             }
+            Err(e @ kube::KubeError::Unavailable { .. }) => match waits.next() {
+                Some(wait) => {
+                    logging::warn(&e.to_string());
+                    std::thread::sleep(*wait);
+                }
+                None => {
+                    return Err(CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        "the API server is not available",
+                        e.to_string(),
+                    ));
+                }
+            },
         }
     }
-    Err(CniError::new(
-        code::TRY_AGAIN_LATER,
-        "the API server is not reachable",
-        last,
-    ))
 }
 
 /// Maps a failure of the shared apply/clean/check path to a CNI error. A bad value that

@@ -1,14 +1,78 @@
 //! Istio's sidecar semantics for a pod read from the API server (istio-cni's `doAddRun` and
-//! `NewRedirect`; SPEC §7): which pods are left alone, and how annotations, the proxy
-//! container's securityContext and its environment become interception settings.
+//! `NewRedirect`; docs/upstream.md, "CNI"): which pods are left alone, and how annotations,
+//! the proxy container's securityContext and its environment become interception settings.
 //!
 //! Precedence, per setting: the pod's annotation (or proxy env / securityContext) > the
-//! plugin configuration > istio-cni's default. Pure: a pod JSON and flags in, a verdict out.
+//! plugin configuration > istio-cni's default. Pure: a typed `Pod` and flags in, a verdict out.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
 
 use crate::cli::Flags;
 use crate::config::parse_bool;
+
+/// The parts of a Pod object (API `v1`) Istio's semantics read. Unknown fields are ignored;
+/// a field of the wrong JSON type makes the whole answer "not a pod".
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    pub metadata: Metadata,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    #[serde(deserialize_with = "null_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "null_default")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(deserialize_with = "null_default")]
+    pub containers: Vec<Container>,
+    #[serde(deserialize_with = "null_default")]
+    pub init_containers: Vec<Container>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub args: Vec<String>,
+    #[serde(deserialize_with = "null_default")]
+    pub env: Vec<EnvVar>,
+    pub security_context: Option<SecurityContext>,
+}
+
+/// An env entry; `valueFrom` entries have no value here (istio-cni reads `value` only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+}
+
+/// `null` where a list or map is expected means empty, as the API server may write it.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// What to do with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,89 +143,55 @@ const KUBEVIRT: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
 /// metrics ports), appended to whatever the pod or the plugin says.
 const ALWAYS_EXCLUDED_INBOUND: &[&str] = &["15020", "15021", "15090"];
 
-fn str_map<'a>(v: &'a Value, path: &[&str]) -> impl Iterator<Item = (&'a str, &'a str)> {
-    let mut cur = Some(v);
-    for p in path {
-        cur = cur.and_then(|c| c.get(p));
-    }
-    cur.and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-}
-
-fn get<'a>(v: &'a Value, path: &[&str], key: &str) -> Option<&'a str> {
-    str_map(v, path).find(|(k, _)| *k == key).map(|(_, v)| v)
-}
-
-fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    pod.get("spec")
-        .and_then(|s| s.get(field))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
 /// Decides for `pod` and, when it is to be intercepted, layers its settings over `flags`.
-pub fn evaluate(pod: &Value, flags: &mut Flags) -> Verdict {
-    let named = |c: &&Value, name: &str| c.get("name").and_then(Value::as_str) == Some(name);
-    if containers(pod, "initContainers")
-        .chain(containers(pod, "containers"))
-        .any(|c| named(&c, INIT))
+pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
+    let spec = &pod.spec;
+    if spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .any(|c| c.name == INIT)
     {
         return Verdict::Skip(format!(
             "it has an {INIT} container, which programs the rules itself"
         ));
     }
-    let Some(proxy) = containers(pod, "containers").find(|c| named(c, PROXY)) else {
+    let Some(proxy) = spec.containers.iter().find(|c| c.name == PROXY) else {
         return Verdict::Skip(format!("it has no {PROXY} container"));
     };
-    let env: Vec<(&str, &str)> = proxy
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some((
-                e.get("name")?.as_str()?,
-                e.get("value").and_then(Value::as_str).unwrap_or(""),
-            ))
-        })
-        .collect();
     let env_bool = |name: &str| {
-        env.iter()
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| parse_bool(v))
+        proxy
+            .env
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| parse_bool(e.value.as_deref().unwrap_or("")))
     };
     if env_bool("DISABLE_ENVOY") == Some(true) {
         return Verdict::Skip(format!("DISABLE_ENVOY is set on {PROXY}"));
     }
-    let args: Vec<&str> = proxy
-        .get("args")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if let ["proxy", kind, ..] = args.as_slice()
-        && *kind != "sidecar"
+    if let [first, kind, ..] = proxy.args.as_slice()
+        && first == "proxy"
+        && kind != "sidecar"
     {
         return Verdict::Skip(format!("its proxy type is {kind}, not sidecar"));
     }
+    let meta = &pod.metadata;
     // The label is the newer API; it wins over the annotation.
-    let inject = get(pod, &["metadata", "labels"], INJECT)
-        .or_else(|| get(pod, &["metadata", "annotations"], INJECT));
-    if inject.and_then(parse_bool) == Some(false) {
+    let inject = meta
+        .labels
+        .get(INJECT)
+        .or_else(|| meta.annotations.get(INJECT));
+    if inject.and_then(|v| parse_bool(v)) == Some(false) {
         return Verdict::Skip(format!("{INJECT} is false"));
     }
-    if get(pod, &["metadata", "annotations"], STATUS).is_none() {
+    if !meta.annotations.contains_key(STATUS) {
         return Verdict::Skip(format!("it has no {STATUS} annotation (not injected)"));
     }
 
     let mut from_pod = Vec::new();
-    let annotation = |key: &str| get(pod, &["metadata", "annotations"], key);
+    let annotation = |key: &str| meta.annotations.get(key).map(String::as_str);
     let mut take = |flags: &mut Flags, flag: &'static str, value: String, source: String| {
-        flags.set(flag, value);
+        set(flags, flag, value);
         from_pod.push((flag, source));
     };
     for (key, flag, default) in ANNOTATIONS {
@@ -170,7 +200,7 @@ pub fn evaluate(pod: &Value, flags: &mut Flags) -> Verdict {
         } else if !is_set(flags, flag)
             && let Some(d) = default
         {
-            flags.set(flag, d.to_string());
+            set(flags, flag, d.to_string());
         }
     }
     if let Some((key, v)) = [REROUTE, KUBEVIRT]
@@ -199,27 +229,24 @@ pub fn evaluate(pod: &Value, flags: &mut Flags) -> Verdict {
     flags.istio_local_exclude_ports = Some(exclude.join(","));
 
     // The proxy's identity: its securityContext when non-zero, else the plugin's, else 1337.
-    let sc = |field: &str| {
-        proxy
-            .get("securityContext")
-            .and_then(|s| s.get(field))
-            .and_then(Value::as_u64)
-            .filter(|id| *id != 0)
-    };
-    for (field, flag) in [("runAsUser", "proxy-uid"), ("runAsGroup", "proxy-gid")] {
-        if let Some(id) = sc(field) {
-            take(
+    let sc = proxy.security_context.as_ref();
+    for (field, id, flag) in [
+        ("runAsUser", sc.and_then(|s| s.run_as_user), "proxy-uid"),
+        ("runAsGroup", sc.and_then(|s| s.run_as_group), "proxy-gid"),
+    ] {
+        match id.filter(|id| *id != 0) {
+            Some(id) => take(
                 flags,
                 flag,
                 id.to_string(),
                 format!("{PROXY} securityContext.{field}"),
-            );
-        } else if !is_set(flags, flag) {
-            flags.set(flag, "1337".into());
+            ),
+            None if !is_set(flags, flag) => set(flags, flag, "1337".into()),
+            None => {}
         }
     }
     // Proxy environment: DNS capture turns on capture of all DNS, as istio-cni does.
-    for (name, set) in [
+    for (name, set_flags) in [
         (
             "ISTIO_META_DNS_CAPTURE",
             &["redirect-dns", "capture-all-dns"][..],
@@ -228,12 +255,19 @@ pub fn evaluate(pod: &Value, flags: &mut Flags) -> Verdict {
         ("INVALID_DROP", &["drop-invalid"][..]),
     ] {
         if let Some(on) = env_bool(name) {
-            for flag in set {
+            for flag in set_flags {
                 take(flags, flag, on.to_string(), format!("{PROXY} env {name}"));
             }
         }
     }
     Verdict::Intercept { from_pod }
+}
+
+/// Sets a flag by a long name this module spells; a name that is not a flag is a bug here,
+/// caught by the tests.
+fn set(flags: &mut Flags, long: &str, value: String) {
+    let known = flags.set(long, value);
+    debug_assert!(known, "{long} is not a flag");
 }
 
 fn is_set(flags: &Flags, long: &str) -> bool {
@@ -243,7 +277,11 @@ fn is_set(flags: &Flags, long: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn typed(v: Value) -> Pod {
+        serde_json::from_value(v).expect("a pod")
+    }
 
     fn injected() -> Value {
         json!({
@@ -283,7 +321,7 @@ mod tests {
             (opted_out, INJECT),
             (not_injected, STATUS),
         ] {
-            match evaluate(&pod, &mut Flags::default()) {
+            match evaluate(&typed(pod), &mut Flags::default()) {
                 Verdict::Skip(reason) => assert!(reason.contains(why), "{reason}"),
                 v => panic!("expected a skip for {why}, got {v:?}"),
             }
@@ -294,7 +332,7 @@ mod tests {
     fn defaults_annotations_and_plugin_config() {
         let mut f = Flags::default();
         assert!(matches!(
-            evaluate(&injected(), &mut f),
+            evaluate(&typed(injected()), &mut f),
             Verdict::Intercept { .. }
         ));
         assert_eq!(f.istio_inbound_ports.as_deref(), Some("*"));
@@ -326,7 +364,7 @@ mod tests {
             proxy_gid: Some("3000".into()),
             ..Flags::default()
         };
-        let Verdict::Intercept { from_pod } = evaluate(&pod, &mut f) else {
+        let Verdict::Intercept { from_pod } = evaluate(&typed(pod), &mut f) else {
             panic!("skipped")
         };
         assert_eq!(f.istio_inbound_ports.as_deref(), Some("8080"));
@@ -345,5 +383,37 @@ mod tests {
             "istio-inbound-ports",
             "pod annotation traffic.sidecar.istio.io/includeInboundPorts".into()
         )));
+    }
+}
+
+#[cfg(test)]
+mod decoding {
+    use super::*;
+
+    #[test]
+    fn nulls_are_empty_and_wrong_types_are_errors() {
+        let p: Pod = serde_json::from_str(
+            r#"{"metadata": {"labels": null, "annotations": {"a": "b"}, "uid": 5},
+                "spec": {"containers": [{"name": "istio-proxy", "env": null,
+                         "securityContext": {"runAsUser": 1337}}]}}"#,
+        )
+        .unwrap();
+        assert!(p.metadata.labels.is_empty());
+        assert_eq!(
+            p.spec.containers[0]
+                .security_context
+                .as_ref()
+                .unwrap()
+                .run_as_user,
+            Some(1337)
+        );
+        for bad in [
+            r#"{"metadata": {"annotations": {"a": 1}}}"#,
+            r#"{"spec": {"containers": {"name": "x"}}}"#,
+            r#"{"spec": {"containers": [{"securityContext": {"runAsUser": "root"}}]}}"#,
+            r#""a pod""#,
+        ] {
+            assert!(serde_json::from_str::<Pod>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! /api/v1/namespaces/NS/pods/NAME` answered from a map of pod JSON. It writes the kubeconfig
 //! a CNI plugin would be given, and counts requests.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -25,26 +27,7 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub fn start() -> ApiServer {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-        let config = Arc::new(config);
+        let (config, ca_pem) = tls_server();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let pods: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
@@ -67,7 +50,13 @@ impl ApiServer {
                     requests.fetch_add(1, Ordering::SeqCst);
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let authorized = head.contains(&format!("Authorization: Bearer {TOKEN}\r\n"));
+                    // Header names are case-insensitive (ureq sends them in lower case).
+                    let authorized = head.lines().any(|l| {
+                        l.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("authorization")
+                                && v.trim() == format!("Bearer {TOKEN}")
+                        })
+                    });
                     let (status, body) = if !authorized {
                         (
                             "401 Unauthorized",
@@ -99,7 +88,7 @@ impl ApiServer {
         });
         ApiServer {
             port,
-            ca_pem: ca.pem(),
+            ca_pem,
             requests,
             pods,
         }
@@ -125,4 +114,91 @@ impl ApiServer {
         std::fs::write(&path, text).unwrap();
         path
     }
+}
+
+/// A TLS server that answers each connection with the next queued raw bytes (whatever they
+/// are: a broken status line, a lying Content-Length, a truncated chunk), then closes, with or
+/// without close_notify. For fuzzing the client's response reader.
+pub struct RawServer {
+    pub port: u16,
+    pub ca_pem: String,
+    queue: std::sync::mpsc::Sender<(Vec<u8>, bool)>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as a rustls server config.
+pub fn tls_server() -> (Arc<rustls::ServerConfig>, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (Arc::new(config), ca.pem())
+}
+
+impl RawServer {
+    pub fn start() -> RawServer {
+        let (config, ca_pem) = tls_server();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, bool)>();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let Ok((reply, close_notify)) = rx.recv() else {
+                    return;
+                };
+                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let _ = tls.write_all(&reply);
+                if close_notify {
+                    tls.conn.send_close_notify();
+                }
+                let _ = tls.flush();
+            }
+        });
+        RawServer {
+            port,
+            ca_pem,
+            queue: tx,
+        }
+    }
+
+    /// The next connection gets `reply`.
+    pub fn queue(&self, reply: Vec<u8>, close_notify: bool) {
+        self.queue.send((reply, close_notify)).unwrap();
+    }
+}
+
+/// A kubeconfig for `https://127.0.0.1:PORT` with `ca_pem` as its CA and a token.
+pub fn kubeconfig_for(dir: &Path, name: &str, port: u16, ca_pem: &str) -> PathBuf {
+    let path = dir.join(name);
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority-data: {ca}\nusers:\n- name: meshtables-cni\n  user:\n    token: \"{TOKEN}\"\ncontexts:\n- name: cni\n  context:\n    cluster: local\n    user: meshtables-cni\ncurrent-context: cni\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }

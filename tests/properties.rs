@@ -169,6 +169,49 @@ fn check_nft(text: &str) {
     }
 }
 
+/// Upstream's dry-run traces of `p`: the apply trace is the two saves, every restore line of
+/// each programmed family in order, and the final saves; the cleanup trace is the saves around
+/// `-D`/`-F`/`-X` commands, every Istio chain of the plan flushed and deleted exactly once.
+fn check_traces(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
+    let families = p.xtables.families();
+    let mut want = vec!["iptables-save".to_string(), "ip6tables-save".to_string()];
+    for f in &families {
+        want.extend(render::iptables::restore(p.xtables.rules(*f)).lines().map(str::to_string));
+    }
+    want.push("iptables-save".into());
+    if families.contains(&Family::V6) {
+        want.push("ip6tables-save".into());
+    }
+    let apply: Vec<String> = render::trace::apply(&p.xtables).lines().map(str::to_string).collect();
+    prop_assert_eq!(apply, want);
+
+    let cleanup = render::trace::cleanup(&p.xtables);
+    for f in &families {
+        let bin = render::iptables::binary(*f);
+        let mut chains: Vec<(String, String)> = p
+            .xtables
+            .rules(*f)
+            .iter()
+            .filter(|r| !r.chain.is_builtin())
+            .map(|r| (r.table.xt_name().to_string(), r.chain.xt_name().to_string()))
+            .collect();
+        chains.sort();
+        chains.dedup();
+        for (t, c) in chains {
+            for op in ["-F", "-X"] {
+                let line = format!("{bin} -t {t} {op} {c}");
+                prop_assert_eq!(cleanup.lines().filter(|l| *l == line).count(), 1, "{}", line);
+            }
+        }
+    }
+    for line in cleanup.lines() {
+        let ok = line.ends_with("tables-save")
+            || ["-D", "-F", "-X"].iter().any(|op| line.contains(&format!(" {op} ")));
+        prop_assert!(ok, "unexpected cleanup trace line {:?}", line);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -208,9 +251,15 @@ proptest! {
                     }
                 }
                 check_nft(&render::nft::transaction(&p.nft));
-                prop_assert!(!render::trace::apply(&p.xtables).is_empty());
-                prop_assert!(!render::trace::cleanup(&p.xtables).is_empty());
-                prop_assert!(serde_json::to_string(&p).is_ok());
+                check_traces(&p)?;
+                // The JSON is the plan: as many rules per family and nft table as it holds.
+                let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+                prop_assert_eq!(json["xtables"]["v4"].as_array().map(Vec::len), Some(p.xtables.v4.len()));
+                prop_assert_eq!(json["xtables"]["v6"].as_array().map(Vec::len), p.xtables.v6.as_ref().map(Vec::len));
+                let nft_rules: Vec<usize> = p.nft.tables.iter().map(|t| t.rules.len()).collect();
+                let json_rules: Vec<usize> = json["nft"]["tables"].as_array().unwrap().iter()
+                    .map(|t| t["rules"].as_array().unwrap().len()).collect();
+                prop_assert_eq!(json_rules, nft_rules);
                 // Every jump in the nft plan targets a declared chain of the same table.
                 for t in &p.nft.tables {
                     for r in &t.rules {

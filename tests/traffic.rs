@@ -113,15 +113,6 @@ fn pod(tproxy: bool, args: &[&str]) -> Topo {
 }
 
 #[test]
-fn matrix_summary() {
-    println!(
-        "{} scenarios x {} backends",
-        SCENARIOS.len(),
-        backends().len()
-    );
-}
-
-#[test]
 fn s1_outbound_capture() {
     if !ready() {
         return;

@@ -20,11 +20,12 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
-    /// An IPv4-only pod with no /etc/passwd entry for istio-proxy.
+    /// An IPv4-only pod with the tests' /etc/group (`GROUP_FILE`) and no /etc/passwd entry
+    /// for istio-proxy.
     pub fn v4_pod() -> Self {
         FakeHost {
             addrs: vec!["127.0.0.1".parse().unwrap(), "10.244.1.5".parse().unwrap()],
-            files: HashMap::new(),
+            files: [("/etc/group".to_string(), GROUP_FILE.to_string())].into(),
         }
     }
 }
@@ -213,13 +214,66 @@ pub fn mt(args: &[&str]) -> String {
     s
 }
 
+/// The groups every throwaway namespace sees as /etc/group: tests do not depend on the
+/// machine's groups. Upstream's owner-group cases name `java` and `ftp`.
+pub const GROUP_FILE: &str = "root:x:0:\ndaemon:x:1:\nbin:x:2:\njava:x:4242:\nftp:x:4243:\nistio-proxy:x:1337:\n";
+/// The users every throwaway namespace sees as /etc/passwd (no `istio-proxy`: `-u` defaults
+/// to 1337).
+pub const PASSWD_FILE: &str = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\n";
+
+/// Shell commands that bind-mount `GROUP_FILE` and `PASSWD_FILE` over /etc/group and
+/// /etc/passwd; run them in a private mount namespace (`unshare -m`).
+pub fn hermetic_files() -> String {
+    let dir = std::env::temp_dir().join(format!("meshtables-etc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (group, passwd) = (dir.join("group"), dir.join("passwd"));
+    // Written once per test process (concurrent tests write the same bytes, each renaming
+    // its own copy into place); passwd first, so an existing group file implies both.
+    if !group.exists() {
+        let me = format!("{:?}", std::thread::current().id());
+        for (path, text) in [(&passwd, PASSWD_FILE), (&group, GROUP_FILE)] {
+            let tmp = path.with_extension(&me);
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    }
+    format!(
+        "mount --bind {} /etc/group && mount --bind {} /etc/passwd",
+        sh_quote(&group.display().to_string()),
+        sh_quote(&passwd.display().to_string())
+    )
+}
+
+/// `unshare -n -m sh -c '<hermetic files> && exec "$@"' sh`: append the program and its
+/// arguments; it runs in a fresh network namespace with the controlled /etc/group and passwd.
+pub fn unshare_hermetic() -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "-n",
+        "-m",
+        "sh",
+        "-c",
+        &format!("{} && exec \"$@\"", hermetic_files()),
+        "sh",
+    ]);
+    c
+}
+
 /// Runs `script` with `sh` in a fresh network namespace (`unshare -n`) that looks like a pod
 /// (lo up, eth0 with 10.244.1.5/24 on a veth), with `$B` set to the binary and our env vars
-/// cleared; the namespace disappears with the process.
+/// cleared, and in a private mount namespace where /etc/group and /etc/passwd are the
+/// controlled `GROUP_FILE` and `PASSWD_FILE`; both disappear with the process.
 pub fn in_netns(script: &str) -> std::process::Output {
     let mut c = Command::new("unshare");
     let setup = "ip link set lo up && ip link add eth0 type veth peer name veth0 && ip addr add 10.244.1.5/24 dev eth0 && ip link set eth0 up";
-    c.args(["-n", "sh", "-c", &format!("{setup} || exit 99; {script}")]);
+    let files = hermetic_files();
+    c.args([
+        "-n",
+        "-m",
+        "sh",
+        "-c",
+        &format!("{files} && {setup} || exit 99; {script}"),
+    ]);
     for (k, _) in std::env::vars() {
         if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
             c.env_remove(k);

@@ -10,7 +10,7 @@
 //! - `nft -f` of the nftables text;
 //! - `iptables-nft-restore` and `iptables-legacy-restore --noflush` of the restore text
 //!   (each family);
-//! - the sequence of processes upstream's istio-iptables execs for one apply (SPEC §5.2-5.4):
+//! - the sequence of processes upstream's istio-iptables execs for one apply (docs/upstream.md, "Applying with iptables"):
 //!   legacy then nft detection probes (`-save`, `-save --version`, the nat-table probe rule
 //!   added and deleted) for both families, `-save` of both families, the restore(s), and the
 //!   final `-save`(s). Upstream's own Go process start-up is not counted, which favours it.
@@ -127,7 +127,7 @@ fn step(argv: &[&str], stdin: Option<&Path>) -> Step {
     }
 }
 
-/// Upstream's processes for one apply into a fresh namespace (SPEC §5.2-5.4): legacy is
+/// Upstream's processes for one apply into a fresh namespace (docs/upstream.md, "Applying with iptables"): legacy is
 /// usable but holds no rules, so nft is chosen; IPv6 is detected and verified even when off.
 fn upstream_sequence(v4: &Path, v6: Option<&Path>) -> Vec<Step> {
     let mut s = Vec::new();

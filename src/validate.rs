@@ -1,4 +1,4 @@
-//! `--run-validation`: upstream's istio-validation probe (SPEC §5.5). Listeners on the
+//! `--run-validation`: upstream's istio-validation probe (docs/upstream.md, "Validation"). Listeners on the
 //! loopback address at the proxy and inbound ports; a client dials `127.0.0.6:<probe port>`
 //! (or `[::6]`) from `127.0.0.1` once a second; the rules must redirect it (the client runs
 //! as the proxy uid in the istio-validation container, so it matches the hairpin rule) to a

@@ -295,7 +295,7 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
         }
     }
     // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
-    // families (istio-cni decides from the first address only, and misses IPv6; SPEC §8).
+    // families (istio-cni decides from the first address only, and misses IPv6; docs/upstream.md, "CNI").
     if flags.enable_ipv6.is_none()
         && let Some(v6) = prev_result_has_ipv6(conf.prev_result.as_ref())
     {

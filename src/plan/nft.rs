@@ -1,4 +1,4 @@
-//! The native nftables ruleset, in the order upstream's nftables `Run` emits it (SPEC §6).
+//! The native nftables ruleset, in the order upstream's nftables `Run` emits it (docs/upstream.md, "The nftables text").
 //!
 //! It mirrors the xtables steps with three structural differences that come from `inet`
 //! tables: rules shared by both families are emitted once; a rule that differs per family

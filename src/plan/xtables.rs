@@ -1,5 +1,5 @@
 //! The xtables rule lists, in the exact order upstream's `IptablesConfigurator.Run` emits
-//! them (SPEC §3.2). The order inside each chain is the interception policy: the first
+//! them (docs/upstream.md, "Rule order"). The order inside each chain is the interception policy: the first
 //! matching RETURN wins, so every exclusion has to sit above the capture it exempts.
 
 use super::build::*;

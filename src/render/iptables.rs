@@ -1,4 +1,4 @@
-//! `iptables-restore` input, byte-identical to upstream's `buildRestore` (SPEC §3.6), and the
+//! `iptables-restore` input, byte-identical to upstream's `buildRestore` (docs/upstream.md, "The iptables text"), and the
 //! per-rule argument lists that the clean-up and the iptables backend reuse.
 
 use crate::plan::{Chain, CtState, Family, Match, Position, Proto, Table, Target, XtRule};
@@ -151,7 +151,7 @@ pub fn restore(rules: &[XtRule]) -> String {
     out
 }
 
-/// Upstream's `--cleanup-only` commands for one family (SPEC §4.1), as argument lists without
+/// Upstream's `--cleanup-only` commands for one family (docs/upstream.md, "The iptables text"), as argument lists without
 /// the binary: `-t T -D CHAIN ...` for every rule in reverse (rules inside ISTIO_ chains are
 /// skipped unless they jump to one: the flush removes them), then `-F`/`-X` for every Istio
 /// chain in reverse order of first appearance.

@@ -1,4 +1,4 @@
-//! The nftables transaction text upstream's native mode feeds to `nft -f` (SPEC §6), which is
+//! The nftables transaction text upstream's native mode feeds to `nft -f` (docs/upstream.md, "The nftables text"), which is
 //! also an exact picture of the netlink batch meshtables sends: the lowering walks the same
 //! `NftPlan` in the same order.
 

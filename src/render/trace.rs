@@ -1,4 +1,4 @@
-//! Upstream's dry-run trace (SPEC §3.7): what its dependency stub records for one run, so a
+//! Upstream's dry-run trace (docs/upstream.md, "The iptables text"): what its dependency stub records for one run, so a
 //! `DRY_RUN_FILE_PATH` consumer sees the same file. Saves are recorded as bare binary names,
 //! restores as their stdin lines, other commands as the binary and its arguments.
 

@@ -1,4 +1,4 @@
-//! Which iptables binaries to use, as upstream decides (SPEC §5.2): legacy if it is usable
+//! Which iptables binaries to use, as upstream decides (docs/upstream.md, "Applying with iptables"): legacy if it is usable
 //! and already holds rules, else the nft variant, else plain `iptables`;
 //! `--force-iptables-binary` overrides. "Usable" means `<bin>-save` runs and the nat table
 //! works in this kernel (upstream's probe: add and delete a harmless rule). Binaries are found

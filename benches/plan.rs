@@ -1,14 +1,12 @@
-//! config → plan → both renderers, for upstream's largest golden case (`tproxy`: TPROXY,
+//! argv → config → plan → both renderers, for upstream's largest golden case (`tproxy`: TPROXY,
 //! IPv6, DNS, include and exclude CIDRs, an excluded interface).
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
-use meshtables::cli::{Cli, Command};
-use meshtables::config;
+use meshtables::cmd;
 use meshtables::host::{Host, HostError};
 use meshtables::plan::{self, Family};
 use meshtables::render;
@@ -57,12 +55,9 @@ fn bench(c: &mut Criterion) {
         "tproxy: argv -> config -> plan -> iptables + nft text",
         |b| {
             b.iter(|| {
-                let cli = Cli::try_parse_from(black_box(TPROXY)).unwrap();
-                let Command::Apply(flags) = &cli.command else {
-                    unreachable!()
-                };
-                let cfg = config::resolve(flags, config::Subcommand::Apply, &env, &NoHost).unwrap();
-                let p = plan::build(&cfg);
+                let argv = black_box(TPROXY).iter().map(Into::into).collect();
+                let r = cmd::resolve_args(argv, &env, &NoHost).unwrap();
+                let p = plan::build(&r.policy);
                 let v4 = render::iptables::restore(p.xtables.rules(Family::V4));
                 let v6 = render::iptables::restore(p.xtables.rules(Family::V6));
                 let nft = render::nft::transaction(&p.nft);
@@ -70,14 +65,11 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
-    let cli = Cli::try_parse_from(TPROXY).unwrap();
-    let Command::Apply(flags) = &cli.command else {
-        unreachable!()
-    };
-    let cfg = config::resolve(flags, config::Subcommand::Apply, &env, &NoHost).unwrap();
+    let argv = TPROXY.iter().map(Into::into).collect();
+    let policy = cmd::resolve_args(argv, &env, &NoHost).unwrap().policy;
     c.bench_function("tproxy: config -> plan -> iptables + nft text", |b| {
         b.iter(|| {
-            let p = plan::build(black_box(&cfg));
+            let p = plan::build(black_box(&policy));
             let v4 = render::iptables::restore(p.xtables.rules(Family::V4));
             let v6 = render::iptables::restore(p.xtables.rules(Family::V6));
             let nft = render::nft::transaction(&p.nft);

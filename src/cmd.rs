@@ -1,22 +1,23 @@
-//! The program behind `main`: argv + env + host → exit code, with stdout passed in so tests
-//! (and the property test) can run it in-process. stdout carries only dry-run output; every
-//! log and error goes to stderr.
+//! The CLI front end: argv + env + host → exit code, with stdout passed in so tests can run it
+//! in-process. stdout carries only dry-run output; every log and error goes to stderr, as one
+//! line.
 //!
 //! Exit codes: 0 done; 1 apply/clean failed, `check` found a difference, or a host fact could
-//! not be read; 2 bad input; 126 validation failed (as upstream).
+//! not be read; 2 bad input (an unknown flag, a missing or invalid value); 126 validation
+//! failed (as upstream).
 
 use std::ffi::OsString;
 use std::io::Write;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 
-use crate::cli::{Cli, Command, Flags, subcommand_for_argv0};
-pub use crate::config::Subcommand;
-use crate::config::{self, Action, Config, ConfigError, EnvSource, OutputFormat};
+use crate::backend::{self, BackendError};
+use crate::config::{self, ConfigError, Early, EnvSource, Resolved, Subcommand, Verb};
+use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
 use crate::netns;
-use crate::plan::{self, Family, Plan};
+use crate::plan::{self, Plan};
 use crate::render;
 
 /// Errors that end a run, each with its exit code.
@@ -31,12 +32,8 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Unsupported(String),
     #[error(transparent)]
-    Netlink(#[from] crate::backend::netlink::NetlinkError),
-    #[error(transparent)]
-    Iptables(#[from] crate::backend::iptables::IptError),
+    Backend(#[from] BackendError),
     #[error("{0}\n{msg}", msg = crate::validate::FAILURE_MESSAGE)]
     Validation(#[from] crate::validate::ValidationError),
     #[error(transparent)]
@@ -53,7 +50,17 @@ impl RunError {
     }
 }
 
-/// Insert the subcommand when invoked as `istio-iptables` / `istio-clean-iptables`.
+/// The subcommand a binary invoked as `istio-iptables` / `istio-clean-iptables` (a symlink,
+/// busybox style) acts as.
+fn subcommand_for_argv0(argv0: &str) -> Option<&'static str> {
+    match argv0.rsplit('/').next().unwrap_or(argv0) {
+        "istio-iptables" => Some("istio-iptables"),
+        "istio-clean-iptables" => Some("istio-clean-iptables"),
+        _ => None,
+    }
+}
+
+/// Inserts the subcommand when invoked as `istio-iptables` / `istio-clean-iptables`.
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     let argv0 = args.first().and_then(|a| a.to_str()).unwrap_or("");
     match subcommand_for_argv0(argv0) {
@@ -66,6 +73,82 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
+/// Parses argv (`argv[0]` first) into the subcommand and the flags given.
+pub fn parse_args(args: Vec<OsString>) -> Result<(Subcommand, Flags), clap::Error> {
+    let m = flags::command().try_get_matches_from(normalize_args(args))?;
+    let (sub, sm) = match m.subcommand() {
+        Some(("apply", sm)) => (Subcommand::Apply, sm),
+        Some(("clean", sm)) => (Subcommand::Clean, sm),
+        Some(("check", sm)) => (Subcommand::Check, sm),
+        _ => return Err(clap::Error::new(ErrorKind::MissingSubcommand)),
+    };
+    Ok((sub, Flags::from_matches(sm)))
+}
+
+/// Resolves argv (`argv[0]` first) the way a run would, without running it: for tests and
+/// benchmarks that want the configuration or the plan of a command line.
+pub fn resolve_args(
+    args: Vec<OsString>,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+) -> Result<Resolved, String> {
+    let (sub, flags) = parse_args(args).map_err(|e| one_line(&e))?;
+    let early = config::early(&flags, sub, env).map_err(|e| e.to_string())?;
+    config::resolve(&flags, &early, env, host).map_err(|e| e.to_string())
+}
+
+/// Parses argv; `Err` carries the exit code, after printing help/version (stdout, 0) or a
+/// one-line error naming the flag (stderr, 2).
+fn parse(args: Vec<OsString>, stdout: &mut dyn Write) -> Result<(Subcommand, Flags), i32> {
+    parse_args(args).map_err(|e| {
+        if e.use_stderr() {
+            let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
+            2
+        } else {
+            let _ = write!(stdout, "{e}");
+            0
+        }
+    })
+}
+
+/// clap's error as one line that names the flag, like every other bad input.
+fn one_line(e: &clap::Error) -> String {
+    let ctx = |k: ContextKind| match e.get(k) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.join(", "),
+        _ => String::new(),
+    };
+    let arg = ctx(ContextKind::InvalidArg);
+    let value = ctx(ContextKind::InvalidValue);
+    let flag = arg.split_whitespace().next().unwrap_or("").to_string();
+    match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("unknown flag {arg} (see meshtables apply --help)")
+        }
+        ErrorKind::UnknownArgument => format!(
+            "unexpected argument {arg:?}: flags take their value as --flag VALUE or --flag=VALUE, booleans as --flag or --flag=BOOL"
+        ),
+        ErrorKind::InvalidSubcommand => format!(
+            "unknown command {arg:?} (expected apply, clean, check, istio-iptables or istio-clean-iptables)"
+        ),
+        ErrorKind::InvalidValue if value.is_empty() => format!("{flag} needs a value"),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            format!("{flag}: {value:?} is not a valid value")
+        }
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a command is needed: apply (istio-iptables), clean (istio-clean-iptables) or check"
+                .into()
+        }
+        _ => e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string(),
+    }
+}
+
 /// Parse and run; returns the process exit code. Errors are printed to stderr here.
 pub fn main_with(
     args: Vec<OsString>,
@@ -73,34 +156,21 @@ pub fn main_with(
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> i32 {
-    let cli = match Cli::try_parse_from(normalize_args(args)) {
-        Ok(cli) => cli,
-        Err(e) => {
-            if e.use_stderr() {
-                let _ = write!(std::io::stderr(), "{e}");
-                return 2;
-            }
-            let _ = write!(stdout, "{e}");
-            return 0;
-        }
+    let (sub, flags) = match parse(args, stdout) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    let (flags, sub) = match &cli.command {
-        Command::Apply(f) => (f, Subcommand::Apply),
-        Command::Clean(f) => (f, Subcommand::Clean),
-        Command::Check(f) => (f, Subcommand::Check),
-    };
+    // The level as given (validated with every other flag when the run resolves).
     let level = flags
-        .log_output_level
-        .as_deref()
+        .get(&flags::LOG_OUTPUT_LEVEL.spec)
         .and_then(logging::parse_level)
         .unwrap_or(logging::Level::Info);
     let json = flags
-        .log_as_json
-        .as_deref()
-        .and_then(config::parse_bool)
+        .get(&flags::LOG_AS_JSON.spec)
+        .and_then(crate::values::parse_bool)
         .unwrap_or(false);
     logging::init(level, json);
-    match execute(flags, sub, env, host, stdout) {
+    match execute(&flags, sub, env, host, stdout) {
         Ok(()) => 0,
         Err(e) => {
             logging::error(&e.to_string());
@@ -112,9 +182,9 @@ pub fn main_with(
     }
 }
 
-/// Resolve, plan, then dry-run, apply, clean or check. With `--network-namespace` (and not a
-/// dry run, which touches nothing) all of it, from reading host facts on, happens inside
-/// that namespace.
+/// Decides what to do, then resolves, plans, and dry-runs, applies, cleans or checks. With
+/// `--network-namespace` (and not a dry run, which touches nothing) all of it, from reading
+/// host facts on, happens inside that namespace.
 pub fn execute(
     flags: &Flags,
     sub: Subcommand,
@@ -122,166 +192,63 @@ pub fn execute(
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let early = config::early(flags, env)?;
-    match early.network_namespace {
-        Some(ns) if !early.dry_run => {
+    let early = config::early(flags, sub, env)?;
+    match &early.network_namespace {
+        Some(ns) if !early.action.dry_run => {
             let mut out = Vec::new();
-            netns::run_in(&ns, || run(flags, sub, env, host, &mut out))??;
+            netns::run_in(ns, || run(flags, &early, env, host, &mut out))??;
             stdout.write_all(&out).map_err(RunError::Output)
         }
-        _ => run(flags, sub, env, host, stdout),
+        _ => run(flags, &early, env, host, stdout),
     }
 }
 
 fn run(
     flags: &Flags,
-    sub: Subcommand,
+    early: &Early,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let cfg = config::resolve(flags, sub, env, host)?;
-    let action = cfg.action;
-    if cfg.redirect_dns
-        && !cfg.capture_all_dns
-        && cfg.dns_servers_v4.is_empty()
-        && cfg.dns_servers_v6.is_empty()
-    {
-        logging::warn(
-            "REDIRECT_DNS is set, but CAPTURE_ALL_DNS is false, and no DNS servers provided. DNS capture disabled.",
-        );
+    let r = config::resolve(flags, early, env, host)?;
+    for w in &r.warnings {
+        logging::warn(w);
     }
-    logging::debug_with(|| {
-        format!(
-            "config: {}",
-            serde_json::to_string(&cfg).unwrap_or_default()
-        )
-    });
-    let plan = plan::build(&cfg);
-    if cfg.dry_run {
-        dry_run(&cfg, &plan, env, stdout)?;
-    } else if cfg.skip_rule_apply && action == Action::Apply {
+    logging::debug_with(|| format!("config: {}", serde_json::to_string(&r).unwrap_or_default()));
+    let plan = plan::build(&r.policy);
+    let verb = r.action.verb;
+    if r.action.dry_run {
+        dry_run(&r, &plan, env, stdout)?;
+    } else if r.run.skip_rule_apply && verb == Verb::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
-        act(action, &cfg, &plan, env)?;
+        backend::run(verb, &plan, &r.run)?;
     }
-    // Upstream runs the validation in dry-run too, and after --skip-rule-apply.
-    if cfg.run_validation && action == Action::Apply {
-        crate::validate::run(&cfg)?;
+    // Upstream runs the validation in a dry run too, and after --skip-rule-apply.
+    if let Some(v) = &r.run.validation
+        && verb == Verb::Apply
+    {
+        crate::validate::run(v)?;
         logging::info("validation passed: the probe connection was redirected");
     }
     Ok(())
 }
 
-fn act(action: Action, cfg: &Config, plan: &Plan, env: &dyn EnvSource) -> Result<(), RunError> {
-    match (action, cfg.native_nftables) {
-        (Action::Check, true) => crate::backend::netlink::check(plan)?,
-        (Action::Check, false) => crate::backend::iptables::check(plan, cfg)?,
-        // A clean removes everything of ours whatever the backend flag says: the tables of
-        // either backend, in every iptables variant found, and TPROXY routing.
-        (Action::Clean, _) => {
-            let removed = crate::backend::iptables::clean(plan, cfg)?;
-            if removed.is_empty() {
-                logging::info("nothing of ours to remove");
-            }
-            for line in removed {
-                logging::info(&format!("removed: {line}"));
-            }
-        }
-        (Action::Apply, true) => return native(plan, env),
-        (Action::Apply, false) => crate::backend::iptables::apply(plan, cfg)?,
-    }
-    if action == Action::Check {
-        logging::info("the live rules are exactly the requested ones");
-    }
-    Ok(())
-}
-
-/// Apply with the nftables netlink backend.
-fn native(plan: &Plan, env: &dyn EnvSource) -> Result<(), RunError> {
-    use crate::backend::netlink;
-    let fault = env
-        .var(netlink::TEST_FAULT_ENV)
-        .is_some_and(|v| v == "reject-rule");
-    let report = netlink::apply(plan, fault)?;
-    logging::info(&format!(
-        "nftables rules programmed: {} messages in one transaction{}; {} routing objects added",
-        report.messages,
-        if report.replaced.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", replacing {}",
-                report
-                    .replaced
-                    .iter()
-                    .map(|t| t.nft_name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
-        report.routes
-    ));
-    logging::debug_with(|| format!("transaction:\n{}", render::nft::transaction(&plan.nft)));
-    Ok(())
-}
-
 /// `--dry-run`: print what would be applied (or cleaned) and write upstream's trace file.
 fn dry_run(
-    cfg: &Config,
+    r: &Resolved,
     plan: &Plan,
     env: &dyn EnvSource,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let cleanup = cfg.action == Action::Clean;
-    let text = match (cfg.output, cfg.native_nftables, cleanup) {
-        (OutputFormat::Json, _, _) => {
-            let mut s = serde_json::to_string_pretty(plan).expect("plan serializes");
-            s.push('\n');
-            s
-        }
-        (OutputFormat::Text, true, false) => render::nft::transaction(&plan.nft),
-        (OutputFormat::Text, true, true) => render::nft::cleanup_transaction(),
-        (OutputFormat::Text, false, cleanup) => {
-            let mut s = String::new();
-            for f in plan.xtables.families() {
-                let (label, bin) = match f {
-                    Family::V4 => ("IPv4", "iptables"),
-                    Family::V6 => ("IPv6", "ip6tables"),
-                };
-                let rules = plan.xtables.rules(f);
-                if cleanup {
-                    s.push_str(&format!(
-                        "# {label}: the {bin} commands upstream's clean runs for these flags (meshtables' clean removes these, and whatever else of ours the live rules hold)\n"
-                    ));
-                    for cmd in render::iptables::cleanup_commands(rules) {
-                        s.push_str(&format!("{bin} {}\n", cmd.join(" ")));
-                    }
-                } else {
-                    s.push_str(&format!("# {label}: {bin}-restore --noflush input\n"));
-                    s.push_str(&render::iptables::restore(rules));
-                }
-            }
-            s
-        }
-    };
+    let verb = r.action.verb;
+    let text = render::dry_run(verb, r.run.backend, r.run.output, plan);
     stdout
         .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
         .map_err(RunError::Output)?;
-    stdout.flush().map_err(RunError::Output)?;
-
     if let Some(path) = env.var("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()) {
-        let trace = if cfg.native_nftables {
-            if cleanup {
-                render::nft::cleanup_transaction()
-            } else {
-                render::nft::transaction(&plan.nft)
-            }
-        } else if cleanup {
-            render::trace::cleanup(&plan.xtables)
-        } else {
-            render::trace::apply(&plan.xtables)
-        };
+        let trace = render::trace_file(verb, r.run.backend, plan);
         std::fs::write(&path, trace).map_err(|source| RunError::Trace { path, source })?;
     }
     Ok(())

@@ -1,10 +1,16 @@
-//! Flags + environment + host facts → a validated `Config`.
+//! Flags + environment + host facts → three things, each decided here once:
 //!
-//! Precedence is upstream's: command-line flag > secondary env var > primary env var >
-//! default. Unlike upstream, a bad value is never copied into rules or silently ignored:
-//! it is an error that names the flag or variable, the value and what is expected. The
-//! environment comes from an `EnvSource` and machine facts from a `Host`, so tests pass
-//! their own instead of mutating the process.
+//! - `Action`: what to do (apply, clean, check; dry run or not), from the subcommand,
+//!   `--cleanup-only` and `--dry-run`, before any host fact is read or backend chosen;
+//! - `RunOptions`: how to run (backend, namespace, reconcile, validation, output, logging);
+//! - `Policy`: everything the rules depend on, host facts (IPv6, DNS servers, the proxy uid,
+//!   owner-group ids) already read.
+//!
+//! Every flag's name, variables, default and parser come from the flag table (`flags`).
+//! Precedence is upstream's: command-line flag > later env var > earlier env var > default.
+//! Unlike upstream, a bad value is never copied into rules or silently ignored: it is an error
+//! that names the flag or variable, the value and what is expected (docs/upstream.md, "Flags
+//! and environment").
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,12 +18,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
-use crate::cli::Flags;
+use crate::flags::{self, Flag, Flags, Spec};
 use crate::host::{Host, HostError};
-use crate::plan::{Cidr, Group, Mark, Name, Port, RouteTable, Uid};
+use crate::logging::Level;
+use crate::policy::{Dns, Policy};
+use crate::values::{self, Group, Ipv6Setting, OutputFormat, OwnerGroups, Port, XtablesVariant};
 
 /// Where environment variables come from. `Sync`, so work can move into a network namespace
 /// on another thread (`netns`).
@@ -100,73 +107,6 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Inbound interception mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum InterceptMode {
-    #[serde(rename = "REDIRECT")]
-    Redirect,
-    #[serde(rename = "TPROXY")]
-    Tproxy,
-}
-
-/// `-b`: all ports, a list, or nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InboundPorts {
-    All,
-    List(Vec<Port>),
-}
-
-impl InboundPorts {
-    pub fn is_empty(&self) -> bool {
-        matches!(self, InboundPorts::List(l) if l.is_empty())
-    }
-}
-
-/// `-i` / `-x`: CIDRs split by family; `-i '*'` sets `all`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Cidrs {
-    pub all: bool,
-    pub v4: Vec<Cidr>,
-    pub v6: Vec<Cidr>,
-}
-
-impl Cidrs {
-    /// Whether any listed prefix has a loopback address (upstream's `HasLoopBackIP`).
-    pub fn has_loopback(&self) -> bool {
-        self.v4
-            .iter()
-            .chain(&self.v6)
-            .any(|c| c.0.addr().is_loopback())
-    }
-}
-
-/// Owner groups whose outbound traffic is captured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OwnerGroups {
-    All,
-    List(Vec<Group>),
-}
-
-/// Which iptables variant to force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum XtablesVariant {
-    Legacy,
-    Nft,
-}
-
-/// Dry-run output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// iptables-restore text, or with native nftables the nft transaction.
-    Text,
-    /// The plan as JSON.
-    Json,
-}
-
 /// Which subcommand was invoked (or implied by argv[0]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subcommand {
@@ -175,11 +115,10 @@ pub enum Subcommand {
     Check,
 }
 
-/// What a run does, decided once here from the subcommand and `--cleanup-only` /
-/// `CLEANUP_ONLY`, before any backend is chosen. Backends receive it; none re-derives it.
+/// What a run does to the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub enum Verb {
     /// Install the rules (`apply`, `istio-iptables`).
     Apply,
     /// Remove everything of ours (`clean`, `istio-clean-iptables`, `--cleanup-only`).
@@ -188,125 +127,122 @@ pub enum Action {
     Check,
 }
 
-/// The validated configuration. Host facts (IPv6, DNS servers, proxy uid) are already in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Config {
-    pub action: Action,
+/// What a run does: a verb, for real or as a dry run (which prints and touches nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub verb: Verb,
+    pub dry_run: bool,
+}
+
+/// Which backend applies and checks (a clean uses every backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// nftables over netlink (`--native-nftables`).
+    Netlink,
+    /// The iptables binaries, detected as upstream or forced to a variant.
+    Iptables(Option<XtablesVariant>),
+}
+
+/// `--run-validation`: the probe's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    pub probe_port: Port,
     pub proxy_port: Port,
     pub inbound_capture_port: Port,
-    pub inbound_tunnel_port: Port,
-    pub proxy_uids: Vec<Uid>,
-    pub proxy_gids: Vec<Group>,
-    pub mode: InterceptMode,
-    pub inbound_ports: InboundPorts,
-    pub local_exclude_ports: Vec<Port>,
-    pub exclude_interfaces: Vec<Name>,
-    pub outbound_include: Cidrs,
-    pub outbound_exclude: Cidrs,
-    pub outbound_ports_include: Vec<Port>,
-    pub outbound_ports_exclude: Vec<Port>,
-    pub kube_virt_interfaces: Vec<Name>,
-    pub tproxy_mark: Mark,
-    pub tproxy_route_table: RouteTable,
-    pub dry_run: bool,
-    pub probe_port: Port,
     #[serde(serialize_with = "ser_duration")]
-    pub probe_timeout: Duration,
-    pub skip_rule_apply: bool,
-    pub run_validation: bool,
-    pub redirect_dns: bool,
-    pub drop_invalid: bool,
-    pub dual_stack: bool,
-    pub capture_all_dns: bool,
-    pub network_namespace: Option<PathBuf>,
-    pub cni_mode: bool,
-    pub reconcile: bool,
-    pub force_apply: bool,
-    pub native_nftables: bool,
-    pub force_iptables_binary: Option<XtablesVariant>,
-    pub enable_ipv6: bool,
-    /// The address IPv6 detection settled on (used by validation), when detection ran.
-    pub host_ip: Option<IpAddr>,
-    pub dns_servers_v4: Vec<IpAddr>,
-    pub dns_servers_v6: Vec<IpAddr>,
-    pub owner_groups_include: OwnerGroups,
-    pub owner_groups_exclude: Vec<Group>,
-    pub ipv4_loopback_cidr: Cidr,
-    pub output: OutputFormat,
+    pub timeout: Duration,
+    /// Probe over IPv6 (the address IPv6 detection settled on is IPv6).
+    pub ipv6: bool,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{}ms", d.as_millis()))
 }
 
-/// Upstream's owner-group include list limit.
-pub const MAX_OWNER_GROUPS: usize = 64;
-
-/// One flag's identity: long name, shorthand, env names in increasing precedence.
-struct Spec {
-    long: &'static str,
-    short: Option<char>,
-    envs: &'static [&'static str],
+/// How to run: nothing here changes which rules are planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunOptions {
+    pub backend: BackendChoice,
+    pub network_namespace: Option<PathBuf>,
+    pub cni_mode: bool,
+    pub reconcile: bool,
+    pub force_apply: bool,
+    pub skip_rule_apply: bool,
+    pub validation: Option<Validation>,
+    pub output: OutputFormat,
+    #[serde(skip)]
+    pub log_level: Level,
+    pub log_json: bool,
 }
 
-const fn spec(long: &'static str, short: Option<char>, envs: &'static [&'static str]) -> Spec {
-    Spec { long, short, envs }
+/// A resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    pub action: Action,
+    pub run: RunOptions,
+    pub policy: Policy,
+    /// Things the user should know (logged by the caller).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
-/// A resolved raw value and its origin.
+/// A raw value and its origin.
 struct Raw {
     value: String,
     origin: Origin,
 }
 
+/// Looks flags up: the command line, then the variables (later first), then the default.
 struct Resolver<'a> {
+    flags: &'a Flags,
     env: &'a dyn EnvSource,
 }
 
 impl Resolver<'_> {
-    /// flag > later env names > earlier env names; `None` when nothing is set.
-    fn raw(&self, flag: &Option<String>, s: &Spec) -> Option<Raw> {
-        if let Some(v) = flag {
+    /// The given value (command line, else the highest-precedence variable that is set).
+    fn raw(&self, s: &'static Spec) -> Option<Raw> {
+        if let Some(v) = self.flags.get(s) {
             return Some(Raw {
-                value: v.clone(),
+                value: v.to_string(),
                 origin: Origin::Flag {
                     long: s.long,
                     short: s.short,
                 },
             });
         }
-        s.envs.iter().rev().find_map(|name| {
+        let raw = s.envs.iter().rev().find_map(|name| {
             self.env.var(name).map(|value| Raw {
                 value,
                 origin: Origin::Env(name),
             })
-        })
+        })?;
+        // An empty boolean variable counts as unset, as upstream (its parse error keeps the
+        // default).
+        (!(s.boolean && raw.value.is_empty())).then_some(raw)
     }
 
-    fn value_or(&self, flag: &Option<String>, s: &Spec, default: &str) -> Raw {
-        self.raw(flag, s).unwrap_or_else(|| Raw {
-            value: default.to_string(),
-            origin: Origin::Default(s.long),
-        })
+    fn parse<T>(f: &'static Flag<T>, raw: Raw) -> Result<T, ConfigError> {
+        (f.parse)(&raw.value).map_err(|problem| invalid(raw, problem))
     }
 
-    fn bool(&self, flag: &Option<String>, s: &Spec) -> Result<bool, ConfigError> {
-        // An empty env var counts as unset, as upstream (its parse error keeps the default).
-        let raw = match self.raw(flag, s) {
-            Some(r) if !(r.value.is_empty() && matches!(r.origin, Origin::Env(_))) => r,
-            _ => return Ok(false),
-        };
-        parse_bool(raw.value.trim())
-            .ok_or_else(|| invalid(raw, "is not a boolean (expected true or false)"))
+    /// The given value or the default, parsed.
+    fn get<T>(&self, f: &'static Flag<T>) -> Result<T, ConfigError> {
+        let raw = self.raw(&f.spec).unwrap_or_else(|| Raw {
+            value: f.spec.default.unwrap_or("").to_string(),
+            origin: Origin::Default(f.spec.long),
+        });
+        Self::parse(f, raw)
     }
-}
 
-/// Go's `strconv.ParseBool`, which upstream uses for flags, env vars and pod env.
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
+    /// The given value, parsed; `None` when not given.
+    fn given<T>(&self, f: &'static Flag<T>) -> Result<Option<T>, ConfigError> {
+        self.raw(&f.spec).map(|raw| Self::parse(f, raw)).transpose()
+    }
+
+    /// The given value unless it is blank.
+    fn non_blank(&self, s: &'static Spec) -> Option<Raw> {
+        self.raw(s).filter(|r| !r.value.trim().is_empty())
     }
 }
 
@@ -318,703 +254,253 @@ fn invalid(raw: Raw, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Upstream's list split: comma separated, empty items dropped; we also trim items.
-fn items(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|i| !i.is_empty())
-}
-
-fn parse_port(s: &str) -> Option<Port> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse::<u16>().ok().and_then(Port::new)
-}
-
-fn port(raw: Raw) -> Result<Port, ConfigError> {
-    parse_port(raw.value.trim()).ok_or_else(|| invalid(raw, "is not a port (expected 1-65535)"))
-}
-
-fn ports(raw: Raw) -> Result<Vec<Port>, ConfigError> {
-    let parsed: Option<Vec<Port>> = items(&raw.value).map(parse_port).collect();
-    parsed.ok_or_else(|| {
-        invalid(
-            raw,
-            "is not a port list (expected 1-65535, comma separated)",
-        )
-    })
-}
-
-fn parse_u32(s: &str) -> Option<u32> {
-    let s = s.trim();
-    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u32::from_str_radix(hex, 16).ok();
-    }
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn parse_id(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn uids(raw: Raw) -> Result<Vec<Uid>, ConfigError> {
-    let parsed: Option<Vec<Uid>> = items(&raw.value).map(|i| parse_id(i).map(Uid)).collect();
-    match parsed {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(invalid(
-            raw,
-            "is not a uid list (expected numeric uids, comma separated)",
-        )),
-    }
-}
-
-fn gids(raw: Raw) -> Result<Vec<Group>, ConfigError> {
-    let parsed: Option<Vec<Group>> = items(&raw.value)
-        .map(|i| parse_id(i).map(Group::Id))
-        .collect();
-    match parsed {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(invalid(
-            raw,
-            "is not a gid list (expected numeric gids, comma separated)",
-        )),
-    }
-}
-
-fn group(s: &str) -> Option<Group> {
-    if let Some(id) = parse_id(s) {
-        return Some(Group::Id(id));
-    }
-    // Group names as in /etc/group: a letter or '_' first, then [A-Za-z0-9_.-], at most 32.
-    let ok = s.len() <= 32
-        && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
-        return None;
-    }
-    Name::parse(s, 32).ok().map(Group::Name)
-}
-
-fn groups(raw: Raw) -> Result<Vec<Group>, ConfigError> {
-    let parsed: Option<Vec<Group>> = items(&raw.value).map(group).collect();
-    parsed.ok_or_else(|| {
-        invalid(
-            raw,
-            "is not a group list (expected group names or numeric gids, comma separated)",
-        )
-    })
-}
-
-fn interfaces(raw: Raw) -> Result<Vec<Name>, ConfigError> {
-    let mut out = Vec::new();
-    let text = raw.value.clone();
-    for i in items(&text) {
-        match Name::parse(i, 15) {
-            Ok(n) => out.push(n),
-            Err(why) => {
-                let problem = format!(
-                    "is not an interface list: {i:?} {why} (expected names of 1-15 characters without whitespace, quotes, '/' or ':', comma separated)"
-                );
-                return Err(invalid(raw, problem));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn cidrs(raw: Raw, allow_all: bool) -> Result<Cidrs, ConfigError> {
-    let mut out = Cidrs::default();
-    let text = raw.value.clone();
-    let v = text.trim();
-    if v == "*" {
-        if allow_all {
-            out.all = true;
-            return Ok(out);
-        }
-        return Err(invalid(
-            raw,
-            "cannot be \"*\" (expected CIDRs, comma separated)",
-        ));
-    }
-    for item in items(v) {
-        let Ok(net) = item.parse::<IpNet>() else {
-            let hint = if item.parse::<IpAddr>().is_ok() {
-                format!(
-                    "is not a CIDR list: {item:?} has no prefix length (write {item}/32 or {item}/128)"
-                )
-            } else {
-                format!("is not a CIDR list: {item:?} is not an address/prefix")
-            };
-            let hint = if allow_all {
-                format!("{hint} (expected \"*\" or CIDRs, comma separated)")
-            } else {
-                format!("{hint} (expected CIDRs, comma separated)")
-            };
-            return Err(invalid(raw, hint));
-        };
-        let c = Cidr(net);
-        match net {
-            IpNet::V4(_) => out.v4.push(c),
-            IpNet::V6(_) => out.v6.push(c),
-        }
-    }
-    Ok(out)
-}
-
-fn mark(raw: Raw) -> Result<Mark, ConfigError> {
-    match parse_u32(&raw.value) {
-        Some(m) if m != 0 => Ok(Mark(m)),
-        _ => Err(invalid(
-            raw,
-            "is not a mark (expected a number 1-4294967295, decimal or 0x hex)",
-        )),
-    }
-}
-
-fn route_table(raw: Raw) -> Result<RouteTable, ConfigError> {
-    match parse_u32(&raw.value) {
-        Some(t) if t != 0 && !(253..=255).contains(&t) => Ok(RouteTable(t)),
-        Some(253..=255) => Err(invalid(
-            raw,
-            "is a reserved routing table (default, main, local); expected another number 1-4294967295",
-        )),
-        _ => Err(invalid(
-            raw,
-            "is not a routing table (expected a number 1-4294967295)",
-        )),
-    }
-}
-
-/// Go's `time.ParseDuration`, for the units that make sense here.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += num * mult;
-        rest = &rest[u..];
-    }
-    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
-}
-
-fn ip_list(raw: Raw) -> Result<Vec<IpAddr>, ConfigError> {
-    let parsed: Option<Vec<IpAddr>> = items(&raw.value).map(|i| i.parse().ok()).collect();
-    parsed.ok_or_else(|| {
-        invalid(
-            raw,
-            "is not an address list (expected IP addresses, comma separated)",
-        )
-    })
-}
-
-/// What has to be known before any host fact is read: whether nothing is to be touched, and
-/// the network namespace in which the host facts are to be read and the work done.
+/// What has to be known before any host fact is read: what to do, and the network namespace
+/// in which the host facts are to be read and the work done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Early {
-    pub dry_run: bool,
+    pub action: Action,
     pub network_namespace: Option<PathBuf>,
 }
 
-/// Resolves `Early` from flags and environment (the same values `resolve` settles on).
-pub fn early(flags: &Flags, env: &dyn EnvSource) -> Result<Early, ConfigError> {
-    let r = Resolver { env };
-    Ok(Early {
-        dry_run: dry_run(&r, flags)?,
-        network_namespace: network_namespace(&r, flags)?,
-    })
-}
-
-fn dry_run(r: &Resolver, f: &Flags) -> Result<bool, ConfigError> {
-    r.bool(&f.dry_run, &spec("dry-run", Some('n'), &["DRY_RUN"]))
-}
-
-fn network_namespace(r: &Resolver, f: &Flags) -> Result<Option<PathBuf>, ConfigError> {
-    r.raw(
-        &f.network_namespace,
-        &spec("network-namespace", None, &["NETWORK_NAMESPACE"]),
-    )
-    .filter(|raw| !raw.value.is_empty())
-    .map(|raw| {
-        if raw.value.contains(['\n', '\0']) {
-            Err(invalid(raw, "is not a path"))
-        } else {
-            Ok(PathBuf::from(raw.value))
-        }
-    })
-    .transpose()
-}
-
-/// The one decision of what to do: `clean` and `apply --cleanup-only` (flag or
-/// `CLEANUP_ONLY`) clean; `check` with `--cleanup-only` is a contradiction, refused.
-fn action(r: &Resolver, f: &Flags, sub: Subcommand) -> Result<Action, ConfigError> {
-    let spec = spec("cleanup-only", None, &["CLEANUP_ONLY"]);
-    let cleanup_only = r.bool(&f.cleanup_only, &spec)?;
-    Ok(match (sub, cleanup_only) {
-        (Subcommand::Clean, _) | (Subcommand::Apply, true) => Action::Clean,
-        (Subcommand::Apply, false) => Action::Apply,
-        (Subcommand::Check, false) => Action::Check,
-        (Subcommand::Check, true) => match r.raw(&f.cleanup_only, &spec) {
+/// Decides `Early` from the subcommand, flags and environment: the one decision of what to
+/// do. `clean`, and `apply` with `--cleanup-only` (flag or `CLEANUP_ONLY`), clean; `check`
+/// with `--cleanup-only` is a contradiction, refused.
+pub fn early(flags: &Flags, sub: Subcommand, env: &dyn EnvSource) -> Result<Early, ConfigError> {
+    let r = Resolver { flags, env };
+    let cleanup_only = r.get(&flags::CLEANUP_ONLY)?;
+    let verb = match (sub, cleanup_only) {
+        (Subcommand::Clean, _) | (Subcommand::Apply, true) => Verb::Clean,
+        (Subcommand::Apply, false) => Verb::Apply,
+        (Subcommand::Check, false) => Verb::Check,
+        (Subcommand::Check, true) => match r.raw(&flags::CLEANUP_ONLY.spec) {
             Some(raw) => {
                 return Err(invalid(
                     raw,
                     "asks for a clean, but `check` compares the live rules with what apply installs (drop --cleanup-only, or run `clean`)",
                 ));
             }
-            None => Action::Check,
+            None => Verb::Check,
         },
+    };
+    let ns = r.get(&flags::NETWORK_NAMESPACE)?;
+    let network_namespace = (!ns.is_empty()).then(|| PathBuf::from(ns));
+    Ok(Early {
+        action: Action {
+            verb,
+            dry_run: r.get(&flags::DRY_RUN)?,
+        },
+        network_namespace,
     })
 }
 
-/// Resolve flags, environment and host facts into a validated `Config`, for subcommand
-/// `sub` (which, with `--cleanup-only`, decides `Config::action`).
+/// Resolves flags, environment and host facts for the action `early` decided.
 pub fn resolve(
     flags: &Flags,
-    sub: Subcommand,
+    early: &Early,
     env: &dyn EnvSource,
     host: &dyn Host,
-) -> Result<Config, ConfigError> {
-    let r = Resolver { env };
-    let f = flags;
-    let action = action(&r, f, sub)?;
+) -> Result<Resolved, ConfigError> {
+    let r = Resolver { flags, env };
+    let mut warnings = Vec::new();
+    let (ipv6, host_ip) = ipv6(&r, host, early.action)?;
+    let policy = Policy {
+        proxy_port: r.get(&flags::ENVOY_PORT)?,
+        inbound_capture_port: r.get(&flags::INBOUND_CAPTURE_PORT)?,
+        inbound_tunnel_port: r.get(&flags::INBOUND_TUNNEL_PORT)?,
+        proxy_uids: r.get_uids(host, env)?,
+        proxy_gids: r.get_gids(host, env)?,
+        mode: r.get(&flags::INTERCEPTION_MODE)?,
+        inbound_ports: r.get(&flags::INBOUND_PORTS)?,
+        local_exclude_ports: r.get(&flags::LOCAL_EXCLUDE_PORTS)?,
+        exclude_interfaces: r.get(&flags::EXCLUDE_INTERFACES)?,
+        kube_virt_interfaces: r.get(&flags::KUBE_VIRT_INTERFACES)?,
+        outbound_include: r.get(&flags::SERVICE_CIDR)?,
+        outbound_exclude: r.get(&flags::SERVICE_EXCLUDE_CIDR)?,
+        outbound_ports_include: r.get(&flags::OUTBOUND_PORTS)?,
+        outbound_ports_exclude: r.get(&flags::OUTBOUND_PORTS_EXCLUDE)?,
+        tproxy_mark: r.get(&flags::TPROXY_MARK)?,
+        tproxy_route_table: r.get(&flags::TPROXY_ROUTE_TABLE)?,
+        drop_invalid: r.get(&flags::DROP_INVALID)?,
+        ipv6,
+        dns: dns(&r, host, &mut warnings)?,
+        owner_groups_include: OwnerGroups::All,
+        owner_groups_exclude: Vec::new(),
+        ipv4_loopback_cidr: r.get(&flags::IPV4_LOOPBACK_CIDR)?,
+    };
+    let run = run_options(&r, early, &policy, host_ip)?;
+    let policy = owner_groups(&r, host, early.action, run.cni_mode, policy)?;
+    Ok(Resolved {
+        action: early.action,
+        run,
+        policy,
+        warnings,
+    })
+}
 
-    let proxy_port = port(r.value_or(&f.envoy_port, &spec("envoy-port", Some('p'), &[]), "15001"))?;
-    let inbound_capture_port = port(r.value_or(
-        &f.inbound_capture_port,
-        &spec("inbound-capture-port", Some('z'), &["INBOUND_CAPTURE_PORT"]),
-        "15006",
-    ))?;
-    let inbound_tunnel_port = port(r.value_or(
-        &f.inbound_tunnel_port,
-        &spec("inbound-tunnel-port", Some('e'), &["INBOUND_TUNNEL_PORT"]),
-        "15008",
-    ))?;
+impl Resolver<'_> {
+    /// `-u`; empty means "look the proxy user up", as upstream (in /etc/passwd, never NSS).
+    fn get_uids(
+        &self,
+        host: &dyn Host,
+        env: &dyn EnvSource,
+    ) -> Result<Vec<values::Uid>, ConfigError> {
+        let raw = match self.non_blank(&flags::PROXY_UID.spec) {
+            Some(raw) => raw,
+            None => Raw {
+                value: default_uid(host, env)?.to_string(),
+                origin: Origin::Default(flags::PROXY_UID.spec.long),
+            },
+        };
+        Self::parse(&flags::PROXY_UID, raw)
+    }
 
-    // -u: empty means "look the proxy user up", as upstream (by /etc/passwd, never NSS).
-    let uid_raw = r.raw(&f.proxy_uid, &spec("proxy-uid", Some('u'), &["PROXY_UID"]));
-    let uid_raw = match uid_raw {
-        Some(raw) if !raw.value.trim().is_empty() => raw,
-        _ => {
-            let user = env
-                .var("ENVOY_USER")
-                .unwrap_or_else(|| "istio-proxy".into());
-            let uid = host.lookup_uid(&user)?.unwrap_or(1337);
-            Raw {
-                value: uid.to_string(),
-                origin: Origin::Default("proxy-uid"),
+    /// `-g`; empty means the text of `-u` (upstream copies the uid string, not the user's
+    /// group).
+    fn get_gids(&self, host: &dyn Host, env: &dyn EnvSource) -> Result<Vec<Group>, ConfigError> {
+        let raw = match self.non_blank(&flags::PROXY_GID.spec) {
+            Some(raw) => raw,
+            None => Raw {
+                value: match self.non_blank(&flags::PROXY_UID.spec) {
+                    Some(uid) => uid.value,
+                    None => default_uid(host, env)?.to_string(),
+                },
+                origin: Origin::Default(flags::PROXY_GID.spec.long),
+            },
+        };
+        Self::parse(&flags::PROXY_GID, raw)
+    }
+}
+
+/// The uid of `$ENVOY_USER` (else istio-proxy) in /etc/passwd, else 1337.
+fn default_uid(host: &dyn Host, env: &dyn EnvSource) -> Result<u32, ConfigError> {
+    let user = env
+        .var("ENVOY_USER")
+        .unwrap_or_else(|| "istio-proxy".into());
+    Ok(host.lookup_uid(&user)?.unwrap_or(1337))
+}
+
+/// Whether IPv6 rules are programmed, and the address detection settled on (for validation).
+/// A clean needs no address: it removes both families' rules.
+fn ipv6(
+    r: &Resolver,
+    host: &dyn Host,
+    action: Action,
+) -> Result<(bool, Option<IpAddr>), ConfigError> {
+    match r.get(&flags::ENABLE_IPV6)? {
+        Ipv6Setting::On => Ok((true, None)),
+        Ipv6Setting::Off => Ok((false, None)),
+        Ipv6Setting::Auto => {
+            let dual_stack = r.get(&flags::DUAL_STACK)?;
+            match crate::host::detect_ipv6(&host.interface_addrs()?, dual_stack) {
+                Some((ip, v6)) => Ok((v6, Some(ip))),
+                None if action.verb == Verb::Clean => Ok((true, None)),
+                None => Err(ConfigError::NoLocalIp),
             }
         }
+    }
+}
+
+/// DNS capture: off unless `--redirect-dns`; then everything with `--capture-all-dns`, else
+/// the resolvers of `--dns-servers` or, when that is not given, of resolv.conf; with none,
+/// off (upstream's warning).
+fn dns(r: &Resolver, host: &dyn Host, warnings: &mut Vec<String>) -> Result<Dns, ConfigError> {
+    let redirect = r.get(&flags::REDIRECT_DNS)?;
+    let all = r.get(&flags::CAPTURE_ALL_DNS)?;
+    let given = r.given(&flags::DNS_SERVERS)?;
+    let resolv = r.raw(&flags::RESOLV_CONF.spec);
+    let resolv_path = r.get(&flags::RESOLV_CONF)?;
+    if resolv_path.trim().is_empty() {
+        let raw = resolv.unwrap_or(Raw {
+            value: String::new(),
+            origin: Origin::Default(flags::RESOLV_CONF.spec.long),
+        });
+        return Err(invalid(raw, "is not a path"));
+    }
+    if !redirect {
+        return Ok(Dns::Off);
+    }
+    if all {
+        return Ok(Dns::All);
+    }
+    let servers = match given {
+        Some(list) => list,
+        None => crate::host::resolv_conf_servers(&host.read_file(resolv_path.trim())?),
     };
-    let uid_text = uid_raw.value.clone();
-    let proxy_uids = uids(uid_raw)?;
-    // -g defaults to the text of -u (upstream copies the uid string, not the user's group).
-    let gid_raw = match r.raw(&f.proxy_gid, &spec("proxy-gid", Some('g'), &["PROXY_GID"])) {
-        Some(raw) if !raw.value.trim().is_empty() => raw,
-        _ => Raw {
-            value: uid_text,
-            origin: Origin::Default("proxy-gid"),
-        },
+    if servers.is_empty() {
+        warnings.push(
+            "REDIRECT_DNS is set, but CAPTURE_ALL_DNS is false, and no DNS servers provided. DNS capture disabled."
+                .into(),
+        );
+        return Ok(Dns::Off);
+    }
+    let (v4, v6) = servers.into_iter().partition(|a| a.is_ipv4());
+    Ok(Dns::Servers { v4, v6 })
+}
+
+fn run_options(
+    r: &Resolver,
+    early: &Early,
+    policy: &Policy,
+    host_ip: Option<IpAddr>,
+) -> Result<RunOptions, ConfigError> {
+    let backend = match (
+        r.get(&flags::NATIVE_NFTABLES)?,
+        r.get(&flags::FORCE_IPTABLES_BINARY)?,
+    ) {
+        (true, _) => BackendChoice::Netlink,
+        (false, variant) => BackendChoice::Iptables(variant),
     };
-    let proxy_gids = gids(gid_raw)?;
-
-    let mode_raw = r.value_or(
-        &f.istio_inbound_interception_mode,
-        &spec(
-            "istio-inbound-interception-mode",
-            Some('m'),
-            &["ISTIO_INBOUND_INTERCEPTION_MODE"],
-        ),
-        "",
-    );
-    let mode = match mode_raw.value.trim() {
-        "" | "REDIRECT" => InterceptMode::Redirect,
-        "TPROXY" => InterceptMode::Tproxy,
-        _ => {
-            return Err(invalid(
-                mode_raw,
-                "is not an interception mode (expected REDIRECT or TPROXY, upper case)",
-            ));
-        }
+    let validation = Validation {
+        probe_port: r.get(&flags::PROBE_PORT)?,
+        proxy_port: policy.proxy_port,
+        inbound_capture_port: policy.inbound_capture_port,
+        timeout: r.get(&flags::PROBE_TIMEOUT)?,
+        ipv6: host_ip.is_some_and(|ip| ip.is_ipv6()),
     };
+    // Accepted for compatibility; parsed so that nothing given is silently wrong.
+    r.get(&flags::LOG_TARGET)?;
+    r.get(&flags::LOG_CALLER)?;
+    r.get(&flags::LOG_STACKTRACE_LEVEL)?;
+    Ok(RunOptions {
+        backend,
+        network_namespace: early.network_namespace.clone(),
+        cni_mode: r.get(&flags::CNI_MODE)?,
+        reconcile: r.get(&flags::RECONCILE)?,
+        force_apply: r.get(&flags::FORCE_APPLY)?,
+        skip_rule_apply: r.get(&flags::SKIP_RULE_APPLY)?,
+        validation: r.get(&flags::RUN_VALIDATION)?.then_some(validation),
+        output: r.get(&flags::OUTPUT)?,
+        log_level: r.get(&flags::LOG_OUTPUT_LEVEL)?,
+        log_json: r.get(&flags::LOG_AS_JSON)?,
+    })
+}
 
-    let b = r.value_or(
-        &f.istio_inbound_ports,
-        &spec("istio-inbound-ports", Some('b'), &["ISTIO_INBOUND_PORTS"]),
-        "",
-    );
-    let inbound_ports = if b.value.trim() == "*" {
-        InboundPorts::All
-    } else {
-        let parsed: Option<Vec<Port>> = items(&b.value).map(parse_port).collect();
-        InboundPorts::List(parsed.ok_or_else(|| {
-            invalid(
-                b,
-                "is not a port list (expected \"*\" or ports 1-65535, comma separated)",
-            )
-        })?)
-    };
-    let list = |flag: &Option<String>, s: Spec| r.value_or(flag, &s, "");
-    let local_exclude_ports = ports(list(
-        &f.istio_local_exclude_ports,
-        spec(
-            "istio-local-exclude-ports",
-            Some('d'),
-            &["ISTIO_LOCAL_EXCLUDE_PORTS"],
-        ),
-    ))?;
-    let exclude_interfaces = interfaces(list(
-        &f.istio_exclude_interfaces,
-        spec(
-            "istio-exclude-interfaces",
-            Some('c'),
-            &["ISTIO_EXCLUDE_INTERFACES"],
-        ),
-    ))?;
-    let outbound_include = cidrs(
-        list(
-            &f.istio_service_cidr,
-            spec("istio-service-cidr", Some('i'), &["ISTIO_SERVICE_CIDR"]),
-        ),
-        true,
-    )?;
-    let outbound_exclude = cidrs(
-        list(
-            &f.istio_service_exclude_cidr,
-            spec(
-                "istio-service-exclude-cidr",
-                Some('x'),
-                &["ISTIO_SERVICE_EXCLUDE_CIDR"],
-            ),
-        ),
-        false,
-    )?;
-    let outbound_ports_include = ports(list(
-        &f.istio_outbound_ports,
-        spec("istio-outbound-ports", Some('q'), &["ISTIO_OUTBOUND_PORTS"]),
-    ))?;
-    let outbound_ports_exclude = ports(list(
-        &f.istio_local_outbound_ports_exclude,
-        spec(
-            "istio-local-outbound-ports-exclude",
-            Some('o'),
-            &["ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"],
-        ),
-    ))?;
-    let kube_virt_interfaces = interfaces(list(
-        &f.kube_virt_interfaces,
-        spec("kube-virt-interfaces", Some('k'), &["KUBE_VIRT_INTERFACES"]),
-    ))?;
-    let tproxy_mark = mark(r.value_or(
-        &f.istio_inbound_tproxy_mark,
-        &spec(
-            "istio-inbound-tproxy-mark",
-            Some('t'),
-            &["ISTIO_INBOUND_TPROXY_MARK"],
-        ),
-        "1337",
-    ))?;
-    let tproxy_route_table = route_table(r.value_or(
-        &f.istio_inbound_tproxy_route_table,
-        &spec(
-            "istio-inbound-tproxy-route-table",
-            Some('r'),
-            &["ISTIO_INBOUND_TPROXY_ROUTE_TABLE"],
-        ),
-        "133",
-    ))?;
-
-    let flag = |v: &Option<String>, long, short, envs| r.bool(v, &spec(long, short, envs));
-    let dry_run = dry_run(&r, f)?;
-    let skip_rule_apply = flag(
-        &f.skip_rule_apply,
-        "skip-rule-apply",
-        None,
-        &["SKIP_RULE_APPLY"],
-    )?;
-    let run_validation = flag(
-        &f.run_validation,
-        "run-validation",
-        None,
-        &["RUN_VALIDATION"],
-    )?;
-    let redirect_dns = flag(
-        &f.redirect_dns,
-        "redirect-dns",
-        None,
-        &["REDIRECT_DNS", "ISTIO_META_DNS_CAPTURE"],
-    )?;
-    let drop_invalid = flag(
-        &f.drop_invalid,
-        "drop-invalid",
-        None,
-        &["DROP_INVALID", "INVALID_DROP"],
-    )?;
-    let dual_stack = flag(
-        &f.dual_stack,
-        "dual-stack",
-        None,
-        &["DUAL_STACK", "ISTIO_DUAL_STACK"],
-    )?;
-    let capture_all_dns = flag(
-        &f.capture_all_dns,
-        "capture-all-dns",
-        None,
-        &["CAPTURE_ALL_DNS"],
-    )?;
-    let cni_mode = flag(&f.cni_mode, "cni-mode", None, &["CNI_MODE"])?;
-    let reconcile = flag(&f.reconcile, "reconcile", None, &["RECONCILE"])?;
-    let force_apply = flag(&f.force_apply, "force-apply", None, &["FORCE_APPLY"])?;
-    let native_nftables = flag(
-        &f.native_nftables,
-        "native-nftables",
-        None,
-        &["NATIVE_NFTABLES"],
-    )?;
-    let log_json = flag(&f.log_as_json, "log_as_json", None, &[])?;
-    let _ = log_json; // consumed by logging::init; validated here so a typo is an error
-
-    let probe_port = port(r.value_or(
-        &f.iptables_probe_port,
-        &spec("iptables-probe-port", None, &["IPTABLES_PROBE_PORT"]),
-        "15002",
-    ))?;
-    let pt = r.value_or(
-        &f.probe_timeout,
-        &spec("probe-timeout", None, &["PROBE_TIMEOUT"]),
-        "5s",
-    );
-    let probe_timeout = parse_duration(&pt.value)
-        .ok_or_else(|| invalid(pt, "is not a duration (expected e.g. 5s, 500ms, 1m)"))?;
-
-    let network_namespace = network_namespace(&r, f)?;
-
-    let fib = r.value_or(
-        &f.force_iptables_binary,
-        &spec("force-iptables-binary", None, &["FORCE_IPTABLES_BINARY"]),
-        "",
-    );
-    let force_iptables_binary = match fib.value.trim() {
-        "" => None,
-        "legacy" => Some(XtablesVariant::Legacy),
-        "nft" => Some(XtablesVariant::Nft),
-        _ => {
-            return Err(invalid(
-                fib,
-                "is not an iptables variant (expected legacy or nft)",
-            ));
-        }
-    };
-
-    let og = r.value_or(
-        &f.outbound_owner_groups,
-        &spec(
-            "outbound-owner-groups",
-            None,
-            &["ISTIO_OUTBOUND_OWNER_GROUPS", "OUTBOUND_OWNER_GROUPS"],
-        ),
-        "*",
-    );
-    let (og_origin, og_text) = (og.origin.clone(), og.value.clone());
-    let owner_groups_include = if og.value.trim() == "*" {
-        OwnerGroups::All
-    } else {
-        let text = og.value.clone();
-        let origin = og.origin.clone();
-        let list = groups(og)?;
-        if list.len() > MAX_OWNER_GROUPS {
-            return Err(ConfigError::Invalid {
-                origin,
-                value: text,
-                problem: format!(
-                    "has {} groups; the number of owner groups whose outgoing traffic is redirected cannot exceed {MAX_OWNER_GROUPS}",
-                    list.len()
-                ),
-            });
-        }
-        OwnerGroups::List(list)
-    };
-    let ogx = r.value_or(
-        &f.outbound_owner_groups_exclude,
-        &spec(
-            "outbound-owner-groups-exclude",
-            None,
-            &[
-                "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
-                "OUTBOUND_OWNER_GROUPS_EXCLUDE",
-            ],
-        ),
-        "",
-    );
-    let (ogx_origin, ogx_text) = (ogx.origin.clone(), ogx.value.clone());
-    let owner_groups_exclude = groups(ogx)?;
+/// Owner groups, with names turned into gids (`GroupNames`).
+fn owner_groups(
+    r: &Resolver,
+    host: &dyn Host,
+    action: Action,
+    cni_mode: bool,
+    mut policy: Policy,
+) -> Result<Policy, ConfigError> {
     let names = GroupNames {
         host,
         cni_mode,
-        dry_run,
-        clean: action == Action::Clean,
+        dry_run: action.dry_run,
+        clean: action.verb == Verb::Clean,
     };
-    let owner_groups_include = match owner_groups_include {
-        OwnerGroups::List(list) => OwnerGroups::List(names.resolve(list, &og_origin, &og_text)?),
-        all => all,
+    let origin = |s: &'static Spec| {
+        r.raw(s)
+            .map(|raw| (raw.origin, raw.value))
+            .unwrap_or((Origin::Default(s.long), s.default.unwrap_or("").to_string()))
     };
-    let owner_groups_exclude = names.resolve(owner_groups_exclude, &ogx_origin, &ogx_text)?;
-
-    let lo = r.value_or(
-        &f.ipv4_loopback_cidr,
-        &spec(
-            "ipv4-loopback-cidr",
-            None,
-            &["ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "IPV4_LOOPBACK_CIDR"],
-        ),
-        "127.0.0.1/32",
-    );
-    let ipv4_loopback_cidr = match lo.value.trim().parse::<Ipv4Net>() {
-        Ok(n) if n.addr().is_loopback() && (8..=32).contains(&n.prefix_len()) => Cidr(IpNet::V4(n)),
-        _ => {
-            return Err(invalid(
-                lo,
-                "is not an IPv4 loopback CIDR (expected 127.x.x.x with a prefix length from /8 to /32)",
-            ));
-        }
-    };
-
-    let out = r.value_or(&f.output, &spec("output", None, &[]), "text");
-    let output = match out.value.trim() {
-        "text" => OutputFormat::Text,
-        "json" => OutputFormat::Json,
-        _ => {
-            return Err(invalid(
-                out,
-                "is not an output format (expected text or json)",
-            ));
-        }
-    };
-    if let Some(level) = &f.log_output_level {
-        crate::logging::parse_level(level).ok_or_else(|| ConfigError::Invalid {
-            origin: Origin::Flag {
-                long: "log_output_level",
-                short: None,
-            },
-            value: level.clone(),
-            problem: "is not a log level (expected LEVEL or SCOPE:LEVEL,... with debug, info, warn, error, fatal or none)".into(),
-        })?;
+    if let OwnerGroups::List(list) = r.get(&flags::OWNER_GROUPS)? {
+        let (o, text) = origin(&flags::OWNER_GROUPS.spec);
+        policy.owner_groups_include = OwnerGroups::List(names.resolve(list, &o, &text)?);
     }
-
-    // Host facts, read only when the flags leave them open.
-    let v6 = r.value_or(
-        &f.enable_ipv6,
-        &spec("enable-ipv6", None, &["ENABLE_IPV6"]),
-        "auto",
-    );
-    let (enable_ipv6, host_ip) = match v6.value.trim() {
-        "true" => (true, None),
-        "false" => (false, None),
-        "auto" | "" => {
-            let addrs = host.interface_addrs()?;
-            match detect_ipv6(&addrs, dual_stack) {
-                Some((ip, v6)) => (v6, Some(ip)),
-                // A clean needs no address: it removes both families' rules.
-                None if action == Action::Clean => (true, None),
-                None => return Err(ConfigError::NoLocalIp),
-            }
-        }
-        _ => {
-            return Err(invalid(
-                v6,
-                "is not an IPv6 setting (expected auto, true or false)",
-            ));
-        }
-    };
-
-    let dns_flag = r.raw(&f.dns_servers, &spec("dns-servers", None, &["DNS_SERVERS"]));
-    let resolv = r.value_or(
-        &f.resolv_conf,
-        &spec("resolv-conf", None, &["RESOLV_CONF"]),
-        "/etc/resolv.conf",
-    );
-    if resolv.value.trim().is_empty() {
-        return Err(invalid(resolv, "is not a path"));
-    }
-    let servers = match dns_flag {
-        Some(raw) => ip_list(raw)?,
-        None if redirect_dns && !capture_all_dns => {
-            let text = host.read_file(resolv.value.trim())?;
-            resolv_conf_servers(&text)
-        }
-        None => Vec::new(),
-    };
-    let (dns_servers_v4, dns_servers_v6) = servers.into_iter().partition(|a| a.is_ipv4());
-
-    Ok(Config {
-        action,
-        proxy_port,
-        inbound_capture_port,
-        inbound_tunnel_port,
-        proxy_uids,
-        proxy_gids,
-        mode,
-        inbound_ports,
-        local_exclude_ports,
-        exclude_interfaces,
-        outbound_include,
-        outbound_exclude,
-        outbound_ports_include,
-        outbound_ports_exclude,
-        kube_virt_interfaces,
-        tproxy_mark,
-        tproxy_route_table,
-        dry_run,
-        probe_port,
-        probe_timeout,
-        skip_rule_apply,
-        run_validation,
-        redirect_dns,
-        drop_invalid,
-        dual_stack,
-        capture_all_dns,
-        network_namespace,
-        cni_mode,
-        reconcile,
-        force_apply,
-        native_nftables,
-        force_iptables_binary,
-        enable_ipv6,
-        host_ip,
-        dns_servers_v4,
-        dns_servers_v6,
-        owner_groups_include,
-        owner_groups_exclude,
-        ipv4_loopback_cidr,
-        output,
-    })
+    let (o, text) = origin(&flags::OWNER_GROUPS_EXCLUDE.spec);
+    policy.owner_groups_exclude = names.resolve(r.get(&flags::OWNER_GROUPS_EXCLUDE)?, &o, &text)?;
+    Ok(policy)
 }
 
 /// Owner groups given by name become gids here, once, before any backend: from /etc/group,
@@ -1060,40 +546,6 @@ impl GroupNames<'_> {
     }
 }
 
-/// Upstream's `getLocalIP`: skip loopback and link-local; without dual-stack the first
-/// address decides; with dual-stack the first IPv6 address wins, else the first address.
-pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Option<(IpAddr, bool)> {
-    let usable = addrs.iter().map(|a| a.to_canonical()).filter(|a| match a {
-        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            let link_local_multicast = v6.is_multicast() && (v6.segments()[0] & 0x000f) == 2;
-            !(v6.is_loopback() || v6.is_unicast_link_local() || link_local_multicast)
-        }
-    });
-    let mut first = None;
-    for a in usable {
-        if !dual_stack {
-            return Some((a, a.is_ipv6()));
-        }
-        first.get_or_insert(a);
-        if a.is_ipv6() {
-            return Some((first.unwrap(), true));
-        }
-    }
-    first.map(|a| (a, false))
-}
-
-/// `nameserver` entries of a resolv.conf; unparsable entries are dropped, as upstream.
-pub fn resolv_conf_servers(text: &str) -> Vec<IpAddr> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some("nameserver")).then(|| f.next()).flatten()
-        })
-        .filter_map(|s| s.split('%').next().and_then(|a| a.parse().ok()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1118,9 +570,18 @@ mod tests {
     fn flags(args: &[(&str, &str)]) -> Flags {
         let mut f = Flags::default();
         for (k, v) in args {
-            assert!(f.set(k, v.to_string()), "{k} is a flag");
+            assert!(f.set_named(k, v.to_string()).is_some(), "{k} is a flag");
         }
         f
+    }
+
+    fn resolve_as(
+        f: &Flags,
+        sub: Subcommand,
+        env: &HashMap<String, String>,
+        host: &dyn Host,
+    ) -> Result<Resolved, ConfigError> {
+        resolve(f, &early(f, sub, env)?, env, host)
     }
 
     #[test]
@@ -1131,7 +592,7 @@ mod tests {
             ("cni-mode", "true"),
             ("outbound-owner-groups", "1000,java"),
         ]);
-        let err = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
+        let err = resolve_as(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
         assert!(err.to_string().contains("--outbound-owner-groups"), "{err}");
         assert!(err.to_string().contains("numeric gids only"), "{err}");
@@ -1145,38 +606,94 @@ mod tests {
             ("proxy-uid", "1337"),
             ("outbound-owner-groups-exclude", "java,7"),
         ]);
-        let cfg = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap();
-        assert_eq!(cfg.owner_groups_exclude, [Group::Id(1234), Group::Id(7)]);
+        let r = resolve_as(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap();
+        assert_eq!(
+            r.policy.owner_groups_exclude,
+            [Group::Id(1234), Group::Id(7)]
+        );
         let mut dry = f.clone();
-        dry.dry_run = Some("true".into());
-        let cfg = resolve(&dry, Subcommand::Apply, &HashMap::new(), &host).unwrap();
-        assert!(matches!(&cfg.owner_groups_exclude[0], Group::Name(n) if n.as_str() == "java"));
+        dry.set(&flags::DRY_RUN.spec, "true");
+        let r = resolve_as(&dry, Subcommand::Apply, &HashMap::new(), &host).unwrap();
+        assert!(
+            matches!(&r.policy.owner_groups_exclude[0], Group::Name(n) if n.as_str() == "java")
+        );
         let unknown = flags(&[
             ("proxy-uid", "1337"),
             ("outbound-owner-groups-exclude", "ftp"),
         ]);
-        let err = resolve(&unknown, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
+        let err = resolve_as(&unknown, Subcommand::Apply, &HashMap::new(), &host).unwrap_err();
         assert!(matches!(err, ConfigError::UnknownGroup { .. }), "{err}");
         // A clean does not fail on a name it cannot resolve.
-        assert!(resolve(&unknown, Subcommand::Clean, &HashMap::new(), &host).is_ok());
+        assert!(resolve_as(&unknown, Subcommand::Clean, &HashMap::new(), &host).is_ok());
     }
 
     #[test]
-    fn check_with_cleanup_only_is_refused_and_apply_with_it_cleans() {
-        let host = Recording::default();
-        let f = flags(&[("proxy-uid", "1337"), ("cleanup-only", "true")]);
-        let apply = resolve(&f, Subcommand::Apply, &HashMap::new(), &host).unwrap();
-        assert_eq!(apply.action, Action::Clean);
+    fn the_action_is_decided_once_from_the_subcommand_and_cleanup_only() {
         let env: HashMap<String, String> =
             [("CLEANUP_ONLY".to_string(), "true".to_string())].into();
-        let plain = flags(&[("proxy-uid", "1337")]);
+        let plain = flags(&[]);
+        fn verb(
+            f: &Flags,
+            sub: Subcommand,
+            env: &HashMap<String, String>,
+        ) -> Result<Verb, ConfigError> {
+            early(f, sub, env).map(|e| e.action.verb)
+        }
         assert_eq!(
-            resolve(&plain, Subcommand::Apply, &env, &host)
-                .unwrap()
-                .action,
-            Action::Clean
+            verb(&plain, Subcommand::Apply, &HashMap::new()).unwrap(),
+            Verb::Apply
         );
-        let err = resolve(&plain, Subcommand::Check, &env, &host).unwrap_err();
+        assert_eq!(
+            verb(&plain, Subcommand::Clean, &HashMap::new()).unwrap(),
+            Verb::Clean
+        );
+        assert_eq!(verb(&plain, Subcommand::Apply, &env).unwrap(), Verb::Clean);
+        let flag = flags(&[("cleanup-only", "true")]);
+        assert_eq!(
+            verb(&flag, Subcommand::Apply, &HashMap::new()).unwrap(),
+            Verb::Clean
+        );
+        let err = verb(&plain, Subcommand::Check, &env).unwrap_err();
         assert!(err.to_string().contains("env CLEANUP_ONLY"), "{err}");
+        // An empty boolean variable is unset, as upstream.
+        let empty: HashMap<String, String> = [("CLEANUP_ONLY".to_string(), String::new())].into();
+        assert_eq!(
+            verb(&plain, Subcommand::Apply, &empty).unwrap(),
+            Verb::Apply
+        );
+    }
+
+    #[test]
+    fn precedence_is_flag_then_later_env_then_earlier_env_then_default() {
+        let host = Recording::default();
+        let both: HashMap<String, String> = [
+            ("REDIRECT_DNS".to_string(), "false".to_string()),
+            ("ISTIO_META_DNS_CAPTURE".to_string(), "true".to_string()),
+            ("CAPTURE_ALL_DNS".to_string(), "true".to_string()),
+        ]
+        .into();
+        let f = flags(&[("proxy-uid", "1337")]);
+        let r = resolve_as(&f, Subcommand::Apply, &both, &host).unwrap();
+        assert_eq!(
+            r.policy.dns,
+            Dns::All,
+            "ISTIO_META_DNS_CAPTURE wins over REDIRECT_DNS"
+        );
+        let f = flags(&[("proxy-uid", "1337"), ("redirect-dns", "false")]);
+        let r = resolve_as(&f, Subcommand::Apply, &both, &host).unwrap();
+        assert_eq!(r.policy.dns, Dns::Off, "the flag wins");
+        let r = resolve_as(
+            &flags(&[("proxy-uid", "7")]),
+            Subcommand::Apply,
+            &HashMap::new(),
+            &host,
+        )
+        .unwrap();
+        assert_eq!(
+            r.policy.proxy_gids,
+            [Group::Id(7)],
+            "-g defaults to the text of -u"
+        );
+        assert_eq!(r.policy.tproxy_mark.get(), 1337);
     }
 }

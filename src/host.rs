@@ -117,6 +117,41 @@ pub fn read_small(path: impl AsRef<Path>) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
+/// Upstream's `getLocalIP` (docs/upstream.md, "Host facts"): skip loopback and link-local;
+/// without dual-stack the first address decides; with dual-stack the first IPv6 address wins,
+/// else the first address. Returns the address settled on and whether IPv6 is on.
+pub fn detect_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Option<(IpAddr, bool)> {
+    let usable = addrs.iter().map(|a| a.to_canonical()).filter(|a| match a {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let link_local_multicast = v6.is_multicast() && (v6.segments()[0] & 0x000f) == 2;
+            !(v6.is_loopback() || v6.is_unicast_link_local() || link_local_multicast)
+        }
+    });
+    let mut first = None;
+    for a in usable {
+        if !dual_stack {
+            return Some((a, a.is_ipv6()));
+        }
+        let first = *first.get_or_insert(a);
+        if a.is_ipv6() {
+            return Some((first, true));
+        }
+    }
+    first.map(|a| (a, false))
+}
+
+/// `nameserver` entries of a resolv.conf; unparsable entries are dropped, as upstream.
+pub fn resolv_conf_servers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("nameserver")).then(|| f.next()).flatten()
+        })
+        .filter_map(|s| s.split('%').next().and_then(|a| a.parse().ok()))
+        .collect()
+}
+
 /// The uid of `user` in passwd-format `text`.
 pub fn passwd_uid(text: &str, user: &str) -> Option<u32> {
     text.lines().find_map(|line| {
@@ -148,6 +183,19 @@ mod tests {
         // Without O_NONBLOCK this open would block forever (no writer).
         assert!(read_small(&fifo).is_err(), "a FIFO");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ipv6_detection_as_upstream() {
+        let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let addrs = [a("127.0.0.1"), a("fe80::1"), a("10.0.0.5"), a("fd00::5")];
+        assert_eq!(detect_ipv6(&addrs, false), Some((a("10.0.0.5"), false)));
+        assert_eq!(detect_ipv6(&addrs, true), Some((a("10.0.0.5"), true)));
+        assert_eq!(
+            detect_ipv6(&[a("::1"), a("fd00::5")], false),
+            Some((a("fd00::5"), true))
+        );
+        assert_eq!(detect_ipv6(&[a("127.0.0.1")], true), None);
     }
 
     #[test]

@@ -1,17 +1,28 @@
 //! meshtables: program a pod's netfilter so a service-mesh sidecar intercepts its traffic.
 //!
-//! Data flows one way: argv + env → `cli::Flags` → `config::Config` (validated, host facts
-//! read) → `plan::Plan` (pure) → renderers (`render`) or backends.
+//! Data flows one way:
+//!
+//! ```text
+//! argv + env ─┐ flags (the table)         ┌─▶ Action     what to do (decided once)
+//! CNI conf  ──┼──────────────▶ config ────┼─▶ RunOptions how to run
+//! pod (API) ──┘   + host facts (host)     └─▶ Policy     what the rules depend on
+//!                                                │
+//!                    plan::build: one walk, two dialects (xtables, nft) → Plan
+//!                                                │
+//!                        render (text, JSON) ◀───┴───▶ backend (netlink | iptables, routes)
+//! ```
 #![deny(unsafe_code)]
 
-pub mod backend; // nftables netlink and iptables-binaries appliers
-pub mod cli; // clap definitions only
-pub mod cmd; // argv + env + host → exit code; dry-run output
-pub mod cni; // the chained CNI plugin (argv[0] meshtables-cni), Kubernetes pod lookup
-pub mod config; // flags + env + host facts → validated Config
-pub mod host; // facts read from the machine: addresses, resolv.conf, /etc/passwd
+pub mod backend; // the Backend trait; netlink and iptables siblings; TPROXY routing
+pub mod cmd; // the CLI front end: argv + env + host → exit code
+pub mod cni; // the CNI front end (argv[0] meshtables-cni): conf, pod semantics, API client
+pub mod config; // flags + env + host facts → Action, RunOptions, Policy
+pub mod flags; // the flag table: every flag declared once
+pub mod host; // facts read from the machine, bounded: addresses, resolv.conf, passwd, group
 pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path
-pub mod plan; // Config → Plan, typed rules, no I/O
-pub mod render; // Plan → iptables-restore text, nft text, upstream's dry-run trace
+pub mod plan; // Policy → Plan: one walk, two dialects, typed rules, no I/O
+pub mod policy; // what the rules depend on (the input of plan::build)
+pub mod render; // Plan → iptables-restore text, nft text, upstream's trace, dry-run output
 pub mod validate; // --run-validation: the redirect probe (exit 126)
+pub mod values; // validated newtypes and their parsers (a leaf)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt};
 
-use crate::config::Config;
+use crate::config::Validation;
 
 /// Upstream's message for a failed validation (exit status 126).
 pub const FAILURE_MESSAGE: &str = "iptables validation failed; workload is not ready for Istio.\nWhen using Istio CNI, this can occur if a pod is scheduled before the node is ready.\n\nIf installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.\nOtherwise, this pod will need to be manually removed so that it is scheduled on a node with istio-cni running, allowing iptables rules to be established.\n";
@@ -35,8 +35,8 @@ fn original_port(s: &TcpStream) -> Option<u16> {
 }
 
 /// Runs the probe; `Ok` once a redirected connection with the probe port arrived.
-pub fn run(cfg: &Config) -> Result<(), ValidationError> {
-    let v6 = cfg.host_ip.is_some_and(|ip| ip.is_ipv6());
+pub fn run(cfg: &Validation) -> Result<(), ValidationError> {
+    let v6 = cfg.ipv6;
     let (lo, src, dst): (IpAddr, IpAddr, IpAddr) = if v6 {
         (
             Ipv6Addr::LOCALHOST.into(),
@@ -60,9 +60,8 @@ pub fn run(cfg: &Config) -> Result<(), ValidationError> {
         let Ok(l) = TcpListener::bind(addr) else {
             continue;
         };
-        bound += 1;
         let tx = tx.clone();
-        std::thread::spawn(move || {
+        let listener = std::thread::Builder::new().spawn(move || {
             for mut s in l.incoming().flatten() {
                 let port = original_port(&s).unwrap_or(0);
                 let _ = s.write_all(&port.to_be_bytes());
@@ -71,11 +70,13 @@ pub fn run(cfg: &Config) -> Result<(), ValidationError> {
                 }
             }
         });
+        // A thread that cannot be started (memory limits) is a listener that is not there.
+        bound += usize::from(listener.is_ok());
     }
     if bound == 0 {
         return Err(ValidationError::NoListener(addrs.join(", ")));
     }
-    let deadline = Instant::now() + cfg.probe_timeout;
+    let deadline = Instant::now() + cfg.timeout;
     loop {
         if let Some(left) = deadline.checked_duration_since(Instant::now()) {
             dial(

@@ -6,9 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use clap::Parser;
 use meshtables::backend::iptables::state::{State, expected, parse_save};
-use meshtables::cli::{Cli, Command};
 use meshtables::plan::Family;
 use support::{
     EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt, owned, require_program, require_root,
@@ -32,17 +30,13 @@ fn ready(what: &str) -> bool {
 
 /// The state the plan for `args` should leave, per family, in save form.
 fn want(args: &[&str]) -> Vec<(Family, State)> {
-    let argv: Vec<&str> = ["meshtables"].iter().chain(args).copied().collect();
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let (Command::Apply(f) | Command::Clean(f) | Command::Check(f)) = &cli.command;
-    let cfg = meshtables::config::resolve(
-        f,
-        meshtables::config::Subcommand::Apply,
-        &HashMap::new(),
-        &FakeHost::v4_pod(),
-    )
-    .unwrap();
-    let plan = meshtables::plan::build(&cfg);
+    let argv = ["meshtables"]
+        .iter()
+        .chain(args)
+        .map(std::ffi::OsString::from)
+        .collect();
+    let r = meshtables::cmd::resolve_args(argv, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
+    let plan = meshtables::plan::build(&r.policy);
     plan.xtables
         .families()
         .into_iter()

@@ -15,8 +15,8 @@ mod apiserver;
 
 use std::path::PathBuf;
 
-use meshtables::cli::Flags;
 use meshtables::cni::{self, CniError, kube, pod};
+use meshtables::flags::Flags;
 use serde_json::{Value, json};
 
 fn dir(tag: &str) -> PathBuf {
@@ -81,7 +81,10 @@ fn a_well_formed_answer_is_a_pod() {
         pod::evaluate(&pod, &mut flags),
         pod::Verdict::Intercept { .. }
     ));
-    assert_eq!(flags.istio_inbound_ports.as_deref(), Some("8080"));
+    assert_eq!(
+        flags.get(&meshtables::flags::INBOUND_PORTS.spec),
+        Some("8080")
+    );
     // A server that closes without TLS close_notify, body framed by Content-Length.
     let body = injected_pod().to_string();
     server.queue(

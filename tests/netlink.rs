@@ -341,7 +341,8 @@ fn an_unknown_group_name_is_refused_before_anything_changes() {
     assert_eq!(stdout(&o).trim_end(), "rc=1", "{}", stdout(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("--outbound-owner-groups") && err.contains("\"no-such-group\" is not in /etc/group"),
+        err.contains("--outbound-owner-groups")
+            && err.contains("\"no-such-group\" is not in /etc/group"),
         "{err}"
     );
 }

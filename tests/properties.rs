@@ -7,8 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use clap::Parser;
-use meshtables::cli::{Cli, Command};
+use meshtables::cmd;
 use meshtables::config::{self, ConfigError, Origin};
 use meshtables::plan::{self, Family};
 use meshtables::render;
@@ -176,13 +175,20 @@ fn check_traces(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
     let families = p.xtables.families();
     let mut want = vec!["iptables-save".to_string(), "ip6tables-save".to_string()];
     for f in &families {
-        want.extend(render::iptables::restore(p.xtables.rules(*f)).lines().map(str::to_string));
+        want.extend(
+            render::iptables::restore(p.xtables.rules(*f))
+                .lines()
+                .map(str::to_string),
+        );
     }
     want.push("iptables-save".into());
     if families.contains(&Family::V6) {
         want.push("ip6tables-save".into());
     }
-    let apply: Vec<String> = render::trace::apply(&p.xtables).lines().map(str::to_string).collect();
+    let apply: Vec<String> = render::trace::apply(&p.xtables)
+        .lines()
+        .map(str::to_string)
+        .collect();
     prop_assert_eq!(apply, want);
 
     let cleanup = render::trace::cleanup(&p.xtables);
@@ -200,13 +206,20 @@ fn check_traces(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
         for (t, c) in chains {
             for op in ["-F", "-X"] {
                 let line = format!("{bin} -t {t} {op} {c}");
-                prop_assert_eq!(cleanup.lines().filter(|l| *l == line).count(), 1, "{}", line);
+                prop_assert_eq!(
+                    cleanup.lines().filter(|l| *l == line).count(),
+                    1,
+                    "{}",
+                    line
+                );
             }
         }
     }
     for line in cleanup.lines() {
         let ok = line.ends_with("tables-save")
-            || ["-D", "-F", "-X"].iter().any(|op| line.contains(&format!(" {op} ")));
+            || ["-D", "-F", "-X"]
+                .iter()
+                .any(|op| line.contains(&format!(" {op} ")));
         prop_assert!(ok, "unexpected cleanup trace line {:?}", line);
     }
     Ok(())
@@ -235,15 +248,12 @@ proptest! {
         let env: HashMap<String, String> =
             envs.iter().map(|(n, v)| (ENV_NAMES[*n].to_string(), VALUES[*v].to_string())).collect();
 
-        let Ok(cli) = Cli::try_parse_from(&argv) else { return Ok(()); };
-        let (f, sub) = match &cli.command {
-            Command::Apply(f) => (f, config::Subcommand::Apply),
-            Command::Check(f) => (f, config::Subcommand::Check),
-            Command::Clean(f) => (f, config::Subcommand::Clean),
-        };
-        match config::resolve(f, sub, &env, &host()) {
-            Ok(cfg) => {
-                let p = plan::build(&cfg);
+        let os: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+        let Ok((sub, f)) = cmd::parse_args(os) else { return Ok(()); };
+        let resolved = config::early(&f, sub, &env).and_then(|e| config::resolve(&f, &e, &env, &host()));
+        match resolved {
+            Ok(r) => {
+                let p = plan::build(&r.policy);
                 for fam in [Family::V4, Family::V6] {
                     check_restore(&render::iptables::restore(p.xtables.rules(fam)));
                     for cmd in render::iptables::cleanup_commands(p.xtables.rules(fam)) {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::{CniError, code};
-use crate::cli::Flags;
+use crate::flags::{self, Cni, Flags, Spec};
 
 /// The CNI versions this plugin speaks; the last one is what VERSION reports first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
@@ -35,27 +35,6 @@ const WELL_KNOWN: &[&str] = &[
     "networkScaling",
     "cni.dev/valid-attachments",
     "cni.dev/attachments",
-];
-
-/// Flags that have no place in a plugin configuration, and why.
-const NOT_IN_CONFIG: &[(&str, &str)] = &[
-    (
-        "network-namespace",
-        "the plugin programs the namespace in CNI_NETNS",
-    ),
-    ("cni-mode", "it is always on in the plugin"),
-    ("cleanup-only", "DEL cleans"),
-    ("dry-run", "the plugin is invoked to change the pod"),
-    ("skip-rule-apply", "the plugin is invoked to change the pod"),
-    ("output", "the plugin prints CNI results"),
-    (
-        "run-validation",
-        "validation runs inside the pod (Istio's istio-validation init container)",
-    ),
-    (
-        "resolv-conf",
-        "the host's files are not the pod's; give dns-servers or capture-all-dns",
-    ),
 ];
 
 /// The `kubernetes` section: where the API server is and which namespaces to leave alone.
@@ -134,23 +113,22 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
             kubernetes = Some(parse_kubernetes(value)?);
             continue;
         }
-        if let Some((_, why)) = NOT_IN_CONFIG.iter().find(|(k, _)| k == key) {
-            return Err(CniError::new(
+        let unsupported = |details: String| {
+            CniError::new(
                 code::UNSUPPORTED_FIELD,
                 "unsupported field in the network configuration",
-                format!("{key:?} cannot be set here: {why}"),
-            ));
+                details,
+            )
+        };
+        let Some(spec) = flags::by_long(key) else {
+            return Err(unsupported(format!(
+                "unknown key {key:?} = {value} (interception settings use the long names of meshtables' flags, e.g. \"istio-inbound-ports\")"
+            )));
+        };
+        if let Cni::NotHere(why) = spec.cni {
+            return Err(unsupported(format!("{key:?} cannot be set here: {why}")));
         }
-        if !Flags::LONG_NAMES.contains(&key.as_str()) {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "unsupported field in the network configuration",
-                format!(
-                    "unknown key {key:?} = {value} (interception settings use the long names of meshtables' flags, e.g. \"istio-inbound-ports\")"
-                ),
-            ));
-        }
-        flags.set(key, flag_value(key, value)?);
+        flags.set(spec, flag_value(spec, value)?);
     }
     Ok(NetConf {
         cni_version,
@@ -165,17 +143,17 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
 /// route table, and the interfaces of `-c`/`-k` rules. Keys that are absent or not scalars
 /// are left unset; nothing else is read.
 pub fn ownership_settings(stdin: &[u8]) -> Flags {
-    const KEYS: [&str; 4] = [
-        "istio-inbound-tproxy-mark",
-        "istio-inbound-tproxy-route-table",
-        "istio-exclude-interfaces",
-        "kube-virt-interfaces",
+    const KEYS: [&Spec; 4] = [
+        &flags::TPROXY_MARK.spec,
+        &flags::TPROXY_ROUTE_TABLE.spec,
+        &flags::EXCLUDE_INTERFACES.spec,
+        &flags::KUBE_VIRT_INTERFACES.spec,
     ];
     let mut flags = Flags::default();
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(stdin) {
-        for key in KEYS {
-            if let Some(v) = obj.get(key).and_then(|v| flag_value(key, v).ok()) {
-                flags.set(key, v);
+        for spec in KEYS {
+            if let Some(v) = obj.get(spec.long).and_then(|v| flag_value(spec, v).ok()) {
+                flags.set(spec, v);
             }
         }
     }
@@ -192,15 +170,16 @@ fn invalid(key: &str, value: &Value, expected: &str) -> CniError {
 
 /// A flag's value as the CLI would have received it: strings as they are, booleans and
 /// integers spelled out, lists joined with commas.
-fn flag_value(key: &str, value: &Value) -> Result<String, CniError> {
+fn flag_value(spec: &Spec, value: &Value) -> Result<String, CniError> {
+    let key = spec.long;
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_u64() && !Flags::is_bool(key) => Some(n.to_string()),
-        Value::Bool(b) if Flags::is_bool(key) => Some(b.to_string()),
+        Value::Number(n) if n.is_u64() && !spec.boolean => Some(n.to_string()),
+        Value::Bool(b) if spec.boolean => Some(b.to_string()),
         _ => None,
     };
     if let Value::Array(items) = value
-        && !Flags::is_bool(key)
+        && !spec.boolean
     {
         let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
         return parts
@@ -208,7 +187,7 @@ fn flag_value(key: &str, value: &Value) -> Result<String, CniError> {
             .ok_or_else(|| invalid(key, value, "expected a list of strings or numbers"));
     }
     scalar(value).ok_or_else(|| {
-        let expected = if Flags::is_bool(key) {
+        let expected = if spec.boolean {
             "expected true or false"
         } else {
             "expected a string, a number or a list of them"
@@ -294,13 +273,13 @@ mod tests {
                 "kubernetes":{"kubeconfig":"/etc/k","exclude-namespaces":["kube-system"]}}"#,
         )
         .unwrap();
-        assert_eq!(c.flags.istio_inbound_ports.as_deref(), Some("*"));
+        assert_eq!(c.flags.get(&flags::INBOUND_PORTS.spec), Some("*"));
         assert_eq!(
-            c.flags.istio_local_exclude_ports.as_deref(),
+            c.flags.get(&flags::LOCAL_EXCLUDE_PORTS.spec),
             Some("15090,15021")
         );
-        assert_eq!(c.flags.native_nftables.as_deref(), Some("true"));
-        assert_eq!(c.flags.proxy_uid.as_deref(), Some("1337"));
+        assert_eq!(c.flags.get(&flags::NATIVE_NFTABLES.spec), Some("true"));
+        assert_eq!(c.flags.get(&flags::PROXY_UID.spec), Some("1337"));
         let k = c.kubernetes.unwrap();
         assert_eq!(k.exclude_namespaces, ["kube-system"]);
     }

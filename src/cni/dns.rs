@@ -30,7 +30,7 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
             .collect());
     }
     let resolv = crate::host::read_small("/etc/resolv.conf").unwrap_or_default();
-    let servers = crate::config::resolv_conf_servers(&resolv);
+    let servers = crate::host::resolv_conf_servers(&resolv);
     if servers.is_empty() {
         return Err(ResolveError {
             host: host.into(),

@@ -33,11 +33,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::Flags;
-use crate::cmd::{self, RunError, Subcommand};
-use crate::config::{ConfigError, EnvSource, Origin, parse_bool};
+use crate::cmd::{self, RunError};
+use crate::config::{ConfigError, EnvSource, Origin, Subcommand};
+use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
+use crate::values::parse_bool;
 use conf::{NetConf, SUPPORTED_VERSIONS};
 
 /// The spec's error codes, and ours (100+).
@@ -215,8 +216,7 @@ fn dispatch(
     let conf = conf::parse(input)?;
     if let Some(level) = conf
         .flags
-        .log_output_level
-        .as_deref()
+        .get(&flags::LOG_OUTPUT_LEVEL.spec)
         .and_then(logging::parse_level)
     {
         logging::init(level, false);
@@ -262,10 +262,12 @@ fn validate_settings(conf: &NetConf) -> Result<(), CniError> {
     }
     let mut flags = conf.flags.clone();
     in_pod(&mut flags, None);
-    flags.enable_ipv6.get_or_insert_with(|| "true".into());
-    flags.dns_servers.get_or_insert_with(String::new);
-    flags.dry_run = Some("true".into());
-    match crate::config::resolve(&flags, Subcommand::Apply, &no_env(), &NoHost) {
+    set_unless_given(&mut flags, &flags::ENABLE_IPV6.spec, "true");
+    set_unless_given(&mut flags, &flags::DNS_SERVERS.spec, "");
+    flags.set(&flags::DRY_RUN.spec, "true");
+    let resolved = crate::config::early(&flags, Subcommand::Apply, &no_env())
+        .and_then(|early| crate::config::resolve(&flags, &early, &no_env(), &NoHost));
+    match resolved {
         Err(e @ ConfigError::Invalid { .. }) => Err(run_error(RunError::Config(e), 0, &[])),
         _ => Ok(()),
     }
@@ -296,13 +298,16 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
     }
     // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
     // families (istio-cni decides from the first address only, and misses IPv6; docs/upstream.md, "CNI").
-    if flags.enable_ipv6.is_none()
+    if !flags.is_set(&flags::ENABLE_IPV6.spec)
         && let Some(v6) = prev_result_has_ipv6(conf.prev_result.as_ref())
     {
-        flags.enable_ipv6 = Some(v6.to_string());
+        flags.set(&flags::ENABLE_IPV6.spec, v6.to_string());
     }
-    let on = |v: &Option<String>| v.as_deref().and_then(parse_bool) == Some(true);
-    if on(&flags.redirect_dns) && !on(&flags.capture_all_dns) && flags.dns_servers.is_none() {
+    let on = |f: &flags::Spec| flags.get(f).and_then(parse_bool) == Some(true);
+    if on(&flags::REDIRECT_DNS.spec)
+        && !on(&flags::CAPTURE_ALL_DNS.spec)
+        && !flags.is_set(&flags::DNS_SERVERS.spec)
+    {
         return Err(CniError::new(
             code::INVALID_CONFIG,
             "invalid network configuration",
@@ -320,9 +325,18 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
 /// (numeric owner ids, a per-namespace xtables lock), and `-u` 1337 when unset, because the
 /// host's /etc/passwd is not the pod's.
 fn in_pod(flags: &mut Flags, netns: Option<String>) {
-    flags.network_namespace = netns;
-    flags.cni_mode = Some("true".into());
-    flags.proxy_uid.get_or_insert_with(|| "1337".into());
+    match netns {
+        Some(ns) => flags.set(&flags::NETWORK_NAMESPACE.spec, ns),
+        None => flags.unset(&flags::NETWORK_NAMESPACE.spec),
+    }
+    flags.set(&flags::CNI_MODE.spec, "true");
+    set_unless_given(flags, &flags::PROXY_UID.spec, "1337");
+}
+
+fn set_unless_given(flags: &mut Flags, spec: &'static flags::Spec, value: &str) {
+    if !flags.is_set(spec) {
+        flags.set(spec, value);
+    }
 }
 
 /// Whether `prevResult.ips` holds an IPv6 address; `None` when it lists no address.
@@ -508,7 +522,7 @@ fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> 
     for mut flags in [conf::ownership_settings(input), Flags::default()] {
         in_pod(&mut flags, Some(netns.clone()));
         // Both families: a clean removes IPv6 rules whatever the pod's addresses are now.
-        flags.enable_ipv6 = Some("true".into());
+        flags.set(&flags::ENABLE_IPV6.spec, "true");
         match cmd::execute(
             &flags,
             Subcommand::Clean,
@@ -575,7 +589,11 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
             no_kubernetes().details
         )));
     }
-    let native = conf.flags.native_nftables.as_deref().and_then(parse_bool) == Some(true);
+    let native = conf
+        .flags
+        .get(&flags::NATIVE_NFTABLES.spec)
+        .and_then(parse_bool)
+        == Some(true);
     if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {
         return Err(unavailable(
             "no iptables-restore in PATH (set native-nftables, which needs no binaries)".into(),

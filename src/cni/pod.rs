@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::cli::Flags;
-use crate::config::parse_bool;
+use crate::flags::{self, Flags, PodField, Spec};
+use crate::values::parse_bool;
 
 /// The parts of a Pod object (API `v1`) Istio's semantics read. Unknown fields are ignored;
 /// a field of the wrong JSON type makes the whole answer "not a pod".
@@ -91,54 +91,6 @@ const INIT: &str = "istio-init";
 const STATUS: &str = "sidecar.istio.io/status";
 const INJECT: &str = "sidecar.istio.io/inject";
 
-/// (annotation, flag, istio-cni's default when neither annotation nor plugin config says).
-const ANNOTATIONS: &[(&str, &str, Option<&str>)] = &[
-    (
-        "sidecar.istio.io/interceptionMode",
-        "istio-inbound-interception-mode",
-        Some("REDIRECT"),
-    ),
-    (
-        "traffic.sidecar.istio.io/includeOutboundIPRanges",
-        "istio-service-cidr",
-        Some("*"),
-    ),
-    (
-        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
-        "istio-service-exclude-cidr",
-        None,
-    ),
-    (
-        "traffic.sidecar.istio.io/includeInboundPorts",
-        "istio-inbound-ports",
-        Some("*"),
-    ),
-    (
-        "traffic.sidecar.istio.io/excludeInboundPorts",
-        "istio-local-exclude-ports",
-        Some("15020"),
-    ),
-    (
-        "traffic.sidecar.istio.io/includeOutboundPorts",
-        "istio-outbound-ports",
-        None,
-    ),
-    (
-        "traffic.sidecar.istio.io/excludeOutboundPorts",
-        "istio-local-outbound-ports-exclude",
-        Some("15020"),
-    ),
-    (
-        "traffic.sidecar.istio.io/excludeInterfaces",
-        "istio-exclude-interfaces",
-        None,
-    ),
-];
-
-/// The newer and the deprecated annotation for `-k`; the newer wins.
-const REROUTE: &str = "istio.io/reroute-virtual-interfaces";
-const KUBEVIRT: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
-
 /// Ports istio-cni always excludes from inbound capture (the agent's status, health and
 /// metrics ports), appended to whatever the pod or the plugin says.
 const ALWAYS_EXCLUDED_INBOUND: &[&str] = &["15020", "15021", "15090"];
@@ -189,34 +141,38 @@ pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
     }
 
     let mut from_pod = Vec::new();
-    let annotation = |key: &str| meta.annotations.get(key).map(String::as_str);
-    let mut take = |flags: &mut Flags, flag: &'static str, value: String, source: String| {
-        set(flags, flag, value);
-        from_pod.push((flag, source));
-    };
-    for (key, flag, default) in ANNOTATIONS {
-        if let Some(v) = annotation(key) {
-            take(flags, flag, v.to_string(), format!("pod annotation {key}"));
-        } else if !is_set(flags, flag)
-            && let Some(d) = default
-        {
-            set(flags, flag, d.to_string());
+    for spec in flags::ALL {
+        let Some(p) = &spec.pod else { continue };
+        let found = match p.field {
+            PodField::Annotation(keys) => keys.iter().find_map(|k| {
+                let v = meta.annotations.get(*k)?;
+                Some((v.clone(), format!("pod annotation {k}")))
+            }),
+            PodField::SecurityContext(field) => {
+                let sc = proxy.security_context.as_ref();
+                let id = match field {
+                    "runAsUser" => sc.and_then(|s| s.run_as_user),
+                    _ => sc.and_then(|s| s.run_as_group),
+                };
+                id.filter(|id| *id != 0)
+                    .map(|id| (id.to_string(), format!("{PROXY} securityContext.{field}")))
+            }
+            PodField::ProxyEnv(name) => {
+                env_bool(name).map(|on| (on.to_string(), format!("{PROXY} env {name}")))
+            }
+        };
+        match found {
+            Some((value, source)) => {
+                flags.set(spec, value);
+                from_pod.push((spec.long, source));
+            }
+            None => default_unless_set(flags, spec, p.istio_cni_default),
         }
-    }
-    if let Some((key, v)) = [REROUTE, KUBEVIRT]
-        .iter()
-        .find_map(|k| annotation(k).map(|v| (*k, v)))
-    {
-        take(
-            flags,
-            "kube-virt-interfaces",
-            v.to_string(),
-            format!("pod annotation {key}"),
-        );
     }
     // istio-cni appends the agent's ports to every inbound exclusion list.
     let mut exclude: Vec<String> = Vec::new();
-    let current = flags.istio_local_exclude_ports.clone().unwrap_or_default();
+    let excluded = &flags::LOCAL_EXCLUDE_PORTS.spec;
+    let current = flags.get(excluded).unwrap_or_default().to_string();
     for p in current
         .split(',')
         .map(str::trim)
@@ -226,52 +182,18 @@ pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
             exclude.push(p.to_string());
         }
     }
-    flags.istio_local_exclude_ports = Some(exclude.join(","));
+    flags.set(excluded, exclude.join(","));
 
-    // The proxy's identity: its securityContext when non-zero, else the plugin's, else 1337.
-    let sc = proxy.security_context.as_ref();
-    for (field, id, flag) in [
-        ("runAsUser", sc.and_then(|s| s.run_as_user), "proxy-uid"),
-        ("runAsGroup", sc.and_then(|s| s.run_as_group), "proxy-gid"),
-    ] {
-        match id.filter(|id| *id != 0) {
-            Some(id) => take(
-                flags,
-                flag,
-                id.to_string(),
-                format!("{PROXY} securityContext.{field}"),
-            ),
-            None if !is_set(flags, flag) => set(flags, flag, "1337".into()),
-            None => {}
-        }
-    }
-    // Proxy environment: DNS capture turns on capture of all DNS, as istio-cni does.
-    for (name, set_flags) in [
-        (
-            "ISTIO_META_DNS_CAPTURE",
-            &["redirect-dns", "capture-all-dns"][..],
-        ),
-        ("ISTIO_DUAL_STACK", &["dual-stack"][..]),
-        ("INVALID_DROP", &["drop-invalid"][..]),
-    ] {
-        if let Some(on) = env_bool(name) {
-            for flag in set_flags {
-                take(flags, flag, on.to_string(), format!("{PROXY} env {name}"));
-            }
-        }
-    }
     Verdict::Intercept { from_pod }
 }
 
-/// Sets a flag by a long name this module spells; a name that is not a flag is a bug here,
-/// caught by the tests.
-fn set(flags: &mut Flags, long: &str, value: String) {
-    let known = flags.set(long, value);
-    debug_assert!(known, "{long} is not a flag");
-}
-
-fn is_set(flags: &Flags, long: &str) -> bool {
-    flags.get(long).is_some()
+/// istio-cni's default, where neither the pod nor the plugin configuration says.
+fn default_unless_set(flags: &mut Flags, spec: &'static Spec, default: Option<&str>) {
+    if let Some(d) = default
+        && !flags.is_set(spec)
+    {
+        flags.set(spec, d);
+    }
 }
 
 #[cfg(test)]
@@ -335,17 +257,14 @@ mod tests {
             evaluate(&typed(injected()), &mut f),
             Verdict::Intercept { .. }
         ));
-        assert_eq!(f.istio_inbound_ports.as_deref(), Some("*"));
-        assert_eq!(f.istio_service_cidr.as_deref(), Some("*"));
+        assert_eq!(f.get(&flags::INBOUND_PORTS.spec), Some("*"));
+        assert_eq!(f.get(&flags::SERVICE_CIDR.spec), Some("*"));
         assert_eq!(
-            f.istio_local_exclude_ports.as_deref(),
+            f.get(&flags::LOCAL_EXCLUDE_PORTS.spec),
             Some("15020,15021,15090")
         );
-        assert_eq!(
-            f.istio_local_outbound_ports_exclude.as_deref(),
-            Some("15020")
-        );
-        assert_eq!(f.proxy_uid.as_deref(), Some("1337"));
+        assert_eq!(f.get(&flags::OUTBOUND_PORTS_EXCLUDE.spec), Some("15020"));
+        assert_eq!(f.get(&flags::PROXY_UID.spec), Some("1337"));
 
         let mut pod = injected();
         pod["metadata"]["annotations"]["traffic.sidecar.istio.io/includeInboundPorts"] =
@@ -353,32 +272,31 @@ mod tests {
         pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] =
             json!("9090,15021");
         pod["metadata"]["annotations"]["sidecar.istio.io/interceptionMode"] = json!("TPROXY");
-        pod["metadata"]["annotations"][KUBEVIRT] = json!("old0");
-        pod["metadata"]["annotations"][REROUTE] = json!("new0");
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/kubevirtInterfaces"] =
+            json!("old0");
+        pod["metadata"]["annotations"]["istio.io/reroute-virtual-interfaces"] = json!("new0");
         pod["spec"]["containers"][1]["securityContext"] = json!({"runAsUser": 2000});
         pod["spec"]["containers"][1]["env"] =
             json!([{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}]);
         // The plugin's setting is used where the pod says nothing.
-        let mut f = Flags {
-            istio_service_exclude_cidr: Some("10.0.0.0/8".into()),
-            proxy_gid: Some("3000".into()),
-            ..Flags::default()
-        };
+        let mut f = Flags::default();
+        f.set(&flags::SERVICE_EXCLUDE_CIDR.spec, "10.0.0.0/8");
+        f.set(&flags::PROXY_GID.spec, "3000");
         let Verdict::Intercept { from_pod } = evaluate(&typed(pod), &mut f) else {
             panic!("skipped")
         };
-        assert_eq!(f.istio_inbound_ports.as_deref(), Some("8080"));
+        assert_eq!(f.get(&flags::INBOUND_PORTS.spec), Some("8080"));
         assert_eq!(
-            f.istio_local_exclude_ports.as_deref(),
+            f.get(&flags::LOCAL_EXCLUDE_PORTS.spec),
             Some("9090,15021,15020,15090")
         );
-        assert_eq!(f.istio_inbound_interception_mode.as_deref(), Some("TPROXY"));
-        assert_eq!(f.kube_virt_interfaces.as_deref(), Some("new0"));
-        assert_eq!(f.proxy_uid.as_deref(), Some("2000"));
-        assert_eq!(f.proxy_gid.as_deref(), Some("3000"));
-        assert_eq!(f.istio_service_exclude_cidr.as_deref(), Some("10.0.0.0/8"));
-        assert_eq!(f.redirect_dns.as_deref(), Some("true"));
-        assert_eq!(f.capture_all_dns.as_deref(), Some("true"));
+        assert_eq!(f.get(&flags::INTERCEPTION_MODE.spec), Some("TPROXY"));
+        assert_eq!(f.get(&flags::KUBE_VIRT_INTERFACES.spec), Some("new0"));
+        assert_eq!(f.get(&flags::PROXY_UID.spec), Some("2000"));
+        assert_eq!(f.get(&flags::PROXY_GID.spec), Some("3000"));
+        assert_eq!(f.get(&flags::SERVICE_EXCLUDE_CIDR.spec), Some("10.0.0.0/8"));
+        assert_eq!(f.get(&flags::REDIRECT_DNS.spec), Some("true"));
+        assert_eq!(f.get(&flags::CAPTURE_ALL_DNS.spec), Some("true"));
         assert!(from_pod.contains(&(
             "istio-inbound-ports",
             "pod annotation traffic.sidecar.istio.io/includeInboundPorts".into()

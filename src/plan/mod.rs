@@ -1,24 +1,56 @@
 //! The rule plan: what meshtables will install, as typed data and nothing else.
 //!
-//! `build(&Config) -> Plan` is pure. The plan holds two pictures of the same interception
-//! policy, because upstream generates them with two different programs whose rule order
-//! and match order differ in small ways: `xtables` (per-family rule lists, rendered as
-//! `iptables-restore` input) and `nft` (three `inet` tables, rendered as an `nft -f`
-//! transaction and lowered to netlink). Matches and targets are enums; only renderers know
-//! how `-m owner --uid-owner` or `skuid` is spelled. Every value is a validated newtype, so
-//! nothing that reaches rendered text can carry a space, a newline or a quote.
+//! `build(&Policy) -> Plan` is pure: host facts were read before (`config`). The policy is
+//! walked once (`walk`), in upstream's order, into two dialects, because upstream generates
+//! its two pictures of the policy with two programs that differ in small, enumerated ways:
+//! `xtables` (per-family rule lists, rendered as `iptables-restore` input) and `nft` (three
+//! `inet` tables, rendered as an `nft -f` transaction and lowered to netlink). Matches and
+//! targets are enums; only renderers know how `-m owner --uid-owner` or `skuid` is spelled.
+//! Every value is a validated newtype, so nothing that reaches rendered text can carry a
+//! space, a newline or a quote.
+//!
+//! Module graph (no cycles): `walk` → `nft` (its named spellings), `rule`; `xtables`, `nft` →
+//! `rule`, `types`; this module → all of them.
 
-mod build;
 mod nft;
+mod rule;
 mod types;
+mod walk;
 mod xtables;
 
-pub use build::build;
+pub use crate::values::{Cidr, DisplayV6, Family, Group, IfName, Mark, Port, RouteTable, Uid};
 pub use types::*;
 
 use serde::Serialize;
 
-/// Everything an apply or a clean needs, computed from a `Config` without I/O.
+use crate::policy::Policy;
+
+/// Build the whole plan for `policy`: its rules in both dialects, and the policy routing
+/// TPROXY needs.
+pub fn build(policy: &Policy) -> Plan {
+    let mut xt = xtables::Xtables::new(policy.ipv6);
+    walk::walk(policy, &mut xt);
+    let mut nft = nft::Nft::new(policy.ipv6);
+    walk::walk(policy, &mut nft);
+    // TPROXY needs policy routing only when something is captured inbound.
+    let routes = (policy.tproxy() && !policy.inbound_ports.is_empty()).then(|| TproxyRoutes {
+        mark: policy.tproxy_mark,
+        table: policy.tproxy_route_table,
+        families: policy.families(),
+    });
+    Plan {
+        xtables: xt.finish(),
+        nft: nft.finish(),
+        routes,
+        loopback_v6_address: policy.ipv6,
+        ours: Ownership {
+            mark: policy.tproxy_mark,
+            table: policy.tproxy_route_table,
+        },
+    }
+}
+
+/// Everything an apply or a clean needs, computed from a `Policy` without I/O.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// Rules for `iptables-restore` (always present) and `ip6tables-restore` (when IPv6 is on).
@@ -29,6 +61,17 @@ pub struct Plan {
     pub routes: Option<TproxyRoutes>,
     /// Whether `::6/128` goes on `lo` (upstream adds it whenever IPv6 is on).
     pub loopback_v6_address: bool,
+    /// What marks our objects, for a clean or a rerun to recognise them.
+    #[serde(skip)]
+    pub ours: Ownership,
+}
+
+/// The TPROXY mark and routing table of this policy: upstream's bookkeeping rules in mangle
+/// carry the mark, and the policy routing uses both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub mark: Mark,
+    pub table: RouteTable,
 }
 
 /// Per-family xtables rule lists, in upstream's emission order.

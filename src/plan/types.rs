@@ -1,22 +1,10 @@
-//! Typed building blocks of rules: tables, chains, matches, targets and value newtypes.
-//!
-//! Every newtype is constructed only through a validating parser, so its `Display` output is
-//! known to be free of whitespace, quotes and separators: rendered text cannot be injected.
+//! Typed building blocks of rules: tables, chains, matches and targets. Their values are the
+//! validated newtypes of `values`, so rendered text cannot be injected: only renderers know how
+//! `-m owner --uid-owner` or `skuid` is spelled.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use serde::Serialize;
 
-use ipnet::IpNet;
-use serde::{Serialize, Serializer};
-
-/// Address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum Family {
-    #[serde(rename = "ipv4")]
-    V4,
-    #[serde(rename = "ipv6")]
-    V6,
-}
+use crate::values::{Cidr, Group, IfName, Mark, Port, Uid};
 
 /// Netfilter table (xtables name; in nftables the `inet istio-proxy-<name>` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -48,8 +36,82 @@ impl Table {
         }
     }
 
+    /// Our nftables table name as a C string, for netlink.
+    pub fn nft_cname(self) -> &'static std::ffi::CStr {
+        match self {
+            Table::Filter => c"istio-proxy-filter",
+            Table::Mangle => c"istio-proxy-mangle",
+            Table::Nat => c"istio-proxy-nat",
+            Table::Raw => c"istio-proxy-raw",
+        }
+    }
+
     /// The `inet` tables meshtables (and upstream) may own, in transaction order.
     pub const NFT_TABLES: [Table; 3] = [Table::Nat, Table::Mangle, Table::Raw];
+
+    /// How `chain` hooks into this table when it is a base chain (upstream's nft tables:
+    /// nat at priority -100, mangle at -150 with a `route` output chain, raw at -300).
+    pub fn base_chain(self, chain: Chain) -> Option<BaseChain> {
+        let hook = match chain {
+            Chain::Prerouting => Hook::Prerouting,
+            Chain::Output => Hook::Output,
+            _ => return None,
+        };
+        let (kind, priority) = match (self, chain) {
+            (Table::Nat, _) => (ChainType::Nat, -100),
+            (Table::Mangle, Chain::Prerouting) => (ChainType::Filter, -150),
+            (Table::Mangle, _) => (ChainType::Route, -150),
+            (Table::Raw, _) => (ChainType::Filter, -300),
+            (Table::Filter, _) => (ChainType::Filter, 0),
+        };
+        Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        })
+    }
+}
+
+/// The type of an nftables base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainType {
+    Filter,
+    Nat,
+    Route,
+}
+
+impl ChainType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainType::Filter => "filter",
+            ChainType::Nat => "nat",
+            ChainType::Route => "route",
+        }
+    }
+}
+
+/// The netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Output,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Output => "output",
+        }
+    }
+}
+
+/// `{ type nat hook prerouting priority -100 ; }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseChain {
+    pub kind: ChainType,
+    pub hook: Hook,
+    pub priority: i32,
 }
 
 /// A chain: a built-in one or one of Istio's.
@@ -95,6 +157,11 @@ impl Chain {
             Chain::IstioTproxy => "ISTIO_TPROXY",
             Chain::IstioDrop => "ISTIO_DROP",
         }
+    }
+
+    /// The nftables name as a C string, for netlink.
+    pub fn nft_cname(self) -> std::ffi::CString {
+        std::ffi::CString::new(self.nft_name()).unwrap_or_default()
     }
 
     pub fn nft_name(self) -> &'static str {
@@ -154,193 +221,15 @@ pub enum CtState {
     Established,
 }
 
-/// A TCP/UDP port, 1-65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Port(u16);
-
-impl Port {
-    /// `None` for 0.
-    pub fn new(p: u16) -> Option<Port> {
-        (p != 0).then_some(Port(p))
-    }
-    pub fn get(self) -> u16 {
-        self.0
-    }
-    /// The DNS port.
-    pub const DNS: Port = Port(53);
-    /// Where istio-agent's DNS proxy listens.
-    pub const DNS_PROXY: Port = Port(15053);
-}
-
-impl fmt::Display for Port {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A numeric user id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Uid(pub u32);
-
-impl fmt::Display for Uid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A group: numeric id, or a name where upstream accepts names (owner-group lists).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Group {
-    Id(u32),
-    Name(Name),
-}
-
-impl fmt::Display for Group {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Group::Id(id) => id.fmt(f),
-            Group::Name(n) => n.fmt(f),
-        }
-    }
-}
-
-impl Serialize for Group {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Group::Id(id) => s.serialize_u32(*id),
-            Group::Name(n) => s.serialize_str(n.as_str()),
-        }
-    }
-}
-
-/// A validated token (interface or group name): non-empty, no whitespace, quotes, control
-/// characters, `/`, `:`, `,`, `;`, braces, and no leading `-`. Safe to place in any rule text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Name(String);
-
-impl Name {
-    /// Validates `s` as a name of at most `max` bytes; on failure says what is wrong.
-    pub fn parse(s: &str, max: usize) -> Result<Name, &'static str> {
-        if s.is_empty() {
-            return Err("is empty");
-        }
-        if s.len() > max {
-            return Err("is too long");
-        }
-        if s.starts_with('-') {
-            return Err("starts with '-'");
-        }
-        if s.chars().any(|c| {
-            c.is_whitespace()
-                || c.is_control()
-                || matches!(
-                    c,
-                    '"' | '\'' | '`' | '/' | ':' | ',' | ';' | '{' | '}' | '\\' | '#' | '$'
-                )
-        }) {
-            return Err("contains a character that is not allowed");
-        }
-        Ok(Name(s.to_string()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A packet/connection mark (decimal in rendered text, as upstream writes it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Mark(pub u32);
-
-impl Mark {
-    /// The mark upstream puts on the proxy's own hairpin traffic in TPROXY mode.
-    pub const OUTBOUND: Mark = Mark(1338);
-}
-
-impl fmt::Display for Mark {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A policy-routing table id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct RouteTable(pub u32);
-
-impl fmt::Display for RouteTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A prefix as upstream prints it: address canonical, host bits kept (`127.0.0.1/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr(pub IpNet);
-
-impl Cidr {
-    pub fn family(self) -> Family {
-        match self.0 {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-    /// A host prefix (`/32` or `/128`) for one address.
-    pub fn host(addr: IpAddr) -> Cidr {
-        Cidr(IpNet::from(addr))
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            IpNet::V4(n) => n.fmt(f),
-            IpNet::V6(n) => write!(f, "{}/{}", DisplayV6(n.addr()), n.prefix_len()),
-        }
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// IPv6 text as Istio's goldens show it: RFC 5952, except that IPv4-compatible addresses
-/// (`::a.b.c.d`, above `::ffff`) keep their dotted tail (`::127.0.0.53`).
-pub struct DisplayV6(pub Ipv6Addr);
-
-impl fmt::Display for DisplayV6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.segments();
-        if s[..6] == [0; 6] && s[6] != 0 {
-            let [a, b, c, d] = self.0.octets()[12..16] else {
-                unreachable!()
-            };
-            return write!(f, "::{a}.{b}.{c}.{d}");
-        }
-        self.0.fmt(f)
-    }
-}
-
 /// A match: one condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "match")]
 pub enum Match {
     InIface {
-        name: Name,
+        name: IfName,
     },
     OutIface {
-        name: Name,
+        name: IfName,
     },
     /// `-p tcp` / `meta l4proto tcp`.
     Proto {

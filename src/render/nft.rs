@@ -6,22 +6,6 @@ use std::fmt::Write;
 
 use crate::plan::{Chain, CtState, Family, Match, NftPlan, NftRule, Position, Table, Target};
 
-/// `{ type nat hook prerouting priority -100 ; }` for base chains, `None` for regular ones.
-pub fn base_chain_spec(table: Table, chain: Chain) -> Option<(&'static str, &'static str, i32)> {
-    let hook = match chain {
-        Chain::Prerouting => "prerouting",
-        Chain::Output => "output",
-        _ => return None,
-    };
-    Some(match (table, chain) {
-        (Table::Nat, _) => ("nat", hook, -100),
-        (Table::Mangle, Chain::Prerouting) => ("filter", hook, -150),
-        (Table::Mangle, _) => ("route", hook, -150),
-        (Table::Raw, _) => ("filter", hook, -300),
-        (Table::Filter, _) => ("filter", hook, 0),
-    })
-}
-
 fn ip_kw(f: Family) -> &'static str {
     match f {
         Family::V4 => "ip",
@@ -44,7 +28,8 @@ fn write_body(s: &mut String, table: Table, rule: &NftRule) {
     // Upstream's raw-table DNS rules spell the owner match `meta skuid`; same bytecode.
     let meta = if table == Table::Raw { "meta " } else { "" };
     for m in &rule.matches {
-        match m {
+        // Writing to a String cannot fail.
+        let _ = match m {
             Match::InIface { name } => write!(s, "iifname {name} "),
             Match::OutIface { name } => write!(s, "oifname {name} "),
             Match::Proto { proto } => write!(s, "meta l4proto {} ", proto.name()),
@@ -87,8 +72,7 @@ fn write_body(s: &mut String, table: Table, rule: &NftRule) {
             }
             Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),
             Match::ConnMark { mark } => write!(s, "ct mark {mark} "),
-        }
-        .expect("writing to a String cannot fail");
+        };
     }
     let _ = match &rule.target {
         Target::Jump { chain } => write!(s, "counter jump {}", chain.nft_name()),
@@ -131,10 +115,13 @@ fn write_rule_line(s: &mut String, table: Table, rule: &NftRule) {
 pub fn chain_line(table: Table, chain: Chain) -> String {
     let t = table.nft_name();
     let c = chain.nft_name();
-    match base_chain_spec(table, chain) {
-        Some((ty, hook, prio)) => {
-            format!("add chain inet {t} {c} {{ type {ty} hook {hook} priority {prio} ; }}")
-        }
+    match table.base_chain(chain) {
+        Some(b) => format!(
+            "add chain inet {t} {c} {{ type {} hook {} priority {} ; }}",
+            b.kind.name(),
+            b.hook.name(),
+            b.priority
+        ),
         None => format!("add chain inet {t} {c}"),
     }
 }
@@ -144,8 +131,8 @@ pub fn transaction(plan: &NftPlan) -> String {
     let mut out = String::new();
     for t in &plan.tables {
         let name = t.table.nft_name();
-        writeln!(out, "add table inet {name}").unwrap();
-        writeln!(out, "flush table inet {name}").unwrap();
+        let _ = writeln!(out, "add table inet {name}");
+        let _ = writeln!(out, "flush table inet {name}");
         for c in &t.chains {
             out.push_str(&chain_line(t.table, *c));
             out.push('\n');
@@ -163,8 +150,8 @@ pub fn transaction(plan: &NftPlan) -> String {
 pub fn cleanup_transaction() -> String {
     let mut out = String::new();
     for t in Table::NFT_TABLES {
-        writeln!(out, "add table inet {}", t.nft_name()).unwrap();
-        writeln!(out, "delete table inet {}", t.nft_name()).unwrap();
+        let _ = writeln!(out, "add table inet {}", t.nft_name());
+        let _ = writeln!(out, "delete table inet {}", t.nft_name());
     }
     out
 }

@@ -216,7 +216,8 @@ pub fn mt(args: &[&str]) -> String {
 
 /// The groups every throwaway namespace sees as /etc/group: tests do not depend on the
 /// machine's groups. Upstream's owner-group cases name `java` and `ftp`.
-pub const GROUP_FILE: &str = "root:x:0:\ndaemon:x:1:\nbin:x:2:\njava:x:4242:\nftp:x:4243:\nistio-proxy:x:1337:\n";
+pub const GROUP_FILE: &str =
+    "root:x:0:\ndaemon:x:1:\nbin:x:2:\njava:x:4242:\nftp:x:4243:\nistio-proxy:x:1337:\n";
 /// The users every throwaway namespace sees as /etc/passwd (no `istio-proxy`: `-u` defaults
 /// to 1337).
 pub const PASSWD_FILE: &str = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\n";

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use super::{IptError, run};
-use crate::config::XtablesVariant;
 use crate::plan::Family;
+use crate::values::XtablesVariant;
 
 /// A usable set of binaries for one family.
 #[derive(Debug, Clone)]

@@ -61,7 +61,7 @@ fn masked(net: IpNet) -> String {
 }
 
 fn hex(m: Mark) -> String {
-    format!("{:#x}", m.0)
+    format!("{:#x}", m.get())
 }
 
 /// A planned rule as `iptables-save` prints it (after `-A CHAIN `). Groups are numeric

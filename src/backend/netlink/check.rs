@@ -5,23 +5,21 @@
 //! chain with its hook, priority and type, and in every chain the same rules in the same
 //! order, expression by expression, every attribute we send compared by value. Not compared:
 //! counter values, and the elements of the anonymous port sets behind `!= { 53, 15008 }`
-//! (the lookup itself, its register and inversion flag are). Foreign tables are ignored. Used by `meshtables check` and the CNI plugin's CHECK.
+//! (the lookup itself, its register and inversion flag are). Foreign tables are ignored.
+//! Used by `meshtables check` and the CNI plugin's CHECK.
 
 use super::ffi::{ParsedChain, ParsedRule};
 use super::lower::{self, Op};
-use super::{NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFTA_OBJECT_TABLE, NetlinkError, Socket};
-use super::{check_capability, object_name, routes};
+use super::{NFTA_OBJECT_TABLE, NetlinkError, Nft, transport};
 use crate::plan::{Chain, Plan, Table};
 use nftnl::nftnl_sys as sys;
 
-/// Every difference between the live ruleset (and TPROXY routing) and `plan`; empty when
-/// they match.
-pub fn differences(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
-    check_capability()?;
-    let sock = Socket::open()?;
-    let existing = sock.our_tables()?;
-    let chains = sock.dump(NFT_MSG_GETCHAIN, "listing chains")?;
-    let rules = sock.dump(NFT_MSG_GETRULE, "listing rules")?;
+/// Every difference between the live ruleset and `plan`; empty when they match. (TPROXY
+/// routing is checked by `backend::routes`.)
+pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, NetlinkError> {
+    let existing = nl.our_tables()?;
+    let chains = nl.dump(sys::libc::NFT_MSG_GETCHAIN, "listing chains")?;
+    let rules = nl.dump(sys::libc::NFT_MSG_GETRULE, "listing rules")?;
     let ops = lower::apply_ops(&plan.nft, &[])?;
     let mut out = Vec::new();
     for table in Table::NFT_TABLES {
@@ -32,7 +30,9 @@ pub fn differences(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
             (None, true) => out.push(format!("table inet {name} exists but is not planned")),
             (Some(_), false) => out.push(format!("table inet {name} is missing")),
             (Some(t), true) => {
-                let in_table = |m: &&Vec<u8>| object_name(m, NFTA_OBJECT_TABLE) == Some(name);
+                let in_table = |m: &&Vec<u8>| {
+                    transport::nft_attr_str(m, NFTA_OBJECT_TABLE).as_deref() == Some(name)
+                };
                 let live_chains: Vec<ParsedChain> = chains
                     .iter()
                     .filter(in_table)
@@ -48,7 +48,6 @@ pub fn differences(plan: &Plan) -> Result<Vec<String>, NetlinkError> {
             }
         }
     }
-    out.extend(routes::missing(plan)?);
     Ok(out)
 }
 
@@ -59,13 +58,12 @@ fn compare_chains(table: Table, want: &[Chain], live: &[ParsedChain], out: &mut 
             out.push(format!("chain inet {t} {} is missing", c.nft_name()));
             continue;
         };
-        let hook = lower::chain_hook(table, *c).map(|(ty, hook, prio)| {
-            let ty = match ty {
-                nftnl::ChainType::Filter => "filter",
-                nftnl::ChainType::Route => "route",
-                nftnl::ChainType::Nat => "nat",
-            };
-            (hook as u32, prio, ty.to_string())
+        let hook = table.base_chain(*c).map(|b| {
+            (
+                lower::hook(b.hook) as u32,
+                b.priority,
+                b.kind.name().to_string(),
+            )
         });
         if l.hook != hook {
             out.push(format!(

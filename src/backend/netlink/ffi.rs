@@ -1,6 +1,6 @@
 //! FFI: nftables expressions as `nftnl::expr::Expression` impls, set attributes nftnl does not
-//! expose, parsing the kernel's rule and chain dumps with libnftnl (for `check`), and
-//! borrowing the mnl socket's descriptor. The only module with `unsafe`.
+//! expose, and parsing the kernel's rule and chain dumps with libnftnl (for `check`). The only
+//! module with `unsafe`.
 //!
 //! One generic expression type carries an expression name and its attributes, so every
 //! statement meshtables emits (payload, cmp, meta, ct, bitwise, immediate, counter, lookup with
@@ -85,14 +85,6 @@ pub fn set_extras<K>(set: &Set<'_, K>, userdata: &[u8], size: u32) {
     }
     // SAFETY: as above; a u32 attribute is copied by value.
     unsafe { sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, size) };
-}
-
-/// Borrows the descriptor of an open mnl socket for the lifetime of the socket borrow.
-pub fn borrow_fd(sock: &mnl::Socket) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is owned by `sock` and stays open while `sock` is borrowed,
-    // which the returned lifetime enforces.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) }
 }
 
 /// A copy of one netlink message, 4-byte aligned as `nlmsghdr` requires.

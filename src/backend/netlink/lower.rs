@@ -15,7 +15,8 @@ use super::ffi::{Attr, Expr};
 use crate::plan::{
     Chain, Cidr, CtState, Family, Group, Match, NftPlan, NftRule, Position, Proto, Table, Target,
 };
-use crate::render::nft::{base_chain_spec, chain_line, rule_line};
+use crate::plan::{ChainType, Hook};
+use crate::render::nft::{chain_line, rule_line};
 use nftnl::nftnl_sys as sys;
 
 // Kernel constants (linux/netfilter/nf_tables.h and friends).
@@ -342,7 +343,8 @@ fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate:
     }
 }
 
-fn lower_rule(
+/// One rule's expressions (and the anonymous set it looks up, if any), as `nft` compiles it.
+pub(super) fn lower_rule(
     table: Table,
     rule: &NftRule,
     set_id: &mut u32,
@@ -351,98 +353,123 @@ fn lower_rule(
     let mut ctx = Ctx::default();
     let mut set = None;
     for m in &rule.matches {
-        match m {
-            Match::InIface { name } => {
-                out.push(meta_load(META_IIFNAME));
-                out.push(cmp(false, ifname(name.as_str())));
-            }
-            Match::OutIface { name } => {
-                out.push(meta_load(META_OIFNAME));
-                out.push(cmp(false, ifname(name.as_str())));
-            }
-            Match::Proto { proto } => {
-                out.push(meta_load(META_L4PROTO));
-                out.push(cmp(false, vec![proto_num(*proto)]));
-                ctx.l4 = Some(*proto);
-            }
-            Match::Src { negate, cidr } => address(&mut out, &mut ctx, *cidr, true, *negate),
-            Match::Dst { negate, cidr } => address(&mut out, &mut ctx, *cidr, false, *negate),
-            Match::Dport {
-                proto,
-                negate,
-                port,
-            } => {
-                ctx.need_l4(*proto, &mut out);
-                out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
-                out.push(cmp(*negate, port.get().to_be_bytes().to_vec()));
-            }
-            Match::Sport {
-                proto,
-                negate,
-                port,
-            } => {
-                ctx.need_l4(*proto, &mut out);
-                out.push(payload(PAYLOAD_TRANSPORT, 0, 2));
-                out.push(cmp(*negate, port.get().to_be_bytes().to_vec()));
-            }
-            Match::DportsNotIn { proto, ports } => {
-                ctx.need_l4(*proto, &mut out);
-                out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
-                *set_id += 1;
-                out.push(Expr {
-                    name: c"lookup",
-                    attrs: vec![
-                        u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
-                        (
-                            sys::NFTNL_EXPR_LOOKUP_SET,
-                            Attr::Str(CString::from(c"__set%d")),
-                        ),
-                        u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, *set_id),
-                        u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
-                    ],
-                });
-                set = Some(AnonSet {
-                    id: *set_id,
-                    ports: ports.iter().map(|p| p.get()).collect(),
-                    userdata: &SET_UDATA_KEY_BIG_ENDIAN,
-                });
-            }
-            Match::Uid { negate, uid } => {
-                out.push(meta_load(META_SKUID));
-                out.push(cmp(*negate, uid.0.to_ne_bytes().to_vec()));
-            }
-            Match::Gid { negate, gid } => {
-                let id = match gid {
-                    Group::Id(id) => *id,
-                    Group::Name(n) => {
-                        return Err(LowerError::UnresolvedGroup(n.as_str().to_string()));
-                    }
-                };
-                out.push(meta_load(META_SKGID));
-                out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
-            }
-            Match::CtState { states } => {
-                let mask = states.iter().fold(0u32, |m, s| {
-                    m | match s {
-                        CtState::Invalid => CT_STATE_INVALID,
-                        CtState::Established => CT_STATE_ESTABLISHED,
-                        CtState::Related => CT_STATE_RELATED,
-                    }
-                });
-                out.push(ct_load(CT_STATE));
-                out.push(bitwise(mask.to_ne_bytes().to_vec()));
-                out.push(cmp(true, vec![0; 4]));
-            }
-            Match::Mark { negate, mark } => {
-                out.push(meta_load(META_MARK));
-                out.push(cmp(*negate, mark.0.to_ne_bytes().to_vec()));
-            }
-            Match::ConnMark { mark } => {
-                out.push(ct_load(CT_MARK));
-                out.push(cmp(false, mark.0.to_ne_bytes().to_vec()));
-            }
+        lower_match(m, &mut out, &mut ctx, set_id, &mut set)?;
+    }
+    lower_target(rule, ctx.nf, &mut out);
+    let _ = table;
+    Ok((out, set))
+}
+
+/// The expressions of one match, after those `ctx` says are already there.
+fn lower_match(
+    m: &Match,
+    out: &mut Vec<Expr>,
+    ctx: &mut Ctx,
+    set_id: &mut u32,
+    set: &mut Option<AnonSet>,
+) -> Result<(), LowerError> {
+    match m {
+        Match::InIface { name } => {
+            out.push(meta_load(META_IIFNAME));
+            out.push(cmp(false, ifname(name.as_str())));
+        }
+        Match::OutIface { name } => {
+            out.push(meta_load(META_OIFNAME));
+            out.push(cmp(false, ifname(name.as_str())));
+        }
+        Match::Proto { proto } => {
+            out.push(meta_load(META_L4PROTO));
+            out.push(cmp(false, vec![proto_num(*proto)]));
+            ctx.l4 = Some(*proto);
+        }
+        Match::Src { negate, cidr } => address(out, ctx, *cidr, true, *negate),
+        Match::Dst { negate, cidr } => address(out, ctx, *cidr, false, *negate),
+        Match::Dport {
+            proto,
+            negate,
+            port,
+        } => port_match(out, ctx, *proto, 2, *negate, port.get()),
+        Match::Sport {
+            proto,
+            negate,
+            port,
+        } => port_match(out, ctx, *proto, 0, *negate, port.get()),
+        Match::DportsNotIn { proto, ports } => {
+            ctx.need_l4(*proto, out);
+            out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
+            *set_id += 1;
+            out.push(Expr {
+                name: c"lookup",
+                attrs: vec![
+                    u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
+                    (
+                        sys::NFTNL_EXPR_LOOKUP_SET,
+                        Attr::Str(CString::from(c"__set%d")),
+                    ),
+                    u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, *set_id),
+                    u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
+                ],
+            });
+            *set = Some(AnonSet {
+                id: *set_id,
+                ports: ports.iter().map(|p| p.get()).collect(),
+                userdata: &SET_UDATA_KEY_BIG_ENDIAN,
+            });
+        }
+        Match::Uid { negate, uid } => {
+            out.push(meta_load(META_SKUID));
+            out.push(cmp(*negate, uid.0.to_ne_bytes().to_vec()));
+        }
+        Match::Gid { negate, gid } => {
+            let id = match gid {
+                Group::Id(id) => *id,
+                Group::Name(n) => {
+                    return Err(LowerError::UnresolvedGroup(n.as_str().to_string()));
+                }
+            };
+            out.push(meta_load(META_SKGID));
+            out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
+        }
+        Match::CtState { states } => {
+            let mask = states.iter().fold(0u32, |m, s| {
+                m | match s {
+                    CtState::Invalid => CT_STATE_INVALID,
+                    CtState::Established => CT_STATE_ESTABLISHED,
+                    CtState::Related => CT_STATE_RELATED,
+                }
+            });
+            out.push(ct_load(CT_STATE));
+            out.push(bitwise(mask.to_ne_bytes().to_vec()));
+            out.push(cmp(true, vec![0; 4]));
+        }
+        Match::Mark { negate, mark } => {
+            out.push(meta_load(META_MARK));
+            out.push(cmp(*negate, mark.get().to_ne_bytes().to_vec()));
+        }
+        Match::ConnMark { mark } => {
+            out.push(ct_load(CT_MARK));
+            out.push(cmp(false, mark.get().to_ne_bytes().to_vec()));
         }
     }
+    Ok(())
+}
+
+/// `tcp dport P` (offset 2) or `tcp sport P` (offset 0), with nft's l4proto dependency.
+fn port_match(
+    out: &mut Vec<Expr>,
+    ctx: &mut Ctx,
+    proto: Proto,
+    offset: u32,
+    negate: bool,
+    port: u16,
+) {
+    ctx.need_l4(proto, out);
+    out.push(payload(PAYLOAD_TRANSPORT, offset, 2));
+    out.push(cmp(negate, port.to_be_bytes().to_vec()));
+}
+
+/// The expressions of the verdict or statement, `counter` placed where `nft` puts it.
+fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
     match &rule.target {
         Target::Jump { chain } => {
             out.push(counter());
@@ -463,7 +490,7 @@ fn lower_rule(
             });
         }
         Target::Tproxy { port, mark } => {
-            let f = rule.family.or(ctx.nf).unwrap_or(Family::V4);
+            let f = rule.family.or(nf).unwrap_or(Family::V4);
             out.push(immediate(port.get().to_be_bytes().to_vec()));
             out.push(Expr {
                 name: c"tproxy",
@@ -472,14 +499,14 @@ fn lower_rule(
                     u32_attr(sys::NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1),
                 ],
             });
-            out.push(immediate(mark.0.to_ne_bytes().to_vec()));
+            out.push(immediate(mark.get().to_ne_bytes().to_vec()));
             out.push(meta_set(META_MARK));
             out.push(counter());
             out.push(verdict(NF_ACCEPT, None));
         }
         Target::SetMark { mark } => {
             out.push(counter());
-            out.push(immediate(mark.0.to_ne_bytes().to_vec()));
+            out.push(immediate(mark.get().to_ne_bytes().to_vec()));
             out.push(meta_set(META_MARK));
         }
         Target::SaveMark => out.extend([counter(), meta_load(META_MARK), ct_set(CT_MARK)]),
@@ -490,34 +517,29 @@ fn lower_rule(
             out.push(ct_set(CT_ZONE));
         }
     }
-    let _ = table;
-    Ok((out, set))
 }
 
-/// One rule on its own (numeric groups only), for the test fault.
-pub(super) fn lower_single(table: Table, rule: &NftRule) -> (Vec<Expr>, Option<AnonSet>) {
-    lower_rule(table, rule, &mut 0).expect("numeric groups only")
+/// A base chain's hook as nftnl names it.
+pub fn hook(h: Hook) -> nftnl::Hook {
+    match h {
+        Hook::Prerouting => nftnl::Hook::PreRouting,
+        Hook::Output => nftnl::Hook::Out,
+    }
 }
 
-/// `{ type nat hook prerouting priority -100 ; }` as nftnl values.
-pub fn chain_hook(table: Table, chain: Chain) -> Option<(nftnl::ChainType, nftnl::Hook, i32)> {
-    let (ty, hook, prio) = base_chain_spec(table, chain)?;
-    let ty = match ty {
-        "nat" => nftnl::ChainType::Nat,
-        "route" => nftnl::ChainType::Route,
-        _ => nftnl::ChainType::Filter,
-    };
-    let hook = match hook {
-        "prerouting" => nftnl::Hook::PreRouting,
-        _ => nftnl::Hook::Out,
-    };
-    Some((ty, hook, prio))
+/// A base chain's type as nftnl names it.
+pub fn chain_type(t: ChainType) -> nftnl::ChainType {
+    match t {
+        ChainType::Filter => nftnl::ChainType::Filter,
+        ChainType::Nat => nftnl::ChainType::Nat,
+        ChainType::Route => nftnl::ChainType::Route,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Mark, Name, Port};
+    use crate::plan::{IfName, Mark, Port};
 
     fn rule(matches: Vec<Match>, target: Target) -> NftRule {
         NftRule {
@@ -537,9 +559,7 @@ mod tests {
     fn implicit_l4proto_added_once() {
         let r = rule(
             vec![
-                Match::OutIface {
-                    name: Name::parse("lo", 15).unwrap(),
-                },
+                Match::OutIface { name: IfName::lo() },
                 Match::Proto { proto: Proto::Tcp },
                 Match::Dport {
                     proto: Proto::Tcp,
@@ -596,7 +616,9 @@ mod tests {
             position: pos,
             family: None,
             matches: vec![],
-            target: Target::SetMark { mark: Mark(mark) },
+            target: Target::SetMark {
+                mark: Mark::new(mark).unwrap(),
+            },
         };
         let rules = vec![
             mk(Position::Append, 1),
@@ -607,7 +629,7 @@ mod tests {
         let order: Vec<u32> = final_order(&rules)
             .iter()
             .map(|r| match r.target {
-                Target::SetMark { mark } => mark.0,
+                Target::SetMark { mark } => mark.get(),
                 _ => 0,
             })
             .collect();
@@ -619,7 +641,7 @@ mod tests {
         let r = rule(
             vec![Match::Gid {
                 negate: false,
-                gid: Group::Name(Name::parse("nosuchgroup", 32).unwrap()),
+                gid: Group::Name(crate::values::GroupName::parse("nosuchgroup").unwrap()),
             }],
             Target::Return,
         );

@@ -1,30 +1,32 @@
 //! Native nftables over netlink: one atomic transaction, no `nft` binary.
 //!
 //! `lower` turns the plan into operations (pure); this module lists which of our tables
-//! exist, assembles the nftnl batch, sends it with a single `sendmsg` (so a batch of any
-//! size is one transaction), and reads every ACK, mapping a kernel error back to the text
-//! of the message that caused it.
+//! exist, assembles the nftnl batch, sends it in one `sendmsg` (so a batch of any size is one
+//! transaction) over the `transport`, and maps a kernel error back to the line of the dry-run
+//! text that caused it. `check` compares the kernel's dumps with the lowering; `ffi` holds the
+//! only `unsafe` of the crate.
 
 mod check;
 mod ffi;
 pub mod lower;
-pub mod routes;
+pub mod transport;
 
-use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io;
 
 use nftnl::set::{Set, SetKey};
-use nftnl::{Batch, MsgType, ProtoFamily};
-use nix::sys::socket::{self, MsgFlags, sockopt};
+use nftnl::{Batch, FinalizedBatch, MsgType, ProtoFamily};
+use nix::errno::Errno;
 
-use crate::plan::{Mark, Plan, RouteTable, Table};
+use super::{Backend, BackendError};
+use crate::plan::{Plan, Table};
 use lower::{Op, clean_ops};
+use transport::{Reply, Transport};
 
 /// Errors of the netlink backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     #[error(
-        "meshtables needs CAP_NET_ADMIN to program netfilter: add it to the container's securityContext (capabilities: {{add: [\"NET_ADMIN\"]}}, runAsUser: 0); NET_RAW is not needed"
+        "meshtables needs CAP_NET_ADMIN to program netfilter: add it to the container's securityContext (capabilities: {{add: [\"NET_ADMIN\"]}}, runAsUser: 0); with --native-nftables, NET_RAW is not needed"
     )]
     NoCapability,
     #[error(
@@ -45,8 +47,6 @@ pub enum NetlinkError {
     },
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
-    #[error("TPROXY routing: {0}")]
-    Routes(#[from] routes::RouteError),
     #[error("the live nftables rules differ from the requested ones: {}", .0.join("; "))]
     NotInPlace(Vec<String>),
 }
@@ -67,18 +67,84 @@ pub fn check_capability() -> Result<(), NetlinkError> {
     }
 }
 
-/// Test-only fault injection: with `MESHTABLES_TEST_FAULT=reject-rule`, a rule the kernel
-/// refuses (TPROXY in a nat output chain) is appended to the batch, to prove that a rejected
-/// batch changes nothing and that the error names the rule.
-pub const TEST_FAULT_ENV: &str = "MESHTABLES_TEST_FAULT";
+/// The netlink backend.
+pub struct Netlink;
 
-/// Apply the plan's nftables ruleset (replacing ours atomically) and TPROXY routing.
-pub fn apply(plan: &Plan, fault: bool) -> Result<ApplyReport, NetlinkError> {
-    check_capability()?;
-    let sock = Socket::open()?;
-    let existing = sock.our_tables()?;
-    let mut ops = lower::apply_ops(&plan.nft, &existing)?;
-    if fault {
+impl Backend for Netlink {
+    /// Replaces whatever of ours exists with the plan's tables, in one transaction.
+    fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
+        check_capability()?;
+        let mut nl = Nft::open()?;
+        let existing = nl.our_tables()?;
+        let mut ops = lower::apply_ops(&plan.nft, &existing).map_err(NetlinkError::from)?;
+        faults::inject(&mut ops);
+        let sent = nl.transact(&ops)?;
+        let replaced: Vec<&str> = existing.iter().map(|t| t.nft_name()).collect();
+        crate::logging::debug_with(|| {
+            format!(
+                "transaction:\n{}",
+                crate::render::nft::transaction(&plan.nft)
+            )
+        });
+        Ok(format!(
+            "nftables rules programmed: {sent} messages in one transaction{}",
+            if replaced.is_empty() {
+                String::new()
+            } else {
+                format!(", replacing {}", replaced.join(", "))
+            }
+        ))
+    }
+
+    /// Every difference between the live ruleset and the plan (`check.rs`).
+    fn check(&self, plan: &Plan) -> Result<(), BackendError> {
+        check_capability()?;
+        let diffs = check::differences(&mut Nft::open()?, plan)?;
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(NetlinkError::NotInPlace(diffs).into())
+        }
+    }
+
+    /// Deletes our tables (those that exist) in one transaction. Nothing to delete is success.
+    fn clean(&self, _plan: &Plan) -> Result<Vec<String>, BackendError> {
+        check_capability()?;
+        let mut nl = Nft::open()?;
+        let ops = clean_ops(&nl.our_tables()?);
+        if !ops.is_empty() {
+            nl.transact(&ops)?;
+        }
+        Ok(ops.iter().map(Op::describe).collect())
+    }
+}
+
+/// Test-only fault injection (cargo feature `test-faults`, which only the tests enable):
+/// with `MESHTABLES_TEST_FAULT=reject-rule`, a rule the kernel refuses (TPROXY in a nat output
+/// chain) goes into the batch, to prove that a rejected batch changes nothing and that the
+/// error names the rule.
+#[cfg(feature = "test-faults")]
+mod faults {
+    use super::lower::{self, Op};
+    use crate::plan::{Chain, Family, Mark, NftRule, Port, Position, Table, Target};
+
+    pub fn inject(ops: &mut Vec<Op>) {
+        if std::env::var("MESHTABLES_TEST_FAULT").as_deref() != Ok("reject-rule") {
+            return;
+        }
+        let (Some(port), Some(mark)) = (Port::new(15006), Mark::new(1337)) else {
+            return;
+        };
+        let rule = NftRule {
+            chain: Chain::Output,
+            position: Position::Append,
+            family: Some(Family::V4),
+            matches: vec![],
+            target: Target::Tproxy { port, mark },
+        };
+        let Ok((exprs, _)) = lower::lower_rule(Table::Nat, &rule, &mut 0) else {
+            return;
+        };
         // Mid-batch, so the rejected message is not the one that carries the ACK.
         let at = ops.iter().rposition(|op| {
             matches!(
@@ -89,115 +155,51 @@ pub fn apply(plan: &Plan, fault: bool) -> Result<ApplyReport, NetlinkError> {
                 }
             )
         });
-        ops.insert(at.unwrap_or(ops.len()), fault_op());
-    }
-    let sent = sock.transact(&ops)?;
-    let routes = routes::apply(plan)?;
-    Ok(ApplyReport {
-        replaced: existing,
-        messages: sent,
-        routes,
-    })
-}
-
-/// Succeeds when the live ruleset and TPROXY routing are exactly what `plan` installs;
-/// otherwise the error lists every difference (see `check.rs` for what is compared).
-pub fn check(plan: &Plan) -> Result<(), NetlinkError> {
-    let diffs = check::differences(plan)?;
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(NetlinkError::NotInPlace(diffs))
+        ops.insert(
+            at.unwrap_or(ops.len()),
+            Op::AddRule {
+                table: Table::Nat,
+                rule: std::borrow::Cow::Owned(rule),
+                exprs,
+                set: None,
+            },
+        );
     }
 }
 
-/// What an apply did, for the log.
-#[derive(Debug)]
-pub struct ApplyReport {
-    pub replaced: Vec<Table>,
-    pub messages: usize,
-    pub routes: usize,
+#[cfg(not(feature = "test-faults"))]
+mod faults {
+    pub fn inject(_ops: &mut Vec<super::Op>) {}
 }
 
-/// Delete our tables (those that exist) and our TPROXY routing. Nothing to delete is success.
-pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, NetlinkError> {
-    check_capability()?;
-    let sock = Socket::open()?;
-    let existing = sock.our_tables()?;
-    let ops = clean_ops(&existing);
-    if !ops.is_empty() {
-        sock.transact(&ops)?;
-    }
-    let mut removed: Vec<String> = ops.iter().map(Op::describe).collect();
-    removed.extend(routes::clean(mark, table)?);
-    Ok(removed)
-}
-
-fn fault_op() -> Op<'static> {
-    use crate::plan::{Chain, Mark, Port};
-    let rule = crate::plan::NftRule {
-        chain: Chain::Output,
-        position: crate::plan::Position::Append,
-        family: Some(crate::plan::Family::V4),
-        matches: vec![],
-        target: crate::plan::Target::Tproxy {
-            port: Port::new(15006).expect("non-zero"),
-            mark: Mark(1337),
-        },
-    };
-    let (exprs, _) = lower::lower_single(Table::Nat, &rule);
-    Op::AddRule {
-        table: Table::Nat,
-        rule: std::borrow::Cow::Owned(rule),
-        exprs,
-        set: None,
-    }
-}
-
-/// A port as an nftables `inet_service` set key (big endian, type 13).
-struct InetService(u16);
-
-impl SetKey for InetService {
-    const TYPE: u32 = 13;
-    const LEN: u32 = 2;
-    fn data(&self) -> Box<[u8]> {
-        Box::new(self.0.to_be_bytes())
-    }
-}
-
-fn cname(s: &str) -> std::ffi::CString {
-    std::ffi::CString::new(s).expect("object names have no NUL")
-}
-
-/// An nfnetlink socket.
-struct Socket {
-    sock: mnl::Socket,
-}
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NFT_MSG_GETTABLE: u16 = (10 << 8) | 1;
-const NFT_MSG_GETCHAIN: u16 = (10 << 8) | 4;
-const NFT_MSG_GETRULE: u16 = (10 << 8) | 7;
-const NFPROTO_INET: u8 = 1;
-/// `NFTA_TABLE_NAME`, and the table attribute of chains and rules (`NFTA_*_TABLE`).
+/// `NFTA_TABLE_NAME`, and the table attribute of chains and rules (`NFTA_*_TABLE`), from
+/// linux/netfilter/nf_tables.h.
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_OBJECT_TABLE: u16 = 1;
 
-/// A string attribute of a complete nf_tables message (after the 16-byte header and the
-/// 4-byte nfgenmsg).
-fn object_name(msg: &[u8], attr: u16) -> Option<&str> {
-    let body = msg.get(20..)?;
-    attrs(body)
-        .find(|(t, _)| *t == attr)
-        .and_then(|(_, v)| std::str::from_utf8(v.split(|b| *b == 0).next()?).ok())
+/// An nf_tables request header (`nlmsghdr` + `nfgenmsg` for family `inet`) of message `kind`;
+/// the transport fills in the sequence number and flags.
+fn nft_request(kind: i32) -> Vec<u8> {
+    use nftnl::nftnl_sys::libc;
+    let msg_type = ((libc::NFNL_SUBSYS_NFTABLES << 8) | kind) as u16;
+    let mut req = Vec::with_capacity(20);
+    req.extend_from_slice(&20u32.to_ne_bytes());
+    req.extend_from_slice(&msg_type.to_ne_bytes());
+    req.extend_from_slice(&[0; 10]); // flags, sequence, port: the transport's
+    req.extend_from_slice(&[libc::NFPROTO_INET as u8, 0, 0, 0]);
+    req
 }
 
-impl Socket {
-    fn open() -> Result<Socket, NetlinkError> {
-        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|e| {
+/// An nfnetlink connection.
+pub(crate) struct Nft {
+    t: Transport,
+}
+
+impl Nft {
+    fn open() -> Result<Nft, NetlinkError> {
+        let t = Transport::netfilter().map_err(|e| {
             // No nfnetlink at all: the netfilter modules are absent and were not loaded.
-            if e.raw_os_error() == Some(93) {
+            if e.raw_os_error() == Some(Errno::EPROTONOSUPPORT as i32) {
                 NetlinkError::NoNfTables
             } else {
                 NetlinkError::Io {
@@ -206,192 +208,148 @@ impl Socket {
                 }
             }
         })?;
-        Ok(Socket { sock })
+        Ok(Nft { t })
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
-        ffi::borrow_fd(&self.sock)
-    }
-
-    /// Which of our `inet` tables exist (a GETTABLE dump; no transaction, no RCU wait).
-    fn our_tables(&self) -> Result<Vec<Table>, NetlinkError> {
-        let names = self.dump(NFT_MSG_GETTABLE, "listing tables")?;
-        Ok(Table::NFT_TABLES
-            .into_iter()
-            .filter(|t| {
-                names
-                    .iter()
-                    .any(|m| object_name(m, NFTA_TABLE_NAME) == Some(t.nft_name()))
-            })
-            .collect())
-    }
-
-    /// A dump of every `inet` object of one kind (`NFT_MSG_GET*` with NLM_F_DUMP): the
-    /// complete reply messages, headers included, in the kernel's order.
-    fn dump(&self, kind: u16, context: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
-        let mut req = Vec::with_capacity(20);
-        req.extend_from_slice(&20u32.to_ne_bytes());
-        req.extend_from_slice(&kind.to_ne_bytes());
-        req.extend_from_slice(&(0x301u16).to_ne_bytes()); // NLM_F_REQUEST | NLM_F_DUMP
-        req.extend_from_slice(&1u32.to_ne_bytes());
-        req.extend_from_slice(&0u32.to_ne_bytes());
-        req.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
-        self.sock.send(&req).map_err(io_err(context))?;
-        let mut found = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self.sock.recv_raw(&mut buf).map_err(io_err(context))?;
-            for (msg, whole) in messages(&buf[..n]) {
-                match msg.kind {
-                    NLMSG_DONE => return Ok(found),
-                    NLMSG_ERROR => {
-                        let errno = msg.error_code();
-                        // nfnetlink answers EINVAL for a subsystem that is not registered:
-                        // nf_tables is missing and the kernel could not load it.
-                        if errno == -22 && kind == NFT_MSG_GETTABLE {
-                            return Err(NetlinkError::NoNfTables);
-                        }
-                        if errno != 0 {
-                            return Err(NetlinkError::Io {
-                                context,
-                                source: io::Error::from_raw_os_error(-errno),
-                            });
-                        }
-                    }
-                    _ if msg.payload.first() == Some(&NFPROTO_INET) => found.push(whole.to_vec()),
-                    _ => {}
-                }
-            }
+    /// Every `inet` object of one kind (`NFT_MSG_GET*` dump), complete messages in the
+    /// kernel's order.
+    fn dump(&mut self, kind: i32, context: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        use nftnl::nftnl_sys::libc;
+        match self.t.dump(nft_request(kind)).map_err(io_err(context))? {
+            Ok(msgs) => Ok(msgs
+                .into_iter()
+                .filter(|m| transport::nft_family(m) == Some(libc::NFPROTO_INET as u8))
+                .collect()),
+            // nfnetlink answers EINVAL for a subsystem that is not registered: nf_tables is
+            // missing and the kernel could not load it.
+            Err(Errno::EINVAL) if kind == libc::NFT_MSG_GETTABLE => Err(NetlinkError::NoNfTables),
+            Err(e) => Err(NetlinkError::Io {
+                context,
+                source: e.into(),
+            }),
         }
     }
 
-    /// Sends `ops` as one batch in one `sendmsg` and checks every reply. Returns the number
-    /// of messages sent.
-    fn transact(&self, ops: &[Op]) -> Result<usize, NetlinkError> {
-        let estimate: usize = ops
+    /// Which of our `inet` tables exist (a dump: no transaction, no RCU wait).
+    fn our_tables(&mut self) -> Result<Vec<Table>, NetlinkError> {
+        use nftnl::nftnl_sys::libc;
+        let names: Vec<String> = self
+            .dump(libc::NFT_MSG_GETTABLE, "listing tables")?
             .iter()
-            .map(|op| match op {
-                Op::AddRule { exprs, set, .. } => {
-                    256 + 128 * exprs.len() + set.as_ref().map_or(0, |s| 512 + 32 * s.ports.len())
-                }
-                _ => 256,
-            })
-            .sum();
-        let page = (estimate + 4096)
-            .next_power_of_two()
-            .clamp(128 * 1024, 64 << 20);
-        let mut batch = Batch::with_page_size(page as u32);
+            .filter_map(|m| transport::nft_attr_str(m, NFTA_TABLE_NAME))
+            .collect();
+        Ok(Table::NFT_TABLES
+            .into_iter()
+            .filter(|t| names.iter().any(|n| n == t.nft_name()))
+            .collect())
+    }
+
+    /// Sends `ops` as one batch and checks every reply; returns how many messages went.
+    fn transact(&mut self, ops: &[Op]) -> Result<usize, NetlinkError> {
+        let mut batch = Batch::with_page_size(page_size(ops));
         // Which op and what kind of message each one is, in send order, for error reports.
         let mut descs: Vec<(&'static str, usize)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             add_op(&mut batch, op, i, &mut descs);
         }
-        let batch = batch.finalize();
         let describe = |i: usize| descs.get(i).map(|(what, op)| (*what, ops[*op].describe()));
-        self.commit(&batch, descs.len(), &describe)
+        self.commit(&batch.finalize(), descs.len(), &describe)
     }
 
-    /// Sends a finalized batch of `count` data messages in one `sendmsg` and checks the
-    /// replies; `describe(i)` names the i-th data message for an error report.
+    /// Sends a finalized batch of `count` data messages and reads the kernel's verdict;
+    /// `describe(i)` names the i-th data message in an error.
     fn commit(
-        &self,
-        batch: &nftnl::FinalizedBatch,
+        &mut self,
+        batch: &FinalizedBatch,
         count: usize,
         describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
     ) -> Result<usize, NetlinkError> {
         let seqs = batch.sequence_numbers();
+        // The batch is wrapped in BEGIN/END messages when nftnl adds them.
         let first = if seqs.len() == count + 2 {
             seqs.start + 1
         } else {
             seqs.start
         };
-
-        // Room for an error per message, should everything fail.
-        let rcvbuf = (count * 1024).max(256 * 1024);
-        let _ = socket::setsockopt(&self.fd(), sockopt::RcvBufForce, &rcvbuf);
-        // One contiguous buffer, so the batch is one sendmsg whatever nftnl's page size.
-        let mut wire: Vec<u8> = Vec::with_capacity(batch.iter().map(|page| page.len()).sum());
+        let last = first + count as u32 - 1;
+        let mut wire: Vec<u8> = Vec::with_capacity(batch.iter().map(|p| p.len()).sum());
         for page in batch.iter() {
             wire.extend_from_slice(page);
         }
-        // The kernel reports every error whether or not NLM_F_ACK is set; asking for an ACK
-        // per message only makes it build (and us read) one reply per rule. Keep the ACK on
-        // the last data message alone: it confirms the kernel processed the whole batch.
-        let last_seq = first + count as u32 - 1;
-        ack_only(&mut wire, last_seq);
-        // A netlink sendmsg larger than the send buffer fails with EMSGSIZE; the whole batch
-        // must go in one call to be one transaction, so make room for it.
-        if wire.len() + 64 * 1024 > 208 * 1024 {
-            socket::setsockopt(&self.fd(), sockopt::SndBufForce, &(wire.len() + 64 * 1024))
-                .map_err(|e| NetlinkError::Io {
-                    context: "sizing the send buffer for the batch",
-                    source: e.into(),
-                })?;
-        }
-        socket::sendmsg::<()>(
-            self.fd().as_raw_fd(),
-            &[IoSlice::new(&wire)],
-            &[],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| NetlinkError::Io {
-            context: "sending the batch",
-            source: e.into(),
-        })?;
-
-        let mut errors: Vec<(u32, i32)> = Vec::new();
-        let mut acked = false;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match socket::recv(self.fd().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => break,
-                Ok(n) => {
-                    for (msg, _) in messages(&buf[..n]) {
-                        if msg.kind != NLMSG_ERROR {
-                            continue;
-                        }
-                        match msg.error_code() {
-                            0 => acked |= msg.error_seq() == last_seq,
-                            code => errors.push((msg.error_seq(), code)),
-                        }
-                    }
-                }
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(e) => {
-                    return Err(NetlinkError::Io {
-                        context: "reading the kernel's replies",
-                        source: e.into(),
-                    });
-                }
-            }
-        }
-        errors.sort();
-        if let Some((seq, errno)) = errors.first().copied() {
-            let (what, text) = seq
-                .checked_sub(first)
-                .and_then(|i| describe(i as usize))
-                .unwrap_or(("batch", "nftables transaction".to_string()));
-            let more = if errors.len() > 1 {
-                format!(" (and {} more errors in the same batch)", errors.len() - 1)
-            } else {
-                String::new()
-            };
-            return Err(NetlinkError::Rejected {
-                what,
-                text,
-                source: io::Error::from_raw_os_error(-errno),
-                more,
-            });
-        }
-        if !acked {
-            return Err(NetlinkError::Io {
-                context: "committing the batch",
-                source: io::Error::other("the kernel did not acknowledge the batch"),
-            });
-        }
-        Ok(count)
+        transport::ack_only(&mut wire, last);
+        self.t.expect_replies(count);
+        self.t.send(&wire).map_err(io_err("sending the batch"))?;
+        let replies = self
+            .t
+            .queued_replies()
+            .map_err(io_err("reading the kernel's replies"))?;
+        verdict(&replies, first, last, describe).map(|()| count)
     }
+}
+
+/// The kernel's verdict on a batch whose data messages are numbered `first..=last`: the first
+/// error (by sequence number) names its message; no error and the last message's ACK is
+/// success.
+fn verdict(
+    replies: &[Reply],
+    first: u32,
+    last: u32,
+    describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
+) -> Result<(), NetlinkError> {
+    let mut errors: Vec<(u32, Errno)> = replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Status {
+                seq,
+                errno: Some(e),
+            } => Some((*seq, *e)),
+            _ => None,
+        })
+        .collect();
+    errors.sort_by_key(|(seq, _)| *seq);
+    if let Some((seq, errno)) = errors.first().copied() {
+        let (what, text) = seq
+            .checked_sub(first)
+            .and_then(|i| describe(i as usize))
+            .unwrap_or(("batch", "nftables transaction".to_string()));
+        let more = match errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more errors in the same batch)", n - 1),
+        };
+        return Err(NetlinkError::Rejected {
+            what,
+            text,
+            source: errno.into(),
+            more,
+        });
+    }
+    let acked = replies
+        .iter()
+        .any(|r| matches!(r, Reply::Status { seq, errno: None } if *seq == last));
+    if !acked {
+        return Err(NetlinkError::Io {
+            context: "committing the batch",
+            source: io::Error::other("the kernel did not acknowledge the batch"),
+        });
+    }
+    Ok(())
+}
+
+/// A batch page large enough for the whole transaction (nftnl splits batches across pages;
+/// the transport sends them as one buffer anyway).
+fn page_size(ops: &[Op]) -> u32 {
+    let estimate: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::AddRule { exprs, set, .. } => {
+                256 + 128 * exprs.len() + set.as_ref().map_or(0, |s| 512 + 32 * s.ports.len())
+            }
+            _ => 256,
+        })
+        .sum();
+    (estimate + 4096)
+        .next_power_of_two()
+        .clamp(128 * 1024, 64 << 20) as u32
 }
 
 /// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
@@ -400,7 +358,7 @@ impl Socket {
 /// leaves an empty `nat INPUT` base chain behind, a state change a clean cannot undo.)
 pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
     check_capability()?;
-    let sock = Socket::open()?;
+    let mut nl = Nft::open()?;
     let pf = match family {
         crate::plan::Family::V4 => ProtoFamily::Ipv4,
         crate::plan::Family::V6 => ProtoFamily::Ipv6,
@@ -422,33 +380,23 @@ pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
         ("table deletion", "delete table meshtables-nat-probe"),
     ];
     let describe = |i: usize| texts.get(i).map(|(w, t)| (*w, t.to_string()));
-    sock.commit(&batch.finalize(), texts.len(), &describe)
+    nl.commit(&batch.finalize(), texts.len(), &describe)
         .map(|_| ())
 }
 
-/// Clears NLM_F_ACK on every message of `wire` except the one with sequence `keep`.
-fn ack_only(wire: &mut [u8], keep: u32) {
-    const NLM_F_ACK: u16 = 4;
-    let mut off = 0;
-    while off + 16 <= wire.len() {
-        let len = u32::from_ne_bytes(wire[off..off + 4].try_into().unwrap()) as usize;
-        let seq = u32::from_ne_bytes(wire[off + 8..off + 12].try_into().unwrap());
-        let mut flags = u16::from_ne_bytes(wire[off + 6..off + 8].try_into().unwrap());
-        if seq == keep {
-            flags |= NLM_F_ACK;
-        } else {
-            flags &= !NLM_F_ACK;
-        }
-        wire[off + 6..off + 8].copy_from_slice(&flags.to_ne_bytes());
-        if len < 16 {
-            break;
-        }
-        off += (len + 3) & !3;
+/// A port as an nftables `inet_service` set key (big endian, type 13).
+struct InetService(u16);
+
+impl SetKey for InetService {
+    const TYPE: u32 = 13;
+    const LEN: u32 = 2;
+    fn data(&self) -> Box<[u8]> {
+        Box::new(self.0.to_be_bytes())
     }
 }
 
 fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static str, usize)>) {
-    let table_of = |t: Table| nftnl::Table::new(cname(t.nft_name()), ProtoFamily::Inet);
+    let table_of = |t: Table| nftnl::Table::new(t.nft_cname(), ProtoFamily::Inet);
     match op {
         Op::DelTable(t) => {
             batch.add(&table_of(*t), MsgType::Del);
@@ -460,10 +408,10 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
         }
         Op::AddChain { table, chain } => {
             let t = table_of(*table);
-            let mut c = nftnl::Chain::new(cname(chain.nft_name()), &t);
-            if let Some((ty, hook, prio)) = lower::chain_hook(*table, *chain) {
-                c.set_hook(hook, prio);
-                c.set_type(ty);
+            let mut c = nftnl::Chain::new(chain.nft_cname(), &t);
+            if let Some(base) = table.base_chain(*chain) {
+                c.set_hook(lower::hook(base.hook), base.priority);
+                c.set_type(lower::chain_type(base.kind));
             }
             batch.add(&c, MsgType::Add);
             descs.push(("chain", index));
@@ -475,7 +423,7 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
             set,
         } => {
             let t = table_of(*table);
-            let c = nftnl::Chain::new(cname(rule.chain.nft_name()), &t);
+            let c = nftnl::Chain::new(rule.chain.nft_cname(), &t);
             if let Some(s) = set {
                 let mut nset: Set<InetService> = Set::new(c"__set%d", s.id, &t, ProtoFamily::Inet);
                 for p in &s.ports {
@@ -499,61 +447,31 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
     }
 }
 
-/// One netlink message in a receive buffer.
-struct NlMsg<'a> {
-    kind: u16,
-    payload: &'a [u8],
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl NlMsg<'_> {
-    /// `nlmsgerr.error` (0 for an ACK, else minus errno).
-    fn error_code(&self) -> i32 {
-        self.payload
-            .get(..4)
-            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    #[test]
+    fn the_first_error_names_its_message_and_the_last_ack_commits() {
+        let describe = |i: usize| Some(("rule", format!("rule {i}")));
+        let ok = [Reply::Status {
+            seq: 12,
+            errno: None,
+        }];
+        assert!(verdict(&ok, 10, 12, &describe).is_ok());
+        assert!(verdict(&[], 10, 12, &describe).is_err(), "no ACK");
+        let failed = [
+            Reply::Status {
+                seq: 12,
+                errno: Some(Errno::ENOENT),
+            },
+            Reply::Status {
+                seq: 11,
+                errno: Some(Errno::EOPNOTSUPP),
+            },
+        ];
+        let e = verdict(&failed, 10, 12, &describe).unwrap_err().to_string();
+        assert!(e.starts_with("kernel rejected rule 'rule 1'"), "{e}");
+        assert!(e.contains("(and 1 more errors"), "{e}");
     }
-    /// The sequence number of the message an error or ACK answers.
-    fn error_seq(&self) -> u32 {
-        self.payload
-            .get(12..16)
-            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-    }
-}
-
-/// The messages in a receive buffer: each parsed, and its complete bytes.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (NlMsg<'_>, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 16 {
-            return None;
-        }
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let msg = NlMsg {
-            kind,
-            payload: &buf[16..len],
-        };
-        let whole = &buf[..len];
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-        Some((msg, whole))
-    })
-}
-
-/// Netlink attributes (type without flag bits, value).
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-        Some((kind, value))
-    })
 }

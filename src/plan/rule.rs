@@ -1,0 +1,89 @@
+//! The vocabulary between the policy walk and its dialects: a `Rule` as the walk states it
+//! (matches in upstream's iptables order), and the `Sink` a dialect implements to receive
+//! rules with their family fan-out. A leaf of `plan`: the walk and both dialects import it,
+//! it imports neither.
+
+use super::types::{Chain, Match, Table, Target};
+use crate::values::Family;
+
+/// Where a rule goes in its chain, as upstream writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    Append,
+    /// Insert before the rule at this 0-based position (xtables writes it 1-based).
+    Insert(u32),
+}
+
+/// How upstream's nftables generator spells a rule differently from its iptables one: only
+/// the order and presence of matches differ, never their meaning (one exception,
+/// `nft::DROP_INVALID`). Applied in this order: `drop_proto`, `order`, `prepend_tcp`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NftSpelling {
+    /// Add `meta l4proto tcp` first.
+    pub prepend_tcp: bool,
+    /// Leave out the leading protocol match: the port match that follows implies it
+    /// (`udp dport 53`, where iptables needs `-p udp --dport 53`).
+    pub drop_proto: bool,
+    /// The matches in nft order, as indexes into the list left after `drop_proto`.
+    pub order: Option<&'static [usize]>,
+}
+
+impl NftSpelling {
+    /// The same matches in the same order as the iptables rule.
+    pub const AS_IPTABLES: NftSpelling = NftSpelling {
+        prepend_tcp: false,
+        drop_proto: false,
+        order: None,
+    };
+}
+
+/// One rule of the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub table: Table,
+    pub chain: Chain,
+    pub at: At,
+    /// In upstream's iptables order.
+    pub matches: Vec<Match>,
+    pub target: Target,
+    pub nft: &'static NftSpelling,
+}
+
+/// An appended rule spelled alike in both dialects.
+pub fn rule(table: Table, chain: Chain, matches: Vec<Match>, target: Target) -> Rule {
+    Rule {
+        table,
+        chain,
+        at: At::Append,
+        matches,
+        target,
+        nft: &NftSpelling::AS_IPTABLES,
+    }
+}
+
+impl Rule {
+    /// Inserted at 0-based `position` instead of appended.
+    pub fn insert(mut self, position: u32) -> Rule {
+        self.at = At::Insert(position);
+        self
+    }
+    /// Spelled `spelling` by the nft dialect.
+    pub fn nft(mut self, spelling: &'static NftSpelling) -> Rule {
+        self.nft = spelling;
+        self
+    }
+}
+
+/// Where the walk sends rules; a dialect decides what "both families" means for it.
+pub trait Sink {
+    /// A rule for every programmed family.
+    fn both(&mut self, r: Rule);
+    /// A rule for one family (nothing when that family is off).
+    fn family(&mut self, f: Family, r: Rule);
+    /// A rule whose text differs per family (upstream's "versioned" rules).
+    fn versioned(&mut self, v4: Rule, v6: Rule);
+    /// A rule that upstream's iptables generator adds per family where `when[family]` holds,
+    /// and its nft generator once when it holds for any programmed family (one `inet` chain
+    /// serves both).
+    fn where_any(&mut self, when: [bool; 2], r: Rule);
+}

@@ -1,0 +1,478 @@
+//! The interception policy, walked once, in the order upstream's iptables generator emits it
+//! (docs/upstream.md, "Rule order"). The order inside each chain *is* the policy: the first
+//! matching RETURN wins, so every exemption sits above the capture it exempts.
+//!
+//! The walk states each rule once (its matches in upstream's iptables order) and sends it to a
+//! `Sink`; the dialects (`xtables`, `nft`) decide what families, insert positions and match
+//! order mean for them. Where upstream's nft generator spells a rule differently, the rule
+//! names the spelling (`nft::HAIRPIN`, ...), defined with the nft dialect.
+
+use super::nft as spell;
+use super::rule::{NftSpelling, Sink, rule};
+use super::types::{Chain::*, CtState, Match, Proto, Table::*, Target};
+use crate::policy::{Dns, Owner, Policy};
+use crate::values::{Cidr, Family, IfName, InboundPorts, Mark, OwnerGroups, Port};
+
+fn tcp() -> Match {
+    Match::Proto { proto: Proto::Tcp }
+}
+fn udp() -> Match {
+    Match::Proto { proto: Proto::Udp }
+}
+fn iif(n: &IfName) -> Match {
+    Match::InIface { name: n.clone() }
+}
+fn oif(n: &IfName) -> Match {
+    Match::OutIface { name: n.clone() }
+}
+fn dst(c: Cidr) -> Match {
+    Match::Dst {
+        negate: false,
+        cidr: c,
+    }
+}
+fn not_dst(c: Cidr) -> Match {
+    Match::Dst {
+        negate: true,
+        cidr: c,
+    }
+}
+fn src(c: Cidr) -> Match {
+    Match::Src {
+        negate: false,
+        cidr: c,
+    }
+}
+fn dport(proto: Proto, port: Port) -> Match {
+    Match::Dport {
+        proto,
+        negate: false,
+        port,
+    }
+}
+fn not_dport(proto: Proto, port: Port) -> Match {
+    Match::Dport {
+        proto,
+        negate: true,
+        port,
+    }
+}
+fn sport(proto: Proto, port: Port) -> Match {
+    Match::Sport {
+        proto,
+        negate: false,
+        port,
+    }
+}
+fn mark(m: Mark, negate: bool) -> Match {
+    Match::Mark { negate, mark: m }
+}
+fn established() -> Match {
+    Match::CtState {
+        states: vec![CtState::Related, CtState::Established],
+    }
+}
+fn owner(o: &Owner, negate: bool) -> Match {
+    match o {
+        Owner::Uid(u) => Match::Uid { negate, uid: *u },
+        Owner::Gid(g) => Match::Gid {
+            negate,
+            gid: g.clone(),
+        },
+    }
+}
+fn jump(c: super::types::Chain) -> Target {
+    Target::Jump { chain: c }
+}
+
+/// Sends `p`'s rules to `out`, in upstream's order.
+pub(super) fn walk(p: &Policy, out: &mut dyn Sink) {
+    interfaces(p, out);
+    drop_invalid(p, out);
+    redirect_chains(p, out);
+    inbound(p, out);
+    outbound_exemptions(p, out);
+    owners(p, out);
+    owner_groups(p, out);
+    if p.dns != Dns::Off {
+        dns(p, out);
+    }
+    outbound_capture(p, out);
+    if p.tproxy() {
+        tproxy_tail(p, out);
+    }
+}
+
+/// Steps 1-2. Excluded interfaces RETURN before anything else can capture their traffic (in
+/// TPROXY mode inbound capture lives in mangle, so the exemption is repeated there). Virtual
+/// (VM) interfaces' inbound traffic is not inbound for the pod: inserted at the head, it
+/// escapes the inbound capture appended below.
+fn interfaces(p: &Policy, out: &mut dyn Sink) {
+    let tables: &[_] = if p.tproxy() { &[Nat, Mangle] } else { &[Nat] };
+    for t in tables {
+        for x in &p.exclude_interfaces {
+            out.both(rule(*t, Prerouting, vec![iif(x)], Target::Return));
+            out.both(rule(*t, Output, vec![oif(x)], Target::Return));
+        }
+    }
+    for k in &p.kube_virt_interfaces {
+        out.both(rule(Nat, Prerouting, vec![iif(k)], Target::Return).insert(0));
+    }
+}
+
+/// Step 3: drop out-of-window packets instead of letting them reset the connection.
+fn drop_invalid(p: &Policy, out: &mut dyn Sink) {
+    if p.drop_invalid {
+        let invalid = Match::CtState {
+            states: vec![CtState::Invalid],
+        };
+        out.both(
+            rule(Mangle, Prerouting, vec![invalid], jump(IstioDrop)).nft(&spell::DROP_INVALID),
+        );
+        out.both(rule(Mangle, IstioDrop, vec![], Target::Drop));
+    }
+}
+
+/// Steps 4-6: the tunnel port is never captured; the two redirect chains everything jumps to.
+fn redirect_chains(p: &Policy, out: &mut dyn Sink) {
+    let tunnel = vec![tcp(), dport(Proto::Tcp, p.inbound_tunnel_port)];
+    out.both(rule(Nat, IstioInbound, tunnel, Target::Return));
+    let to = |port| Target::Redirect { port };
+    out.both(rule(Nat, IstioRedirect, vec![tcp()], to(p.proxy_port)));
+    out.both(rule(
+        Nat,
+        IstioInRedirect,
+        vec![tcp()],
+        to(p.inbound_capture_port),
+    ));
+}
+
+/// Step 7: inbound capture, only when some port is captured. TPROXY: established flows are
+/// marked and accepted (policy routing delivers them to the local socket), new ones are
+/// TPROXY'd, except to loopback.
+fn inbound(p: &Policy, out: &mut dyn Sink) {
+    if p.inbound_ports.is_empty() {
+        return;
+    }
+    let t = if p.tproxy() { Mangle } else { Nat };
+    if p.tproxy() {
+        let m = p.tproxy_mark;
+        out.both(rule(
+            Mangle,
+            IstioDivert,
+            vec![],
+            Target::SetMark { mark: m },
+        ));
+        out.both(rule(Mangle, IstioDivert, vec![], Target::Accept));
+        let capture = Target::Tproxy {
+            port: p.inbound_capture_port,
+            mark: m,
+        };
+        out.versioned(
+            rule(
+                Mangle,
+                IstioTproxy,
+                vec![not_dst(p.lo_dst(Family::V4)), tcp()],
+                capture.clone(),
+            )
+            .nft(&spell::TPROXY_CAPTURE),
+            rule(
+                Mangle,
+                IstioTproxy,
+                vec![not_dst(p.lo_dst(Family::V6)), tcp()],
+                capture,
+            )
+            .nft(&spell::TPROXY_CAPTURE),
+        );
+    }
+    out.both(rule(t, Prerouting, vec![tcp()], jump(IstioInbound)));
+    let capture = if p.tproxy() {
+        IstioTproxy
+    } else {
+        IstioInRedirect
+    };
+    match &p.inbound_ports {
+        InboundPorts::All => {
+            for port in &p.local_exclude_ports {
+                let m = vec![tcp(), dport(Proto::Tcp, *port)];
+                out.both(rule(t, IstioInbound, m, Target::Return));
+            }
+            if p.tproxy() {
+                let m = vec![tcp(), established()];
+                out.both(rule(t, IstioInbound, m, jump(IstioDivert)));
+            }
+            out.both(rule(t, IstioInbound, vec![tcp()], jump(capture)));
+        }
+        InboundPorts::List(ports) => {
+            for port in ports {
+                if p.tproxy() {
+                    let m = vec![tcp(), dport(Proto::Tcp, *port), established()];
+                    out.both(
+                        rule(t, IstioInbound, m, jump(IstioDivert)).nft(&spell::ESTABLISHED_FIRST),
+                    );
+                }
+                let m = vec![tcp(), dport(Proto::Tcp, *port)];
+                out.both(rule(t, IstioInbound, m, jump(capture)));
+            }
+        }
+    }
+}
+
+/// Steps 8-10: all locally generated traffic goes through ISTIO_OUTPUT (any protocol: DNS
+/// too); excluded outbound ports leave before the loopback handling can redirect them; Envoy's
+/// inbound passthrough binds 127.0.0.6 / ::6: never capture it again.
+fn outbound_exemptions(p: &Policy, out: &mut dyn Sink) {
+    out.both(rule(Nat, Output, vec![], jump(IstioOutput)));
+    for port in &p.outbound_ports_exclude {
+        for (proto, pm) in [(Proto::Tcp, tcp()), (Proto::Udp, udp())] {
+            let m = vec![pm, dport(proto, *port)];
+            out.both(rule(Nat, IstioOutput, m, Target::Return).nft(&spell::PORT_IMPLIES_PROTO));
+        }
+    }
+    let lo = IfName::lo();
+    out.versioned(
+        rule(
+            Nat,
+            IstioOutput,
+            vec![oif(&lo), src(Cidr::passthrough(Family::V4))],
+            Target::Return,
+        ),
+        rule(
+            Nat,
+            IstioOutput,
+            vec![oif(&lo), src(Cidr::passthrough(Family::V6))],
+            Target::Return,
+        ),
+    );
+}
+
+/// Steps 11-12, per proxy uid, then per gid: (a) the proxy talking to the pod's own
+/// non-loopback address over lo is the app→Envoy→Envoy→app hairpin: capture it inbound;
+/// (b) other lo traffic not from the proxy is app-to-self: leave it (unless `-i` lists a
+/// loopback range); (c) everything else from the proxy leaves uncaptured.
+fn owners(p: &Policy, out: &mut dyn Sink) {
+    let lo = IfName::lo();
+    let dns = p.dns != Dns::Off;
+    for o in p.owners() {
+        // Upstream's quirk, kept: only the uid rule excludes port 53 (via multiport).
+        let ports = if dns && matches!(o, Owner::Uid(_)) {
+            Match::DportsNotIn {
+                proto: Proto::Tcp,
+                ports: vec![Port::DNS, p.inbound_tunnel_port],
+            }
+        } else {
+            not_dport(Proto::Tcp, p.inbound_tunnel_port)
+        };
+        let hairpin = |f| {
+            let m = vec![
+                oif(&lo),
+                not_dst(p.lo_dst(f)),
+                tcp(),
+                ports.clone(),
+                owner(&o, false),
+            ];
+            rule(Nat, IstioOutput, m, jump(IstioInRedirect)).nft(&spell::HAIRPIN)
+        };
+        out.versioned(hairpin(Family::V4), hairpin(Family::V6));
+        if !p.outbound_include.has_loopback() {
+            // With DNS capture, TCP/53 to a resolver on localhost must still be captured.
+            let m = if dns {
+                vec![
+                    oif(&lo),
+                    tcp(),
+                    not_dport(Proto::Tcp, Port::DNS),
+                    owner(&o, true),
+                ]
+            } else {
+                vec![oif(&lo), owner(&o, true)]
+            };
+            out.both(rule(Nat, IstioOutput, m, Target::Return));
+        }
+        out.both(rule(
+            Nat,
+            IstioOutput,
+            vec![owner(&o, false)],
+            Target::Return,
+        ));
+    }
+}
+
+/// Step 13: RETURN the excluded groups, or RETURN everything in none of the included groups.
+fn owner_groups(p: &Policy, out: &mut dyn Sink) {
+    let gid = |g: &crate::values::Group, negate| Match::Gid {
+        negate,
+        gid: g.clone(),
+    };
+    match &p.owner_groups_include {
+        OwnerGroups::All => {
+            for g in &p.owner_groups_exclude {
+                out.both(rule(Nat, IstioOutput, vec![gid(g, false)], Target::Return));
+            }
+        }
+        OwnerGroups::List(groups) => {
+            let m = groups.iter().map(|g| gid(g, true)).collect();
+            out.both(rule(Nat, IstioOutput, m, Target::Return));
+        }
+    }
+}
+
+/// Step 14, after the proxy's own traffic has returned (so the agent's upstream queries are
+/// not looped back to itself): redirect DNS to the agent, and split its UDP flows into two
+/// conntrack zones so the app→agent and agent→resolver legs never share an entry.
+fn dns(p: &Policy, out: &mut dyn Sink) {
+    let all = p.dns == Dns::All;
+    let servers = |f| p.dns.servers(f);
+    let has = [
+        all || !servers(Family::V4).is_empty(),
+        all || !servers(Family::V6).is_empty(),
+    ];
+    out.both(rule(Raw, Output, vec![], jump(IstioOutputDns)));
+    out.where_any(has, rule(Nat, IstioOutput, vec![], jump(IstioOutputDns)));
+    let to_agent = Target::Redirect {
+        port: Port::DNS_PROXY,
+    };
+    for (proto, pm) in [(Proto::Tcp, tcp()), (Proto::Udp, udp())] {
+        if all {
+            // Upstream's nft generator keeps `meta l4proto tcp` for TCP and drops it for UDP.
+            let spelling = match proto {
+                Proto::Tcp => &NftSpelling::AS_IPTABLES,
+                Proto::Udp => &spell::PORT_IMPLIES_PROTO,
+            };
+            let m = vec![pm, dport(proto, Port::DNS)];
+            out.both(rule(Nat, IstioOutputDns, m, to_agent.clone()).nft(spelling));
+            continue;
+        }
+        for f in Family::BOTH {
+            for s in servers(f) {
+                let m = vec![pm.clone(), dport(proto, Port::DNS), dst(s)];
+                let r = rule(Nat, IstioOutputDns, m, to_agent.clone()).nft(&spell::SERVER_FIRST);
+                out.family(f, r);
+            }
+        }
+    }
+    let zone = |z| Target::CtZone { zone: z };
+    // The agent's own queries upstream: zone 1; its answers to apps: zone 2.
+    for o in p.owners() {
+        let m = vec![udp(), dport(Proto::Udp, Port::DNS), owner(&o, false)];
+        out.both(rule(Raw, IstioOutputDns, m, zone(1)).nft(&spell::PORT_IMPLIES_PROTO));
+        let m = vec![udp(), sport(Proto::Udp, Port::DNS_PROXY), owner(&o, false)];
+        out.both(rule(Raw, IstioOutputDns, m, zone(2)).nft(&spell::PORT_IMPLIES_PROTO));
+    }
+    // Apps' queries: zone 2; resolvers' answers (raw ISTIO_INBOUND, not nat's): zone 1.
+    out.where_any(has, rule(Raw, Prerouting, vec![], jump(IstioInbound)));
+    let implied = &spell::PORT_IMPLIES_PROTO;
+    if all {
+        let m = vec![udp(), dport(Proto::Udp, Port::DNS)];
+        out.both(rule(Raw, IstioOutputDns, m, zone(2)).nft(implied));
+        let m = vec![udp(), sport(Proto::Udp, Port::DNS)];
+        out.both(rule(Raw, IstioInbound, m, zone(1)).nft(implied));
+        return;
+    }
+    for f in Family::BOTH {
+        for s in servers(f) {
+            let m = vec![udp(), dport(Proto::Udp, Port::DNS), dst(s)];
+            out.family(f, rule(Raw, IstioOutputDns, m, zone(2)).nft(implied));
+            let m = vec![udp(), sport(Proto::Udp, Port::DNS), src(s)];
+            out.family(f, rule(Raw, IstioInbound, m, zone(1)).nft(implied));
+        }
+    }
+}
+
+/// Steps 15-18: loopback and excluded destinations leave uncaptured; listed ports are always
+/// captured; then everything, or the listed CIDRs, is captured. VM interfaces' inbound traffic
+/// to those destinations is captured as outbound (inserted at the head of PREROUTING).
+fn outbound_capture(p: &Policy, out: &mut dyn Sink) {
+    out.versioned(
+        rule(
+            Nat,
+            IstioOutput,
+            vec![dst(p.lo_dst(Family::V4))],
+            Target::Return,
+        ),
+        rule(
+            Nat,
+            IstioOutput,
+            vec![dst(p.lo_dst(Family::V6))],
+            Target::Return,
+        ),
+    );
+    for f in Family::BOTH {
+        for c in p.outbound_exclude.of(f) {
+            out.family(f, rule(Nat, IstioOutput, vec![dst(*c)], Target::Return));
+        }
+    }
+    for port in &p.outbound_ports_include {
+        let m = vec![tcp(), dport(Proto::Tcp, *port)];
+        out.both(rule(Nat, IstioOutput, m, jump(IstioRedirect)).nft(&spell::PORT_IMPLIES_PROTO));
+    }
+    if p.outbound_include.all {
+        out.both(rule(Nat, IstioOutput, vec![], jump(IstioRedirect)));
+        for k in &p.kube_virt_interfaces {
+            out.both(rule(Nat, Prerouting, vec![iif(k)], jump(IstioRedirect)).insert(0));
+        }
+        return;
+    }
+    for f in Family::BOTH {
+        for c in p.outbound_include.of(f) {
+            for k in &p.kube_virt_interfaces {
+                let m = vec![iif(k), dst(*c)];
+                out.family(f, rule(Nat, Prerouting, m, jump(IstioRedirect)).insert(0));
+            }
+            out.family(
+                f,
+                rule(Nat, IstioOutput, vec![dst(*c)], jump(IstioRedirect)),
+            );
+        }
+    }
+}
+
+/// Step 19, whenever the mode is TPROXY (even with `-b` empty, as upstream): remember the mark
+/// Envoy's original_src sets on the connection; give the proxy's hairpin to the pod IP the
+/// outbound mark so inbound capture won't loop it; loop guards at the head of mangle
+/// ISTIO_INBOUND.
+fn tproxy_tail(p: &Policy, out: &mut dyn Sink) {
+    let m = p.tproxy_mark;
+    let lo = IfName::lo();
+    out.both(rule(
+        Mangle,
+        Prerouting,
+        vec![tcp(), mark(m, false)],
+        Target::SaveMark,
+    ));
+    let ret = vec![tcp(), oif(&lo), mark(m, false)];
+    out.both(rule(Mangle, Output, ret, Target::Return).nft(&spell::LOOPBACK_FIRST));
+    for o in p.owners() {
+        let outbound = |f| {
+            let mm = vec![not_dst(p.lo_dst(f)), tcp(), oif(&lo), owner(&o, false)];
+            let set = Target::SetMark {
+                mark: Mark::OUTBOUND,
+            };
+            rule(Mangle, Output, mm, set).nft(&spell::OUTBOUND_MARK)
+        };
+        out.versioned(outbound(Family::V4), outbound(Family::V6));
+    }
+    let restore = vec![tcp(), Match::ConnMark { mark: m }];
+    out.both(rule(Mangle, Output, restore, Target::RestoreMark));
+    out.both(
+        rule(
+            Mangle,
+            IstioInbound,
+            vec![tcp(), mark(m, false)],
+            Target::Return,
+        )
+        .insert(0),
+    );
+    let passthrough = |f| {
+        let mm = vec![tcp(), src(Cidr::passthrough(f)), iif(&lo)];
+        rule(Mangle, IstioInbound, mm, Target::Return)
+            .insert(1)
+            .nft(&spell::PASSTHROUGH_GUARD)
+    };
+    out.versioned(passthrough(Family::V4), passthrough(Family::V6));
+    let guard = vec![tcp(), iif(&lo), mark(Mark::OUTBOUND, true)];
+    out.both(
+        rule(Mangle, IstioInbound, guard, Target::Return)
+            .insert(2)
+            .nft(&spell::LOOPBACK_FIRST),
+    );
+}

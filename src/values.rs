@@ -1,0 +1,715 @@
+//! Validated values, a leaf module: every newtype here can only hold a valid value, and is
+//! built only by its parser (or a constant), so whatever reaches rule text or a netlink message
+//! is known to be a port, a mark, an interface name... and can carry no space, quote, newline or
+//! separator. The parsers return the problem in words (`Err("is not a port (expected
+//! 1-65535)")`); config prefixes the flag or variable and the value.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Serialize, Serializer};
+
+/// What a parser says is wrong with a value (after "FLAG: VALUE ").
+pub type Problem = String;
+
+/// Address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Family {
+    #[serde(rename = "ipv4")]
+    V4,
+    #[serde(rename = "ipv6")]
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+}
+
+/// A TCP/UDP port, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Port(u16);
+
+impl Port {
+    /// `None` for 0.
+    pub const fn new(p: u16) -> Option<Port> {
+        if p == 0 { None } else { Some(Port(p)) }
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+    /// The DNS port.
+    pub const DNS: Port = Port(53);
+    /// Where istio-agent's DNS proxy listens.
+    pub const DNS_PROXY: Port = Port(15053);
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A numeric user id (every u32 is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Uid(pub u32);
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A group: a numeric id, or a name where upstream accepts names (owner-group lists); config
+/// turns names into ids before any backend sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Group {
+    Id(u32),
+    Name(GroupName),
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Group::Id(id) => id.fmt(f),
+            Group::Name(n) => n.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Group {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Group::Id(id) => s.serialize_u32(*id),
+            Group::Name(n) => s.serialize_str(n.as_str()),
+        }
+    }
+}
+
+/// Characters no name may hold: they would split or quote rule text.
+fn forbidden(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '"' | '\'' | '`' | '/' | ':' | ',' | ';' | '{' | '}' | '\\' | '#' | '$'
+        )
+}
+
+/// An interface name as the kernel allows it: 1-15 bytes (IFNAMSIZ - 1), no whitespace,
+/// quotes, `/` or `:`, not starting with `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct IfName(String);
+
+impl IfName {
+    pub const MAX: usize = 15;
+
+    pub fn parse(s: &str) -> Result<IfName, &'static str> {
+        if s.is_empty() {
+            return Err("is empty");
+        }
+        if s.len() > Self::MAX {
+            return Err("is too long");
+        }
+        if s.starts_with('-') {
+            return Err("starts with '-'");
+        }
+        if s.chars().any(forbidden) {
+            return Err("contains a character that is not allowed");
+        }
+        Ok(IfName(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The loopback interface.
+    pub fn lo() -> IfName {
+        IfName("lo".into())
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A group name as /etc/group holds one: a letter or `_` first, then letters, digits, `_`,
+/// `-` or `.`, at most 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub const MAX: usize = 32;
+
+    pub fn parse(s: &str) -> Option<GroupName> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX
+            && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        ok.then(|| GroupName(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A packet/connection mark, never 0 (decimal in rule text, as upstream writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Mark(u32);
+
+impl Mark {
+    pub const fn new(m: u32) -> Option<Mark> {
+        if m == 0 { None } else { Some(Mark(m)) }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+    /// Upstream's default inbound TPROXY mark.
+    pub const INBOUND_DEFAULT: Mark = Mark(1337);
+    /// The mark upstream puts on the proxy's own hairpin traffic in TPROXY mode.
+    pub const OUTBOUND: Mark = Mark(1338);
+}
+
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A policy-routing table id: not 0 (unspecified) and not 253-255 (default, main, local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RouteTable(u32);
+
+impl RouteTable {
+    pub const fn new(t: u32) -> Option<RouteTable> {
+        match t {
+            0 | 253..=255 => None,
+            t => Some(RouteTable(t)),
+        }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+    /// Upstream's default TPROXY table.
+    pub const DEFAULT: RouteTable = RouteTable(133);
+}
+
+impl fmt::Display for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A prefix as upstream prints it: address canonical, host bits kept (`127.0.0.1/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(pub IpNet);
+
+impl Cidr {
+    pub fn family(self) -> Family {
+        match self.0 {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+    /// A host prefix (`/32` or `/128`) for one address.
+    pub fn host(addr: IpAddr) -> Cidr {
+        Cidr(IpNet::from(addr))
+    }
+    /// `::1/128`, the IPv6 loopback destination.
+    pub fn v6_loopback() -> Cidr {
+        Cidr::host(IpAddr::V6(Ipv6Addr::LOCALHOST))
+    }
+    /// The source address Envoy binds for inbound passthrough (127.0.0.6 / ::6).
+    pub fn passthrough(f: Family) -> Cidr {
+        match f {
+            Family::V4 => Cidr::host(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))),
+            Family::V6 => Cidr::host(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))),
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpNet::V4(n) => n.fmt(f),
+            IpNet::V6(n) => write!(f, "{}/{}", DisplayV6(n.addr()), n.prefix_len()),
+        }
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// IPv6 text as Istio's goldens show it: RFC 5952, except that IPv4-compatible addresses
+/// (`::a.b.c.d`, above `::ffff`) keep their dotted tail (`::127.0.0.53`).
+pub struct DisplayV6(pub Ipv6Addr);
+
+impl fmt::Display for DisplayV6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.segments();
+        if s[..6] == [0; 6] && s[6] != 0 {
+            let o = self.0.octets();
+            return write!(f, "::{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+        }
+        self.0.fmt(f)
+    }
+}
+
+// ---- Parsers: text as a user types it → a value, or what is wrong with it. ----
+
+/// Upstream's list split: comma separated, empty items dropped; items are also trimmed.
+pub fn items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty())
+}
+
+/// Go's `strconv.ParseBool`, which upstream uses for flags, env vars and pod env.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+pub fn boolean(s: &str) -> Result<bool, Problem> {
+    parse_bool(s.trim()).ok_or_else(|| "is not a boolean (expected true or false)".into())
+}
+
+fn digits(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
+}
+
+fn port_item(s: &str) -> Option<Port> {
+    digits(s)?.parse::<u16>().ok().and_then(Port::new)
+}
+
+pub fn port(s: &str) -> Result<Port, Problem> {
+    port_item(s.trim()).ok_or_else(|| "is not a port (expected 1-65535)".into())
+}
+
+pub fn ports(s: &str) -> Result<Vec<Port>, Problem> {
+    items(s)
+        .map(port_item)
+        .collect::<Option<_>>()
+        .ok_or_else(|| "is not a port list (expected 1-65535, comma separated)".into())
+}
+
+/// `-b`: all ports, a list, or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundPorts {
+    All,
+    List(Vec<Port>),
+}
+
+impl InboundPorts {
+    pub fn is_empty(&self) -> bool {
+        matches!(self, InboundPorts::List(l) if l.is_empty())
+    }
+}
+
+pub fn inbound_ports(s: &str) -> Result<InboundPorts, Problem> {
+    if s.trim() == "*" {
+        return Ok(InboundPorts::All);
+    }
+    items(s)
+        .map(port_item)
+        .collect::<Option<_>>()
+        .map(InboundPorts::List)
+        .ok_or_else(|| {
+            "is not a port list (expected \"*\" or ports 1-65535, comma separated)".into()
+        })
+}
+
+fn id(s: &str) -> Option<u32> {
+    digits(s)?.parse().ok()
+}
+
+/// Numeric uids, at least one.
+pub fn uids(s: &str) -> Result<Vec<Uid>, Problem> {
+    match items(s).map(|i| id(i).map(Uid)).collect::<Option<Vec<_>>>() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err("is not a uid list (expected numeric uids, comma separated)".into()),
+    }
+}
+
+/// Numeric gids, at least one.
+pub fn gids(s: &str) -> Result<Vec<Group>, Problem> {
+    match items(s)
+        .map(|i| id(i).map(Group::Id))
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err("is not a gid list (expected numeric gids, comma separated)".into()),
+    }
+}
+
+/// Group names or numeric gids.
+pub fn groups(s: &str) -> Result<Vec<Group>, Problem> {
+    items(s)
+        .map(|i| {
+            id(i)
+                .map(Group::Id)
+                .or_else(|| GroupName::parse(i).map(Group::Name))
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            "is not a group list (expected group names or numeric gids, comma separated)".into()
+        })
+}
+
+/// Upstream's owner-group include list limit.
+pub const MAX_OWNER_GROUPS: usize = 64;
+
+/// Owner groups whose outbound traffic is captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerGroups {
+    All,
+    List(Vec<Group>),
+}
+
+pub fn owner_groups(s: &str) -> Result<OwnerGroups, Problem> {
+    if s.trim() == "*" {
+        return Ok(OwnerGroups::All);
+    }
+    let list = groups(s)?;
+    if list.len() > MAX_OWNER_GROUPS {
+        return Err(format!(
+            "has {} groups; the number of owner groups whose outgoing traffic is redirected cannot exceed {MAX_OWNER_GROUPS}",
+            list.len()
+        ));
+    }
+    Ok(OwnerGroups::List(list))
+}
+
+pub fn interfaces(s: &str) -> Result<Vec<IfName>, Problem> {
+    items(s)
+        .map(|i| {
+            IfName::parse(i).map_err(|why| {
+                format!(
+                    "is not an interface list: {i:?} {why} (expected names of 1-15 characters without whitespace, quotes, '/' or ':', comma separated)"
+                )
+            })
+        })
+        .collect()
+}
+
+/// `-i` / `-x`: CIDRs split by family; `-i '*'` sets `all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Cidrs {
+    pub all: bool,
+    pub v4: Vec<Cidr>,
+    pub v6: Vec<Cidr>,
+}
+
+impl Cidrs {
+    /// Whether any listed prefix has a loopback address (upstream's `HasLoopBackIP`).
+    pub fn has_loopback(&self) -> bool {
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .any(|c| c.0.addr().is_loopback())
+    }
+    pub fn of(&self, f: Family) -> &[Cidr] {
+        match f {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
+fn cidr_list(s: &str, allow_all: bool) -> Result<Cidrs, Problem> {
+    let mut out = Cidrs::default();
+    let v = s.trim();
+    if v == "*" {
+        if allow_all {
+            out.all = true;
+            return Ok(out);
+        }
+        return Err("cannot be \"*\" (expected CIDRs, comma separated)".into());
+    }
+    let expected = if allow_all {
+        "(expected \"*\" or CIDRs, comma separated)"
+    } else {
+        "(expected CIDRs, comma separated)"
+    };
+    for item in items(v) {
+        let Ok(net) = item.parse::<IpNet>() else {
+            let hint = if item.parse::<IpAddr>().is_ok() {
+                format!(
+                    "is not a CIDR list: {item:?} has no prefix length (write {item}/32 or {item}/128)"
+                )
+            } else {
+                format!("is not a CIDR list: {item:?} is not an address/prefix")
+            };
+            return Err(format!("{hint} {expected}"));
+        };
+        match net {
+            IpNet::V4(_) => out.v4.push(Cidr(net)),
+            IpNet::V6(_) => out.v6.push(Cidr(net)),
+        }
+    }
+    Ok(out)
+}
+
+/// `-i`: `*` or CIDRs.
+pub fn include_cidrs(s: &str) -> Result<Cidrs, Problem> {
+    cidr_list(s, true)
+}
+
+/// `-x`: CIDRs.
+pub fn exclude_cidrs(s: &str) -> Result<Cidrs, Problem> {
+    cidr_list(s, false)
+}
+
+/// A number, decimal or `0x` hex.
+fn number(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => digits(s)?.parse().ok(),
+    }
+}
+
+pub fn mark(s: &str) -> Result<Mark, Problem> {
+    number(s)
+        .and_then(Mark::new)
+        .ok_or_else(|| "is not a mark (expected a number 1-4294967295, decimal or 0x hex)".into())
+}
+
+pub fn route_table(s: &str) -> Result<RouteTable, Problem> {
+    match number(s) {
+        Some(253..=255) => Err(
+            "is a reserved routing table (default, main, local); expected another number 1-4294967295"
+                .into(),
+        ),
+        Some(t) => {
+            RouteTable::new(t).ok_or_else(|| "is not a routing table (expected a number 1-4294967295)".into())
+        }
+        None => Err("is not a routing table (expected a number 1-4294967295)".into()),
+    }
+}
+
+/// Inbound interception mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum InterceptMode {
+    #[serde(rename = "REDIRECT")]
+    Redirect,
+    #[serde(rename = "TPROXY")]
+    Tproxy,
+}
+
+pub fn intercept_mode(s: &str) -> Result<InterceptMode, Problem> {
+    match s.trim() {
+        "" | "REDIRECT" => Ok(InterceptMode::Redirect),
+        "TPROXY" => Ok(InterceptMode::Tproxy),
+        _ => Err("is not an interception mode (expected REDIRECT or TPROXY, upper case)".into()),
+    }
+}
+
+/// Go's `time.ParseDuration`, for the units that make sense here.
+pub fn duration(s: &str) -> Result<Duration, Problem> {
+    go_duration(s).ok_or_else(|| "is not a duration (expected e.g. 5s, 500ms, 1m)".into())
+}
+
+fn go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let (mut rest, mut total) = (s, 0f64);
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let mult = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += num * mult;
+        rest = &rest[u..];
+    }
+    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
+}
+
+/// Which iptables variant to force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XtablesVariant {
+    Legacy,
+    Nft,
+}
+
+pub fn variant(s: &str) -> Result<Option<XtablesVariant>, Problem> {
+    match s.trim() {
+        "" => Ok(None),
+        "legacy" => Ok(Some(XtablesVariant::Legacy)),
+        "nft" => Ok(Some(XtablesVariant::Nft)),
+        _ => Err("is not an iptables variant (expected legacy or nft)".into()),
+    }
+}
+
+/// `--enable-ipv6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Setting {
+    Auto,
+    On,
+    Off,
+}
+
+pub fn ipv6_setting(s: &str) -> Result<Ipv6Setting, Problem> {
+    match s.trim() {
+        "auto" | "" => Ok(Ipv6Setting::Auto),
+        "true" => Ok(Ipv6Setting::On),
+        "false" => Ok(Ipv6Setting::Off),
+        _ => Err("is not an IPv6 setting (expected auto, true or false)".into()),
+    }
+}
+
+pub fn addresses(s: &str) -> Result<Vec<IpAddr>, Problem> {
+    items(s)
+        .map(|i| i.parse().ok())
+        .collect::<Option<_>>()
+        .ok_or_else(|| "is not an address list (expected IP addresses, comma separated)".into())
+}
+
+pub fn loopback_cidr(s: &str) -> Result<Cidr, Problem> {
+    match s.trim().parse::<Ipv4Net>() {
+        Ok(n) if n.addr().is_loopback() && (8..=32).contains(&n.prefix_len()) => {
+            Ok(Cidr(IpNet::V4(n)))
+        }
+        _ => Err(
+            "is not an IPv4 loopback CIDR (expected 127.x.x.x with a prefix length from /8 to /32)"
+                .into(),
+        ),
+    }
+}
+
+/// Dry-run output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// iptables-restore text, or with native nftables the nft transaction.
+    Text,
+    /// The plan as JSON.
+    Json,
+}
+
+pub fn output_format(s: &str) -> Result<OutputFormat, Problem> {
+    match s.trim() {
+        "text" => Ok(OutputFormat::Text),
+        "json" => Ok(OutputFormat::Json),
+        _ => Err("is not an output format (expected text or json)".into()),
+    }
+}
+
+/// A path: anything without a NUL or newline (empty means unset where that makes sense).
+pub fn path(s: &str) -> Result<String, Problem> {
+    if s.contains(['\n', '\0']) {
+        Err("is not a path".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// Values accepted for compatibility and ignored.
+pub fn anything(s: &str) -> Result<String, Problem> {
+    Ok(s.to_string())
+}
+
+/// Upstream's log level syntax, checked: `LEVEL` or `SCOPE:LEVEL,...`.
+pub fn log_level(s: &str) -> Result<crate::logging::Level, Problem> {
+    crate::logging::parse_level(s).ok_or_else(|| {
+        "is not a log level (expected LEVEL or SCOPE:LEVEL,... with debug, info, warn, error, fatal or none)"
+            .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_values_cannot_be_built() {
+        assert_eq!(Port::new(0), None);
+        assert_eq!(Mark::new(0), None);
+        for t in [0, 253, 254, 255] {
+            assert_eq!(RouteTable::new(t), None, "{t}");
+        }
+        assert!(IfName::parse("averyveryverylong").is_err());
+        assert!(IfName::parse("eth0\"").is_err());
+        assert!(IfName::parse("-i").is_err());
+        assert!(GroupName::parse(&"g".repeat(33)).is_none());
+        assert!(GroupName::parse("bad group").is_none());
+        assert!(GroupName::parse("1abc").is_none());
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_empty_items_dropped() {
+        assert_eq!(
+            ports(" 80 , 443,").unwrap(),
+            [Port::new(80).unwrap(), Port::new(443).unwrap()]
+        );
+        assert!(ports("80;rm").is_err());
+        assert_eq!(inbound_ports(" * ").unwrap(), InboundPorts::All);
+        assert!(inbound_ports("*,80").is_err());
+        let c = include_cidrs(" 10.0.0.0/8 , fd00::/8 ,").unwrap();
+        assert_eq!((c.v4.len(), c.v6.len(), c.all), (1, 1, false));
+        assert!(exclude_cidrs("*").is_err());
+        assert!(
+            include_cidrs("10.0.0.1")
+                .unwrap_err()
+                .contains("10.0.0.1/32")
+        );
+    }
+
+    #[test]
+    fn numbers_marks_tables_and_durations() {
+        assert_eq!(mark("0x539").unwrap(), Mark::new(1337).unwrap());
+        assert!(mark("0").is_err());
+        assert!(route_table("254").unwrap_err().contains("reserved"));
+        assert_eq!(duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(duration("5 seconds").is_err());
+        assert!(owner_groups(&"1,".repeat(65)).unwrap_err().contains("64"));
+    }
+
+    #[test]
+    fn ipv6_text_as_istio_prints_it() {
+        let c = Cidr("::127.0.0.53/128".parse().unwrap());
+        assert_eq!(c.to_string(), "::127.0.0.53/128");
+        assert_eq!(Cidr::passthrough(Family::V6).to_string(), "::6/128");
+    }
+}

@@ -5,6 +5,7 @@
 mod support;
 
 use support::command;
+use support::trials::{NOTHING, Trials};
 
 struct Case {
     args: &'static [&'static str],
@@ -169,60 +170,64 @@ impl Case {
     }
 }
 
-#[test]
-fn bad_inputs_exit_2_and_name_their_source() {
-    assert!(
-        CASES.len() >= 40,
-        "the table must hold at least 40 bad inputs"
-    );
-    let mut failures = Vec::new();
-    let mut bad = 0;
-    for c in CASES {
-        let mut args = vec!["apply", "--dry-run", "--enable-ipv6", "false"];
-        // Keep the user lookup off the machine: every case passes -u unless it tests -u.
-        if !c.args.contains(&"-u") && !c.env.iter().any(|(k, _)| *k == "PROXY_UID") {
-            args.extend(["-u", "1337"]);
-        }
-        if c.env.iter().any(|(k, _)| *k == "ENABLE_IPV6") {
-            args.truncate(2);
-            args.extend(["-u", "1337"]);
-        }
-        args.extend(c.args);
-        let out = command(&args, c.env).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if c.names.is_empty() {
-            if !out.status.success() {
-                failures.push(format!(
-                    "{:?} {:?}: expected success, got {stderr}",
-                    c.args, c.env
-                ));
-            }
-            continue;
-        }
-        bad += 1;
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        let problems = [
-            (out.status.code() != Some(2)).then(|| format!("exit {:?}", out.status.code())),
-            (!stdout.is_empty()).then(|| format!("stdout not empty: {stdout:?}")),
-            (!stderr.contains(c.names)).then(|| format!("stderr does not name {:?}", c.names)),
-            lines.is_empty().then(|| "no message".to_string()),
-        ];
-        let problems: Vec<String> = problems.into_iter().flatten().collect();
-        if !problems.is_empty() {
-            failures.push(format!(
-                "{:?} env {:?}: {}\nstderr: {stderr}",
-                c.args,
-                c.env,
-                problems.join("; ")
-            ));
-        }
+/// One case: exit 2, nothing on stdout, a message naming the flag or variable (or, for a
+/// value that is fine once trimmed, success).
+fn check(c: &Case) {
+    let mut args = vec!["apply", "--dry-run", "--enable-ipv6", "false"];
+    // Keep the user lookup off the machine: every case passes -u unless it tests -u.
+    if !c.args.contains(&"-u") && !c.env.iter().any(|(k, _)| *k == "PROXY_UID") {
+        args.extend(["-u", "1337"]);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    println!("{bad} bad inputs rejected with status 2, each naming its flag or env var");
+    if c.env.iter().any(|(k, _)| *k == "ENABLE_IPV6") {
+        args.truncate(2);
+        args.extend(["-u", "1337"]);
+    }
+    args.extend(c.args);
+    let out = command(&args, c.env).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if c.names.is_empty() {
+        assert!(out.status.success(), "expected success, got {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "stdout not empty: {stdout:?}");
+    assert!(
+        stderr.contains(c.names),
+        "stderr does not name {:?}: {stderr}",
+        c.names
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "one line: {stderr}"
+    );
 }
 
-#[test]
+/// A trial name for a case: its flags or variables and values.
+fn label(c: &Case) -> String {
+    let mut parts: Vec<String> = c.args.iter().map(|a| a.to_string()).collect();
+    parts.extend(c.env.iter().map(|(k, v)| format!("{k}={v}")));
+    parts.join(" ").replace('\n', "\\n")
+}
+
+fn main() {
+    let mut t = Trials::new();
+    t.add("bad::at_least_60_cases", NOTHING, || {
+        assert!(
+            CASES.len() >= 60,
+            "the table must hold at least 60 bad inputs"
+        )
+    });
+    for (i, c) in CASES.iter().enumerate() {
+        t.add(format!("bad::{i:02} {}", label(c)), NOTHING, move || {
+            check(c)
+        });
+    }
+    t.add("bad::errors_are_one_line", NOTHING, errors_are_one_line);
+    t.run()
+}
+
 fn errors_are_one_line() {
     let out = command(
         &[

@@ -15,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
-use support::{bin, require_program, require_root};
+use support::bin;
+use support::trials::{Needs, Trials, root};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -225,12 +226,13 @@ fn conf(extra: Value, prev: Option<Value>) -> String {
     c.to_string()
 }
 
-fn ready(what: &str) -> bool {
-    require_root(what)
-        && require_program("ip")
-        && require_program("nft")
-        && require_program("iptables-nft-save")
-}
+const NEEDS: Needs = root(&[
+    "ip",
+    "nft",
+    "iptables-nft-save",
+    "iptables-legacy-save",
+    "setpriv",
+]);
 
 /// Backends: (name, extra config, whether the rules show in `nft list ruleset`, a command
 /// that removes some of our rules by hand).
@@ -263,11 +265,7 @@ fn ours(netfilter: &str) -> bool {
     netfilter.contains("istio-proxy-") || netfilter.contains("ISTIO_")
 }
 
-#[test]
 fn add_check_del_as_a_runtime_runs_them() {
-    if !ready("the CNI lifecycle test") {
-        return;
-    }
     for (backend, extra, tamper) in BACKENDS {
         let pod = Netns::new("pod");
         let caller = Netns::new("caller");
@@ -353,11 +351,7 @@ fn add_check_del_as_a_runtime_runs_them() {
 /// (what, command, CNI_NETNS, configuration, expected code, text the details must contain)
 type BadInput<'a> = (&'a str, &'a str, Option<&'a str>, String, u64, &'a str);
 
-#[test]
 fn version_and_bad_input_answer_with_the_spec_codes() {
-    if !ready("the CNI error test") {
-        return;
-    }
     let v = invoke("VERSION", None, r#"{"cniVersion":"1.1.0"}"#, None, "");
     assert_eq!(v.status, 0);
     assert_eq!(
@@ -558,11 +552,7 @@ fn injected_pod(ns: &str, name: &str, annotations: Value) -> Value {
 }
 
 #[cfg(feature = "kubernetes")]
-#[test]
 fn pod_settings_come_from_the_api_server() {
-    if !ready("the CNI Kubernetes test") {
-        return;
-    }
     let api = apiserver::ApiServer::start();
     api.add_pod(injected_pod(
         "shop",
@@ -675,11 +665,7 @@ fn pod_settings_come_from_the_api_server() {
     );
 }
 
-#[test]
 fn apply_check_clean_with_network_namespace_from_outside() {
-    if !ready("the --network-namespace test") || !require_program("setpriv") {
-        return;
-    }
     let injected = support::INJECTED;
     for (backend, extra) in [
         ("nftables", &["--native-nftables"][..]),
@@ -797,9 +783,6 @@ fn apply_check_clean_with_network_namespace_from_outside() {
 /// ADD with `config` (iptables-nft unless it says otherwise), then DEL with `del_config`: DEL
 /// exits 0 with nothing on stdout, and nothing of ours is left in the namespace.
 fn del_removes_everything(tag: &str, config: Value, del_config: &str) {
-    if !ready("the CNI DEL test") || !require_program("iptables-legacy-save") {
-        return;
-    }
     let pod = Netns::new(tag);
     let before = pod.netfilter();
     let add = invoke(
@@ -848,11 +831,7 @@ fn del_removes_everything(tag: &str, config: Value, del_config: &str) {
 /// everything of ours, so the runtime goes on to release the pod's address.
 macro_rules! del_with_a_config_add_refuses {
     ($($name:ident: $bad:expr, $add_code:expr;)*) => {$(
-        #[test]
         fn $name() {
-            if !ready("the CNI DEL test") {
-                return;
-            }
             let bad: String = $bad;
             let pod = Netns::new("refused");
             let add = invoke("ADD", Some(&pod.path()), &bad, None, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=app");
@@ -884,7 +863,6 @@ del_with_a_config_add_refuses! {
     del_with_undecodable_json: "{\"cniVersion\": \"1.1.0\",".to_string(), 6;
 }
 
-#[test]
 fn del_with_native_nftables_removes_iptables_nft_rules() {
     del_removes_everything(
         "xnft",
@@ -893,7 +871,6 @@ fn del_with_native_nftables_removes_iptables_nft_rules() {
     );
 }
 
-#[test]
 fn del_with_native_nftables_removes_iptables_legacy_rules() {
     del_removes_everything(
         "xlegacy",
@@ -902,7 +879,6 @@ fn del_with_native_nftables_removes_iptables_legacy_rules() {
     );
 }
 
-#[test]
 fn del_with_iptables_settings_removes_nftables_tables() {
     del_removes_everything(
         "xnative",
@@ -911,11 +887,7 @@ fn del_with_iptables_settings_removes_nftables_tables() {
     );
 }
 
-#[test]
 fn del_of_a_namespace_that_is_gone_or_unnamed_succeeds() {
-    if !ready("the CNI DEL test") {
-        return;
-    }
     let unknown = conf(
         json!({"no-such-key": 1, "istio-inbound-ports": "abc"}),
         None,
@@ -947,11 +919,7 @@ fn del_of_a_namespace_that_is_gone_or_unnamed_succeeds() {
     );
 }
 
-#[test]
 fn group_names_are_refused_in_cni_mode() {
-    if !ready("the CNI error test") {
-        return;
-    }
     let pod = Netns::new("groups");
     let before = pod.netfilter();
     for key in ["outbound-owner-groups", "outbound-owner-groups-exclude"] {
@@ -968,4 +936,67 @@ fn group_names_are_refused_in_cni_mode() {
         );
     }
     assert_eq!(pod.netfilter(), before, "nothing changed");
+}
+
+fn main() {
+    let mut t = Trials::new();
+    let tests: &[(&str, fn())] = &[
+        (
+            "add_check_del_as_a_runtime_runs_them",
+            add_check_del_as_a_runtime_runs_them,
+        ),
+        (
+            "version_and_bad_input_answer_with_the_spec_codes",
+            version_and_bad_input_answer_with_the_spec_codes,
+        ),
+        (
+            "apply_check_clean_with_network_namespace_from_outside",
+            apply_check_clean_with_network_namespace_from_outside,
+        ),
+        (
+            "del_with_native_nftables_removes_iptables_nft_rules",
+            del_with_native_nftables_removes_iptables_nft_rules,
+        ),
+        (
+            "del_with_native_nftables_removes_iptables_legacy_rules",
+            del_with_native_nftables_removes_iptables_legacy_rules,
+        ),
+        (
+            "del_with_iptables_settings_removes_nftables_tables",
+            del_with_iptables_settings_removes_nftables_tables,
+        ),
+        (
+            "del_of_a_namespace_that_is_gone_or_unnamed_succeeds",
+            del_of_a_namespace_that_is_gone_or_unnamed_succeeds,
+        ),
+        (
+            "group_names_are_refused_in_cni_mode",
+            group_names_are_refused_in_cni_mode,
+        ),
+        ("del_with_a_bad_port", del_with_a_bad_port),
+        ("del_with_a_bad_mode", del_with_a_bad_mode),
+        ("del_with_an_unknown_key", del_with_an_unknown_key),
+        (
+            "del_with_a_flag_that_has_no_place",
+            del_with_a_flag_that_has_no_place,
+        ),
+        ("del_with_a_list_of_objects", del_with_a_list_of_objects),
+        ("del_with_an_old_version", del_with_an_old_version),
+        ("del_with_a_bad_mark", del_with_a_bad_mark),
+        (
+            "del_with_an_unreadable_kubeconfig",
+            del_with_an_unreadable_kubeconfig,
+        ),
+        ("del_with_undecodable_json", del_with_undecodable_json),
+    ];
+    for (name, f) in tests {
+        t.add(*name, NEEDS, *f);
+    }
+    #[cfg(feature = "kubernetes")]
+    t.add(
+        "pod_settings_come_from_the_api_server",
+        NEEDS,
+        pod_settings_come_from_the_api_server,
+    );
+    t.run()
 }

@@ -3,14 +3,15 @@
 //! Kubernetes does: a pause container owns the namespace; the init container runs Istio's
 //! injected args with `--cap-drop ALL --cap-add NET_ADMIN` as root; a proxy runs as uid 1337;
 //! an app as uid 1000. Test images are FROM scratch with the static probe. Starts dockerd if
-//! it is not running; removes its containers and images. Needs root and docker.
+//! it is not running; removes its containers and images. Needs root, docker and the image's
+//! root filesystem; ignored with the reason without them, failed under CI=true.
 
 mod support;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{in_ci, require_program, require_root};
+use support::trials::{Trials, root};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -55,9 +56,6 @@ fn ensure_dockerd(cleanup: &mut Cleanup) -> bool {
     if docker(&["info"]).status.success() {
         return true;
     }
-    if !require_program("dockerd") {
-        return false;
-    }
     let log =
         std::fs::File::create(std::env::temp_dir().join("meshtables-e2e-dockerd.log")).unwrap();
     let child = Command::new("dockerd")
@@ -90,31 +88,25 @@ fn strip_counters(s: &str) -> String {
     out.join(" ")
 }
 
-#[test]
-fn init_image_in_a_pod_of_containers() {
-    if !require_root("the container e2e") || !require_program("docker") {
-        return;
-    }
+/// The image's root filesystem and the static probe, which `.ci/image-rootfs --with-probe`
+/// prepares (CI runs it before the tests).
+fn images_prepared() -> Option<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let rootfs = root.join("target/image-rootfs/meshtables");
     let probe = root.join("target/probe-rootfs/meshtables-probe");
-    if !rootfs.exists() || !probe.exists() {
-        assert!(
-            !in_ci(),
-            "run .ci/image-rootfs --with-probe before the e2e (CI does)"
-        );
-        eprintln!("SKIP: run .ci/image-rootfs --with-probe first");
-        return;
-    }
+    (!rootfs.exists() || !probe.exists())
+        .then(|| "needs .ci/image-rootfs --with-probe first (the image's root filesystem)".into())
+}
+
+fn init_image_in_a_pod_of_containers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let id = std::process::id();
     let mut c = Cleanup {
         containers: vec![],
         images: vec![],
         dockerd: None,
     };
-    if !ensure_dockerd(&mut c) {
-        return;
-    }
+    ensure_dockerd(&mut c);
     let init = format!("meshtables-e2e-init:{id}");
     let probe_img = format!("meshtables-e2e-probe:{id}");
     c.images.extend([init.clone(), probe_img.clone()]);
@@ -129,6 +121,7 @@ fn init_image_in_a_pod_of_containers() {
 
     let ctx = std::env::temp_dir().join(format!("meshtables-e2e-probe-{id}"));
     std::fs::create_dir_all(&ctx).unwrap();
+    let probe = root.join("target/probe-rootfs/meshtables-probe");
     std::fs::copy(&probe, ctx.join("meshtables-probe")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -259,4 +252,15 @@ fn init_image_in_a_pod_of_containers() {
         o.status.code(),
         err.trim().lines().last().unwrap_or("")
     );
+}
+
+fn main() {
+    let mut t = Trials::new();
+    t.add_if(
+        "init_image_in_a_pod_of_containers",
+        root(&["docker", "dockerd"]),
+        images_prepared,
+        init_image_in_a_pod_of_containers,
+    );
+    t.run()
 }

@@ -1,12 +1,14 @@
 //! The project's own golden scenarios, for what upstream's goldens do not cover: TPROXY +
 //! IPv6 + DNS + every list; owner groups; sloppy lists; capture-all DNS; clean-up dry runs;
-//! host facts (resolv.conf, /etc/passwd, interface addresses); JSON. Each runs in-process with
-//! a fake host and env map. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the files.
+//! host facts (resolv.conf, /etc/passwd, interface addresses); JSON. Each scenario is a trial of
+//! its own, run in-process with a fake host and env map. `UPDATE_GOLDEN=1 cargo test --test
+//! golden` rewrites the files.
 
 mod support;
 
 use std::path::PathBuf;
 
+use support::trials::{NOTHING, Trials};
 use support::{FakeHost, diff, env, run_in_process};
 
 struct Scenario {
@@ -293,53 +295,53 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-#[test]
-fn own_goldens() {
-    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
-    let tmp = std::env::temp_dir().join(format!("meshtables-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let mut failures = Vec::new();
-    let all = scenarios();
-    for sc in &all {
-        let trace_path = tmp.join(sc.name);
-        let mut e = env(sc.env);
-        if sc.trace {
-            e.insert(
-                "DRY_RUN_FILE_PATH".into(),
-                trace_path.to_string_lossy().into(),
-            );
-        }
-        let (code, stdout) = run_in_process(sc.args, &e, &(sc.host)());
-        assert_eq!(code, 0, "{}: exit status {code}", sc.name);
-        let got = if sc.trace {
-            std::fs::read_to_string(&trace_path).unwrap()
-        } else {
-            stdout
-        };
-        let file = golden_dir().join(format!("{}.golden", sc.name));
-        if update {
-            std::fs::write(&file, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&file).unwrap_or_else(|_| {
-            panic!(
-                "{} is missing; run UPDATE_GOLDEN=1 cargo test --test golden",
-                file.display()
-            )
-        });
-        if want != got {
-            failures.push(format!(
-                "--- {} (- golden, + now)\n{}",
-                sc.name,
-                diff(&want, &got)
-            ));
-        }
+/// Runs one scenario and compares its output with its golden file (or rewrites the file with
+/// `UPDATE_GOLDEN=1`).
+fn check(sc: &Scenario) {
+    let trace_path = std::env::temp_dir().join(format!(
+        "meshtables-golden-{}-{}",
+        std::process::id(),
+        sc.name
+    ));
+    let mut e = env(sc.env);
+    if sc.trace {
+        e.insert(
+            "DRY_RUN_FILE_PATH".into(),
+            trace_path.to_string_lossy().into(),
+        );
     }
-    std::fs::remove_dir_all(&tmp).ok();
+    let (code, stdout) = run_in_process(sc.args, &e, &(sc.host)());
+    assert_eq!(code, 0, "{}: exit status {code}", sc.name);
+    let got = if sc.trace {
+        let t = std::fs::read_to_string(&trace_path).unwrap();
+        let _ = std::fs::remove_file(&trace_path);
+        t
+    } else {
+        stdout
+    };
+    let file = golden_dir().join(format!("{}.golden", sc.name));
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&file, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run UPDATE_GOLDEN=1 cargo test --test golden",
+            file.display()
+        )
+    });
     assert!(
-        failures.is_empty(),
-        "{}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --test golden",
-        failures.join("\n")
+        want == got,
+        "--- {} (- golden, + now)\n{}\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --test golden",
+        sc.name,
+        diff(&want, &got)
     );
-    println!("{} golden scenarios match", all.len());
+}
+
+fn main() {
+    let mut t = Trials::new();
+    for sc in scenarios() {
+        t.add(format!("golden::{}", sc.name), NOTHING, move || check(&sc));
+    }
+    t.run()
 }

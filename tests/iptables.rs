@@ -1,6 +1,6 @@
 //! The iptables-binaries backend against a real kernel, with iptables-legacy and with
-//! iptables-nft, each test in fresh network namespaces (root; fails under CI=true if it cannot
-//! run).
+//! iptables-nft, each test in fresh network namespaces, each configuration × variant a trial of
+//! its own (root; ignored with the reason without it, failed under CI=true).
 
 mod support;
 
@@ -8,25 +8,20 @@ use std::collections::HashMap;
 
 use meshtables::backend::iptables::state::{State, expected, parse_save};
 use meshtables::plan::Family;
+use support::trials::{Needs, Trials, root};
 use support::{
-    EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt, owned, require_program, require_root,
-    stderr, stdout, upstream_cases,
+    EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt, owned, stderr, stdout, upstream_cases,
 };
 
 const VARIANTS: [&str; 2] = ["legacy", "nft"];
 
-fn ready(what: &str) -> bool {
-    require_root(what)
-        && [
-            "iptables-legacy-restore",
-            "iptables-nft-restore",
-            "ip6tables-legacy-save",
-            "ip6tables-nft-save",
-            "unshare",
-        ]
-        .iter()
-        .all(|p| require_program(p))
-}
+const NEEDS: Needs = root(&[
+    "iptables-legacy-restore",
+    "iptables-nft-restore",
+    "ip6tables-legacy-save",
+    "ip6tables-nft-save",
+    "unshare",
+]);
 
 /// The state the plan for `args` should leave, per family, in save form.
 fn want(args: &[&str]) -> Vec<(Family, State)> {
@@ -70,11 +65,8 @@ fn save_cmd(f: Family, v: &str) -> String {
 /// `iptables-save` text without comments, counters, or tables holding nothing.
 const STRIP: &str = "grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'";
 
-#[test]
-fn live_rules_equal_the_plan() {
-    if !ready("applying iptables rules") {
-        return;
-    }
+/// Our configurations and every upstream iptables case.
+fn configurations() -> Vec<(String, Vec<String>)> {
     let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
         ("everything".into(), owned(EVERYTHING)),
@@ -100,54 +92,44 @@ fn live_rules_equal_the_plan() {
     ];
     for case in upstream_cases().unwrap_or_default() {
         // Owner-group names resolve in the namespace's /etc/group (support::GROUP_FILE).
-        if case.native() {
-            continue;
-        }
-        cases.push((format!("upstream {}", case.name), case.apply_args()));
-    }
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for (name, args) in &cases {
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let want = want(&argv);
-        for v in VARIANTS {
-            let mut a = argv.clone();
-            a.extend(["--force-iptables-binary", v]);
-            let saves: Vec<String> = want.iter().map(|(f, _)| save_cmd(*f, v)).collect();
-            let o = in_netns(&format!(
-                "{} && {} && echo '#===' && {}",
-                mt(&a),
-                saves[0],
-                saves.get(1).map_or("true", |s| s.as_str())
-            ));
-            if !o.status.success() {
-                failures.push(format!("{name} ({v}): apply failed: {}", stderr(&o)));
-                continue;
-            }
-            let out = stdout(&o);
-            let (s4, s6) = out.split_once("#===\n").unwrap();
-            for ((f, w), live) in want.iter().zip([s4, s6]) {
-                checked += 1;
-                if content(&parse_save(live)) != content(w) {
-                    failures.push(format!(
-                        "{name} ({v}, {f:?}): live {:#?}\nwant {:#?}",
-                        content(&parse_save(live)),
-                        content(w)
-                    ));
-                }
-            }
+        if !case.native() {
+            cases.push((format!("upstream-{}", case.name), case.apply_args()));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    println!("{checked} (configuration, variant, family) states equal the plan");
+    cases
 }
 
-#[test]
-fn reruns_drift_and_reconcile() {
-    if !ready("applying iptables rules") {
-        return;
+/// After an apply of `args` with variant `v`, the live state of each family equals the plan.
+fn live_rules_equal_the_plan(name: &str, args: &[String], v: &str) {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let want = want(&argv);
+    let mut a = argv.clone();
+    a.extend(["--force-iptables-binary", v]);
+    let saves: Vec<String> = want.iter().map(|(f, _)| save_cmd(*f, v)).collect();
+    let o = in_netns(&format!(
+        "{} && {} && echo '#===' && {}",
+        mt(&a),
+        saves[0],
+        saves.get(1).map_or("true", |s| s.as_str())
+    ));
+    assert!(
+        o.status.success(),
+        "{name} ({v}): apply failed: {}",
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    let (s4, s6) = out.split_once("#===\n").unwrap_or((&out, ""));
+    for ((f, w), live) in want.iter().zip([s4, s6]) {
+        assert_eq!(
+            content(&parse_save(live)),
+            content(w),
+            "{name} ({v}, {f:?}): live state differs from the plan"
+        );
     }
-    for v in VARIANTS {
+}
+
+fn reruns_drift_and_reconcile(v: &str) {
+    {
         let a = mt(&[
             "apply",
             "-u",
@@ -221,12 +203,8 @@ fn reruns_drift_and_reconcile() {
     }
 }
 
-#[test]
-fn clean_leaves_foreign_rules_byte_identical() {
-    if !ready("applying iptables rules") {
-        return;
-    }
-    for v in VARIANTS {
+fn clean_leaves_foreign_rules_byte_identical(v: &str) {
+    {
         let foreign = ["iptables", "ip6tables"].map(|b| {
             format!(
                 "{b}-{v} -t nat -N KUBE-SERVICES && {b}-{v} -t nat -A OUTPUT -j KUBE-SERVICES && {b}-{v} -t nat -A KUBE-SERVICES -p tcp --dport 80 -j RETURN && {b}-{v} -A INPUT -p tcp --dport 22 -j ACCEPT && {b}-{v} -t mangle -A PREROUTING -i eth0 -j MARK --set-mark 7 && {b}-{v} -t raw -A PREROUTING -j NOTRACK && {b}-{v} -t mangle -A OUTPUT -o lo -p tcp -m mark --mark 9 -j RETURN"
@@ -269,12 +247,8 @@ fn clean_leaves_foreign_rules_byte_identical() {
     }
 }
 
-#[test]
-fn clean_with_default_flags_removes_leftovers_of_another_configuration() {
-    if !ready("applying iptables rules") {
-        return;
-    }
-    for v in VARIANTS {
+fn clean_with_default_flags_removes_leftovers_of_another_configuration(v: &str) {
+    {
         let apply = mt(&[
             "apply",
             "-u",
@@ -306,11 +280,7 @@ fn clean_with_default_flags_removes_leftovers_of_another_configuration() {
     }
 }
 
-#[test]
 fn detection_follows_upstream() {
-    if !ready("probing iptables binaries") {
-        return;
-    }
     let args = ["apply", "-u", "1337", "--enable-ipv6", "false"];
     // Legacy holds nothing: the nft variant is used.
     let o = in_netns(&mt(&args));
@@ -338,4 +308,43 @@ fn detection_follows_upstream() {
     let o = in_netns(&format!("PATH=/nonexistent {}; echo rc=$?", mt(&args)));
     assert!(stdout(&o).contains("rc=1"), "{}", stdout(&o));
     assert!(stderr(&o).contains("--native-nftables"), "{}", stderr(&o));
+}
+
+/// A test run with one iptables variant.
+type PerVariant = fn(&str);
+
+fn main() {
+    let mut t = Trials::new();
+    for (name, args) in configurations() {
+        for v in VARIANTS {
+            let (name, args) = (name.clone(), args.clone());
+            t.add(
+                format!("live_rules_equal_the_plan::{name}::{v}"),
+                NEEDS,
+                move || live_rules_equal_the_plan(&name, &args, v),
+            );
+        }
+    }
+    let per_variant: [(&str, PerVariant); 3] = [
+        ("reruns_drift_and_reconcile", reruns_drift_and_reconcile),
+        (
+            "clean_leaves_foreign_rules_byte_identical",
+            clean_leaves_foreign_rules_byte_identical,
+        ),
+        (
+            "clean_with_default_flags_removes_leftovers_of_another_configuration",
+            clean_with_default_flags_removes_leftovers_of_another_configuration,
+        ),
+    ];
+    for (name, f) in per_variant {
+        for v in VARIANTS {
+            t.add(format!("{name}::{v}"), NEEDS, move || f(v));
+        }
+    }
+    t.add(
+        "detection_follows_upstream",
+        NEEDS,
+        detection_follows_upstream,
+    );
+    t.run()
 }

@@ -1,19 +1,13 @@
-//! The native nftables backend against a real kernel, each test in fresh network namespaces
-//! (root; under CI=true these fail instead of skipping).
+//! The native nftables backend against a real kernel, each test in fresh network namespaces,
+//! each configuration compared with `nft -f` a trial of its own (root; ignored with the reason
+//! without it, failed under CI=true).
 
 mod support;
 
-use support::{
-    EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, require_program, require_root, stderr,
-    stdout, upstream_cases,
-};
+use support::trials::{Needs, Trials, root};
+use support::{EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, stderr, stdout, upstream_cases};
 
-fn ready(what: &str) -> bool {
-    require_root(what)
-        && require_program("nft")
-        && require_program("unshare")
-        && require_program("ip")
-}
+const NEEDS: Needs = root(&["nft", "unshare", "ip"]);
 
 /// `nft list ruleset` (and, stricter, the bytecode with rule handles removed) after applying
 /// `args` over netlink, and after `nft -f` of the same args' dry-run text.
@@ -37,11 +31,8 @@ fn both_ways(args: &[&str]) -> Result<(String, String), String> {
     Ok((stdout(&a), stdout(&b)))
 }
 
-#[test]
-fn netlink_ruleset_equals_nft_f_of_the_dry_run_text() {
-    if !ready("applying nftables over netlink") {
-        return;
-    }
+/// The configurations compared with `nft -f`: ours, and every upstream nftables case.
+fn configurations() -> Vec<(String, Vec<String>)> {
     let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
         ("everything".into(), owned(EVERYTHING)),
@@ -76,32 +67,22 @@ fn netlink_ruleset_equals_nft_f_of_the_dry_run_text() {
             .into_iter()
             .filter(|a| a != "--native-nftables")
             .collect();
-        cases.push((format!("upstream {}", case.name), args));
+        cases.push((format!("upstream-{}", case.name), args));
     }
-    let mut failures = Vec::new();
-    for (name, args) in &cases {
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        match both_ways(&argv) {
-            Ok((a, b)) if a == b => {}
-            Ok((a, b)) => failures.push(format!(
-                "{name}: rulesets differ\n{}",
-                support::diff(&b, &a)
-            )),
-            Err(e) => failures.push(format!("{name}: {e}")),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    println!(
-        "{} configurations: netlink ruleset == nft -f ruleset (text and bytecode)",
-        cases.len()
-    );
+    cases
 }
 
-#[test]
-fn reruns_converge_and_clean_leaves_foreign_tables_untouched() {
-    if !ready("applying nftables over netlink") {
-        return;
+/// The netlink ruleset of one configuration equals `nft -f` of its dry-run text, as text and
+/// as bytecode.
+fn netlink_equals_nft_f(name: &str, args: &[String]) {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    match both_ways(&argv) {
+        Ok((a, b)) => assert!(a == b, "{name}: rulesets differ\n{}", support::diff(&b, &a)),
+        Err(e) => panic!("{name}: {e}"),
     }
+}
+
+fn reruns_converge_and_clean_leaves_foreign_tables_untouched() {
     let foreign = "nft add table inet filter && nft add chain inet filter input '{ type filter hook input priority 0 ; }' && nft add rule inet filter input tcp dport 22 accept && nft add table ip nat && nft add chain ip nat POSTROUTING '{ type nat hook postrouting priority 100 ; }' && nft add rule ip nat POSTROUTING oifname eth0 masquerade";
     let tproxy = mt(&[
         "apply",
@@ -168,11 +149,7 @@ fn reruns_converge_and_clean_leaves_foreign_tables_untouched() {
     );
 }
 
-#[test]
 fn rejected_batch_changes_nothing_and_names_the_rule() {
-    if !ready("applying nftables over netlink") {
-        return;
-    }
     let first = mt(&[
         "apply",
         "--native-nftables",
@@ -215,11 +192,7 @@ fn rejected_batch_changes_nothing_and_names_the_rule() {
     );
 }
 
-#[test]
 fn needs_only_net_admin() {
-    if !ready("dropping capabilities") || !require_program("setpriv") {
-        return;
-    }
     let args = [
         "apply",
         "--native-nftables",
@@ -255,11 +228,7 @@ fn needs_only_net_admin() {
     );
 }
 
-#[test]
 fn tproxy_routing_is_idempotent_and_cleaned() {
-    if !ready("policy routing") {
-        return;
-    }
     let apply = mt(&[
         "apply",
         "--native-nftables",
@@ -293,11 +262,7 @@ fn tproxy_routing_is_idempotent_and_cleaned() {
     );
 }
 
-#[test]
 fn large_batch_is_one_transaction() {
-    if !ready("applying nftables over netlink") {
-        return;
-    }
     let cidrs: Vec<String> = (0..5000)
         .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
         .collect();
@@ -322,11 +287,7 @@ fn large_batch_is_one_transaction() {
     assert_eq!(stdout(&o).trim(), "5000", "every excluded CIDR installed");
 }
 
-#[test]
 fn an_unknown_group_name_is_refused_before_anything_changes() {
-    if !ready("applying nftables over netlink") {
-        return;
-    }
     let args = [
         "apply",
         "--native-nftables",
@@ -345,4 +306,45 @@ fn an_unknown_group_name_is_refused_before_anything_changes() {
             && err.contains("\"no-such-group\" is not in /etc/group"),
         "{err}"
     );
+}
+
+fn main() {
+    let mut t = Trials::new();
+    for (name, args) in configurations() {
+        t.add(format!("netlink_equals_nft_f::{name}"), NEEDS, move || {
+            netlink_equals_nft_f(&name, &args)
+        });
+    }
+    let tests: [(&str, fn()); 6] = [
+        (
+            "reruns_converge_and_clean_leaves_foreign_tables_untouched",
+            reruns_converge_and_clean_leaves_foreign_tables_untouched,
+        ),
+        (
+            "rejected_batch_changes_nothing_and_names_the_rule",
+            rejected_batch_changes_nothing_and_names_the_rule,
+        ),
+        (
+            "tproxy_routing_is_idempotent_and_cleaned",
+            tproxy_routing_is_idempotent_and_cleaned,
+        ),
+        (
+            "large_batch_is_one_transaction",
+            large_batch_is_one_transaction,
+        ),
+        (
+            "an_unknown_group_name_is_refused_before_anything_changes",
+            an_unknown_group_name_is_refused_before_anything_changes,
+        ),
+        ("needs_only_net_admin", needs_only_net_admin),
+    ];
+    for (name, f) in tests {
+        let needs = if name == "needs_only_net_admin" {
+            root(&["nft", "unshare", "ip", "setpriv"])
+        } else {
+            NEEDS
+        };
+        t.add(name, needs, f);
+    }
+    t.run()
 }

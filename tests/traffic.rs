@@ -1,12 +1,14 @@
 //! Interception proven with real packets: each scenario builds a pod/world topology
-//! (`support::topo`), applies rules with each backend (nftables over netlink, iptables-nft,
-//! iptables-legacy), and asserts where connections and datagrams actually arrived. Needs root;
-//! fails under CI=true if it cannot run.
+//! (`support::topo`), applies rules with one backend (nftables over netlink, iptables-nft,
+//! iptables-legacy), and asserts where connections and datagrams actually arrived. Every
+//! scenario × backend is a trial of its own (`cargo test --test traffic s7_dns::iptables-nft`).
+//! Needs root; ignored with the reason without it, failed under CI=true.
 
 mod support;
 
+use support::INJECTED;
 use support::topo::{Answer, Topo};
-use support::{INJECTED, require_program, require_root};
+use support::trials::{Needs, Trials, root};
 
 type Backend = (&'static str, &'static [&'static str]);
 
@@ -54,15 +56,6 @@ type Probe = (&'static str, u16, &'static str);
 const APP: &str = "1000:1000";
 const PROXY: &str = "1337:1337";
 
-fn ready() -> bool {
-    let selected = backends();
-    let uses = |b: &str| selected.iter().any(|(name, _)| *name == b);
-    require_root("traffic tests (network namespaces)")
-        && ["ip", "setpriv", "nft"].iter().all(|p| require_program(p))
-        && (!uses("iptables-legacy") || require_program("iptables-legacy-restore"))
-        && (!uses("iptables-nft") || require_program("iptables-nft-restore"))
-}
-
 /// Checks an answer: `want` is `name:port` (or `none`), `orig`/`local`/`peer` optional.
 struct Checks(Vec<String>);
 
@@ -87,7 +80,7 @@ impl Checks {
     }
     fn done(self, scenario: &str) {
         assert!(self.0.is_empty(), "{scenario}:\n{}", self.0.join("\n"));
-        println!("{scenario}: ok with {} backends", backends().len());
+        println!("{scenario}: ok");
     }
 }
 
@@ -112,13 +105,9 @@ fn pod(tproxy: bool, args: &[&str]) -> Topo {
     t
 }
 
-#[test]
-fn s1_outbound_capture() {
-    if !ready() {
-        return;
-    }
+fn s1_outbound_capture(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(false, &args(&injected_v6(), extra));
         let a = t.out_tcp("192.0.2.7", 80, APP);
         c.at(&format!("{b} v4"), &a, "proxy:15001");
@@ -130,13 +119,9 @@ fn s1_outbound_capture() {
     c.done(SCENARIOS[0]);
 }
 
-#[test]
-fn s2_proxy_bypasses() {
-    if !ready() {
-        return;
-    }
+fn s2_proxy_bypasses(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(false, &args(&injected_v6(), extra));
         c.at(
             &format!("{b} uid 1337"),
@@ -157,13 +142,9 @@ fn s2_proxy_bypasses() {
     c.done(SCENARIOS[1]);
 }
 
-#[test]
-fn s3_inbound_redirect_and_tproxy() {
-    if !ready() {
-        return;
-    }
+fn s3_inbound_redirect_and_tproxy(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         // REDIRECT: the original destination comes from SO_ORIGINAL_DST.
         let t = pod(false, &args(&injected_v6(), extra));
         let a = t.in_tcp("10.244.1.5", 8080);
@@ -222,13 +203,9 @@ fn s3_inbound_redirect_and_tproxy() {
     c.done(SCENARIOS[2]);
 }
 
-#[test]
-fn s4_inbound_port_lists() {
-    if !ready() {
-        return;
-    }
+fn s4_inbound_port_lists(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(
             false,
             &args(
@@ -270,11 +247,7 @@ fn s4_inbound_port_lists() {
     c.done(SCENARIOS[3]);
 }
 
-#[test]
-fn s5_outbound_cidrs_and_ports() {
-    if !ready() {
-        return;
-    }
+fn s5_outbound_cidrs_and_ports(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
     let cases: [(&[&str], &[Probe]); 4] = [
         (
@@ -306,7 +279,7 @@ fn s5_outbound_cidrs_and_ports() {
             ],
         ),
     ];
-    for (b, extra) in backends() {
+    {
         for (flags, probes) in cases {
             let mut t = Topo::new();
             t.standard(false);
@@ -328,13 +301,9 @@ fn s5_outbound_cidrs_and_ports() {
     c.done(SCENARIOS[4]);
 }
 
-#[test]
-fn s6_interfaces() {
-    if !ready() {
-        return;
-    }
+fn s6_interfaces(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(
             false,
             &args(
@@ -403,13 +372,9 @@ fn s6_interfaces() {
     c.done(SCENARIOS[5]);
 }
 
-#[test]
-fn s7_dns() {
-    if !ready() {
-        return;
-    }
+fn s7_dns(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(
             false,
             &args(
@@ -481,13 +446,9 @@ fn s7_dns() {
     c.done(SCENARIOS[6]);
 }
 
-#[test]
-fn s8_hairpin() {
-    if !ready() {
-        return;
-    }
+fn s8_hairpin(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(false, &args(&injected_v6(), extra));
         let a = t.out_tcp("10.244.1.5", 8080, PROXY);
         c.at(&format!("{b} proxy -> own IP"), &a, "proxy:15006");
@@ -506,13 +467,9 @@ fn s8_hairpin() {
     c.done(SCENARIOS[7]);
 }
 
-#[test]
-fn s9_owner_groups() {
-    if !ready() {
-        return;
-    }
+fn s9_owner_groups(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let t = pod(
             false,
             &args(
@@ -572,13 +529,9 @@ fn s9_owner_groups() {
     c.done(SCENARIOS[8]);
 }
 
-#[test]
-fn s10_after_clean() {
-    if !ready() {
-        return;
-    }
+fn s10_after_clean(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
-    for (b, extra) in backends() {
+    {
         let mut t = Topo::new();
         t.standard(true);
         let apply: Vec<&str> = [
@@ -644,23 +597,22 @@ fn s10_after_clean() {
     c.done(SCENARIOS[9]);
 }
 
-#[test]
-fn validation_passes_after_apply_and_fails_without_rules() {
-    if !ready() {
-        return;
-    }
-    for (b, extra) in backends() {
-        let t = Topo::new();
-        t.meshtables(&args(INJECTED, extra));
-        let mut v = args(INJECTED, &["--run-validation", "--skip-rule-apply"]);
-        v.extend(extra);
-        let o = t.meshtables_as(PROXY, &v);
-        assert!(
-            o.status.success(),
-            "{b}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+/// Upstream's validation probe passes once the rules are in.
+fn validation_passes_after_apply(b: &str, extra: &'static [&'static str]) {
+    let t = Topo::new();
+    t.meshtables(&args(INJECTED, extra));
+    let mut v = args(INJECTED, &["--run-validation", "--skip-rule-apply"]);
+    v.extend(extra);
+    let o = t.meshtables_as(PROXY, &v);
+    assert!(
+        o.status.success(),
+        "{b}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Without rules it fails with upstream's exit status and message, within the timeout.
+fn validation_fails_without_rules() {
     let t = Topo::new();
     let v = args(
         INJECTED,
@@ -685,8 +637,51 @@ fn validation_passes_after_apply_and_fails_without_rules() {
             .contains("iptables validation failed; workload is not ready for Istio.")
     );
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
-    println!(
-        "validation: passes after apply with {} backends; fails with 126 in {took:?} without rules",
-        backends().len()
+}
+
+/// A scenario run with one backend: its name and its extra flags.
+type Scenario = fn(&str, &'static [&'static str]);
+
+/// What a scenario needs with one backend: root, the tools the topology uses, and the
+/// backend's restore binary.
+fn needs(backend: &str) -> Needs {
+    match backend {
+        "iptables-nft" => root(&["ip", "setpriv", "nft", "iptables-nft-restore"]),
+        "iptables-legacy" => root(&["ip", "setpriv", "nft", "iptables-legacy-restore"]),
+        _ => root(&["ip", "setpriv", "nft"]),
+    }
+}
+
+fn main() {
+    let scenarios: [(&str, Scenario); 11] = [
+        ("s1_outbound_capture", s1_outbound_capture),
+        ("s2_proxy_bypasses", s2_proxy_bypasses),
+        (
+            "s3_inbound_redirect_and_tproxy",
+            s3_inbound_redirect_and_tproxy,
+        ),
+        ("s4_inbound_port_lists", s4_inbound_port_lists),
+        ("s5_outbound_cidrs_and_ports", s5_outbound_cidrs_and_ports),
+        ("s6_interfaces", s6_interfaces),
+        ("s7_dns", s7_dns),
+        ("s8_hairpin", s8_hairpin),
+        ("s9_owner_groups", s9_owner_groups),
+        ("s10_after_clean", s10_after_clean),
+        (
+            "validation_passes_after_apply",
+            validation_passes_after_apply,
+        ),
+    ];
+    let mut t = Trials::new();
+    for (name, f) in scenarios {
+        for (b, extra) in backends() {
+            t.add(format!("{name}::{b}"), needs(b), move || f(b, extra));
+        }
+    }
+    t.add(
+        "validation_fails_without_rules",
+        root(&["ip", "setpriv"]),
+        validation_fails_without_rules,
     );
+    t.run()
 }

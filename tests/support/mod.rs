@@ -11,6 +11,7 @@ use std::process::Command;
 use meshtables::host::{Host, HostError};
 
 pub mod topo;
+pub mod trials;
 
 /// A machine with chosen addresses and files.
 #[derive(Default, Clone)]
@@ -121,10 +122,15 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// `../shared` beside the checkout, when it is there.
+pub fn shared_path() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    p.join("istio/cases.json").exists().then_some(p)
+}
+
 /// `../shared` beside the checkout: `None` (test skips) when absent; a panic under CI=true.
 pub fn shared_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if p.join("istio/cases.json").exists() {
+    if let Some(p) = shared_path() {
         return Some(p);
     }
     if in_ci() {

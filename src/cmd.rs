@@ -222,7 +222,7 @@ fn run(
     } else if r.run.skip_rule_apply && verb == Verb::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
-        backend::run(verb, &plan, &r.run)?;
+        backend::dispatch::run(verb, &plan, &r.run)?;
     }
     // Upstream runs the validation in a dry run too, and after --skip-rule-apply.
     if let Some(v) = &r.run.validation

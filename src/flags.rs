@@ -111,19 +111,9 @@ const fn boolean(
     envs: &'static [&'static str],
     help: &'static str,
 ) -> Spec {
-    Spec {
-        long,
-        short,
-        envs,
-        default: Some("false"),
-        default_doc: None,
-        boolean: true,
-        value: "bool",
-        help,
-        origin: Origin::Upstream,
-        cni: Cni::Setting,
-        pod: None,
-    }
+    let mut s = value(long, short, envs, Some("false"), "bool", help);
+    s.boolean = true;
+    s
 }
 
 impl Spec {
@@ -436,7 +426,10 @@ pub fn markdown_table() -> String {
             None => format!("`--{}`", s.long),
         };
         let envs = if s.envs.is_empty() {
-            String::new()
+            match (s.origin, s.long.starts_with("log_")) {
+                (Origin::Upstream, false) => "(none, as upstream)".to_string(),
+                _ => String::new(),
+            }
         } else {
             s.envs
                 .iter()

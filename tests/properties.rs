@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use meshtables::cmd;
 use meshtables::config::{self, ConfigError, Origin};
-use meshtables::plan::{self, Family};
+use meshtables::plan::{self, Chain, Family, Match, Position, Proto, Table, Target};
 use meshtables::render;
 use proptest::prelude::*;
 use support::FakeHost;
@@ -225,6 +225,125 @@ fn check_traces(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A rule as both dialects must agree on it: table, chain, matches as a set (the explicit
+/// protocol match a port match implies dropped: upstream's nft spells it without), target.
+type Canon = (String, String, Vec<String>, String);
+
+fn canon(table: Table, chain: Chain, matches: &[Match], target: &Target) -> Canon {
+    let implied = |p: &Proto| {
+        matches.iter().any(|m| {
+            matches!(m, Match::Dport { proto, .. } | Match::Sport { proto, .. } | Match::DportsNotIn { proto, .. } if proto == p)
+        })
+    };
+    // Upstream's nft --drop-invalid rule matches TCP only (nft::DROP_INVALID): the one
+    // difference in meaning, enumerated here.
+    let drop_invalid = *target
+        == Target::Jump {
+            chain: Chain::IstioDrop,
+        };
+    let mut m: Vec<String> = matches
+        .iter()
+        .filter(|m| !matches!(m, Match::Proto { proto } if implied(proto) || drop_invalid))
+        .map(|m| format!("{m:?}"))
+        .collect();
+    m.sort();
+    (
+        format!("{table:?}"),
+        format!("{chain:?}"),
+        m,
+        format!("{target:?}"),
+    )
+}
+
+/// The nft generator collapses these per-family jumps into one for the inet chain.
+fn collapsed(c: &Canon) -> bool {
+    c.3.contains("IstioOutputDns") && c.1 == "IstioOutput" || c.0 == "Raw" && c.1 == "Prerouting"
+}
+
+/// Final chain contents after inserts, per (table, chain): `insert(position)` gives the index
+/// a rule goes to, or None to append.
+fn chains<'a>(
+    rules: impl Iterator<Item = (Canon, Option<usize>)> + 'a,
+) -> std::collections::BTreeMap<(String, String), Vec<Canon>> {
+    let mut out: std::collections::BTreeMap<(String, String), Vec<Canon>> = Default::default();
+    for (c, at) in rules {
+        let list = out.entry((c.0.clone(), c.1.clone())).or_default();
+        match at {
+            Some(i) if i <= list.len() => list.insert(i, c),
+            _ => list.push(c),
+        }
+    }
+    out
+}
+
+/// Both dialects of `p` express the same policy: per family, every chain holds the same rules
+/// in the same order, modulo the enumerated differences (implied protocol matches, upstream's
+/// TCP-only nft drop-invalid rule, and the DNS jumps nft emits once for both families).
+fn dialects_agree(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
+    let mut xt_collapsed = std::collections::BTreeSet::new();
+    let mut nft_collapsed = std::collections::BTreeSet::new();
+    for f in p.xtables.families() {
+        let xt = chains(p.xtables.rules(f).iter().map(|r| {
+            let at = match r.position {
+                Position::Insert(n) => Some(n as usize - 1),
+                Position::Append => None,
+            };
+            (canon(r.table, r.chain, &r.matches, &r.target), at)
+        }));
+        // An inet chain holds both families' rules: place them all, then keep this family's.
+        let mut nft: std::collections::BTreeMap<(String, String), Vec<Canon>> = Default::default();
+        for t in &p.nft.tables {
+            let placed = chains(t.rules.iter().map(|r| {
+                let at = match r.position {
+                    Position::Insert(i) => Some(i as usize),
+                    Position::Append => None,
+                };
+                let mut c = canon(t.table, r.chain, &r.matches, &r.target);
+                c.3 = format!("{}|{:?}", c.3, r.family);
+                (c, at)
+            }));
+            for (k, v) in placed {
+                let mine: Vec<Canon> = v
+                    .into_iter()
+                    .filter(|c| c.3.ends_with("|None") || c.3.ends_with(&format!("|Some({f:?})")))
+                    .map(|mut c| {
+                        c.3 = c.3.split('|').next().unwrap_or("").to_string();
+                        c
+                    })
+                    .collect();
+                if !mine.is_empty() {
+                    nft.insert(k, mine);
+                }
+            }
+        }
+        let strip = |m: std::collections::BTreeMap<(String, String), Vec<Canon>>,
+                     seen: &mut std::collections::BTreeSet<Canon>| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    let kept: Vec<Canon> = v
+                        .into_iter()
+                        .filter(|c| {
+                            let keep = !collapsed(c);
+                            if !keep {
+                                seen.insert(c.clone());
+                            }
+                            keep
+                        })
+                        .collect();
+                    (k, kept)
+                })
+                .filter(|(_, v)| !v.is_empty())
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let xt = strip(xt, &mut xt_collapsed);
+        let nft = strip(nft, &mut nft_collapsed);
+        prop_assert_eq!(xt, nft, "family {:?}", f);
+    }
+    // A collapsed jump exists in nft iff xtables has it in some family.
+    prop_assert_eq!(xt_collapsed, nft_collapsed);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -262,6 +381,7 @@ proptest! {
                 }
                 check_nft(&render::nft::transaction(&p.nft));
                 check_traces(&p)?;
+                dialects_agree(&p)?;
                 // The JSON is the plan: as many rules per family and nft table as it holds.
                 let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
                 prop_assert_eq!(json["xtables"]["v4"].as_array().map(Vec::len), Some(p.xtables.v4.len()));

@@ -26,9 +26,9 @@ const LO_INDEX: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("rtnetlink socket: {0}")]
+    #[error("TPROXY routing: rtnetlink socket: {0}")]
     Socket(#[source] io::Error),
-    #[error("{what}: {source}")]
+    #[error("TPROXY routing: {what}: {source}")]
     Kernel {
         what: String,
         #[source]
@@ -271,4 +271,10 @@ pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
         removed.push(what);
     }
     Ok(removed)
+}
+
+impl From<RouteError> for super::BackendError {
+    fn from(e: RouteError) -> Self {
+        super::BackendError::Failed(Box::new(e))
+    }
 }

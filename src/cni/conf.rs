@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::{CniError, code};
+use super::error::{CniError, code};
 use crate::flags::{self, Cni, Flags, Spec};
 
 /// The CNI versions this plugin speaks; the last one is what VERSION reports first.

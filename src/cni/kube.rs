@@ -119,135 +119,22 @@ enum Token {
 impl Client {
     /// A client from the kubeconfig at `path`.
     pub fn from_kubeconfig(path: &Path) -> Result<Client, KubeError> {
-        let fail = |problem: String| KubeError::Config {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let text = read_bounded(path, MAX_FILE)
-            .map_err(|e| fail(e.to_string()))
-            .and_then(|b| String::from_utf8(b).map_err(|_| fail("not UTF-8 text".into())))?;
-        let kc: KubeConfig = serde_yaml_ng::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        // Relative file references are relative to the kubeconfig, as kubectl does.
-        let file = |p: &Path| -> Result<Vec<u8>, KubeError> {
-            let p = dir.join(p);
-            read_bounded(&p, MAX_FILE).map_err(|e| fail(format!("{}: {e}", p.display())))
-        };
-        let b64 = |what: &str, s: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(s.trim())
-                .map_err(|e| fail(format!("{what} is not base64: {e}")))
-        };
-
-        let context = if kc.current_context.is_empty() && kc.contexts.len() == 1 {
-            &kc.contexts[0]
-        } else {
-            kc.contexts
-                .iter()
-                .find(|c| c.name == kc.current_context)
-                .ok_or_else(|| {
-                    fail(format!(
-                        "current-context {:?} is not among the contexts",
-                        kc.current_context
-                    ))
-                })?
-        };
-        let cluster = kc
-            .clusters
-            .iter()
-            .find(|c| c.name == context.item.cluster)
-            .map(|c| &c.item)
-            .ok_or_else(|| fail(format!("cluster {:?} is not defined", context.item.cluster)))?;
-        let no_user = User::default();
-        let user = kc
-            .users
-            .iter()
-            .find(|u| u.name == context.item.user)
-            .map_or(&no_user, |u| &u.item);
-        if user.exec.is_some() || user.auth_provider.is_some() {
-            return Err(fail(
-                "exec and auth-provider credentials are not supported (the plugin runs no other programs); use a token, tokenFile or client certificate".into(),
-            ));
-        }
-
-        let (host, port) = split_server(&cluster.server).map_err(fail)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| fail(e.to_string()))?;
-        let builder = if cluster.insecure_skip_tls_verify {
-            crate::logging::warn(&format!(
-                "kubeconfig {}: insecure-skip-tls-verify is set; the API server's certificate is not checked",
-                path.display()
-            ));
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        } else {
-            let pem = match (
-                &cluster.certificate_authority_data,
-                &cluster.certificate_authority,
-            ) {
-                (Some(data), _) => b64("certificate-authority-data", data)?,
-                (None, Some(p)) => file(p)?,
-                (None, None) => {
-                    return Err(fail(
-                        "the cluster has no certificate-authority(-data): the API server's certificate cannot be verified".into(),
-                    ));
-                }
-            };
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| fail(format!("certificate authority: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| fail(format!("certificate authority: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(fail(
-                    "the certificate authority holds no certificate".into(),
-                ));
-            }
-            builder.with_root_certificates(roots)
-        };
-        let cert = match (&user.client_certificate_data, &user.client_certificate) {
-            (Some(d), _) => Some(b64("client-certificate-data", d)?),
-            (None, Some(p)) => Some(file(p)?),
-            (None, None) => None,
-        };
-        let key = match (&user.client_key_data, &user.client_key) {
-            (Some(d), _) => Some(b64("client-key-data", d)?),
-            (None, Some(p)) => Some(file(p)?),
-            (None, None) => None,
-        };
-        let tls = match (cert, key) {
-            (Some(cert), Some(key)) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| fail(format!("client certificate: {e}")))?;
-                let key = PrivateKeyDer::from_pem_slice(&key)
-                    .map_err(|e| fail(format!("client key: {e}")))?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| fail(format!("client certificate: {e}")))?
-            }
-            (None, None) => builder.with_no_client_auth(),
-            _ => {
-                return Err(fail(
-                    "a client certificate needs its key and a key its certificate".into(),
-                ));
-            }
-        };
+        let kc = Files { path }.load()?;
+        let files = Files { path };
+        let (cluster, user) = kc.selected(&files)?;
+        let (host, port) = split_server(&cluster.server).map_err(|p| files.fail(p))?;
+        let builder = files.verifier(cluster)?;
+        let tls = files.client_auth(builder, user)?;
         let name = cluster
             .tls_server_name
             .clone()
             .unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|e| fail(format!("server name {name:?}: {e}")))?
+            .map_err(|e| files.fail(format!("server name {name:?}: {e}")))?
             .to_owned();
         let token = match (&user.token, &user.token_file) {
             (Some(t), _) => Some(Token::Inline(t.clone())),
-            (None, Some(p)) => Some(Token::File(dir.join(p))),
+            (None, Some(p)) => Some(Token::File(files.dir().join(p))),
             (None, None) => None,
         };
         Ok(Client {
@@ -319,6 +206,166 @@ impl Client {
 
 /// How long one request may take, connection and TLS handshake included.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The kubeconfig and the files it names: relative paths are relative to it, as kubectl reads
+/// them; every file is read bounded; every problem names the kubeconfig.
+struct Files<'a> {
+    path: &'a Path,
+}
+
+type TlsBuilder = rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>;
+
+impl Files<'_> {
+    fn fail(&self, problem: String) -> KubeError {
+        KubeError::Config {
+            path: self.path.to_path_buf(),
+            problem,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
+    }
+
+    fn load(&self) -> Result<KubeConfig, KubeError> {
+        let text = read_bounded(self.path, MAX_FILE)
+            .map_err(|e| self.fail(e.to_string()))
+            .and_then(|b| String::from_utf8(b).map_err(|_| self.fail("not UTF-8 text".into())))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| self.fail(e.to_string()))
+    }
+
+    fn file(&self, p: &Path) -> Result<Vec<u8>, KubeError> {
+        let p = self.dir().join(p);
+        read_bounded(&p, MAX_FILE).map_err(|e| self.fail(format!("{}: {e}", p.display())))
+    }
+
+    fn b64(&self, what: &str, s: &str) -> Result<Vec<u8>, KubeError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| self.fail(format!("{what} is not base64: {e}")))
+    }
+
+    /// Inline data, else the file, else nothing.
+    fn data_or_file(
+        &self,
+        what: &str,
+        data: &Option<String>,
+        file: &Option<PathBuf>,
+    ) -> Result<Option<Vec<u8>>, KubeError> {
+        match (data, file) {
+            (Some(d), _) => self.b64(what, d).map(Some),
+            (None, Some(p)) => self.file(p).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// How the API server's certificate is verified: the kubeconfig's CA, or (with
+    /// `insecure-skip-tls-verify`, and a warning) not at all.
+    fn verifier(&self, cluster: &Cluster) -> Result<TlsBuilder, KubeError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.fail(e.to_string()))?;
+        if cluster.insecure_skip_tls_verify {
+            crate::logging::warn(&format!(
+                "kubeconfig {}: insecure-skip-tls-verify is set; the API server's certificate is not checked",
+                self.path.display()
+            ));
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider))));
+        }
+        let pem = self
+            .data_or_file(
+                "certificate-authority-data",
+                &cluster.certificate_authority_data,
+                &cluster.certificate_authority,
+            )?
+            .ok_or_else(|| {
+                self.fail("the cluster has no certificate-authority(-data): the API server's certificate cannot be verified".into())
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let ca = |e: &dyn std::fmt::Display| self.fail(format!("certificate authority: {e}"));
+            roots.add(cert.map_err(|e| ca(&e))?).map_err(|e| ca(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(self.fail("the certificate authority holds no certificate".into()));
+        }
+        Ok(builder.with_root_certificates(roots))
+    }
+
+    /// A client certificate and key, or none.
+    fn client_auth(
+        &self,
+        builder: TlsBuilder,
+        user: &User,
+    ) -> Result<rustls::ClientConfig, KubeError> {
+        let cert = self.data_or_file(
+            "client-certificate-data",
+            &user.client_certificate_data,
+            &user.client_certificate,
+        )?;
+        let key = self.data_or_file("client-key-data", &user.client_key_data, &user.client_key)?;
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.fail(format!("client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| self.fail(format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| self.fail(format!("client certificate: {e}")))
+            }
+            (None, None) => Ok(builder.with_no_client_auth()),
+            _ => {
+                Err(self
+                    .fail("a client certificate needs its key and a key its certificate".into()))
+            }
+        }
+    }
+}
+
+impl KubeConfig {
+    /// The current context's cluster and user (a single context needs no current-context).
+    /// Exec and auth-provider credentials are refused: the plugin runs no other programs.
+    fn selected<'a>(&'a self, files: &Files) -> Result<(&'a Cluster, &'a User), KubeError> {
+        static NO_USER: std::sync::OnceLock<User> = std::sync::OnceLock::new();
+        let context = if self.current_context.is_empty() && self.contexts.len() == 1 {
+            &self.contexts[0]
+        } else {
+            self.contexts
+                .iter()
+                .find(|c| c.name == self.current_context)
+                .ok_or_else(|| {
+                    files.fail(format!(
+                        "current-context {:?} is not among the contexts",
+                        self.current_context
+                    ))
+                })?
+        };
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.name == context.item.cluster)
+            .map(|c| &c.item)
+            .ok_or_else(|| {
+                files.fail(format!("cluster {:?} is not defined", context.item.cluster))
+            })?;
+        let user = self
+            .users
+            .iter()
+            .find(|u| u.name == context.item.user)
+            .map_or_else(|| NO_USER.get_or_init(User::default), |u| &u.item);
+        if user.exec.is_some() || user.auth_provider.is_some() {
+            return Err(files.fail(
+                "exec and auth-provider credentials are not supported (the plugin runs no other programs); use a token, tokenFile or client certificate".into(),
+            ));
+        }
+        Ok((cluster, user))
+    }
+}
 
 /// `https://host[:port][/]` → (host, port). Only HTTPS: a pod's spec is not sent in clear.
 fn split_server(server: &str) -> Result<(String, u16), String> {

@@ -95,8 +95,8 @@ const INJECT: &str = "sidecar.istio.io/inject";
 /// metrics ports), appended to whatever the pod or the plugin says.
 const ALWAYS_EXCLUDED_INBOUND: &[&str] = &["15020", "15021", "15090"];
 
-/// Decides for `pod` and, when it is to be intercepted, layers its settings over `flags`.
-pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
+/// Why istio-cni leaves `pod` alone, if it does.
+fn skip_reason(pod: &Pod) -> Option<String> {
     let spec = &pod.spec;
     if spec
         .init_containers
@@ -104,28 +104,21 @@ pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
         .chain(&spec.containers)
         .any(|c| c.name == INIT)
     {
-        return Verdict::Skip(format!(
+        return Some(format!(
             "it has an {INIT} container, which programs the rules itself"
         ));
     }
     let Some(proxy) = spec.containers.iter().find(|c| c.name == PROXY) else {
-        return Verdict::Skip(format!("it has no {PROXY} container"));
+        return Some(format!("it has no {PROXY} container"));
     };
-    let env_bool = |name: &str| {
-        proxy
-            .env
-            .iter()
-            .find(|e| e.name == name)
-            .and_then(|e| parse_bool(e.value.as_deref().unwrap_or("")))
-    };
-    if env_bool("DISABLE_ENVOY") == Some(true) {
-        return Verdict::Skip(format!("DISABLE_ENVOY is set on {PROXY}"));
+    if proxy_env_bool(proxy, "DISABLE_ENVOY") == Some(true) {
+        return Some(format!("DISABLE_ENVOY is set on {PROXY}"));
     }
     if let [first, kind, ..] = proxy.args.as_slice()
         && first == "proxy"
         && kind != "sidecar"
     {
-        return Verdict::Skip(format!("its proxy type is {kind}, not sidecar"));
+        return Some(format!("its proxy type is {kind}, not sidecar"));
     }
     let meta = &pod.metadata;
     // The label is the newer API; it wins over the annotation.
@@ -134,12 +127,33 @@ pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
         .get(INJECT)
         .or_else(|| meta.annotations.get(INJECT));
     if inject.and_then(|v| parse_bool(v)) == Some(false) {
-        return Verdict::Skip(format!("{INJECT} is false"));
+        return Some(format!("{INJECT} is false"));
     }
     if !meta.annotations.contains_key(STATUS) {
-        return Verdict::Skip(format!("it has no {STATUS} annotation (not injected)"));
+        return Some(format!("it has no {STATUS} annotation (not injected)"));
     }
+    None
+}
 
+/// A boolean in the proxy container's environment.
+fn proxy_env_bool(proxy: &Container, name: &str) -> Option<bool> {
+    proxy
+        .env
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| parse_bool(e.value.as_deref().unwrap_or("")))
+}
+
+/// Decides for `pod` and, when it is to be intercepted, layers its settings over `flags`.
+pub fn evaluate(pod: &Pod, flags: &mut Flags) -> Verdict {
+    if let Some(why) = skip_reason(pod) {
+        return Verdict::Skip(why);
+    }
+    let Some(proxy) = pod.spec.containers.iter().find(|c| c.name == PROXY) else {
+        return Verdict::Skip(format!("it has no {PROXY} container"));
+    };
+    let meta = &pod.metadata;
+    let env_bool = |name: &str| proxy_env_bool(proxy, name);
     let mut from_pod = Vec::new();
     for spec in flags::ALL {
         let Some(p) = &spec.pod else { continue };

@@ -12,7 +12,7 @@
 
 use super::rule::{At, NftSpelling, Rule, Sink};
 use super::types::{Chain, Match, Proto, Table};
-use super::{NftPlan, NftRule, NftTable, Position};
+use super::types::{NftPlan, NftRule, NftTable, Position};
 use crate::values::Family;
 
 /// `meta l4proto tcp ip daddr != LO tproxy ...`: the protocol before the address.

@@ -476,3 +476,151 @@ fn tproxy_tail(p: &Policy, out: &mut dyn Sink) {
             .nft(&spell::LOOPBACK_FIRST),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::rule::{At, Rule};
+    use super::*;
+    use crate::plan::testing::policy;
+
+    /// A sink that records what the walk sent, in order.
+    #[derive(Default)]
+    struct Record(Vec<(&'static str, Rule)>);
+
+    impl Sink for Record {
+        fn both(&mut self, r: Rule) {
+            self.0.push(("both", r));
+        }
+        fn family(&mut self, f: Family, r: Rule) {
+            self.0.push((if f == Family::V4 { "v4" } else { "v6" }, r));
+        }
+        fn versioned(&mut self, v4: Rule, v6: Rule) {
+            self.0.push(("v4", v4));
+            self.0.push(("v6", v6));
+        }
+        fn where_any(&mut self, _when: [bool; 2], r: Rule) {
+            self.0.push(("any", r));
+        }
+    }
+
+    fn walked(args: &[&str]) -> Vec<(&'static str, Rule)> {
+        let mut rec = Record::default();
+        walk(&policy(args), &mut rec);
+        rec.0
+    }
+
+    fn position(rules: &[(&str, Rule)], pred: impl Fn(&Rule) -> bool) -> usize {
+        rules
+            .iter()
+            .position(|(_, r)| pred(r))
+            .expect("rule present")
+    }
+
+    #[test]
+    fn exemptions_sit_above_the_captures_they_exempt() {
+        let r = walked(&["-i", "*", "-o", "25", "-x", "10.0.0.0/8", "-q", "8443"]);
+        let port_exempt = position(&r, |r| {
+            r.target == Target::Return
+                && r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Dport { port, .. } if port.get() == 25))
+        });
+        let owner_return = position(&r, |r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::Uid { negate: false, .. }))
+                && r.target == Target::Return
+        });
+        let cidr_exempt = position(&r, |r| {
+            r.target == Target::Return && r.matches.iter().any(|m| matches!(m, Match::Dst { negate: false, cidr } if cidr.to_string() == "10.0.0.0/8"))
+        });
+        let capture_all = position(&r, |r| {
+            r.chain == IstioOutput && r.matches.is_empty() && r.target == jump(IstioRedirect)
+        });
+        assert!(
+            port_exempt < owner_return,
+            "excluded ports leave before the owner rules"
+        );
+        assert!(owner_return < cidr_exempt && cidr_exempt < capture_all);
+    }
+
+    #[test]
+    fn only_the_uid_rule_excludes_dns_by_multiport() {
+        let r = walked(&[
+            "-u",
+            "1337",
+            "-g",
+            "1337",
+            "--redirect-dns",
+            "--capture-all-dns",
+        ]);
+        let hairpins: Vec<&Rule> = r
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.target == jump(IstioInRedirect) && r.chain == IstioOutput)
+            .collect();
+        let multiport = |r: &&&Rule| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::DportsNotIn { .. }))
+        };
+        assert_eq!(hairpins.len(), 4, "uid and gid, each versioned");
+        assert_eq!(
+            hairpins.iter().filter(multiport).count(),
+            2,
+            "the uid rules only"
+        );
+        assert!(hairpins.iter().all(|r| r.nft == &spell::HAIRPIN));
+    }
+
+    #[test]
+    fn the_tproxy_tail_is_there_even_without_inbound_ports() {
+        let r = walked(&["-m", "TPROXY"]);
+        assert!(r.iter().any(|(_, r)| r.target == Target::SaveMark));
+        let guards: Vec<At> = r
+            .iter()
+            .filter(|(_, r)| r.table == Mangle && r.chain == IstioInbound)
+            .map(|(_, r)| r.at)
+            .collect();
+        assert_eq!(
+            guards,
+            [At::Insert(0), At::Insert(1), At::Insert(1), At::Insert(2)]
+        );
+        assert!(
+            !r.iter().any(|(_, r)| r.chain == IstioTproxy),
+            "no capture without -b"
+        );
+    }
+
+    #[test]
+    fn dns_jumps_are_collapsible_and_servers_per_family() {
+        let r = walked(&[
+            "--redirect-dns",
+            "--dns-servers",
+            "10.96.0.10,fd00::a",
+            "--enable-ipv6",
+            "true",
+        ]);
+        let any: Vec<&Rule> = r
+            .iter()
+            .filter(|(k, _)| *k == "any")
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(
+            any.len(),
+            2,
+            "nat ISTIO_OUTPUT -> DNS and raw PREROUTING -> ISTIO_INBOUND"
+        );
+        let per_family = r
+            .iter()
+            .filter(|(k, r)| {
+                *k == "v6"
+                    && r.target
+                        == Target::Redirect {
+                            port: Port::DNS_PROXY,
+                        }
+            })
+            .count();
+        assert_eq!(per_family, 2, "TCP and UDP to the IPv6 resolver");
+    }
+}

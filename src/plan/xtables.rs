@@ -4,7 +4,7 @@
 //! renderer's; the walk's match order is already iptables order.
 
 use super::rule::{At, Rule, Sink};
-use super::{Position, XtRule, XtablesPlan};
+use super::types::{Position, XtRule, XtablesPlan};
 use crate::values::Family;
 
 /// Accumulates the per-family rule lists.

@@ -197,3 +197,60 @@ pub fn binary(family: Family) -> &'static str {
         Family::V6 => "ip6tables",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testing::policy;
+
+    #[test]
+    fn restore_text_as_upstream_writes_it() {
+        let p = crate::plan::build(&policy(&["-b", "*", "-i", "*"]));
+        let text = restore(p.xtables.rules(Family::V4));
+        // `* nat` with a space (upstream prints it with fmt.Fprintln("*", table)).
+        assert!(text.starts_with("* nat\n"), "{text}");
+        // -N lines: chains in order of first appearance, then jump targets.
+        let n: Vec<&str> = text.lines().filter(|l| l.starts_with("-N ")).collect();
+        assert_eq!(
+            n,
+            [
+                "-N ISTIO_INBOUND",
+                "-N ISTIO_REDIRECT",
+                "-N ISTIO_IN_REDIRECT",
+                "-N ISTIO_OUTPUT"
+            ]
+        );
+        assert!(text.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn udp_redirects_say_to_port() {
+        let p = crate::plan::build(&policy(&["--redirect-dns", "--capture-all-dns"]));
+        let text = restore(p.xtables.rules(Family::V4));
+        assert!(
+            text.contains("-p udp --dport 53 -j REDIRECT --to-port 15053"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-p tcp --dport 53 -j REDIRECT --to-ports 15053"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cleanup_deletes_jumps_then_flushes_and_deletes_chains() {
+        let p = crate::plan::build(&policy(&["-b", "8080"]));
+        let cmds: Vec<String> = cleanup_commands(p.xtables.rules(Family::V4))
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        let first_flush = cmds.iter().position(|c| c.contains(" -F ")).unwrap();
+        assert!(cmds[..first_flush].iter().all(|c| c.contains(" -D ")));
+        assert!(cmds.contains(&"-t nat -D OUTPUT -j ISTIO_OUTPUT".to_string()));
+        // Inside ISTIO_ chains only the jumps to other ISTIO_ chains are deleted one by one;
+        // the rest goes with the flush.
+        let inside: Vec<&String> = cmds.iter().filter(|c| c.contains(" -D ISTIO_")).collect();
+        assert!(!inside.is_empty());
+        assert!(inside.iter().all(|c| c.contains("-j ISTIO_")), "{inside:?}");
+    }
+}

@@ -155,3 +155,61 @@ pub fn cleanup_transaction() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testing::policy;
+
+    #[test]
+    fn base_chains_declare_upstream_hooks_and_priorities() {
+        assert_eq!(
+            chain_line(Table::Mangle, Chain::Output),
+            "add chain inet istio-proxy-mangle output { type route hook output priority -150 ; }"
+        );
+        assert_eq!(
+            chain_line(Table::Nat, Chain::IstioOutput),
+            "add chain inet istio-proxy-nat istio-output"
+        );
+    }
+
+    #[test]
+    fn tproxy_names_its_family_and_raw_owner_matches_say_meta() {
+        let p = crate::plan::build(&policy(&[
+            "-m",
+            "TPROXY",
+            "-b",
+            "*",
+            "--enable-ipv6",
+            "true",
+            "--redirect-dns",
+            "--capture-all-dns",
+        ]));
+        let text = transaction(&p.nft);
+        assert!(
+            text.contains("tproxy ip to :15006 meta mark set 1337 counter accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tproxy ip6 to :15006 meta mark set 1337 counter accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("udp dport 53 meta skuid 1337 counter ct zone set 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .all(|l| !l.contains("raw") || !l.contains(" skuid") || l.contains("meta skuid"))
+        );
+    }
+
+    #[test]
+    fn a_clean_adds_then_deletes_each_table() {
+        let t = cleanup_transaction();
+        assert_eq!(t.lines().count(), 6);
+        assert!(
+            t.starts_with("add table inet istio-proxy-nat\ndelete table inet istio-proxy-nat\n")
+        );
+    }
+}

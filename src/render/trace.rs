@@ -43,3 +43,33 @@ fn finish(rec: Vec<String>) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testing::policy;
+
+    #[test]
+    fn saves_both_families_first_and_programmed_ones_last() {
+        let v4 = crate::plan::build(&policy(&[]));
+        let t = apply(&v4.xtables);
+        assert!(
+            t.starts_with("iptables-save\nip6tables-save\n* nat\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("COMMIT\niptables-save\n"), "{t}");
+        let v6 = crate::plan::build(&policy(&["--enable-ipv6", "true"]));
+        assert!(apply(&v6.xtables).ends_with("COMMIT\niptables-save\nip6tables-save\n"));
+    }
+
+    #[test]
+    fn cleanup_records_the_quiet_commands_with_their_binary() {
+        let p = crate::plan::build(&policy(&["--enable-ipv6", "true"]));
+        let t = cleanup(&p.xtables);
+        assert!(
+            t.contains("\niptables -t nat -D OUTPUT -j ISTIO_OUTPUT\n"),
+            "{t}"
+        );
+        assert!(t.contains("\nip6tables -t nat -X ISTIO_OUTPUT\n"), "{t}");
+    }
+}

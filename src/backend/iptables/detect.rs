@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{IptError, run};
+use super::exec::{IptError, run};
 use crate::plan::Family;
 use crate::values::XtablesVariant;
 

@@ -67,11 +67,17 @@ fn hex(m: Mark) -> String {
 /// A planned rule as `iptables-save` prints it (after `-A CHAIN `). Groups are numeric
 /// (config resolved them), as save prints gids.
 pub fn save_rule(rule: &XtRule, family: Family) -> String {
-    let mut ip = String::new();
-    let mut rest = String::new();
+    let (ip, rest) = save_matches(&rule.matches);
+    format!("{ip}{rest}{}", save_target(&rule.target, family))
+}
+
+/// The matches as save prints them: the address and interface options first, in save's fixed
+/// order (`-s -d -i -o -p`), then the match modules in rule order.
+fn save_matches(matches: &[Match]) -> (String, String) {
     let neg = |n: bool| if n { "! " } else { "" };
+    let mut rest = String::new();
     let (mut src, mut dst, mut iif, mut oif, mut proto) = (None, None, None, None, None);
-    for m in &rule.matches {
+    for m in matches {
         match m {
             Match::Src { negate, cidr } => {
                 src = Some(format!("{}-s {} ", neg(*negate), masked(cidr.0)))
@@ -119,10 +125,13 @@ pub fn save_rule(rule: &XtRule, family: Family) -> String {
             Match::ConnMark { mark } => rest += &format!("-m connmark --mark {} ", hex(*mark)),
         }
     }
-    for part in [src, dst, iif, oif, proto].into_iter().flatten() {
-        ip += &part;
-    }
-    let target = match &rule.target {
+    let ip = [src, dst, iif, oif, proto].into_iter().flatten().collect();
+    (ip, rest)
+}
+
+/// The target as save prints it, defaults spelled out.
+fn save_target(target: &Target, family: Family) -> String {
+    match target {
         Target::Jump { chain } => format!("-j {}", chain.xt_name()),
         Target::Return => "-j RETURN".into(),
         Target::Accept => "-j ACCEPT".into(),
@@ -147,8 +156,7 @@ pub fn save_rule(rule: &XtRule, family: Family) -> String {
             "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff".into()
         }
         Target::CtZone { zone } => format!("-j CT --zone {zone}"),
-    };
-    format!("{ip}{rest}{target}")
+    }
 }
 
 /// The state the plan's rules produce (in save form, inserts resolved), per table.

@@ -398,18 +398,7 @@ fn lower_match(
             ctx.need_l4(*proto, out);
             out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
             *set_id += 1;
-            out.push(Expr {
-                name: c"lookup",
-                attrs: vec![
-                    u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
-                    (
-                        sys::NFTNL_EXPR_LOOKUP_SET,
-                        Attr::Str(CString::from(c"__set%d")),
-                    ),
-                    u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, *set_id),
-                    u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
-                ],
-            });
+            out.push(inverted_lookup(*set_id));
             *set = Some(AnonSet {
                 id: *set_id,
                 ports: ports.iter().map(|p| p.get()).collect(),
@@ -431,15 +420,8 @@ fn lower_match(
             out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
         }
         Match::CtState { states } => {
-            let mask = states.iter().fold(0u32, |m, s| {
-                m | match s {
-                    CtState::Invalid => CT_STATE_INVALID,
-                    CtState::Established => CT_STATE_ESTABLISHED,
-                    CtState::Related => CT_STATE_RELATED,
-                }
-            });
             out.push(ct_load(CT_STATE));
-            out.push(bitwise(mask.to_ne_bytes().to_vec()));
+            out.push(bitwise(ct_state_mask(states).to_ne_bytes().to_vec()));
             out.push(cmp(true, vec![0; 4]));
         }
         Match::Mark { negate, mark } => {
@@ -452,6 +434,33 @@ fn lower_match(
         }
     }
     Ok(())
+}
+
+/// `!= { ... }`: a lookup of the anonymous set sent with the rule, inverted.
+fn inverted_lookup(set_id: u32) -> Expr {
+    Expr {
+        name: c"lookup",
+        attrs: vec![
+            u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
+            (
+                sys::NFTNL_EXPR_LOOKUP_SET,
+                Attr::Str(CString::from(c"__set%d")),
+            ),
+            u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, set_id),
+            u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
+        ],
+    }
+}
+
+/// The conntrack state bits `ct state a,b` tests (any of them set).
+fn ct_state_mask(states: &[CtState]) -> u32 {
+    states.iter().fold(0u32, |m, s| {
+        m | match s {
+            CtState::Invalid => CT_STATE_INVALID,
+            CtState::Established => CT_STATE_ESTABLISHED,
+            CtState::Related => CT_STATE_RELATED,
+        }
+    })
 }
 
 /// `tcp dport P` (offset 2) or `tcp sport P` (offset 0), with nft's l4proto dependency.

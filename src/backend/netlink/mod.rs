@@ -447,6 +447,12 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
     }
 }
 
+impl From<NetlinkError> for BackendError {
+    fn from(e: NetlinkError) -> Self {
+        BackendError::Failed(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,75 @@
+//! The one place that chooses a backend and carries out the verb with it, ordering policy
+//! routing around the rules. A sibling of the backends, so that they and their trait
+//! (`backend`) depend on nothing here.
+
+use super::{Backend, BackendError, iptables, netlink, routes};
+use crate::config::{BackendChoice, RunOptions, Verb};
+use crate::logging;
+use crate::plan::Plan;
+
+/// The backend the options choose.
+pub fn chosen(run: &RunOptions) -> Box<dyn Backend> {
+    match run.backend {
+        BackendChoice::Netlink => Box::new(netlink::Netlink),
+        BackendChoice::Iptables(variant) => Box::new(iptables::Iptables::new(run, variant)),
+    }
+}
+
+/// Carries out `verb` for `plan`. Policy routing goes in before the rules that send packets
+/// to it and comes out after them, so no intermediate state marks packets that then have
+/// nowhere to go.
+pub fn run(verb: Verb, plan: &Plan, opts: &RunOptions) -> Result<(), BackendError> {
+    // Every backend and the routing need it: say what to add before anything is tried.
+    netlink::check_capability()?;
+    match verb {
+        Verb::Apply => {
+            let added = routes::apply(plan)?;
+            let done = chosen(opts).apply(plan)?;
+            logging::info(&format!("{done}; {added} routing objects added"));
+        }
+        Verb::Check => {
+            chosen(opts).check(plan)?;
+            let missing = routes::missing(plan)?;
+            if !missing.is_empty() {
+                return Err(BackendError::RoutesNotInPlace(missing));
+            }
+            logging::info("the live rules are exactly the requested ones");
+        }
+        Verb::Clean => {
+            let removed = clean_everything(plan, opts)?;
+            if removed.is_empty() {
+                logging::info("nothing of ours to remove");
+            }
+            for line in removed {
+                logging::info(&format!("removed: {line}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A clean with every backend, then the routing; every failure is collected and reported.
+fn clean_everything(plan: &Plan, opts: &RunOptions) -> Result<Vec<String>, BackendError> {
+    let backends: [Box<dyn Backend>; 2] = [
+        Box::new(iptables::Iptables::new(opts, None)),
+        Box::new(netlink::Netlink),
+    ];
+    let mut removed = Vec::new();
+    let mut failures = Vec::new();
+    for b in backends {
+        match b.clean(plan) {
+            Ok(r) => removed.extend(r),
+            Err(BackendError::Clean(f)) => failures.extend(f),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    match routes::clean(plan.ours.mark, plan.ours.table) {
+        Ok(r) => removed.extend(r),
+        Err(e) => failures.push(e.to_string()),
+    }
+    if failures.is_empty() {
+        Ok(removed)
+    } else {
+        Err(BackendError::Clean(failures))
+    }
+}

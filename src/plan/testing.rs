@@ -1,0 +1,31 @@
+//! Test helpers: the policy of a command line, resolved without the machine.
+
+use crate::host::{Host, HostError};
+use crate::policy::Policy;
+
+struct NoHost;
+
+impl Host for NoHost {
+    fn interface_addrs(&self) -> Result<Vec<std::net::IpAddr>, HostError> {
+        Ok(vec!["10.244.1.5".parse().expect("an address")])
+    }
+    fn read_file(&self, path: &str) -> Result<String, HostError> {
+        Err(HostError::Read {
+            path: path.into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+}
+
+/// The policy of `meshtables apply -u 1337 ARGS` (IPv4 unless the args say otherwise).
+pub fn policy(args: &[&str]) -> Policy {
+    let mut argv: Vec<std::ffi::OsString> = ["meshtables", "apply", "-u", "1337"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    argv.extend(args.iter().map(Into::into));
+    let env = std::collections::HashMap::new();
+    crate::cmd::resolve_args(argv, &env, &NoHost)
+        .expect("a valid command line")
+        .policy
+}

@@ -19,6 +19,7 @@ pub mod cni; // the CNI front end (argv[0] meshtables-cni): conf, pod semantics,
 pub mod config; // flags + env + host facts → Action, RunOptions, Policy
 pub mod flags; // the flag table: every flag declared once
 pub mod host; // facts read from the machine, bounded: addresses, resolv.conf, passwd, group
+pub mod lock; // one writer per network namespace (an abstract unix socket)
 pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path
 pub mod plan; // Policy → Plan: one walk, two dialects, typed rules, no I/O

@@ -21,17 +21,35 @@ pub fn chosen(run: &RunOptions) -> Box<dyn Backend> {
 pub fn run(verb: Verb, plan: &Plan, opts: &RunOptions) -> Result<(), BackendError> {
     // Every backend and the routing need it: say what to add before anything is tried.
     netlink::check_capability()?;
+    // One run at a time in this namespace, from the first read to the last write.
+    let _lock = crate::lock::acquire(crate::lock::WAIT)?;
     match verb {
         Verb::Apply => {
-            let added = routes::apply(plan)?;
-            let done = chosen(opts).apply(plan)?;
-            logging::info(&format!("{done}; {added} routing objects added"));
+            let added = routes::apply(plan, opts.reconcile || opts.force_apply)?;
+            match chosen(opts).apply(plan) {
+                Ok(done) => {
+                    // The new rules are in: routing they no longer use can go.
+                    for r in routes::retire(plan)? {
+                        logging::info(&format!("removed (no longer used): {r}"));
+                    }
+                    logging::info(&format!("{done}; {} routing objects added", added.len()))
+                }
+                Err(e) => {
+                    // A failed apply changes nothing: take out the routing it added.
+                    if let Err(u) = routes::undo(&added) {
+                        logging::error(&format!(
+                            "could not take back the routing this run added: {u}"
+                        ));
+                    }
+                    return Err(e);
+                }
+            }
         }
         Verb::Check => {
             chosen(opts).check(plan)?;
-            let missing = routes::missing(plan)?;
-            if !missing.is_empty() {
-                return Err(BackendError::RoutesNotInPlace(missing));
+            let drift = routes::drift(plan)?;
+            if !drift.is_empty() {
+                return Err(BackendError::RoutesNotInPlace(drift));
             }
             logging::info("the live rules are exactly the requested ones");
         }
@@ -71,5 +89,11 @@ fn clean_everything(plan: &Plan, opts: &RunOptions) -> Result<Vec<String>, Backe
         Ok(removed)
     } else {
         Err(BackendError::Clean(failures))
+    }
+}
+
+impl From<crate::lock::LockError> for BackendError {
+    fn from(e: crate::lock::LockError) -> Self {
+        BackendError::Failed(Box::new(e))
     }
 }

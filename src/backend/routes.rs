@@ -1,8 +1,15 @@
 //! TPROXY policy routing over rtnetlink (no `ip` binary), used by both backends:
 //! `fwmark MARK lookup TABLE` rules and a `local default dev lo` route in TABLE per family,
 //! plus `::6/128` on `lo` when IPv6 is on (Envoy binds it for inbound passthrough).
-//! Idempotent, unlike upstream: an existing rule, route or address is success, so a rerun
-//! converges instead of failing with EEXIST.
+//!
+//! Ours is exactly what we create: a rule with our mark (full mask), our table and no other
+//! selector; a `local` default route through `lo` in our table. Anything else in our table is
+//! a conflict (it would route marked packets away instead of delivering them locally): apply
+//! and check fail naming it, `--reconcile` replaces it, and clean leaves it and says so.
+//! Deletions are built from what the kernel dumped, so they match one object exactly.
+//!
+//! Idempotent, unlike upstream: what is already there is success, so a rerun converges. What
+//! an apply added is returned, so a run whose rules then fail can take it back out.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -12,14 +19,14 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::route::{
-    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 
 use super::netlink::transport::Transport;
-use crate::plan::{Family, Mark, Plan, RouteTable, TproxyRoutes};
+use crate::plan::{Family, Mark, Plan, RouteTable};
 
 /// The loopback interface's index, the same in every network namespace.
 const LO_INDEX: u32 = 1;
@@ -33,6 +40,14 @@ pub enum RouteError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "TPROXY routing: table {table} holds routes that are not ours and would send marked packets elsewhere: {}; nothing was changed. Remove them, or rerun with --reconcile to replace them",
+        routes.join("; ")
+    )]
+    Conflict {
+        table: RouteTable,
+        routes: Vec<String>,
     },
 }
 
@@ -70,44 +85,135 @@ fn parse_all(msgs: Vec<Vec<u8>>) -> Vec<RouteNetlinkMessage> {
         .collect()
 }
 
-struct Rtnl {
-    t: Transport,
+/// One routing object, as the kernel holds it: what deleting it takes and how to name it.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Rule(Family, RuleMessage),
+    Route(Family, RouteMessage),
+    LoopbackV6,
 }
 
-impl Rtnl {
-    fn open() -> Result<Rtnl, RouteError> {
-        Ok(Rtnl {
-            t: Transport::route().map_err(RouteError::Socket)?,
+impl Object {
+    /// The `ip` command that adds it, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Object::Rule(f, r) => format!("ip {} rule {}", fam_flag(*f), rule_text(r)),
+            Object::Route(f, r) => format!("ip {} route {}", fam_flag(*f), route_text(r)),
+            Object::LoopbackV6 => "ip -6 addr ::6/128 dev lo".to_string(),
+        }
+    }
+
+    fn delete(&self) -> RouteNetlinkMessage {
+        match self {
+            Object::Rule(_, r) => RouteNetlinkMessage::DelRule(r.clone()),
+            Object::Route(_, r) => RouteNetlinkMessage::DelRoute(r.clone()),
+            Object::LoopbackV6 => RouteNetlinkMessage::DelAddress(addr_msg()),
+        }
+    }
+}
+
+fn rule_text(r: &RuleMessage) -> String {
+    let mut s = String::new();
+    for a in &r.attributes {
+        match a {
+            RuleAttribute::Priority(p) => s += &format!("pref {p} "),
+            RuleAttribute::FwMark(m) => s += &format!("fwmark {m:#x} "),
+            RuleAttribute::FwMask(m) => s += &format!("mask {m:#x} "),
+            RuleAttribute::Iifname(n) => s += &format!("iif {n} "),
+            RuleAttribute::Oifname(n) => s += &format!("oif {n} "),
+            RuleAttribute::Source(a) => s += &format!("from {a}/{} ", r.header.src_len),
+            RuleAttribute::Destination(a) => s += &format!("to {a}/{} ", r.header.dst_len),
+            _ => {}
+        }
+    }
+    s + &format!("lookup {}", rule_table(r))
+}
+
+fn rule_table(r: &RuleMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(*t),
+            _ => None,
         })
-    }
+        .unwrap_or(u32::from(r.header.table))
+}
 
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Result<(), Errno>> {
-        self.t.acked(bytes(msg), flags)
+fn addr_text(a: &RouteAddress) -> String {
+    match a {
+        RouteAddress::Inet(a) => a.to_string(),
+        RouteAddress::Inet6(a) => a.to_string(),
+        other => format!("{other:?}"),
     }
+}
 
-    /// Whether a `fwmark MARK lookup TABLE` rule exists in family `f`. The kernel's
-    /// NLM_F_EXCL check does not catch it (the auto-assigned priority differs), so look.
-    fn rule_exists(&mut self, f: Family, mark: Mark, table: RouteTable) -> io::Result<bool> {
-        let mut req = RuleMessage::default();
-        req.header.family = af(f);
-        let found = self
-            .t
-            .dump(bytes(RouteNetlinkMessage::GetRule(req)))?
-            .map_err(io::Error::from)?;
-        Ok(parse_all(found).iter().any(|m| match m {
-            RouteNetlinkMessage::NewRule(r) => {
-                let has_mark = r.attributes.contains(&RuleAttribute::FwMark(mark.get()));
-                let in_table = r.attributes.contains(&RuleAttribute::Table(table.get()))
-                    || u32::from(r.header.table) == table.get();
-                let masked = r
-                    .attributes
-                    .iter()
-                    .any(|a| matches!(a, RuleAttribute::FwMask(m) if *m != u32::MAX));
-                has_mark && in_table && !masked
+fn route_text(r: &RouteMessage) -> String {
+    let kind = match r.header.kind {
+        RouteType::Unicast => String::new(),
+        other => format!("{other:?} ").to_lowercase(),
+    };
+    let mut dst = "default".to_string();
+    let mut rest = String::new();
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(d) => {
+                dst = format!("{}/{}", addr_text(d), r.header.destination_prefix_length)
             }
-            _ => false,
-        }))
+            RouteAttribute::Gateway(g) => rest += &format!(" via {}", addr_text(g)),
+            RouteAttribute::Oif(LO_INDEX) => rest += " dev lo",
+            RouteAttribute::Oif(i) => rest += &format!(" dev #{i}"),
+            RouteAttribute::Priority(p) => rest += &format!(" metric {p}"),
+            _ => {}
+        }
     }
+    format!("{kind}{dst}{rest} table {}", route_table(r))
+}
+
+fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
+/// Exactly the rule we create: our mark with the full mask, our table, no other selector.
+fn rule_is_ours(r: &RuleMessage, mark: Mark, table: RouteTable) -> bool {
+    let exact_attrs = r.attributes.iter().all(|a| match a {
+        RuleAttribute::FwMark(m) => *m == mark.get(),
+        RuleAttribute::FwMask(m) => *m == u32::MAX,
+        RuleAttribute::Table(t) => *t == table.get(),
+        RuleAttribute::SuppressPrefixLen(v) | RuleAttribute::SuppressIfGroup(v) => *v == u32::MAX,
+        RuleAttribute::Priority(_) | RuleAttribute::Protocol(_) => true,
+        _ => false,
+    });
+    exact_attrs
+        && r.header.action == RuleAction::ToTable
+        && r.header.src_len == 0
+        && r.header.dst_len == 0
+        && r.header.tos == 0
+        && r.attributes.contains(&RuleAttribute::FwMark(mark.get()))
+        && rule_table(r) == table.get()
+}
+
+/// Exactly the route we create: `local default dev lo`.
+fn route_is_ours(r: &RouteMessage) -> bool {
+    r.header.kind == RouteType::Local
+        && r.header.destination_prefix_length == 0
+        && r.header.source_prefix_length == 0
+        && r.attributes.contains(&RouteAttribute::Oif(LO_INDEX))
+        && !r.attributes.iter().any(|a| {
+            matches!(
+                a,
+                RouteAttribute::Gateway(_)
+                    | RouteAttribute::MultiPath(_)
+                    | RouteAttribute::Via(_)
+                    | RouteAttribute::Encap(_)
+                    | RouteAttribute::NhId(_)
+            )
+        })
 }
 
 fn rule_msg(f: Family, mark: Mark, table: RouteTable) -> RuleMessage {
@@ -148,127 +254,270 @@ fn kernel(what: String) -> impl FnOnce(io::Error) -> RouteError {
     move |source| RouteError::Kernel { what, source }
 }
 
-/// Adds, treating "already there" as success; returns whether something was added.
-fn add(rtnl: &mut Rtnl, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
-    match rtnl
-        .request(msg, NLM_F_CREATE | NLM_F_EXCL)
-        .map_err(kernel(what.clone()))?
-    {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) => Ok(false),
-        // A pod's runtime brings `lo` up before any init container or chained plugin runs;
-        // a bare namespace (`ip netns add`) has it down, and IPv6 refuses routes through it.
-        Err(e @ Errno::ENETDOWN) => Err(kernel(format!(
-            "{what} (the loopback interface is down; bring it up first: ip link set lo up)"
-        ))(e.into())),
-        Err(e) => Err(kernel(what)(e.into())),
+/// What one family holds of interest: our rules, and the routes of our table split into
+/// ours and the others.
+struct Seen {
+    rules: Vec<Object>,
+    ours: Vec<Object>,
+    foreign: Vec<Object>,
+}
+
+struct Rtnl {
+    t: Transport,
+}
+
+impl Rtnl {
+    fn open() -> Result<Rtnl, RouteError> {
+        Ok(Rtnl {
+            t: Transport::route().map_err(RouteError::Socket)?,
+        })
+    }
+
+    fn dump(
+        &mut self,
+        req: RouteNetlinkMessage,
+        what: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>, RouteError> {
+        let found = self
+            .t
+            .dump(bytes(req))
+            .and_then(|r| r.map_err(io::Error::from))
+            .map_err(kernel(format!("reading {what}")))?;
+        Ok(parse_all(found))
+    }
+
+    /// Our rules for `mark`/`table` and the routes of `table`, in family `f`.
+    fn look(&mut self, f: Family, mark: Mark, table: RouteTable) -> Result<Seen, RouteError> {
+        let mut req = RuleMessage::default();
+        req.header.family = af(f);
+        let rules = self
+            .dump(RouteNetlinkMessage::GetRule(req), "the routing rules")?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) if rule_is_ours(&r, mark, table) => {
+                    Some(Object::Rule(f, r))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut req = RouteMessage::default();
+        req.header.address_family = af(f);
+        let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+        for m in self.dump(RouteNetlinkMessage::GetRoute(req), "the routes")? {
+            if let RouteNetlinkMessage::NewRoute(r) = m
+                && route_table(&r) == table.get()
+            {
+                if route_is_ours(&r) {
+                    ours.push(Object::Route(f, r));
+                } else {
+                    foreign.push(Object::Route(f, r));
+                }
+            }
+        }
+        Ok(Seen {
+            rules,
+            ours,
+            foreign,
+        })
+    }
+
+    /// Whether `::6/128` is on `lo`.
+    fn has_loopback_v6(&mut self) -> Result<bool, RouteError> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let six = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
+        Ok(self
+            .dump(RouteNetlinkMessage::GetAddress(req), "the addresses")?
+            .iter()
+            .any(|m| {
+                matches!(m, RouteNetlinkMessage::NewAddress(a)
+                    if a.header.index == LO_INDEX
+                        && a.header.prefix_len == 128
+                        && a.attributes.contains(&AddressAttribute::Address(six)))
+            }))
+    }
+
+    /// Adds; "already there" is success. Returns whether something was added.
+    fn add(&mut self, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
+        match self
+            .t
+            .acked(bytes(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(kernel(what.clone()))?
+        {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            // A pod's runtime brings `lo` up before any init container or chained plugin
+            // runs; a bare namespace (`ip netns add`) has it down, and IPv6 refuses routes
+            // through it.
+            Err(e @ Errno::ENETDOWN) => Err(kernel(format!(
+                "{what} (the loopback interface is down; bring it up first: ip link set lo up)"
+            ))(e.into())),
+            Err(e) => Err(kernel(what)(e.into())),
+        }
+    }
+
+    /// Deletes one object; "not there" is success. Returns whether something was removed.
+    fn delete(&mut self, o: &Object) -> Result<bool, RouteError> {
+        let what = format!("deleting {}", o.describe());
+        match self
+            .t
+            .acked(bytes(o.delete()), 0)
+            .map_err(kernel(what.clone()))?
+        {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(kernel(what)(e.into())),
+        }
     }
 }
 
-/// Deletes, treating "not there" as success; returns whether something was removed.
-fn del(rtnl: &mut Rtnl, msg: RouteNetlinkMessage, what: String) -> Result<bool, RouteError> {
-    match rtnl.request(msg, 0).map_err(kernel(what.clone()))? {
-        Ok(()) => Ok(true),
-        Err(Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL) => Ok(false),
-        Err(e) => Err(kernel(what)(e.into())),
-    }
-}
-
-/// The `ip` command that adds a family's fwmark rule: how messages name it.
-fn rule_add_text(f: Family, r: &TproxyRoutes) -> String {
-    format!(
-        "ip {} rule add fwmark {} lookup {}",
-        fam_flag(f),
-        r.mark,
-        r.table
-    )
-}
-
-/// Installs what the plan needs; returns how many objects were newly added.
-pub fn apply(plan: &Plan) -> Result<usize, RouteError> {
+/// Installs what the plan needs, before the rules that mark packets for it. Routes of our
+/// table that are not ours fail the apply before anything changes, unless `reconcile`
+/// (then they are deleted first). Returns what this run added, for `undo`.
+pub fn apply(plan: &Plan, reconcile: bool) -> Result<Vec<Object>, RouteError> {
     if plan.routes.is_none() && !plan.loopback_v6_address {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut rtnl = Rtnl::open()?;
-    let mut added = 0;
-    if plan.loopback_v6_address {
-        let what = "ip -6 addr add ::6/128 dev lo".to_string();
-        let msg = RouteNetlinkMessage::NewAddress(addr_msg());
-        added += usize::from(add(&mut rtnl, msg, what)?);
-    }
+    let mut added = Vec::new();
+    let mut seen = Vec::new();
     if let Some(r) = &plan.routes {
         for f in &r.families {
-            let what = rule_add_text(*f, r);
-            let exists = rtnl
-                .rule_exists(*f, r.mark, r.table)
-                .map_err(kernel(what.clone()))?;
-            if !exists {
-                let msg = RouteNetlinkMessage::NewRule(rule_msg(*f, r.mark, r.table));
-                added += usize::from(add(&mut rtnl, msg, what)?);
+            seen.push((*f, rtnl.look(*f, r.mark, r.table)?));
+        }
+        let foreign: Vec<&Object> = seen.iter().flat_map(|(_, s)| &s.foreign).collect();
+        if !foreign.is_empty() && !reconcile {
+            return Err(RouteError::Conflict {
+                table: r.table,
+                routes: foreign.iter().map(|o| o.describe()).collect(),
+            });
+        }
+        for o in foreign {
+            rtnl.delete(o)?;
+            crate::logging::info(&format!("replaced (--reconcile): {}", o.describe()));
+        }
+    }
+    if plan.loopback_v6_address
+        && rtnl.add(
+            RouteNetlinkMessage::NewAddress(addr_msg()),
+            "ip -6 addr add ::6/128 dev lo".into(),
+        )?
+    {
+        added.push(Object::LoopbackV6);
+    }
+    if let Some(r) = &plan.routes {
+        for (f, s) in &seen {
+            if s.ours.is_empty() {
+                let m = route_msg(*f, r.table);
+                let o = Object::Route(*f, m.clone());
+                if rtnl.add(
+                    RouteNetlinkMessage::NewRoute(m),
+                    format!("adding {}", o.describe()),
+                )? {
+                    added.push(o);
+                }
             }
-            let what = format!(
-                "ip {} route add local default dev lo table {}",
-                fam_flag(*f),
-                r.table
-            );
-            let msg = RouteNetlinkMessage::NewRoute(route_msg(*f, r.table));
-            added += usize::from(add(&mut rtnl, msg, what)?);
+            if s.rules.is_empty() {
+                let m = rule_msg(*f, r.mark, r.table);
+                let o = Object::Rule(*f, m.clone());
+                if rtnl.add(
+                    RouteNetlinkMessage::NewRule(m),
+                    format!("adding {}", o.describe()),
+                )? {
+                    added.push(o);
+                }
+            }
         }
     }
     Ok(added)
 }
 
-/// What the plan's routing needs and the kernel does not hold: each family's fwmark rule,
-/// described as the `ip` command that would add it.
-pub fn missing(plan: &Plan) -> Result<Vec<String>, RouteError> {
-    let Some(r) = &plan.routes else {
-        return Ok(Vec::new());
-    };
+/// Takes out what `apply` added (an apply whose rules then failed changes nothing).
+pub fn undo(added: &[Object]) -> Result<(), RouteError> {
+    if added.is_empty() {
+        return Ok(());
+    }
     let mut rtnl = Rtnl::open()?;
+    // Rules first: a rule never points at a table this run emptied.
+    for o in added.iter().rev() {
+        rtnl.delete(o)?;
+    }
+    Ok(())
+}
+
+/// Removes our routing the plan does not use (TPROXY routing after a switch to REDIRECT, a
+/// family no longer captured, `::6` when IPv6 is off), after the new rules are in: nothing
+/// marks packets for it any more. Returns what was removed.
+pub fn retire(plan: &Plan) -> Result<Vec<String>, RouteError> {
+    let (mark, table) = (plan.ours.mark, plan.ours.table);
+    let kept: &[Family] = plan.routes.as_ref().map_or(&[], |r| &r.families);
+    let mut rtnl = Rtnl::open()?;
+    let mut removed = Vec::new();
+    for f in Family::BOTH.into_iter().filter(|f| !kept.contains(f)) {
+        let s = rtnl.look(f, mark, table)?;
+        for o in s.rules.iter().chain(&s.ours) {
+            if rtnl.delete(o)? {
+                removed.push(o.describe());
+            }
+        }
+    }
+    if !plan.loopback_v6_address && rtnl.has_loopback_v6()? && rtnl.delete(&Object::LoopbackV6)? {
+        removed.push(Object::LoopbackV6.describe());
+    }
+    Ok(removed)
+}
+
+/// What differs from the plan's routing: each missing object as the `ip` command that adds
+/// it, each conflicting route as what it is.
+pub fn drift(plan: &Plan) -> Result<Vec<String>, RouteError> {
     let mut out = Vec::new();
+    if plan.routes.is_none() && !plan.loopback_v6_address {
+        return Ok(out);
+    }
+    let mut rtnl = Rtnl::open()?;
+    if plan.loopback_v6_address && !rtnl.has_loopback_v6()? {
+        out.push("missing: ip -6 addr add ::6/128 dev lo".to_string());
+    }
+    let Some(r) = &plan.routes else {
+        return Ok(out);
+    };
     for f in &r.families {
-        let what = rule_add_text(*f, r);
-        if !rtnl
-            .rule_exists(*f, r.mark, r.table)
-            .map_err(kernel(what.clone()))?
-        {
-            out.push(format!("missing: {what}"));
+        let s = rtnl.look(*f, r.mark, r.table)?;
+        if s.rules.is_empty() {
+            let o = Object::Rule(*f, rule_msg(*f, r.mark, r.table));
+            out.push(format!("missing: {}", o.describe()));
+        }
+        if s.ours.is_empty() {
+            let o = Object::Route(*f, route_msg(*f, r.table));
+            out.push(format!("missing: {}", o.describe()));
+        }
+        for o in s.foreign {
+            out.push(format!("not ours: {}", o.describe()));
         }
     }
     Ok(out)
 }
 
-/// Removes the TPROXY rules and routes for `mark`/`table` in both families (every copy of
-/// the rule, since upstream reruns could leave several) and `::6/128` on `lo`. Returns
-/// descriptions of what was removed.
+/// Removes our TPROXY rules (every copy: upstream reruns could leave several) and our route
+/// in both families, then `::6/128` on `lo`, after the rules that used them. Routes of the
+/// table that are not ours stay, with a warning. Returns what was removed.
 pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
     let mut rtnl = Rtnl::open()?;
     let mut removed = Vec::new();
     for f in Family::BOTH {
-        let what = format!("ip {} rule del fwmark {mark} lookup {table}", fam_flag(f));
-        for _ in 0..64 {
-            let msg = RouteNetlinkMessage::DelRule(rule_msg(f, mark, table));
-            if !del(&mut rtnl, msg, what.clone())? {
-                break;
+        let s = rtnl.look(f, mark, table)?;
+        // Rules before routes: no moment where a rule leads to a table without our route.
+        for o in s.rules.iter().chain(&s.ours) {
+            if rtnl.delete(o)? {
+                removed.push(o.describe());
             }
-            removed.push(what.clone());
         }
-        let what = format!(
-            "ip {} route del local default dev lo table {table}",
-            fam_flag(f)
-        );
-        let msg = RouteNetlinkMessage::DelRoute(route_msg(f, table));
-        if del(&mut rtnl, msg, what.clone())? {
-            removed.push(what);
+        for o in &s.foreign {
+            crate::logging::warn(&format!("left in place (not ours): {}", o.describe()));
         }
     }
-    let what = "ip -6 addr del ::6/128 dev lo".to_string();
-    if del(
-        &mut rtnl,
-        RouteNetlinkMessage::DelAddress(addr_msg()),
-        what.clone(),
-    )? {
-        removed.push(what);
+    if rtnl.has_loopback_v6()? && rtnl.delete(&Object::LoopbackV6)? {
+        removed.push(Object::LoopbackV6.describe());
     }
     Ok(removed)
 }
@@ -276,5 +525,52 @@ pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
 impl From<RouteError> for super::BackendError {
     fn from(e: RouteError) -> Self {
         super::BackendError::Failed(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark() -> Mark {
+        Mark::new(1337).unwrap()
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(133).unwrap()
+    }
+
+    #[test]
+    fn our_rule_is_only_the_exact_one() {
+        let ours = rule_msg(Family::V4, mark(), table());
+        assert!(rule_is_ours(&ours, mark(), table()));
+        let mut masked = ours.clone();
+        masked.attributes.push(RuleAttribute::FwMask(0xff));
+        assert!(!rule_is_ours(&masked, mark(), table()));
+        let mut iif = ours.clone();
+        iif.attributes.push(RuleAttribute::Iifname("eth0".into()));
+        assert!(!rule_is_ours(&iif, mark(), table()));
+        let other_table = rule_msg(Family::V4, mark(), RouteTable::new(134).unwrap());
+        assert!(!rule_is_ours(&other_table, mark(), table()));
+    }
+
+    #[test]
+    fn our_route_is_only_local_default_dev_lo() {
+        let ours = route_msg(Family::V6, table());
+        assert!(route_is_ours(&ours));
+        let mut unreachable = ours.clone();
+        unreachable.header.kind = RouteType::Unreachable;
+        assert!(!route_is_ours(&unreachable));
+        let mut via = route_msg(Family::V4, table());
+        via.header.kind = RouteType::Unicast;
+        via.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(
+                "10.244.1.1".parse().unwrap(),
+            )));
+        assert!(!route_is_ours(&via));
+        assert_eq!(
+            Object::Route(Family::V4, via).describe(),
+            "ip -4 route default dev lo via 10.244.1.1 table 133"
+        );
     }
 }

@@ -72,6 +72,14 @@ pub fn locate(
     ))
 }
 
+/// Why a variant was not picked: not usable (the reason goes in the error listing every
+/// candidate), or a failure that ends detection (the xtables lock, a probe rule that could not
+/// be deleted).
+pub enum ProbeError {
+    NotUsable(String),
+    Fatal(IptError),
+}
+
 /// Probes one variant; `Err` says why it is not usable. With `need_rules`, a variant whose
 /// `-save` shows no rule is reported as such without further probes: upstream would not pick
 /// it whatever they found (legacy is only chosen when it holds rules), so running
@@ -80,23 +88,25 @@ pub fn probe(
     family: Family,
     variant: Option<XtablesVariant>,
     need_rules: bool,
-) -> Result<Xtables, String> {
+    env: &[(&str, &str)],
+) -> Result<Xtables, ProbeError> {
+    use ProbeError::NotUsable;
     let (name, bin, save, restore) = locate(family, variant).ok_or_else(|| {
         let n = match variant {
             Some(XtablesVariant::Legacy) => "-legacy",
             Some(XtablesVariant::Nft) => "-nft",
             None => "",
         };
-        format!(
+        NotUsable(format!(
             "{}{n}, {0}{n}-save or {0}{n}-restore not found on PATH",
             base(family)
-        )
+        ))
     })?;
-    let out =
-        run(&save, &[], None, &[]).map_err(|e| format!("failed to execute {name}-save: {e}"))?;
+    let out = run(&save, &[], None, &[])
+        .map_err(|e| NotUsable(format!("failed to execute {name}-save: {e}")))?;
     let existing_rules = has_rules(&out);
     if need_rules && !existing_rules {
-        return Err(format!("{name} holds no rules"));
+        return Err(NotUsable(format!("{name} holds no rules")));
     }
     // The -nft binaries are nf_tables and take no --wait: no need to ask. Legacy and plain
     // `iptables` are asked for their version (legacy >= 1.6.2 takes --wait).
@@ -119,7 +129,7 @@ pub fn probe(
         existing_rules,
         saved: None,
     };
-    nat_probe(&x).map_err(|e| format!("{name} has no kernel support for the nat table: {e}"))?;
+    nat_probe(&x, env)?;
     x.saved = Some(out);
     Ok(x)
 }
@@ -127,16 +137,29 @@ pub fn probe(
 /// Upstream's kernel probe: can this variant use the nat table? Legacy: add and delete a
 /// harmless rule (`-t nat -A INPUT -p 255 -j RETURN`), as upstream. nf_tables variants: the
 /// same question in one netlink transaction that leaves nothing behind (`netlink::probe_nat`).
-fn nat_probe(x: &Xtables) -> Result<(), String> {
+/// The add and the delete are writers: they take the xtables lock `env` names, as every
+/// write does. The lock timing out, or the delete failing, ends detection with that error
+/// (the probe rule left behind is removed by the next apply or clean).
+fn nat_probe(x: &Xtables, env: &[(&str, &str)]) -> Result<(), ProbeError> {
+    let no_nat = |e: String| {
+        ProbeError::NotUsable(format!(
+            "{} has no kernel support for the nat table: {e}",
+            x.name
+        ))
+    };
     if x.nf_tables {
-        return crate::backend::netlink::probe_nat(x.family).map_err(|e| e.to_string());
+        return crate::backend::netlink::probe_nat(x.family).map_err(|e| no_nat(e.to_string()));
     }
     let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     add.extend(x.wait_args());
-    run(&x.bin, &add, None, &[]).map_err(|e| e.to_string())?;
+    match run(&x.bin, &add, None, env) {
+        Ok(_) => {}
+        Err(e @ IptError::Locked { .. }) => return Err(ProbeError::Fatal(e)),
+        Err(e) => return Err(no_nat(e.to_string())),
+    }
     let mut del = add.clone();
     del[2] = "-D";
-    let _ = run(&x.bin, &del, None, &[]);
+    run(&x.bin, &del, None, env).map_err(ProbeError::Fatal)?;
     Ok(())
 }
 
@@ -167,29 +190,29 @@ fn parse_version(s: &str) -> (u32, u32, u32) {
 }
 
 /// Upstream's choice for one family. The error lists why each candidate was refused.
-pub fn detect(family: Family, force: Option<XtablesVariant>) -> Result<Xtables, IptError> {
-    if let Some(v) = force {
-        return probe(family, Some(v), false).map_err(|why| IptError::NoBinary {
-            family,
-            reasons: vec![why],
-        });
-    }
+/// Writers take the xtables lock `env` names (`XTABLES_LOCKFILE`, in CNI mode).
+pub fn detect(
+    family: Family,
+    force: Option<XtablesVariant>,
+    env: &[(&str, &str)],
+) -> Result<Xtables, IptError> {
+    let candidates = match force {
+        Some(v) => vec![(Some(v), false)],
+        None => vec![
+            (Some(XtablesVariant::Legacy), true),
+            (Some(XtablesVariant::Nft), false),
+            (None, false),
+        ],
+    };
     let mut reasons = Vec::new();
-    match probe(family, Some(XtablesVariant::Legacy), true) {
-        Ok(x) => return Ok(x),
-        Err(e) => reasons.push(e),
-    }
-    match probe(family, Some(XtablesVariant::Nft), false) {
-        Ok(x) => return Ok(x),
-        Err(e) => reasons.push(e),
-    }
-    match probe(family, None, false) {
-        Ok(x) => Ok(x),
-        Err(e) => {
-            reasons.push(e);
-            Err(IptError::NoBinary { family, reasons })
+    for (variant, need_rules) in candidates {
+        match probe(family, variant, need_rules, env) {
+            Ok(x) => return Ok(x),
+            Err(ProbeError::NotUsable(why)) => reasons.push(why),
+            Err(ProbeError::Fatal(e)) => return Err(e),
         }
     }
+    Err(IptError::NoBinary { family, reasons })
 }
 
 #[cfg(test)]

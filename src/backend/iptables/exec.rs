@@ -21,6 +21,14 @@ pub enum IptError {
     },
     #[error("{bin}: {source}")]
     Spawn { bin: String, source: std::io::Error },
+    #[error(
+        "{bin}: another process held the xtables lock ({lock}) for the whole wait (30 s); nothing was changed by this command. Find the holder (kube-proxy, another iptables run) or retry: {stderr}"
+    )]
+    Locked {
+        bin: String,
+        lock: String,
+        stderr: String,
+    },
     #[error("{bin} {status}: {stderr}")]
     Failed {
         bin: String,
@@ -110,14 +118,28 @@ pub fn run(
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let command = format!("{} {}", display(bin), args.join(" "))
+        .trim_end()
+        .to_string();
+    // iptables: "Another app is currently holding the xtables lock. Stopped waiting after 30s."
+    if stderr.contains("holding the xtables lock") {
+        let lock = env
+            .iter()
+            .find(|(k, _)| *k == "XTABLES_LOCKFILE")
+            .map_or("/run/xtables.lock", |(_, v)| v);
+        return Err(IptError::Locked {
+            bin: command,
+            lock: lock.to_string(),
+            stderr,
+        });
+    }
     Err(IptError::Failed {
-        bin: format!("{} {}", display(bin), args.join(" "))
-            .trim_end()
-            .to_string(),
+        bin: command,
         status: match out.status.code() {
             Some(c) => format!("exited with status {c}"),
             None => "was killed by a signal".into(),
         },
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        stderr,
     })
 }

@@ -5,11 +5,19 @@
 //! rules are there and equal the plan (compared exactly, in `iptables-save`'s canonical form),
 //! do nothing. If they differ: without `--reconcile` stop with status 1 and name the chains
 //! that differ, changing nothing; with `--reconcile` (or `--force-apply`) replace them in one
-//! restore per table, so there is no moment without interception and no DROP guardrail.
+//! restore per table.
+//!
+//! Every family is read and every step decided before the first write. A change that takes
+//! more than one COMMIT (two tables, or two families) runs under the fail-closed guard
+//! (`netlink::guard`): a kill in between leaves traffic dropped, not half intercepted, and
+//! the next run, finding the guard, replaces what it finds without `--reconcile`. A restore
+//! that fails is undone (`undo`): the tables it and earlier restores committed are put back
+//! as they were read, so a failed run changes nothing. The detection probe rule upstream can
+//! leave in nat INPUT is removed by every apply and clean that finds it.
 //!
 //! Clean reads the live state of every variant (legacy and nft) and family and removes what
-//! is ours in one restore per table. (`backend::run` adds the nftables tables and TPROXY
-//! routing.)
+//! is ours in one restore per table; a variant that cannot be read is a failure. (The
+//! dispatcher adds the nftables tables and TPROXY routing.)
 
 pub mod detect;
 pub mod exec;
@@ -17,6 +25,7 @@ pub mod state;
 
 use std::path::PathBuf;
 
+use super::netlink::guard;
 use super::{Backend, BackendError};
 use crate::config::RunOptions;
 use crate::logging;
@@ -25,7 +34,7 @@ use crate::values::XtablesVariant;
 use detect::Xtables;
 use exec::numeric_only;
 pub use exec::{IptError, run};
-use state::{State, drift, expected, has_ours, parse_save, replace_text};
+use state::{State, drift, expected, has_ours, has_probe, parse_save, replace_text, table_block};
 
 /// The iptables backend: the binaries detection picks (or `--force-iptables-binary`).
 pub struct Iptables {
@@ -33,8 +42,8 @@ pub struct Iptables {
     reconcile: bool,
     force_apply: bool,
     /// In CNI mode, writers lock the namespace's own file instead of the host's
-    /// /run/xtables.lock, so pods set up concurrently do not serialize on it.
-    lock_file: Option<PathBuf>,
+    /// /run/xtables.lock, so pods set up concurrently do not serialize on it (as upstream).
+    lock_file: Option<String>,
 }
 
 impl Iptables {
@@ -43,186 +52,354 @@ impl Iptables {
             force,
             reconcile: run.reconcile,
             force_apply: run.force_apply,
-            lock_file: run.network_namespace.clone().filter(|_| run.cni_mode),
+            lock_file: run
+                .network_namespace
+                .as_ref()
+                .filter(|_| run.cni_mode)
+                .map(|p| p.display().to_string()),
         }
     }
 
-    fn restore(&self, x: &Xtables, text: &str) -> Result<(), IptError> {
-        let mut args = vec!["--noflush"];
-        args.extend(x.wait_args());
-        let lock = self.lock_file.as_ref().map(|p| p.display().to_string());
-        let env: Vec<(&str, &str)> = lock
+    /// The environment of every writer: the xtables lock file, in CNI mode.
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.lock_file
             .iter()
             .map(|p| ("XTABLES_LOCKFILE", p.as_str()))
-            .collect();
-        logging::debug_with(|| format!("{} --noflush with:\n{text}", x.restore.display()));
-        run(&x.restore, &args, Some(text), &env).map(|_| ())
+            .collect()
+    }
+
+    /// `*-restore` of `text`; with `noflush` (every write but an undo) only the chains the
+    /// text names change.
+    fn restore(&self, x: &Xtables, text: &str, noflush: bool) -> Result<(), IptError> {
+        let mut args = Vec::new();
+        if noflush {
+            args.push("--noflush");
+        }
+        args.extend(x.wait_args());
+        logging::debug_with(|| format!("{} {} with:\n{text}", x.restore.display(), args.join(" ")));
+        run(&x.restore, &args, Some(text), &self.env()).map(|_| ())
     }
 
     /// Detects the binaries for `f` and reads the live state (detection's `-save`). The
     /// plan's groups are numeric (config resolved them), as `*-save` prints them.
     fn read_family(&self, plan: &Plan, f: Family) -> Result<FamilyState, IptError> {
-        let mut x = detect::detect(f, self.force)?;
+        let mut x = detect::detect(f, self.force, &self.env())?;
         let rules = plan.xtables.rules(f).to_vec();
         numeric_only(&rules)?;
-        let saved = match x.saved.take() {
+        let before = match x.saved.take() {
             Some(text) => text,
             None => run(&x.save, &[], None, &[])?,
         };
-        let live = parse_save(&saved);
+        let live = parse_save(&before);
         let want = expected(&rules, f);
         Ok(FamilyState {
             x,
             rules,
+            before,
             live,
             want,
         })
     }
 
-    /// What apply will do for one family, decided before anything changes.
-    fn step(&self, plan: &Plan, fam: &FamilyState, f: Family) -> Result<Step, IptError> {
+    /// The restore text that takes one family to the plan, decided before anything changes;
+    /// `None` when it is already there. `interrupted`: a guard is up, so our rules are an
+    /// interrupted run's and are replaced without `--reconcile`.
+    fn step(
+        &self,
+        plan: &Plan,
+        fam: &FamilyState,
+        f: Family,
+        interrupted: bool,
+    ) -> Result<Option<String>, IptError> {
         let mark = plan.ours.mark;
-        if !has_ours(&fam.live, mark) {
-            return Ok(Step::Fresh(crate::render::iptables::restore(&fam.rules)));
+        let probe = has_probe(&fam.live);
+        if !has_ours(&fam.live, mark) && !probe {
+            return Ok(Some(crate::render::iptables::restore(&fam.rules)));
         }
         let chains = drift(&fam.live, &fam.want, mark);
-        if chains.is_empty() && !self.force_apply {
-            return Ok(Step::Nothing);
+        if chains.is_empty() && !probe && !self.force_apply {
+            return Ok(None);
         }
-        if !self.reconcile && !self.force_apply {
+        let replace = interrupted || self.reconcile || self.force_apply;
+        if !chains.is_empty() && !replace && has_ours(&fam.live, mark) {
             return Err(IptError::Drift { family: f, chains });
         }
-        if !chains.is_empty() {
+        if !has_ours(&fam.live, mark) {
+            logging::info(&format!(
+                "{}: removing a detection probe rule ({}) an earlier run left in nat INPUT",
+                fam.x.name,
+                state::PROBE_SPEC
+            ));
+        } else if interrupted {
+            logging::info(&format!(
+                "{}: an interrupted run left these rules; replacing them",
+                fam.x.name
+            ));
+        } else if !chains.is_empty() {
             logging::info(&format!(
                 "reconciling {}: {}",
                 fam.x.name,
                 chains.join(", ")
             ));
         }
-        let text = replace_text(&fam.live, &fam.want, Some(&fam.rules), mark);
-        Ok(Step::Replace(text.unwrap_or_default()))
+        Ok(replace_text(&fam.live, &fam.want, Some(&fam.rules), mark))
     }
 
-    /// Removes ours from one variant of one family; `None` when it is not installed.
-    fn clean_variant(
+    /// Puts every table the attempted writes may have changed back as it was read: a table
+    /// that existed is restored whole from its `*-save` block, one that did not loses what is
+    /// ours. Every failure is collected.
+    fn undo(&self, attempted: &[&FamilyState], plan: &Plan) -> Result<(), Vec<String>> {
+        let mut failures = Vec::new();
+        for fam in attempted {
+            let now = match run(&fam.x.save, &[], None, &[]) {
+                Ok(text) => parse_save(&text),
+                Err(e) => {
+                    failures.push(format!("{}: {e}", fam.x.name));
+                    continue;
+                }
+            };
+            for (table, state) in &now {
+                if fam.live.get(table) == Some(state) {
+                    continue;
+                }
+                let (text, noflush) = match table_block(&fam.before, table) {
+                    Some(block) => (Some(block), false),
+                    None => {
+                        let only: State = [(table.clone(), state.clone())].into();
+                        (replace_text(&only, &fam.want, None, plan.ours.mark), true)
+                    }
+                };
+                if let Some(text) = text
+                    && let Err(e) = self.restore(&fam.x, &text, noflush)
+                {
+                    failures.push(format!("{} table {table}: {e}", fam.x.name));
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// What a clean of one variant of one family writes: `Ok(None)` when that variant is not
+    /// installed, holds nothing of ours, or its kernel side does not exist; `Err` when its
+    /// state cannot be read.
+    fn clean_read(
         &self,
         f: Family,
         v: Option<XtablesVariant>,
         planned: &State,
         plan: &Plan,
         seen: &mut Vec<PathBuf>,
-    ) -> Option<Result<String, String>> {
-        let (name, bin, save, restore_bin) = detect::locate(f, v)?;
+    ) -> Result<Option<(Xtables, String)>, String> {
+        let Some((name, bin, save, restore_bin)) = detect::locate(f, v) else {
+            return Ok(None);
+        };
         // Plain `iptables` is usually a link to one of the variants already handled.
         let real = std::fs::canonicalize(&bin).unwrap_or(bin.clone());
         if seen.contains(&real) {
-            return None;
+            return Ok(None);
         }
         seen.push(real);
-        let live: State = match run(&save, &[], None, &[]) {
-            Ok(text) => parse_save(&text),
-            Err(e) => {
-                logging::debug(&format!("{name}: not readable, skipped: {e}"));
-                return None;
-            }
+        if v == Some(XtablesVariant::Legacy) && !legacy_tables_exist(f) {
+            return Ok(None);
+        }
+        let live = run(&save, &[], None, &[])
+            .map(|text| parse_save(&text))
+            .map_err(|e| format!("{name}: cannot read its rules, so cannot clean them: {e}"))?;
+        let Some(text) = replace_text(&live, planned, None, plan.ours.mark) else {
+            return Ok(None);
         };
-        let text = replace_text(&live, planned, None, plan.ours.mark)?;
         let x = Xtables {
             family: f,
-            name: name.clone(),
+            name,
             bin,
             save,
             restore: restore_bin,
-            nf_tables: matches!(v, Some(XtablesVariant::Nft)),
+            nf_tables: v == Some(XtablesVariant::Nft),
             version: (1, 8, 0),
             existing_rules: true,
             saved: None,
         };
-        Some(
-            self.restore(&x, &text)
-                .map(|()| {
-                    let lines = text.lines().filter(|l| l.starts_with('-')).count();
-                    format!("{name}: removed {lines} lines of ours")
-                })
-                .map_err(|e| e.to_string()),
-        )
+        Ok(Some((x, text)))
     }
 }
 
-/// What apply will do for one family.
-enum Step {
-    Fresh(String),
-    Nothing,
-    Replace(String),
+/// Whether the kernel has any legacy table for family `f` (its `/proc/net` list exists once
+/// the module is loaded). Without it nothing of ours can be there, and `-legacy-save` fails
+/// trying to load the module: not a failure of the clean.
+fn legacy_tables_exist(f: Family) -> bool {
+    let names = match f {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    };
+    std::path::Path::new(names).exists()
+}
+
+/// How many transactions a restore text makes: one per COMMIT.
+fn commits(text: &str) -> usize {
+    text.lines().filter(|l| l.trim_end() == "COMMIT").count()
+}
+
+/// Whether the guard is up; a kernel without nf_tables has none.
+fn guard_up() -> Result<bool, BackendError> {
+    match guard::present() {
+        Ok(up) => Ok(up),
+        Err(super::netlink::NetlinkError::NoNfTables) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Raises the guard for a change of `n` commits; returns whether it is up. Without nf_tables
+/// the change goes ahead unguarded, with a warning.
+fn raise_guard_for(n: usize) -> bool {
+    if n < 2 {
+        return false;
+    }
+    match guard::raise() {
+        Ok(()) => true,
+        Err(e) => {
+            logging::warn(&format!(
+                "no fail-closed guard for this {n}-transaction change ({e}): a kill part-way can leave the families or tables with different rules until a rerun"
+            ));
+            false
+        }
+    }
 }
 
 /// One family as it is and as the plan wants it.
 struct FamilyState {
     x: Xtables,
     rules: Vec<crate::plan::XtRule>,
+    /// `*-save` output as read, for an undo.
+    before: String,
     live: State,
     want: State,
 }
 
 impl Backend for Iptables {
     /// Reads every family first, then writes: a family whose rules differ stops the apply
-    /// before anything changed.
+    /// before anything changed. A failed write is undone.
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
-        let mut steps = Vec::new();
+        let interrupted = guard_up()?;
+        let mut fams = Vec::new();
         for f in plan.xtables.families() {
             let fam = self.read_family(plan, f)?;
             logging::info(&format!("using {} ({})", fam.x.name, fam.x.bin.display()));
-            let step = self.step(plan, &fam, f)?;
-            steps.push((fam.x, step));
+            let text = self.step(plan, &fam, f, interrupted)?;
+            fams.push((fam, text));
         }
+        let n: usize = fams
+            .iter()
+            .filter_map(|(_, t)| t.as_deref())
+            .map(commits)
+            .sum();
+        let raised = !interrupted && raise_guard_for(n);
         let mut done = Vec::new();
-        for (x, step) in steps {
-            match step {
-                Step::Nothing => done.push(format!("{}: rules already in place", x.name)),
-                Step::Fresh(text) | Step::Replace(text) => {
-                    if !text.is_empty() {
-                        self.restore(&x, &text)?;
-                    }
-                    done.push(format!("{}: rules programmed", x.name));
-                }
+        for (i, (fam, text)) in fams.iter().enumerate() {
+            let Some(text) = text else {
+                done.push(format!("{}: rules already in place", fam.x.name));
+                continue;
+            };
+            let text = faults::inject(i, text);
+            if let Err(e) = self.restore(&fam.x, &text, true) {
+                let attempted: Vec<&FamilyState> = fams[..=i].iter().map(|(f, _)| f).collect();
+                return Err(match self.undo(&attempted, plan) {
+                    Ok(()) if raised => guard::lower().map_or_else(Into::into, |()| e.into()),
+                    Ok(()) => e.into(),
+                    Err(left) => BackendError::Failed(
+                        std::iter::once(format!("{e}; undoing what it committed failed"))
+                            .chain(left)
+                            .chain(raised.then(|| {
+                                format!(
+                                    "{} stays up: the pod's traffic is dropped until a rerun",
+                                    guard::TEXT
+                                )
+                            }))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                            .into(),
+                    ),
+                });
             }
+            done.push(format!("{}: rules programmed", fam.x.name));
+        }
+        if raised || interrupted {
+            guard::lower()?;
         }
         Ok(done.join("; "))
     }
 
     /// Succeeds when the live rules (of the variant detection picks) are exactly the plan's,
-    /// compared as a rerun compares them.
+    /// compared as a rerun compares them, and no interrupted run's guard is up.
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
         for f in plan.xtables.families() {
             let fam = self.read_family(plan, f)?;
-            let chains = drift(&fam.live, &fam.want, plan.ours.mark);
+            let mut chains = drift(&fam.live, &fam.want, plan.ours.mark);
+            if has_probe(&fam.live) {
+                chains.push(format!(
+                    "nat/INPUT (a detection probe rule, {})",
+                    state::PROBE_SPEC
+                ));
+            }
             if !chains.is_empty() {
                 return Err(IptError::NotInPlace { family: f, chains }.into());
             }
+        }
+        if guard_up()? {
+            return Err(BackendError::Failed(
+                format!("{} is up: an interrupted run left the pod's traffic dropped (a rerun lowers it)", guard::TEXT).into(),
+            ));
         }
         Ok(())
     }
 
     /// Removes everything of ours from every variant and family found, whatever
     /// `--force-iptables-binary` says (that flag chooses where an apply writes; a clean
-    /// removes what any earlier run left). Every failure is collected.
+    /// removes what any earlier run left), under the guard when that takes more than one
+    /// commit. Every failure is collected.
     fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError> {
         let variants = [
             Some(XtablesVariant::Legacy),
             Some(XtablesVariant::Nft),
             None,
         ];
-        let mut done = Vec::new();
+        let mut writes = Vec::new();
         let mut failures = Vec::new();
         for f in Family::BOTH {
             let planned = expected(plan.xtables.rules(f), f);
             let mut seen: Vec<PathBuf> = Vec::new();
             for v in variants {
-                match self.clean_variant(f, v, &planned, plan, &mut seen) {
-                    Some(Ok(line)) => done.push(line),
-                    Some(Err(e)) => failures.push(e),
-                    None => {}
+                match self.clean_read(f, v, &planned, plan, &mut seen) {
+                    Ok(Some(w)) => writes.push(w),
+                    Ok(None) => {}
+                    Err(e) => failures.push(e),
                 }
+            }
+        }
+        let n: usize = writes.iter().map(|(_, t)| commits(t)).sum();
+        let raised = raise_guard_for(n);
+        let mut done = Vec::new();
+        for (x, text) in &writes {
+            match self.restore(x, text, true) {
+                Ok(()) => {
+                    let lines = text.lines().filter(|l| l.starts_with('-')).count();
+                    done.push(format!("{}: removed {lines} lines of ours", x.name));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        // Clean lowers the guard whatever happened: what stays is less interception, and
+        // the failures are reported.
+        if raised || guard_up().unwrap_or(false) {
+            match guard::lower() {
+                Ok(()) if !raised => {
+                    done.push(format!("lowered an interrupted run's {}", guard::TEXT))
+                }
+                Ok(()) => {}
+                Err(e) => failures.push(e.to_string()),
             }
         }
         if failures.is_empty() {
@@ -230,6 +407,29 @@ impl Backend for Iptables {
         } else {
             Err(BackendError::Clean(failures))
         }
+    }
+}
+
+/// Test-only fault injection (cargo feature `test-faults`, which only the tests enable):
+/// with `MESHTABLES_TEST_FAULT=fail-family-N`, the restore of the N-th family written (from 0)
+/// ends with a COMMIT the kernel refuses, after its own tables committed, to prove that a
+/// failed apply is undone whole.
+#[cfg(feature = "test-faults")]
+mod faults {
+    pub fn inject(i: usize, text: &str) -> String {
+        match std::env::var("MESHTABLES_TEST_FAULT") {
+            Ok(f) if f == format!("fail-family-{i}") => {
+                format!("{text}*nat\n-A MESHTABLES_NO_SUCH_CHAIN -j RETURN\nCOMMIT\n")
+            }
+            _ => text.to_string(),
+        }
+    }
+}
+
+#[cfg(not(feature = "test-faults"))]
+mod faults {
+    pub fn inject(_i: usize, text: &str) -> String {
+        text.to_string()
     }
 }
 

@@ -26,30 +26,54 @@ pub type State = BTreeMap<String, TableState>;
 /// Parses `*-save` output; counters and comments are dropped.
 pub fn parse_save(text: &str) -> State {
     let mut state = State::new();
-    let mut table: Option<String> = None;
+    let mut table: Option<&mut TableState> = None;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(t) = line.strip_prefix('*') {
-            let t = t.trim().to_string();
-            state.entry(t.clone()).or_default();
-            table = Some(t);
+            table = Some(state.entry(t.trim().to_string()).or_default());
         } else if line == "COMMIT" {
             table = None;
-        } else if let (Some(t), Some(rest)) = (&table, line.strip_prefix(':')) {
+        } else if let (Some(t), Some(rest)) = (table.as_deref_mut(), line.strip_prefix(':')) {
             let name = rest.split_whitespace().next().unwrap_or("").to_string();
-            state.get_mut(t).unwrap().chains.entry(name).or_default();
-        } else if let (Some(t), Some(rest)) = (&table, line.strip_prefix("-A ")) {
+            t.chains.entry(name).or_default();
+        } else if let (Some(t), Some(rest)) = (table.as_deref_mut(), line.strip_prefix("-A ")) {
             let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
-            state
-                .get_mut(t)
-                .unwrap()
-                .chains
-                .entry(chain.to_string())
-                .or_default()
-                .push(spec.to_string());
+            let rules = t.chains.entry(chain.to_string()).or_default();
+            rules.push(spec.to_string());
         }
     }
     state
+}
+
+/// The lines of table `table` in `*-save` output, from `*table` to its `COMMIT`: what
+/// restores that table exactly as it was.
+pub fn table_block(text: &str, table: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.trim_end() == format!("*{table}") {
+            inside = true;
+        }
+        if inside {
+            out += line;
+            out.push('\n');
+            if line.trim_end() == "COMMIT" {
+                return Some(out);
+            }
+        }
+    }
+    None
+}
+
+/// Upstream's detection probe (`-t nat -A INPUT -p 255 -j RETURN`, added and deleted again),
+/// as `*-save` prints it. A run killed between the two leaves it; it is ours to remove.
+pub const PROBE_SPEC: &str = "-p 255 -j RETURN";
+
+/// Whether a detection probe rule was left in nat INPUT.
+pub fn has_probe(live: &State) -> bool {
+    live.get("nat")
+        .and_then(|t| t.chains.get("INPUT"))
+        .is_some_and(|rules| rules.iter().any(|r| r == PROBE_SPEC))
 }
 
 fn masked(net: IpNet) -> String {
@@ -307,9 +331,10 @@ pub fn replace_text(
                 continue;
             }
             let planned = planned_builtin(c);
+            let probe = |r: &str| t == "nat" && c == "INPUT" && r == PROBE_SPEC;
             for r in rules
                 .iter()
-                .filter(|r| builtin_rule_is_ours(&t, r, mark, &planned))
+                .filter(|r| builtin_rule_is_ours(&t, r, mark, &planned) || probe(r))
             {
                 body += &format!("-D {c} {r}\n");
             }

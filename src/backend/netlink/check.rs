@@ -20,12 +20,18 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
     let existing = nl.our_tables()?;
     let chains = nl.dump(sys::libc::NFT_MSG_GETCHAIN, "listing chains")?;
     let rules = nl.dump(sys::libc::NFT_MSG_GETRULE, "listing rules")?;
-    let ops = lower::apply_ops(&plan.nft, &[])?;
+    let ops = lower::apply_ops(&plan.nft, &lower::Existing::default())?;
     let mut out = Vec::new();
+    if existing.guard {
+        out.push(format!(
+            "{} is up: an interrupted run's fail-closed guard drops the pod's traffic (a rerun of apply or clean lowers it)",
+            super::guard::TEXT
+        ));
+    }
     for table in Table::NFT_TABLES {
         let name = table.nft_name();
         let planned = plan.nft.tables.iter().find(|t| t.table == table);
-        match (planned, existing.contains(&table)) {
+        match (planned, existing.tables.contains(&table)) {
             (None, false) => {}
             (None, true) => out.push(format!("table inet {name} exists but is not planned")),
             (Some(_), false) => out.push(format!("table inet {name} is missing")),

@@ -36,7 +36,7 @@ const PAYLOAD_NETWORK: u32 = 1;
 const PAYLOAD_TRANSPORT: u32 = 2;
 const CMP_EQ: u32 = 0;
 const CMP_NEQ: u32 = 1;
-const NF_DROP: i32 = 0;
+pub(super) const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_RETURN: i32 = -5;
@@ -54,6 +54,8 @@ const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<'a> {
     DelTable(Table),
+    /// Lower an interrupted iptables run's guard (`netlink::guard`).
+    DelGuard,
     AddTable(Table),
     AddChain {
         table: Table,
@@ -82,6 +84,7 @@ impl Op<'_> {
     pub fn describe(&self) -> String {
         match self {
             Op::DelTable(t) => format!("delete table inet {}", t.nft_name()),
+            Op::DelGuard => format!("delete {}", super::guard::TEXT),
             Op::AddTable(t) => format!("add table inet {}", t.nft_name()),
             Op::AddChain { table, chain } => chain_line(*table, *chain),
             Op::AddRule { table, rule, .. } => rule_line(*table, rule),
@@ -97,11 +100,19 @@ pub enum LowerError {
     UnresolvedGroup(String),
 }
 
-/// The operations that replace whatever of ours exists (`existing`) with `plan`.
+/// What of ours the kernel holds: which of our tables, and whether a guard is up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    pub tables: Vec<Table>,
+    pub guard: bool,
+}
+
+/// The operations that replace whatever of ours exists (`existing`) with `plan`; a guard left
+/// up by an interrupted iptables run goes in the same transaction.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
-pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &[Table]) -> Result<Vec<Op<'a>>, LowerError> {
-    let mut ops: Vec<Op> = existing.iter().map(|t| Op::DelTable(*t)).collect();
+pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a>>, LowerError> {
+    let mut ops: Vec<Op> = clean_ops(existing);
     let mut set_id = 0;
     for t in &plan.tables {
         ops.push(Op::AddTable(t.table));
@@ -124,9 +135,12 @@ pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &[Table]) -> Result<Vec<Op<'a>
     Ok(ops)
 }
 
-/// The operations of a clean: delete each of our tables that exists.
-pub fn clean_ops(existing: &[Table]) -> Vec<Op<'static>> {
-    existing.iter().map(|t| Op::DelTable(*t)).collect()
+/// The operations of a clean: delete each of our tables that exists, and a guard.
+pub fn clean_ops(existing: &Existing) -> Vec<Op<'static>> {
+    let tables = existing.tables.iter().map(|t| Op::DelTable(*t));
+    tables
+        .chain(existing.guard.then_some(Op::DelGuard))
+        .collect()
 }
 
 /// Replays appends and 0-based inserts per chain; returns the rules in final order, grouped
@@ -153,7 +167,7 @@ fn u32_attr(k: u32, v: u32) -> (u32, Attr) {
     (k, Attr::U32(v))
 }
 
-fn meta_load(key: u32) -> Expr {
+pub(super) fn meta_load(key: u32) -> Expr {
     Expr {
         name: c"meta",
         attrs: vec![
@@ -193,7 +207,7 @@ fn ct_set(key: u32) -> Expr {
     }
 }
 
-fn cmp(negate: bool, data: Vec<u8>) -> Expr {
+pub(super) fn cmp(negate: bool, data: Vec<u8>) -> Expr {
     Expr {
         name: c"cmp",
         attrs: vec![
@@ -246,7 +260,7 @@ fn immediate(data: Vec<u8>) -> Expr {
     }
 }
 
-fn verdict(code: i32, chain: Option<Chain>) -> Expr {
+pub(super) fn verdict(code: i32, chain: Option<Chain>) -> Expr {
     let mut attrs = vec![
         u32_attr(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT),
         u32_attr(sys::NFTNL_EXPR_IMM_VERDICT, code as u32),

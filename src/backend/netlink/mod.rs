@@ -8,6 +8,7 @@
 
 mod check;
 mod ffi;
+pub mod guard;
 pub mod lower;
 pub mod transport;
 
@@ -19,7 +20,7 @@ use nix::errno::Errno;
 
 use super::{Backend, BackendError};
 use crate::plan::{Plan, Table};
-use lower::{Op, clean_ops};
+use lower::{Existing, Op, clean_ops};
 use transport::{Reply, Transport};
 
 /// Errors of the netlink backend.
@@ -49,6 +50,10 @@ pub enum NetlinkError {
     Lower(#[from] lower::LowerError),
     #[error("the live nftables rules differ from the requested ones: {}", .0.join("; "))]
     NotInPlace(Vec<String>),
+    /// The ruleset changed between our read and our commit (another writer): the kernel
+    /// refused the batch whole. Read again and retry.
+    #[error("the nftables ruleset kept changing while meshtables tried to commit ({0} attempts)")]
+    KeptChanging(usize),
 }
 
 fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
@@ -71,15 +76,17 @@ pub fn check_capability() -> Result<(), NetlinkError> {
 pub struct Netlink;
 
 impl Backend for Netlink {
-    /// Replaces whatever of ours exists with the plan's tables, in one transaction.
+    /// Replaces whatever of ours exists with the plan's tables, in one transaction that the
+    /// kernel commits only if the ruleset is still the one read (`transact_unchanged`).
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let existing = nl.our_tables()?;
-        let mut ops = lower::apply_ops(&plan.nft, &existing).map_err(NetlinkError::from)?;
-        faults::inject(&mut ops);
-        let sent = nl.transact(&ops)?;
-        let replaced: Vec<&str> = existing.iter().map(|t| t.nft_name()).collect();
+        let (sent, existing) = nl.transact_unchanged(|existing| {
+            let mut ops = lower::apply_ops(&plan.nft, existing)?;
+            faults::inject(&mut ops);
+            Ok(ops)
+        })?;
+        let replaced: Vec<&str> = existing.tables.iter().map(|t| t.nft_name()).collect();
         crate::logging::debug_with(|| {
             format!(
                 "transaction:\n{}",
@@ -107,15 +114,13 @@ impl Backend for Netlink {
         }
     }
 
-    /// Deletes our tables (those that exist) in one transaction. Nothing to delete is success.
+    /// Deletes our tables (those that exist) in one transaction, committed only if no table
+    /// appeared or vanished since the read. Nothing to delete is success.
     fn clean(&self, _plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let ops = clean_ops(&nl.our_tables()?);
-        if !ops.is_empty() {
-            nl.transact(&ops)?;
-        }
-        Ok(ops.iter().map(Op::describe).collect())
+        let (_, deleted) = nl.transact_unchanged(|existing| Ok(clean_ops(existing)))?;
+        Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
     }
 }
 
@@ -230,22 +235,83 @@ impl Nft {
         }
     }
 
-    /// Which of our `inet` tables exist (a dump: no transaction, no RCU wait).
-    fn our_tables(&mut self) -> Result<Vec<Table>, NetlinkError> {
+    /// The names of the `inet` tables (a dump: no transaction, no RCU wait).
+    fn table_names(&mut self) -> Result<Vec<String>, NetlinkError> {
         use nftnl::nftnl_sys::libc;
-        let names: Vec<String> = self
+        Ok(self
             .dump(libc::NFT_MSG_GETTABLE, "listing tables")?
             .iter()
             .filter_map(|m| transport::nft_attr_str(m, NFTA_TABLE_NAME))
-            .collect();
-        Ok(Table::NFT_TABLES
-            .into_iter()
-            .filter(|t| names.iter().any(|n| n == t.nft_name()))
             .collect())
     }
 
-    /// Sends `ops` as one batch and checks every reply; returns how many messages went.
-    fn transact(&mut self, ops: &[Op]) -> Result<usize, NetlinkError> {
+    /// Which of our `inet` tables exist, and whether a guard is up.
+    fn our_tables(&mut self) -> Result<Existing, NetlinkError> {
+        let names = self.table_names()?;
+        let guard = guard::NAME.to_str().unwrap_or_default();
+        Ok(Existing {
+            tables: Table::NFT_TABLES
+                .into_iter()
+                .filter(|t| names.iter().any(|n| n == t.nft_name()))
+                .collect(),
+            guard: names.iter().any(|n| n == guard),
+        })
+    }
+
+    /// The ruleset's generation: it changes with every committed transaction, by anyone.
+    fn generation(&mut self) -> Result<u32, NetlinkError> {
+        use nftnl::nftnl_sys::libc;
+        const NFTA_GEN_ID: u16 = 1;
+        let replies = self
+            .t
+            .get(nft_request(libc::NFT_MSG_GETGEN))
+            .map_err(io_err("reading the ruleset generation"))?
+            .map_err(|e| NetlinkError::Io {
+                context: "reading the ruleset generation",
+                source: e.into(),
+            })?;
+        replies
+            .iter()
+            .find_map(|m| transport::nft_attr_be32(m, NFTA_GEN_ID))
+            .ok_or_else(|| NetlinkError::Io {
+                context: "reading the ruleset generation",
+                source: io::Error::other("no generation in the kernel's answer"),
+            })
+    }
+
+    /// Reads the generation and our tables, builds the operations for them with `ops`, and
+    /// sends them in a batch stamped with that generation. If anything changed the ruleset in
+    /// between (another writer), the kernel refuses the whole batch (ERESTART), and this reads
+    /// again and retries: the transaction is never built on a stale read. Returns how many
+    /// messages went and which of our tables existed.
+    fn transact_unchanged<'p>(
+        &mut self,
+        ops: impl Fn(&Existing) -> Result<Vec<Op<'p>>, lower::LowerError>,
+    ) -> Result<(usize, Existing), NetlinkError> {
+        const ATTEMPTS: usize = 20;
+        for _ in 0..ATTEMPTS {
+            let generation = self.generation()?;
+            let existing = self.our_tables()?;
+            let ops = ops(&existing)?;
+            if ops.is_empty() {
+                return Ok((0, existing));
+            }
+            match self.transact(&ops, Some(generation)) {
+                Err(NetlinkError::Rejected { source, .. })
+                    if source.raw_os_error() == Some(Errno::ERESTART as i32) =>
+                {
+                    continue;
+                }
+                Ok(sent) => return Ok((sent, existing)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(NetlinkError::KeptChanging(ATTEMPTS))
+    }
+
+    /// Sends `ops` as one batch (refused by the kernel unless the ruleset is at `generation`,
+    /// when given) and checks every reply; returns how many messages went.
+    fn transact(&mut self, ops: &[Op], generation: Option<u32>) -> Result<usize, NetlinkError> {
         let mut batch = Batch::with_page_size(page_size(ops));
         // Which op and what kind of message each one is, in send order, for error reports.
         let mut descs: Vec<(&'static str, usize)> = Vec::new();
@@ -253,7 +319,7 @@ impl Nft {
             add_op(&mut batch, op, i, &mut descs);
         }
         let describe = |i: usize| descs.get(i).map(|(what, op)| (*what, ops[*op].describe()));
-        self.commit(&batch.finalize(), descs.len(), &describe)
+        self.commit(&batch.finalize(), descs.len(), generation, &describe)
     }
 
     /// Sends a finalized batch of `count` data messages and reads the kernel's verdict;
@@ -262,6 +328,7 @@ impl Nft {
         &mut self,
         batch: &FinalizedBatch,
         count: usize,
+        generation: Option<u32>,
         describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
     ) -> Result<usize, NetlinkError> {
         let seqs = batch.sequence_numbers();
@@ -277,6 +344,11 @@ impl Nft {
             wire.extend_from_slice(page);
         }
         transport::ack_only(&mut wire, last);
+        if let Some(g) = generation {
+            // NFNL_BATCH_GENID on the batch's BEGIN message: commit only at this generation.
+            const NFNL_BATCH_GENID: u16 = 1;
+            transport::add_u32_attr_to_first(&mut wire, NFNL_BATCH_GENID, g);
+        }
         self.t.expect_replies(count);
         self.t.send(&wire).map_err(io_err("sending the batch"))?;
         let replies = self
@@ -380,7 +452,7 @@ pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
         ("table deletion", "delete table meshtables-nat-probe"),
     ];
     let describe = |i: usize| texts.get(i).map(|(w, t)| (*w, t.to_string()));
-    nl.commit(&batch.finalize(), texts.len(), &describe)
+    nl.commit(&batch.finalize(), texts.len(), None, &describe)
         .map(|_| ())
 }
 
@@ -400,6 +472,13 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
     match op {
         Op::DelTable(t) => {
             batch.add(&table_of(*t), MsgType::Del);
+            descs.push(("table deletion", index));
+        }
+        Op::DelGuard => {
+            batch.add(
+                &nftnl::Table::new(guard::NAME, ProtoFamily::Inet),
+                MsgType::Del,
+            );
             descs.push(("table deletion", index));
         }
         Op::AddTable(t) => {

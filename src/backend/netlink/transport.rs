@@ -126,6 +126,25 @@ impl Transport {
         }
     }
 
+    /// Sends `request` with NLM_F_REQUEST and ACK and returns the data messages the kernel
+    /// answered with before its ACK (a GET of one object).
+    pub fn get(&mut self, mut request: Vec<u8>) -> io::Result<Result<Vec<Vec<u8>>, Errno>> {
+        let seq = self.stamp(&mut request, NLM_F_REQUEST | NLM_F_ACK);
+        self.send(&request)?;
+        let mut found = Vec::new();
+        loop {
+            for r in self.read(true)?.unwrap_or_default() {
+                match r {
+                    Reply::Status { seq: s, errno } if s == seq => {
+                        return Ok(errno.map_or(Ok(found), Err));
+                    }
+                    Reply::Data(m) => found.push(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Sends a dump request and returns every message of the dump, in the kernel's order.
     pub fn dump(&mut self, mut request: Vec<u8>) -> io::Result<Result<Vec<Vec<u8>>, Errno>> {
         let seq = self.stamp(&mut request, NLM_F_REQUEST | NLM_F_DUMP);
@@ -208,6 +227,30 @@ pub fn ack_only(wire: &mut [u8], keep: u32) {
         }
         off += (len + 3) & !3;
     }
+}
+
+/// Adds attribute `kind` (a big-endian u32) to the first message of `wire`, after its 4-byte
+/// family header, and fixes the message's length.
+pub fn add_u32_attr_to_first(wire: &mut Vec<u8>, kind: u16, value: u32) {
+    let Ok(first) = NetlinkBuffer::new_checked(wire.as_slice()) else {
+        return;
+    };
+    let len = first.length() as usize;
+    let mut nla = Vec::with_capacity(8);
+    nla.extend_from_slice(&8u16.to_ne_bytes());
+    nla.extend_from_slice(&kind.to_ne_bytes());
+    nla.extend_from_slice(&value.to_be_bytes());
+    wire.splice(len..len, nla);
+    NetlinkBuffer::new(wire.as_mut_slice()).set_length((len + 8) as u32);
+}
+
+/// A big-endian u32 attribute of an nf_tables message.
+pub fn nft_attr_be32(msg: &[u8], kind: u16) -> Option<u32> {
+    let payload = NetlinkBuffer::new_checked(msg).ok()?.payload();
+    NlasIterator::new(payload.get(4..)?)
+        .filter_map(Result::ok)
+        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == kind)
+        .and_then(|nla| Some(u32::from_be_bytes(nla.value().get(..4)?.try_into().ok()?)))
 }
 
 /// A string attribute of an nf_tables message (header, then the 4-byte nfgenmsg, then

@@ -195,6 +195,13 @@ pub fn execute(
     let early = config::early(flags, sub, env)?;
     match &early.network_namespace {
         Some(ns) if !early.action.dry_run => {
+            // A plugin runs in the node's namespace: a CNI_NETNS naming it is refused.
+            let cni_mode = flags
+                .get(&flags::CNI_MODE.spec)
+                .and_then(crate::values::parse_bool);
+            if cni_mode == Some(true) {
+                netns::refuse_own(ns)?;
+            }
             let mut out = Vec::new();
             netns::run_in(ns, || run(flags, &early, env, host, &mut out))??;
             stdout.write_all(&out).map_err(RunError::Output)

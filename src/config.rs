@@ -424,7 +424,22 @@ fn dns(r: &Resolver, host: &dyn Host, warnings: &mut Vec<String>) -> Result<Dns,
     }
     let servers = match given {
         Some(list) => list,
-        None => crate::host::resolv_conf_servers(&host.read_file(resolv_path.trim())?),
+        None => match host.read_file(resolv_path.trim()) {
+            Ok(text) => crate::host::resolv_conf_servers(&text),
+            Err(crate::host::HostError::Read { source, .. }) => {
+                let raw = resolv.unwrap_or(Raw {
+                    value: resolv_path.clone(),
+                    origin: Origin::Default(flags::RESOLV_CONF.spec.long),
+                });
+                return Err(invalid(
+                    raw,
+                    format!(
+                        "cannot be read ({source}); expected a resolv.conf file of at most 1 MiB"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
     if servers.is_empty() {
         warnings.push(

@@ -9,9 +9,15 @@
 //! `nsenter` first (upstream's model) and callers that pass the path both work.
 
 use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
+
+/// `f_type` of the namespace filesystem (nsfs, Linux 3.19+) and of procfs (where
+/// `/proc/PID/ns/*` lived before).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 /// Failing to enter a namespace.
 #[derive(Debug, thiserror::Error)]
@@ -22,15 +28,33 @@ pub enum NetnsError {
         source: std::io::Error,
     },
     #[error(
+        "network namespace {0}: not a namespace file (expected /proc/PID/ns/net or a bind mount of one, such as /var/run/netns/NAME)"
+    )]
+    NotANamespace(PathBuf),
+    #[error(
+        "network namespace {0}: it is this plugin's own network namespace (the node's), not a pod's; refusing to program it"
+    )]
+    Own(PathBuf),
+    #[error(
         "cannot enter network namespace {path}: {source} (entering another namespace needs CAP_SYS_ADMIN)"
     )]
     Enter {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the thread that enters network namespace {path}: {source}")]
+    Thread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl NetnsError {
+    /// Whether the path was refused: not a namespace, or the caller's own.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, NetnsError::NotANamespace(_) | NetnsError::Own(_))
+    }
+
     /// Whether the namespace does not exist (any more): a CNI DEL treats that as done.
     pub fn is_gone(&self) -> bool {
         matches!(self, NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
@@ -38,21 +62,63 @@ impl NetnsError {
     }
 }
 
-/// Runs `work` on a new thread that has entered the network namespace at `path`, and
-/// returns its result. A panic in `work` propagates to the caller.
-pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
-    let file = File::open(path).map_err(|source| NetnsError::Open {
+/// Opens a namespace file without blocking (a FIFO named here must not hang the run) and
+/// checks that it is one.
+fn open(path: &Path) -> Result<File, NetnsError> {
+    let open_err = |source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(open_err)?;
+    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| open_err(e.into()))?;
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    let kind = fs.filesystem_type().0 as i64;
+    if kind != NSFS_MAGIC && kind != PROC_SUPER_MAGIC {
+        return Err(NetnsError::NotANamespace(path.to_path_buf()));
+    }
+    Ok(file)
+}
+
+/// Refuses `path` when it is the network namespace this process runs in: a CNI plugin runs
+/// in the node's, and a `CNI_NETNS` naming it (`/proc/self/ns/net`, `/proc/1/ns/net`) would
+/// program the node.
+pub fn refuse_own(path: &Path) -> Result<(), NetnsError> {
+    let target = open(path)?.metadata().map_err(|source| NetnsError::Open {
         path: path.to_path_buf(),
         source,
     })?;
+    let own = std::fs::metadata("/proc/self/ns/net").map_err(|source| NetnsError::Open {
+        path: "/proc/self/ns/net".into(),
+        source,
+    })?;
+    if (target.dev(), target.ino()) == (own.dev(), own.ino()) {
+        return Err(NetnsError::Own(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Runs `work` on a new thread that has entered the network namespace at `path`, and
+/// returns its result. A panic in `work` propagates to the caller.
+pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+    let file = open(path)?;
     std::thread::scope(|s| {
-        let handle = s.spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
+        let handle = std::thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(s, move || {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                })?;
+                Ok(work())
+            })
+            .map_err(|source| NetnsError::Thread {
                 path: path.to_path_buf(),
-                source: e.into(),
+                source,
             })?;
-            Ok(work())
-        });
         match handle.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),

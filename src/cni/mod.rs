@@ -419,6 +419,11 @@ fn run_error(e: RunError, failed: u32, from_pod: &[(&'static str, String)]) -> C
                 format!("{source}: {value:?} {problem}"),
             )
         }
+        RunError::Netns(n) if n.is_refused() => CniError::new(
+            code::INVALID_ENV,
+            "CNI_NETNS is not a pod's network namespace",
+            e.to_string(),
+        ),
         RunError::Netns(n) if n.is_gone() => CniError::new(
             code::UNKNOWN_CONTAINER,
             "the network namespace does not exist",

@@ -110,6 +110,20 @@ const CASES: &[Case] = &[
         "--log_output_level",
     ),
     flag(&["--no-such-flag"], "--no-such-flag"),
+    flag(&["-p"], "--envoy-port"),
+    flag(&["--istio-service-cidr"], "--istio-service-cidr"),
+    flag(
+        &["--redirect-dns", "--resolv-conf", "/dev/zero"],
+        "--resolv-conf",
+    ),
+    flag(
+        &[
+            "--redirect-dns",
+            "--resolv-conf",
+            "/nonexistent/resolv.conf",
+        ],
+        "--resolv-conf",
+    ),
     envc(
         &[("INBOUND_CAPTURE_PORT", "15006x")],
         "env INBOUND_CAPTURE_PORT",
@@ -149,6 +163,10 @@ const CASES: &[Case] = &[
         "env KUBE_VIRT_INTERFACES",
     ),
     envc(&[("DNS_SERVERS", "10.96.0.10/32")], "env DNS_SERVERS"),
+    envc(
+        &[("REDIRECT_DNS", "true"), ("RESOLV_CONF", "/dev/zero")],
+        "env RESOLV_CONF",
+    ),
     envc(&[("ENABLE_IPV6", "1")], "env ENABLE_IPV6"),
     // The secondary env var wins over the primary one, so its bad value is the one named.
     envc(

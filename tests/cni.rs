@@ -11,123 +11,23 @@ mod support;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::bin;
+use support::netns::Netns;
 use support::trials::{Needs, Trials, root};
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// A named network namespace (`ip netns add`), deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// A pod-like namespace: lo up, eth0 (a veth end) with 10.244.1.5/24 and fd00:244::5/64.
-    fn new(tag: &str) -> Netns {
-        let name = format!(
-            "mtcni-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let ns = Netns { name };
-        for args in [
-            vec!["netns", "add", &ns.name],
-            vec!["-n", &ns.name, "link", "set", "lo", "up"],
-            vec![
-                "-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
-            ],
-            vec![
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                "10.244.1.5/24",
-                "dev",
-                "eth0",
-            ],
-            vec![
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                "fd00:244::5/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-            vec!["-n", &ns.name, "link", "set", "eth0", "up"],
-        ] {
-            let o = Command::new("ip").args(&args).output().unwrap();
-            assert!(
-                o.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// Runs `cmd args` inside the namespace.
-    fn run(&self, cmd: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, cmd])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Everything netfilter holds in this namespace, as text (nft view, plus both iptables
-    /// variants' save output without counters or comments).
-    fn netfilter(&self) -> String {
-        let mut s =
-            String::from_utf8_lossy(&self.run("nft", &["list", "ruleset"]).stdout).into_owned();
-        for save in [
-            "iptables-legacy-save",
-            "ip6tables-legacy-save",
-            "iptables-nft-save",
-            "ip6tables-nft-save",
-        ] {
-            for l in String::from_utf8_lossy(&self.run(save, &[]).stdout).lines() {
-                // Chain headers carry packet counters (`:OUTPUT ACCEPT [0:0]`): not state.
-                if !l.starts_with('#') {
-                    s.push_str(l.split(" [").next().unwrap_or(""));
-                    s.push('\n');
-                }
-            }
-        }
-        s
-    }
-
-    fn delete(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.delete();
-    }
-}
 
 /// The binary under the name a runtime finds the plugin by.
 fn plugin() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshtables-cni-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("meshtables-cni");
-    if !link.exists() {
-        std::os::unix::fs::symlink(bin(), &link).unwrap();
+    // Tests of this process create it concurrently: the first one wins, the others find it.
+    match std::os::unix::fs::symlink(bin(), &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{link:?}: {e}"),
+        _ => link,
     }
-    link
 }
 
 /// One invocation: (exit status, stdout JSON or Null, stderr).
@@ -661,7 +561,7 @@ fn pod_settings_come_from_the_api_server() {
     assert!(!ours(&other.netfilter()));
     println!(
         "API server: injected pod programmed from its annotations and proxy env; uninjected pod, excluded namespace and non-pod left alone; bad annotation named (7); unknown pod (100); unreachable API server (11); {} requests served",
-        api.requests.load(Ordering::SeqCst)
+        api.requests.load(std::sync::atomic::Ordering::SeqCst)
     );
 }
 
@@ -938,6 +838,72 @@ fn group_names_are_refused_in_cni_mode() {
     assert_eq!(pod.netfilter(), before, "nothing changed");
 }
 
+/// ADD, CHECK and DEL with `CNI_NETNS` naming the plugin's own namespace (the node's, on a
+/// real node): refused with code 4 (invalid environment), the namespace left as it was. The
+/// plugin runs inside a throwaway "node" namespace, so nothing real is at stake.
+fn the_plugins_own_namespace_is_refused() {
+    let node = Netns::new("node");
+    let before = node.netfilter();
+    let own = "/proc/self/ns/net";
+    for cmd in ["ADD", "CHECK", "DEL"] {
+        let prev = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "sandbox": own}],
+            "ips": [{"address": "10.244.1.5/24", "interface": 0}]
+        });
+        let r = invoke(
+            cmd,
+            Some(own),
+            &conf(json!({}), Some(prev)),
+            Some(&node),
+            "",
+        );
+        assert_eq!(r.code(), Some(4), "{cmd}: {} {}", r.json, r.stderr);
+        assert!(
+            r.details().contains("own network namespace"),
+            "{cmd}: {}",
+            r.details()
+        );
+    }
+    assert_eq!(
+        node.netfilter(),
+        before,
+        "the plugin's own namespace changed"
+    );
+}
+
+/// A `CNI_NETNS` that is a FIFO, a regular file or a directory: refused at once with code 4,
+/// never blocking on the open.
+fn a_cni_netns_that_is_not_a_namespace_is_refused() {
+    let dir = std::env::temp_dir().join(format!("meshtables-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("netns-fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let file = dir.join("netns-file");
+    std::fs::write(&file, "not a namespace").unwrap();
+    for path in [&fifo, &file, &dir] {
+        let p = path.display().to_string();
+        let prev = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "sandbox": p}],
+            "ips": [{"address": "10.244.1.5/24", "interface": 0}]
+        });
+        let started = std::time::Instant::now();
+        let r = invoke("ADD", Some(&p), &conf(json!({}), Some(prev)), None, "");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{p}: blocked"
+        );
+        assert_eq!(r.code(), Some(4), "{p}: {} {}", r.json, r.stderr);
+        assert!(
+            r.details().contains("not a namespace file"),
+            "{p}: {}",
+            r.details()
+        );
+    }
+}
+
 fn main() {
     let mut t = Trials::new();
     let tests: &[(&str, fn())] = &[
@@ -988,6 +954,14 @@ fn main() {
             del_with_an_unreadable_kubeconfig,
         ),
         ("del_with_undecodable_json", del_with_undecodable_json),
+        (
+            "the_plugins_own_namespace_is_refused",
+            the_plugins_own_namespace_is_refused,
+        ),
+        (
+            "a_cni_netns_that_is_not_a_namespace_is_refused",
+            a_cni_netns_that_is_not_a_namespace_is_refused,
+        ),
     ];
     for (name, f) in tests {
         t.add(*name, NEEDS, *f);

@@ -12,11 +12,14 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "support/rng.rs"]
+mod rng;
 
 use std::path::PathBuf;
 
 use meshtables::cni::{self, CniError, kube, pod};
 use meshtables::flags::Flags;
+use rng::Rng;
 use serde_json::{Value, json};
 
 fn dir(tag: &str) -> PathBuf {
@@ -182,24 +185,6 @@ fn an_unknown_pod_is_not_found() {
         true,
     );
     assert_eq!(fetch(&kc).unwrap_err().code, 100);
-}
-
-/// A small deterministic PRNG (xorshift64*), so a failure names a reproducible case number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 /// Replaces a random value somewhere in `v` (at most `depth` levels down) by a value of
@@ -393,7 +378,7 @@ fn fuzz_responses_never_panic_and_end_as_a_pod_or_a_cni_error() {
     const CASES: usize = 2400;
     let server = apiserver::RawServer::start();
     let kc = apiserver::kubeconfig_for(&dir("fuzz"), "kc", server.port, &server.ca_pem);
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
     let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
     for case in 0..CASES {
         let (raw, close_notify, kind) = mutate(&mut rng);

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod netns;
+pub mod rng;
 pub mod topo;
 pub mod trials;
 

@@ -326,6 +326,7 @@ pub fn resolve(
         owner_groups_include: OwnerGroups::All,
         owner_groups_exclude: Vec::new(),
         ipv4_loopback_cidr: r.get(&flags::IPV4_LOOPBACK_CIDR)?,
+        compact: r.get(&flags::COMPACT)?,
     };
     let run = run_options(&r, early, &policy, host_ip)?;
     let policy = owner_groups(&r, host, early.action, run.cni_mode, policy)?;

@@ -237,6 +237,9 @@ table! {
         "Apply even if the rules appear to be in place.");
     NATIVE_NFTABLES: bool = v::boolean, boolean("native-nftables", None, &["NATIVE_NFTABLES"],
         "Use native nftables (netlink) instead of the iptables binaries.");
+    COMPACT: bool = v::boolean, boolean("compact", None, &["COMPACT"],
+        "Compact rulesets: each port or CIDR list is one rule with a set (nftables) or multiport rules of up to 15 ports (iptables), instead of one rule per item. Same interception; not byte-identical to upstream.")
+        .ours();
     FORCE_IPTABLES_BINARY: Option<v::XtablesVariant> = v::variant, value("force-iptables-binary", None, &["FORCE_IPTABLES_BINARY"], Some(""), "`legacy` or `nft`",
         "Force the iptables variant.")
         .doc("(detect)");

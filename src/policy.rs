@@ -67,6 +67,9 @@ pub struct Policy {
     pub owner_groups_include: OwnerGroups,
     pub owner_groups_exclude: Vec<Group>,
     pub ipv4_loopback_cidr: Cidr,
+    /// `--compact`: each port or CIDR list is one rule with a list match, which each dialect
+    /// spells its way (an nftables set; iptables multiport chunks, one rule per CIDR).
+    pub compact: bool,
 }
 
 impl Policy {

@@ -23,6 +23,12 @@ struct Scenario {
 fn injected() -> &'static [&'static str] {
     with(support::INJECTED, &["--dry-run"])
 }
+fn compact_lists() -> &'static [&'static str] {
+    with(support::COMPACT_LISTS, &["--dry-run"])
+}
+fn compact_all_inbound() -> &'static [&'static str] {
+    with(support::COMPACT_ALL_INBOUND, &["--dry-run"])
+}
 fn everything() -> &'static [&'static str] {
     with(support::EVERYTHING, &["-n"])
 }
@@ -67,6 +73,29 @@ fn scenarios() -> Vec<Scenario> {
         trace,
     };
     vec![
+        s("compact-lists", compact_lists(), &[], v4, false),
+        s(
+            "compact-lists.nft",
+            with(compact_lists(), &["--native-nftables"]),
+            &[],
+            v4,
+            false,
+        ),
+        s(
+            "compact-lists.json",
+            with(compact_lists(), &["--native-nftables", "--output", "json"]),
+            &[],
+            v4,
+            false,
+        ),
+        s("compact-all-inbound", compact_all_inbound(), &[], v4, false),
+        s(
+            "compact-all-inbound.nft",
+            with(compact_all_inbound(), &["--native-nftables"]),
+            &[],
+            v4,
+            false,
+        ),
         s(
             "istio-injected",
             injected(),

@@ -10,7 +10,8 @@ use meshtables::backend::iptables::state::{State, expected, parse_save};
 use meshtables::plan::Family;
 use support::trials::{Needs, Trials, root};
 use support::{
-    EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt, owned, stderr, stdout, upstream_cases,
+    COMPACT_ALL_INBOUND, COMPACT_LISTS, EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt,
+    owned, stderr, stdout, upstream_cases,
 };
 
 const VARIANTS: [&str; 2] = ["legacy", "nft"];
@@ -89,6 +90,8 @@ fn configurations() -> Vec<(String, Vec<String>)> {
             ]),
         ),
         ("sloppy-lists".into(), owned(SLOPPY)),
+        ("compact-lists".into(), owned(COMPACT_LISTS)),
+        ("compact-all-inbound".into(), owned(COMPACT_ALL_INBOUND)),
     ];
     for case in upstream_cases().unwrap_or_default() {
         // Owner-group names resolve in the namespace's /etc/group (support::GROUP_FILE).

@@ -5,7 +5,10 @@
 mod support;
 
 use support::trials::{Needs, Trials, root};
-use support::{EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, stderr, stdout, upstream_cases};
+use support::{
+    COMPACT_ALL_INBOUND, COMPACT_LISTS, EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, stderr,
+    stdout, upstream_cases,
+};
 
 const NEEDS: Needs = root(&["nft", "unshare", "ip"]);
 
@@ -55,6 +58,8 @@ fn configurations() -> Vec<(String, Vec<String>)> {
             ]),
         ),
         ("sloppy-lists".into(), owned(SLOPPY)),
+        ("compact-lists".into(), owned(COMPACT_LISTS)),
+        ("compact-all-inbound".into(), owned(COMPACT_ALL_INBOUND)),
     ];
     for case in upstream_cases().unwrap_or_default() {
         if !case.native() {

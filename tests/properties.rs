@@ -51,6 +51,8 @@ const BOOL_FLAGS: &[&str] = &[
     "--native-nftables",
     "--cleanup-only",
     "--reconcile",
+    "--compact",
+    "--compact",
     "--redirect-dns=false",
     "-n",
 ];
@@ -92,6 +94,8 @@ const VALUES: &[&str] = &[
     "10.0.0.0/8",
     "fd00::/8",
     "10.0.0.0/8,fd00::/8",
+    "10.0.0.0/8,192.168.0.0/16,10.1.0.0/16,fd00::/8,fd01::/16",
+    "80,443,8080,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
     "127.1.2.3/32",
     "10.0.0.1",
     "eth0",
@@ -232,7 +236,7 @@ type Canon = (String, String, Vec<String>, String);
 fn canon(table: Table, chain: Chain, matches: &[Match], target: &Target) -> Canon {
     let implied = |p: &Proto| {
         matches.iter().any(|m| {
-            matches!(m, Match::Dport { proto, .. } | Match::Sport { proto, .. } | Match::DportsNotIn { proto, .. } if proto == p)
+            matches!(m, Match::Dport { proto, .. } | Match::Sport { proto, .. } | Match::DportsNotIn { proto, .. } | Match::DportsIn { proto, .. } if proto == p)
         })
     };
     // Upstream's nft --drop-invalid rule matches TCP only (nft::DROP_INVALID): the one
@@ -253,6 +257,40 @@ fn canon(table: Table, chain: Chain, matches: &[Match], target: &Target) -> Cano
         m,
         format!("{target:?}"),
     )
+}
+
+/// A rule's matches once per item of its list match (`--compact`): an nft set and the
+/// xtables rules for it (one per CIDR, multiport chunks) must say the same per item.
+fn items(matches: &[Match]) -> Vec<Vec<Match>> {
+    for (i, m) in matches.iter().enumerate() {
+        let each: Vec<Match> = match m {
+            Match::DstIn { cidrs } => cidrs
+                .iter()
+                .map(|c| Match::Dst {
+                    negate: false,
+                    cidr: *c,
+                })
+                .collect(),
+            Match::DportsIn { proto, ports } => ports
+                .iter()
+                .map(|p| Match::Dport {
+                    proto: *proto,
+                    negate: false,
+                    port: *p,
+                })
+                .collect(),
+            _ => continue,
+        };
+        return each
+            .into_iter()
+            .flat_map(|one| {
+                let mut ms = matches.to_vec();
+                ms[i] = one;
+                items(&ms)
+            })
+            .collect();
+    }
+    vec![matches.to_vec()]
 }
 
 /// The nft generator collapses these per-family jumps into one for the inet chain.
@@ -283,24 +321,28 @@ fn dialects_agree(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
     let mut xt_collapsed = std::collections::BTreeSet::new();
     let mut nft_collapsed = std::collections::BTreeSet::new();
     for f in p.xtables.families() {
-        let xt = chains(p.xtables.rules(f).iter().map(|r| {
+        let xt = chains(p.xtables.rules(f).iter().flat_map(|r| {
             let at = match r.position {
                 Position::Insert(n) => Some(n as usize - 1),
                 Position::Append => None,
             };
-            (canon(r.table, r.chain, &r.matches, &r.target), at)
+            items(&r.matches)
+                .into_iter()
+                .map(move |m| (canon(r.table, r.chain, &m, &r.target), at))
         }));
         // An inet chain holds both families' rules: place them all, then keep this family's.
         let mut nft: std::collections::BTreeMap<(String, String), Vec<Canon>> = Default::default();
         for t in &p.nft.tables {
-            let placed = chains(t.rules.iter().map(|r| {
+            let placed = chains(t.rules.iter().flat_map(|r| {
                 let at = match r.position {
                     Position::Insert(i) => Some(i as usize),
                     Position::Append => None,
                 };
-                let mut c = canon(t.table, r.chain, &r.matches, &r.target);
-                c.3 = format!("{}|{:?}", c.3, r.family);
-                (c, at)
+                items(&r.matches).into_iter().map(move |m| {
+                    let mut c = canon(t.table, r.chain, &m, &r.target);
+                    c.3 = format!("{}|{:?}", c.3, r.family);
+                    (c, at)
+                })
             }));
             for (k, v) in placed {
                 let mine: Vec<Canon> = v
@@ -365,6 +407,74 @@ fn same_verdict_runs_sorted(
             (k, v)
         })
         .collect()
+}
+
+/// A random CIDR of either family, prefix 8-32 (v4) or 16-128 (v6).
+fn any_cidr() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (any::<[u8; 4]>(), 8u8..=32).prop_map(|(a, l)| {
+            let n = ipnet::Ipv4Net::new(a.into(), l).unwrap().trunc();
+            n.to_string()
+        }),
+        (any::<[u16; 8]>(), 16u8..=128).prop_map(|(a, l)| {
+            let n = ipnet::Ipv6Net::new(a.into(), l).unwrap().trunc();
+            n.to_string()
+        }),
+    ]
+}
+
+fn join(v: &[impl ToString]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// `--compact` with random lists: both dialects still say the same thing per item, and
+    /// both texts are well formed.
+    #[test]
+    fn random_compact_lists(
+        tproxy in any::<bool>(),
+        all_inbound in any::<bool>(),
+        ipv6 in any::<bool>(),
+        virt in any::<bool>(),
+        inbound in proptest::collection::vec(1u16..=65535, 1..40),
+        local_exclude in proptest::collection::vec(1u16..=65535, 0..40),
+        out_include_ports in proptest::collection::vec(1u16..=65535, 0..20),
+        out_exclude_ports in proptest::collection::vec(1u16..=65535, 0..40),
+        include in proptest::collection::vec(any_cidr(), 0..20),
+        exclude in proptest::collection::vec(any_cidr(), 0..30),
+    ) {
+        let mut argv: Vec<String> = ["meshtables", "apply", "--compact", "-u", "1337", "-g", "1337"]
+            .iter().map(|s| s.to_string()).collect();
+        let mut add = |f: &str, v: String| { argv.push(f.into()); argv.push(v); };
+        add("-m", if tproxy { "TPROXY" } else { "REDIRECT" }.into());
+        add("--enable-ipv6", ipv6.to_string());
+        if all_inbound {
+            add("-b", "*".into());
+            if !local_exclude.is_empty() { add("-d", join(&local_exclude)); }
+        } else {
+            add("-b", join(&inbound));
+        }
+        if !out_include_ports.is_empty() { add("-q", join(&out_include_ports)); }
+        if !out_exclude_ports.is_empty() { add("-o", join(&out_exclude_ports)); }
+        if !include.is_empty() { add("-i", join(&include)); }
+        if !exclude.is_empty() { add("-x", join(&exclude)); }
+        if virt { add("-k", "virt0".into()); }
+        let os: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+        let (sub, f) = cmd::parse_args(os).unwrap();
+        let env = HashMap::new();
+        let r = config::early(&f, sub, &env).and_then(|e| config::resolve(&f, &e, &env, &host())).unwrap();
+        let p = plan::build(&r.policy);
+        for fam in [Family::V4, Family::V6] {
+            check_restore(&render::iptables::restore(p.xtables.rules(fam)));
+        }
+        check_nft(&render::nft::transaction(&p.nft));
+        dialects_agree(&p)?;
+    }
 }
 
 proptest! {

@@ -214,7 +214,7 @@ fn s4_inbound_port_lists(b: &str, extra: &'static [&'static str]) {
                     "-u",
                     "1337",
                     "-b",
-                    "8080",
+                    "7070,8080,8443",
                     "--enable-ipv6",
                     "false",
                 ],
@@ -222,12 +222,12 @@ fn s4_inbound_port_lists(b: &str, extra: &'static [&'static str]) {
             ),
         );
         c.at(
-            &format!("{b} -b 8080: 8080"),
+            &format!("{b} -b 7070,8080,8443: 8080"),
             &t.in_tcp("10.244.1.5", 8080),
             "proxy:15006",
         );
         c.at(
-            &format!("{b} -b 8080: 9090"),
+            &format!("{b} -b 7070,8080,8443: 9090"),
             &t.in_tcp("10.244.1.5", 9090),
             "app:9090",
         );
@@ -249,30 +249,33 @@ fn s4_inbound_port_lists(b: &str, extra: &'static [&'static str]) {
 
 fn s5_outbound_cidrs_and_ports(b: &str, extra: &'static [&'static str]) {
     let mut c = Checks::new();
+    // Lists of more than one item, so that `--compact` turns them into sets.
     let cases: [(&[&str], &[Probe]); 4] = [
         (
-            &["-i", "192.0.2.0/24"],
+            &["-i", "192.0.2.0/24,198.51.100.0/24"],
             &[
                 ("192.0.2.7", 80, "proxy:15001"),
+                ("198.51.100.7", 80, "proxy:15001"),
                 ("10.96.0.10", 80, "world:80"),
             ],
         ),
         (
-            &["-i", "*", "-x", "192.0.2.7/32"],
+            &["-i", "*", "-x", "192.0.2.7/32,198.51.100.0/24"],
             &[
                 ("192.0.2.7", 80, "world:80"),
+                ("198.51.100.7", 80, "world:80"),
                 ("10.96.0.10", 80, "proxy:15001"),
             ],
         ),
         (
-            &["-i", "*", "-o", "8080"],
+            &["-i", "*", "-o", "8080,8081"],
             &[
                 ("10.96.0.10", 8080, "world:8080"),
                 ("10.96.0.10", 80, "proxy:15001"),
             ],
         ),
         (
-            &["-i", "192.0.2.0/24", "-q", "8080"],
+            &["-i", "192.0.2.0/24", "-q", "8080,8081"],
             &[
                 ("10.96.0.10", 8080, "proxy:15001"),
                 ("10.96.0.10", 80, "world:80"),
@@ -676,6 +679,12 @@ fn main() {
     for (name, f) in scenarios {
         for (b, extra) in backends() {
             t.add(format!("{name}::{b}"), needs(b), move || f(b, extra));
+            // The same traffic with `--compact` rulesets (sets, multiport).
+            let compact: &'static [&'static str] =
+                Box::leak([extra, &["--compact"]].concat().into_boxed_slice());
+            t.add(format!("{name}::{b}::compact"), needs(b), move || {
+                f(b, compact)
+            });
         }
     }
     t.add(

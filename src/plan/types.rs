@@ -259,6 +259,17 @@ pub enum Match {
         proto: Proto,
         ports: Vec<Port>,
     },
+    /// `--compact`: `-m multiport --dports a,b` (at most 15: the xtables dialect cuts longer
+    /// lists into several rules) / `tcp dport { a, b }`.
+    DportsIn {
+        proto: Proto,
+        ports: Vec<Port>,
+    },
+    /// `--compact`: `ip daddr { a, b }` (one family, aggregated: no prefix inside another);
+    /// the xtables dialect writes one `-d` rule per CIDR, as there is no set without ipset.
+    DstIn {
+        cidrs: Vec<Cidr>,
+    },
     Uid {
         negate: bool,
         uid: Uid,

@@ -81,6 +81,37 @@ fn owner(o: &Owner, negate: bool) -> Match {
         },
     }
 }
+/// A port list as the walk states it: one match per port (upstream), or with `--compact` one
+/// list match for the whole list (a single port stays a plain port match).
+fn ports_of(p: &Policy, proto: Proto, ports: &[Port]) -> Vec<Match> {
+    if p.compact && ports.len() > 1 {
+        vec![Match::DportsIn {
+            proto,
+            ports: ports.to_vec(),
+        }]
+    } else {
+        ports.iter().map(|port| dport(proto, *port)).collect()
+    }
+}
+
+/// A CIDR list of one family: one match per CIDR (upstream), or with `--compact` one list
+/// match, aggregated first (a prefix inside another, or two halves of one, say nothing more
+/// than the larger prefix; a set holds no overlaps).
+fn cidrs_of(p: &Policy, cidrs: &[Cidr]) -> Vec<Match> {
+    if !p.compact || cidrs.len() < 2 {
+        return cidrs.iter().map(|c| dst(*c)).collect();
+    }
+    let nets: Vec<ipnet::IpNet> = cidrs.iter().map(|c| c.0).collect();
+    let merged: Vec<Cidr> = ipnet::IpNet::aggregate(&nets)
+        .into_iter()
+        .map(Cidr)
+        .collect();
+    match merged.as_slice() {
+        [one] => vec![dst(*one)],
+        _ => vec![Match::DstIn { cidrs: merged }],
+    }
+}
+
 fn jump(c: super::types::Chain) -> Target {
     Target::Jump { chain: c }
 }
@@ -193,8 +224,8 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
     };
     match &p.inbound_ports {
         InboundPorts::All => {
-            for port in &p.local_exclude_ports {
-                let m = vec![tcp(), dport(Proto::Tcp, *port)];
+            for port in ports_of(p, Proto::Tcp, &p.local_exclude_ports) {
+                let m = vec![tcp(), port];
                 out.both(rule(t, IstioInbound, m, Target::Return));
             }
             if p.tproxy() {
@@ -204,14 +235,14 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
             out.both(rule(t, IstioInbound, vec![tcp()], jump(capture)));
         }
         InboundPorts::List(ports) => {
-            for port in ports {
+            for port in ports_of(p, Proto::Tcp, ports) {
                 if p.tproxy() {
-                    let m = vec![tcp(), dport(Proto::Tcp, *port), established()];
+                    let m = vec![tcp(), port.clone(), established()];
                     out.both(
                         rule(t, IstioInbound, m, jump(IstioDivert)).nft(&spell::ESTABLISHED_FIRST),
                     );
                 }
-                let m = vec![tcp(), dport(Proto::Tcp, *port)];
+                let m = vec![tcp(), port];
                 out.both(rule(t, IstioInbound, m, jump(capture)));
             }
         }
@@ -223,11 +254,32 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
 /// inbound passthrough binds 127.0.0.6 / ::6: never capture it again.
 fn outbound_exemptions(p: &Policy, out: &mut dyn Sink) {
     out.both(rule(Nat, Output, vec![], jump(IstioOutput)));
-    for port in &p.outbound_ports_exclude {
-        for (proto, pm) in [(Proto::Tcp, tcp()), (Proto::Udp, udp())] {
-            let m = vec![pm, dport(proto, *port)];
-            out.both(rule(Nat, IstioOutput, m, Target::Return).nft(&spell::PORT_IMPLIES_PROTO));
-        }
+    // Upstream: per port, TCP then UDP. Compact: all TCP ports, then all UDP ports (the order
+    // of RETURNs does not matter; Istio PR #59544's multiport form).
+    let excluded: Vec<(Match, Match)> = if p.compact {
+        [(Proto::Tcp, tcp()), (Proto::Udp, udp())]
+            .into_iter()
+            .flat_map(|(proto, pm)| {
+                ports_of(p, proto, &p.outbound_ports_exclude)
+                    .into_iter()
+                    .map(move |m| (pm.clone(), m))
+            })
+            .collect()
+    } else {
+        p.outbound_ports_exclude
+            .iter()
+            .flat_map(|port| {
+                [
+                    (tcp(), dport(Proto::Tcp, *port)),
+                    (udp(), dport(Proto::Udp, *port)),
+                ]
+            })
+            .collect()
+    };
+    for (pm, port) in excluded {
+        out.both(
+            rule(Nat, IstioOutput, vec![pm, port], Target::Return).nft(&spell::PORT_IMPLIES_PROTO),
+        );
     }
     let lo = IfName::lo();
     out.versioned(
@@ -397,12 +449,12 @@ fn outbound_capture(p: &Policy, out: &mut dyn Sink) {
         ),
     );
     for f in Family::BOTH {
-        for c in p.outbound_exclude.of(f) {
-            out.family(f, rule(Nat, IstioOutput, vec![dst(*c)], Target::Return));
+        for c in cidrs_of(p, p.outbound_exclude.of(f)) {
+            out.family(f, rule(Nat, IstioOutput, vec![c], Target::Return));
         }
     }
-    for port in &p.outbound_ports_include {
-        let m = vec![tcp(), dport(Proto::Tcp, *port)];
+    for port in ports_of(p, Proto::Tcp, &p.outbound_ports_include) {
+        let m = vec![tcp(), port];
         out.both(rule(Nat, IstioOutput, m, jump(IstioRedirect)).nft(&spell::PORT_IMPLIES_PROTO));
     }
     if p.outbound_include.all {
@@ -413,15 +465,12 @@ fn outbound_capture(p: &Policy, out: &mut dyn Sink) {
         return;
     }
     for f in Family::BOTH {
-        for c in p.outbound_include.of(f) {
+        for c in cidrs_of(p, p.outbound_include.of(f)) {
             for k in &p.kube_virt_interfaces {
-                let m = vec![iif(k), dst(*c)];
+                let m = vec![iif(k), c.clone()];
                 out.family(f, rule(Nat, Prerouting, m, jump(IstioRedirect)).insert(0));
             }
-            out.family(
-                f,
-                rule(Nat, IstioOutput, vec![dst(*c)], jump(IstioRedirect)),
-            );
+            out.family(f, rule(Nat, IstioOutput, vec![c], jump(IstioRedirect)));
         }
     }
 }

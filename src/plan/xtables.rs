@@ -4,7 +4,7 @@
 //! renderer's; the walk's match order is already iptables order.
 
 use super::rule::{At, Rule, Sink};
-use super::types::{Position, XtRule, XtablesPlan};
+use super::types::{Match, Position, XtRule, XtablesPlan};
 use crate::values::Family;
 
 /// Accumulates the per-family rule lists.
@@ -29,6 +29,12 @@ impl Xtables {
     }
 
     fn push(&mut self, f: Family, r: Rule) {
+        for r in expand(r) {
+            self.push_one(f, r);
+        }
+    }
+
+    fn push_one(&mut self, f: Family, r: Rule) {
         let list = match f {
             Family::V4 => &mut self.v4,
             Family::V6 => match &mut self.v6 {
@@ -47,6 +53,57 @@ impl Xtables {
             target: r.target,
         });
     }
+}
+
+/// The most ports one `-m multiport` match takes (the kernel's XT_MULTI_PORTS).
+pub const MULTIPORT_MAX: usize = 15;
+
+/// How xtables spells a `--compact` list match: a CIDR list as one rule per CIDR (no sets
+/// without ipset, another binary and module), a port list as `-m multiport --dports` rules of
+/// at most 15 ports (one port: a plain `--dport`). Other rules pass through.
+fn expand(r: Rule) -> Vec<Rule> {
+    let with = |i: usize, m: Match| {
+        let mut c = r.clone();
+        c.matches[i] = m;
+        c
+    };
+    for (i, m) in r.matches.iter().enumerate() {
+        match m {
+            Match::DstIn { cidrs } => {
+                return cidrs
+                    .iter()
+                    .flat_map(|c| {
+                        expand(with(
+                            i,
+                            Match::Dst {
+                                negate: false,
+                                cidr: *c,
+                            },
+                        ))
+                    })
+                    .collect();
+            }
+            Match::DportsIn { proto, ports } if ports.len() > MULTIPORT_MAX || ports.len() == 1 => {
+                return ports
+                    .chunks(MULTIPORT_MAX)
+                    .map(|chunk| match chunk {
+                        [one] => Match::Dport {
+                            proto: *proto,
+                            negate: false,
+                            port: *one,
+                        },
+                        many => Match::DportsIn {
+                            proto: *proto,
+                            ports: many.to_vec(),
+                        },
+                    })
+                    .map(|m| with(i, m))
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    vec![r]
 }
 
 impl Sink for Xtables {

@@ -3,6 +3,15 @@
 
 use crate::plan::{Chain, CtState, Family, Match, Position, Proto, Table, Target, XtRule};
 
+/// `a,b,c`: multiport's and `-d`'s list syntax.
+pub fn comma<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Appends the words of one rule after `-A CHAIN` / `-I CHAIN N` to `out`, space separated:
 /// matches in plan order, then the target. Validated values never contain a space, so
 /// splitting this text on spaces gives the argument list (`rule_spec`).
@@ -19,13 +28,12 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
             Match::Dport { negate, port, .. } => write!(out, "{}--dport {port} ", neg(*negate)),
             Match::Sport { negate, port, .. } => write!(out, "{}--sport {port} ", neg(*negate)),
             Match::DportsNotIn { ports, .. } => {
-                out.push_str("-m multiport ! --dports ");
-                for (i, p) in ports.iter().enumerate() {
-                    let _ = write!(out, "{}{p}", if i == 0 { "" } else { "," });
-                }
-                out.push(' ');
-                Ok(())
+                write!(out, "-m multiport ! --dports {} ", comma(ports))
             }
+            Match::DportsIn { ports, .. } => write!(out, "-m multiport --dports {} ", comma(ports)),
+            // The xtables dialect expands a list into one rule per CIDR; `-d a,b` is what
+            // iptables would make of it anyway.
+            Match::DstIn { cidrs } => write!(out, "-d {} ", comma(cidrs)),
             Match::Uid { negate, uid } => {
                 write!(out, "-m owner {}--uid-owner {uid} ", neg(*negate))
             }

@@ -13,6 +13,15 @@ fn ip_kw(f: Family) -> &'static str {
     }
 }
 
+/// The elements of an anonymous set, as `nft` lists them: `a, b, c`.
+fn set<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn neq(negate: bool) -> &'static str {
     if negate { "!= " } else { "" }
 }
@@ -54,8 +63,14 @@ fn write_body(s: &mut String, table: Table, rule: &NftRule) {
                 write!(s, "{} sport {}{port} ", proto.name(), neq(*negate))
             }
             Match::DportsNotIn { proto, ports } => {
-                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-                write!(s, "{} dport != {{ {} }} ", proto.name(), list.join(", "))
+                write!(s, "{} dport != {{ {} }} ", proto.name(), set(ports))
+            }
+            Match::DportsIn { proto, ports } => {
+                write!(s, "{} dport {{ {} }} ", proto.name(), set(ports))
+            }
+            Match::DstIn { cidrs } => {
+                let f = cidrs.first().map_or(Family::V4, |c| c.family());
+                write!(s, "{} daddr {{ {} }} ", ip_kw(f), set(cidrs))
             }
             Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
             Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),

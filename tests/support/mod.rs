@@ -346,6 +346,57 @@ pub const SLOPPY: &[&str] = &[
 ];
 
 /// TPROXY + IPv6 + DNS + every list flag.
+/// `--compact` with every list long enough to become a set: inbound ports (TPROXY), included
+/// and excluded CIDRs of both families (overlapping, touching, from 0.0.0.0), included and
+/// excluded outbound ports (more than multiport's 15), a virtual interface.
+pub const COMPACT_LISTS: &[&str] = &[
+    "apply",
+    "--compact",
+    "-m",
+    "TPROXY",
+    "-u",
+    "1337",
+    "-g",
+    "1337",
+    "--enable-ipv6",
+    "true",
+    "-b",
+    "80,443,8080,8443,9090",
+    "-i",
+    "10.96.0.0/12,10.100.0.0/16,10.101.0.0/16,192.168.0.0/16,fd00:10:96::/112,fd00:20::/64",
+    "-x",
+    "10.96.0.1/32,10.96.0.2/32,172.16.0.0/12,0.0.0.0/8,fd00:10:96::1/128,2001:db8::/32",
+    "-q",
+    "3306,5432,6379",
+    "-o",
+    "1000,1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014,1015,1016,1017,1018,1019,1020",
+    "-k",
+    "virt0",
+];
+
+/// `--compact` capturing every inbound port but a long exclusion list (REDIRECT).
+pub const COMPACT_ALL_INBOUND: &[&str] = &[
+    "apply",
+    "--compact",
+    "-m",
+    "REDIRECT",
+    "-u",
+    "1337",
+    "-g",
+    "1337",
+    "--enable-ipv6",
+    "true",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020,2000,2001,2002,2003,2004,2005,2006,2007,2008,2009,2010,2011,2012,2013,2014",
+    "-i",
+    "*",
+    "-x",
+    "10.0.0.0/24,10.0.1.0/24,10.0.2.0/24,fd00::/16,fd01::/16",
+    "--drop-invalid",
+];
+
 pub const EVERYTHING: &[&str] = &[
     "apply",
     "-m",

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 
 use crate::plan::{CtState, Family, Mark, Match, Position, Target, XtRule};
+use crate::render::iptables::comma;
 
 /// One table's chains and their rules (the text after `-A CHAIN `), in kernel order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,8 +124,14 @@ fn save_matches(matches: &[Match]) -> (String, String) {
                 port,
             } => rest += &format!("-m {} {}--sport {port} ", proto.name(), neg(*negate)),
             Match::DportsNotIn { ports, .. } => {
-                let l: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-                rest += &format!("-m multiport ! --dports {} ", l.join(","));
+                rest += &format!("-m multiport ! --dports {} ", comma(ports));
+            }
+            Match::DportsIn { ports, .. } => {
+                rest += &format!("-m multiport --dports {} ", comma(ports));
+            }
+            Match::DstIn { cidrs } => {
+                let l: Vec<String> = cidrs.iter().map(|c| masked(c.0)).collect();
+                dst = Some(format!("-d {} ", l.join(",")))
             }
             Match::Uid { negate, uid } => {
                 rest += &format!("-m owner {}--uid-owner {uid} ", neg(*negate))

@@ -3,9 +3,9 @@
 //! The kernel's chain and rule dumps are parsed with libnftnl and compared with the lowering
 //! of the plan, the same operations an apply sends: our tables (and no stale one), each
 //! chain with its hook, priority and type, and in every chain the same rules in the same
-//! order, expression by expression, every attribute we send compared by value. Not compared:
-//! counter values, and the elements of the anonymous port sets behind `!= { 53, 15008 }`
-//! (the lookup itself, its register and inversion flag are). Foreign tables are ignored.
+//! order, expression by expression, every attribute we send compared by value, and the
+//! elements of every anonymous set a rule looks up (keys and interval flags). Not compared:
+//! counter values. Foreign tables are ignored.
 //! Used by `meshtables check` and the CNI plugin's CHECK.
 
 use super::ffi::{ParsedChain, ParsedRule};
@@ -50,7 +50,8 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
                     .filter_map(|m| ParsedRule::parse(m))
                     .collect();
                 compare_chains(table, &t.chains, &live_chains, &mut out);
-                compare_rules(table, &ops, &live_rules, &mut out);
+                let elements = live_sets(nl, name, &live_rules)?;
+                compare_rules(table, &ops, &live_rules, &elements, &mut out);
             }
         }
     }
@@ -87,7 +88,52 @@ fn compare_chains(table: Table, want: &[Chain], live: &[ParsedChain], out: &mut 
     }
 }
 
-fn compare_rules(table: Table, ops: &[Op], live: &[ParsedRule], out: &mut Vec<String>) {
+/// The elements of every anonymous set the live rules of `table` look up, by set name,
+/// sorted (the kernel lists interval sets in its own order).
+fn live_sets(nl: &mut Nft, table: &str, rules: &[ParsedRule]) -> Result<Elements, NetlinkError> {
+    let mut out = Elements::new();
+    for r in rules {
+        for e in r.exprs().iter().filter(|e| e.name() == "lookup") {
+            if let Some(name) = e.str_attr(sys::NFTNL_EXPR_LOOKUP_SET)
+                && !out.contains_key(&name)
+            {
+                let mut elements = nl.set_elements(table, &name)?;
+                elements.sort();
+                out.insert(name, elements);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Set name → sorted (key, flags) elements.
+type Elements = std::collections::HashMap<String, Vec<(Vec<u8>, u32)>>;
+
+/// The planned elements of the set a rule's lookup names by batch id, sorted.
+fn planned_set(ops: &[Op], want: &[super::ffi::Expr]) -> Option<Vec<(Vec<u8>, u32)>> {
+    let id = want.iter().find(|e| e.name == c"lookup").and_then(|e| {
+        e.attrs.iter().find_map(|(k, v)| match v {
+            super::ffi::Attr::U32(id) if *k == sys::NFTNL_EXPR_LOOKUP_SET_ID => Some(*id),
+            _ => None,
+        })
+    })?;
+    ops.iter().find_map(|op| match op {
+        Op::AddSet { set, .. } if set.id == id => {
+            let mut e = set.elements.clone();
+            e.sort();
+            Some(e)
+        }
+        _ => None,
+    })
+}
+
+fn compare_rules(
+    table: Table,
+    ops: &[Op],
+    live: &[ParsedRule],
+    elements: &Elements,
+    out: &mut Vec<String>,
+) {
     let t = table.nft_name();
     // The planned rules of this table, grouped by chain in final order (as sent).
     let mut chains: Vec<String> = Vec::new();
@@ -120,14 +166,29 @@ fn compare_rules(table: Table, ops: &[Op], live: &[ParsedRule], out: &mut Vec<St
             continue;
         }
         for (i, (w, h)) in want.iter().zip(have).enumerate() {
-            if let Op::AddRule { exprs, .. } = w
-                && !same_rule(exprs, h)
-            {
+            let Op::AddRule { exprs, .. } = w else {
+                continue;
+            };
+            if !same_rule(exprs, h) {
                 out.push(format!(
                     "rule {} of chain inet {t} {chain} differs from '{}'",
                     i + 1,
                     w.describe()
                 ));
+            } else if let Some(planned) = planned_set(ops, exprs) {
+                let live_set = h
+                    .exprs()
+                    .iter()
+                    .find(|e| e.name() == "lookup")
+                    .and_then(|e| e.str_attr(sys::NFTNL_EXPR_LOOKUP_SET))
+                    .and_then(|name| elements.get(&name));
+                if live_set != Some(&planned) {
+                    out.push(format!(
+                        "the set of rule {} of chain inet {t} {chain} differs from '{}'",
+                        i + 1,
+                        w.describe()
+                    ));
+                }
             }
         }
     }

@@ -69,10 +69,13 @@ impl Expression for Expr {
     }
 }
 
-/// Sets an anonymous set's user data (key byte order, as `nft` records it) and its
-/// declared size. `nftnl::set::Set` exposes neither.
-pub fn set_extras<K>(set: &Set<'_, K>, userdata: &[u8], size: u32) {
+/// Sets an anonymous set's user data (as `nft` records it), its declared size and its flags
+/// (interval sets). `nftnl::set::Set` exposes none of them.
+pub fn set_extras<K>(set: &Set<'_, K>, userdata: &[u8], size: u32, flags: u32) {
     let s = set.as_ptr().as_ptr();
+    // SAFETY: `s` is the live set owned by `set` (borrowed for this call); a u32 attribute is
+    // copied by value.
+    unsafe { sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, flags) };
     // SAFETY: `s` is the live set owned by `set` (borrowed for this call); the data pointer and
     // length describe `userdata`, which nftnl copies.
     unsafe {
@@ -85,6 +88,33 @@ pub fn set_extras<K>(set: &Set<'_, K>, userdata: &[u8], size: u32) {
     }
     // SAFETY: as above; a u32 attribute is copied by value.
     unsafe { sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, size) };
+}
+
+/// Adds an element with `key` (network byte order) and element `flags` (an interval end) to
+/// the set's element list; `nftnl::set::Set::add` cannot set flags.
+pub fn add_element<K>(set: &Set<'_, K>, key: &[u8], flags: u32) {
+    // SAFETY: nftnl_set_elem_alloc returns an owned allocation or NULL (checked).
+    let Some(elem) = NonNull::new(unsafe { sys::nftnl_set_elem_alloc() }) else {
+        return;
+    };
+    // SAFETY: `elem` is ours; the key pointer and length describe `key`, which nftnl copies.
+    unsafe {
+        sys::nftnl_set_elem_set(
+            elem.as_ptr(),
+            sys::NFTNL_SET_ELEM_KEY as u16,
+            key.as_ptr().cast::<c_void>(),
+            key.len() as u32,
+        );
+    }
+    if flags != 0 {
+        // SAFETY: as above; a u32 attribute is copied by value.
+        unsafe {
+            sys::nftnl_set_elem_set_u32(elem.as_ptr(), sys::NFTNL_SET_ELEM_FLAGS as u16, flags)
+        };
+    }
+    // SAFETY: `set` is live (borrowed); the set takes ownership of `elem` and frees it with
+    // itself.
+    unsafe { sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem.as_ptr()) };
 }
 
 /// A copy of one netlink message, 4-byte aligned as `nlmsghdr` requires.
@@ -176,6 +206,17 @@ impl ParsedExpr<'_> {
         // SAFETY: the expression is alive while its rule is borrowed.
         owned_str(unsafe { sys::nftnl_expr_get_str(self.0.as_ptr(), sys::NFTNL_EXPR_NAME as u16) })
             .unwrap_or_default()
+    }
+
+    /// A string attribute (a lookup's set name), if the kernel reported it.
+    pub fn str_attr(&self, key: u32) -> Option<String> {
+        let e = self.0.as_ptr();
+        // SAFETY: the expression is alive while its rule is borrowed; `is_set` only reads.
+        if !unsafe { sys::nftnl_expr_is_set(e, key as u16) } {
+            return None;
+        }
+        // SAFETY: as above; the returned string is owned by the expression and copied.
+        owned_str(unsafe { sys::nftnl_expr_get_str(e, key as u16) })
     }
 
     /// Whether the kernel reported attribute `key` with exactly `value`.

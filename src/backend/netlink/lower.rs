@@ -12,6 +12,7 @@
 use std::ffi::CString;
 
 use super::ffi::{Attr, Expr};
+pub use super::sets::AnonSet;
 use crate::plan::{
     Chain, Cidr, CtState, Family, Group, Match, NftPlan, NftRule, Position, Proto, Table, Target,
 };
@@ -47,8 +48,6 @@ const NFPROTO_IPV6: u8 = 10;
 const CT_STATE_INVALID: u32 = 1;
 const CT_STATE_ESTABLISHED: u32 = 2;
 const CT_STATE_RELATED: u32 = 4;
-/// Set user data `nft` attaches to an `inet_service` set: key byte order = big endian.
-const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
 
 /// One message of the transaction; `describe` gives the text the user knows it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,22 +60,21 @@ pub enum Op<'a> {
         table: Table,
         chain: Chain,
     },
+    /// The anonymous set a rule looks up. Sets go before the table's rules, in the order
+    /// the rules that use them appear in the text, as `nft -f` creates them (the kernel names
+    /// them `__set0`, `__set1`, ... in creation order).
+    AddSet {
+        table: Table,
+        set: AnonSet,
+        /// The rule that looks it up, for error messages.
+        rule: &'a NftRule,
+    },
     AddRule {
         table: Table,
         /// The plan's rule: its chain, and its text for error messages (rendered only then).
         rule: std::borrow::Cow<'a, NftRule>,
         exprs: Vec<Expr>,
-        /// An anonymous set the rule looks up, sent right before it.
-        set: Option<AnonSet>,
     },
-}
-
-/// An anonymous constant set of ports (`inet_service`), referenced by id in the batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnonSet {
-    pub id: u32,
-    pub ports: Vec<u16>,
-    pub userdata: &'static [u8],
 }
 
 impl Op<'_> {
@@ -88,6 +86,7 @@ impl Op<'_> {
             Op::AddTable(t) => format!("add table inet {}", t.nft_name()),
             Op::AddChain { table, chain } => chain_line(*table, *chain),
             Op::AddRule { table, rule, .. } => rule_line(*table, rule),
+            Op::AddSet { table, rule, .. } => rule_line(*table, rule),
         }
     }
 }
@@ -122,13 +121,25 @@ pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a
                 chain: *c,
             });
         }
-        for r in final_order(&t.rules) {
+        // Lowered in text order (set ids and sets in nft's order), sent in final order.
+        let mut lowered = Vec::with_capacity(t.rules.len());
+        for r in &t.rules {
             let (exprs, set) = lower_rule(t.table, r, &mut set_id)?;
+            if let Some(set) = set {
+                ops.push(Op::AddSet {
+                    table: t.table,
+                    set,
+                    rule: r,
+                });
+            }
+            lowered.push(Some(exprs));
+        }
+        for i in final_order(&t.rules) {
+            let exprs = lowered[i].take().unwrap_or_default();
             ops.push(Op::AddRule {
                 table: t.table,
-                rule: std::borrow::Cow::Borrowed(r),
+                rule: std::borrow::Cow::Borrowed(&t.rules[i]),
                 exprs,
-                set,
             });
         }
     }
@@ -145,19 +156,20 @@ pub fn clean_ops(existing: &Existing) -> Vec<Op<'static>> {
 
 /// Replays appends and 0-based inserts per chain; returns the rules in final order, grouped
 /// by chain in order of first appearance (chain order does not matter to the kernel).
-fn final_order(rules: &[NftRule]) -> Vec<&NftRule> {
-    let mut chains: Vec<(Chain, Vec<&NftRule>)> = Vec::new();
-    for r in rules {
-        let list = match chains.iter_mut().position(|(c, _)| *c == r.chain) {
-            Some(i) => &mut chains[i].1,
+fn final_order(rules: &[NftRule]) -> Vec<usize> {
+    let mut chains: Vec<(Chain, Vec<usize>)> = Vec::new();
+    for (n, r) in rules.iter().enumerate() {
+        let i = match chains.iter().position(|(c, _)| *c == r.chain) {
+            Some(i) => i,
             None => {
                 chains.push((r.chain, Vec::new()));
-                &mut chains.last_mut().unwrap().1
+                chains.len() - 1
             }
         };
+        let list = &mut chains[i].1;
         match r.position {
-            Position::Insert(i) if (i as usize) < list.len() => list.insert(i as usize, r),
-            _ => list.push(r),
+            Position::Insert(i) if (i as usize) < list.len() => list.insert(i as usize, n),
+            _ => list.push(n),
         }
     }
     chains.into_iter().flat_map(|(_, l)| l).collect()
@@ -408,16 +420,28 @@ fn lower_match(
             negate,
             port,
         } => port_match(out, ctx, *proto, 0, *negate, port.get()),
-        Match::DportsNotIn { proto, ports } => {
+        Match::DportsNotIn { proto, ports } | Match::DportsIn { proto, ports } => {
             ctx.need_l4(*proto, out);
             out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
             *set_id += 1;
-            out.push(inverted_lookup(*set_id));
-            *set = Some(AnonSet {
-                id: *set_id,
-                ports: ports.iter().map(|p| p.get()).collect(),
-                userdata: &SET_UDATA_KEY_BIG_ENDIAN,
-            });
+            out.push(lookup(*set_id, matches!(m, Match::DportsNotIn { .. })));
+            *set = Some(AnonSet::ports(
+                *set_id,
+                *proto,
+                ports.iter().map(|p| p.get()),
+            ));
+        }
+        Match::DstIn { cidrs } => {
+            let f = cidrs.first().map_or(Family::V4, |c| c.family());
+            ctx.need_nf(f, out);
+            let (offset, len) = match f {
+                Family::V4 => (16, 4),
+                Family::V6 => (24, 16),
+            };
+            out.push(payload(PAYLOAD_NETWORK, offset, len));
+            *set_id += 1;
+            out.push(lookup(*set_id, false));
+            *set = Some(AnonSet::addrs(*set_id, f, cidrs));
         }
         Match::Uid { negate, uid } => {
             out.push(meta_load(META_SKUID));
@@ -450,19 +474,23 @@ fn lower_match(
     Ok(())
 }
 
-/// `!= { ... }`: a lookup of the anonymous set sent with the rule, inverted.
-fn inverted_lookup(set_id: u32) -> Expr {
+/// `{ ... }` (or `!= { ... }`, inverted): a lookup of the anonymous set sent with the rule.
+/// As `nft`, the flags attribute is sent only for an inverted lookup.
+fn lookup(set_id: u32, invert: bool) -> Expr {
+    let mut attrs = vec![
+        u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
+        (
+            sys::NFTNL_EXPR_LOOKUP_SET,
+            Attr::Str(CString::from(c"__set%d")),
+        ),
+        u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, set_id),
+    ];
+    if invert {
+        attrs.push(u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV));
+    }
     Expr {
         name: c"lookup",
-        attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
-            (
-                sys::NFTNL_EXPR_LOOKUP_SET,
-                Attr::Str(CString::from(c"__set%d")),
-            ),
-            u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, set_id),
-            u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
-        ],
+        attrs,
     }
 }
 
@@ -651,7 +679,7 @@ mod tests {
         ];
         let order: Vec<u32> = final_order(&rules)
             .iter()
-            .map(|r| match r.target {
+            .map(|i| match rules[*i].target {
                 Target::SetMark { mark } => mark.get(),
                 _ => 0,
             })

@@ -10,6 +10,7 @@ mod check;
 mod ffi;
 pub mod guard;
 pub mod lower;
+mod sets;
 pub mod transport;
 
 use std::io;
@@ -166,7 +167,6 @@ mod faults {
                 table: Table::Nat,
                 rule: std::borrow::Cow::Owned(rule),
                 exprs,
-                set: None,
             },
         );
     }
@@ -228,6 +228,32 @@ impl Nft {
             // nfnetlink answers EINVAL for a subsystem that is not registered: nf_tables is
             // missing and the kernel could not load it.
             Err(Errno::EINVAL) if kind == libc::NFT_MSG_GETTABLE => Err(NetlinkError::NoNfTables),
+            Err(e) => Err(NetlinkError::Io {
+                context,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// The elements of set `set` of our `inet` table `table` (keys and flags, in the
+    /// kernel's order).
+    fn set_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<(Vec<u8>, u32)>, NetlinkError> {
+        use nftnl::nftnl_sys::libc;
+        const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+        const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+        let mut req = nft_request(libc::NFT_MSG_GETSETELEM);
+        transport::push_str_attr(&mut req, NFTA_SET_ELEM_LIST_TABLE, table);
+        transport::push_str_attr(&mut req, NFTA_SET_ELEM_LIST_SET, set);
+        let context = "listing set elements";
+        match self.t.dump(req).map_err(io_err(context))? {
+            Ok(msgs) => Ok(msgs
+                .iter()
+                .flat_map(|m| transport::nft_set_elements(m))
+                .collect()),
             Err(e) => Err(NetlinkError::Io {
                 context,
                 source: e.into(),
@@ -413,9 +439,8 @@ fn page_size(ops: &[Op]) -> u32 {
     let estimate: usize = ops
         .iter()
         .map(|op| match op {
-            Op::AddRule { exprs, set, .. } => {
-                256 + 128 * exprs.len() + set.as_ref().map_or(0, |s| 512 + 32 * s.ports.len())
-            }
+            Op::AddRule { exprs, .. } => 256 + 128 * exprs.len(),
+            Op::AddSet { set, .. } => 512 + 40 * set.elements.len(),
             _ => 256,
         })
         .sum();
@@ -456,14 +481,36 @@ pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
         .map(|_| ())
 }
 
-/// A port as an nftables `inet_service` set key (big endian, type 13).
-struct InetService(u16);
+/// A set key type for nftnl's typed `Set`: its nft datatype id and length. Elements are added
+/// with their flags through `ffi::add_element`, so `data` is never asked for.
+struct Key<const TYPE: u32, const LEN: u32>;
 
-impl SetKey for InetService {
-    const TYPE: u32 = 13;
-    const LEN: u32 = 2;
+impl<const TYPE: u32, const LEN: u32> SetKey for Key<TYPE, LEN> {
+    const TYPE: u32 = TYPE;
+    const LEN: u32 = LEN;
     fn data(&self) -> Box<[u8]> {
-        Box::new(self.0.to_be_bytes())
+        Box::new([])
+    }
+}
+
+/// Adds an anonymous set and its elements to the batch.
+fn add_set<K: SetKey>(
+    batch: &mut Batch,
+    t: &nftnl::Table,
+    s: &sets::AnonSet,
+    index: usize,
+    descs: &mut Vec<(&'static str, usize)>,
+) {
+    let nset: Set<K> = Set::new(c"__set%d", s.id, t, ProtoFamily::Inet);
+    ffi::set_extras(&nset, &s.userdata(), s.elements.len() as u32, s.flags());
+    for (key, flags) in &s.elements {
+        ffi::add_element(&nset, key, *flags);
+    }
+    batch.add(&nset, MsgType::Add);
+    descs.push(("set of rule", index));
+    for elems in nset.elems_iter() {
+        batch.add(&elems, MsgType::Add);
+        descs.push(("set elements of rule", index));
     }
 }
 
@@ -495,27 +542,19 @@ fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static st
             batch.add(&c, MsgType::Add);
             descs.push(("chain", index));
         }
+        Op::AddSet { table, set, .. } => {
+            let t = table_of(*table);
+            match (set.key_type(), set.key_len()) {
+                (7, 4) => add_set::<Key<7, 4>>(batch, &t, set, index, descs),
+                (8, 16) => add_set::<Key<8, 16>>(batch, &t, set, index, descs),
+                _ => add_set::<Key<13, 2>>(batch, &t, set, index, descs),
+            }
+        }
         Op::AddRule {
-            table,
-            rule,
-            exprs,
-            set,
+            table, rule, exprs, ..
         } => {
             let t = table_of(*table);
             let c = nftnl::Chain::new(rule.chain.nft_cname(), &t);
-            if let Some(s) = set {
-                let mut nset: Set<InetService> = Set::new(c"__set%d", s.id, &t, ProtoFamily::Inet);
-                for p in &s.ports {
-                    nset.add(&InetService(*p));
-                }
-                ffi::set_extras(&nset, s.userdata, s.ports.len() as u32);
-                batch.add(&nset, MsgType::Add);
-                descs.push(("set of rule", index));
-                for elems in nset.elems_iter() {
-                    batch.add(&elems, MsgType::Add);
-                    descs.push(("set elements of rule", index));
-                }
-            }
             let mut r = nftnl::Rule::new(&c);
             for e in exprs {
                 r.add_expr(e);

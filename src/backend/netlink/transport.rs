@@ -253,6 +253,50 @@ pub fn nft_attr_be32(msg: &[u8], kind: u16) -> Option<u32> {
         .and_then(|nla| Some(u32::from_be_bytes(nla.value().get(..4)?.try_into().ok()?)))
 }
 
+/// The elements of an `NFT_MSG_NEWSETELEM` message: each key's bytes and its flags
+/// (`NFTA_SET_ELEM_LIST_ELEMENTS` → `NFTA_LIST_ELEM` → `NFTA_SET_ELEM_KEY` →
+/// `NFTA_DATA_VALUE`, and `NFTA_SET_ELEM_FLAGS`, big endian).
+pub fn nft_set_elements(msg: &[u8]) -> Vec<(Vec<u8>, u32)> {
+    let nested = |v: &[u8], kind: u16| -> Option<Vec<u8>> {
+        NlasIterator::new(v)
+            .filter_map(Result::ok)
+            .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == kind)
+            .map(|nla| nla.value().to_vec())
+    };
+    let Some(attrs) = NetlinkBuffer::new_checked(msg)
+        .ok()
+        .and_then(|m| m.payload().get(4..).map(<[u8]>::to_vec))
+    else {
+        return Vec::new();
+    };
+    let Some(list) = nested(&attrs, 3) else {
+        return Vec::new();
+    };
+    NlasIterator::new(list.as_slice())
+        .filter_map(Result::ok)
+        .filter(|nla: &NlaBuffer<&[u8]>| nla.kind() == 1)
+        .filter_map(|elem| {
+            let key = nested(elem.value(), 1).and_then(|k| nested(&k, 1))?;
+            let flags = nested(elem.value(), 3)
+                .and_then(|f| Some(u32::from_be_bytes(f.get(..4)?.try_into().ok()?)))
+                .unwrap_or(0);
+            Some((key, flags))
+        })
+        .collect()
+}
+
+/// Appends a string attribute (NUL-terminated, padded) to a request and fixes its length.
+pub fn push_str_attr(req: &mut Vec<u8>, kind: u16, value: &str) {
+    let len = 4 + value.len() + 1;
+    req.extend_from_slice(&(len as u16).to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
+    req.extend_from_slice(value.as_bytes());
+    req.push(0);
+    req.resize(req.len() + (4 - len % 4) % 4, 0);
+    let total = req.len() as u32;
+    req[..4].copy_from_slice(&total.to_ne_bytes());
+}
+
 /// A string attribute of an nf_tables message (header, then the 4-byte nfgenmsg, then
 /// attributes): object names are NUL-terminated.
 pub fn nft_attr_str(msg: &[u8], kind: u16) -> Option<String> {

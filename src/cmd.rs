@@ -222,8 +222,16 @@ fn run(
         logging::warn(w);
     }
     logging::debug_with(|| format!("config: {}", serde_json::to_string(&r).unwrap_or_default()));
-    let plan = plan::build(&r.policy);
     let verb = r.action.verb;
+    // Applying or checking over netlink needs only the nftables dialect; everything else
+    // (dry runs, JSON, the iptables backend, a clean of every backend) both.
+    let netlink_only =
+        !r.action.dry_run && verb != Verb::Clean && r.run.backend == config::BackendChoice::Netlink;
+    let dialects = plan::Dialects {
+        xtables: !netlink_only,
+        nft: true,
+    };
+    let plan = plan::build_for(&r.policy, dialects);
     if r.action.dry_run {
         dry_run(&r, &plan, env, stdout)?;
     } else if r.run.skip_rule_apply && verb == Verb::Apply {

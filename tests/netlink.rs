@@ -82,9 +82,31 @@ fn configurations() -> Vec<(String, Vec<String>)> {
 fn netlink_equals_nft_f(name: &str, args: &[String]) {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     match both_ways(&argv) {
-        Ok((a, b)) => assert!(a == b, "{name}: rulesets differ\n{}", support::diff(&b, &a)),
+        Ok((a, b)) => {
+            let (a, b) = (elements_sorted(&a), elements_sorted(&b));
+            assert!(a == b, "{name}: rulesets differ\n{}", support::diff(&b, &a))
+        }
         Err(e) => panic!("{name}: {e}"),
     }
+}
+
+/// The bytecode listing with each set's element lines sorted: the kernel dumps a hash set in
+/// its hash order, which a per-set random seed decides.
+fn elements_sorted(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    for line in listing.lines() {
+        if line.trim_start().starts_with("element ") {
+            run.push(line);
+            continue;
+        }
+        run.sort();
+        out.append(&mut run);
+        out.push(line);
+    }
+    run.sort();
+    out.append(&mut run);
+    out.join("\n")
 }
 
 fn reruns_converge_and_clean_leaves_foreign_tables_untouched() {

@@ -7,13 +7,37 @@ use super::walk::walk;
 use super::xtables::Xtables;
 use crate::policy::Policy;
 
+/// Which dialects a plan holds. A run that only programs netlink does not need the iptables
+/// rules (with thousands of CIDRs, they are a megabyte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialects {
+    pub xtables: bool,
+    pub nft: bool,
+}
+
+impl Dialects {
+    pub const BOTH: Dialects = Dialects {
+        xtables: true,
+        nft: true,
+    };
+}
+
 /// Build the whole plan for `policy`: its rules in both dialects, and the policy routing
 /// TPROXY needs.
 pub fn build(policy: &Policy) -> Plan {
+    build_for(policy, Dialects::BOTH)
+}
+
+/// `build`, with only the dialects asked for (the others are empty).
+pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
     let mut xt = Xtables::new(policy.ipv6);
-    walk(policy, &mut xt);
+    if dialects.xtables {
+        walk(policy, &mut xt);
+    }
     let mut nft = Nft::new(policy.ipv6);
-    walk(policy, &mut nft);
+    if dialects.nft {
+        walk(policy, &mut nft);
+    }
     // TPROXY needs policy routing only when something is captured inbound.
     let routes = (policy.tproxy() && !policy.inbound_ports.is_empty()).then(|| TproxyRoutes {
         mark: policy.tproxy_mark,

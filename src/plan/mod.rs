@@ -23,5 +23,5 @@ mod walk;
 mod xtables;
 
 pub use crate::values::{Cidr, DisplayV6, Family, Group, IfName, Mark, Port, RouteTable, Uid};
-pub use build::build;
+pub use build::{Dialects, build, build_for};
 pub use types::*;

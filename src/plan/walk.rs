@@ -95,21 +95,32 @@ fn ports_of(p: &Policy, proto: Proto, ports: &[Port]) -> Vec<Match> {
 }
 
 /// A CIDR list of one family: one match per CIDR (upstream), or with `--compact` one list
-/// match, aggregated first (a prefix inside another, or two halves of one, say nothing more
-/// than the larger prefix; a set holds no overlaps).
+/// match without the CIDRs another one contains (they say nothing more; a set holds no
+/// overlaps).
 fn cidrs_of(p: &Policy, cidrs: &[Cidr]) -> Vec<Match> {
     if !p.compact || cidrs.len() < 2 {
         return cidrs.iter().map(|c| dst(*c)).collect();
     }
-    let nets: Vec<ipnet::IpNet> = cidrs.iter().map(|c| c.0).collect();
-    let merged: Vec<Cidr> = ipnet::IpNet::aggregate(&nets)
-        .into_iter()
-        .map(Cidr)
-        .collect();
+    let merged = without_contained(cidrs);
     match merged.as_slice() {
         [one] => vec![dst(*one)],
         _ => vec![Match::DstIn { cidrs: merged }],
     }
+}
+
+/// The CIDRs (one family) that no other CIDR of the list contains, in address order,
+/// normalized to their network address: the same addresses, no overlap. O(n log n): sorted by
+/// network then prefix length, a prefix is kept unless the last kept one contains it.
+fn without_contained(cidrs: &[Cidr]) -> Vec<Cidr> {
+    let mut nets: Vec<ipnet::IpNet> = cidrs.iter().map(|c| c.0.trunc()).collect();
+    nets.sort_by_key(|n| (n.network(), n.prefix_len()));
+    let mut out: Vec<ipnet::IpNet> = Vec::with_capacity(nets.len());
+    for n in nets {
+        if !out.last().is_some_and(|last| last.contains(&n)) {
+            out.push(n);
+        }
+    }
+    out.into_iter().map(Cidr).collect()
 }
 
 fn jump(c: super::types::Chain) -> Target {

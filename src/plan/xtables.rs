@@ -4,7 +4,7 @@
 //! renderer's; the walk's match order is already iptables order.
 
 use super::rule::{At, Rule, Sink};
-use super::types::{Match, Position, XtRule, XtablesPlan};
+use super::types::{Match, Position, Proto, XtRule, XtablesPlan};
 use crate::values::Family;
 
 /// Accumulates the per-family rule lists.
@@ -61,49 +61,52 @@ pub const MULTIPORT_MAX: usize = 15;
 /// How xtables spells a `--compact` list match: a CIDR list as one rule per CIDR (no sets
 /// without ipset, another binary and module), a port list as `-m multiport --dports` rules of
 /// at most 15 ports (one port: a plain `--dport`). Other rules pass through.
-fn expand(r: Rule) -> Vec<Rule> {
-    let with = |i: usize, m: Match| {
+fn expand(mut r: Rule) -> Vec<Rule> {
+    let Some(i) = r.matches.iter().position(|m| match m {
+        Match::DstIn { .. } => true,
+        Match::DportsIn { ports, .. } => ports.len() > MULTIPORT_MAX || ports.len() == 1,
+        _ => false,
+    }) else {
+        return vec![r];
+    };
+    // The list leaves the rule before the rule is copied once per item: copying the whole
+    // list with it, per item, is quadratic.
+    let list = std::mem::replace(&mut r.matches[i], Match::Proto { proto: Proto::Tcp });
+    let with = |m: Match| {
         let mut c = r.clone();
         c.matches[i] = m;
         c
     };
-    for (i, m) in r.matches.iter().enumerate() {
-        match m {
-            Match::DstIn { cidrs } => {
-                return cidrs
-                    .iter()
-                    .flat_map(|c| {
-                        expand(with(
-                            i,
-                            Match::Dst {
-                                negate: false,
-                                cidr: *c,
-                            },
-                        ))
-                    })
-                    .collect();
-            }
-            Match::DportsIn { proto, ports } if ports.len() > MULTIPORT_MAX || ports.len() == 1 => {
-                return ports
-                    .chunks(MULTIPORT_MAX)
-                    .map(|chunk| match chunk {
-                        [one] => Match::Dport {
-                            proto: *proto,
-                            negate: false,
-                            port: *one,
-                        },
-                        many => Match::DportsIn {
-                            proto: *proto,
-                            ports: many.to_vec(),
-                        },
-                    })
-                    .map(|m| with(i, m))
-                    .collect();
-            }
-            _ => {}
+    match list {
+        Match::DstIn { cidrs } => cidrs
+            .iter()
+            .flat_map(|c| {
+                expand(with(Match::Dst {
+                    negate: false,
+                    cidr: *c,
+                }))
+            })
+            .collect(),
+        Match::DportsIn { proto, ports } => ports
+            .chunks(MULTIPORT_MAX)
+            .map(|chunk| match chunk {
+                [one] => Match::Dport {
+                    proto,
+                    negate: false,
+                    port: *one,
+                },
+                many => Match::DportsIn {
+                    proto,
+                    ports: many.to_vec(),
+                },
+            })
+            .map(with)
+            .collect(),
+        other => {
+            r.matches[i] = other;
+            vec![r]
         }
     }
-    vec![r]
 }
 
 impl Sink for Xtables {

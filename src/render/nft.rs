@@ -70,7 +70,17 @@ fn write_body(s: &mut String, table: Table, rule: &NftRule) {
             }
             Match::DstIn { cidrs } => {
                 let f = cidrs.first().map_or(Family::V4, |c| c.family());
-                write!(s, "{} daddr {{ {} }} ", ip_kw(f), set(cidrs))
+                // A single address without its /32 (/128), as nft lists it: a set of only
+                // addresses is then a hash set, one of prefixes an interval set.
+                let items: Vec<String> = cidrs
+                    .iter()
+                    .map(|c| {
+                        let text = c.to_string();
+                        let full = format!("/{}", c.0.max_prefix_len());
+                        text.strip_suffix(&full).unwrap_or(&text).to_string()
+                    })
+                    .collect();
+                write!(s, "{} daddr {{ {} }} ", ip_kw(f), set(&items))
             }
             Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
             Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),

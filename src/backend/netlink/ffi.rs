@@ -90,31 +90,25 @@ pub fn set_extras<K>(set: &Set<'_, K>, userdata: &[u8], size: u32, flags: u32) {
     unsafe { sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, size) };
 }
 
-/// Adds an element with `key` (network byte order) and element `flags` (an interval end) to
-/// the set's element list; `nftnl::set::Set::add` cannot set flags.
-pub fn add_element<K>(set: &Set<'_, K>, key: &[u8], flags: u32) {
-    // SAFETY: nftnl_set_elem_alloc returns an owned allocation or NULL (checked).
-    let Some(elem) = NonNull::new(unsafe { sys::nftnl_set_elem_alloc() }) else {
-        return;
+/// Appends the netlink message libnftnl writes for `obj` (header with sequence number
+/// `seq`, then payload) to `buf`.
+pub fn put(buf: &mut Vec<u8>, obj: &impl nftnl::NlMsg, seq: u32, ty: nftnl::MsgType) {
+    let max = nftnl::nft_nlmsg_maxsize() as usize;
+    let start = buf.len();
+    buf.reserve(max);
+    // SAFETY: `reserve` guarantees `max` writable bytes after `start`, the most libnftnl
+    // writes for one message (the bound `NlMsg::write` requires). The write initializes the
+    // message's `nlmsg_len` bytes; only those become part of the vector.
+    let len = unsafe {
+        let at = buf.as_mut_ptr().add(start);
+        obj.write(at.cast::<c_void>(), seq, ty);
+        let len = std::ptr::read_unaligned(at.cast::<u32>()) as usize;
+        let len = len.min(max);
+        buf.set_len(start + len);
+        len
     };
-    // SAFETY: `elem` is ours; the key pointer and length describe `key`, which nftnl copies.
-    unsafe {
-        sys::nftnl_set_elem_set(
-            elem.as_ptr(),
-            sys::NFTNL_SET_ELEM_KEY as u16,
-            key.as_ptr().cast::<c_void>(),
-            key.len() as u32,
-        );
-    }
-    if flags != 0 {
-        // SAFETY: as above; a u32 attribute is copied by value.
-        unsafe {
-            sys::nftnl_set_elem_set_u32(elem.as_ptr(), sys::NFTNL_SET_ELEM_FLAGS as u16, flags)
-        };
-    }
-    // SAFETY: `set` is live (borrowed); the set takes ownership of `elem` and frees it with
-    // itself.
-    unsafe { sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem.as_ptr()) };
+    // Messages follow each other at 4-byte boundaries.
+    buf.resize(start + ((len + 3) & !3), 0);
 }
 
 /// A copy of one netlink message, 4-byte aligned as `nlmsghdr` requires.

@@ -11,7 +11,9 @@
 
 use std::ffi::CStr;
 
-use nftnl::{Batch, MsgType, ProtoFamily};
+use nftnl::{MsgType, ProtoFamily};
+
+use super::batch::{Named, Writer};
 
 use super::lower::{NF_DROP, cmp, meta_load, verdict};
 use super::{NetlinkError, Nft};
@@ -32,17 +34,17 @@ const LO: u32 = 1;
 /// Raises the guard (replacing one that is up).
 pub fn raise() -> Result<(), NetlinkError> {
     let table = nftnl::Table::new(NAME, ProtoFamily::Inet);
-    let mut batch = Batch::new();
+    let mut w = Writer::new(None);
     // `add` then `delete` then `add`: a fresh table whether or not one was there, as nft
     // scripts do it, in one transaction.
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.add(&table, MsgType::Add);
-    let mut texts = vec![
-        ("table", format!("add {TEXT}")),
-        ("table deletion", format!("delete {TEXT}")),
-        ("table", format!("add {TEXT}")),
-    ];
+    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
+    w.put(
+        "table deletion",
+        text(format!("delete {TEXT}")),
+        &table,
+        MsgType::Del,
+    );
+    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
     let hooks = [
         (c"input", nftnl::Hook::In, Some(META_IIF), "iif != lo drop"),
         (
@@ -53,42 +55,39 @@ pub fn raise() -> Result<(), NetlinkError> {
         ),
         (c"forward", nftnl::Hook::Forward, None, "drop"),
     ];
-    for (name, hook, key, text) in hooks {
+    for (name, hook, key, rule_text) in hooks {
         let mut chain = nftnl::Chain::new(name, &table);
         chain.set_hook(hook, PRIORITY);
         chain.set_type(nftnl::ChainType::Filter);
-        batch.add(&chain, MsgType::Add);
         let chain_name = name.to_string_lossy();
-        texts.push((
-            "chain",
-            format!("add chain inet meshtables-guard {chain_name} {{ type filter hook {chain_name} priority {PRIORITY} ; }}"),
-        ));
+        let line = format!(
+            "add chain inet meshtables-guard {chain_name} {{ type filter hook {chain_name} priority {PRIORITY} ; }}"
+        );
+        w.put("chain", text(line), &chain, MsgType::Add);
         let mut rule = nftnl::Rule::new(&chain);
         if let Some(key) = key {
             rule.add_expr(&meta_load(key));
             rule.add_expr(&cmp(true, LO.to_ne_bytes().to_vec()));
         }
         rule.add_expr(&verdict(NF_DROP, None));
-        batch.add(&rule, MsgType::Add);
-        texts.push((
-            "rule",
-            format!("add rule inet meshtables-guard {chain_name} {text}"),
-        ));
+        let line = format!("add rule inet meshtables-guard {chain_name} {rule_text}");
+        w.put("rule", text(line), &rule, MsgType::Add);
     }
-    commit(batch, &texts)
+    Nft::open()?.commit(w.finish()).map(|_| ())
 }
 
 /// Lowers the guard; success when it was not up.
 pub fn lower() -> Result<(), NetlinkError> {
     let table = nftnl::Table::new(NAME, ProtoFamily::Inet);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    let texts = [
-        ("table", format!("add {TEXT}")),
-        ("table deletion", format!("delete {TEXT}")),
-    ];
-    commit(batch, &texts)
+    let mut w = Writer::new(None);
+    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
+    w.put(
+        "table deletion",
+        text(format!("delete {TEXT}")),
+        &table,
+        MsgType::Del,
+    );
+    Nft::open()?.commit(w.finish()).map(|_| ())
 }
 
 /// Whether the guard is up.
@@ -100,9 +99,6 @@ pub fn present() -> Result<bool, NetlinkError> {
         .any(|n| n.as_bytes() == NAME.to_bytes()))
 }
 
-fn commit(batch: Batch, texts: &[(&'static str, String)]) -> Result<(), NetlinkError> {
-    let mut nl = Nft::open()?;
-    let describe = |i: usize| texts.get(i).map(|(w, t)| (*w, t.clone()));
-    nl.commit(&batch.finalize(), texts.len(), None, &describe)
-        .map(|_| ())
+fn text(s: String) -> Named<'static> {
+    Named::Text(s.into())
 }

@@ -107,43 +107,64 @@ pub struct Existing {
 }
 
 /// The operations that replace whatever of ours exists (`existing`) with `plan`; a guard left
-/// up by an interrupted iptables run goes in the same transaction.
+/// up by an interrupted iptables run goes in the same transaction. Lazy: each rule is lowered
+/// when its turn comes, so a consumer that writes as it goes (`batch::Writer`) never holds the
+/// whole lowering. Per table: the table, its chains, the anonymous sets in text order (as
+/// `nft -f` creates them, and the kernel names them `__set0`, `__set1`, ...), then the rules
+/// in their final order.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
-pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a>>, LowerError> {
-    let mut ops: Vec<Op> = clean_ops(existing);
-    let mut set_id = 0;
-    for t in &plan.tables {
-        ops.push(Op::AddTable(t.table));
-        for c in &t.chains {
-            ops.push(Op::AddChain {
+pub fn ops<'a>(
+    plan: &'a NftPlan,
+    existing: &Existing,
+) -> impl Iterator<Item = Result<Op<'a>, LowerError>> + use<'a> {
+    // Set ids in text order across the transaction, as `nft` numbers them.
+    let mut next = 0u32;
+    let ids: Vec<Vec<Option<u32>>> = plan
+        .tables
+        .iter()
+        .map(|t| {
+            t.rules
+                .iter()
+                .map(|r| {
+                    r.matches.iter().any(has_set).then(|| {
+                        next += 1;
+                        next
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let tables = plan.tables.iter().zip(ids).flat_map(|(t, ids)| {
+        let head =
+            std::iter::once(Op::AddTable(t.table)).chain(t.chains.iter().map(|c| Op::AddChain {
                 table: t.table,
                 chain: *c,
-            });
-        }
-        // Lowered in text order (set ids and sets in nft's order), sent in final order.
-        let mut lowered = Vec::with_capacity(t.rules.len());
-        for r in &t.rules {
-            let (exprs, set) = lower_rule(t.table, r, &mut set_id)?;
-            if let Some(set) = set {
-                ops.push(Op::AddSet {
-                    table: t.table,
-                    set,
-                    rule: r,
-                });
-            }
-            lowered.push(Some(exprs));
-        }
-        for i in final_order(&t.rules) {
-            let exprs = lowered[i].take().unwrap_or_default();
-            ops.push(Op::AddRule {
+            }));
+        let sets = t.rules.iter().zip(ids.clone()).filter_map(|(r, id)| {
+            let set = r.matches.iter().find_map(|m| set_of(m, id?))?;
+            Some(Op::AddSet {
                 table: t.table,
-                rule: std::borrow::Cow::Borrowed(&t.rules[i]),
+                set,
+                rule: r,
+            })
+        });
+        let rules = final_order(&t.rules).into_iter().map(move |i| {
+            let rule = &t.rules[i];
+            lower_exprs(rule, ids[i]).map(|exprs| Op::AddRule {
+                table: t.table,
+                rule: std::borrow::Cow::Borrowed(rule),
                 exprs,
-            });
-        }
-    }
-    Ok(ops)
+            })
+        });
+        head.chain(sets).map(Ok).chain(rules)
+    });
+    clean_ops(existing).into_iter().map(Ok).chain(tables)
+}
+
+/// All of `ops` at once (for `check`, which compares them with the kernel's dumps).
+pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a>>, LowerError> {
+    ops(plan, existing).collect()
 }
 
 /// The operations of a clean: delete each of our tables that exists, and a guard.
@@ -369,21 +390,54 @@ fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate:
     }
 }
 
-/// One rule's expressions (and the anonymous set it looks up, if any), as `nft` compiles it.
+/// One rule's expressions (and the anonymous set it looks up, if any), as `nft` compiles it;
+/// the set gets the next id after `set_id`.
+#[cfg(any(test, feature = "test-faults"))]
 pub(super) fn lower_rule(
     table: Table,
     rule: &NftRule,
     set_id: &mut u32,
 ) -> Result<(Vec<Expr>, Option<AnonSet>), LowerError> {
+    let _ = table;
+    let id = rule.matches.iter().any(has_set).then(|| {
+        *set_id += 1;
+        *set_id
+    });
+    let set = id.and_then(|id| rule.matches.iter().find_map(|m| set_of(m, id)));
+    Ok((lower_exprs(rule, id)?, set))
+}
+
+/// Whether a match is spelled with an anonymous set.
+fn has_set(m: &Match) -> bool {
+    matches!(
+        m,
+        Match::DportsNotIn { .. } | Match::DportsIn { .. } | Match::DstIn { .. }
+    )
+}
+
+/// The anonymous set a match looks up, with batch id `id`.
+fn set_of(m: &Match, id: u32) -> Option<AnonSet> {
+    match m {
+        Match::DportsNotIn { proto, ports } | Match::DportsIn { proto, ports } => {
+            Some(AnonSet::ports(id, *proto, ports.iter().map(|p| p.get())))
+        }
+        Match::DstIn { cidrs } => {
+            let f = cidrs.first().map_or(Family::V4, |c| c.family());
+            Some(AnonSet::addrs(id, f, cidrs))
+        }
+        _ => None,
+    }
+}
+
+/// One rule's expressions; `set_id` is the batch id of the set its lookup names.
+fn lower_exprs(rule: &NftRule, set_id: Option<u32>) -> Result<Vec<Expr>, LowerError> {
     let mut out = Vec::new();
     let mut ctx = Ctx::default();
-    let mut set = None;
     for m in &rule.matches {
-        lower_match(m, &mut out, &mut ctx, set_id, &mut set)?;
+        lower_match(m, &mut out, &mut ctx, set_id.unwrap_or(0))?;
     }
     lower_target(rule, ctx.nf, &mut out);
-    let _ = table;
-    Ok((out, set))
+    Ok(out)
 }
 
 /// The expressions of one match, after those `ctx` says are already there.
@@ -391,8 +445,7 @@ fn lower_match(
     m: &Match,
     out: &mut Vec<Expr>,
     ctx: &mut Ctx,
-    set_id: &mut u32,
-    set: &mut Option<AnonSet>,
+    set_id: u32,
 ) -> Result<(), LowerError> {
     match m {
         Match::InIface { name } => {
@@ -420,16 +473,10 @@ fn lower_match(
             negate,
             port,
         } => port_match(out, ctx, *proto, 0, *negate, port.get()),
-        Match::DportsNotIn { proto, ports } | Match::DportsIn { proto, ports } => {
+        Match::DportsNotIn { proto, .. } | Match::DportsIn { proto, .. } => {
             ctx.need_l4(*proto, out);
             out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
-            *set_id += 1;
-            out.push(lookup(*set_id, matches!(m, Match::DportsNotIn { .. })));
-            *set = Some(AnonSet::ports(
-                *set_id,
-                *proto,
-                ports.iter().map(|p| p.get()),
-            ));
+            out.push(lookup(set_id, matches!(m, Match::DportsNotIn { .. })));
         }
         Match::DstIn { cidrs } => {
             let f = cidrs.first().map_or(Family::V4, |c| c.family());
@@ -439,9 +486,7 @@ fn lower_match(
                 Family::V6 => (24, 16),
             };
             out.push(payload(PAYLOAD_NETWORK, offset, len));
-            *set_id += 1;
-            out.push(lookup(*set_id, false));
-            *set = Some(AnonSet::addrs(*set_id, f, cidrs));
+            out.push(lookup(set_id, false));
         }
         Match::Uid { negate, uid } => {
             out.push(meta_load(META_SKUID));

@@ -6,6 +6,7 @@
 //! text that caused it. `check` compares the kernel's dumps with the lowering; `ffi` holds the
 //! only `unsafe` of the crate.
 
+mod batch;
 mod check;
 mod ffi;
 pub mod guard;
@@ -16,7 +17,7 @@ pub mod transport;
 use std::io;
 
 use nftnl::set::{Set, SetKey};
-use nftnl::{Batch, FinalizedBatch, MsgType, ProtoFamily};
+use nftnl::{MsgType, ProtoFamily};
 use nix::errno::Errno;
 
 use super::{Backend, BackendError};
@@ -82,11 +83,8 @@ impl Backend for Netlink {
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (sent, existing) = nl.transact_unchanged(|existing| {
-            let mut ops = lower::apply_ops(&plan.nft, existing)?;
-            faults::inject(&mut ops);
-            Ok(ops)
-        })?;
+        let (sent, existing) =
+            nl.transact_unchanged(|existing| faults::inject(lower::ops(&plan.nft, existing)))?;
         let replaced: Vec<&str> = existing.tables.iter().map(|t| t.nft_name()).collect();
         crate::logging::debug_with(|| {
             format!(
@@ -120,7 +118,8 @@ impl Backend for Netlink {
     fn clean(&self, _plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (_, deleted) = nl.transact_unchanged(|existing| Ok(clean_ops(existing)))?;
+        let (_, deleted) =
+            nl.transact_unchanged(|existing| clean_ops(existing).into_iter().map(Ok))?;
         Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
     }
 }
@@ -131,15 +130,19 @@ impl Backend for Netlink {
 /// error names the rule.
 #[cfg(feature = "test-faults")]
 mod faults {
-    use super::lower::{self, Op};
+    use super::lower::{self, LowerError, Op};
     use crate::plan::{Chain, Family, Mark, NftRule, Port, Position, Table, Target};
 
-    pub fn inject(ops: &mut Vec<Op>) {
+    /// The operations, with the refused rule after the first nat rule (mid-batch, so the
+    /// rejected message is not the one that carries the ACK).
+    pub fn inject<'a>(
+        ops: impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a,
+    ) -> Box<dyn Iterator<Item = Result<Op<'a>, LowerError>> + 'a> {
         if std::env::var("MESHTABLES_TEST_FAULT").as_deref() != Ok("reject-rule") {
-            return;
+            return Box::new(ops);
         }
         let (Some(port), Some(mark)) = (Port::new(15006), Mark::new(1337)) else {
-            return;
+            return Box::new(ops);
         };
         let rule = NftRule {
             chain: Chain::Output,
@@ -149,32 +152,40 @@ mod faults {
             target: Target::Tproxy { port, mark },
         };
         let Ok((exprs, _)) = lower::lower_rule(Table::Nat, &rule, &mut 0) else {
-            return;
+            return Box::new(ops);
         };
-        // Mid-batch, so the rejected message is not the one that carries the ACK.
-        let at = ops.iter().rposition(|op| {
-            matches!(
+        let mut bad = Some(Op::AddRule {
+            table: Table::Nat,
+            rule: std::borrow::Cow::Owned(rule),
+            exprs,
+        });
+        Box::new(ops.flat_map(move |op| {
+            let first_nat_rule = matches!(
                 op,
-                Op::AddRule {
+                Ok(Op::AddRule {
                     table: Table::Nat,
                     ..
-                }
-            )
-        });
-        ops.insert(
-            at.unwrap_or(ops.len()),
-            Op::AddRule {
-                table: Table::Nat,
-                rule: std::borrow::Cow::Owned(rule),
-                exprs,
-            },
-        );
+                })
+            );
+            let extra = if first_nat_rule {
+                bad.take().map(Ok)
+            } else {
+                None
+            };
+            std::iter::once(op).chain(extra)
+        }))
     }
 }
 
 #[cfg(not(feature = "test-faults"))]
 mod faults {
-    pub fn inject(_ops: &mut Vec<super::Op>) {}
+    use super::lower::{LowerError, Op};
+
+    pub fn inject<'a>(
+        ops: impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a,
+    ) -> impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a {
+        ops
+    }
 }
 
 /// `NFTA_TABLE_NAME`, and the table attribute of chains and rules (`NFTA_*_TABLE`), from
@@ -310,19 +321,25 @@ impl Nft {
     /// between (another writer), the kernel refuses the whole batch (ERESTART), and this reads
     /// again and retries: the transaction is never built on a stale read. Returns how many
     /// messages went and which of our tables existed.
-    fn transact_unchanged<'p>(
+    fn transact_unchanged<'p, I>(
         &mut self,
-        ops: impl Fn(&Existing) -> Result<Vec<Op<'p>>, lower::LowerError>,
-    ) -> Result<(usize, Existing), NetlinkError> {
+        ops: impl Fn(&Existing) -> I,
+    ) -> Result<(usize, Existing), NetlinkError>
+    where
+        I: Iterator<Item = Result<Op<'p>, lower::LowerError>>,
+    {
         const ATTEMPTS: usize = 20;
         for _ in 0..ATTEMPTS {
             let generation = self.generation()?;
             let existing = self.our_tables()?;
-            let ops = ops(&existing)?;
-            if ops.is_empty() {
+            let mut w = batch::Writer::new(Some(generation));
+            for op in ops(&existing) {
+                add_op(&mut w, op?);
+            }
+            if w.count() == 0 {
                 return Ok((0, existing));
             }
-            match self.transact(&ops, Some(generation)) {
+            match self.commit(w.finish()) {
                 Err(NetlinkError::Rejected { source, .. })
                     if source.raw_os_error() == Some(Errno::ERESTART as i32) =>
                 {
@@ -335,53 +352,26 @@ impl Nft {
         Err(NetlinkError::KeptChanging(ATTEMPTS))
     }
 
-    /// Sends `ops` as one batch (refused by the kernel unless the ruleset is at `generation`,
-    /// when given) and checks every reply; returns how many messages went.
-    fn transact(&mut self, ops: &[Op], generation: Option<u32>) -> Result<usize, NetlinkError> {
-        let mut batch = Batch::with_page_size(page_size(ops));
-        // Which op and what kind of message each one is, in send order, for error reports.
-        let mut descs: Vec<(&'static str, usize)> = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            add_op(&mut batch, op, i, &mut descs);
-        }
-        let describe = |i: usize| descs.get(i).map(|(what, op)| (*what, ops[*op].describe()));
-        self.commit(&batch.finalize(), descs.len(), generation, &describe)
-    }
-
-    /// Sends a finalized batch of `count` data messages and reads the kernel's verdict;
-    /// `describe(i)` names the i-th data message in an error.
-    fn commit(
-        &mut self,
-        batch: &FinalizedBatch,
-        count: usize,
-        generation: Option<u32>,
-        describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
-    ) -> Result<usize, NetlinkError> {
-        let seqs = batch.sequence_numbers();
-        // The batch is wrapped in BEGIN/END messages when nftnl adds them.
-        let first = if seqs.len() == count + 2 {
-            seqs.start + 1
-        } else {
-            seqs.start
-        };
-        let last = first + count as u32 - 1;
-        let mut wire: Vec<u8> = Vec::with_capacity(batch.iter().map(|p| p.len()).sum());
-        for page in batch.iter() {
-            wire.extend_from_slice(page);
-        }
-        transport::ack_only(&mut wire, last);
-        if let Some(g) = generation {
-            // NFNL_BATCH_GENID on the batch's BEGIN message: commit only at this generation.
-            const NFNL_BATCH_GENID: u16 = 1;
-            transport::add_u32_attr_to_first(&mut wire, NFNL_BATCH_GENID, g);
-        }
+    /// Sends a finished batch and reads the kernel's verdict; returns how many data messages
+    /// went.
+    fn commit(&mut self, batch: batch::Finished) -> Result<usize, NetlinkError> {
+        let count = batch.names.len();
+        crate::logging::debug_with(|| {
+            format!(
+                "sending {count} messages in one batch of {} bytes",
+                batch.wire.len()
+            )
+        });
         self.t.expect_replies(count);
-        self.t.send(&wire).map_err(io_err("sending the batch"))?;
+        self.t
+            .send(&batch.wire)
+            .map_err(io_err("sending the batch"))?;
         let replies = self
             .t
             .queued_replies()
             .map_err(io_err("reading the kernel's replies"))?;
-        verdict(&replies, first, last, describe).map(|()| count)
+        let describe = |i: usize| batch.names.get(i).map(|(w, n)| (*w, n.describe()));
+        verdict(&replies, batch.first, batch.last, &describe).map(|()| count)
     }
 }
 
@@ -433,22 +423,6 @@ fn verdict(
     Ok(())
 }
 
-/// A batch page large enough for the whole transaction (nftnl splits batches across pages;
-/// the transport sends them as one buffer anyway).
-fn page_size(ops: &[Op]) -> u32 {
-    let estimate: usize = ops
-        .iter()
-        .map(|op| match op {
-            Op::AddRule { exprs, .. } => 256 + 128 * exprs.len(),
-            Op::AddSet { set, .. } => 512 + 40 * set.elements.len(),
-            _ => 256,
-        })
-        .sum();
-    (estimate + 4096)
-        .next_power_of_two()
-        .clamp(128 * 1024, 64 << 20) as u32
-}
-
 /// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
 /// -j RETURN` probe asks of iptables-nft, without leaving anything behind: one transaction
 /// adds a throwaway table with a nat base chain and deletes it again. (iptables-nft's probe
@@ -464,21 +438,27 @@ pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
     let mut chain = nftnl::Chain::new(c"input", &table);
     chain.set_hook(nftnl::Hook::In, 100);
     chain.set_type(nftnl::ChainType::Nat);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&chain, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    let texts = [
-        ("table", "add table meshtables-nat-probe"),
-        (
-            "chain",
-            "add chain meshtables-nat-probe input { type nat hook input priority 100 ; }",
-        ),
-        ("table deletion", "delete table meshtables-nat-probe"),
-    ];
-    let describe = |i: usize| texts.get(i).map(|(w, t)| (*w, t.to_string()));
-    nl.commit(&batch.finalize(), texts.len(), None, &describe)
-        .map(|_| ())
+    let text = |t: &'static str| batch::Named::Text(t.into());
+    let mut w = batch::Writer::new(None);
+    w.put(
+        "table",
+        text("add table meshtables-nat-probe"),
+        &table,
+        MsgType::Add,
+    );
+    w.put(
+        "chain",
+        text("add chain meshtables-nat-probe input { type nat hook input priority 100 ; }"),
+        &chain,
+        MsgType::Add,
+    );
+    w.put(
+        "table deletion",
+        text("delete table meshtables-nat-probe"),
+        &table,
+        MsgType::Del,
+    );
+    nl.commit(w.finish()).map(|_| ())
 }
 
 /// A set key type for nftnl's typed `Set`: its nft datatype id and length. Elements are added
@@ -493,74 +473,62 @@ impl<const TYPE: u32, const LEN: u32> SetKey for Key<TYPE, LEN> {
     }
 }
 
-/// Adds an anonymous set and its elements to the batch.
-fn add_set<K: SetKey>(
-    batch: &mut Batch,
+/// Writes an anonymous set's header and its elements.
+fn add_set<'a, K: SetKey>(
+    w: &mut batch::Writer<'a>,
     t: &nftnl::Table,
+    table: Table,
     s: &sets::AnonSet,
-    index: usize,
-    descs: &mut Vec<(&'static str, usize)>,
+    named: batch::Named<'a>,
 ) {
     let nset: Set<K> = Set::new(c"__set%d", s.id, t, ProtoFamily::Inet);
     ffi::set_extras(&nset, &s.userdata(), s.elements.len() as u32, s.flags());
-    for (key, flags) in &s.elements {
-        ffi::add_element(&nset, key, *flags);
-    }
-    batch.add(&nset, MsgType::Add);
-    descs.push(("set of rule", index));
-    for elems in nset.elems_iter() {
-        batch.add(&elems, MsgType::Add);
-        descs.push(("set elements of rule", index));
-    }
+    w.put("set of rule", named.clone(), &nset, MsgType::Add);
+    w.elements(table.nft_name(), s, named);
 }
 
-fn add_op(batch: &mut Batch, op: &Op, index: usize, descs: &mut Vec<(&'static str, usize)>) {
+/// Writes one operation as its message(s).
+fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
+    use batch::Named;
     let table_of = |t: Table| nftnl::Table::new(t.nft_cname(), ProtoFamily::Inet);
+    let text = Named::Text(op.describe().into());
     match op {
-        Op::DelTable(t) => {
-            batch.add(&table_of(*t), MsgType::Del);
-            descs.push(("table deletion", index));
-        }
+        Op::DelTable(t) => w.put("table deletion", text, &table_of(t), MsgType::Del),
         Op::DelGuard => {
-            batch.add(
-                &nftnl::Table::new(guard::NAME, ProtoFamily::Inet),
-                MsgType::Del,
-            );
-            descs.push(("table deletion", index));
+            let guard = nftnl::Table::new(guard::NAME, ProtoFamily::Inet);
+            w.put("table deletion", text, &guard, MsgType::Del);
         }
-        Op::AddTable(t) => {
-            batch.add(&table_of(*t), MsgType::Add);
-            descs.push(("table", index));
-        }
+        Op::AddTable(t) => w.put("table", text, &table_of(t), MsgType::Add),
         Op::AddChain { table, chain } => {
-            let t = table_of(*table);
+            let t = table_of(table);
             let mut c = nftnl::Chain::new(chain.nft_cname(), &t);
-            if let Some(base) = table.base_chain(*chain) {
+            if let Some(base) = table.base_chain(chain) {
                 c.set_hook(lower::hook(base.hook), base.priority);
                 c.set_type(lower::chain_type(base.kind));
             }
-            batch.add(&c, MsgType::Add);
-            descs.push(("chain", index));
+            w.put("chain", Named::Chain(table, chain), &c, MsgType::Add);
         }
-        Op::AddSet { table, set, .. } => {
-            let t = table_of(*table);
+        Op::AddSet { table, set, rule } => {
+            let t = table_of(table);
+            let named = Named::Rule(table, rule);
             match (set.key_type(), set.key_len()) {
-                (7, 4) => add_set::<Key<7, 4>>(batch, &t, set, index, descs),
-                (8, 16) => add_set::<Key<8, 16>>(batch, &t, set, index, descs),
-                _ => add_set::<Key<13, 2>>(batch, &t, set, index, descs),
+                (7, 4) => add_set::<Key<7, 4>>(w, &t, table, &set, named),
+                (8, 16) => add_set::<Key<8, 16>>(w, &t, table, &set, named),
+                _ => add_set::<Key<13, 2>>(w, &t, table, &set, named),
             }
         }
-        Op::AddRule {
-            table, rule, exprs, ..
-        } => {
-            let t = table_of(*table);
+        Op::AddRule { table, rule, exprs } => {
+            let t = table_of(table);
             let c = nftnl::Chain::new(rule.chain.nft_cname(), &t);
             let mut r = nftnl::Rule::new(&c);
-            for e in exprs {
+            for e in &exprs {
                 r.add_expr(e);
             }
-            batch.add(&r, MsgType::Add);
-            descs.push(("rule", index));
+            let named = match rule {
+                std::borrow::Cow::Borrowed(rule) => Named::Rule(table, rule),
+                std::borrow::Cow::Owned(rule) => Named::Owned(table, Box::new(rule)),
+            };
+            w.put("rule", named, &r, MsgType::Add);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Anonymous sets, as `nft` 1.0 writes them: what a rule's `{ ... }` becomes in the batch.
 //!
-//! A port set (`tcp dport { 80, 443 }`, `!= { ... }`) holds one element per port. An address
-//! set (`ip daddr { 10.0.0.0/8, ... }`, `--compact`) is an interval set: `nft` turns the
+//! A port set (`tcp dport { 80, 443 }`, `!= { ... }`) holds one element per port, as does an
+//! address set of single addresses (`ip daddr { 10.0.0.1, 10.0.0.2 }`, a hash set). An address
+//! set with prefixes (`ip daddr { 10.0.0.0/8, ... }`, `--compact`) is an interval set: `nft` turns the
 //! prefixes into ranges, merges ranges that touch, and sends, in ascending order, an
 //! interval-end element at the zero address unless a range starts there, then each range's
 //! first address and (unless it runs to the last address) the address after it flagged as an
@@ -33,6 +34,8 @@ pub struct AnonSet {
     pub kind: SetKind,
     /// Keys (network byte order) and element flags, in send order.
     pub elements: Vec<(Vec<u8>, u32)>,
+    /// An interval set (address prefixes), not a hash set of keys.
+    pub interval: bool,
 }
 
 impl AnonSet {
@@ -44,14 +47,32 @@ impl AnonSet {
                 .into_iter()
                 .map(|p| (p.to_be_bytes().to_vec(), 0))
                 .collect(),
+            interval: false,
         }
     }
 
+    /// Addresses: a hash set of keys when every CIDR is a single address (as `nft` makes
+    /// `{ 10.0.0.1, 10.0.0.2 }`), else an interval set.
     pub fn addrs(id: u32, family: Family, cidrs: &[Cidr]) -> AnonSet {
+        let hosts = cidrs
+            .iter()
+            .all(|c| c.0.prefix_len() == c.0.max_prefix_len());
+        let elements = if hosts {
+            cidrs
+                .iter()
+                .map(|c| match c.0 {
+                    ipnet::IpNet::V4(n) => (n.addr().octets().to_vec(), 0),
+                    ipnet::IpNet::V6(n) => (n.addr().octets().to_vec(), 0),
+                })
+                .collect()
+        } else {
+            interval_elements(family, cidrs)
+        };
         AnonSet {
             id,
             kind: SetKind::Addrs(family),
-            elements: interval_elements(family, cidrs),
+            elements,
+            interval: !hosts,
         }
     }
 
@@ -73,13 +94,14 @@ impl AnonSet {
     }
 
     pub fn flags(&self) -> u32 {
-        match self.kind {
-            SetKind::Ports(_) => SET_ANONYMOUS_CONSTANT,
-            SetKind::Addrs(_) => SET_ANONYMOUS_CONSTANT | SET_INTERVAL,
+        if self.interval {
+            SET_ANONYMOUS_CONSTANT | SET_INTERVAL
+        } else {
+            SET_ANONYMOUS_CONSTANT
         }
     }
 
-    /// The user data `nft` 1.0.6 attaches: key byte order big endian; for address sets
+    /// The user data `nft` 1.0.6 attaches: key byte order big endian; for interval sets
     /// auto-merge; then the key's `typeof` (a payload expression: protocol and field).
     pub fn userdata(&self) -> Vec<u8> {
         // TLVs of libnftnl's udata: type (1 byte), length (1 byte), value.
@@ -100,7 +122,7 @@ impl AnonSet {
         // NFTNL_UDATA_SET_TYPEOF: the expression kind (7: payload) and its data.
         let typeof_ = [tlv(0, &u32v(7)), tlv(1, &payload)].concat();
         let mut out = tlv(0, &u32v(2)); // NFTNL_UDATA_SET_KEYBYTEORDER: big endian
-        if matches!(self.kind, SetKind::Addrs(_)) {
+        if self.interval {
             out.extend(tlv(2, &u32v(1))); // NFTNL_UDATA_SET_MERGE_ELEMENTS
         }
         out.extend(tlv(3, &typeof_));
@@ -207,6 +229,12 @@ mod tests {
         );
         let from_zero = AnonSet::addrs(1, Family::V4, &cidrs(&["0.0.0.0/8"]));
         assert_eq!(hex(&from_zero.elements), ["00000000", "01000000 end"]);
+        // Single addresses only: a hash set of keys, as nft makes `{ 1.2.3.4, 5.6.7.8 }`.
+        let hosts = AnonSet::addrs(1, Family::V4, &cidrs(&["1.2.3.4/32", "5.6.7.8/32"]));
+        assert!(!hosts.interval);
+        assert_eq!(hex(&hosts.elements), ["01020304", "05060708"]);
+        assert_eq!(hosts.flags(), 3);
+        assert_eq!(hosts.userdata().len(), 28);
         let v6 = AnonSet::addrs(1, Family::V6, &cidrs(&["fd00::/32", "2001:db8::/48"]));
         assert_eq!(v6.elements.len(), 5);
         assert_eq!(v6.elements[0].1, ELEM_INTERVAL_END);
@@ -215,7 +243,7 @@ mod tests {
     #[test]
     fn userdata_as_nft_writes_it() {
         // `nft --debug=mnl` 1.0.6, NFTA_SET_USERDATA of each kind.
-        let v4 = AnonSet::addrs(1, Family::V4, &[]).userdata();
+        let v4 = AnonSet::addrs(1, Family::V4, &cidrs(&["10.0.0.0/8"])).userdata();
         assert_eq!(
             v4,
             [
@@ -231,7 +259,7 @@ mod tests {
                 0, 0
             ]
         );
-        let v6 = AnonSet::addrs(1, Family::V6, &[]).userdata();
+        let v6 = AnonSet::addrs(1, Family::V6, &cidrs(&["fd00::/8"])).userdata();
         assert_eq!(&v6[22..32], [0, 4, 0x0d, 0, 0, 0, 1, 4, 9, 0]);
     }
 }

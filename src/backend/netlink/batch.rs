@@ -110,18 +110,28 @@ impl<'a> Writer<'a> {
 
     /// Writes the elements of `set` (in table `table`) as one or more data messages.
     pub fn elements(&mut self, table: &str, set: &AnonSet, named: Named<'a>) {
-        let mut rest = set.elements.as_slice();
+        self.elements_of(table, "__set%d", Some(set.id), &set.elements, named);
+    }
+
+    /// Writes `elements` into set `name` (by id too, for a set of this batch).
+    pub fn elements_of(
+        &mut self,
+        table: &str,
+        name: &str,
+        id: Option<u32>,
+        elements: &[(Vec<u8>, u32)],
+        named: Named<'a>,
+    ) {
+        let mut rest = elements;
         while !rest.is_empty() {
             let ty = (NFNL_SUBSYS_NFTABLES << 8) | libc::NFT_MSG_NEWSETELEM as u16;
             let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
             let start = self.header(ty, flags, libc::NFPROTO_INET as u8, 0);
             str_attr(&mut self.buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            str_attr(&mut self.buf, NFTA_SET_ELEM_LIST_SET, "__set%d");
-            attr(
-                &mut self.buf,
-                NFTA_SET_ELEM_LIST_SET_ID,
-                &set.id.to_be_bytes(),
-            );
+            str_attr(&mut self.buf, NFTA_SET_ELEM_LIST_SET, name);
+            if let Some(id) = id {
+                attr(&mut self.buf, NFTA_SET_ELEM_LIST_SET_ID, &id.to_be_bytes());
+            }
             let list = nest_start(&mut self.buf, NFTA_SET_ELEM_LIST_ELEMENTS);
             let mut used = 0;
             while let Some(((key, flags), tail)) = rest.split_first() {

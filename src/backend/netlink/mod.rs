@@ -423,6 +423,79 @@ fn verdict(
     Ok(())
 }
 
+/// For the benchmark: the kernel's own cost of inserting the elements of an address set of
+/// `cidrs` (one family), the floor under any apply that loads them. One transaction creates
+/// `table inet meshtables-floor` with an empty named set of the same type (interval for
+/// prefixes, hash for single addresses); the next holds only the elements, in ascending
+/// order (as `nft` sends them) or descending, and is timed from `sendmsg` to the kernel's
+/// verdict; a third deletes the table.
+pub fn element_floor(
+    cidrs: &[crate::plan::Cidr],
+    descending: bool,
+) -> Result<std::time::Duration, NetlinkError> {
+    use batch::{Named, Writer};
+    let family = cidrs
+        .first()
+        .map_or(crate::plan::Family::V4, |c| c.family());
+    let mut set = sets::AnonSet::addrs(0, family, cidrs);
+    if descending {
+        set.elements.reverse();
+    }
+    let mut nl = Nft::open()?;
+    let table = nftnl::Table::new(c"meshtables-floor", ProtoFamily::Inet);
+    let text = |t: &'static str| Named::Text(t.into());
+    let mut w = Writer::new(None);
+    w.put(
+        "table",
+        text("add table inet meshtables-floor"),
+        &table,
+        MsgType::Add,
+    );
+    match (set.key_type(), set.key_len()) {
+        (8, 16) => put_named_set::<Key<8, 16>>(&mut w, &table, &set),
+        _ => put_named_set::<Key<7, 4>>(&mut w, &table, &set),
+    }
+    nl.commit(w.finish())?;
+    let mut w = Writer::new(None);
+    w.elements_of(
+        "meshtables-floor",
+        "s",
+        None,
+        &set.elements,
+        text("elements"),
+    );
+    let finished = w.finish();
+    let start = std::time::Instant::now();
+    nl.commit(finished)?;
+    let took = start.elapsed();
+    let mut w = Writer::new(None);
+    w.put(
+        "table deletion",
+        text("delete table inet meshtables-floor"),
+        &table,
+        MsgType::Del,
+    );
+    nl.commit(w.finish())?;
+    Ok(took)
+}
+
+/// A named set `s` of the type of `set` (its flags without anonymous and constant).
+fn put_named_set<K: SetKey>(w: &mut batch::Writer, table: &nftnl::Table, set: &sets::AnonSet) {
+    let named: Set<K> = Set::new_named(c"s", 1, table, ProtoFamily::Inet);
+    ffi::set_extras(
+        &named,
+        &set.userdata(),
+        set.elements.len() as u32,
+        set.flags() & !0x3,
+    );
+    w.put(
+        "set",
+        batch::Named::Text("add set".into()),
+        &named,
+        MsgType::Add,
+    );
+}
+
 /// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
 /// -j RETURN` probe asks of iptables-nft, without leaving anything behind: one transaction
 /// adds a throwaway table with a nat base chain and deletes it again. (iptables-nft's probe
@@ -491,14 +564,16 @@ fn add_set<'a, K: SetKey>(
 fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
     use batch::Named;
     let table_of = |t: Table| nftnl::Table::new(t.nft_cname(), ProtoFamily::Inet);
-    let text = Named::Text(op.describe().into());
+    // Tables and the guard are named by their text now (a few per batch); rules and sets by
+    // reference, rendered only if the kernel refuses one.
+    let text = |op: &Op| Named::Text(op.describe().into());
     match op {
-        Op::DelTable(t) => w.put("table deletion", text, &table_of(t), MsgType::Del),
+        Op::DelTable(t) => w.put("table deletion", text(&op), &table_of(t), MsgType::Del),
         Op::DelGuard => {
             let guard = nftnl::Table::new(guard::NAME, ProtoFamily::Inet);
-            w.put("table deletion", text, &guard, MsgType::Del);
+            w.put("table deletion", text(&op), &guard, MsgType::Del);
         }
-        Op::AddTable(t) => w.put("table", text, &table_of(t), MsgType::Add),
+        Op::AddTable(t) => w.put("table", text(&op), &table_of(t), MsgType::Add),
         Op::AddChain { table, chain } => {
             let t = table_of(table);
             let mut c = nftnl::Chain::new(chain.nft_cname(), &t);

@@ -33,71 +33,76 @@ pub fn rule_body(table: Table, rule: &NftRule) -> String {
     s
 }
 
+/// One match, in nft's words.
+fn write_match(s: &mut String, m: &Match, meta: &str) {
+    // Writing to a String cannot fail.
+    let _ = match m {
+        Match::InIface { name } => write!(s, "iifname {name} "),
+        Match::OutIface { name } => write!(s, "oifname {name} "),
+        Match::Proto { proto } => write!(s, "meta l4proto {} ", proto.name()),
+        Match::Src { negate, cidr } => {
+            write!(s, "{} saddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
+        }
+        Match::Dst { negate, cidr } => {
+            write!(s, "{} daddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
+        }
+        Match::Dport {
+            proto,
+            negate,
+            port,
+        } => {
+            write!(s, "{} dport {}{port} ", proto.name(), neq(*negate))
+        }
+        Match::Sport {
+            proto,
+            negate,
+            port,
+        } => {
+            write!(s, "{} sport {}{port} ", proto.name(), neq(*negate))
+        }
+        Match::DportsNotIn { proto, ports } => {
+            write!(s, "{} dport != {{ {} }} ", proto.name(), set(ports))
+        }
+        Match::DportsIn { proto, ports } => {
+            write!(s, "{} dport {{ {} }} ", proto.name(), set(ports))
+        }
+        Match::DstIn { cidrs } => {
+            let f = cidrs.first().map_or(Family::V4, |c| c.family());
+            // A single address without its /32 (/128), as nft lists it: a set of only
+            // addresses is then a hash set, one of prefixes an interval set.
+            let items: Vec<String> = cidrs
+                .iter()
+                .map(|c| {
+                    let text = c.to_string();
+                    let full = format!("/{}", c.0.max_prefix_len());
+                    text.strip_suffix(&full).unwrap_or(&text).to_string()
+                })
+                .collect();
+            write!(s, "{} daddr {{ {} }} ", ip_kw(f), set(&items))
+        }
+        Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
+        Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),
+        Match::CtState { states } => {
+            let list: Vec<&str> = states
+                .iter()
+                .map(|st| match st {
+                    CtState::Invalid => "invalid",
+                    CtState::Related => "related",
+                    CtState::Established => "established",
+                })
+                .collect();
+            write!(s, "ct state {} ", list.join(","))
+        }
+        Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),
+        Match::ConnMark { mark } => write!(s, "ct mark {mark} "),
+    };
+}
+
 fn write_body(s: &mut String, table: Table, rule: &NftRule) {
     // Upstream's raw-table DNS rules spell the owner match `meta skuid`; same bytecode.
     let meta = if table == Table::Raw { "meta " } else { "" };
     for m in &rule.matches {
-        // Writing to a String cannot fail.
-        let _ = match m {
-            Match::InIface { name } => write!(s, "iifname {name} "),
-            Match::OutIface { name } => write!(s, "oifname {name} "),
-            Match::Proto { proto } => write!(s, "meta l4proto {} ", proto.name()),
-            Match::Src { negate, cidr } => {
-                write!(s, "{} saddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
-            }
-            Match::Dst { negate, cidr } => {
-                write!(s, "{} daddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
-            }
-            Match::Dport {
-                proto,
-                negate,
-                port,
-            } => {
-                write!(s, "{} dport {}{port} ", proto.name(), neq(*negate))
-            }
-            Match::Sport {
-                proto,
-                negate,
-                port,
-            } => {
-                write!(s, "{} sport {}{port} ", proto.name(), neq(*negate))
-            }
-            Match::DportsNotIn { proto, ports } => {
-                write!(s, "{} dport != {{ {} }} ", proto.name(), set(ports))
-            }
-            Match::DportsIn { proto, ports } => {
-                write!(s, "{} dport {{ {} }} ", proto.name(), set(ports))
-            }
-            Match::DstIn { cidrs } => {
-                let f = cidrs.first().map_or(Family::V4, |c| c.family());
-                // A single address without its /32 (/128), as nft lists it: a set of only
-                // addresses is then a hash set, one of prefixes an interval set.
-                let items: Vec<String> = cidrs
-                    .iter()
-                    .map(|c| {
-                        let text = c.to_string();
-                        let full = format!("/{}", c.0.max_prefix_len());
-                        text.strip_suffix(&full).unwrap_or(&text).to_string()
-                    })
-                    .collect();
-                write!(s, "{} daddr {{ {} }} ", ip_kw(f), set(&items))
-            }
-            Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
-            Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),
-            Match::CtState { states } => {
-                let list: Vec<&str> = states
-                    .iter()
-                    .map(|st| match st {
-                        CtState::Invalid => "invalid",
-                        CtState::Related => "related",
-                        CtState::Established => "established",
-                    })
-                    .collect();
-                write!(s, "ct state {} ", list.join(","))
-            }
-            Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),
-            Match::ConnMark { mark } => write!(s, "ct mark {mark} "),
-        };
+        write_match(s, m, meta);
     }
     let _ = match &rule.target {
         Target::Jump { chain } => write!(s, "counter jump {}", chain.nft_name()),

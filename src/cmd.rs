@@ -149,6 +149,54 @@ fn one_line(e: &clap::Error) -> String {
     }
 }
 
+/// `meshtables cni-install`: settings (bad ones exit 2, one line naming the flag or variable),
+/// then the installer until SIGTERM (a failure exits 1).
+fn install_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write) -> i32 {
+    let m = match flags::install_command().try_get_matches_from(args.into_iter().skip(1)) {
+        Ok(m) => m,
+        Err(e) if e.use_stderr() => {
+            let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
+            return 2;
+        }
+        Err(e) => {
+            let _ = write!(stdout, "{e}");
+            return 0;
+        }
+    };
+    logging::init(logging::Level::Info, false);
+    #[cfg(feature = "kubernetes")]
+    {
+        let flags = Flags::from_matches_of(&m, flags::install::INSTALL);
+        let s = match crate::install::settings(&flags, env) {
+            Ok(s) => s,
+            Err(e) => {
+                logging::error(&e.to_string());
+                return 2;
+            }
+        };
+        logging::init(s.log_level, s.log_as_json);
+        match crate::install::run(s, env) {
+            Ok(()) => 0,
+            Err(e) => {
+                logging::error(&e.to_string());
+                // A plugin entry the plugin would refuse is a bad setting, as any other.
+                match e {
+                    crate::install::InstallError::Entry(_) => 2,
+                    _ => 1,
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    {
+        let _ = (m, env);
+        logging::error(
+            "cni-install needs the CNI plugin's Kubernetes client: this binary was built without the kubernetes feature (the init image's); use the installer image",
+        );
+        2
+    }
+}
+
 /// Parse and run; returns the process exit code. Errors are printed to stderr here.
 pub fn main_with(
     args: Vec<OsString>,
@@ -156,6 +204,9 @@ pub fn main_with(
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> i32 {
+    if args.get(1).and_then(|a| a.to_str()) == Some("cni-install") {
+        return install_main(args, env, stdout);
+    }
     let (sub, flags) = match parse(args, stdout) {
         Ok(parsed) => parsed,
         Err(code) => return code,

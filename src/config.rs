@@ -194,9 +194,15 @@ struct Raw {
 }
 
 /// Looks flags up: the command line, then the variables (later first), then the default.
-struct Resolver<'a> {
+pub struct Resolver<'a> {
     flags: &'a Flags,
     env: &'a dyn EnvSource,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(flags: &'a Flags, env: &'a dyn EnvSource) -> Resolver<'a> {
+        Resolver { flags, env }
+    }
 }
 
 impl Resolver<'_> {
@@ -227,7 +233,7 @@ impl Resolver<'_> {
     }
 
     /// The given value or the default, parsed.
-    fn get<T>(&self, f: &'static Flag<T>) -> Result<T, ConfigError> {
+    pub fn get<T>(&self, f: &'static Flag<T>) -> Result<T, ConfigError> {
         let raw = self.raw(&f.spec).unwrap_or_else(|| Raw {
             value: f.spec.default.unwrap_or("").to_string(),
             origin: Origin::Default(f.spec.long),
@@ -236,7 +242,7 @@ impl Resolver<'_> {
     }
 
     /// The given value, parsed; `None` when not given.
-    fn given<T>(&self, f: &'static Flag<T>) -> Result<Option<T>, ConfigError> {
+    pub fn given<T>(&self, f: &'static Flag<T>) -> Result<Option<T>, ConfigError> {
         self.raw(&f.spec).map(|raw| Self::parse(f, raw)).transpose()
     }
 

@@ -117,6 +117,11 @@ const fn boolean(
 }
 
 impl Spec {
+    /// A boolean that is on unless turned off.
+    const fn default_true(mut self) -> Spec {
+        self.default = Some("true");
+        self
+    }
     const fn ours(mut self) -> Spec {
         self.origin = Origin::Ours;
         self
@@ -139,16 +144,17 @@ impl Spec {
 }
 
 macro_rules! table {
-    ($($name:ident: $t:ty = $parse:expr, $spec:expr;)*) => {
+    ($list:ident: $($name:ident: $t:ty = $parse:expr, $spec:expr;)*) => {
         $(pub const $name: Flag<$t> = Flag { spec: $spec, parse: $parse };)*
-        /// Every flag, in the order `--help` and the README list them.
-        pub const ALL: &[&Spec] = &[$(&$name.spec),*];
+        /// Every flag of the table, in the order `--help` and the README list them.
+        pub const $list: &[&Spec] = &[$(&$name.spec),*];
     };
 }
 
 const NOT_ASKED: &str = "the plugin is invoked to change the pod";
 
 table! {
+    ALL:
     ENVOY_PORT: v::Port = v::port, value("envoy-port", Some('p'), &[], Some("15001"), "port",
         "Port to which all outbound TCP traffic is redirected (Envoy). No env var, as upstream.");
     INBOUND_CAPTURE_PORT: v::Port = v::port, value("inbound-capture-port", Some('z'), &["INBOUND_CAPTURE_PORT"], Some("15006"), "port",
@@ -313,8 +319,13 @@ impl Flags {
     }
     /// The flags given on the command line in `matches`.
     pub fn from_matches(m: &ArgMatches) -> Flags {
+        Flags::from_matches_of(m, ALL)
+    }
+
+    /// The flags of `specs` given on the command line.
+    pub fn from_matches_of(m: &ArgMatches, specs: &[&'static Spec]) -> Flags {
         let mut flags = Flags::default();
-        for spec in ALL {
+        for spec in specs {
             if m.value_source(spec.long) == Some(clap::parser::ValueSource::CommandLine)
                 && let Some(v) = m.get_one::<String>(spec.long)
             {
@@ -371,6 +382,50 @@ fn arg(s: &'static Spec) -> Arg {
     }
 }
 
+/// The settings of `meshtables cni-install`, the DaemonSet process that installs the CNI
+/// plugin on a node (`src/install`). Paths as the installer's container sees them, except
+/// `host-cni-conf-dir`, which is where the runtime (on the host) finds the kubeconfig.
+pub mod install {
+    use super::{Flag, Spec, boolean, value};
+    use crate::values as v;
+
+    table! {
+        INSTALL:
+        CNI_BIN_DIR: std::path::PathBuf = v::absolute_path, value("cni-bin-dir", None, &["CNI_BIN_DIR"], Some("/host/opt/cni/bin"), "path",
+            "Where the runtime looks for plugins (the host's /opt/cni/bin, mounted); the binary is copied there as meshtables-cni.");
+        CNI_CONF_DIR: std::path::PathBuf = v::absolute_path, value("cni-conf-dir", None, &["MOUNTED_CNI_NET_DIR", "CNI_CONF_DIR"], Some("/host/etc/cni/net.d"), "path",
+            "The runtime's network configuration directory (the host's /etc/cni/net.d, mounted).");
+        HOST_CNI_CONF_DIR: std::path::PathBuf = v::absolute_path, value("host-cni-conf-dir", None, &["CNI_NET_DIR"], Some("/etc/cni/net.d"), "path",
+            "The same directory as the host sees it: the kubeconfig path written into the plugin's entry.");
+        CNI_CONF_NAME: String = v::path, value("cni-conf-name", None, &["CNI_CONF_NAME"], Some(""), "file name",
+            "The primary network's file; empty: the lexically first valid .conflist, .conf or .json, as the runtime picks it.");
+        KUBECONFIG_NAME: String = v::file_name, value("kubeconfig-name", None, &["KUBECONFIG_FILENAME"], Some("meshtables-cni-kubeconfig"), "file name",
+            "Name of the plugin's kubeconfig, written in the configuration directory.");
+        SERVICE_ACCOUNT_DIR: std::path::PathBuf = v::absolute_path, value("service-account-dir", None, &["SERVICE_ACCOUNT_DIR"], Some("/var/run/secrets/kubernetes.io/serviceaccount"), "path",
+            "The installer's service account token and CA (projected; rewritten kubeconfig when the token rotates).");
+        KUBERNETES: bool = v::boolean, boolean("kubernetes", None, &["MESHTABLES_CNI_KUBERNETES"],
+            "Give the plugin a kubeconfig and a kubernetes section, so per-pod settings come from the API server (default true).")
+            .default_true();
+        EXCLUDE_NAMESPACES: Vec<String> = v::namespaces, value("exclude-namespaces", None, &["EXCLUDE_NAMESPACES"], Some("kube-system"), "namespaces",
+            "Namespaces whose pods the plugin leaves alone.");
+        NATIVE_NFTABLES: bool = v::boolean, boolean("native-nftables", None, &["NATIVE_NFTABLES"],
+            "The plugin programs pods over netlink (native nftables).");
+        COMPACT: bool = v::boolean, boolean("compact", None, &["COMPACT"],
+            "The plugin writes compact rulesets (--compact).");
+        PLUGIN_SETTINGS: serde_json::Map<String, serde_json::Value> = v::json_object, value("plugin-settings", None, &["PLUGIN_SETTINGS"], Some(""), "JSON object",
+            "More keys for the plugin's entry (interception settings by long flag name); checked as the plugin checks its configuration.");
+        UNINSTALL: bool = v::boolean, boolean("uninstall", None, &["UNINSTALL"],
+            "On SIGTERM, take the plugin out of the chain and remove its binary and kubeconfig (default true).")
+            .default_true();
+        READINESS_PORT: v::Port = v::port, value("readiness-port", None, &["READINESS_PORT"], Some("8000"), "port",
+            "HTTP readiness endpoint (GET /readyz): 200 while the primary's chain holds the plugin, else 503.");
+        LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",
+            "The installer's log level: debug, info, warn, error or none (logs go to stderr).");
+        LOG_AS_JSON: bool = v::boolean, boolean("log-as-json", None, &["LOG_AS_JSON"],
+            "The installer logs one JSON object per line.");
+    }
+}
+
 /// The subcommands and what they do.
 pub const SUBCOMMANDS: [(&str, Option<&str>, &str); 3] = [
     (
@@ -390,6 +445,14 @@ pub const SUBCOMMANDS: [(&str, Option<&str>, &str); 3] = [
     ),
 ];
 
+/// The `cni-install` subcommand: the installer's settings (`install::INSTALL`).
+pub fn install_command() -> Command {
+    Command::new("cni-install")
+        .about("Install the CNI plugin on this node and keep it installed (a DaemonSet's process).")
+        .args(install::INSTALL.iter().copied().map(arg))
+        .args_override_self(true)
+}
+
 /// The clap command: every subcommand takes every flag of the table.
 pub fn command() -> Command {
     let args: Vec<Arg> = ALL.iter().copied().map(arg).collect();
@@ -408,7 +471,7 @@ pub fn command() -> Command {
         }
         cmd = cmd.subcommand(sub);
     }
-    cmd
+    cmd.subcommand(install_command())
 }
 
 fn cell(text: &str) -> String {
@@ -419,7 +482,28 @@ fn cell(text: &str) -> String {
 pub fn markdown_table() -> String {
     let mut out =
         String::from("| | flag | env (later wins) | default | value |\n|---|---|---|---|---|\n");
-    for s in ALL {
+    rows(ALL, &mut out);
+    out
+}
+
+/// The README's table of `cni-install` settings, generated from `install::INSTALL`.
+pub fn install_table() -> String {
+    let mut out = String::from("| flag | env (later wins) | default | what |\n|---|---|---|---|\n");
+    for s in install::INSTALL {
+        let envs: Vec<String> = s.envs.iter().map(|e| format!("`{e}`")).collect();
+        out.push_str(&format!(
+            "| `--{}` | {} | {} | {} |\n",
+            s.long,
+            envs.join(", "),
+            cell(s.default.unwrap_or("false")),
+            cell(s.help)
+        ));
+    }
+    out
+}
+
+fn rows(specs: &[&Spec], out: &mut String) {
+    for s in specs {
         let compat = match s.origin {
             Origin::Upstream => "=",
             Origin::Ours => "+",
@@ -447,7 +531,6 @@ pub fn markdown_table() -> String {
             cell(s.value)
         ));
     }
-    out
 }
 
 /// The README's table of settings istio-cni takes from the pod, generated from `ALL`.

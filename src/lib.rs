@@ -19,6 +19,8 @@ pub mod cni; // the CNI front end (argv[0] meshtables-cni): conf, pod semantics,
 pub mod config; // flags + env + host facts → Action, RunOptions, Policy
 pub mod flags; // the flag table: every flag declared once
 pub mod host; // facts read from the machine, bounded: addresses, resolv.conf, passwd, group
+#[cfg(feature = "kubernetes")]
+pub mod install; // `meshtables cni-install`: the DaemonSet that installs the CNI plugin
 pub mod lock; // one writer per network namespace (an abstract unix socket)
 pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path

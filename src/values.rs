@@ -657,6 +657,57 @@ pub fn log_level(s: &str) -> Result<crate::logging::Level, Problem> {
     })
 }
 
+/// An absolute path (a directory or file the installer works in).
+pub fn absolute_path(s: &str) -> Result<std::path::PathBuf, Problem> {
+    let p = path(s.trim())?;
+    if p.starts_with('/') {
+        Ok(p.into())
+    } else {
+        Err("is not an absolute path".into())
+    }
+}
+
+/// A file name (no directory part): what the installer names a file it writes.
+pub fn file_name(s: &str) -> Result<String, Problem> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(['/', '\n', '\0']) || s == "." || s == ".." {
+        Err("is not a file name (expected a name without /)".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// Kubernetes namespace names (DNS-1123 labels), comma separated.
+pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
+    items(s)
+        .map(|n| {
+            let ok = !n.is_empty()
+                && n.len() <= 63
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !n.starts_with('-')
+                && !n.ends_with('-');
+            ok.then(|| n.to_string()).ok_or_else(|| {
+                format!(
+                    "{n:?} is not a namespace name (lowercase letters, digits and -, at most 63)"
+                )
+            })
+        })
+        .collect()
+}
+
+/// A JSON object (settings for the chained plugin entry).
+pub fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
+    if s.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("is not a JSON object".into()),
+        Err(e) => Err(format!("is not JSON ({e})")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,9 +46,35 @@ impl Drop for Cleanup {
             let _ = docker(&["rmi", "-f", i]);
         }
         if let Some(d) = &mut self.dockerd {
+            // SIGTERM: dockerd removes its pid file and socket, so the next trial can start one.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = d.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = d.kill();
             let _ = d.wait();
         }
+    }
+}
+
+impl Cleanup {
+    /// Nothing to clean yet, and a dockerd running (started, and stopped at the end, if
+    /// none was).
+    fn with_dockerd() -> Cleanup {
+        let mut c = Cleanup {
+            containers: vec![],
+            images: vec![],
+            dockerd: None,
+        };
+        ensure_dockerd(&mut c);
+        c
     }
 }
 
@@ -101,12 +127,7 @@ fn images_prepared() -> Option<String> {
 fn init_image_in_a_pod_of_containers() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let id = std::process::id();
-    let mut c = Cleanup {
-        containers: vec![],
-        images: vec![],
-        dockerd: None,
-    };
-    ensure_dockerd(&mut c);
+    let mut c = Cleanup::with_dockerd();
     let init = format!("meshtables-e2e-init:{id}");
     let probe_img = format!("meshtables-e2e-probe:{id}");
     c.images.extend([init.clone(), probe_img.clone()]);
@@ -254,13 +275,99 @@ fn init_image_in_a_pod_of_containers() {
     );
 }
 
+/// The trials share one dockerd (started by the first that needs it): one at a time.
+static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn installer_prepared() -> Option<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    (!root.join("target/installer-rootfs/meshtables").exists()).then(|| {
+        "needs .ci/image-rootfs --installer first (the installer image's root filesystem)".into()
+    })
+}
+
+/// The installer image as a DaemonSet runs it: built FROM scratch as the README says, started
+/// with a node's CNI directories mounted (temporary ones), it copies the plugin and puts it
+/// in the chain; `docker stop` (SIGTERM) takes everything back out, byte for byte.
+fn installer_image_installs_and_uninstalls() {
+    let _one = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let id = std::process::id();
+    let mut c = Cleanup::with_dockerd();
+    let image = format!("meshtables-cni-e2e:{id}");
+    let dockerfile = root.join("Dockerfile.installer");
+    ok(&[
+        "build",
+        "-q",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "-t",
+        &image,
+        root.to_str().unwrap(),
+    ]);
+    c.images.push(image.clone());
+    let size = ok(&["images", &image, "--format", "{{.Size}}"]);
+    println!("installer image: {size}");
+    let node = std::env::temp_dir().join(format!("mt-installer-image-{id}"));
+    let _ = std::fs::remove_dir_all(&node);
+    std::fs::create_dir_all(node.join("bin")).unwrap();
+    std::fs::create_dir_all(node.join("net")).unwrap();
+    let conf = "{\"cniVersion\": \"1.0.0\", \"name\": \"k8s-pod-network\", \"plugins\": [{\"type\": \"bridge\"}]}\n";
+    let file = node.join("net/10-net.conflist");
+    std::fs::write(&file, conf).unwrap();
+    let name = format!("mt-installer-{id}");
+    c.containers.push(name.clone());
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "-v",
+        &format!("{}:/host/opt/cni/bin", node.join("bin").display()),
+        "-v",
+        &format!("{}:/host/etc/cni/net.d", node.join("net").display()),
+        "-e",
+        "MESHTABLES_CNI_KUBERNETES=false",
+        "-e",
+        "NATIVE_NFTABLES=true",
+        &image,
+    ]);
+    let start = Instant::now();
+    let installed = || {
+        std::fs::read_to_string(&file).is_ok_and(|c| c.contains("meshtables-cni"))
+            && node.join("bin/meshtables-cni").exists()
+    };
+    while !installed() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = || String::from_utf8_lossy(&docker(&["logs", &name]).stderr).into_owned();
+    assert!(installed(), "not installed:\n{}", logs());
+    ok(&["stop", "-t", "10", &name]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), conf, "{}", logs());
+    assert!(
+        !node.join("bin/meshtables-cni").exists(),
+        "the binary stayed"
+    );
+    let _ = std::fs::remove_dir_all(&node);
+}
+
 fn main() {
     let mut t = Trials::new();
     t.add_if(
         "init_image_in_a_pod_of_containers",
         root(&["docker", "dockerd"]),
         images_prepared,
-        init_image_in_a_pod_of_containers,
+        || {
+            let _one = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+            init_image_in_a_pod_of_containers()
+        },
+    );
+    t.add_if(
+        "installer_image_installs_and_uninstalls",
+        root(&["docker", "dockerd"]),
+        installer_prepared,
+        installer_image_installs_and_uninstalls,
     );
     t.run()
 }

@@ -1,6 +1,7 @@
 //! The README's tables that describe flags are generated from the flag table
 //! (`meshtables::flags`): the flag table (name, variables, default, value) and the table of
-//! settings istio-cni takes from the pod. These trials fail when the README differs;
+//! settings istio-cni takes from the pod, and the installer's settings. These trials fail when
+//! the README differs;
 //! `UPDATE_README=1 cargo test --test readme` rewrites both sections. A third trial checks that
 //! `--help` lists every flag with its variables.
 
@@ -77,6 +78,9 @@ fn main() {
     });
     t.add("readme::pod_table", NOTHING, || {
         check("pod fields", flags::pod_table())
+    });
+    t.add("readme::installer_table", NOTHING, || {
+        check("installer settings", flags::install_table())
     });
     t.add("help_lists_every_flag", NOTHING, help_lists_every_flag);
     t.run()

@@ -256,8 +256,131 @@ fn runtime_native_nftables_add_and_del() {
     );
 }
 
+/// `meshtables cni-install` against this runtime's real configuration and plugin
+/// directories: the network starts as the bridge alone and without our binary; the installer
+/// copies the binary and puts the plugin in the chain, and a container started then is
+/// intercepted; the configuration is rewritten without us (as a primary plugin does) and the
+/// next container is intercepted again; after SIGTERM the file is as it was and the next
+/// container is not intercepted.
+#[cfg(feature = "kubernetes")]
+fn runtime_installer_puts_the_plugin_in_the_chain() {
+    let node = Node::new("installer");
+    let d = node.dir.clone();
+    std::fs::remove_file(d.join("bin/meshtables-cni")).unwrap();
+    let bridge_only = format!(
+        r#"{{"cniVersion": "1.0.0", "name": "mtnet", "plugins": [
+  {{"type": "bridge", "bridge": "mtbr0", "isGateway": true, "ipMasq": false,
+    "ipam": {{"type": "host-local", "dataDir": "{}/ipam", "ranges": [[{{"subnet": "10.99.0.0/24"}}]],
+             "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
+]}}
+"#,
+        d.display()
+    );
+    let conf = d.join("netd/mtnet.conflist");
+    std::fs::write(&conf, &bridge_only).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let installer = support::command(
+        &[
+            "cni-install",
+            "--cni-bin-dir",
+            &format!("{}/bin", d.display()),
+            "--cni-conf-dir",
+            &format!("{}/netd", d.display()),
+            "--kubernetes=false",
+            "--native-nftables",
+            "--plugin-settings",
+            r#"{"istio-inbound-ports": "*", "istio-service-cidr": "*", "istio-local-exclude-ports": "15090,15021,15020"}"#,
+            "--readiness-port",
+            &port.to_string(),
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // A failed assertion must not leave the installer running (it would hold the test's pipes).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut installer = Reap(installer);
+    let holds_us = || std::fs::read_to_string(&conf).is_ok_and(|c| c.contains("meshtables-cni"));
+    let wait = |cond: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(10) && !cond() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        cond()
+    };
+    // A container's verdict: how many of our nftables tables its namespace holds.
+    let intercepted = |name: &str| {
+        let (out, err) = node.run(&format!(
+            "run -d --name {name} -- sleep 1000 >/dev/null || echo START-FAILED
+            ns=$(podman inspect {name} --format '{{{{.NetworkSettings.SandboxKey}}}}')
+            echo tables=$(nsenter --net=$ns nft list tables | grep -c istio-proxy)
+            podman rm -f -t 0 {name} >/dev/null || echo RM-FAILED"
+        ));
+        assert!(!out.contains("FAILED"), "{name}:\n{out}\n{err}");
+        // What podman said (e.g. which file it took the network from) and the chain.
+        let why = format!(
+            "{out}\n{err}\n{}",
+            std::fs::read_to_string(&conf).unwrap_or_default()
+        );
+        (!out.contains("tables=0"), why)
+    };
+    assert!(
+        wait(&holds_us),
+        "the installer did not put the plugin in the chain"
+    );
+    assert!(
+        d.join("bin/meshtables-cni").exists(),
+        "the binary was not installed"
+    );
+    let (yes, why) = intercepted("c1");
+    assert!(
+        yes,
+        "a container started after install is not intercepted:\n{why}"
+    );
+    // The primary rewrites its file without us.
+    std::fs::write(&conf, &bridge_only).unwrap();
+    assert!(wait(&holds_us), "not repaired after the rewrite");
+    let (yes, why) = intercepted("c2");
+    assert!(
+        yes,
+        "after the repair, a new container is not intercepted:\n{why}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(installer.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = installer.0.wait().unwrap();
+    assert!(status.success(), "the installer's uninstall failed");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bridge_only);
+    assert!(!d.join("bin/meshtables-cni").exists());
+    let (yes, why) = intercepted("c3");
+    assert!(
+        !yes,
+        "after uninstall, a new container is still intercepted:\n{why}"
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
+    #[cfg(feature = "kubernetes")]
+    t.add_if(
+        "runtime_installer_puts_the_plugin_in_the_chain",
+        NEEDS,
+        cni_plugins,
+        runtime_installer_puts_the_plugin_in_the_chain,
+    );
     let tests: &[(&str, fn())] = &[
         (
             "runtime_bad_port_add_fails_and_del_releases_the_address",

@@ -216,7 +216,7 @@ enum Intent {
 /// Refuses a configuration whose settings do not validate, before anything decides whether
 /// this pod is programmed: a misconfigured plugin fails its first ADD, not only the first ADD
 /// of a pod it intercepts. Only values are judged here (no host fact is read).
-fn validate_settings(conf: &NetConf) -> Result<(), CniError> {
+pub(crate) fn validate_settings(conf: &NetConf) -> Result<(), CniError> {
     struct NoHost;
     impl Host for NoHost {
         fn interface_addrs(&self) -> Result<Vec<std::net::IpAddr>, crate::host::HostError> {

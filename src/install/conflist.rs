@@ -1,0 +1,244 @@
+//! The primary network's configuration, and our entry in it. Pure: bytes in, bytes out.
+//!
+//! The runtime uses the lexically first valid `.conflist`, `.conf` or `.json` file of its
+//! configuration directory; so do we. Our entry (`"type": "meshtables-cni"`) goes last in the
+//! plugin chain: the primary plugin has made the interface and addresses by then. A `.conf`
+//! (one plugin) becomes a `.conflist` holding it and us, as Istio's installer does, except
+//! that its `name` and `cniVersion` are kept (Istio renames the network `k8s-pod-network` and
+//! sets version 0.3.1; a new network name makes the runtime treat existing pods' leases as
+//! another network's). An entry of ours already there is replaced, so a rerun converges.
+//! Keys are written sorted with two-space indentation, as Istio writes them.
+
+use serde_json::{Map, Value};
+
+/// Our plugin's `type`.
+pub const TYPE: &str = "meshtables-cni";
+
+/// Why a file cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a network configuration (expected an object with \"type\", or with \"plugins\")")]
+    NotANetwork,
+    #[error("\"plugins\" is not a list of objects")]
+    BadPlugins,
+    #[error("the chain has no plugin")]
+    Empty,
+}
+
+/// Whether a file name is one the runtime reads as a network configuration: libcni's rule,
+/// the extension alone. A dot file is read too (podman and containerd load
+/// `.x.conflist`), so nothing of ours beside the configuration may carry these extensions.
+pub fn is_config_name(name: &str) -> bool {
+    [".conflist", ".conf", ".json"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// A parsed configuration: a list (with `plugins`) or a single plugin (`.conf`).
+fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ConfError> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ConfError::NotANetwork),
+        Err(e) => Err(ConfError::NotJson(e.to_string())),
+    }
+}
+
+/// The plugin list of a configuration (a single plugin is a list of one).
+fn plugins(m: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, ConfError> {
+    match (m.get("plugins"), m.get("type")) {
+        (Some(Value::Array(list)), _) => list
+            .iter()
+            .map(|p| match p {
+                Value::Object(o) => Ok(o.clone()),
+                _ => Err(ConfError::BadPlugins),
+            })
+            .collect(),
+        (Some(_), _) => Err(ConfError::BadPlugins),
+        (None, Some(Value::String(_))) => Ok(vec![m.clone()]),
+        _ => Err(ConfError::NotANetwork),
+    }
+}
+
+/// Checks that `bytes` is a usable network configuration (a chain of at least one plugin).
+pub fn validate(bytes: &[u8]) -> Result<(), ConfError> {
+    let m = parse(bytes)?;
+    if plugins(&m)?.is_empty() {
+        return Err(ConfError::Empty);
+    }
+    Ok(())
+}
+
+fn is_ours(p: &Map<String, Value>) -> bool {
+    p.get("type").and_then(Value::as_str) == Some(TYPE)
+}
+
+/// Whether the chain holds our entry, exactly `entry` when given.
+pub fn holds(bytes: &[u8], entry: Option<&Map<String, Value>>) -> bool {
+    let Ok(list) = parse(bytes).and_then(|m| plugins(&m)) else {
+        return false;
+    };
+    list.iter()
+        .any(|p| is_ours(p) && entry.is_none_or(|e| p == e))
+}
+
+/// The configuration with `entry` last in its chain (replacing an entry of ours), as a
+/// `.conflist`. `None` when it already ends with exactly `entry`.
+pub fn insert(bytes: &[u8], entry: &Map<String, Value>) -> Result<Option<Vec<u8>>, ConfError> {
+    let m = parse(bytes)?;
+    let mut list = plugins(&m)?;
+    if list.is_empty() {
+        return Err(ConfError::Empty);
+    }
+    let is_list = m.contains_key("plugins");
+    if is_list && list.last() == Some(entry) && list.iter().filter(|p| is_ours(p)).count() == 1 {
+        return Ok(None);
+    }
+    list.retain(|p| !is_ours(p));
+    list.push(entry.clone());
+    let out = if is_list {
+        let mut out = m.clone();
+        out.insert(
+            "plugins".into(),
+            list.into_iter().map(Value::Object).collect(),
+        );
+        out
+    } else {
+        // A single plugin: it and we become a list; its name and version move up.
+        let mut first = list.remove(0);
+        let mut out = Map::new();
+        for key in ["cniVersion", "name"] {
+            if let Some(v) = first.remove(key) {
+                out.insert(key.into(), v);
+            }
+        }
+        let mut chain = vec![Value::Object(first)];
+        chain.extend(list.into_iter().map(Value::Object));
+        out.insert("plugins".into(), Value::Array(chain));
+        out
+    };
+    Ok(Some(write(&out)))
+}
+
+/// The configuration without our entry; `None` when it holds none.
+pub fn remove(bytes: &[u8]) -> Result<Option<Vec<u8>>, ConfError> {
+    let mut m = parse(bytes)?;
+    let list = plugins(&m)?;
+    if !list.iter().any(is_ours) {
+        return Ok(None);
+    }
+    let kept: Vec<Value> = list
+        .into_iter()
+        .filter(|p| !is_ours(p))
+        .map(Value::Object)
+        .collect();
+    m.insert("plugins".into(), Value::Array(kept));
+    Ok(Some(write(&m)))
+}
+
+fn write(m: &Map<String, Value>) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(m).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// A file of the configuration directory: its name and content.
+pub type File = (String, Vec<u8>);
+
+/// The files skipped for their content, and why.
+pub type Skipped<'a> = Vec<(&'a str, ConfError)>;
+
+/// The file the runtime uses among `files` (any order): the lexically first whose name it
+/// reads and whose content is a usable configuration. The files skipped for their content
+/// come back too, to be reported.
+pub fn primary(files: &[File]) -> (Option<&File>, Skipped<'_>) {
+    let mut sorted: Vec<&File> = files.iter().filter(|(n, _)| is_config_name(n)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut skipped = Vec::new();
+    for f in sorted {
+        match validate(&f.1) {
+            Ok(()) => return (Some(f), skipped),
+            Err(e) => skipped.push((f.0.as_str(), e)),
+        }
+    }
+    (None, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry() -> Map<String, Value> {
+        json!({"type": "meshtables-cni", "name": "meshtables-cni"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_list_gets_us_last_and_a_rerun_changes_nothing() {
+        let list = br#"{"cniVersion": "0.4.0", "name": "dbnet", "plugins": [{"type": "bridge"}, {"type": "tuning"}]}"#;
+        let once = insert(list, &entry()).unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&once).unwrap();
+        assert_eq!(v["plugins"][2]["type"], "meshtables-cni");
+        assert_eq!(v["name"], "dbnet");
+        assert_eq!(insert(&once, &entry()).unwrap(), None);
+        assert!(holds(&once, Some(&entry())));
+        let back: Value = serde_json::from_slice(&remove(&once).unwrap().unwrap()).unwrap();
+        let orig: Value = serde_json::from_slice(list).unwrap();
+        assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn a_conf_becomes_a_list_keeping_its_name_and_version() {
+        let conf =
+            br#"{"cniVersion": "0.4.0", "name": "dbnet", "type": "bridge", "bridge": "cni0"}"#;
+        let v: Value = serde_json::from_slice(&insert(conf, &entry()).unwrap().unwrap()).unwrap();
+        assert_eq!(v["name"], "dbnet");
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["plugins"][0], json!({"type": "bridge", "bridge": "cni0"}));
+        assert_eq!(v["plugins"][1]["type"], "meshtables-cni");
+    }
+
+    #[test]
+    fn an_old_entry_of_ours_is_replaced_not_duplicated() {
+        let list = br#"{"name": "n", "plugins": [{"type": "meshtables-cni", "compact": true}, {"type": "bridge"}]}"#;
+        let v: Value = serde_json::from_slice(&insert(list, &entry()).unwrap().unwrap()).unwrap();
+        assert_eq!(v["plugins"].as_array().unwrap().len(), 2);
+        assert_eq!(v["plugins"][0]["type"], "bridge");
+        assert_eq!(v["plugins"][1], Value::Object(entry()));
+    }
+
+    #[test]
+    fn unusable_files_are_refused_and_skipped() {
+        assert_eq!(validate(b"[]"), Err(ConfError::NotANetwork));
+        assert_eq!(validate(b"{}"), Err(ConfError::NotANetwork));
+        assert!(matches!(validate(b"{nope"), Err(ConfError::NotJson(_))));
+        assert_eq!(validate(br#"{"plugins": []}"#), Err(ConfError::Empty));
+        let files = vec![
+            ("00-bad.conflist".to_string(), b"{}".to_vec()),
+            ("10-net.conf".to_string(), br#"{"type": "bridge"}"#.to_vec()),
+            ("05-kubeconfig".to_string(), b"{}".to_vec()),
+            (
+                ".10-net.conf.meshtables-cni-backup".to_string(),
+                b"{}".to_vec(),
+            ),
+        ];
+        let (p, skipped) = primary(&files);
+        assert_eq!(p.map(|f| f.0.as_str()), Some("10-net.conf"));
+        assert_eq!(skipped.len(), 1);
+    }
+
+    /// libcni loads a dot file with a configuration extension, and it sorts first.
+    #[test]
+    fn a_dot_file_is_a_configuration_as_the_runtime_sees_it() {
+        let files = vec![
+            ("10-net.conf".to_string(), br#"{"type": "bridge"}"#.to_vec()),
+            (".hidden.conf".to_string(), br#"{"type": "x"}"#.to_vec()),
+        ];
+        let (p, _) = primary(&files);
+        assert_eq!(p.map(|f| f.0.as_str()), Some(".hidden.conf"));
+    }
+}

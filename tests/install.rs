@@ -480,11 +480,13 @@ fn a_rotated_token_rewrites_the_kubeconfig() {
 }
 
 fn bad_settings_exit_2_naming_the_flag(
+    tag: &'static str,
     args: &'static [&'static str],
     names: &'static str,
 ) -> impl FnOnce() {
     move || {
-        let n = Node::new("bad");
+        // A directory per trial: they run in parallel.
+        let n = Node::new(&format!("bad-{tag}"));
         let mut i = n.start(args);
         let child = i.child.take().unwrap();
         let o = child.wait_with_output().unwrap();
@@ -710,7 +712,7 @@ fn main() {
         t.add(
             format!("settings::{name}"),
             NOTHING,
-            bad_settings_exit_2_naming_the_flag(args, names),
+            bad_settings_exit_2_naming_the_flag(name, args, names),
         );
     }
     t.run()

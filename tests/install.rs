@@ -59,6 +59,17 @@ impl Node {
         self.start_on(self.port, extra)
     }
 
+    /// Writes `LIST` as the primary, starts the installer and waits until the list holds us.
+    fn installed_on_a_list(&self, extra: &[&str]) -> Installer {
+        std::fs::write(self.net("10-dbnet.conflist"), LIST).unwrap();
+        let i = self.start(extra);
+        assert!(
+            self.until(5 * SECOND, || self.holds_us("10-dbnet.conflist"))
+                .is_some()
+        );
+        i
+    }
+
     /// A second installer on the same node (an upgrade's new pod), with its own port.
     fn start_second(&self, extra: &[&str]) -> Installer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -227,12 +238,7 @@ fn json_of(path: &Path) -> Value {
 
 fn list_gets_us_last_as_istio_puts_istio_cni() {
     let n = Node::new("list");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut i = n.start(&["--native-nftables"]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut i = n.installed_on_a_list(&["--native-nftables"]);
     let v = json_of(&n.net("10-dbnet.conflist"));
     let orig: Value = serde_json::from_str(LIST).unwrap();
     // Istio's list.conflist.golden: the primary's plugins unchanged, the list's name and
@@ -337,12 +343,7 @@ fn invalid_files_are_never_touched(name: &'static str, content: &'static str) ->
 
 fn a_rerun_changes_nothing() {
     let n = Node::new("rerun");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut first = n.start(&["--uninstall=false"]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut first = n.installed_on_a_list(&["--uninstall=false"]);
     assert_eq!(first.stop().0, 0);
     let conf = std::fs::read(n.net("10-dbnet.conflist")).unwrap();
     let bin = std::fs::metadata(n.dir.join("bin/meshtables-cni"))
@@ -366,12 +367,7 @@ fn a_rerun_changes_nothing() {
 
 fn a_rewrite_by_the_primary_is_repaired_within_a_second() {
     let n = Node::new("repair");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut i = n.start(&[]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut i = n.installed_on_a_list(&[]);
     let mut worst = Duration::ZERO;
     for round in 0..5 {
         // What Calico does: write its own file again, without us.
@@ -446,12 +442,7 @@ fn waits_for_the_primary_file() {
 
 fn uninstall_restores_byte_for_byte_and_removes_its_files() {
     let n = Node::new("uninstall");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut i = n.start(&[]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut i = n.installed_on_a_list(&[]);
     let (code, err) = i.stop();
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -464,12 +455,7 @@ fn uninstall_restores_byte_for_byte_and_removes_its_files() {
 
 fn a_rotated_token_rewrites_the_kubeconfig() {
     let n = Node::new("token");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let _i = n.start(&[]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let _i = n.installed_on_a_list(&[]);
     // Projected volumes swap a symlinked directory; a rewrite of the file is the same event.
     std::fs::write(n.dir.join("sa/token"), "token-two").unwrap();
     let took = n.until(5 * SECOND, || {
@@ -543,12 +529,7 @@ fn the_daemonset_speaks_the_installers_settings() {
 /// `LOG_LEVEL=warn` silences the installer's info lines; a bad level exits 2 naming it.
 fn the_log_level_is_a_setting() {
     let n = Node::new("loglevel");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut quiet = n.start(&["--log-level", "warn"]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut quiet = n.installed_on_a_list(&["--log-level", "warn"]);
     let (code, err) = quiet.stop();
     assert_eq!((code, err.as_str()), (0, ""));
     let mut chatty = n.start(&[]);
@@ -565,12 +546,7 @@ fn the_log_level_is_a_setting() {
 /// uninstalls.
 fn an_upgrade_leaves_the_plugin_installed() {
     let n = Node::new("upgrade");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let mut old = n.start(&[]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
+    let mut old = n.installed_on_a_list(&[]);
     let mut new = n.start_second(&[]);
     assert!(n.until(5 * SECOND, || new.readiness() == 200).is_some());
     let (code, err) = old.stop();

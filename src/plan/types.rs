@@ -221,6 +221,25 @@ pub enum CtState {
     Established,
 }
 
+impl CtState {
+    /// The state as nft spells it; iptables' conntrack match writes it in capitals.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            CtState::Invalid => "invalid",
+            CtState::Related => "related",
+            CtState::Established => "established",
+        }
+    }
+
+    pub fn xtables_name(self) -> &'static str {
+        match self {
+            CtState::Invalid => "INVALID",
+            CtState::Related => "RELATED",
+            CtState::Established => "ESTABLISHED",
+        }
+    }
+}
+
 /// A match: one condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "match")]

@@ -1,7 +1,7 @@
 //! `iptables-restore` input, byte-identical to upstream's `buildRestore` (docs/upstream.md, "The iptables text"), and the
 //! per-rule argument lists that the clean-up and the iptables backend reuse.
 
-use crate::plan::{Chain, CtState, Family, Match, Position, Proto, Table, Target, XtRule};
+use crate::plan::{Chain, Family, Match, Position, Proto, Table, Target, XtRule};
 
 /// `a,b,c`: multiport's and `-d`'s list syntax.
 pub fn comma<T: std::fmt::Display>(items: &[T]) -> String {
@@ -46,11 +46,7 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
                     if i > 0 {
                         out.push(',');
                     }
-                    out.push_str(match st {
-                        CtState::Invalid => "INVALID",
-                        CtState::Related => "RELATED",
-                        CtState::Established => "ESTABLISHED",
-                    });
+                    out.push_str(st.xtables_name());
                 }
                 out.push(' ');
                 Ok(())

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::plan::{Chain, CtState, Family, Match, NftPlan, NftRule, Position, Table, Target};
+use crate::plan::{Chain, Family, Match, NftPlan, NftRule, Position, Table, Target};
 
 fn ip_kw(f: Family) -> &'static str {
     match f {
@@ -83,14 +83,7 @@ fn write_match(s: &mut String, m: &Match, meta: &str) {
         Match::Uid { negate, uid } => write!(s, "{meta}skuid {}{uid} ", neq(*negate)),
         Match::Gid { negate, gid } => write!(s, "{meta}skgid {}{gid} ", neq(*negate)),
         Match::CtState { states } => {
-            let list: Vec<&str> = states
-                .iter()
-                .map(|st| match st {
-                    CtState::Invalid => "invalid",
-                    CtState::Related => "related",
-                    CtState::Established => "established",
-                })
-                .collect();
+            let list: Vec<&str> = states.iter().map(|st| st.nft_name()).collect();
             write!(s, "ct state {} ", list.join(","))
         }
         Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use crate::plan::{CtState, Family, Mark, Match, Position, Target, XtRule};
+use crate::plan::{Family, Mark, Match, Position, Target, XtRule};
 use crate::render::iptables::comma;
 
 /// One table's chains and their rules (the text after `-A CHAIN `), in kernel order.
@@ -140,14 +140,7 @@ fn save_matches(matches: &[Match]) -> (String, String) {
                 rest += &format!("-m owner {}--gid-owner {gid} ", neg(*negate))
             }
             Match::CtState { states } => {
-                let l: Vec<&str> = states
-                    .iter()
-                    .map(|s| match s {
-                        CtState::Invalid => "INVALID",
-                        CtState::Related => "RELATED",
-                        CtState::Established => "ESTABLISHED",
-                    })
-                    .collect();
+                let l: Vec<&str> = states.iter().map(|s| s.xtables_name()).collect();
                 rest += &format!("-m conntrack --ctstate {} ", l.join(","));
             }
             Match::Mark { negate, mark } => {

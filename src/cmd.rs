@@ -197,6 +197,52 @@ fn install_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write
     }
 }
 
+/// `meshtables cni-ready`: the installer's readiness probe (exit 0 ready, 1 not ready and why
+/// on stdout, where the kubelet records it; 2 bad settings).
+fn ready_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write) -> i32 {
+    let m = match flags::ready_command().try_get_matches_from(args.into_iter().skip(1)) {
+        Ok(m) => m,
+        Err(e) if e.use_stderr() => {
+            let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
+            return 2;
+        }
+        Err(e) => {
+            let _ = write!(stdout, "{e}");
+            return 0;
+        }
+    };
+    logging::init(logging::Level::Info, false);
+    #[cfg(feature = "kubernetes")]
+    {
+        let flags = Flags::from_matches_of(&m, flags::install::INSTALL);
+        let s = match crate::install::settings(&flags, env) {
+            Ok(s) => s,
+            Err(e) => {
+                logging::error(&e.to_string());
+                return 2;
+            }
+        };
+        match crate::install::ready::inspect(&s, env) {
+            Ok(what) => {
+                let _ = writeln!(stdout, "{what}");
+                0
+            }
+            Err(why) => {
+                let _ = writeln!(stdout, "not ready: {why}");
+                1
+            }
+        }
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    {
+        let _ = (m, env);
+        logging::error(
+            "cni-ready needs the installer: this binary was built without the kubernetes feature",
+        );
+        2
+    }
+}
+
 /// Parse and run; returns the process exit code. Errors are printed to stderr here.
 pub fn main_with(
     args: Vec<OsString>,
@@ -204,8 +250,10 @@ pub fn main_with(
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> i32 {
-    if args.get(1).and_then(|a| a.to_str()) == Some("cni-install") {
-        return install_main(args, env, stdout);
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("cni-install") => return install_main(args, env, stdout),
+        Some("cni-ready") => return ready_main(args, env, stdout),
+        _ => {}
     }
     let (sub, flags) = match parse(args, stdout) {
         Ok(parsed) => parsed,

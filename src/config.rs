@@ -246,6 +246,13 @@ impl Resolver<'_> {
         self.raw(&f.spec).map(|raw| Self::parse(f, raw)).transpose()
     }
 
+    /// Where the value of `s` comes from: the command line, a variable, or the default.
+    pub fn origin(&self, s: &'static Spec) -> Origin {
+        self.raw(s)
+            .map(|r| r.origin)
+            .unwrap_or(Origin::Default(s.long))
+    }
+
     /// The given value unless it is blank.
     fn non_blank(&self, s: &'static Spec) -> Option<Raw> {
         self.raw(s).filter(|r| !r.value.trim().is_empty())

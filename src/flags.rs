@@ -397,9 +397,9 @@ pub mod install {
             "The runtime's network configuration directory (the host's /etc/cni/net.d, mounted).");
         HOST_CNI_CONF_DIR: std::path::PathBuf = v::absolute_path, value("host-cni-conf-dir", None, &["CNI_NET_DIR"], Some("/etc/cni/net.d"), "path",
             "The same directory as the host sees it: the kubeconfig path written into the plugin's entry.");
-        CNI_CONF_NAME: String = v::path, value("cni-conf-name", None, &["CNI_CONF_NAME"], Some(""), "file name",
-            "The primary network's file; empty: the lexically first valid .conflist, .conf or .json, as the runtime picks it.");
-        KUBECONFIG_NAME: String = v::file_name, value("kubeconfig-name", None, &["KUBECONFIG_FILENAME"], Some("meshtables-cni-kubeconfig"), "file name",
+        CNI_CONF_NAME: String = v::conf_file_name, value("cni-conf-name", None, &["CNI_CONF_NAME"], Some(""), "file name",
+            "The primary network's file (a .conflist, .conf or .json in the configuration directory); empty: the first file the runtime loads, as libcni and the runtimes decide.");
+        KUBECONFIG_NAME: String = v::kubeconfig_file_name, value("kubeconfig-name", None, &["KUBECONFIG_FILENAME"], Some("meshtables-cni-kubeconfig"), "file name",
             "Name of the plugin's kubeconfig, written in the configuration directory.");
         SERVICE_ACCOUNT_DIR: std::path::PathBuf = v::absolute_path, value("service-account-dir", None, &["SERVICE_ACCOUNT_DIR"], Some("/var/run/secrets/kubernetes.io/serviceaccount"), "path",
             "The installer's service account token and CA (projected; rewritten kubeconfig when the token rotates).");
@@ -417,8 +417,6 @@ pub mod install {
         UNINSTALL: bool = v::boolean, boolean("uninstall", None, &["UNINSTALL"],
             "On SIGTERM, take the plugin out of the chain and remove its binary and kubeconfig (default true).")
             .default_true();
-        READINESS_PORT: v::Port = v::port, value("readiness-port", None, &["READINESS_PORT"], Some("8000"), "port",
-            "HTTP readiness endpoint (GET /readyz): 200 while the primary's chain holds the plugin, else 503.");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",
             "The installer's log level: debug, info, warn, error or none (logs go to stderr).");
         LOG_AS_JSON: bool = v::boolean, boolean("log-as-json", None, &["LOG_AS_JSON"],
@@ -453,6 +451,14 @@ pub fn install_command() -> Command {
         .args_override_self(true)
 }
 
+/// The `cni-ready` subcommand: the installer's readiness probe, with the installer's settings.
+pub fn ready_command() -> Command {
+    Command::new("cni-ready")
+        .about("Exit 0 when this node's meshtables-cni installation is whole (the installer's readiness probe), else 1 and why.")
+        .args(install::INSTALL.iter().copied().map(arg))
+        .args_override_self(true)
+}
+
 /// The clap command: every subcommand takes every flag of the table.
 pub fn command() -> Command {
     let args: Vec<Arg> = ALL.iter().copied().map(arg).collect();
@@ -472,6 +478,7 @@ pub fn command() -> Command {
         cmd = cmd.subcommand(sub);
     }
     cmd.subcommand(install_command())
+        .subcommand(ready_command())
 }
 
 fn cell(text: &str) -> String {

@@ -677,6 +677,35 @@ pub fn file_name(s: &str) -> Result<String, Problem> {
     }
 }
 
+/// The extensions a container runtime loads from its CNI configuration directory.
+pub const CNI_CONF_EXTENSIONS: [&str; 3] = [".conflist", ".conf", ".json"];
+
+/// A CNI configuration file's name (`--cni-conf-name`): a file name with an extension the
+/// runtime loads, or empty (none named).
+pub fn conf_file_name(s: &str) -> Result<String, Problem> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    let name = file_name(s)?;
+    if CNI_CONF_EXTENSIONS.iter().any(|x| name.ends_with(x)) {
+        Ok(name)
+    } else {
+        Err("is not a CNI configuration file name (expected a name ending .conflist, .conf or .json, without /)".into())
+    }
+}
+
+/// The plugin's kubeconfig file name: a file name with no extension a runtime would load as a
+/// network configuration.
+pub fn kubeconfig_file_name(s: &str) -> Result<String, Problem> {
+    let name = file_name(s)?;
+    if CNI_CONF_EXTENSIONS.iter().any(|x| name.ends_with(x)) {
+        Err("ends with an extension the runtime loads as a network (.conflist, .conf, .json): it would be read as one".into())
+    } else {
+        Ok(name)
+    }
+}
+
 /// Kubernetes namespace names (DNS-1123 labels), comma separated.
 pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
     items(s)

@@ -1,16 +1,19 @@
-//! `meshtables cni-install` over temporary directories, run as the process a DaemonSet runs
-//! (no root: it writes files and serves a port). Each case is a trial of its own:
+//! `meshtables cni-install` over temporary directories, run as the process a DaemonSet runs,
+//! with its readiness probe `meshtables cni-ready` run as the kubelet runs it (an exec of the
+//! same binary with the same settings). Each case is a trial of its own:
 //!
 //! - insertion into the shapes of Istio's installer testdata (`cni/pkg/install/testdata`): a
-//!   list, a list already holding us, a single `.conf`, invalid JSON, `[]` and `{}`, compared
-//!   with what Istio's goldens hold where the behaviour is the same (the primary's plugins
-//!   unchanged, ours last; a `.conf` keeps its name and version here, Istio renames it);
-//! - a rerun changes nothing; a primary that rewrites its file gets the entry back within 1 s;
-//!   the installer waits for a primary file that does not exist yet; a rotated token rewrites
-//!   the kubeconfig; readiness answers 200 only while the chain holds the plugin;
-//! - on SIGTERM the file comes back byte for byte (a converted `.conf` too), or, if the
-//!   primary rewrote it meanwhile, loses only our entry; the binary and kubeconfig go;
-//! - bad settings exit 2 and name the flag.
+//!   list, a list already holding us, a single `.conf`, invalid JSON, `[]` and `{}`;
+//! - a primary that writes its file 300 times (by rename, and in place as Go's `os.WriteFile`
+//!   does) ends with its last write plus our entry; a briefly empty file keeps the entry; a
+//!   new lexically earlier network takes the entry from the old one; a conversion never
+//!   overwrites a file; a link is written through and stays a link;
+//! - after a SIGKILL, the next installer (other settings) still uninstalls byte for byte, and
+//!   the killed one's temporary files go;
+//! - two installers on a node (an upgrade): the newer owns the chain, the older stands by and
+//!   does not uninstall; a bounded number of writes;
+//! - readiness is true only while the chain, the binary and the kubeconfig are whole;
+//! - bad settings exit 2 and name the flag or variable.
 #![cfg(feature = "kubernetes")]
 
 mod support;
@@ -20,12 +23,15 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::trials::{NOTHING, Trials};
+use support::trials::{NOTHING, Trials, root};
 
-/// A node's directories for one installer.
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A node's directories for one test: `net` (the configuration directory, also the host's
+/// path), `bin`, `sa` (the service account, with a real CA so the plugin's STATUS passes).
 struct Node {
     dir: PathBuf,
-    port: u16,
+    logs: std::cell::Cell<u32>,
 }
 
 impl Node {
@@ -36,27 +42,75 @@ impl Node {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         std::fs::write(dir.join("sa/token"), "token-one").unwrap();
-        std::fs::write(
-            dir.join("sa/ca.crt"),
-            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        // A free port for the readiness endpoint.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Node { dir, port }
+        std::fs::write(dir.join("sa/ca.crt"), ca_pem()).unwrap();
+        Node {
+            dir,
+            logs: std::cell::Cell::new(0),
+        }
     }
 
     fn net(&self, name: &str) -> PathBuf {
         self.dir.join("net").join(name)
     }
 
-    /// Starts the installer with `extra` settings.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let d = self.dir.display();
+        let mut a: Vec<String> = [
+            "--cni-bin-dir",
+            &format!("{d}/bin"),
+            "--cni-conf-dir",
+            &format!("{d}/net"),
+            "--host-cni-conf-dir",
+            &format!("{d}/net"),
+            "--service-account-dir",
+            &format!("{d}/sa"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// Starts an installer with `extra` settings; its stderr goes to a file of its own.
     fn start(&self, extra: &[&str]) -> Installer {
-        self.start_on(self.port, extra)
+        self.start_env(extra, &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")])
+    }
+
+    fn start_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Installer {
+        let n = self.logs.get();
+        self.logs.set(n + 1);
+        let log = self.dir.join(format!("installer-{n}.log"));
+        let mut args = vec!["cni-install".to_string()];
+        args.extend(self.args(extra));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = support::command(&args, env)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Installer {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The readiness probe with `extra` settings: exit status and what it printed.
+    fn ready(&self, extra: &[&str]) -> (i32, String) {
+        let mut args = vec!["cni-ready".to_string()];
+        args.extend(self.args(extra));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = support::command(&args, &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")])
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
+    fn is_ready(&self, extra: &[&str]) -> bool {
+        self.ready(extra).0 == 0
     }
 
     /// Writes `LIST` as the primary, starts the installer and waits until the list holds us.
@@ -65,54 +119,11 @@ impl Node {
         let i = self.start(extra);
         assert!(
             self.until(5 * SECOND, || self.holds_us("10-dbnet.conflist"))
-                .is_some()
+                .is_some(),
+            "{}",
+            i.log()
         );
         i
-    }
-
-    /// A second installer on the same node (an upgrade's new pod), with its own port.
-    fn start_second(&self, extra: &[&str]) -> Installer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        self.start_on(port, extra)
-    }
-
-    fn start_on(&self, port: u16, extra: &[&str]) -> Installer {
-        let d = self.dir.display();
-        let child = support::command(
-            &[
-                &[
-                    "cni-install",
-                    "--cni-bin-dir",
-                    &format!("{d}/bin"),
-                    "--cni-conf-dir",
-                    &format!("{d}/net"),
-                    "--host-cni-conf-dir",
-                    "/etc/cni/net.d",
-                    "--service-account-dir",
-                    &format!("{d}/sa"),
-                    "--readiness-port",
-                    &port.to_string(),
-                ][..],
-                extra,
-            ]
-            .concat(),
-            &[
-                ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
-                ("KUBERNETES_SERVICE_PORT", "443"),
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        Installer {
-            child: Some(child),
-            port,
-        }
     }
 
     /// Waits up to `limit` for `cond`; returns how long it took.
@@ -127,18 +138,11 @@ impl Node {
         None
     }
 
+    /// Whether the file's chain ends with exactly one entry of ours.
     fn holds_us(&self, name: &str) -> bool {
-        std::fs::read(self.net(name)).is_ok_and(|b| {
-            serde_json::from_slice::<Value>(&b).is_ok_and(|v| {
-                v["plugins"].as_array().is_some_and(|l| {
-                    l.iter().filter(|p| p["type"] == "meshtables-cni").count() == 1
-                })
-            })
-        })
+        std::fs::read(self.net(name)).is_ok_and(|b| ends_with_us(&b))
     }
-}
 
-impl Node {
     /// The files of the configuration directory a runtime loads as networks: libcni's rule
     /// is the extension alone, dot files included.
     fn runtime_reads(&self) -> Vec<String> {
@@ -154,6 +158,16 @@ impl Node {
         names.sort();
         names
     }
+
+    /// Everything in the configuration directory.
+    fn listing(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("net"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Drop for Node {
@@ -162,49 +176,73 @@ impl Drop for Node {
     }
 }
 
+/// A CA certificate the plugin's kubeconfig loader accepts.
+fn ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
+
+fn ends_with_us(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| {
+        v["plugins"].as_array().is_some_and(|l| {
+            l.iter().filter(|p| p["type"] == "meshtables-cni").count() == 1
+                && l.last().is_some_and(|p| p["type"] == "meshtables-cni")
+        })
+    })
+}
+
+/// A chain without our entry (to compare what the primary wrote with what is there).
+fn without_us(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(l) = v["plugins"].as_array_mut() {
+        l.retain(|p| p["type"] != "meshtables-cni");
+    }
+    v
+}
+
 struct Installer {
     child: Option<Child>,
-    port: u16,
+    log: PathBuf,
 }
 
 impl Installer {
-    /// The readiness endpoint's status code (0: no answer).
-    fn readiness(&self) -> u16 {
-        use std::io::{Read, Write};
-        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return 0;
-        };
-        let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-        let _ = c.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
-        let mut s = String::new();
-        let _ = c.read_to_string(&mut s);
-        s.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, then the exit status and stderr.
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// SIGTERM, then the exit status and the log.
     fn stop(&mut self) -> (i32, String) {
-        let child = self.child.take().unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let o = child.wait_with_output().unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.take().unwrap().wait().unwrap();
+        (status.code().unwrap_or(-1), self.log())
+    }
+
+    /// SIGKILL (the end of a grace period, an OOM kill).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The exit status of an installer that stops on its own (bad settings).
+    fn exits(&mut self) -> (i32, String) {
+        let status = self.child.take().unwrap().wait().unwrap();
+        (status.code().unwrap_or(-1), self.log())
     }
 }
 
 impl Drop for Installer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 
@@ -230,10 +268,13 @@ const CONF: &str = r#"{
 }
 "#;
 
-const SECOND: Duration = Duration::from_secs(1);
-
 fn json_of(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `LIST` as the primary's `n`th write (a field that changes every time).
+fn list_version(n: usize) -> String {
+    LIST.replace("\"500\"", &format!("\"{}\"", 1000 + n))
 }
 
 fn list_gets_us_last_as_istio_puts_istio_cni() {
@@ -254,7 +295,7 @@ fn list_gets_us_last_as_istio_puts_istio_cni() {
     assert_eq!(ours["native-nftables"], true);
     assert_eq!(
         ours["kubernetes"]["kubeconfig"],
-        "/etc/cni/net.d/meshtables-cni-kubeconfig"
+        n.net("meshtables-cni-kubeconfig").display().to_string()
     );
     assert!(n.dir.join("bin/meshtables-cni").exists());
     let kc = std::fs::read_to_string(n.net("meshtables-cni-kubeconfig")).unwrap();
@@ -262,7 +303,12 @@ fn list_gets_us_last_as_istio_puts_istio_cni() {
         kc.contains("https://10.96.0.1:443") && kc.contains("token-one"),
         "{kc}"
     );
-    assert_eq!(i.readiness(), 200);
+    assert!(
+        n.until(5 * SECOND, || n.is_ready(&["--native-nftables"]))
+            .is_some(),
+        "{:?}",
+        n.ready(&["--native-nftables"])
+    );
     let (code, err) = i.stop();
     assert_eq!(code, 0, "{err}");
 }
@@ -296,14 +342,8 @@ fn a_conf_becomes_a_conflist_and_comes_back_byte_for_byte() {
     let n = Node::new("conf");
     std::fs::write(n.net("10-dbnet.conf"), CONF).unwrap();
     let mut i = n.start(&[]);
-    assert!(
-        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
-            .is_some()
-    );
-    assert!(
-        !n.net("10-dbnet.conf").exists(),
-        "the .conf must go once the .conflist holds it"
-    );
+    let converted = || n.holds_us("10-dbnet.conflist") && !n.net("10-dbnet.conf").exists();
+    assert!(n.until(5 * SECOND, converted).is_some(), "{}", i.log());
     let v = json_of(&n.net("10-dbnet.conflist"));
     // Istio's bridge.conf.golden holds the bridge plugin as here; it renames the network
     // (k8s-pod-network) and sets version 0.3.1, which we do not.
@@ -330,16 +370,13 @@ fn invalid_files_are_never_touched(name: &'static str, content: &'static str) ->
         let n = Node::new(&format!("invalid-{}", name.replace('.', "-")));
         std::fs::write(n.net(name), content).unwrap();
         let mut i = n.start(&[]);
-        std::thread::sleep(Duration::from_millis(1500));
-        // Under a loaded test run the endpoint may not be up yet: wait for an answer.
-        n.until(5 * SECOND, || i.readiness() != 0);
-        assert_eq!(i.readiness(), 503, "not ready without a usable primary");
+        let said = || i.log().contains(name);
+        assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+        let (code, why) = n.ready(&[]);
+        assert!(code == 1 && why.contains(name), "{why}");
         assert_eq!(std::fs::read_to_string(n.net(name)).unwrap(), content);
         let (_, err) = i.stop();
-        assert!(
-            err.contains(name) && err.contains("not touching it"),
-            "{err}"
-        );
+        assert!(err.contains("not ready"), "{err}");
     }
 }
 
@@ -353,7 +390,11 @@ fn a_rerun_changes_nothing() {
         .modified()
         .unwrap();
     let mut second = n.start(&[]);
-    assert!(n.until(5 * SECOND, || second.readiness() == 200).is_some());
+    assert!(
+        n.until(5 * SECOND, || second.log().contains("ready"))
+            .is_some()
+    );
+    assert!(n.is_ready(&[]), "{:?}", n.ready(&[]));
     assert_eq!(
         std::fs::read(n.net("10-dbnet.conflist")).unwrap(),
         conf,
@@ -397,6 +438,189 @@ fn a_rewrite_by_the_primary_is_repaired_within_a_second() {
     assert_eq!(after["plugins"][1]["sysctl"]["net.core.somaxconn"], "1000");
 }
 
+/// How the primary plugin writes its file.
+#[derive(Clone, Copy)]
+enum Writes {
+    /// A temporary file renamed over it (atomic).
+    Rename,
+    /// Truncate and write (Go's `os.WriteFile`).
+    InPlace,
+}
+
+fn primary_write(path: &Path, content: &str, how: Writes) {
+    match how {
+        Writes::Rename => {
+            let tmp = path.with_extension("primary-tmp");
+            std::fs::write(&tmp, content).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        Writes::InPlace => std::fs::write(path, content).unwrap(),
+    }
+}
+
+/// The primary writes its file 300 times while the installer runs (with pauses of 0-3 ms,
+/// so the installer's writes interleave with them); at the end the file is the primary's
+/// last write with our entry last, every time.
+fn the_primarys_last_write_wins(how: Writes) -> impl FnOnce() {
+    move || {
+        let n = Node::new(match how {
+            Writes::Rename => "lastwrite-rename",
+            Writes::InPlace => "lastwrite-inplace",
+        });
+        let mut i = n.installed_on_a_list(&[]);
+        let path = n.net("10-dbnet.conflist");
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for k in 0..300 {
+            primary_write(&path, &list_version(k), how);
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            std::thread::sleep(Duration::from_micros(rng % 3000));
+        }
+        let last: Value = serde_json::from_str(&list_version(299)).unwrap();
+        let settled = || {
+            std::fs::read(&path).is_ok_and(|b| {
+                ends_with_us(&b)
+                    && serde_json::from_slice::<Value>(&b).is_ok_and(|v| without_us(&v) == last)
+            })
+        };
+        assert!(
+            n.until(5 * SECOND, settled).is_some(),
+            "{}\n{}",
+            std::fs::read_to_string(&path).unwrap(),
+            i.log()
+        );
+        let (code, err) = i.stop();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            json_of(&path),
+            last,
+            "uninstall keeps the primary's last write"
+        );
+    }
+}
+
+/// A primary that truncates its file and writes it again leaves it empty for a moment: the
+/// entry stays in that file, not in the next network the installer could find.
+fn a_briefly_empty_file_keeps_the_entry() {
+    let n = Node::new("empty");
+    let mut i = n.installed_on_a_list(&[]);
+    std::fs::write(n.net("20-other.conflist"), LIST.replace("dbnet", "other")).unwrap();
+    std::fs::write(n.net("10-dbnet.conflist"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !n.holds_us("20-other.conflist"),
+        "the entry moved to the next file while the first was being rewritten"
+    );
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some()
+    );
+    assert!(!n.holds_us("20-other.conflist"));
+    assert_eq!(i.stop().0, 0);
+}
+
+/// A CNI migration: a new primary's file sorts before the old one. The entry moves to it and
+/// leaves the old file, and uninstall leaves both as their writers wrote them.
+fn an_earlier_primary_takes_the_entry_from_the_old_one() {
+    let n = Node::new("migration");
+    let mut i = n.installed_on_a_list(&[]);
+    let newer = LIST.replace("dbnet", "cilium");
+    std::fs::write(n.net("05-cilium.conflist"), &newer).unwrap();
+    let moved = || n.holds_us("05-cilium.conflist") && !n.holds_us("10-dbnet.conflist");
+    assert!(n.until(5 * SECOND, moved).is_some(), "{}", i.log());
+    let old = json_of(&n.net("10-dbnet.conflist"));
+    assert!(
+        old["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["type"] != "meshtables-cni")
+    );
+    assert_eq!(i.stop().0, 0);
+    assert_eq!(
+        std::fs::read_to_string(n.net("05-cilium.conflist")).unwrap(),
+        newer
+    );
+    assert_eq!(
+        std::fs::read_to_string(n.net("10-dbnet.conflist")).unwrap(),
+        LIST
+    );
+}
+
+/// Converting `10-dbnet.conf` would replace an existing `10-dbnet.conflist` that is not our
+/// conversion: not ready, naming both, and neither file touched.
+fn a_conversion_never_overwrites_a_file() {
+    let n = Node::new("noclobber");
+    std::fs::write(n.net("10-dbnet.conf"), CONF).unwrap();
+    let other = LIST.replace("dbnet", "older");
+    std::fs::write(n.net("10-dbnet.conflist"), &other).unwrap();
+    let mut i = n.start(&[]);
+    let said = || i.log().contains("would replace 10-dbnet.conflist");
+    assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+    let (code, why) = n.ready(&[]);
+    assert!(code == 1 && why.contains("10-dbnet.conf"), "{why}");
+    assert_eq!(
+        std::fs::read_to_string(n.net("10-dbnet.conf")).unwrap(),
+        CONF
+    );
+    assert_eq!(
+        std::fs::read_to_string(n.net("10-dbnet.conflist")).unwrap(),
+        other
+    );
+    assert_eq!(i.stop().0, 0);
+}
+
+/// The primary's file is a link into a subdirectory: the write goes through the link, the
+/// link stays, and uninstall restores the target.
+fn a_symlinked_conflist_is_written_through() {
+    let n = Node::new("symlink");
+    std::fs::create_dir_all(n.net("calico")).unwrap();
+    std::fs::write(n.net("calico/10-calico.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink("calico/10-calico.conflist", n.net("10-calico.conflist")).unwrap();
+    let mut i = n.start(&[]);
+    let through = || n.holds_us("calico/10-calico.conflist");
+    assert!(n.until(5 * SECOND, through).is_some(), "{}", i.log());
+    let meta = std::fs::symlink_metadata(n.net("10-calico.conflist")).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link became a copy");
+    assert_eq!(i.stop().0, 0);
+    assert_eq!(
+        std::fs::read_to_string(n.net("calico/10-calico.conflist")).unwrap(),
+        LIST
+    );
+    assert!(
+        std::fs::symlink_metadata(n.net("10-calico.conflist"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+/// A link whose target the installer cannot see (outside the mounted directory) makes it
+/// not ready, naming the target, rather than writing a file of its own there.
+fn a_link_out_of_sight_is_not_ready() {
+    let n = Node::new("outlink");
+    let host_dir = "/etc/cni/net.d";
+    std::os::unix::fs::symlink(
+        "/opt/calico/10-calico.conflist",
+        n.net("10-calico.conflist"),
+    )
+    .unwrap();
+    let mut i = n.start(&["--host-cni-conf-dir", host_dir]);
+    let said = || i.log().contains("/opt/calico/10-calico.conflist");
+    assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+    let (code, log) = i.stop();
+    assert_eq!(code, 0, "{log}");
+    let link = std::fs::read_link(n.net("10-calico.conflist")).unwrap();
+    assert_eq!(
+        link,
+        Path::new("/opt/calico/10-calico.conflist"),
+        "the link was replaced"
+    );
+    assert!(!log.contains("last in the chain"), "{log}");
+}
+
 /// While installed, the runtime finds one network, ours in its chain: no backup or
 /// temporary file of ours carries an extension a runtime loads (podman took a dot-file
 /// backup as the network before this was tested).
@@ -422,25 +646,142 @@ fn the_runtime_loads_only_the_chained_file(
         std::thread::sleep(Duration::from_millis(200));
         assert!(
             n.until(5 * SECOND, one_chained_file).is_some(),
-            "{:?}",
-            n.runtime_reads()
+            "{:?} {}",
+            n.runtime_reads(),
+            i.log()
         );
         assert_eq!(i.stop().0, 0);
         assert_eq!(n.runtime_reads(), [name]);
     }
 }
 
+/// A plugin binary removed from under the installer is back within a second.
+fn a_removed_binary_is_put_back() {
+    let n = Node::new("binary");
+    let _i = n.installed_on_a_list(&[]);
+    let bin = n.dir.join("bin/meshtables-cni");
+    std::fs::remove_file(&bin).unwrap();
+    let took = n.until(5 * SECOND, || bin.exists());
+    assert!(took.is_some_and(|t| t < SECOND), "{took:?}");
+}
+
+/// After a SIGKILL (no uninstall), the next installer, with other settings, takes over the
+/// entry, and its uninstall brings the file back byte for byte: the backup never held an
+/// entry of ours, and no chain calls a binary that is gone.
+fn after_a_sigkill_the_next_installer_restores_byte_for_byte() {
+    let n = Node::new("sigkill");
+    let mut first = n.installed_on_a_list(&[]);
+    first.kill();
+    let mut second = n.start(&["--native-nftables"]);
+    let replaced = || {
+        std::fs::read(n.net("10-dbnet.conflist"))
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("native-nftables"))
+    };
+    assert!(n.until(5 * SECOND, replaced).is_some(), "{}", second.log());
+    for name in n.listing() {
+        if name.ends_with(".meshtables-cni-backup") {
+            let b = std::fs::read_to_string(n.net(&name)).unwrap();
+            assert!(
+                !b.contains("meshtables-cni\""),
+                "a backup holds our entry: {b}"
+            );
+        }
+    }
+    let (code, err) = second.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(n.net("10-dbnet.conflist")).unwrap(),
+        LIST
+    );
+    assert!(!n.dir.join("bin/meshtables-cni").exists());
+}
+
+/// A killed installer's temporary files (its id no longer alive) are removed by the next one;
+/// uninstall leaves nothing of ours in the directory (no lock file either).
+fn a_killed_installers_temporary_files_are_removed() {
+    let n = Node::new("leftovers");
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let stale = n.net(".10-dbnet.conflist.meshtables-tmp-12345-0");
+    std::fs::write(&stale, "half a file").unwrap();
+    let stale_bin = n.dir.join("bin/.meshtables-cni.meshtables-tmp-12345-1");
+    std::fs::write(&stale_bin, "half a binary").unwrap();
+    let mut i = n.start(&[]);
+    let gone = || !stale.exists() && !stale_bin.exists();
+    assert!(n.until(5 * SECOND, gone).is_some(), "{}", i.log());
+    assert_eq!(i.stop().0, 0);
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(left, ["10-dbnet.conflist"]);
+}
+
+/// A chain whose version the plugin cannot serve is refused: not ready, one message naming
+/// the file and the version, the file untouched.
+fn an_unserved_version_is_refused(version: &'static str) -> impl FnOnce() {
+    move || {
+        let n = Node::new(&format!("version-{}", version.replace('.', "-")));
+        let list = LIST.replace("0.4.0", version);
+        std::fs::write(n.net("10-dbnet.conflist"), &list).unwrap();
+        let mut i = n.start(&[]);
+        let said = || i.log().contains(&format!("cniVersion \"{version}\""));
+        assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+        let (code, why) = n.ready(&[]);
+        assert!(code == 1 && why.contains("10-dbnet.conflist"), "{why}");
+        assert_eq!(
+            std::fs::read_to_string(n.net("10-dbnet.conflist")).unwrap(),
+            list
+        );
+        let (_, log) = i.stop();
+        let lines = log.lines().filter(|l| l.contains("cniVersion")).count();
+        assert_eq!(lines, 1, "one message, not one per pass: {log}");
+    }
+}
+
+/// Readiness follows the live state: the chain, the binary and the kubeconfig.
+fn readiness_follows_the_chain_the_binary_and_the_kubeconfig() {
+    let n = Node::new("readiness");
+    let _i = n.installed_on_a_list(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.is_ready(&[])).is_some(),
+        "{:?}",
+        n.ready(&[])
+    );
+    // Another installer's settings are not ours: not ready for them.
+    let (code, why) = n.ready(&["--compact"]);
+    assert!(code == 1 && why.contains("does not end with"), "{why}");
+    // The installer repairs what goes missing; readiness is back once it has.
+    std::fs::remove_file(n.net("meshtables-cni-kubeconfig")).unwrap();
+    let back = || n.net("meshtables-cni-kubeconfig").exists() && n.is_ready(&[]);
+    let took = n.until(5 * SECOND, back);
+    assert!(
+        took.is_some_and(|t| t < 2 * SECOND),
+        "{took:?} {:?}",
+        n.ready(&[])
+    );
+    std::fs::write(n.net("meshtables-cni-kubeconfig"), "{}").unwrap();
+    assert!(n.until(5 * SECOND, || n.is_ready(&[])).is_some());
+}
+
+fn readiness_is_false_without_the_binary() {
+    let n = Node::new("readiness-bin");
+    let _i = n.installed_on_a_list(&["--uninstall=false"]);
+    drop(_i);
+    std::fs::remove_file(n.dir.join("bin/meshtables-cni")).unwrap();
+    let (code, why) = n.ready(&["--uninstall=false"]);
+    assert!(code == 1 && why.contains("meshtables-cni"), "{why}");
+}
+
 fn waits_for_the_primary_file() {
     let n = Node::new("wait");
     let mut i = n.start(&[]);
-    std::thread::sleep(Duration::from_millis(500));
-    // Under a loaded test run the endpoint may not be up yet: wait for an answer.
-    n.until(5 * SECOND, || i.readiness() != 0);
-    assert_eq!(i.readiness(), 503);
+    let said = || i.log().contains("no network configuration yet");
+    assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+    assert!(!n.is_ready(&[]));
     std::fs::write(n.net("20-late.conflist"), LIST).unwrap();
     let took = n.until(5 * SECOND, || n.holds_us("20-late.conflist"));
     assert!(took.is_some_and(|t| t < SECOND), "{took:?}");
-    assert!(n.until(2 * SECOND, || i.readiness() == 200).is_some());
     assert_eq!(i.stop().0, 0);
     assert_eq!(
         std::fs::read_to_string(n.net("20-late.conflist")).unwrap(),
@@ -448,7 +789,7 @@ fn waits_for_the_primary_file() {
     );
 }
 
-fn uninstall_restores_byte_for_byte_and_removes_its_files() {
+fn uninstall_restores_byte_for_byte_and_leaves_no_file() {
     let n = Node::new("uninstall");
     let mut i = n.installed_on_a_list(&[]);
     let (code, err) = i.stop();
@@ -458,7 +799,16 @@ fn uninstall_restores_byte_for_byte_and_removes_its_files() {
         LIST
     );
     assert!(!n.dir.join("bin/meshtables-cni").exists());
-    assert!(!n.net("meshtables-cni-kubeconfig").exists());
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(
+        left,
+        ["10-dbnet.conflist"],
+        "a lock, backup or kubeconfig stayed"
+    );
 }
 
 fn a_rotated_token_rewrites_the_kubeconfig() {
@@ -473,19 +823,63 @@ fn a_rotated_token_rewrites_the_kubeconfig() {
     assert!(took.is_some_and(|t| t < SECOND), "{took:?}");
 }
 
+/// SIGTERM is handled within a second, uninstall included.
+fn sigterm_is_handled_within_a_second() {
+    let n = Node::new("sigterm");
+    let mut i = n.installed_on_a_list(&[]);
+    let t = Instant::now();
+    let (code, err) = i.stop();
+    assert!(code == 0 && t.elapsed() < SECOND, "{:?} {err}", t.elapsed());
+}
+
+/// A full filesystem: writes fail, and the installer retries once a second with one log line
+/// per change of state, not a busy loop.
+fn a_full_directory_backs_off() {
+    let n = Node::new("full");
+    let net = n.dir.join("net");
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&net)
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(net.clone());
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    // Fill the filesystem to the last block.
+    let mut filler = std::fs::File::create(n.net("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let mut i = n.start(&[]);
+    std::thread::sleep(3 * SECOND);
+    let (_, log) = i.stop();
+    let lines = log.lines().count();
+    assert!(
+        log.contains("No space left") && lines < 20,
+        "{lines} lines:\n{log}"
+    );
+}
+
 fn bad_settings_exit_2_naming_the_flag(
     tag: &'static str,
     args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
     names: &'static str,
 ) -> impl FnOnce() {
     move || {
-        // A directory per trial: they run in parallel.
         let n = Node::new(&format!("bad-{tag}"));
-        let mut i = n.start(args);
-        let child = i.child.take().unwrap();
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
+        let mut all_env = vec![("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        all_env.extend_from_slice(env);
+        let (code, err) = n.start_env(args, &all_env).exits();
+        assert_eq!(code, 2, "{err}");
         assert!(err.contains(names), "{err}");
         assert!(
             std::fs::read_dir(n.dir.join("bin"))
@@ -497,9 +891,33 @@ fn bad_settings_exit_2_naming_the_flag(
     }
 }
 
-/// Every variable the DaemonSet sets is a setting of the installer (the table in
-/// `flags::install`), and its readiness probe asks the port the installer serves.
-fn the_daemonset_speaks_the_installers_settings() {
+/// An `istio-cni` entry in the chain (a migration from Istio's CNI) is reported: both
+/// plugins would program every pod.
+fn an_istio_cni_entry_is_reported() {
+    let n = Node::new("istiocni");
+    let mut v: Value = serde_json::from_str(LIST).unwrap();
+    v["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "istio-cni", "kubernetes": {}}));
+    std::fs::write(n.net("10-dbnet.conflist"), v.to_string()).unwrap();
+    let mut i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some()
+    );
+    let (_, log) = i.stop();
+    let warnings = log.lines().filter(|l| l.contains("istio-cni")).count();
+    assert!(
+        warnings == 1 && log.contains("remove Istio's CNI plugin"),
+        "{log}"
+    );
+}
+
+/// The DaemonSet's environment is the installer's settings, its readiness probe is
+/// `cni-ready`, and its rollout runs the new pod beside the old one (maxSurge) on Linux
+/// nodes, tolerating istiod's node-readiness taint with the label istiod looks for.
+fn the_daemonset_runs_the_installer_as_designed() {
     use serde::Deserialize;
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -513,28 +931,44 @@ fn the_daemonset_speaks_the_installers_settings() {
         .iter()
         .find(|d| d["kind"] == "DaemonSet")
         .expect("a DaemonSet");
-    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let spec = &ds["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
     let known: Vec<&str> = meshtables::flags::install::INSTALL
         .iter()
         .flat_map(|s| s.envs.iter().copied())
         .collect();
-    let mut port = None;
     for e in container["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();
         assert!(
-            known.contains(&name),
+            known.contains(&name) || name == "KUBERNETES_SERVICE_HOST",
             "{name} is not an installer setting ({known:?})"
         );
-        if name == "READINESS_PORT" {
-            port = e["value"].as_str().map(str::to_string);
-        }
     }
-    let probe = container["readinessProbe"]["httpGet"]["port"].to_string();
-    assert_eq!(port.as_deref(), Some(probe.as_str()));
     assert_eq!(container["args"][0], "cni-install");
+    assert_eq!(
+        container["readinessProbe"]["exec"]["command"],
+        json!(["/meshtables", "cni-ready"])
+    );
+    assert!(container["ports"].is_null(), "no port on the node");
+    let rolling = &ds["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(
+        (&rolling["maxSurge"], &rolling["maxUnavailable"]),
+        (&json!(1), &json!(0))
+    );
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(
+        ds["spec"]["template"]["metadata"]["labels"]["k8s-app"],
+        "istio-cni-node"
+    );
+    let tolerates_all = spec["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["operator"] == "Exists" && t["key"].is_null());
+    assert!(tolerates_all, "the node-readiness taint must be tolerated");
 }
 
-/// `LOG_LEVEL=warn` silences the installer's info lines; a bad level exits 2 naming it.
+/// `LOG_LEVEL=warn` silences the installer's info lines.
 fn the_log_level_is_a_setting() {
     let n = Node::new("loglevel");
     let mut quiet = n.installed_on_a_list(&["--log-level", "warn"]);
@@ -549,18 +983,24 @@ fn the_log_level_is_a_setting() {
     assert!(code == 0 && err.contains("last in the chain"), "{err}");
 }
 
-/// A rolling upgrade: the new installer runs before the old one stops; the old one, seeing
-/// another installer on the node, leaves the plugin installed. The last one to stop
-/// uninstalls.
-fn an_upgrade_leaves_the_plugin_installed() {
+/// A rolling upgrade (maxSurge): the new installer starts beside the old one and owns the
+/// chain; the old one stands by and, at SIGTERM, leaves the plugin installed. The last one to
+/// stop uninstalls.
+fn an_upgrade_hands_over_and_leaves_the_plugin_installed() {
     let n = Node::new("upgrade");
     let mut old = n.installed_on_a_list(&[]);
-    let mut new = n.start_second(&[]);
-    assert!(n.until(5 * SECOND, || new.readiness() == 200).is_some());
+    let mut new = n.start(&["--native-nftables"]);
+    let took_over = || n.is_ready(&["--native-nftables"]) && old.log().contains("standing by");
+    assert!(
+        n.until(5 * SECOND, took_over).is_some(),
+        "{}\n{}",
+        old.log(),
+        new.log()
+    );
     let (code, err) = old.stop();
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("another installer runs on this node"), "{err}");
-    assert!(n.holds_us("10-dbnet.conflist") && n.dir.join("bin/meshtables-cni").exists());
+    assert!(n.is_ready(&["--native-nftables"]));
     let (code, err) = new.stop();
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -570,36 +1010,44 @@ fn an_upgrade_leaves_the_plugin_installed() {
     assert!(!n.dir.join("bin/meshtables-cni").exists());
 }
 
-/// A plugin binary removed from under the installer is back within a second.
-fn a_removed_binary_is_put_back() {
-    let n = Node::new("binary");
-    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
-    let _i = n.start(&[]);
-    let bin = n.dir.join("bin/meshtables-cni");
-    assert!(n.until(5 * SECOND, || bin.exists()).is_some());
-    std::fs::remove_file(&bin).unwrap();
-    let took = n.until(5 * SECOND, || bin.exists());
-    assert!(took.is_some_and(|t| t < 2 * SECOND), "{took:?}");
+/// Two installers with different settings for 10 s while the primary rewrites its file every
+/// second: the newer one's entry is there at the end, and the chain was written a bounded
+/// number of times (one handover, one repair per primary write), never a fight.
+fn two_installers_with_different_settings_never_fight() {
+    let n = Node::new("fight");
+    let mut old = n.installed_on_a_list(&["--compact"]);
+    let mut new = n.start(&["--native-nftables"]);
+    let path = n.net("10-dbnet.conflist");
+    for k in 0..10 {
+        std::thread::sleep(SECOND);
+        primary_write(&path, &list_version(k), Writes::Rename);
+    }
+    let settled = || n.is_ready(&["--native-nftables"]);
+    assert!(n.until(5 * SECOND, settled).is_some(), "{}", new.log());
+    let writes = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("last in the chain"))
+            .count()
+    };
+    let (o, nw) = (writes(&old.log()), writes(&new.log()));
+    assert_eq!(
+        o,
+        1,
+        "the older installer wrote after the newer started:\n{}",
+        old.log()
+    );
+    assert!(
+        nw <= 12,
+        "{nw} writes by the newer installer:\n{}",
+        new.log()
+    );
+    println!("writes in 10 s: older {o} (its install), newer {nw} (handover + repairs)");
+    assert_eq!(old.stop().0, 0);
+    assert_eq!(new.stop().0, 0);
 }
 
 fn main() {
     let mut t = Trials::new();
-    t.add(
-        "lifecycle::an_upgrade_leaves_the_plugin_installed",
-        NOTHING,
-        an_upgrade_leaves_the_plugin_installed,
-    );
-    t.add(
-        "lifecycle::a_removed_binary_is_put_back",
-        NOTHING,
-        a_removed_binary_is_put_back,
-    );
-    t.add("settings::log_level", NOTHING, the_log_level_is_a_setting);
-    t.add(
-        "deploy::daemonset_env_are_settings",
-        NOTHING,
-        the_daemonset_speaks_the_installers_settings,
-    );
     t.add(
         "istio_testdata::list_gets_us_last",
         NOTHING,
@@ -630,16 +1078,6 @@ fn main() {
             invalid_files_are_never_touched(file, content),
         );
     }
-    for (tag, file, content) in [
-        ("list", "10-dbnet.conflist", LIST),
-        ("conf", "10-dbnet.conf", CONF),
-    ] {
-        t.add(
-            format!("lifecycle::the_runtime_loads_one_network_from_a_{tag}"),
-            NOTHING,
-            the_runtime_loads_only_the_chained_file(file, content),
-        );
-    }
     t.add(
         "lifecycle::a_rerun_changes_nothing",
         NOTHING,
@@ -656,47 +1094,229 @@ fn main() {
         waits_for_the_primary_file,
     );
     t.add(
-        "lifecycle::uninstall_restores_byte_for_byte",
+        "lifecycle::uninstall_restores_byte_for_byte_and_leaves_no_file",
         NOTHING,
-        uninstall_restores_byte_for_byte_and_removes_its_files,
+        uninstall_restores_byte_for_byte_and_leaves_no_file,
     );
     t.add(
         "lifecycle::token_rotation",
         NOTHING,
         a_rotated_token_rewrites_the_kubeconfig,
     );
-    for (name, args, names) in [
+    for (tag, file, content) in [
+        ("list", "10-dbnet.conflist", LIST),
+        ("conf", "10-dbnet.conf", CONF),
+    ] {
+        t.add(
+            format!("lifecycle::the_runtime_loads_one_network_from_a_{tag}"),
+            NOTHING,
+            the_runtime_loads_only_the_chained_file(file, content),
+        );
+    }
+    t.add(
+        "lifecycle::a_removed_binary_is_put_back",
+        NOTHING,
+        a_removed_binary_is_put_back,
+    );
+    t.add(
+        "lifecycle::sigterm_within_a_second",
+        NOTHING,
+        sigterm_is_handled_within_a_second,
+    );
+    t.add(
+        "writes::the_primarys_last_write_wins_300_renames",
+        NOTHING,
+        the_primarys_last_write_wins(Writes::Rename),
+    );
+    t.add(
+        "writes::the_primarys_last_write_wins_300_in_place",
+        NOTHING,
+        the_primarys_last_write_wins(Writes::InPlace),
+    );
+    t.add(
+        "writes::a_briefly_empty_file_keeps_the_entry",
+        NOTHING,
+        a_briefly_empty_file_keeps_the_entry,
+    );
+    t.add(
+        "writes::an_earlier_primary_takes_the_entry",
+        NOTHING,
+        an_earlier_primary_takes_the_entry_from_the_old_one,
+    );
+    t.add(
+        "writes::a_conversion_never_overwrites_a_file",
+        NOTHING,
+        a_conversion_never_overwrites_a_file,
+    );
+    t.add(
+        "writes::a_symlinked_conflist_is_written_through",
+        NOTHING,
+        a_symlinked_conflist_is_written_through,
+    );
+    t.add(
+        "writes::a_link_out_of_sight_is_not_ready",
+        NOTHING,
+        a_link_out_of_sight_is_not_ready,
+    );
+    t.add(
+        "writes::a_full_directory_backs_off",
+        root(&["mount", "umount"]),
+        a_full_directory_backs_off,
+    );
+    t.add(
+        "crash::after_sigkill_the_next_installer_restores_byte_for_byte",
+        NOTHING,
+        after_a_sigkill_the_next_installer_restores_byte_for_byte,
+    );
+    t.add(
+        "crash::temporary_files_of_a_killed_installer_are_removed",
+        NOTHING,
+        a_killed_installers_temporary_files_are_removed,
+    );
+    for v in ["0.2.0", "2.0.0"] {
+        t.add(
+            format!(
+                "versions::an_unserved_{}_chain_is_refused",
+                v.replace('.', "_")
+            ),
+            NOTHING,
+            an_unserved_version_is_refused(v),
+        );
+    }
+    t.add(
+        "readiness::follows_the_chain_the_binary_and_the_kubeconfig",
+        NOTHING,
+        readiness_follows_the_chain_the_binary_and_the_kubeconfig,
+    );
+    t.add(
+        "readiness::false_without_the_binary",
+        NOTHING,
+        readiness_is_false_without_the_binary,
+    );
+    t.add(
+        "upgrade::the_newer_installer_takes_over",
+        NOTHING,
+        an_upgrade_hands_over_and_leaves_the_plugin_installed,
+    );
+    t.add(
+        "upgrade::two_installers_with_different_settings_never_fight",
+        NOTHING,
+        two_installers_with_different_settings_never_fight,
+    );
+    t.add(
+        "istio::an_istio_cni_entry_is_reported",
+        NOTHING,
+        an_istio_cni_entry_is_reported,
+    );
+    t.add("settings::log_level", NOTHING, the_log_level_is_a_setting);
+    t.add(
+        "deploy::daemonset_runs_the_installer_as_designed",
+        NOTHING,
+        the_daemonset_runs_the_installer_as_designed,
+    );
+    type Bad = (
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let bad: &[Bad] = &[
         (
             "relative_bin_dir",
-            &["--cni-bin-dir", "opt/cni/bin"][..],
+            &["--cni-bin-dir", "opt/cni/bin"],
+            &[],
             "--cni-bin-dir",
         ),
-        ("bad_log_level", &["--log-level", "loud"][..], "--log-level"),
+        (
+            "bad_log_level",
+            &["--log-level", "loud"],
+            &[],
+            "--log-level",
+        ),
         (
             "bad_namespace",
-            &["--exclude-namespaces", "Kube_System"][..],
+            &["--exclude-namespaces", "Kube_System"],
+            &[],
             "--exclude-namespaces",
         ),
         (
             "plugin_settings_not_json",
-            &["--plugin-settings", "{nope"][..],
+            &["--plugin-settings", "{nope"],
+            &[],
             "--plugin-settings",
         ),
         (
             "unknown_plugin_key",
-            &["--plugin-settings", r#"{"istio-inbound-port": "80"}"#][..],
+            &["--plugin-settings", r#"{"istio-inbound-port": "80"}"#],
+            &[],
             "istio-inbound-port",
         ),
         (
             "bad_plugin_value",
-            &["--plugin-settings", r#"{"istio-inbound-ports": "abc"}"#][..],
+            &["--plugin-settings", r#"{"istio-inbound-ports": "abc"}"#],
+            &[],
             "istio-inbound-ports",
         ),
-    ] {
+        (
+            "plugin_settings_set_type",
+            &[],
+            &[("PLUGIN_SETTINGS", r#"{"type": "bridge"}"#)],
+            "PLUGIN_SETTINGS",
+        ),
+        (
+            "plugin_settings_set_name",
+            &["--plugin-settings", r#"{"name": "x"}"#],
+            &[],
+            "--plugin-settings",
+        ),
+        (
+            "plugin_settings_set_cni_version",
+            &["--plugin-settings", r#"{"cniVersion": "0.4.0"}"#],
+            &[],
+            "cniVersion",
+        ),
+        (
+            "plugin_settings_set_kubernetes",
+            &["--plugin-settings", r#"{"kubernetes": {}}"#],
+            &[],
+            "kubernetes",
+        ),
+        (
+            "conf_name_with_a_path",
+            &["--cni-conf-name", "../x.conflist"],
+            &[],
+            "--cni-conf-name",
+        ),
+        (
+            "conf_name_without_a_config_extension",
+            &["--cni-conf-name", "10-net"],
+            &[],
+            "--cni-conf-name",
+        ),
+        (
+            "kubeconfig_name_the_runtime_loads",
+            &["--kubeconfig-name", "meshtables.conf"],
+            &[],
+            "--kubeconfig-name",
+        ),
+        (
+            "kubernetes_service_host_not_a_host",
+            &[],
+            &[("KUBERNETES_SERVICE_HOST", "10.96.0.1/x")],
+            "KUBERNETES_SERVICE_HOST",
+        ),
+        (
+            "kubernetes_service_port_not_a_port",
+            &[],
+            &[("KUBERNETES_SERVICE_PORT", "https")],
+            "KUBERNETES_SERVICE_PORT",
+        ),
+    ];
+    for &(name, args, env, names) in bad {
         t.add(
             format!("settings::{name}"),
             NOTHING,
-            bad_settings_exit_2_naming_the_flag(name, args, names),
+            bad_settings_exit_2_naming_the_flag(name, args, env, names),
         );
     }
     t.run()

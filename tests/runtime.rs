@@ -278,11 +278,6 @@ fn runtime_installer_puts_the_plugin_in_the_chain() {
     );
     let conf = d.join("netd/mtnet.conflist");
     std::fs::write(&conf, &bridge_only).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let installer = support::command(
         &[
             "cni-install",
@@ -294,8 +289,6 @@ fn runtime_installer_puts_the_plugin_in_the_chain() {
             "--native-nftables",
             "--plugin-settings",
             r#"{"istio-inbound-ports": "*", "istio-service-cidr": "*", "istio-local-exclude-ports": "15090,15021,15020"}"#,
-            "--readiness-port",
-            &port.to_string(),
         ],
         &[],
     )

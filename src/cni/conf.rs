@@ -37,6 +37,12 @@ const WELL_KNOWN: &[&str] = &[
     "cni.dev/attachments",
 ];
 
+/// Whether a key of a plugin's configuration is one the runtime or the installer sets (the CNI
+/// spec's keys, and `kubernetes`), not an interception setting.
+pub fn is_reserved(key: &str) -> bool {
+    WELL_KNOWN.contains(&key) || key == "kubernetes"
+}
+
 /// The `kubernetes` section: where the API server is and which namespaces to leave alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {

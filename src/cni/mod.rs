@@ -549,7 +549,7 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
 }
 
 /// Whether ADD could work now: the kubeconfig is usable, and the backend's tools exist.
-fn status(conf: &NetConf) -> Result<(), CniError> {
+pub(crate) fn status(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |details: String| {
         CniError::new(code::NOT_AVAILABLE, "the plugin is not available", details)
     };

@@ -25,13 +25,15 @@ pub enum ConfError {
     BadPlugins,
     #[error("the chain has no plugin")]
     Empty,
+    #[error("the chain holds no plugin but meshtables-cni (no primary plugin)")]
+    OnlyUs,
 }
 
 /// Whether a file name is one the runtime reads as a network configuration: libcni's rule,
 /// the extension alone. A dot file is read too (podman and containerd load
 /// `.x.conflist`), so nothing of ours beside the configuration may carry these extensions.
 pub fn is_config_name(name: &str) -> bool {
-    [".conflist", ".conf", ".json"]
+    crate::values::CNI_CONF_EXTENSIONS
         .iter()
         .any(|ext| name.ends_with(ext))
 }
@@ -96,6 +98,9 @@ pub fn insert(bytes: &[u8], entry: &Map<String, Value>) -> Result<Option<Vec<u8>
         return Ok(None);
     }
     list.retain(|p| !is_ours(p));
+    if list.is_empty() {
+        return Err(ConfError::OnlyUs);
+    }
     list.push(entry.clone());
     let out = if is_list {
         let mut out = m.clone();
@@ -119,6 +124,26 @@ pub fn insert(bytes: &[u8], entry: &Map<String, Value>) -> Result<Option<Vec<u8>
         out
     };
     Ok(Some(write(&out)))
+}
+
+/// Our entry in a chain (the last one, if there are several).
+pub fn entry_of(bytes: &[u8]) -> Option<Map<String, Value>> {
+    let list = parse(bytes).and_then(|m| plugins(&m)).ok()?;
+    list.into_iter().rev().find(is_ours)
+}
+
+/// Whether a configuration is a list (`plugins`), not a single plugin.
+pub fn is_list(bytes: &[u8]) -> bool {
+    parse(bytes).is_ok_and(|m| m.contains_key("plugins"))
+}
+
+/// Whether the chain also holds Istio's own CNI plugin (`istio-cni`): both would program
+/// every pod.
+pub fn holds_istio_cni(bytes: &[u8]) -> bool {
+    parse(bytes).and_then(|m| plugins(&m)).is_ok_and(|l| {
+        l.iter()
+            .any(|p| p.get("type").and_then(Value::as_str) == Some("istio-cni"))
+    })
 }
 
 /// The configuration without our entry; `None` when it holds none.

@@ -1,77 +1,552 @@
-//! Files the installer writes where a runtime reads them: always whole (a temporary file in the
-//! same directory, written, synced, renamed over the target, the directory synced), so a
-//! runtime never reads half a configuration or executes half a binary. Temporary names start
-//! with a dot, which no runtime loads.
+//! Files the installer shares with the runtime and the primary plugin, and how it changes
+//! them without losing anyone's write.
+//!
+//! - Every write is whole: a temporary file in the same directory, written, synced, then
+//!   renamed into place, the directory synced. A runtime never reads half a configuration or
+//!   executes half a binary.
+//! - Temporary names are `.<target>.meshtables-tmp-<installer id>-<n>`: unique across the
+//!   node's installers whatever their PID namespaces (the id is the installer's presence,
+//!   `presence.rs`), dot files with no extension a runtime loads, and recognisable, so the
+//!   leftovers of a killed installer (whose id is no longer alive) are removed.
+//! - A shared file is replaced only if it still holds what was read ([`replace`]): the bytes
+//!   are compared just before, and the rename is an exchange (`RENAME_EXCHANGE`), so the file
+//!   displaced is known: if it is not the one read (the primary renamed its own new version in
+//!   between), it is put back at once. A writer that rewrites in place (truncate, write: Go's
+//!   `os.WriteFile`) and opened the file before our rename writes into the file we displaced;
+//!   [`Seen::overtaken`] sees that write afterwards, so the caller can take it as the primary's
+//!   newest. The other writer's last write wins.
+//! - New files never replace existing ones ([`create_new`]: `link`), and removal compares
+//!   before it unlinks ([`remove`]).
 
+use std::cell::Cell;
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically with mode `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.meshtables-{}", std::process::id()));
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+/// The largest configuration file the installer judges; the runtimes read any size, so a
+/// bigger file makes the installer "not ready" rather than guess.
+pub const MAX_CONF: u64 = 64 << 20;
+
+const TMP_MARK: &str = ".meshtables-tmp-";
+
+/// Temporary names for one installer.
+#[derive(Debug)]
+pub struct Temps {
+    id: u64,
+    n: Cell<u64>,
+}
+
+impl Temps {
+    pub fn new(id: u64) -> Temps {
+        Temps {
+            id,
+            n: Cell::new(0),
+        }
+    }
+
+    /// A fresh temporary path beside `target`.
+    pub fn beside(&self, target: &Path) -> PathBuf {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let n = self.n.get();
+        self.n.set(n + 1);
+        dir_of(target).join(format!(".{name}{TMP_MARK}{}-{n}", self.id))
+    }
+
+    /// The installer id in a temporary name of ours, if `name` is one.
+    pub fn owner(name: &str) -> Option<u64> {
+        let rest = &name[name.rfind(TMP_MARK)? + TMP_MARK.len()..];
+        let (id, n) = rest.split_once('-')?;
+        n.parse::<u64>().ok()?;
+        id.parse().ok()
+    }
+
+    /// Whether `name` is a temporary file of this installer.
+    pub fn is_mine(&self, name: &str) -> bool {
+        Temps::owner(name) == Some(self.id)
+    }
+}
+
+fn dir_of(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn sync_dir(p: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir_of(p))?.sync_all()
+}
+
+/// Writes a new temporary file with `bytes` and `mode`, synced; returns its path and inode.
+fn write_temp(
+    target: &Path,
+    bytes: &[u8],
+    mode: u32,
+    temps: &Temps,
+) -> std::io::Result<(PathBuf, u64)> {
+    let tmp = temps.beside(target);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
+        // The mode the caller asked for, whatever the umask made of it.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.sync_all()?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        Ok(f.metadata()?.ino())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(ino) => Ok((tmp, ino)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
-/// The mode of an existing file (a rewritten configuration keeps its permissions).
-pub fn mode_of(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
+/// Writes `bytes` to `path` whole (temporary file, rename), for files that are ours alone.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, temps: &Temps) -> std::io::Result<()> {
+    let (tmp, _) = write_temp(path, bytes, mode, temps)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(path)
 }
 
-/// Reads a regular file of at most 1 MiB (never a FIFO; see `host::read_bounded`).
+/// A file as read: its bytes, and the open file they came from.
+#[derive(Debug)]
+pub struct Seen {
+    pub bytes: Vec<u8>,
+    file: std::fs::File,
+    ino: u64,
+}
+
+impl Seen {
+    /// What the file we read holds now, when it differs from what we read: a write that
+    /// reached it after we read it (after we replaced it, an in-place writer's).
+    pub fn overtaken(&self) -> Option<Vec<u8>> {
+        let now = read_at(&self.file).ok()?;
+        (now != self.bytes).then_some(now)
+    }
+
+    /// Another look at the same file: the bytes read, and a duplicate of its descriptor.
+    pub fn try_clone(&self) -> std::io::Result<Seen> {
+        Ok(Seen {
+            bytes: self.bytes.clone(),
+            file: self.file.try_clone()?,
+            ino: self.ino,
+        })
+    }
+
+    /// The permission bits of the file read (a rewrite keeps them).
+    pub fn mode(&self) -> u32 {
+        self.file
+            .metadata()
+            .map(|m| m.mode() & 0o7777)
+            .unwrap_or(0o644)
+    }
+}
+
+fn too_big() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!("larger than {MAX_CONF} bytes"),
+    )
+}
+
+/// The whole content of `file`, from offset 0, at most `MAX_CONF` bytes.
+fn read_at(file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() as u64 > MAX_CONF {
+            return Err(too_big());
+        }
+    }
+}
+
+/// Reads a regular file (never blocking on a FIFO or device), at most `MAX_CONF` bytes.
+pub fn see(path: &Path) -> std::io::Result<Seen> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_CONF {
+        return Err(too_big());
+    }
+    let bytes = read_at(&file)?;
+    Ok(Seen {
+        bytes,
+        file,
+        ino: meta.ino(),
+    })
+}
+
+/// Reads a small regular file of ours (a kubeconfig, a backup): at most 1 MiB.
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     crate::host::read_bounded(path, crate::host::MAX_FILE)
 }
 
-/// The configuration files of `dir` (regular files the runtime would read), with contents.
-pub fn config_files(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !super::conflist::is_config_name(&name) {
-            continue;
+/// What [`replace`] did.
+#[derive(Debug)]
+pub enum Replaced {
+    /// `path` holds the new bytes; what it held is `Seen` (watch it with `overtaken`).
+    Yes,
+    /// `path` no longer held what was read: nothing was changed; read it again.
+    Changed,
+}
+
+fn ino_of(p: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Replaces `path`, which held `seen` when read, with `bytes`, unless it changed since.
+pub fn replace(path: &Path, seen: &Seen, bytes: &[u8], temps: &Temps) -> std::io::Result<Replaced> {
+    let (tmp, ours) = write_temp(path, bytes, seen.mode(), temps)?;
+    let unchanged = ino_of(path) == Some(seen.ino) && seen.overtaken().is_none();
+    if !unchanged {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(Replaced::Changed);
+    }
+    match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {}
+        // A filesystem without exchange: a plain rename (the compare above still holds).
+        Err(nix::Error::EINVAL | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP) => {
+            if let Err(e) = std::fs::rename(&tmp, path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            sync_dir(path)?;
+            return Ok(Replaced::Yes);
         }
-        // A file that vanished or cannot be read is not a candidate (reported by the caller
-        // only if it was the primary).
-        if let Ok(bytes) = read(&e.path()) {
-            out.push((name, bytes));
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
         }
     }
-    Ok(out)
+    if ino_of(&tmp) == Some(seen.ino) {
+        std::fs::remove_file(&tmp)?;
+        sync_dir(path)?;
+        return Ok(Replaced::Yes);
+    }
+    // Another writer renamed its file into place between the compare and the exchange: we
+    // displaced its write. Put it back (exchange again) and drop our own file.
+    let displaced = ino_of(&tmp);
+    renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE)?;
+    if ino_of(&tmp) != Some(ours) {
+        // It renamed once more in between (our file went with that rename): its newest is
+        // now beside us and its older one in place. One more exchange puts the newest back;
+        // the older one, superseded by its own writer, is no one's file.
+        renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE)?;
+        if ino_of(&tmp) != displaced {
+            return Err(std::io::Error::other(format!(
+                "{} was renamed over three times while being replaced; left {} for inspection",
+                path.display(),
+                tmp.display()
+            )));
+        }
+    }
+    std::fs::remove_file(&tmp)?;
+    Ok(Replaced::Changed)
+}
+
+/// Creates `path` with `bytes` unless something exists there; returns whether it did.
+pub fn create_new(path: &Path, bytes: &[u8], mode: u32, temps: &Temps) -> std::io::Result<bool> {
+    let (tmp, _) = write_temp(path, bytes, mode, temps)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_dir(path).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `path` if it still holds `seen`; returns whether it did. Whatever is there is
+/// moved aside first (atomically), compared, and put back if it is not what was read.
+pub fn remove(path: &Path, seen: &Seen, temps: &Temps) -> std::io::Result<bool> {
+    let aside = temps.beside(path);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if ino_of(&aside) == Some(seen.ino) && seen.overtaken().is_none() {
+        std::fs::remove_file(&aside)?;
+        sync_dir(path)?;
+        return Ok(true);
+    }
+    // Someone else's newer write: back where it was, unless an even newer one is there now.
+    let _ = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    Ok(false)
+}
+
+/// Where a file of the configuration directory really is, as the host resolves it, in this
+/// process's view. `dir` is the directory as mounted here, `host_dir` the same directory as the
+/// host (and so the runtime) sees it. A symbolic link is followed as the host would follow it;
+/// a target outside the directory is not visible here (unless both views are the same), and
+/// is an error naming it.
+pub fn resolve(dir: &Path, host_dir: &Path, name: &std::ffi::OsStr) -> Result<PathBuf, String> {
+    let same_view = dir == host_dir;
+    let mut host_path = host_dir.join(name);
+    for _ in 0..40 {
+        let here = if same_view {
+            host_path.clone()
+        } else {
+            match host_path.strip_prefix(host_dir) {
+                Ok(rest) => dir.join(rest),
+                Err(_) => {
+                    return Err(format!(
+                        "{} is a link to {}, outside {} (not mounted here: link within the directory, or mount the target at the same path)",
+                        host_dir.join(name).display(),
+                        host_path.display(),
+                        host_dir.display()
+                    ));
+                }
+            }
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&here) else {
+            return Ok(here);
+        };
+        if !meta.file_type().is_symlink() {
+            return Ok(here);
+        }
+        let target = std::fs::read_link(&here).map_err(|e| format!("{}: {e}", here.display()))?;
+        host_path = normalize(&dir_of(&host_path).join(target));
+    }
+    Err(format!(
+        "{}: too many levels of symbolic links",
+        host_dir.join(name).display()
+    ))
+}
+
+/// `a/b/../c` → `a/c`, lexically (as the host resolves a link target relative to its
+/// directory; the directories on the way are the host's, not ours).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Copies the running binary to `dest` unless `dest` already holds the same bytes; returns
 /// whether it wrote. The binary is read from /proc/self/exe, so the copy is what runs.
-pub fn install_binary(dest: &Path) -> std::io::Result<bool> {
+pub fn install_binary(dest: &Path, temps: &Temps) -> std::io::Result<bool> {
     let me = std::fs::read("/proc/self/exe")?;
-    if std::fs::read(dest).is_ok_and(|there| there == me) {
+    if same_bytes(dest, &me) {
         return Ok(false);
     }
-    write_atomic(dest, &me, 0o755)?;
+    write_atomic(dest, &me, 0o755, temps)?;
     Ok(true)
+}
+
+/// Whether `path` is a regular file holding exactly `bytes`.
+pub fn same_bytes(path: &Path, bytes: &[u8]) -> bool {
+    see_any(path).is_ok_and(|b| b == bytes)
+}
+
+/// Reads a regular file of any size (the plugin binary), never blocking on a FIFO.
+fn see_any(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Removes the temporary files of installers that are no longer running (a kill between a
+/// temporary file's creation and its rename), and old-style ones (`.<name>.meshtables-<pid>`)
+/// a minute old. Returns what it removed.
+pub fn remove_leftovers(dir: &Path, dead: impl Fn(u64) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = match Temps::owner(&name) {
+            Some(id) => dead(id),
+            None => is_old_style_temp(&name) && older_than_a_minute(&e.path()),
+        };
+        if stale && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+fn is_old_style_temp(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(".meshtables-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn older_than_a_minute(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() >= 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mt-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn temporary_names_carry_the_installer_and_no_config_extension() {
+        let t = Temps::new(42);
+        let p = t.beside(Path::new("/x/10-net.conflist"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with('.') && !super::super::conflist::is_config_name(name));
+        assert_eq!(Temps::owner(name), Some(42));
+        assert_ne!(t.beside(Path::new("/x/a")), t.beside(Path::new("/x/a")));
+        assert_eq!(Temps::owner("10-net.conflist"), None);
+    }
+
+    #[test]
+    fn replace_refuses_a_file_that_changed_since_it_was_read() {
+        let d = dir("changed");
+        let p = d.join("10-net.conflist");
+        std::fs::write(&p, "one").unwrap();
+        let seen = see(&p).unwrap();
+        std::fs::write(d.join("new"), "two").unwrap();
+        std::fs::rename(d.join("new"), &p).unwrap();
+        let t = Temps::new(1);
+        assert!(matches!(
+            replace(&p, &seen, b"ours", &t).unwrap(),
+            Replaced::Changed
+        ));
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn replace_keeps_the_mode_and_sees_an_in_place_write_after_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("inplace");
+        let p = d.join("10-net.conflist");
+        std::fs::write(&p, "one").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // The primary opened the file (O_TRUNC) before our rename, and writes after it.
+        let seen = see(&p).unwrap();
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let t = Temps::new(1);
+        assert!(matches!(
+            replace(&p, &seen, b"ours", &t).unwrap(),
+            Replaced::Yes
+        ));
+        writer.set_len(0).unwrap();
+        writer.write_all(b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"ours");
+        assert_eq!(seen.overtaken().as_deref(), Some(&b"two"[..]));
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn create_new_never_replaces_and_remove_compares() {
+        let d = dir("create");
+        let p = d.join("10-net.conflist");
+        let t = Temps::new(1);
+        assert!(create_new(&p, b"a", 0o644, &t).unwrap());
+        assert!(!create_new(&p, b"b", 0o644, &t).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"a");
+        let seen = see(&p).unwrap();
+        std::fs::write(d.join("n"), "c").unwrap();
+        std::fs::rename(d.join("n"), &p).unwrap();
+        assert!(!remove(&p, &seen, &t).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"c");
+        let seen = see(&p).unwrap();
+        assert!(remove(&p, &seen, &t).unwrap());
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn links_resolve_as_the_host_sees_them() {
+        let d = dir("links");
+        let here = d.join("mnt");
+        std::fs::create_dir_all(here.join("sub")).unwrap();
+        let host = Path::new("/etc/cni/net.d");
+        std::fs::write(here.join("sub/real.conflist"), "x").unwrap();
+        std::os::unix::fs::symlink("sub/real.conflist", here.join("10-rel.conflist")).unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/cni/net.d/sub/real.conflist",
+            here.join("20-abs.conflist"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/opt/calico/x.conflist", here.join("30-out.conflist")).unwrap();
+        std::os::unix::fs::symlink("../x.conflist", here.join("40-up.conflist")).unwrap();
+        let r = |n: &str| resolve(&here, host, std::ffi::OsStr::new(n));
+        assert_eq!(
+            r("10-rel.conflist").unwrap(),
+            here.join("sub/real.conflist")
+        );
+        assert_eq!(
+            r("20-abs.conflist").unwrap(),
+            here.join("sub/real.conflist")
+        );
+        assert!(r("30-out.conflist").unwrap_err().contains("/opt/calico"));
+        assert!(r("40-up.conflist").unwrap_err().contains("outside"));
+        assert_eq!(r("plain").unwrap(), here.join("plain"));
+    }
+
+    #[test]
+    fn leftovers_of_dead_installers_go_and_live_ones_stay() {
+        let d = dir("leftovers");
+        let live = Temps::new(7).beside(&d.join("a.conflist"));
+        let dead = Temps::new(8).beside(&d.join("a.conflist"));
+        std::fs::write(&live, "").unwrap();
+        std::fs::write(&dead, "").unwrap();
+        std::fs::write(d.join("a.conflist"), "").unwrap();
+        let removed = remove_leftovers(&d, |id| id == 8);
+        assert_eq!(removed, [dead]);
+        assert!(live.exists() && d.join("a.conflist").exists());
+    }
 }

@@ -1,31 +1,44 @@
 //! `meshtables cni-install`: the long-running process of a DaemonSet that installs the CNI
-//! plugin on its node and keeps it installed (`deploy/`).
+//! plugin on its node and keeps it installed (`deploy/`), and `meshtables cni-ready`, its
+//! readiness probe.
 //!
-//! On start it copies its own binary into the runtime's plugin directory as `meshtables-cni`
-//! (skipped when identical), writes the plugin's kubeconfig from its service account, and puts
-//! the plugin last in the primary network's chain (`conflist`), waiting for the primary's file
-//! if there is none yet. Then it watches (inotify) the configuration directory, where a primary
-//! plugin such as Calico or Cilium rewrites its file, and puts the entry back within a second;
-//! and the service account directory, rewriting the kubeconfig when the token rotates. An HTTP
-//! endpoint answers 200 while the chain holds the plugin, 503 otherwise (the pod's readiness).
-//! On SIGTERM (with `--uninstall`, the default) it takes the entry out, restoring the file
-//! byte for byte from a backup when no one else wrote it since (a converted `.conf` comes back
-//! as it was), and removes the binary and the kubeconfig; unless another installer runs on
-//! the node (a rolling upgrade), which keeps everything installed.
+//! On start it announces itself among the node's installers (`presence`), copies its own binary
+//! into the runtime's plugin directory as `meshtables-cni`, writes the plugin's kubeconfig from
+//! its service account, and puts the plugin last in the chain of the network the runtime uses
+//! (`view`: the first file that loads, as libcni and the runtimes decide), waiting for one if
+//! there is none yet. Then it watches the directories (inotify) and, every second anyway,
+//! checks the binary, the kubeconfig and the chain, and puts back what is missing. Every write
+//! to a file another program writes compares before it replaces (`files`): the primary
+//! plugin's last write always wins, and our entry is added to it.
+//!
+//! When a newer installer runs on the node (an upgrade's new pod), this one stands by: it
+//! writes nothing, and at SIGTERM leaves everything installed. The last installer to stop
+//! (with `--uninstall`, the default) takes the entry out of every file that holds it (a file
+//! comes back byte for byte from its backup when it is exactly that backup plus our entry; a
+//! converted `.conf` comes back as it was), then removes the kubeconfig and the binary.
 
 pub mod conflist;
 mod files;
 mod kubeconfig;
+mod presence;
+pub mod ready;
+mod view;
 mod watch;
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigError, EnvSource, Resolver};
+use crate::config::{ConfigError, EnvSource, Origin, Resolver};
 use crate::flags::Flags;
 use crate::flags::install as f;
-use crate::logging;
+use crate::logging::{self, Level};
+use files::{Replaced, Seen, Temps};
+use view::{Survey, Verdict};
 
 /// The installer's settings (`flags::install`), resolved.
 #[derive(Debug, Clone)]
@@ -42,7 +55,6 @@ pub struct Settings {
     pub compact: bool,
     pub plugin_settings: Map<String, Value>,
     pub uninstall: bool,
-    pub readiness_port: u16,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
 }
@@ -51,23 +63,53 @@ pub struct Settings {
 pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigError> {
     let r = Resolver::new(flags, env);
     let name = r.get(&f::CNI_CONF_NAME)?;
-    Ok(Settings {
+    let plugin_settings = r.get(&f::PLUGIN_SETTINGS)?;
+    if let Some(key) = plugin_settings
+        .keys()
+        .find(|k| crate::cni::conf::is_reserved(k))
+    {
+        return Err(ConfigError::Invalid {
+            origin: r.origin(&f::PLUGIN_SETTINGS.spec),
+            value: Value::Object(plugin_settings.clone()).to_string(),
+            problem: format!(
+                "sets {key:?}, which the installer or the runtime sets (only interception settings, by their long flag names)"
+            ),
+        });
+    }
+    let s = Settings {
         bin_dir: r.get(&f::CNI_BIN_DIR)?,
         conf_dir: r.get(&f::CNI_CONF_DIR)?,
         host_conf_dir: r.get(&f::HOST_CNI_CONF_DIR)?,
-        conf_name: (!name.trim().is_empty()).then(|| name.trim().to_string()),
+        conf_name: (!name.is_empty()).then_some(name),
         kubeconfig_name: r.get(&f::KUBECONFIG_NAME)?,
         sa_dir: r.get(&f::SERVICE_ACCOUNT_DIR)?,
         kubernetes: r.get(&f::KUBERNETES)?,
         exclude_namespaces: r.get(&f::EXCLUDE_NAMESPACES)?,
         native_nftables: r.get(&f::NATIVE_NFTABLES)?,
         compact: r.get(&f::COMPACT)?,
-        plugin_settings: r.get(&f::PLUGIN_SETTINGS)?,
+        plugin_settings,
         uninstall: r.get(&f::UNINSTALL)?,
-        readiness_port: r.get(&f::READINESS_PORT)?.get(),
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
-    })
+    };
+    if s.kubernetes {
+        // The API server the kubeconfig names: what the kubelet set must be usable.
+        kubeconfig::server(env).map_err(|e| {
+            let (var, value) = match &e {
+                kubeconfig::KubeconfigError::BadPort { value, .. } => {
+                    ("KUBERNETES_SERVICE_PORT", value.clone())
+                }
+                kubeconfig::KubeconfigError::BadHost(h) => ("KUBERNETES_SERVICE_HOST", h.clone()),
+                _ => ("KUBERNETES_SERVICE_HOST", String::new()),
+            };
+            ConfigError::Invalid {
+                origin: Origin::Env(var),
+                value,
+                problem: e.to_string(),
+            }
+        })?;
+    }
+    Ok(s)
 }
 
 /// Failures of a running installer.
@@ -93,9 +135,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Install
 }
 
 /// The plugin's entry these settings make: the plugin's `type` and `name`, the chosen
-/// settings, and the `kubernetes` section. Checked by the plugin's own configuration parser,
-/// so a key it would refuse stops the installer instead of every pod's ADD.
-pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
+/// settings, and the `kubernetes` section (with the kubeconfig at `kubeconfig`). Checked by
+/// the plugin's own configuration parser, so a key it would refuse stops the installer instead
+/// of every pod's ADD.
+fn entry_with(s: &Settings, kubeconfig: &Path) -> Result<Map<String, Value>, InstallError> {
     let mut e = Map::new();
     e.insert("type".into(), conflist::TYPE.into());
     e.insert("name".into(), conflist::TYPE.into());
@@ -109,7 +152,6 @@ pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
         e.insert(k.clone(), v.clone());
     }
     if s.kubernetes {
-        let kubeconfig = s.host_conf_dir.join(&s.kubeconfig_name);
         e.insert(
             "kubernetes".into(),
             serde_json::json!({
@@ -118,45 +160,206 @@ pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
             }),
         );
     }
-    let mut check = e.clone();
-    check.insert("cniVersion".into(), "1.0.0".into());
-    let bytes = serde_json::to_vec(&check).unwrap_or_default();
-    let refused =
-        |err: crate::cni::CniError| InstallError::Entry(format!("{}: {}", err.msg, err.details));
-    let conf = crate::cni::conf::parse(&bytes).map_err(refused)?;
-    crate::cni::validate_settings(&conf).map_err(refused)?;
+    let conf = as_plugin_conf(&e).map_err(|err| InstallError::Entry(err.to_string()))?;
+    crate::cni::validate_settings(&conf)
+        .map_err(|err| InstallError::Entry(format!("{}: {}", err.msg, err.details)))?;
     Ok(e)
+}
+
+/// The entry as the plugin parses it (in the newest version it speaks).
+fn as_plugin_conf(e: &Map<String, Value>) -> Result<crate::cni::conf::NetConf, String> {
+    let mut check = e.clone();
+    let newest = crate::cni::conf::SUPPORTED_VERSIONS.last().copied();
+    check.insert("cniVersion".into(), newest.unwrap_or("1.0.0").into());
+    let bytes = serde_json::to_vec(&check).unwrap_or_default();
+    crate::cni::conf::parse(&bytes).map_err(|err| format!("{}: {}", err.msg, err.details))
+}
+
+/// The entry written into the chain: the kubeconfig path as the host sees it.
+pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
+    entry_with(s, &s.host_conf_dir.join(&s.kubeconfig_name))
 }
 
 /// The backup of a configuration file as it was before an installer first wrote it:
 /// `.<file name>.meshtables-cni-backup` beside it. Its extension is none a runtime reads (a
 /// runtime loads dot files with a CNI extension too, and the first by name wins). On disk, so
 /// that whichever installer uninstalls (after an upgrade, not the one that wrote) can put the
-/// file back byte for byte.
+/// file back byte for byte. A backup never holds an entry of ours.
 const BACKUP_SUFFIX: &str = ".meshtables-cni-backup";
 
-fn backup_name(orig: &str) -> String {
-    format!(".{orig}{BACKUP_SUFFIX}")
+fn backup_name(orig: &[u8]) -> OsString {
+    let mut n = b".".to_vec();
+    n.extend_from_slice(orig);
+    n.extend_from_slice(BACKUP_SUFFIX.as_bytes());
+    OsString::from(std::ffi::OsStr::from_bytes(&n))
+}
+
+/// How long a network file that stopped loading (its writer rewriting it in place) keeps our
+/// entry before the installer moves to the next network the runtime would use.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// How long a file we replaced is watched for a write that reached it after our rename.
+const WATCH_FOR: Duration = Duration::from_secs(2);
+
+/// Where the installer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The network's chain ends with our entry.
+    Ready(String),
+    /// Not (yet) installed, and why.
+    NotReady(String),
+    /// A newer installer owns the chain (an upgrade): this one writes nothing.
+    StandingBy,
+}
+
+/// What one pass found.
+#[derive(Debug)]
+pub struct Pass {
+    pub state: State,
+    /// Another writer changed a file while we wrote it: read again shortly.
+    pub again: bool,
+    /// A write failed: retry no sooner than in a second.
+    pub failed: bool,
+}
+
+/// A file we replaced, watched for a write that reached it after our rename.
+struct Watched {
+    name: OsString,
+    path: PathBuf,
+    before: Seen,
+    wrote: Vec<u8>,
+    until: Instant,
+}
+
+/// Messages logged once per change, by topic.
+#[derive(Default)]
+struct Notes(HashMap<&'static str, String>);
+
+impl Notes {
+    fn say(&mut self, topic: &'static str, level: Level, msg: String) {
+        if self.0.get(topic) != Some(&msg) {
+            logging::log(level, &msg);
+            self.0.insert(topic, msg);
+        }
+    }
+
+    fn clear(&mut self, topic: &'static str) {
+        self.0.remove(topic);
+    }
+}
+
+/// The network the chain goes into: the named file (or its `.conf`/`.conflist` twin), else the
+/// first file the runtime loads. An error says why there is none to use.
+fn chosen<'a>(survey: &'a Survey, s: &Settings) -> Result<&'a view::File, String> {
+    if let Some(b) = survey.blocker() {
+        return Err(format!("{}: {}", b.display(), verdict_why(&b.verdict)));
+    }
+    let file = match &s.conf_name {
+        Some(name) => {
+            let twin = name
+                .strip_suffix(".conf")
+                .map(|b| format!("{b}.conflist"))
+                .or_else(|| name.strip_suffix(".conflist").map(|b| format!("{b}.conf")));
+            std::iter::once(name.clone())
+                .chain(twin)
+                .find_map(|n| survey.get(&OsString::from(n)))
+                .ok_or_else(|| format!("{name} (--cni-conf-name) does not exist yet"))?
+        }
+        None => survey.network().ok_or_else(|| {
+            let why: Vec<String> = survey
+                .files
+                .iter()
+                .map(|f| format!("{}: {}", f.display(), verdict_why(&f.verdict)))
+                .collect();
+            if why.is_empty() {
+                "no network configuration yet (waiting for the primary plugin's file)".to_string()
+            } else {
+                format!("no file the runtime loads ({})", why.join("; "))
+            }
+        })?,
+    };
+    match &file.verdict {
+        Verdict::Network { version, .. } => {
+            let supported = crate::cni::conf::SUPPORTED_VERSIONS;
+            match version {
+                Some(v) if supported.contains(&v.as_str()) => Ok(file),
+                other => Err(format!(
+                    "{} has cniVersion {}, which meshtables-cni does not serve (it serves {}): every pod's ADD would fail, so the plugin is not put in this chain",
+                    file.display(),
+                    other
+                        .as_deref()
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or("(none)".into()),
+                    supported.join(", ")
+                )),
+            }
+        }
+        v => Err(format!("{}: {}", file.display(), verdict_why(v))),
+    }
+}
+
+fn verdict_why(v: &Verdict) -> String {
+    match v {
+        Verdict::Network { .. } => "a network".into(),
+        Verdict::NotANetwork(why) => format!("the runtime does not load it ({why})"),
+        Verdict::Unjudgeable(why) => format!("cannot be judged as the runtime judges it ({why})"),
+    }
 }
 
 /// The installer's state.
 pub struct Installer {
     s: Settings,
     entry: Map<String, Value>,
-    kubeconfig: Option<Vec<u8>>,
+    presence: presence::Presence,
+    temps: Temps,
     /// The plugin binary as last checked: inode, size, modification time.
     binary_seen: Option<(u64, u64, i64, i64)>,
+    /// The file whose chain we last put the entry in, and since when it has not loaded.
+    home: Option<OsString>,
+    home_lost_at: Option<Instant>,
+    watched: Vec<Watched>,
+    notes: Notes,
+    passes: u64,
 }
 
 impl Installer {
+    /// Joins the node's installers and checks the settings' entry.
     pub fn new(s: Settings) -> Result<Installer, InstallError> {
         let entry = entry(&s)?;
+        let presence = presence::Presence::join(&s.conf_dir).map_err(|e| {
+            InstallError::Watch(format!(
+                "announcing this installer in {}: {e}",
+                s.conf_dir.display()
+            ))
+        })?;
+        let temps = Temps::new(presence.id());
         Ok(Installer {
             s,
             entry,
-            kubeconfig: None,
+            presence,
+            temps,
             binary_seen: None,
+            home: None,
+            home_lost_at: None,
+            watched: Vec::new(),
+            notes: Notes::default(),
+            passes: 0,
         })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.s
+    }
+
+    /// Whether `name` (in a watched directory) is one of this installer's temporary files:
+    /// its own writes are not events to react to.
+    pub fn is_own_temp(&self, name: &std::ffi::OsStr) -> bool {
+        self.temps.is_mine(&name.to_string_lossy())
+    }
+
+    /// Whether files we replaced are still watched (the loop then wakes up more often).
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
     }
 
     fn binary(&self) -> PathBuf {
@@ -167,9 +370,71 @@ impl Installer {
         self.s.conf_dir.join(&self.s.kubeconfig_name)
     }
 
-    /// Copies the binary into the plugin directory unless it holds the same bytes. Checked
-    /// every second: a file unchanged since the last check (inode, size, mtime) is not read.
-    pub fn install_binary(&mut self) -> Result<(), InstallError> {
+    /// One pass: the binary, the kubeconfig, leftovers, then the chain. A newer installer on
+    /// the node makes this one stand by (it writes nothing).
+    pub fn pass(&mut self, env: &dyn EnvSource) -> Pass {
+        self.passes += 1;
+        if self.presence.newer_alive() {
+            self.watched.clear();
+            self.home = None;
+            return Pass {
+                state: State::StandingBy,
+                again: false,
+                failed: false,
+            };
+        }
+        let mut failed = false;
+        if self.passes % 10 == 1 {
+            self.remove_leftovers();
+        }
+        match self.install_binary() {
+            Ok(()) => self.notes.clear("binary"),
+            Err(e) => {
+                failed = true;
+                self.notes.say("binary", Level::Error, e.to_string());
+            }
+        }
+        match self.refresh_kubeconfig(env) {
+            Ok(()) => self.notes.clear("kubeconfig"),
+            Err(e) => {
+                failed = true;
+                self.notes.say(
+                    "kubeconfig",
+                    Level::Error,
+                    format!("the plugin's kubeconfig: {e}"),
+                );
+            }
+        }
+        let (state, again) = match self.chain() {
+            Ok(r) => r,
+            Err(e) => {
+                failed = true;
+                (State::NotReady(e.to_string()), false)
+            }
+        };
+        Pass {
+            state,
+            again,
+            failed,
+        }
+    }
+
+    /// Removes temporary files that installers no longer running left behind.
+    fn remove_leftovers(&mut self) {
+        let presence = &self.presence;
+        for dir in [&self.s.conf_dir, &self.s.bin_dir] {
+            for p in files::remove_leftovers(dir, |id| !presence.alive(id)) {
+                logging::info(&format!(
+                    "removed {}, left by an installer that was killed",
+                    p.display()
+                ));
+            }
+        }
+    }
+
+    /// Copies the binary into the plugin directory unless it holds the same bytes. A file
+    /// unchanged since the last check (inode, size, mtime) is not read again.
+    fn install_binary(&mut self) -> Result<(), InstallError> {
         use std::os::unix::fs::MetadataExt;
         let dest = self.binary();
         let stamp = |m: std::fs::Metadata| (m.ino(), m.len(), m.mtime(), m.mtime_nsec());
@@ -177,208 +442,479 @@ impl Installer {
         if now.is_some() && now == self.binary_seen {
             return Ok(());
         }
-        if files::install_binary(&dest).map_err(io("copying the plugin to", &dest))? {
+        if files::install_binary(&dest, &self.temps).map_err(io("copying the plugin to", &dest))? {
             logging::info(&format!("installed {}", dest.display()));
         }
         self.binary_seen = std::fs::metadata(&dest).ok().map(stamp);
         Ok(())
     }
 
-    /// Writes the kubeconfig when its content changed (a rotated token).
-    pub fn refresh_kubeconfig(&mut self, env: &dyn EnvSource) -> Result<(), InstallError> {
+    /// Makes the kubeconfig what the service account says now (a rotated token, a file
+    /// removed or changed by someone else).
+    fn refresh_kubeconfig(&mut self, env: &dyn EnvSource) -> Result<(), InstallError> {
         if !self.s.kubernetes {
             return Ok(());
         }
         let bytes = kubeconfig::make(&self.s.sa_dir, env)?;
         let path = self.kubeconfig_path();
         if files::read(&path).is_ok_and(|b| b == bytes) {
-            self.kubeconfig = Some(bytes);
             return Ok(());
         }
-        files::write_atomic(&path, &bytes, 0o600).map_err(io("writing", &path))?;
+        files::write_atomic(&path, &bytes, 0o600, &self.temps).map_err(io("writing", &path))?;
         logging::info(&format!("wrote the plugin's kubeconfig {}", path.display()));
-        self.kubeconfig = Some(bytes);
         Ok(())
     }
 
-    /// The primary configuration file: the named one (or its `.conf`/`.conflist` twin), else
-    /// the lexically first valid one. Files skipped for their content are reported.
-    fn primary(&self) -> Result<Option<(PathBuf, Vec<u8>)>, InstallError> {
-        let dir = &self.s.conf_dir;
-        if let Some(name) = &self.s.conf_name {
-            let twin = name
-                .strip_suffix(".conf")
-                .map(|b| format!("{b}.conflist"))
-                .or_else(|| name.strip_suffix(".conflist").map(|b| format!("{b}.conf")));
-            for n in std::iter::once(name.clone()).chain(twin) {
-                let p = dir.join(&n);
-                if let Ok(bytes) = files::read(&p) {
-                    return match conflist::validate(&bytes) {
-                        Ok(()) => Ok(Some((p, bytes))),
-                        Err(e) => {
-                            logging::warn(&format!("{}: {e}; not touching it", p.display()));
-                            Ok(None)
-                        }
-                    };
-                }
+    /// The chain: our entry last in the network the runtime uses, and in no other file.
+    /// Returns the state, and whether to look again soon (a file changed under a write).
+    fn chain(&mut self) -> Result<(State, bool), InstallError> {
+        let survey = Survey::read(&self.s.conf_dir, &self.s.host_conf_dir)
+            .map_err(io("reading", &self.s.conf_dir))?;
+        let file = match chosen(&survey, &self.s) {
+            Ok(f) => f,
+            Err(why) => return Ok((State::NotReady(why), false)),
+        };
+        if let Some(waiting) = self.moving(&survey, file) {
+            return Ok((State::NotReady(waiting), false));
+        }
+        let (state, again, target) = self.put_in(file)?;
+        // Our entry in no other file (a network the runtime no longer uses, after a new
+        // lexically earlier one appeared; an older installer's).
+        for other in &survey.files {
+            if other.name != file.name
+                && Some(&other.name) != target.as_ref()
+                && conflist::holds(other.bytes(), None)
+            {
+                self.take_out(other, &survey)?;
             }
-            return Ok(None);
         }
-        let all = files::config_files(dir).map_err(io("reading", dir))?;
-        let (found, skipped) = conflist::primary(&all);
-        for (name, why) in skipped {
-            logging::warn(&format!(
-                "{}: {why}; not touching it",
-                dir.join(name).display()
-            ));
+        if conflist::holds_istio_cni(file.bytes()) {
+            self.notes.say(
+                "istio-cni",
+                Level::Warn,
+                format!(
+                    "the chain of {} also holds istio-cni: both plugins would program every pod; remove Istio's CNI plugin (uninstall the istio/cni chart, keep pilot.cni.enabled=true)",
+                    file.display()
+                ),
+            );
+        } else {
+            self.notes.clear("istio-cni");
         }
-        Ok(found.map(|(n, b)| (dir.join(n), b.clone())))
+        Ok((state, again))
     }
 
-    /// Makes the primary's chain end with our entry; returns whether it does (the readiness).
-    pub fn reconcile(&mut self) -> Result<bool, InstallError> {
-        let Some((path, bytes)) = self.primary()? else {
-            return Ok(false);
+    /// Whether to wait before moving the entry: the file that holds it stopped loading (its
+    /// writer rewriting it in place) less than `GRACE` ago. Returns why it waits.
+    fn moving(&mut self, survey: &Survey, to: &view::File) -> Option<String> {
+        let home = self.home.as_ref()?;
+        if *home == to.name {
+            self.home_lost_at = None;
+            return None;
+        }
+        let h = survey.get(home)?;
+        if !matches!(h.verdict, Verdict::NotANetwork(_)) {
+            self.home_lost_at = None;
+            return None;
+        }
+        let since = *self.home_lost_at.get_or_insert_with(Instant::now);
+        (since.elapsed() < GRACE).then(|| {
+            format!(
+                "{} does not load right now ({}); waiting for its writer before moving to {}",
+                h.display(),
+                verdict_why(&h.verdict),
+                to.display()
+            )
+        })
+    }
+
+    fn backup_path(&self, name: &[u8]) -> PathBuf {
+        self.s.conf_dir.join(backup_name(name))
+    }
+
+    /// The backup of `name`, if there is one.
+    fn backup_of(&self, name: &[u8]) -> Option<Vec<u8>> {
+        files::read(&self.backup_path(name)).ok()
+    }
+
+    /// Keeps the backup of `file` true before we write into it: its bytes when it holds no
+    /// entry of ours; when it holds one (an earlier installer's), the existing backup only if
+    /// the file is exactly that backup plus that entry, else none (uninstall then takes out
+    /// only our entry). A backup never holds an entry of ours.
+    fn keep_backup(&self, name: &[u8], bytes: &[u8]) -> Result<(), InstallError> {
+        let path = self.backup_path(name);
+        let keep = match conflist::entry_of(bytes) {
+            None => {
+                if files::read(&path).ok().as_deref() != Some(bytes) {
+                    files::write_atomic(&path, bytes, 0o600, &self.temps)
+                        .map_err(io("writing", &path))?;
+                }
+                true
+            }
+            Some(e) => self
+                .backup_of(name)
+                .is_some_and(|b| with_entry(&b, &e).as_deref() == Some(bytes)),
         };
-        let new = match conflist::insert(&bytes, &self.entry) {
-            Ok(None) => return Ok(true),
+        if !keep {
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
+    }
+
+    /// Puts our entry last in `file`'s chain. Returns the state, whether to look again soon,
+    /// and the name of the file written when it is not `file` (a conversion's `.conflist`).
+    fn put_in(
+        &mut self,
+        file: &view::File,
+    ) -> Result<(State, bool, Option<OsString>), InstallError> {
+        let bytes = file.bytes();
+        let Some(seen) = &file.seen else {
+            return Ok((
+                State::NotReady(format!("{} is gone", file.display())),
+                true,
+                None,
+            ));
+        };
+        let new = match conflist::insert(bytes, &self.entry) {
+            Ok(None) => {
+                self.home = Some(file.name.clone());
+                return Ok((ready(file), false, None));
+            }
             Ok(Some(new)) => new,
             Err(e) => {
-                logging::warn(&format!("{}: {e}; not touching it", path.display()));
-                return Ok(false);
+                return Ok((
+                    State::NotReady(format!("{}: {e}; not touching it", file.display())),
+                    false,
+                    None,
+                ));
             }
         };
-        let mode = files::mode_of(&path).unwrap_or(0o644);
-        // A single plugin (`.conf`, or `.json`) becomes a list: written as `.conflist`
-        // beside it, then the old file removed (in between the runtime still reads the old
-        // one: it sorts first).
-        let converting = !bytes_is_list(&bytes);
-        let target = if converting {
-            path.with_extension("conflist")
-        } else {
-            path.clone()
-        };
-        // The backup first: a kill after it leaves the file as it was, and a rerun rewrites
-        // the backup from the same bytes.
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.drop_backups();
-        let backup = self.s.conf_dir.join(backup_name(&name));
-        files::write_atomic(&backup, &bytes, 0o600).map_err(io("writing", &backup))?;
-        files::write_atomic(&target, &new, mode).map_err(io("writing", &target))?;
-        if target != path {
-            std::fs::remove_file(&path).map_err(io("removing the converted", &path))?;
+        if matches!(file.verdict, Verdict::Network { list: false, .. }) {
+            return self.convert(file, seen, &new);
         }
-        logging::info(&format!(
-            "put {} last in the chain of {}",
-            conflist::TYPE,
-            target.display()
-        ));
-        Ok(true)
+        let name = file.name.as_bytes();
+        self.keep_backup(name, bytes)?;
+        match files::replace(&file.path, seen, &new, &self.temps)
+            .map_err(io("writing", &file.path))?
+        {
+            Replaced::Changed => Ok((changed(file), true, None)),
+            Replaced::Yes => {
+                self.watch(&file.name, &file.path, seen, &new);
+                self.home = Some(file.name.clone());
+                logging::info(&format!(
+                    "put {} last in the chain of {}",
+                    conflist::TYPE,
+                    file.path.display()
+                ));
+                Ok((ready(file), false, None))
+            }
+        }
     }
 
-    /// The backups in the configuration directory: (original file name, its bytes).
-    fn backups(&self) -> Vec<(String, Vec<u8>)> {
-        let Ok(dir) = std::fs::read_dir(&self.s.conf_dir) else {
-            return Vec::new();
-        };
-        dir.filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let orig = name.strip_prefix('.')?.strip_suffix(BACKUP_SUFFIX)?;
-                if orig.is_empty() {
-                    return None;
+    /// A single plugin (`.conf`, `.json`) becomes a list: `<name>.conflist` beside it holding
+    /// it and us, created only if no such file exists (or it is our own earlier conversion of
+    /// this file), then the single plugin removed if it is still what was converted.
+    fn convert(
+        &mut self,
+        file: &view::File,
+        seen: &Seen,
+        new: &[u8],
+    ) -> Result<(State, bool, Option<OsString>), InstallError> {
+        let link = std::fs::symlink_metadata(self.s.conf_dir.join(&file.name))
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if link {
+            return Ok((
+                State::NotReady(format!(
+                    "{} is a single plugin behind a symbolic link: turning it into a list would replace the link; make the primary write a .conflist",
+                    file.display()
+                )),
+                false,
+                None,
+            ));
+        }
+        let name = file.name.as_bytes();
+        let stem = &name[..name.iter().rposition(|b| *b == b'.').unwrap_or(name.len())];
+        let mut target_name = stem.to_vec();
+        target_name.extend_from_slice(b".conflist");
+        let target_name = OsString::from(std::ffi::OsStr::from_bytes(&target_name));
+        let target = self.s.conf_dir.join(&target_name);
+        match files::see(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.keep_backup(name, file.bytes())?;
+                let mode = seen.mode();
+                if !files::create_new(&target, new, mode, &self.temps)
+                    .map_err(io("writing", &target))?
+                {
+                    return Ok((changed(file), true, Some(target_name)));
                 }
-                let orig = orig.to_string();
-                Some((orig, files::read(&e.path()).ok()?))
-            })
-            .collect()
+            }
+            Err(e) => return Err(io("reading", &target)(e)),
+            Ok(there) => {
+                let ours = conflist::entry_of(&there.bytes).and_then(|e| {
+                    let b = self.backup_of(name)?;
+                    Some(with_entry(&b, &e).as_deref() == Some(&there.bytes[..]))
+                });
+                if ours != Some(true) {
+                    return Ok((
+                        State::NotReady(format!(
+                            "{} is a single plugin, and turning it into a list would replace {}, which exists and is not this installer's conversion of it: remove one of them",
+                            file.display(),
+                            target_name.to_string_lossy()
+                        )),
+                        false,
+                        None,
+                    ));
+                }
+                // Our earlier conversion, and the primary has rewritten its file since.
+                self.write_backup(name, file.bytes())?;
+                if let Replaced::Changed = files::replace(&target, &there, new, &self.temps)
+                    .map_err(io("writing", &target))?
+                {
+                    return Ok((changed(file), true, Some(target_name)));
+                }
+            }
+        }
+        let removed =
+            files::remove(&file.path, seen, &self.temps).map_err(io("removing", &file.path))?;
+        logging::info(&format!(
+            "put {} last in the chain of {}, converted from {}",
+            conflist::TYPE,
+            target.display(),
+            file.display()
+        ));
+        self.home = Some(target_name.clone());
+        if !removed {
+            return Ok((changed(file), true, Some(target_name)));
+        }
+        Ok((
+            State::Ready(format!(
+                "the chain of {} holds meshtables-cni",
+                target_name.to_string_lossy()
+            )),
+            false,
+            Some(target_name),
+        ))
     }
 
-    fn drop_backups(&self) {
-        for (orig, _) in self.backups() {
-            let _ = std::fs::remove_file(self.s.conf_dir.join(backup_name(&orig)));
+    fn write_backup(&self, name: &[u8], bytes: &[u8]) -> Result<(), InstallError> {
+        let path = self.backup_path(name);
+        files::write_atomic(&path, bytes, 0o600, &self.temps).map_err(io("writing", &path))
+    }
+
+    fn watch(&mut self, name: &OsString, path: &Path, seen: &Seen, wrote: &[u8]) {
+        if let Ok(before) = seen.try_clone() {
+            self.watched.push(Watched {
+                name: name.clone(),
+                path: path.to_path_buf(),
+                before,
+                wrote: wrote.to_vec(),
+                until: Instant::now() + WATCH_FOR,
+            });
         }
     }
 
-    /// Takes our entry out of the chain, and removes the binary and the kubeconfig. The file
-    /// comes back byte for byte when it still holds what we wrote; otherwise (the primary
-    /// rewrote it, keeping us) only our entry goes. Every failure is reported.
+    /// A write that reached a file we replaced after our rename (a writer that rewrites in
+    /// place and had it open) is the primary's newest: put it in place, with our entry, if
+    /// the file still holds what we wrote. Returns whether it did.
+    pub fn adopt_overtaken(&mut self) -> bool {
+        let now = Instant::now();
+        let mut adopted = false;
+        let watched = std::mem::take(&mut self.watched);
+        for w in watched {
+            let Some(newer) = w.before.overtaken() else {
+                if now < w.until {
+                    self.watched.push(w);
+                }
+                continue;
+            };
+            let Ok(Some(new)) = conflist::insert(&newer, &self.entry) else {
+                // Not a whole configuration yet: the writer is still at it.
+                if now < w.until {
+                    self.watched.push(w);
+                }
+                continue;
+            };
+            let Ok(current) = files::see(&w.path) else {
+                continue;
+            };
+            if current.bytes != w.wrote {
+                // Written again since: that write is newer still, and the next pass handles it.
+                continue;
+            }
+            match files::replace(&w.path, &current, &new, &self.temps) {
+                Ok(Replaced::Yes) => {
+                    logging::info(&format!(
+                        "{}: its writer wrote it again while we replaced it; kept that write, with {} last",
+                        w.path.display(),
+                        conflist::TYPE
+                    ));
+                    self.watch(&w.name, &w.path, &current, &new);
+                    adopted = true;
+                }
+                Ok(Replaced::Changed) => {}
+                Err(e) => logging::warn(&format!("{}: {e}", w.path.display())),
+            }
+        }
+        adopted
+    }
+
+    /// Takes our entry out of `file`: back to its backup byte for byte when it is exactly
+    /// that backup plus our entry (a conversion of ours goes back to the single plugin), else
+    /// only our entry goes.
+    fn take_out(&self, file: &view::File, survey: &Survey) -> Result<bool, InstallError> {
+        let (Some(seen), Some(e)) = (&file.seen, conflist::entry_of(file.bytes())) else {
+            return Ok(true);
+        };
+        let name = file.name.as_bytes();
+        // Our conversion of a single plugin: the `.conf`/`.json` comes back, the list goes.
+        if let Some(stem) = name.strip_suffix(b".conflist") {
+            for ext in [&b".conf"[..], b".json"] {
+                let orig = [stem, ext].concat();
+                let Some(b) = self.backup_of(&orig) else {
+                    continue;
+                };
+                if with_entry(&b, &e).as_deref() != Some(file.bytes()) {
+                    continue;
+                }
+                let orig_name = OsString::from(std::ffi::OsStr::from_bytes(&orig));
+                let orig_path = self.s.conf_dir.join(&orig_name);
+                if survey.get(&orig_name).is_none() {
+                    files::create_new(&orig_path, &b, seen.mode(), &self.temps)
+                        .map_err(io("restoring", &orig_path))?;
+                }
+                let gone = files::remove(&file.path, seen, &self.temps)
+                    .map_err(io("removing", &file.path))?;
+                if gone {
+                    let _ = std::fs::remove_file(self.backup_path(&orig));
+                    logging::info(&format!("restored {}", orig_path.display()));
+                }
+                return Ok(gone);
+            }
+        }
+        let new = match self.backup_of(name) {
+            Some(b) if with_entry(&b, &e).as_deref() == Some(file.bytes()) => b,
+            _ => match conflist::remove(file.bytes()) {
+                Ok(Some(without)) => without,
+                _ => return Ok(true),
+            },
+        };
+        match files::replace(&file.path, seen, &new, &self.temps)
+            .map_err(io("writing", &file.path))?
+        {
+            Replaced::Yes => {
+                let _ = std::fs::remove_file(self.backup_path(name));
+                logging::info(&format!(
+                    "took {} out of {}",
+                    conflist::TYPE,
+                    file.path.display()
+                ));
+                Ok(true)
+            }
+            Replaced::Changed => Ok(false),
+        }
+    }
+
+    /// SIGTERM: uninstall, unless told not to or another installer runs on the node.
+    pub fn stop(&mut self) -> Result<(), InstallError> {
+        if !self.s.uninstall {
+            logging::info("stopping; leaving the plugin installed (--uninstall=false)");
+            return Ok(());
+        }
+        if self.presence.others_alive() {
+            logging::info(
+                "stopping; another installer runs on this node (an upgrade): leaving the plugin installed",
+            );
+            return Ok(());
+        }
+        let failures = self.uninstall();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Watch(format!(
+                "uninstall left things behind: {}",
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// Takes our entry out of every file that holds it, then removes the kubeconfig, the
+    /// binary and our backups. Every failure is reported.
     pub fn uninstall(&mut self) -> Vec<String> {
         let mut failures = Vec::new();
-        if let Err(e) = self.take_entry_out() {
-            failures.push(e.to_string());
+        for attempt in 0..10 {
+            let survey = match Survey::read(&self.s.conf_dir, &self.s.host_conf_dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push(format!("reading {}: {e}", self.s.conf_dir.display()));
+                    break;
+                }
+            };
+            let mut all_out = true;
+            for f in survey
+                .files
+                .iter()
+                .filter(|f| conflist::holds(f.bytes(), None))
+            {
+                match self.take_out(f, &survey) {
+                    Ok(true) => {}
+                    Ok(false) => all_out = false,
+                    Err(e) => {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            if all_out || !failures.is_empty() {
+                break;
+            }
+            // A file changed under us: read again, shortly.
+            std::thread::sleep(Duration::from_millis(20 * (attempt + 1)));
         }
-        for path in [self.binary(), self.kubeconfig_path()] {
+        // The entry goes before the binary: a runtime never runs a chain naming a missing plugin.
+        for path in [self.kubeconfig_path(), self.binary()] {
             match std::fs::remove_file(&path) {
                 Ok(()) => logging::info(&format!("removed {}", path.display())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => failures.push(format!("removing {}: {e}", path.display())),
             }
         }
+        self.remove_backups();
         failures
     }
 
-    /// The file comes back from its backup when it holds exactly what an installer made of
-    /// that backup (our entry added, a `.conf` turned into a `.conflist`); else only our entry
-    /// is taken out of the primary.
-    fn take_entry_out(&mut self) -> Result<(), InstallError> {
-        for (orig_name, before) in self.backups() {
-            let orig = self.s.conf_dir.join(&orig_name);
-            let target = if bytes_is_list(&before) {
-                orig.clone()
-            } else {
-                orig.with_extension("conflist")
-            };
-            let ours = conflist::insert(&before, &self.entry).ok().flatten();
-            let now = files::read(&target).ok();
-            let untouched = now.is_some() && now == ours;
-            if untouched {
-                let mode = files::mode_of(&target).unwrap_or(0o644);
-                files::write_atomic(&orig, &before, mode).map_err(io("restoring", &orig))?;
-                if target != orig {
-                    std::fs::remove_file(&target).map_err(io("removing", &target))?;
-                }
-                logging::info(&format!("restored {}", orig.display()));
-            }
-            let backup = self.s.conf_dir.join(backup_name(&orig_name));
-            let _ = std::fs::remove_file(&backup);
-            if untouched {
-                return Ok(());
-            }
-        }
-        // The primary rewrote the file since (keeping us): take only our entry out.
-        let Some((path, bytes)) = self.primary()? else {
-            return Ok(());
+    /// Our backups whose file no longer holds an entry of ours (after uninstall: all).
+    fn remove_backups(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.s.conf_dir) else {
+            return;
         };
-        if let Ok(Some(without)) = conflist::remove(&bytes) {
-            let mode = files::mode_of(&path).unwrap_or(0o644);
-            files::write_atomic(&path, &without, mode).map_err(io("writing", &path))?;
-            logging::info(&format!(
-                "took {} out of {}",
-                conflist::TYPE,
-                path.display()
-            ));
+        for e in dir.filter_map(Result::ok) {
+            let n = e.file_name();
+            if n.as_bytes().starts_with(b".") && n.as_bytes().ends_with(BACKUP_SUFFIX.as_bytes()) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
-        Ok(())
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.s
     }
 }
 
-/// Whether a configuration is already a list (a `.json` may be either).
-fn bytes_is_list(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v.get("plugins").is_some())
+/// `bytes` (a backup, without our entry) with `entry` last, as the installer writes it.
+fn with_entry(bytes: &[u8], entry: &Map<String, Value>) -> Option<Vec<u8>> {
+    conflist::insert(bytes, entry).ok().flatten()
+}
+
+fn ready(file: &view::File) -> State {
+    State::Ready(format!(
+        "the chain of {} holds meshtables-cni",
+        file.display()
+    ))
+}
+
+fn changed(file: &view::File) -> State {
+    State::NotReady(format!(
+        "{} changed while being written: reading it again",
+        file.display()
+    ))
 }
 
 /// Runs the installer until SIGTERM or SIGINT.
 pub fn run(s: Settings, env: &dyn EnvSource) -> Result<(), InstallError> {
     let mut inst = Installer::new(s)?;
-    inst.install_binary()?;
-    inst.refresh_kubeconfig(env)?;
     watch::serve(&mut inst, env)
 }

@@ -1,0 +1,56 @@
+//! `meshtables cni-ready`: the installer's readiness, as an exec probe of the same binary with
+//! the same settings (the DaemonSet's environment). It reads the live state, not the
+//! installer's memory, and opens no port: it answers even while the installer is busy, and
+//! no one on the network can stall it. Ready means every part a pod's ADD needs is whole:
+//!
+//! - the network the runtime uses (the same choice as the installer's) ends its chain with
+//!   exactly this installer's entry, in a CNI version the plugin serves;
+//! - the plugin binary in the runtime's plugin directory is this binary, byte for byte;
+//! - the plugin's kubeconfig is what the service account makes now;
+//! - the plugin's own STATUS (its kubeconfig loads, its backend's tools exist) passes.
+
+use super::{Settings, chosen, conflist, entry, entry_with, files, kubeconfig, view};
+use crate::config::EnvSource;
+
+/// Why the installation is not whole, or what is ready.
+pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
+    let entry = entry(s).map_err(|e| e.to_string())?;
+    let survey = view::Survey::read(&s.conf_dir, &s.host_conf_dir)
+        .map_err(|e| format!("reading {}: {e}", s.conf_dir.display()))?;
+    let file = chosen(&survey, s)?;
+    match conflist::insert(file.bytes(), &entry) {
+        Ok(None) => {}
+        _ => {
+            return Err(format!(
+                "the chain of {} does not end with this installer's meshtables-cni entry",
+                file.display()
+            ));
+        }
+    }
+    let binary = s.bin_dir.join(conflist::TYPE);
+    let me = std::fs::read("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    if !files::same_bytes(&binary, &me) {
+        return Err(format!(
+            "{} is missing or not this binary",
+            binary.display()
+        ));
+    }
+    let local_kubeconfig = s.conf_dir.join(&s.kubeconfig_name);
+    if s.kubernetes {
+        let want = kubeconfig::make(&s.sa_dir, env).map_err(|e| e.to_string())?;
+        if files::read(&local_kubeconfig).ok() != Some(want) {
+            return Err(format!(
+                "{} is missing or not what the service account makes",
+                local_kubeconfig.display()
+            ));
+        }
+    }
+    // The plugin's STATUS, on the entry as this process sees its files.
+    let local = entry_with(s, &local_kubeconfig).map_err(|e| e.to_string())?;
+    let conf = super::as_plugin_conf(&local)?;
+    crate::cni::status(&conf).map_err(|e| format!("the plugin's STATUS fails: {}", e.details))?;
+    Ok(format!(
+        "ready: the chain of {} ends with meshtables-cni, and its binary and kubeconfig are whole",
+        file.display()
+    ))
+}

@@ -256,6 +256,94 @@ fn runtime_native_nftables_add_and_del() {
     );
 }
 
+/// The bridge-only network a primary plugin writes before the installer adds us.
+#[cfg(feature = "kubernetes")]
+fn bridge_only(d: &Path) -> String {
+    format!(
+        r#"{{"cniVersion": "1.0.0", "name": "mtnet", "plugins": [
+  {{"type": "bridge", "bridge": "mtbr0", "isGateway": true, "ipMasq": false,
+    "ipam": {{"type": "host-local", "dataDir": "{}/ipam", "ranges": [[{{"subnet": "10.99.0.0/24"}}]],
+             "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
+]}}
+"#,
+        d.display()
+    )
+}
+
+/// A running `meshtables cni-install` over this node's directories, with `extra` settings;
+/// killed if a failed assertion drops it (it would hold the test's pipes).
+#[cfg(feature = "kubernetes")]
+struct Installer(std::process::Child);
+
+#[cfg(feature = "kubernetes")]
+impl Installer {
+    fn start(d: &Path, extra: &[&str]) -> Installer {
+        let bin = format!("{}/bin", d.display());
+        let netd = format!("{}/netd", d.display());
+        let mut args = vec![
+            "cni-install",
+            "--cni-bin-dir",
+            &bin,
+            "--cni-conf-dir",
+            &netd,
+            "--kubernetes=false",
+            "--native-nftables",
+            "--plugin-settings",
+            r#"{"istio-inbound-ports": "*", "istio-service-cidr": "*", "istio-local-exclude-ports": "15090,15021,15020"}"#,
+        ];
+        args.extend_from_slice(extra);
+        let child = support::command(&args, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Installer(child)
+    }
+
+    /// SIGTERM; whether it exited 0.
+    fn stop(&mut self) -> bool {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.0.wait().unwrap().success()
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+impl Drop for Installer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 10 s for `cond`.
+fn wait_for(cond: &dyn Fn() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(10) && !cond() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Starts container `name` in `mtnet` and returns whether its namespace holds our nftables
+/// tables, with what podman said and the chain (for a failure's message).
+fn intercepted(node: &Node, conf: &Path, name: &str) -> (bool, String) {
+    let (out, err) = node.run(&format!(
+        "run -d --name {name} -- sleep 1000 >/dev/null || echo START-FAILED
+        ns=$(podman inspect {name} --format '{{{{.NetworkSettings.SandboxKey}}}}')
+        echo tables=$(nsenter --net=$ns nft list tables | grep -c istio-proxy)
+        podman rm -f -t 0 {name} >/dev/null || echo RM-FAILED"
+    ));
+    assert!(!out.contains("FAILED"), "{name}:\n{out}\n{err}");
+    let why = format!(
+        "{out}\n{err}\n{}",
+        std::fs::read_to_string(conf).unwrap_or_default()
+    );
+    (!out.contains("tables=0"), why)
+}
+
 /// `meshtables cni-install` against this runtime's real configuration and plugin
 /// directories: the network starts as the bridge alone and without our binary; the installer
 /// copies the binary and puts the plugin in the chain, and a container started then is
@@ -267,101 +355,84 @@ fn runtime_installer_puts_the_plugin_in_the_chain() {
     let node = Node::new("installer");
     let d = node.dir.clone();
     std::fs::remove_file(d.join("bin/meshtables-cni")).unwrap();
-    let bridge_only = format!(
-        r#"{{"cniVersion": "1.0.0", "name": "mtnet", "plugins": [
-  {{"type": "bridge", "bridge": "mtbr0", "isGateway": true, "ipMasq": false,
-    "ipam": {{"type": "host-local", "dataDir": "{}/ipam", "ranges": [[{{"subnet": "10.99.0.0/24"}}]],
-             "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
-]}}
-"#,
-        d.display()
-    );
     let conf = d.join("netd/mtnet.conflist");
-    std::fs::write(&conf, &bridge_only).unwrap();
-    let installer = support::command(
-        &[
-            "cni-install",
-            "--cni-bin-dir",
-            &format!("{}/bin", d.display()),
-            "--cni-conf-dir",
-            &format!("{}/netd", d.display()),
-            "--kubernetes=false",
-            "--native-nftables",
-            "--plugin-settings",
-            r#"{"istio-inbound-ports": "*", "istio-service-cidr": "*", "istio-local-exclude-ports": "15090,15021,15020"}"#,
-        ],
-        &[],
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    // A failed assertion must not leave the installer running (it would hold the test's pipes).
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut installer = Reap(installer);
+    std::fs::write(&conf, bridge_only(&d)).unwrap();
+    let mut installer = Installer::start(&d, &[]);
     let holds_us = || std::fs::read_to_string(&conf).is_ok_and(|c| c.contains("meshtables-cni"));
-    let wait = |cond: &dyn Fn() -> bool| {
-        let t = std::time::Instant::now();
-        while t.elapsed() < std::time::Duration::from_secs(10) && !cond() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        cond()
-    };
-    // A container's verdict: how many of our nftables tables its namespace holds.
-    let intercepted = |name: &str| {
-        let (out, err) = node.run(&format!(
-            "run -d --name {name} -- sleep 1000 >/dev/null || echo START-FAILED
-            ns=$(podman inspect {name} --format '{{{{.NetworkSettings.SandboxKey}}}}')
-            echo tables=$(nsenter --net=$ns nft list tables | grep -c istio-proxy)
-            podman rm -f -t 0 {name} >/dev/null || echo RM-FAILED"
-        ));
-        assert!(!out.contains("FAILED"), "{name}:\n{out}\n{err}");
-        // What podman said (e.g. which file it took the network from) and the chain.
-        let why = format!(
-            "{out}\n{err}\n{}",
-            std::fs::read_to_string(&conf).unwrap_or_default()
-        );
-        (!out.contains("tables=0"), why)
-    };
     assert!(
-        wait(&holds_us),
+        wait_for(&holds_us),
         "the installer did not put the plugin in the chain"
     );
     assert!(
         d.join("bin/meshtables-cni").exists(),
         "the binary was not installed"
     );
-    let (yes, why) = intercepted("c1");
+    let (yes, why) = intercepted(&node, &conf, "c1");
     assert!(
         yes,
         "a container started after install is not intercepted:\n{why}"
     );
     // The primary rewrites its file without us.
-    std::fs::write(&conf, &bridge_only).unwrap();
-    assert!(wait(&holds_us), "not repaired after the rewrite");
-    let (yes, why) = intercepted("c2");
+    std::fs::write(&conf, bridge_only(&d)).unwrap();
+    assert!(wait_for(&holds_us), "not repaired after the rewrite");
+    let (yes, why) = intercepted(&node, &conf, "c2");
     assert!(
         yes,
         "after the repair, a new container is not intercepted:\n{why}"
     );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(installer.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let status = installer.0.wait().unwrap();
-    assert!(status.success(), "the installer's uninstall failed");
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bridge_only);
+    assert!(installer.stop(), "the installer's uninstall failed");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bridge_only(&d));
     assert!(!d.join("bin/meshtables-cni").exists());
-    let (yes, why) = intercepted("c3");
+    let (yes, why) = intercepted(&node, &conf, "c3");
     assert!(
         !yes,
         "after uninstall, a new container is still intercepted:\n{why}"
+    );
+}
+
+/// An upgrade as the DaemonSet rolls it (maxSurge): a second installer with other settings
+/// starts beside the first, takes the chain over, then the first gets SIGTERM. Containers
+/// started before, during and after are all intercepted; the first installer leaves the plugin
+/// installed, and the last one's uninstall restores the file.
+#[cfg(feature = "kubernetes")]
+fn runtime_upgrade_keeps_every_container_intercepted() {
+    let node = Node::new("upgrade");
+    let d = node.dir.clone();
+    std::fs::remove_file(d.join("bin/meshtables-cni")).unwrap();
+    let conf = d.join("netd/mtnet.conflist");
+    std::fs::write(&conf, bridge_only(&d)).unwrap();
+    let mut old = Installer::start(&d, &[]);
+    let holds = |s: &str| std::fs::read_to_string(&conf).is_ok_and(|c| c.contains(s));
+    assert!(wait_for(&|| holds("meshtables-cni")), "not installed");
+    let mut seen = Vec::new();
+    let mut check = |name: &str| {
+        let (yes, why) = intercepted(&node, &conf, name);
+        assert!(
+            yes,
+            "{name} started unintercepted during the upgrade:\n{why}"
+        );
+        seen.push(name.to_string());
+    };
+    check("before");
+    let mut new = Installer::start(&d, &["--compact"]);
+    check("both-running");
+    assert!(
+        wait_for(&|| holds("\"compact\"")),
+        "the newer installer did not take over"
+    );
+    check("handed-over");
+    assert!(old.stop(), "the older installer failed at SIGTERM");
+    assert!(
+        holds("meshtables-cni"),
+        "the older installer uninstalled during an upgrade"
+    );
+    check("after-old-stopped");
+    check("after-old-stopped-2");
+    assert!(new.stop());
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bridge_only(&d));
+    println!(
+        "{} containers started across the upgrade, all intercepted",
+        seen.len()
     );
 }
 
@@ -373,6 +444,13 @@ fn main() {
         NEEDS,
         cni_plugins,
         runtime_installer_puts_the_plugin_in_the_chain,
+    );
+    #[cfg(feature = "kubernetes")]
+    t.add_if(
+        "runtime_upgrade_keeps_every_container_intercepted",
+        NEEDS,
+        cni_plugins,
+        runtime_upgrade_keeps_every_container_intercepted,
     );
     let tests: &[(&str, fn())] = &[
         (

@@ -904,6 +904,118 @@ fn a_cni_netns_that_is_not_a_namespace_is_refused() {
     }
 }
 
+/// A `CNI_NETNS` that is a namespace file of another type, or a /proc file that is no
+/// namespace: refused by ADD and DEL with code 4 (not 3, "does not exist"), as a FIFO is.
+fn a_cni_netns_of_another_type_is_refused(path: &str) {
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "eth0", "sandbox": path}],
+        "ips": [{"address": "10.244.1.5/24", "interface": 0}]
+    });
+    let caller = Netns::new("nstype");
+    let before = caller.netfilter();
+    for cmd in ["ADD", "DEL"] {
+        let r = invoke(
+            cmd,
+            Some(path),
+            &conf(json!({}), Some(prev.clone())),
+            Some(&caller),
+            "",
+        );
+        assert_eq!(r.status, 1, "{cmd} {path}: {} {}", r.json, r.stderr);
+        assert_eq!(r.code(), Some(4), "{cmd} {path}: {} {}", r.json, r.stderr);
+        assert!(
+            r.details().contains(path) && r.details().contains("not a network namespace"),
+            "{cmd} {path}: {}",
+            r.details()
+        );
+    }
+    assert_eq!(caller.netfilter(), before, "the caller's namespace changed");
+}
+
+fn a_mount_namespace_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/ns/mnt");
+}
+
+fn a_user_namespace_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/ns/user");
+}
+
+fn a_proc_file_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/status");
+}
+
+/// `K8S_POD_NAMESPACE`/`K8S_POD_NAME` values the API server cannot hold: ADD answers code 4
+/// naming the variable and the value, before any request (the fake API server counts none),
+/// and programs nothing. Before, the plugin asked, got nothing useful, and answered 11: the
+/// runtime retried forever.
+#[cfg(feature = "kubernetes")]
+fn a_pod_name_the_api_cannot_hold_is_refused(var: &str, value: &str) {
+    let api = apiserver::ApiServer::start();
+    let dir = std::env::temp_dir().join(format!(
+        "meshtables-podname-{}-{var}-{}",
+        std::process::id(),
+        value.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let pod = Netns::new("podname");
+    let before = pod.netfilter();
+    let c = conf(
+        json!({"native-nftables": true, "kubernetes": {"kubeconfig": kubeconfig}}),
+        Some(prev_result(&pod)),
+    );
+    let (ns, name) = match var {
+        "K8S_POD_NAMESPACE" => (value, "cart"),
+        _ => ("shop", value),
+    };
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+    let r = invoke("ADD", Some(&pod.path()), &c, None, &args);
+    assert_eq!(r.status, 1, "{} {}", r.json, r.stderr);
+    assert_eq!(r.code(), Some(4), "{} {}", r.json, r.stderr);
+    assert!(
+        r.details().contains(var) && r.details().contains(&format!("{value:?}")),
+        "the details must name {var} and {value:?}: {}",
+        r.details()
+    );
+    assert_eq!(
+        api.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request was made"
+    );
+    assert_eq!(
+        pod.netfilter(),
+        before,
+        "a refused ADD changed the namespace"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One trial per name the API server cannot hold.
+#[cfg(feature = "kubernetes")]
+macro_rules! bad_pod_names {
+    ($($name:ident: $var:literal = $value:expr;)*) => {
+        $(fn $name() {
+            let value: String = $value;
+            a_pod_name_the_api_cannot_hold_is_refused($var, &value);
+        })*
+        const BAD_POD_NAMES: &[(&str, fn())] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+#[cfg(feature = "kubernetes")]
+bad_pod_names! {
+    pod_name_with_uppercase_is_refused: "K8S_POD_NAME" = "Cart".into();
+    pod_name_with_a_slash_is_refused: "K8S_POD_NAME" = "cart/../../secrets".into();
+    pod_name_dot_dot_is_refused: "K8S_POD_NAME" = "..".into();
+    pod_name_over_253_is_refused: "K8S_POD_NAME" = "a".repeat(254);
+    namespace_with_uppercase_is_refused: "K8S_POD_NAMESPACE" = "Shop".into();
+    namespace_with_a_slash_is_refused: "K8S_POD_NAMESPACE" = "shop/pods".into();
+    namespace_dot_dot_is_refused: "K8S_POD_NAMESPACE" = "..".into();
+    namespace_with_a_dot_is_refused: "K8S_POD_NAMESPACE" = "shop.prod".into();
+    namespace_over_63_is_refused: "K8S_POD_NAMESPACE" = "a".repeat(64);
+}
+
 fn main() {
     let mut t = Trials::new();
     let tests: &[(&str, fn())] = &[
@@ -962,8 +1074,24 @@ fn main() {
             "a_cni_netns_that_is_not_a_namespace_is_refused",
             a_cni_netns_that_is_not_a_namespace_is_refused,
         ),
+        (
+            "a_mount_namespace_as_cni_netns_is_refused",
+            a_mount_namespace_as_cni_netns_is_refused,
+        ),
+        (
+            "a_user_namespace_as_cni_netns_is_refused",
+            a_user_namespace_as_cni_netns_is_refused,
+        ),
+        (
+            "a_proc_file_as_cni_netns_is_refused",
+            a_proc_file_as_cni_netns_is_refused,
+        ),
     ];
     for (name, f) in tests {
+        t.add(*name, NEEDS, *f);
+    }
+    #[cfg(feature = "kubernetes")]
+    for (name, f) in BAD_POD_NAMES {
         t.add(*name, NEEDS, *f);
     }
     #[cfg(feature = "kubernetes")]

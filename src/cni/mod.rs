@@ -39,7 +39,7 @@ use crate::config::{ConfigError, EnvSource, Origin, Subcommand};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
-use crate::values::parse_bool;
+use crate::values::{NamespaceName, PodName, parse_bool};
 use conf::{NetConf, SUPPORTED_VERSIONS};
 pub use error::{CniError, code};
 
@@ -256,10 +256,21 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
                 ));
             }
         };
-        if k.exclude_namespaces.iter().any(|x| x == ns) {
+        // A name the API server cannot hold is the runtime's mistake, not an outage: code 4
+        // now, before any request (asking would only earn a retry, forever).
+        let bad_arg = |var: &str, value: &str, problem: String| {
+            CniError::new(
+                code::INVALID_ENV,
+                "invalid environment",
+                format!("CNI_ARGS {var}: {value:?} {problem}"),
+            )
+        };
+        let ns = NamespaceName::parse(ns).map_err(|p| bad_arg("K8S_POD_NAMESPACE", ns, p))?;
+        let name = PodName::parse(name).map_err(|p| bad_arg("K8S_POD_NAME", name, p))?;
+        if k.exclude_namespaces.iter().any(|x| x == ns.as_str()) {
             return Ok(Intent::Skip(format!("namespace {ns} is excluded")));
         }
-        let pod = read_pod(&k.kubeconfig, ns, name)?;
+        let pod = read_pod(&k.kubeconfig, &ns, &name)?;
         match pod::evaluate(&pod, &mut flags) {
             pod::Verdict::Skip(why) => return Ok(Intent::Skip(format!("pod {ns}/{name}: {why}"))),
             pod::Verdict::Intercept { from_pod: f } => from_pod = f,
@@ -321,7 +332,11 @@ fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
 
 /// Without the `kubernetes` feature (the init image's build) there is no API client.
 #[cfg(not(feature = "kubernetes"))]
-fn read_pod(_kubeconfig: &Path, _ns: &str, _name: &str) -> Result<pod::Pod, CniError> {
+fn read_pod(
+    _kubeconfig: &Path,
+    _ns: &NamespaceName,
+    _name: &PodName,
+) -> Result<pod::Pod, CniError> {
     Err(no_kubernetes())
 }
 
@@ -344,7 +359,7 @@ pub const POD_RETRIES: [std::time::Duration; 3] = [
 ];
 
 #[cfg(feature = "kubernetes")]
-fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<pod::Pod, CniError> {
+fn read_pod(kubeconfig: &Path, ns: &NamespaceName, name: &PodName) -> Result<pod::Pod, CniError> {
     let client = kube::Client::from_kubeconfig(kubeconfig)
         .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid kubeconfig", e.to_string()))?;
     fetch_pod(&client, ns, name, &POD_RETRIES)
@@ -357,8 +372,8 @@ fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<pod::Pod, CniErro
 #[cfg(feature = "kubernetes")]
 pub fn fetch_pod(
     client: &kube::Client,
-    ns: &str,
-    name: &str,
+    ns: &NamespaceName,
+    name: &PodName,
     retries: &[std::time::Duration],
 ) -> Result<pod::Pod, CniError> {
     let mut waits = retries.iter();

@@ -1,10 +1,12 @@
 //! The chained CNI plugin: the same binary, invoked as `meshtables-cni`, implements the CNI
-//! specification 1.1.0 (and answers 1.0.0 and 0.4.0): `ADD`, `DEL`, `CHECK`, `VERSION`,
-//! `STATUS`, `GC`. The runtime passes the network configuration on stdin and `CNI_*`
+//! specification 1.1.0 and answers every version a chain carries (`version.rs`: 0.3.0,
+//! 0.3.1, 0.4.0, 1.0.0, 1.1.0): `ADD`, `DEL`, `CHECK` (from 0.4.0), `VERSION`, `STATUS` and
+//! `GC` (from 1.1.0). The runtime passes the network configuration on stdin and `CNI_*`
 //! variables in the environment; results and errors go to stdout as JSON, logs to stderr.
 //!
 //! - `ADD` needs `prevResult` (we run after the primary plugin), programs `CNI_NETNS` with the
-//!   same code path as `meshtables apply --network-namespace`, and passes `prevResult` on.
+//!   same code path as `meshtables apply --network-namespace`, and passes `prevResult` on in
+//!   the configuration's version (`result.rs`).
 //!   With a `kubernetes` section, the pod is read from the API server and Istio's sidecar
 //!   semantics apply (`pod.rs`): uninjected pods are left alone.
 //! - `DEL` removes what is ours and succeeds when the namespace is already gone.
@@ -27,6 +29,8 @@ pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod pod;
+pub mod result;
+pub mod version;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -42,6 +46,7 @@ use crate::logging;
 use crate::values::{NamespaceName, PodName, parse_bool};
 use conf::{NetConf, SUPPORTED_VERSIONS};
 pub use error::{CniError, code};
+use version::Version;
 
 /// The runtime's view of one invocation.
 struct Invocation {
@@ -138,17 +143,12 @@ pub fn main(
         Ok(None) => 0,
         Err(e) => {
             logging::error(&format!("{} (code {}): {}", e.msg, e.code, e.details));
-            let version = conf::version_of(&input).unwrap_or_else(|| latest().to_string());
-            let reply =
-                json!({"cniVersion": version, "code": e.code, "msg": e.msg, "details": e.details});
+            let version = conf::version_of(&input).unwrap_or_else(Version::latest);
+            let reply = json!({"cniVersion": version.as_str(), "code": e.code, "msg": e.msg, "details": e.details});
             let _ = writeln!(stdout, "{reply}");
             1
         }
     }
-}
-
-fn latest() -> &'static str {
-    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]
 }
 
 fn dispatch(
@@ -159,7 +159,7 @@ fn dispatch(
 ) -> Result<Option<Value>, CniError> {
     if inv.command == "VERSION" {
         return Ok(Some(
-            json!({"cniVersion": latest(), "supportedVersions": SUPPORTED_VERSIONS}),
+            json!({"cniVersion": Version::latest().as_str(), "supportedVersions": SUPPORTED_VERSIONS}),
         ));
     }
     if !matches!(
@@ -182,7 +182,7 @@ fn dispatch(
         return del(inv, host, input).map(|()| None);
     }
     require(inv, env)?;
-    let conf = conf::parse(input)?;
+    let conf = conf::parse_for(&inv.command, input)?;
     if let Some(level) = conf
         .flags
         .get(&flags::LOG_OUTPUT_LEVEL.spec)
@@ -279,7 +279,7 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
     // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
     // families (istio-cni decides from the first address only, and misses IPv6; docs/upstream.md, "CNI").
     if !flags.is_set(&flags::ENABLE_IPV6.spec)
-        && let Some(v6) = prev_result_has_ipv6(conf.prev_result.as_ref())
+        && let Some(v6) = conf.prev_result.as_ref().and_then(|r| r.has_ipv6())
     {
         flags.set(&flags::ENABLE_IPV6.spec, v6.to_string());
     }
@@ -317,17 +317,6 @@ fn set_unless_given(flags: &mut Flags, spec: &'static flags::Spec, value: &str) 
     if !flags.is_set(spec) {
         flags.set(spec, value);
     }
-}
-
-/// Whether `prevResult.ips` holds an IPv6 address; `None` when it lists no address.
-fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
-    let ips: Vec<std::net::IpAddr> = prev?
-        .get("ips")?
-        .as_array()?
-        .iter()
-        .filter_map(|ip| ip.get("address")?.as_str()?.split('/').next()?.parse().ok())
-        .collect();
-    (!ips.is_empty()).then(|| ips.iter().any(|ip| ip.is_ipv6()))
 }
 
 /// Without the `kubernetes` feature (the init image's build) there is no API client.
@@ -487,10 +476,9 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
             ));
         }
     }
-    // Pass the previous result on, in the configuration's version (it already is in it).
-    let mut result = prev.clone();
-    result["cniVersion"] = Value::String(conf.cni_version.clone());
-    Ok(Some(result))
+    // Pass the previous result on, in the configuration's version (converted from its own,
+    // as libcni's GetAsVersion does).
+    Ok(Some(prev.to_json(conf.cni_version)))
 }
 
 /// DEL: removes everything of ours from `CNI_NETNS` with every backend (`clean`), whatever the

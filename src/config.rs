@@ -217,15 +217,19 @@ impl Resolver<'_> {
                 },
             });
         }
-        let raw = s.envs.iter().rev().find_map(|name| {
-            self.env.var(name).map(|value| Raw {
-                value,
-                origin: Origin::Env(name),
-            })
-        })?;
-        // An empty boolean variable counts as unset, as upstream (its parse error keeps the
-        // default).
-        (!(s.boolean && raw.value.is_empty())).then_some(raw)
+        // An empty variable counts as unset, whatever the kind of value: the next variable
+        // down, else the default, decides (docs/upstream.md, "Flags and environment"). A
+        // mesh-wide `FOO=` in the proxy's env must not stop every pod; the flag given empty
+        // (`--dns-servers ""`) keeps its meaning.
+        s.envs.iter().rev().find_map(|name| {
+            self.env
+                .var(name)
+                .filter(|value| !value.is_empty())
+                .map(|value| Raw {
+                    value,
+                    origin: Origin::Env(name),
+                })
+        })
     }
 
     fn parse<T>(f: &'static Flag<T>, raw: Raw) -> Result<T, ConfigError> {
@@ -389,6 +393,7 @@ impl Resolver<'_> {
 fn default_uid(host: &dyn Host, env: &dyn EnvSource) -> Result<u32, ConfigError> {
     let user = env
         .var("ENVOY_USER")
+        .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "istio-proxy".into());
     Ok(host.lookup_uid(&user)?.unwrap_or(1337))
 }
@@ -684,7 +689,7 @@ mod tests {
         );
         let err = verb(&plain, Subcommand::Check, &env).unwrap_err();
         assert!(err.to_string().contains("env CLEANUP_ONLY"), "{err}");
-        // An empty boolean variable is unset, as upstream.
+        // An empty variable is unset.
         let empty: HashMap<String, String> = [("CLEANUP_ONLY".to_string(), String::new())].into();
         assert_eq!(
             verb(&plain, Subcommand::Apply, &empty).unwrap(),
@@ -724,5 +729,29 @@ mod tests {
             "-g defaults to the text of -u"
         );
         assert_eq!(r.policy.tproxy_mark.get(), 1337);
+    }
+
+    #[test]
+    fn an_empty_variable_is_unset_and_the_next_one_down_decides() {
+        let host = Recording::default();
+        let env: HashMap<String, String> = [
+            ("INBOUND_CAPTURE_PORT", ""),
+            ("ISTIO_INBOUND_TPROXY_MARK", ""),
+            ("REDIRECT_DNS", "true"),
+            ("ISTIO_META_DNS_CAPTURE", ""),
+            ("CAPTURE_ALL_DNS", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let f = flags(&[("proxy-uid", "1337")]);
+        let r = resolve_as(&f, Subcommand::Apply, &env, &host).unwrap();
+        assert_eq!(r.policy.inbound_capture_port.get(), 15006, "the default");
+        assert_eq!(r.policy.tproxy_mark.get(), 1337, "the default");
+        assert_eq!(
+            r.policy.dns,
+            Dns::All,
+            "an empty ISTIO_META_DNS_CAPTURE leaves REDIRECT_DNS to decide"
+        );
     }
 }

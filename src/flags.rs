@@ -262,8 +262,8 @@ table! {
     ENABLE_IPV6: v::Ipv6Setting = v::ipv6_setting, value("enable-ipv6", None, &["ENABLE_IPV6"], Some("auto"), "`auto` (upstream's detection from interface addresses), `true`, `false`",
         "IPv6 rules: auto (detect from interface addresses, as upstream), true or false.")
         .ours();
-    DNS_SERVERS: Vec<IpAddr> = v::addresses, value("dns-servers", None, &["DNS_SERVERS"], None, "addresses; when given, even empty, resolv.conf is not read",
-        "DNS servers to capture; when given (even empty), resolv.conf is not read.")
+    DNS_SERVERS: Vec<IpAddr> = v::addresses, value("dns-servers", None, &["DNS_SERVERS"], None, "addresses; the flag given, even empty, means resolv.conf is not read (an empty `DNS_SERVERS` is unset)",
+        "DNS servers to capture; the flag given (even empty) means resolv.conf is not read; an empty DNS_SERVERS is unset.")
         .doc("(read resolv.conf)")
         .ours();
     RESOLV_CONF: String = v::path, value("resolv-conf", None, &["RESOLV_CONF"], Some("/etc/resolv.conf"), "path",

@@ -32,6 +32,10 @@ pub enum NetnsError {
     )]
     NotANamespace(PathBuf),
     #[error(
+        "network namespace {0}: a namespace file of another type (a mount, user, ... namespace) or another /proc file, not a network namespace (expected /proc/PID/ns/net or a bind mount of one)"
+    )]
+    NotANetworkNamespace(PathBuf),
+    #[error(
         "network namespace {0}: it is this plugin's own network namespace (the node's), not a pod's; refusing to program it"
     )]
     Own(PathBuf),
@@ -50,15 +54,18 @@ pub enum NetnsError {
 }
 
 impl NetnsError {
-    /// Whether the path was refused: not a namespace, or the caller's own.
+    /// Whether the path was refused: not a namespace, not a network namespace, or the
+    /// caller's own.
     pub fn is_refused(&self) -> bool {
-        matches!(self, NetnsError::NotANamespace(_) | NetnsError::Own(_))
+        matches!(
+            self,
+            NetnsError::NotANamespace(_) | NetnsError::NotANetworkNamespace(_) | NetnsError::Own(_)
+        )
     }
 
     /// Whether the namespace does not exist (any more): a CNI DEL treats that as done.
     pub fn is_gone(&self) -> bool {
         matches!(self, NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-            || matches!(self, NetnsError::Enter { source, .. } if source.raw_os_error() == Some(22))
     }
 }
 
@@ -109,9 +116,17 @@ pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> T + Send) -> Result<T
         let handle = std::thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(s, move || {
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
-                    path: path.to_path_buf(),
-                    source: e.into(),
+                // The kernel compares the file's namespace type with CLONE_NEWNET: EINVAL
+                // from a file `open` accepted (nsfs or procfs) means a namespace of another
+                // type (`/proc/PID/ns/mnt`) or a /proc file that is no namespace at all.
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+                    nix::errno::Errno::EINVAL => {
+                        NetnsError::NotANetworkNamespace(path.to_path_buf())
+                    }
+                    e => NetnsError::Enter {
+                        path: path.to_path_buf(),
+                        source: e.into(),
+                    },
                 })?;
                 Ok(work())
             })

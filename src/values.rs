@@ -166,6 +166,74 @@ impl fmt::Display for GroupName {
     }
 }
 
+/// Lowercase letters, digits and `-`, starting and ending with a letter or digit: the shape
+/// of a DNS-1123 label, and of each part of a DNS-1123 subdomain.
+fn label_shaped(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 label, as Kubernetes checks it (`IsDNS1123Label`): label-shaped, at most 63.
+fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= NamespaceName::MAX && label_shaped(s)
+}
+
+/// A Kubernetes namespace name: a DNS-1123 label (what the API server accepts for a
+/// namespace), so it is safe in a URL path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamespaceName(String);
+
+impl NamespaceName {
+    pub const MAX: usize = 63;
+
+    pub fn parse(s: &str) -> Result<NamespaceName, Problem> {
+        if is_dns1123_label(s) {
+            Ok(NamespaceName(s.to_string()))
+        } else {
+            Err("is not a namespace name (a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NamespaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A pod name: a DNS-1123 subdomain (Kubernetes' `ValidatePodName`): DNS-1123 labels joined
+/// by `.`, at most 253 in all, so it is safe in a URL path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodName(String);
+
+impl PodName {
+    pub const MAX: usize = 253;
+
+    pub fn parse(s: &str) -> Result<PodName, Problem> {
+        // `IsDNS1123Subdomain` bounds the whole name only, not each part.
+        if s.len() <= Self::MAX && s.split('.').all(label_shaped) {
+            Ok(PodName(s.to_string()))
+        } else {
+            Err("is not a pod name (a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit, at most 253)".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PodName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A packet/connection mark, never 0 (decimal in rule text, as upstream writes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -710,13 +778,7 @@ pub fn kubeconfig_file_name(s: &str) -> Result<String, Problem> {
 pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
     items(s)
         .map(|n| {
-            let ok = !n.is_empty()
-                && n.len() <= 63
-                && n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !n.starts_with('-')
-                && !n.ends_with('-');
-            ok.then(|| n.to_string()).ok_or_else(|| {
+            is_dns1123_label(n).then(|| n.to_string()).ok_or_else(|| {
                 format!(
                     "{n:?} is not a namespace name (lowercase letters, digits and -, at most 63)"
                 )
@@ -740,6 +802,51 @@ pub fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_names_are_dns_1123() {
+        for ok in ["shop", "a", "kube-system", &"a".repeat(63)] {
+            assert!(NamespaceName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Shop",
+            "a/b",
+            "..",
+            "a.b",
+            "-a",
+            "a-",
+            "a_b",
+            &"a".repeat(64),
+        ] {
+            assert!(NamespaceName::parse(bad).is_err(), "{bad:?}");
+        }
+        let long_part = "b".repeat(100);
+        for ok in [
+            "cart",
+            "cart-7d9f8-x2x",
+            "a.b.c",
+            long_part.as_str(),
+            &"a".repeat(253),
+        ] {
+            assert!(PodName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Cart",
+            "a/b",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a-.b",
+            "a b",
+            &"a".repeat(254),
+        ] {
+            assert!(PodName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn invalid_values_cannot_be_built() {

@@ -1,9 +1,11 @@
 //! Bad input, table-driven: each case must exit 2, print one error naming the flag or env var
 //! on stderr, print nothing on stdout, and so apply nothing. Upstream copies most of these
-//! verbatim into rule text or ignores them.
+//! verbatim into rule text or ignores them. And the other side of it: every variable of the
+//! flag table set to "" behaves exactly as if it were not set (one trial per variable).
 
 mod support;
 
+use meshtables::flags::{self, Spec};
 use support::command;
 use support::trials::{NOTHING, Trials};
 
@@ -243,7 +245,109 @@ fn main() {
         });
     }
     t.add("bad::errors_are_one_line", NOTHING, errors_are_one_line);
+    for spec in flags::ALL {
+        for (i, var) in spec.envs.iter().enumerate() {
+            t.add(
+                format!("empty_env::{var} ({})", kind(spec).replace('`', "")),
+                NOTHING,
+                move || an_empty_variable_is_unset(spec, i),
+            );
+        }
+    }
     t.run()
+}
+
+/// A value kind of the flag table, for trial names.
+fn kind(spec: &Spec) -> &'static str {
+    spec.value.split(';').next().unwrap_or(spec.value)
+}
+
+/// A valid value other than the default, by value kind: what a lower-precedence variable
+/// holds, so that an empty variable above it can be seen to leave it in charge.
+fn sample(spec: &Spec) -> &'static str {
+    if spec.boolean {
+        return if spec.default == Some("true") {
+            "false"
+        } else {
+            "true"
+        };
+    }
+    match kind(spec) {
+        "`*` or groups (names or gids, at most 64)" | "groups" => "4242",
+        "IPv4 loopback CIDR, /8 to /32" => "127.0.0.1/8",
+        other => panic!("no sample value for a variable of kind {other:?}: add one here"),
+    }
+}
+
+/// The settings every run has, as flags (long name, value), unless the flag under test is
+/// one of them: its variables must not be outranked by the command line.
+fn baseline(resolv_conf: &str) -> Vec<(&'static str, String)> {
+    [
+        ("proxy-uid", "1337"),
+        ("enable-ipv6", "true"),
+        ("istio-inbound-ports", "*"),
+        ("istio-service-cidr", "*"),
+        ("istio-local-exclude-ports", "15090,15021,15020"),
+        ("redirect-dns", "true"),
+        ("resolv-conf", resolv_conf),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect()
+}
+
+/// `spec`'s variable `i` set to "" against the same run without it: the same exit status
+/// (success) and the same rules. The variables below it hold a sample value, so "unset"
+/// means "the next one down decides", not merely "the default".
+fn an_empty_variable_is_unset(spec: &'static Spec, i: usize) {
+    let dir = std::env::temp_dir().join(format!(
+        "meshtables-empty-env-{}-{}",
+        std::process::id(),
+        spec.envs[i]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00::a\n").unwrap();
+    let mut args: Vec<String> = vec!["apply".into(), "--dry-run".into()];
+    for (long, value) in baseline(&resolv.display().to_string()) {
+        if long != spec.long {
+            args.push(format!("--{long}={value}"));
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let below: Vec<(&str, &str)> = spec.envs[..i].iter().map(|v| (*v, sample(spec))).collect();
+    let mut empty = below.clone();
+    empty.push((spec.envs[i], ""));
+    let unset = command(&args, &below).output().unwrap();
+    let set_empty = command(&args, &empty).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = |o: &std::process::Output| {
+        format!(
+            "status {:?}\n{}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(
+        unset.status.success(),
+        "the run without {} fails: {}",
+        spec.envs[i],
+        text(&unset)
+    );
+    assert_eq!(
+        set_empty.status.code(),
+        unset.status.code(),
+        "{}=\"\": {}",
+        spec.envs[i],
+        text(&set_empty)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&set_empty.stdout),
+        String::from_utf8_lossy(&unset.stdout),
+        "{}=\"\" changed the rules",
+        spec.envs[i]
+    );
 }
 
 fn errors_are_one_line() {

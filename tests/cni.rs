@@ -251,15 +251,7 @@ fn add_check_del_as_a_runtime_runs_them() {
 /// (what, command, CNI_NETNS, configuration, expected code, text the details must contain)
 type BadInput<'a> = (&'a str, &'a str, Option<&'a str>, String, u64, &'a str);
 
-fn version_and_bad_input_answer_with_the_spec_codes() {
-    let v = invoke("VERSION", None, r#"{"cniVersion":"1.1.0"}"#, None, "");
-    assert_eq!(v.status, 0);
-    assert_eq!(
-        v.json["supportedVersions"],
-        json!(["0.4.0", "1.0.0", "1.1.0"])
-    );
-    assert_eq!(v.json["cniVersion"], "1.1.0");
-
+fn status_gc_and_bad_input_answer_with_the_spec_codes() {
     // STATUS: ready with its configuration as it is; not available (50) when the kubeconfig it
     // names cannot be read. GC: nothing of ours outlives a pod's namespace.
     let s = invoke(
@@ -361,12 +353,12 @@ fn version_and_bad_input_answer_with_the_spec_codes() {
             "prevResult",
         ),
         (
-            "an old version",
+            "a version before chains",
             "ADD",
             Some(&p),
-            conf(json!({"cniVersion": "0.3.1"}), prev.clone()),
+            conf(json!({"cniVersion": "0.2.0"}), prev.clone()),
             1,
-            "0.3.1",
+            "0.2.0",
         ),
         (
             "DNS from the host's resolv.conf",
@@ -424,9 +416,223 @@ fn version_and_bad_input_answer_with_the_spec_codes() {
         "a rejected ADD must change nothing"
     );
     println!(
-        "VERSION lists 0.4.0, 1.0.0, 1.1.0; STATUS ready / 50; GC ok; {} bad inputs answered with the spec's codes, nothing changed",
+        "STATUS ready / 50; GC ok; {} bad inputs answered with the spec's codes, nothing changed",
         cases.len()
     );
+}
+
+/// A dual-stack prevResult in the shape of `version`, as bridge + host-local print it: before
+/// 1.0.0 every IP names its family and the result always has `dns`.
+fn prev_result_in(version: &str, ns: &Netns) -> Value {
+    let before_1 = version.starts_with("0.");
+    let ip = |family: &str, address: &str, gateway: &str| {
+        let mut ip = json!({"interface": 2, "address": address, "gateway": gateway});
+        if before_1 {
+            ip["version"] = family.into();
+        }
+        ip
+    };
+    json!({
+        "cniVersion": version,
+        "interfaces": [
+            {"name": "cni0", "mac": "0a:58:0a:f4:01:01"},
+            {"name": "veth0a1b2c3d", "mac": "5e:9f:1c:7d:2a:11"},
+            {"name": "eth0", "mac": "0a:58:0a:f4:01:05", "sandbox": ns.path()}
+        ],
+        "ips": [
+            ip("4", "10.244.1.5/24", "10.244.1.1"),
+            ip("6", "fd00:244::5/64", "fd00:244::1")
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+        "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}
+    })
+}
+
+/// Whether every IP of a printed result carries a family (`"version"`), or none does.
+fn ip_versions(result: &Value) -> Option<bool> {
+    let ips = result["ips"].as_array()?;
+    let with: Vec<bool> = ips.iter().map(|ip| ip.get("version").is_some()).collect();
+    if with.iter().all(|w| *w) {
+        Some(true)
+    } else if with.iter().all(|w| !*w) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// ADD in a chain of `version` with a dual-stack prevResult of that version's shape: the
+/// rules are installed, both families (IPv6 seen in the prevResult's addresses), and the
+/// result is the prevResult, printed in that version. CHECK passes where the version allows
+/// it; DEL removes everything.
+fn add_in_a_chain_of(version: &str) {
+    let pod = Netns::new("ver");
+    let prev = prev_result_in(version, &pod);
+    let c = conf(
+        json!({"cniVersion": version, "native-nftables": true}),
+        Some(prev.clone()),
+    );
+    let add = invoke("ADD", Some(&pod.path()), &c, None, "");
+    assert_eq!(add.status, 0, "{version} ADD: {} {}", add.json, add.stderr);
+    assert_eq!(add.json["cniVersion"], version, "{}", add.json);
+    assert_eq!(
+        add.json, prev,
+        "{version}: the result is prevResult, in its version"
+    );
+    assert_eq!(
+        ip_versions(&add.json),
+        Some(version.starts_with("0.")),
+        "{version}: IPs name their family before 1.0.0 only: {}",
+        add.json
+    );
+    let live = pod.netfilter();
+    assert!(ours(&live), "{version}: no rules:\n{live}");
+    assert!(
+        live.contains("ip6 saddr ::6"),
+        "{version}: no IPv6 rules from a dual-stack prevResult:\n{live}"
+    );
+    if version != "0.3.0" && version != "0.3.1" {
+        let check = invoke("CHECK", Some(&pod.path()), &c, None, "");
+        assert_eq!(check.status, 0, "{version} CHECK: {}", check.json);
+    }
+    let del = invoke("DEL", Some(&pod.path()), &c, None, "");
+    assert_eq!(del.status, 0, "{version} DEL: {}", del.json);
+    assert!(!ours(&pod.netfilter()), "{version}: DEL left rules");
+}
+
+/// A prevResult in another version than the chain's (a primary plugin that prints its own):
+/// read in its shape, printed in the configuration's, as libcni converts results.
+fn a_prev_result_of_another_version_is_printed_in_the_chains(
+    conf_version: &str,
+    prev_version: &str,
+) {
+    let pod = Netns::new("conv");
+    let prev = prev_result_in(prev_version, &pod);
+    let c = conf(
+        json!({"cniVersion": conf_version, "native-nftables": true}),
+        Some(prev.clone()),
+    );
+    let add = invoke("ADD", Some(&pod.path()), &c, None, "");
+    assert_eq!(add.status, 0, "ADD: {} {}", add.json, add.stderr);
+    let mut want = prev_result_in(conf_version, &pod);
+    want["cniVersion"] = conf_version.into();
+    assert_eq!(add.json, want, "{prev_version} printed as {conf_version}");
+    assert!(pod.netfilter().contains("ip6 saddr ::6"), "no IPv6 rules");
+}
+
+fn a_1_1_0_prev_result_in_a_0_3_1_chain() {
+    a_prev_result_of_another_version_is_printed_in_the_chains("0.3.1", "1.1.0");
+}
+
+fn a_0_3_1_prev_result_in_a_1_1_0_chain() {
+    a_prev_result_of_another_version_is_printed_in_the_chains("1.1.0", "0.3.1");
+}
+
+/// `command` in a configuration of `version`, which does not allow it: code 1 with skel's
+/// message ("config version does not allow CHECK"), the namespace untouched.
+fn refused_in(command: &str, version: &str, first: &str) {
+    let pod = Netns::new("gate");
+    let before = pod.netfilter();
+    let c = conf(
+        json!({"cniVersion": version, "native-nftables": true}),
+        Some(prev_result_in(version, &pod)),
+    );
+    let r = invoke(command, Some(&pod.path()), &c, None, "");
+    assert_eq!(
+        r.status, 1,
+        "{command} in {version}: {} {}",
+        r.json, r.stderr
+    );
+    assert_eq!(r.code(), Some(1), "{command} in {version}: {}", r.json);
+    assert_eq!(
+        r.json["msg"],
+        format!("config version does not allow {command}"),
+        "{}",
+        r.json
+    );
+    assert!(
+        r.details().contains(version) && r.details().contains(first),
+        "{}",
+        r.json
+    );
+    assert_eq!(r.json["cniVersion"], version, "{}", r.json);
+    assert_eq!(pod.netfilter(), before, "{command} changed the namespace");
+}
+
+/// VERSION lists every version of `SUPPORTED_VERSIONS` (the list the installer reads), its
+/// own `cniVersion` the newest, as skel writes it.
+fn version_lists_every_supported_version() {
+    let v = invoke("VERSION", None, r#"{"cniVersion":"0.3.1"}"#, None, "");
+    assert_eq!(v.status, 0, "{} {}", v.json, v.stderr);
+    assert_eq!(
+        v.json,
+        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+    );
+    assert_eq!(
+        v.json["supportedVersions"],
+        json!(meshtables::cni::conf::SUPPORTED_VERSIONS)
+    );
+}
+
+/// A configuration in a version the plugin does not speak: every command but DEL and
+/// VERSION refuses it with code 1, naming the version, and changes nothing.
+fn an_unsupported_version_is_refused(version: &str) {
+    let pod = Netns::new("unsup");
+    let before = pod.netfilter();
+    let c = conf(json!({"cniVersion": version}), Some(prev_result(&pod)));
+    for command in ["ADD", "CHECK", "STATUS", "GC"] {
+        let r = invoke(command, Some(&pod.path()), &c, None, "");
+        assert_eq!(r.status, 1, "{command} {version}: {}", r.json);
+        assert_eq!(r.code(), Some(1), "{command} {version}: {}", r.json);
+        assert!(r.details().contains(version), "{command}: {}", r.json);
+    }
+    assert_eq!(
+        pod.netfilter(),
+        before,
+        "a refused version changed the namespace"
+    );
+}
+
+/// One trial per version, per refused command and version, per unsupported version.
+macro_rules! version_trials {
+    (
+        add: [$($add:ident = $v:literal;)*]
+        refused: [$($refused:ident = $cmd:literal in $rv:literal from $first:literal;)*]
+        unsupported: [$($unsup:ident = $uv:literal;)*]
+    ) => {
+        $(fn $add() { add_in_a_chain_of($v) })*
+        $(fn $refused() { refused_in($cmd, $rv, $first) })*
+        $(fn $unsup() { an_unsupported_version_is_refused($uv) })*
+        const VERSION_TRIALS: &[(&str, fn())] = &[
+            $((stringify!($add), $add),)*
+            $((stringify!($refused), $refused),)*
+            $((stringify!($unsup), $unsup),)*
+        ];
+    };
+}
+
+version_trials! {
+    add: [
+        add_in_a_0_3_0_chain = "0.3.0";
+        add_in_a_0_3_1_chain = "0.3.1";
+        add_in_a_0_4_0_chain = "0.4.0";
+        add_in_a_1_0_0_chain = "1.0.0";
+        add_in_a_1_1_0_chain = "1.1.0";
+    ]
+    refused: [
+        check_refused_in_0_3_0 = "CHECK" in "0.3.0" from "0.4.0";
+        check_refused_in_0_3_1 = "CHECK" in "0.3.1" from "0.4.0";
+        status_refused_in_0_3_1 = "STATUS" in "0.3.1" from "1.1.0";
+        status_refused_in_0_4_0 = "STATUS" in "0.4.0" from "1.1.0";
+        status_refused_in_1_0_0 = "STATUS" in "1.0.0" from "1.1.0";
+        gc_refused_in_0_3_1 = "GC" in "0.3.1" from "1.1.0";
+        gc_refused_in_0_4_0 = "GC" in "0.4.0" from "1.1.0";
+        gc_refused_in_1_0_0 = "GC" in "1.0.0" from "1.1.0";
+    ]
+    unsupported: [
+        version_0_2_0_is_refused = "0.2.0";
+        version_2_0_0_is_refused = "2.0.0";
+    ]
 }
 
 /// An injected pod as the sidecar injector leaves it.
@@ -757,7 +963,7 @@ del_with_a_config_add_refuses! {
     del_with_an_unknown_key: with_prev(json!({"istio-inbound-port": "80"})), 2;
     del_with_a_flag_that_has_no_place: with_prev(json!({"network-namespace": "/x"})), 2;
     del_with_a_list_of_objects: with_prev(json!({"istio-service-cidr": [{"a": 1}]})), 7;
-    del_with_an_old_version: with_prev(json!({"cniVersion": "0.3.1"})), 1;
+    del_with_an_old_version: with_prev(json!({"cniVersion": "0.2.0"})), 1;
     del_with_a_bad_mark: with_prev(json!({"istio-inbound-tproxy-mark": "0"})), 7;
     del_with_an_unreadable_kubeconfig: with_prev(json!({"kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}})), 7;
     del_with_undecodable_json: "{\"cniVersion\": \"1.1.0\",".to_string(), 6;
@@ -904,6 +1110,118 @@ fn a_cni_netns_that_is_not_a_namespace_is_refused() {
     }
 }
 
+/// A `CNI_NETNS` that is a namespace file of another type, or a /proc file that is no
+/// namespace: refused by ADD and DEL with code 4 (not 3, "does not exist"), as a FIFO is.
+fn a_cni_netns_of_another_type_is_refused(path: &str) {
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "eth0", "sandbox": path}],
+        "ips": [{"address": "10.244.1.5/24", "interface": 0}]
+    });
+    let caller = Netns::new("nstype");
+    let before = caller.netfilter();
+    for cmd in ["ADD", "DEL"] {
+        let r = invoke(
+            cmd,
+            Some(path),
+            &conf(json!({}), Some(prev.clone())),
+            Some(&caller),
+            "",
+        );
+        assert_eq!(r.status, 1, "{cmd} {path}: {} {}", r.json, r.stderr);
+        assert_eq!(r.code(), Some(4), "{cmd} {path}: {} {}", r.json, r.stderr);
+        assert!(
+            r.details().contains(path) && r.details().contains("not a network namespace"),
+            "{cmd} {path}: {}",
+            r.details()
+        );
+    }
+    assert_eq!(caller.netfilter(), before, "the caller's namespace changed");
+}
+
+fn a_mount_namespace_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/ns/mnt");
+}
+
+fn a_user_namespace_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/ns/user");
+}
+
+fn a_proc_file_as_cni_netns_is_refused() {
+    a_cni_netns_of_another_type_is_refused("/proc/self/status");
+}
+
+/// `K8S_POD_NAMESPACE`/`K8S_POD_NAME` values the API server cannot hold: ADD answers code 4
+/// naming the variable and the value, before any request (the fake API server counts none),
+/// and programs nothing. Before, the plugin asked, got nothing useful, and answered 11: the
+/// runtime retried forever.
+#[cfg(feature = "kubernetes")]
+fn a_pod_name_the_api_cannot_hold_is_refused(var: &str, value: &str) {
+    let api = apiserver::ApiServer::start();
+    let dir = std::env::temp_dir().join(format!(
+        "meshtables-podname-{}-{var}-{}",
+        std::process::id(),
+        value.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let pod = Netns::new("podname");
+    let before = pod.netfilter();
+    let c = conf(
+        json!({"native-nftables": true, "kubernetes": {"kubeconfig": kubeconfig}}),
+        Some(prev_result(&pod)),
+    );
+    let (ns, name) = match var {
+        "K8S_POD_NAMESPACE" => (value, "cart"),
+        _ => ("shop", value),
+    };
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+    let r = invoke("ADD", Some(&pod.path()), &c, None, &args);
+    assert_eq!(r.status, 1, "{} {}", r.json, r.stderr);
+    assert_eq!(r.code(), Some(4), "{} {}", r.json, r.stderr);
+    assert!(
+        r.details().contains(var) && r.details().contains(&format!("{value:?}")),
+        "the details must name {var} and {value:?}: {}",
+        r.details()
+    );
+    assert_eq!(
+        api.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request was made"
+    );
+    assert_eq!(
+        pod.netfilter(),
+        before,
+        "a refused ADD changed the namespace"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One trial per name the API server cannot hold.
+#[cfg(feature = "kubernetes")]
+macro_rules! bad_pod_names {
+    ($($name:ident: $var:literal = $value:expr;)*) => {
+        $(fn $name() {
+            let value: String = $value;
+            a_pod_name_the_api_cannot_hold_is_refused($var, &value);
+        })*
+        const BAD_POD_NAMES: &[(&str, fn())] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+#[cfg(feature = "kubernetes")]
+bad_pod_names! {
+    pod_name_with_uppercase_is_refused: "K8S_POD_NAME" = "Cart".into();
+    pod_name_with_a_slash_is_refused: "K8S_POD_NAME" = "cart/../../secrets".into();
+    pod_name_dot_dot_is_refused: "K8S_POD_NAME" = "..".into();
+    pod_name_over_253_is_refused: "K8S_POD_NAME" = "a".repeat(254);
+    namespace_with_uppercase_is_refused: "K8S_POD_NAMESPACE" = "Shop".into();
+    namespace_with_a_slash_is_refused: "K8S_POD_NAMESPACE" = "shop/pods".into();
+    namespace_dot_dot_is_refused: "K8S_POD_NAMESPACE" = "..".into();
+    namespace_with_a_dot_is_refused: "K8S_POD_NAMESPACE" = "shop.prod".into();
+    namespace_over_63_is_refused: "K8S_POD_NAMESPACE" = "a".repeat(64);
+}
+
 fn main() {
     let mut t = Trials::new();
     let tests: &[(&str, fn())] = &[
@@ -912,8 +1230,8 @@ fn main() {
             add_check_del_as_a_runtime_runs_them,
         ),
         (
-            "version_and_bad_input_answer_with_the_spec_codes",
-            version_and_bad_input_answer_with_the_spec_codes,
+            "status_gc_and_bad_input_answer_with_the_spec_codes",
+            status_gc_and_bad_input_answer_with_the_spec_codes,
         ),
         (
             "apply_check_clean_with_network_namespace_from_outside",
@@ -962,8 +1280,39 @@ fn main() {
             "a_cni_netns_that_is_not_a_namespace_is_refused",
             a_cni_netns_that_is_not_a_namespace_is_refused,
         ),
+        (
+            "a_mount_namespace_as_cni_netns_is_refused",
+            a_mount_namespace_as_cni_netns_is_refused,
+        ),
+        (
+            "a_user_namespace_as_cni_netns_is_refused",
+            a_user_namespace_as_cni_netns_is_refused,
+        ),
+        (
+            "a_proc_file_as_cni_netns_is_refused",
+            a_proc_file_as_cni_netns_is_refused,
+        ),
+        (
+            "version_lists_every_supported_version",
+            version_lists_every_supported_version,
+        ),
+        (
+            "a_1_1_0_prev_result_in_a_0_3_1_chain",
+            a_1_1_0_prev_result_in_a_0_3_1_chain,
+        ),
+        (
+            "a_0_3_1_prev_result_in_a_1_1_0_chain",
+            a_0_3_1_prev_result_in_a_1_1_0_chain,
+        ),
     ];
     for (name, f) in tests {
+        t.add(*name, NEEDS, *f);
+    }
+    for (name, f) in VERSION_TRIALS {
+        t.add(*name, NEEDS, *f);
+    }
+    #[cfg(feature = "kubernetes")]
+    for (name, f) in BAD_POD_NAMES {
         t.add(*name, NEEDS, *f);
     }
     #[cfg(feature = "kubernetes")]

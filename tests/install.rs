@@ -739,6 +739,23 @@ fn an_unserved_version_is_refused(version: &'static str) -> impl FnOnce() {
     }
 }
 
+/// Calico's and flannel's stock chains say 0.3.1: the plugin serves it, so the installer
+/// puts us in and is ready.
+fn a_0_3_1_chain_gets_the_entry() {
+    let n = Node::new("version-031");
+    let calico = r#"{"name": "k8s-pod-network", "cniVersion": "0.3.1", "plugins": [
+      {"type": "calico", "log_level": "info", "datastore_type": "kubernetes",
+       "ipam": {"type": "calico-ipam"}, "policy": {"type": "k8s"},
+       "kubernetes": {"kubeconfig": "/etc/cni/net.d/calico-kubeconfig"}},
+      {"type": "portmap", "snat": true, "capabilities": {"portMappings": true}},
+      {"type": "bandwidth", "capabilities": {"bandwidth": true}}]}"#;
+    std::fs::write(n.net("10-calico.conflist"), calico).unwrap();
+    let _i = n.start(&[]);
+    assert!(n.until(5 * SECOND, || n.holds_us("10-calico.conflist")).is_some());
+    assert!(n.until(5 * SECOND, || n.is_ready(&[])).is_some(), "{:?}", n.ready(&[]));
+    assert_eq!(json_of(&n.net("10-calico.conflist"))["cniVersion"], "0.3.1");
+}
+
 /// Readiness follows the live state: the chain, the binary and the kubeconfig.
 fn readiness_follows_the_chain_the_binary_and_the_kubeconfig() {
     let n = Node::new("readiness");
@@ -1183,6 +1200,11 @@ fn main() {
             an_unserved_version_is_refused(v),
         );
     }
+    t.add(
+        "versions::a_0_3_1_chain_gets_the_entry",
+        NOTHING,
+        a_0_3_1_chain_gets_the_entry,
+    );
     t.add(
         "readiness::follows_the_chain_the_binary_and_the_kubeconfig",
         NOTHING,

@@ -32,7 +32,9 @@ fn dir(tag: &str) -> PathBuf {
 fn fetch(path: &std::path::Path) -> Result<pod::Pod, CniError> {
     let client = kube::Client::from_kubeconfig(path)
         .map_err(|e| CniError::new(7, "invalid kubeconfig", e.to_string()))?;
-    cni::fetch_pod(&client, "shop", "cart", &[])
+    let ns = meshtables::values::NamespaceName::parse("shop").unwrap();
+    let name = meshtables::values::PodName::parse("cart").unwrap();
+    cni::fetch_pod(&client, &ns, &name, &[])
 }
 
 fn injected_pod() -> Value {

@@ -60,6 +60,63 @@ fn configurations() -> Vec<(String, Vec<String>)> {
         ("sloppy-lists".into(), owned(SLOPPY)),
         ("compact-lists".into(), owned(COMPACT_LISTS)),
         ("compact-all-inbound".into(), owned(COMPACT_ALL_INBOUND)),
+        // A port named twice: `nft -f` makes one set element of it, the kernel refuses a
+        // second copy (EEXIST), so the plan (compact lists) and the sets name it once.
+        (
+            "compact-duplicate-ports".into(),
+            owned(&[
+                "apply",
+                "--compact",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "-b",
+                "8080,8080,9090",
+                "-q",
+                "8443,8443,9443",
+                "-o",
+                "25,587,25",
+                "-i",
+                "*",
+            ]),
+        ),
+        (
+            "compact-duplicate-excluded-ports".into(),
+            owned(&[
+                "apply",
+                "--compact",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "-b",
+                "*",
+                "-d",
+                "15090,15021,15090",
+                "-i",
+                "*",
+            ]),
+        ),
+        // Upstream's `! --dports 53,15008` names 53 twice when the tunnel port is 53.
+        (
+            "tunnel-port-53-with-dns".into(),
+            owned(&[
+                "apply",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "-e",
+                "53",
+                "--redirect-dns",
+                "--capture-all-dns",
+                "-b",
+                "*",
+                "-i",
+                "*",
+            ]),
+        ),
     ];
     for case in upstream_cases().unwrap_or_default() {
         if !case.native() {

@@ -1,5 +1,6 @@
 //! The CNI plugin under a real container runtime: podman with its CNI backend runs a conflist
-//! of the reference `bridge` plugin (with `host-local` IPAM) followed by `meshtables-cni`, for
+//! of the reference `bridge` plugin (with `host-local` IPAM; and `portmap`, as flannel and
+//! Calico ship it, in their 0.3.1 chain) followed by `meshtables-cni`, for
 //! containers made from a busybox root filesystem (nothing is pulled). Every test runs podman
 //! inside a network namespace of its own (`unshare -n`), with its own podman storage, CNI
 //! configuration and IPAM directories, so tests are hermetic and run in parallel.
@@ -28,7 +29,7 @@ const NEEDS: Needs = root(&[
 
 /// The reference plugins the runtime chains before ours.
 fn cni_plugins() -> Option<String> {
-    ["bridge", "host-local", "loopback"]
+    ["bridge", "host-local", "loopback", "portmap"]
         .iter()
         .find(|p| !Path::new("/usr/lib/cni").join(p).exists())
         .map(|p| format!("needs /usr/lib/cni/{p} (containernetworking-plugins)"))
@@ -52,7 +53,7 @@ impl Node {
         for applet in ["sh", "sleep", "true"] {
             std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(applet)).unwrap();
         }
-        for p in ["bridge", "host-local", "loopback"] {
+        for p in ["bridge", "host-local", "loopback", "portmap"] {
             let _ = std::os::unix::fs::symlink(
                 Path::new("/usr/lib/cni").join(p),
                 dir.join("bin").join(p),
@@ -73,6 +74,12 @@ impl Node {
     /// Writes the conflist of network `mtnet`: bridge + host-local, then meshtables-cni with
     /// Istio's settings and `ours` (JSON members, e.g. `"native-nftables": true`).
     fn conflist(&self, ours: &str) -> String {
+        self.conflist_of("1.0.0", "", ours)
+    }
+
+    /// The conflist of `mtnet` in CNI `version`, with `between` (plugin entries, each
+    /// followed by a comma) between the bridge and meshtables-cni.
+    fn conflist_of(&self, version: &str, between: &str, ours: &str) -> String {
         let extra = if ours.is_empty() {
             String::new()
         } else {
@@ -80,10 +87,11 @@ impl Node {
         };
         format!(
             r#"cat > {dir}/netd/mtnet.conflist <<'CONF'
-{{"cniVersion": "1.0.0", "name": "mtnet", "plugins": [
+{{"cniVersion": "{version}", "name": "mtnet", "plugins": [
   {{"type": "bridge", "bridge": "mtbr0", "isGateway": true, "ipMasq": false,
     "ipam": {{"type": "host-local", "dataDir": "{dir}/ipam", "ranges": [[{{"subnet": "10.99.0.0/24"}}]],
              "routes": [{{"dst": "0.0.0.0/0"}}]}}}},
+  {between}
   {{"type": "meshtables-cni", "istio-inbound-ports": "*", "istio-service-cidr": "*",
     "istio-local-exclude-ports": "15090,15021,15020"{extra}}}
 ]}}
@@ -344,6 +352,47 @@ fn intercepted(node: &Node, conf: &Path, name: &str) -> (bool, String) {
     (!out.contains("tables=0"), why)
 }
 
+/// The chain flannel and Calico ship, in their stock version: `"cniVersion": "0.3.1"`, the
+/// primary (bridge + host-local here), `portmap` with its capability (the container publishes
+/// a port, so portmap programs it and passes the result on in 0.3.1's shape), then
+/// meshtables-cni. The container starts, its namespace holds our tables, and removing it
+/// releases its address. (Before 0.3.x was served, ADD answered code 1 and podman dropped
+/// the network: no container started.)
+fn runtime_0_3_1_chain_with_portmap_starts_an_intercepted_container() {
+    let node = Node::new("v031");
+    let portmap = r#"{"type": "portmap", "capabilities": {"portMappings": true}},"#;
+    let (out, err) = node.run(&format!(
+        "{conf}
+        run -d --name c1 -p 18080:80 -- sleep 1000 >/dev/null || echo START-FAILED
+        ns=$(podman inspect c1 --format '{{{{.NetworkSettings.SandboxKey}}}}')
+        echo tables=$(nsenter --net=$ns nft list tables | grep -c istio-proxy)
+        nsenter --net=$ns ip -4 -o addr show dev eth0 | grep -q 'inet 10.99.0.' && echo ADDRESSED
+        iptables-save -t nat | grep -q 'dport 18080' && echo PORTMAPPED
+        echo leases-before=$(leases)
+        podman rm -f -t 0 c1 >/dev/null || echo RM-FAILED
+        echo leases-after=$(leases)",
+        conf = node.conflist_of("0.3.1", portmap, r#""native-nftables": true"#),
+    ));
+    assert!(!out.contains("FAILED"), "{out}\n{err}");
+    assert!(
+        out.contains("tables=") && !out.contains("tables=0"),
+        "no tables of ours in the container's namespace:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("ADDRESSED"),
+        "the bridge gave no address:\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("PORTMAPPED"),
+        "portmap did not run:\n{out}\n{err}"
+    );
+    assert!(out.contains("leases-before=1"), "{out}\n{err}");
+    assert!(
+        out.contains("leases-after=0"),
+        "address not released:\n{out}\n{err}"
+    );
+}
+
 /// `meshtables cni-install` against this runtime's real configuration and plugin
 /// directories: the network starts as the bridge alone and without our binary; the installer
 /// copies the binary and puts the plugin in the chain, and a container started then is
@@ -476,6 +525,10 @@ fn main() {
         (
             "runtime_native_nftables_add_and_del",
             runtime_native_nftables_add_and_del,
+        ),
+        (
+            "runtime_0_3_1_chain_with_portmap_starts_an_intercepted_container",
+            runtime_0_3_1_chain_with_portmap_starts_an_intercepted_container,
         ),
     ];
     for (name, f) in tests {

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::error::{CniError, code};
+use super::result::CniResult;
+pub use super::version::SUPPORTED_VERSIONS;
+use super::version::{self, Version};
 use crate::flags::{self, Cni, Flags, Spec};
-
-/// The CNI versions this plugin speaks; the last one is what VERSION reports first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
 
 /// Keys the CNI specification (1.1) and runtimes put into a plugin's configuration.
 const WELL_KNOWN: &[&str] = &[
@@ -53,60 +53,52 @@ pub struct Kubernetes {
 /// A parsed network configuration.
 #[derive(Debug, Clone)]
 pub struct NetConf {
-    pub cni_version: String,
-    pub prev_result: Option<Value>,
+    pub cni_version: Version,
+    /// The primary plugin's result, read in the shape of its own version.
+    pub prev_result: Option<CniResult>,
     /// Interception settings, exactly as if given on the command line.
     pub flags: Flags,
     pub kubernetes: Option<Kubernetes>,
 }
 
 /// The `cniVersion` of a configuration that may not parse fully, for error replies.
-pub fn version_of(stdin: &[u8]) -> Option<String> {
+pub fn version_of(stdin: &[u8]) -> Option<Version> {
     let v: Value = serde_json::from_slice(stdin).ok()?;
-    let s = v.get("cniVersion")?.as_str()?;
-    SUPPORTED_VERSIONS.contains(&s).then(|| s.to_string())
+    Version::supported(v.get("cniVersion")?.as_str()?)
 }
 
-/// Parses the configuration; errors carry the CNI code the spec assigns.
-pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
-    let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+/// The configuration as JSON: an object, or the spec's decoding error (code 6).
+pub fn decode(stdin: &[u8]) -> Result<Value, CniError> {
+    let decoding = |details: String| {
         CniError::new(
             code::DECODE,
             "cannot decode the network configuration",
-            format!("stdin is not JSON: {e}"),
+            details,
         )
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(CniError::new(
-            code::DECODE,
-            "cannot decode the network configuration",
-            "stdin is not a JSON object",
-        ));
     };
-    let cni_version = match obj.get("cniVersion") {
-        Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => v.clone(),
-        Some(Value::String(v)) => {
-            return Err(CniError::new(
-                code::INCOMPATIBLE_VERSION,
-                "incompatible CNI version",
-                format!(
-                    "cniVersion {v:?} is not supported (supported: {})",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
-            ));
-        }
-        Some(other) => return Err(invalid("cniVersion", other, "expected a version string")),
-        None => {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                "invalid network configuration",
-                "cniVersion is missing",
-            ));
-        }
+    match serde_json::from_slice(stdin) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(decoding("stdin is not a JSON object".into())),
+        Err(e) => Err(decoding(format!("stdin is not JSON: {e}"))),
+    }
+}
+
+/// Parses the configuration for ADD (and everything that has no version rule of its own:
+/// the installer checks its entry with it); errors carry the CNI code the spec assigns.
+pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
+    parse_for("ADD", stdin)
+}
+
+/// Parses the configuration for `command`, whose version must allow it (`version::accept`).
+pub fn parse_for(command: &str, stdin: &[u8]) -> Result<NetConf, CniError> {
+    let value = decode(stdin)?;
+    let cni_version = version::accept(command, &value)?;
+    let Value::Object(obj) = value else {
+        return Err(invalid("stdin", &value, "expected a JSON object"));
     };
     let prev_result = match obj.get("prevResult") {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v @ Value::Object(_)) => Some(CniResult::read(v, cni_version)?),
         Some(other) => return Err(invalid("prevResult", other, "expected an object")),
     };
     let mut flags = Flags::default();
@@ -296,11 +288,25 @@ mod tests {
             ("not json", code::DECODE, "not JSON"),
             ("[1]", code::DECODE, "object"),
             (
-                r#"{"cniVersion":"0.3.1"}"#,
+                r#"{"cniVersion":"0.2.0"}"#,
                 code::INCOMPATIBLE_VERSION,
-                "0.3.1",
+                "0.2.0",
             ),
-            (r#"{"name":"x"}"#, code::INVALID_CONFIG, "cniVersion"),
+            (
+                r#"{"cniVersion":"2.0.0"}"#,
+                code::INCOMPATIBLE_VERSION,
+                "2.0.0",
+            ),
+            (
+                r#"{"name":"x"}"#,
+                code::INCOMPATIBLE_VERSION,
+                "cniVersion missing",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","prevResult":{"ips":[{"address":"10.0.0.5"}]}}"#,
+                code::INVALID_CONFIG,
+                "prevResult.ips[0].address",
+            ),
             (
                 r#"{"cniVersion":"1.0.0","istio-inbound-port":"80"}"#,
                 code::UNSUPPORTED_FIELD,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use super::http;
 use super::pod::Pod;
 use crate::host::{MAX_FILE, read_bounded};
+use crate::values::{NamespaceName, PodName};
 
 /// Errors of the Kubernetes client.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,7 @@ impl Client {
     }
 
     /// `GET /api/v1/namespaces/NS/pods/NAME`, decoded.
-    pub fn pod(&self, namespace: &str, name: &str) -> Result<Pod, KubeError> {
+    pub fn pod(&self, namespace: &NamespaceName, name: &PodName) -> Result<Pod, KubeError> {
         let id = format!("{namespace}/{name}");
         let unavailable = |problem: String| KubeError::Unavailable {
             pod: id.clone(),
@@ -158,9 +159,6 @@ impl Client {
             server: self.server.clone(),
             problem,
         };
-        if !is_k8s_name(namespace) || !is_k8s_name(name) {
-            return Err(unavailable("not a valid namespace/name".into()));
-        }
         let token = match &self.token {
             Some(Token::Inline(t)) => Some(t.trim().to_string()),
             Some(Token::File(p)) => Some(
@@ -396,14 +394,6 @@ fn split_server(server: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-/// A DNS-1123 name, as namespaces and pod names are (so they are safe in a URL path).
-fn is_k8s_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
 /// `insecure-skip-tls-verify`: accepts any certificate, still checks handshake signatures.
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
@@ -470,13 +460,5 @@ mod tests {
         );
         assert!(split_server("http://10.0.0.1").is_err());
         assert!(split_server("https://:443").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_k8s_name("kube-system"));
-        assert!(!is_k8s_name("a/../b"));
-        assert!(!is_k8s_name("A"));
-        assert!(!is_k8s_name(""));
     }
 }

@@ -1,10 +1,12 @@
 //! The chained CNI plugin: the same binary, invoked as `meshtables-cni`, implements the CNI
-//! specification 1.1.0 (and answers 1.0.0 and 0.4.0): `ADD`, `DEL`, `CHECK`, `VERSION`,
-//! `STATUS`, `GC`. The runtime passes the network configuration on stdin and `CNI_*`
+//! specification 1.1.0 and answers every version a chain carries (`version.rs`: 0.3.0,
+//! 0.3.1, 0.4.0, 1.0.0, 1.1.0): `ADD`, `DEL`, `CHECK` (from 0.4.0), `VERSION`, `STATUS` and
+//! `GC` (from 1.1.0). The runtime passes the network configuration on stdin and `CNI_*`
 //! variables in the environment; results and errors go to stdout as JSON, logs to stderr.
 //!
 //! - `ADD` needs `prevResult` (we run after the primary plugin), programs `CNI_NETNS` with the
-//!   same code path as `meshtables apply --network-namespace`, and passes `prevResult` on.
+//!   same code path as `meshtables apply --network-namespace`, and passes `prevResult` on in
+//!   the configuration's version (`result.rs`).
 //!   With a `kubernetes` section, the pod is read from the API server and Istio's sidecar
 //!   semantics apply (`pod.rs`): uninjected pods are left alone.
 //! - `DEL` removes what is ours and succeeds when the namespace is already gone.
@@ -27,6 +29,8 @@ pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod pod;
+pub mod result;
+pub mod version;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -39,9 +43,10 @@ use crate::config::{ConfigError, EnvSource, Origin, Subcommand};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
-use crate::values::parse_bool;
+use crate::values::{NamespaceName, PodName, parse_bool};
 use conf::{NetConf, SUPPORTED_VERSIONS};
 pub use error::{CniError, code};
+use version::Version;
 
 /// The runtime's view of one invocation.
 struct Invocation {
@@ -138,17 +143,12 @@ pub fn main(
         Ok(None) => 0,
         Err(e) => {
             logging::error(&format!("{} (code {}): {}", e.msg, e.code, e.details));
-            let version = conf::version_of(&input).unwrap_or_else(|| latest().to_string());
-            let reply =
-                json!({"cniVersion": version, "code": e.code, "msg": e.msg, "details": e.details});
+            let version = conf::version_of(&input).unwrap_or_else(Version::latest);
+            let reply = json!({"cniVersion": version.as_str(), "code": e.code, "msg": e.msg, "details": e.details});
             let _ = writeln!(stdout, "{reply}");
             1
         }
     }
-}
-
-fn latest() -> &'static str {
-    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]
 }
 
 fn dispatch(
@@ -159,7 +159,7 @@ fn dispatch(
 ) -> Result<Option<Value>, CniError> {
     if inv.command == "VERSION" {
         return Ok(Some(
-            json!({"cniVersion": latest(), "supportedVersions": SUPPORTED_VERSIONS}),
+            json!({"cniVersion": Version::latest().as_str(), "supportedVersions": SUPPORTED_VERSIONS}),
         ));
     }
     if !matches!(
@@ -182,7 +182,7 @@ fn dispatch(
         return del(inv, host, input).map(|()| None);
     }
     require(inv, env)?;
-    let conf = conf::parse(input)?;
+    let conf = conf::parse_for(&inv.command, input)?;
     if let Some(level) = conf
         .flags
         .get(&flags::LOG_OUTPUT_LEVEL.spec)
@@ -256,10 +256,21 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
                 ));
             }
         };
-        if k.exclude_namespaces.iter().any(|x| x == ns) {
+        // A name the API server cannot hold is the runtime's mistake, not an outage: code 4
+        // now, before any request (asking would only earn a retry, forever).
+        let bad_arg = |var: &str, value: &str, problem: String| {
+            CniError::new(
+                code::INVALID_ENV,
+                "invalid environment",
+                format!("CNI_ARGS {var}: {value:?} {problem}"),
+            )
+        };
+        let ns = NamespaceName::parse(ns).map_err(|p| bad_arg("K8S_POD_NAMESPACE", ns, p))?;
+        let name = PodName::parse(name).map_err(|p| bad_arg("K8S_POD_NAME", name, p))?;
+        if k.exclude_namespaces.iter().any(|x| x == ns.as_str()) {
             return Ok(Intent::Skip(format!("namespace {ns} is excluded")));
         }
-        let pod = read_pod(&k.kubeconfig, ns, name)?;
+        let pod = read_pod(&k.kubeconfig, &ns, &name)?;
         match pod::evaluate(&pod, &mut flags) {
             pod::Verdict::Skip(why) => return Ok(Intent::Skip(format!("pod {ns}/{name}: {why}"))),
             pod::Verdict::Intercept { from_pod: f } => from_pod = f,
@@ -268,7 +279,7 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
     // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
     // families (istio-cni decides from the first address only, and misses IPv6; docs/upstream.md, "CNI").
     if !flags.is_set(&flags::ENABLE_IPV6.spec)
-        && let Some(v6) = prev_result_has_ipv6(conf.prev_result.as_ref())
+        && let Some(v6) = conf.prev_result.as_ref().and_then(|r| r.has_ipv6())
     {
         flags.set(&flags::ENABLE_IPV6.spec, v6.to_string());
     }
@@ -308,20 +319,13 @@ fn set_unless_given(flags: &mut Flags, spec: &'static flags::Spec, value: &str) 
     }
 }
 
-/// Whether `prevResult.ips` holds an IPv6 address; `None` when it lists no address.
-fn prev_result_has_ipv6(prev: Option<&Value>) -> Option<bool> {
-    let ips: Vec<std::net::IpAddr> = prev?
-        .get("ips")?
-        .as_array()?
-        .iter()
-        .filter_map(|ip| ip.get("address")?.as_str()?.split('/').next()?.parse().ok())
-        .collect();
-    (!ips.is_empty()).then(|| ips.iter().any(|ip| ip.is_ipv6()))
-}
-
 /// Without the `kubernetes` feature (the init image's build) there is no API client.
 #[cfg(not(feature = "kubernetes"))]
-fn read_pod(_kubeconfig: &Path, _ns: &str, _name: &str) -> Result<pod::Pod, CniError> {
+fn read_pod(
+    _kubeconfig: &Path,
+    _ns: &NamespaceName,
+    _name: &PodName,
+) -> Result<pod::Pod, CniError> {
     Err(no_kubernetes())
 }
 
@@ -344,7 +348,7 @@ pub const POD_RETRIES: [std::time::Duration; 3] = [
 ];
 
 #[cfg(feature = "kubernetes")]
-fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<pod::Pod, CniError> {
+fn read_pod(kubeconfig: &Path, ns: &NamespaceName, name: &PodName) -> Result<pod::Pod, CniError> {
     let client = kube::Client::from_kubeconfig(kubeconfig)
         .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid kubeconfig", e.to_string()))?;
     fetch_pod(&client, ns, name, &POD_RETRIES)
@@ -357,8 +361,8 @@ fn read_pod(kubeconfig: &Path, ns: &str, name: &str) -> Result<pod::Pod, CniErro
 #[cfg(feature = "kubernetes")]
 pub fn fetch_pod(
     client: &kube::Client,
-    ns: &str,
-    name: &str,
+    ns: &NamespaceName,
+    name: &PodName,
     retries: &[std::time::Duration],
 ) -> Result<pod::Pod, CniError> {
     let mut waits = retries.iter();
@@ -472,10 +476,9 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
             ));
         }
     }
-    // Pass the previous result on, in the configuration's version (it already is in it).
-    let mut result = prev.clone();
-    result["cniVersion"] = Value::String(conf.cni_version.clone());
-    Ok(Some(result))
+    // Pass the previous result on, in the configuration's version (converted from its own,
+    // as libcni's GetAsVersion does).
+    Ok(Some(prev.to_json(conf.cni_version)))
 }
 
 /// DEL: removes everything of ours from `CNI_NETNS` with every backend (`clean`), whatever the

@@ -81,16 +81,20 @@ fn owner(o: &Owner, negate: bool) -> Match {
         },
     }
 }
-/// A port list as the walk states it: one match per port (upstream), or with `--compact` one
-/// list match for the whole list (a single port stays a plain port match).
+/// A port list as the walk states it: one match per port, repeats included (upstream's
+/// rules, byte for byte), or with `--compact` one list match that names each port once, in
+/// the order given (a set holds an element once: the kernel refuses a second copy with
+/// EEXIST); a list of one port stays a plain port match.
 fn ports_of(p: &Policy, proto: Proto, ports: &[Port]) -> Vec<Match> {
-    if p.compact && ports.len() > 1 {
-        vec![Match::DportsIn {
-            proto,
-            ports: ports.to_vec(),
-        }]
-    } else {
-        ports.iter().map(|port| dport(proto, *port)).collect()
+    if !p.compact {
+        return ports.iter().map(|port| dport(proto, *port)).collect();
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ports.len());
+    let once: Vec<Port> = ports.iter().copied().filter(|p| seen.insert(*p)).collect();
+    match once.as_slice() {
+        [] => Vec::new(),
+        [one] => vec![dport(proto, *one)],
+        _ => vec![Match::DportsIn { proto, ports: once }],
     }
 }
 
@@ -650,6 +654,48 @@ mod tests {
             !r.iter().any(|(_, r)| r.chain == IstioTproxy),
             "no capture without -b"
         );
+    }
+
+    /// The `Dport`/`DportsIn` port lists of the walk's rules, in order.
+    fn port_lists(rules: &[(&str, Rule)]) -> Vec<Vec<u16>> {
+        rules
+            .iter()
+            .flat_map(|(_, r)| &r.matches)
+            .filter_map(|m| match m {
+                Match::DportsIn { ports, .. } => Some(ports.iter().map(|p| p.get()).collect()),
+                Match::Dport {
+                    negate: false,
+                    port,
+                    ..
+                } => Some(vec![port.get()]),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compact_lists_name_each_port_once() {
+        let args = ["-b", "80,80,443,80", "-q", "8443,8443", "-o", "25,587,25"];
+        let compact: Vec<&str> = args.iter().copied().chain(["--compact"]).collect();
+        let lists = port_lists(&walked(&compact));
+        assert!(lists.contains(&vec![80, 443]), "{lists:?}");
+        assert!(lists.contains(&vec![8443]), "a list of one port: {lists:?}");
+        assert!(lists.contains(&vec![25, 587]), "{lists:?}");
+        assert!(
+            lists.iter().all(|l| {
+                let mut u = l.clone();
+                u.sort_unstable();
+                u.dedup();
+                u.len() == l.len()
+            }),
+            "a port twice in one list: {lists:?}"
+        );
+        // Without --compact the rules repeat, as upstream's do.
+        let plain = port_lists(&walked(&args));
+        let count = |port: u16| plain.iter().filter(|l| **l == [port]).count();
+        assert_eq!(count(443), 1, "{plain:?}");
+        assert_eq!(count(80), 3, "{plain:?}");
+        assert_eq!(count(8443), 2, "{plain:?}");
     }
 
     #[test]

@@ -39,12 +39,18 @@ pub struct AnonSet {
 }
 
 impl AnonSet {
+    /// Ports, one element each: a port named twice is one element, as `nft` makes it of a
+    /// literal (the kernel refuses a second copy with EEXIST). Upstream's `! --dports 53,PORT`
+    /// names 53 twice with `-e 53`; `--compact` lists already name each port once (the walk's
+    /// `ports_of`).
     pub fn ports(id: u32, proto: Proto, ports: impl IntoIterator<Item = u16>) -> AnonSet {
+        let mut seen = std::collections::HashSet::new();
         AnonSet {
             id,
             kind: SetKind::Ports(proto),
             elements: ports
                 .into_iter()
+                .filter(|p| seen.insert(*p))
                 .map(|p| (p.to_be_bytes().to_vec(), 0))
                 .collect(),
             interval: false,
@@ -196,6 +202,12 @@ mod tests {
                 format!("{h}{}", if *f == ELEM_INTERVAL_END { " end" } else { "" })
             })
             .collect()
+    }
+
+    #[test]
+    fn a_port_named_twice_is_one_element() {
+        let s = AnonSet::ports(1, Proto::Tcp, [53, 15008, 53]);
+        assert_eq!(hex(&s.elements), ["0035", "3aa0"]);
     }
 
     #[test]

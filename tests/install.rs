@@ -751,8 +751,15 @@ fn a_0_3_1_chain_gets_the_entry() {
       {"type": "bandwidth", "capabilities": {"bandwidth": true}}]}"#;
     std::fs::write(n.net("10-calico.conflist"), calico).unwrap();
     let _i = n.start(&[]);
-    assert!(n.until(5 * SECOND, || n.holds_us("10-calico.conflist")).is_some());
-    assert!(n.until(5 * SECOND, || n.is_ready(&[])).is_some(), "{:?}", n.ready(&[]));
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("10-calico.conflist"))
+            .is_some()
+    );
+    assert!(
+        n.until(5 * SECOND, || n.is_ready(&[])).is_some(),
+        "{:?}",
+        n.ready(&[])
+    );
     assert_eq!(json_of(&n.net("10-calico.conflist"))["cniVersion"], "0.3.1");
 }
 

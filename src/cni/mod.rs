@@ -118,6 +118,10 @@ fn require(inv: &Invocation, env: &dyn EnvSource) -> Result<(), CniError> {
     }
 }
 
+/// The largest network configuration (with its `prevResult`) the plugin reads: real ones are a
+/// few kilobytes.
+pub const MAX_STDIN: u64 = 16 << 20;
+
 /// The plugin's `main`: returns the exit status; stdout gets the result or error JSON.
 pub fn main(
     env: &dyn EnvSource,
@@ -127,7 +131,12 @@ pub fn main(
 ) -> i32 {
     logging::init(logging::Level::Info, false);
     let mut input = Vec::new();
-    let outcome = match stdin.read_to_end(&mut input) {
+    let outcome = match stdin.take(MAX_STDIN + 1).read_to_end(&mut input) {
+        Ok(n) if n as u64 > MAX_STDIN => Err(CniError::new(
+            code::DECODE,
+            "cannot decode the network configuration",
+            format!("stdin is larger than {MAX_STDIN} bytes"),
+        )),
         Ok(_) => invocation(env).and_then(|inv| dispatch(&inv, env, host, &input)),
         Err(e) => Err(CniError::new(
             code::IO,

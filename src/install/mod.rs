@@ -15,6 +15,7 @@
 
 pub mod conflist;
 mod files;
+pub mod gojson;
 mod kubeconfig;
 mod watch;
 

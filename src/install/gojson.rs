@@ -12,9 +12,14 @@
 //! returns `(RuneError, 1)`; a `\u` surrogate that is not half of a valid pair becomes
 //! U+FFFD); numbers from `convertNumber` (`strconv.ParseFloat(s, 64)`: out of range is an
 //! error, underflow is zero); objects into `map[string]interface{}` keep the last of
-//! duplicate keys.
+//! duplicate keys; objects into a struct from `object` (an exact field name first, else
+//! `foldName` of fold.go: Unicode simple folding), each key assigning in document order,
+//! unknown keys skipped unparsed, `null` leaving a string or struct as it was, a type
+//! mismatch failing the whole `Unmarshal`.
 
 use serde_json::{Map, Number, Value};
+
+use super::libcni::Libcni;
 
 /// scanner.go's `maxNestingDepth`: this many open arrays and objects are accepted, one more is
 /// "exceeded max depth".
@@ -548,10 +553,272 @@ const LITERAL_NULL: &[(u8, &str)] = &[
     (b'l', "in literal null (expecting 'l')"),
 ];
 
+// ---------------------------------------------------------------------------------------------
+// Decoding into libcni's `types.NetConf`.
+
+/// The order in which an object's keys reach a struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// As written, duplicates included: `json.Unmarshal` of a file's own bytes.
+    Document,
+    /// As `json.Marshal` of a decoded `map[string]interface{}` writes them: duplicates
+    /// collapsed to the last, keys sorted bytewise (encode.go sorts map keys), at every level.
+    /// libcni decodes each plugin of a list from such bytes.
+    Marshalled,
+}
+
+/// The fields of `types.NetConf` a verdict needs (libcni keeps the rest as raw bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    pub plugin_type: String,
+}
+
+/// Why `json.Unmarshal` into `types.NetConf` fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetConfError {
+    /// `UnmarshalTypeError`: a value of the wrong JSON kind for a field (`field` is its path
+    /// from the top, `within` the name of the struct holding it), or for the whole struct
+    /// (`field` empty).
+    #[error("json: cannot unmarshal {found} into Go {}of type {expected}", field_words(.within, .field))]
+    Type {
+        within: &'static str,
+        field: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    /// A number stored into an `interface{}` (under `prevResult`) does not fit a float64.
+    #[error("{0}")]
+    Number(GoJsonError),
+}
+
+fn field_words(within: &str, field: &str) -> String {
+    if field.is_empty() {
+        "value ".to_string()
+    } else {
+        format!("struct field {within}.{field} ")
+    }
+}
+
+/// A Go type, as far as decoding into it goes.
+enum Shape {
+    /// `string`: a string; `null` leaves it unchanged.
+    Str,
+    /// `bool`: a bool; `null` leaves it unchanged.
+    Bool,
+    /// `interface{}`: anything; numbers are converted (and may be out of range).
+    Any,
+    /// `map[string]T`: an object, or `null`.
+    Map(&'static Shape, &'static str),
+    /// `[]T` (T not a byte): an array, or `null`.
+    Slice(&'static Shape, &'static str),
+    /// A struct: an object whose keys are matched to fields; `null` leaves it unchanged.
+    Struct(&'static [(&'static str, Shape)], &'static str),
+}
+
+static STR: Shape = Shape::Str;
+static BOOL: Shape = Shape::Bool;
+static ANY: Shape = Shape::Any;
+static GC_ATTACHMENT: Shape = Shape::Struct(
+    &[("containerID", Shape::Str), ("ifname", Shape::Str)],
+    "types.GCAttachment",
+);
+
+/// pkg/types/types.go `NetConf` at v1.1.2 (`PrevResult` is `json:"-"`).
+static NETCONF_1_1: &[(&str, Shape)] = &[
+    ("cniVersion", Shape::Str),
+    ("name", Shape::Str),
+    ("type", Shape::Str),
+    ("capabilities", Shape::Map(&BOOL, "map[string]bool")),
+    ("ipam", Shape::Struct(&[("type", Shape::Str)], "types.IPAM")),
+    (
+        "dns",
+        Shape::Struct(
+            &[
+                ("nameservers", Shape::Slice(&STR, "[]string")),
+                ("domain", Shape::Str),
+                ("search", Shape::Slice(&STR, "[]string")),
+                ("options", Shape::Slice(&STR, "[]string")),
+            ],
+            "types.DNS",
+        ),
+    ),
+    ("prevResult", Shape::Map(&ANY, "map[string]interface {}")),
+];
+
+/// v1.3.0's `PluginConf` (`NetConf` is its alias): one field more, for GC.
+static NETCONF_1_3: &[(&str, Shape)] = &[
+    ("cniVersion", Shape::Str),
+    ("name", Shape::Str),
+    ("type", Shape::Str),
+    ("capabilities", Shape::Map(&BOOL, "map[string]bool")),
+    ("ipam", Shape::Struct(&[("type", Shape::Str)], "types.IPAM")),
+    (
+        "dns",
+        Shape::Struct(
+            &[
+                ("nameservers", Shape::Slice(&STR, "[]string")),
+                ("domain", Shape::Str),
+                ("search", Shape::Slice(&STR, "[]string")),
+                ("options", Shape::Slice(&STR, "[]string")),
+            ],
+            "types.DNS",
+        ),
+    ),
+    ("prevResult", Shape::Map(&ANY, "map[string]interface {}")),
+    (
+        "cni.dev/valid-attachments",
+        Shape::Slice(&GC_ATTACHMENT, "[]types.GCAttachment"),
+    ),
+];
+
+/// What `json.Unmarshal(bytes, &types.NetConf{})` decides, for the document `node` whose keys
+/// arrive in `order`, with the struct of libcni `lib`. A top-level `null` is an empty NetConf
+/// (the pointer libcni passes is not settable, so null reaches the struct and is ignored).
+pub fn net_conf(node: &Node, order: KeyOrder, lib: Libcni) -> Result<NetConf, NetConfError> {
+    // 1.3.0's NetConf is an alias of PluginConf, the name Go reports.
+    let (fields, go_name) = match lib {
+        Libcni::V1_1_2 => (NETCONF_1_1, "types.NetConf"),
+        Libcni::V1_3_0 => (NETCONF_1_3, "types.PluginConf"),
+    };
+    let mut out = NetConf::default();
+    let members = match node {
+        Node::Null => return Ok(out),
+        Node::Object(m) => members(m, order),
+        other => {
+            return Err(NetConfError::Type {
+                within: "",
+                field: String::new(),
+                found: other.kind(),
+                expected: go_name,
+            });
+        }
+    };
+    for (key, value) in members {
+        let Some((name, shape)) = field(fields, key) else {
+            continue; // unknown: skipped, never converted
+        };
+        let slot = match *name {
+            "cniVersion" => Some(&mut out.cni_version),
+            "name" => Some(&mut out.name),
+            "type" => Some(&mut out.plugin_type),
+            _ => None,
+        };
+        match (slot, value) {
+            (Some(slot), Node::String(s)) => *slot = s.clone(),
+            (Some(_), Node::Null) => {}
+            _ => check(value, shape, order, short(go_name), name)?,
+        }
+    }
+    Ok(out)
+}
+
+/// A Go type's name without its package, as `UnmarshalTypeError` names the struct.
+fn short(go: &'static str) -> &'static str {
+    go.rsplit('.').next().unwrap_or(go)
+}
+
+/// An object's members in the order a struct sees them.
+fn members(m: &[(String, Node)], order: KeyOrder) -> Vec<(&str, &Node)> {
+    match order {
+        KeyOrder::Document => m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        KeyOrder::Marshalled => {
+            let mut last: std::collections::BTreeMap<&str, &Node> = Default::default();
+            for (k, v) in m {
+                last.insert(k, v);
+            }
+            last.into_iter().collect()
+        }
+    }
+}
+
+/// decode.go's field lookup: the exact name, else the first whose `foldName` is the key's.
+fn field<'f>(fields: &'f [(&'static str, Shape)], key: &str) -> Option<&'f (&'static str, Shape)> {
+    fields
+        .iter()
+        .find(|(n, _)| *n == key)
+        .or_else(|| fields.iter().find(|(n, _)| fold_eq(key, n)))
+}
+
+/// `foldName(key) == foldName(name)` for an ASCII field name: fold.go upper-cases ASCII
+/// letters and maps every other rune to the smallest of its `unicode.SimpleFold` orbit; the
+/// only non-ASCII runes whose orbit holds an ASCII letter are the Kelvin sign (K, k) and the
+/// long s (S, s).
+fn fold_eq(key: &str, name: &str) -> bool {
+    let mut chars = key.chars();
+    for n in name.bytes() {
+        let same = match chars.next() {
+            None => return false,
+            Some(c) if c.is_ascii() => (c as u8).eq_ignore_ascii_case(&n),
+            Some('\u{212A}') => n.eq_ignore_ascii_case(&b'k'),
+            Some('\u{017F}') => n.eq_ignore_ascii_case(&b's'),
+            Some(_) => false,
+        };
+        if !same {
+            return false;
+        }
+    }
+    chars.next().is_none()
+}
+
+/// Whether `node` decodes into `shape` (a field's whole value, so the nesting of shapes is at
+/// most three deep; only `Any` follows the input's nesting, iteratively).
+fn check(
+    node: &Node,
+    shape: &Shape,
+    order: KeyOrder,
+    within: &'static str,
+    path: &str,
+) -> Result<(), NetConfError> {
+    let mismatch = |expected| {
+        Err(NetConfError::Type {
+            within,
+            field: path.to_string(),
+            found: node.kind(),
+            expected,
+        })
+    };
+    match (shape, node) {
+        (Shape::Any, _) => numbers_fit(node).map_err(NetConfError::Number),
+        // literalStore: null is ignored for primitives and structs, zeroes maps and slices.
+        (_, Node::Null) => Ok(()),
+        (Shape::Str, Node::String(_)) | (Shape::Bool, Node::Bool(_)) => Ok(()),
+        (Shape::Str, _) => mismatch("string"),
+        (Shape::Bool, _) => mismatch("bool"),
+        // Go names the field, not the map key or the element index.
+        (Shape::Map(elem, _), Node::Object(m)) => {
+            for (_, v) in members(m, order) {
+                check(v, elem, order, within, path)?;
+            }
+            Ok(())
+        }
+        (Shape::Slice(elem, _), Node::Array(items)) => {
+            for v in items {
+                check(v, elem, order, within, path)?;
+            }
+            Ok(())
+        }
+        (Shape::Struct(fields, go), Node::Object(m)) => {
+            for (k, v) in members(m, order) {
+                if let Some((name, sub)) = field(fields, k) {
+                    check(v, sub, order, short(go), &format!("{path}.{name}"))?;
+                }
+            }
+            Ok(())
+        }
+        (Shape::Map(_, go) | Shape::Slice(_, go) | Shape::Struct(_, go), _) => mismatch(go),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn nc(doc: &str, order: KeyOrder) -> Result<NetConf, NetConfError> {
+        net_conf(&parse(doc.as_bytes()).unwrap(), order, Libcni::V1_1_2)
+    }
 
     // --- decode: the grammar and Go's replacements ---
 
@@ -696,6 +963,203 @@ mod tests {
         assert_eq!(e, "unexpected end of JSON input");
     }
 
+    // --- net_conf: json.Unmarshal into types.NetConf ---
+
+    #[test]
+    fn fields_match_case_insensitively() {
+        let c = nc(
+            r#"{"TYPE":"bridge","Name":"n","CNIVERSION":"1.0.0"}"#,
+            KeyOrder::Document,
+        );
+        assert_eq!(
+            c.unwrap(),
+            NetConf {
+                cni_version: "1.0.0".into(),
+                name: "n".into(),
+                plugin_type: "bridge".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_kelvin_sign_and_the_long_s_fold_to_ascii() {
+        // podman 4.3.1: "dnſ" is the dns field ("cannot unmarshal number into ... NetConf.dns").
+        let c = nc(
+            "{\"type\":\"x\",\"cniVer\u{17F}ion\":\"0.4.0\"}",
+            KeyOrder::Document,
+        )
+        .unwrap();
+        assert_eq!(c.cni_version, "0.4.0");
+        let e = nc("{\"type\":\"x\",\"dn\u{17F}\":1}", KeyOrder::Document).unwrap_err();
+        assert!(matches!(
+            e,
+            NetConfError::Type {
+                expected: "types.DNS",
+                ..
+            }
+        ));
+        // No NetConf field holds a k; the fold itself:
+        assert!(fold_eq("\u{212A}ey", "key"));
+        assert!(fold_eq("KEY", "key"));
+        // The dotted capital I and the dotless i fold to no ASCII letter.
+        assert!(!fold_eq("\u{130}pam", "ipam"));
+        assert!(!fold_eq("\u{131}pam", "ipam"));
+        // Non-letters match only themselves.
+        assert!(!fold_eq(
+            "cni.dev/valid-attachments".replace('-', "_").as_str(),
+            "cni.dev/valid-attachments"
+        ));
+    }
+
+    #[test]
+    fn each_key_assigns_in_document_order() {
+        let c = nc(r#"{"type":"a","Type":""}"#, KeyOrder::Document).unwrap();
+        assert_eq!(c.plugin_type, "");
+        let c = nc(r#"{"Type":"","type":"a"}"#, KeyOrder::Document).unwrap();
+        assert_eq!(c.plugin_type, "a");
+    }
+
+    #[test]
+    fn marshalled_keys_assign_in_sorted_order() {
+        // Marshal sorts "Type" < "type": the lower-case key is assigned last.
+        let c = nc(r#"{"type":"a","Type":""}"#, KeyOrder::Marshalled).unwrap();
+        assert_eq!(c.plugin_type, "a");
+        // ... and the map kept only the last of a duplicate, so an earlier bad value is gone.
+        assert!(nc(r#"{"type":1,"type":"a"}"#, KeyOrder::Document).is_err());
+        assert_eq!(
+            nc(r#"{"type":1,"type":"a"}"#, KeyOrder::Marshalled)
+                .unwrap()
+                .plugin_type,
+            "a"
+        );
+    }
+
+    #[test]
+    fn null_leaves_a_string_field_as_it_was() {
+        let c = nc(r#"{"type":"a","type":null}"#, KeyOrder::Document).unwrap();
+        assert_eq!(c.plugin_type, "a");
+    }
+
+    #[test]
+    fn a_string_field_of_another_kind_is_a_type_error() {
+        for v in ["1", "true", "{}", "[]"] {
+            let e = nc(&format!(r#"{{"type":"a","name":{v}}}"#), KeyOrder::Document).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    NetConfError::Type {
+                        expected: "string",
+                        ..
+                    }
+                ),
+                "{v}"
+            );
+        }
+        let e = nc(r#"{"name":1}"#, KeyOrder::Document)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "json: cannot unmarshal number into Go struct field NetConf.name of type string"
+        );
+        // podman 4.3.1: a nested field is named by its struct and its path from the top.
+        let e = nc(r#"{"dns":{"search":[1]}}"#, KeyOrder::Document)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "json: cannot unmarshal number into Go struct field DNS.dns.search of type string"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_a_map_of_bool() {
+        assert!(
+            nc(
+                r#"{"capabilities":{"portMappings":true,"x":null}}"#,
+                KeyOrder::Document
+            )
+            .is_ok()
+        );
+        assert!(nc(r#"{"capabilities":null}"#, KeyOrder::Document).is_ok());
+        assert!(
+            nc(
+                r#"{"capabilities":{"portMappings":"true"}}"#,
+                KeyOrder::Document
+            )
+            .is_err()
+        );
+        assert!(nc(r#"{"capabilities":[]}"#, KeyOrder::Document).is_err());
+    }
+
+    #[test]
+    fn ipam_is_an_object_with_a_string_type() {
+        assert!(
+            nc(
+                r#"{"ipam":{"type":"host-local","ranges":[[1]]}}"#,
+                KeyOrder::Document
+            )
+            .is_ok()
+        );
+        assert!(nc(r#"{"ipam":null}"#, KeyOrder::Document).is_ok());
+        assert!(nc(r#"{"ipam":{"TYPE":1}}"#, KeyOrder::Document).is_err());
+        assert!(nc(r#"{"ipam":"host-local"}"#, KeyOrder::Document).is_err());
+    }
+
+    #[test]
+    fn dns_is_an_object_of_string_lists_and_a_domain() {
+        let ok =
+            r#"{"dns":{"nameservers":["10.0.0.10",null],"domain":"d","search":null,"options":[]}}"#;
+        assert!(nc(ok, KeyOrder::Document).is_ok());
+        assert!(nc(r#"{"dns":{"nameservers":"10.0.0.10"}}"#, KeyOrder::Document).is_err());
+        assert!(nc(r#"{"dns":{"search":[1]}}"#, KeyOrder::Document).is_err());
+        assert!(nc(r#"{"dns":{"domain":[]}}"#, KeyOrder::Document).is_err());
+        assert!(nc(r#"{"dns":[]}"#, KeyOrder::Document).is_err());
+    }
+
+    #[test]
+    fn prev_result_is_an_object_whose_numbers_must_fit() {
+        assert!(nc(r#"{"prevResult":{"ips":[{"a":1}]}}"#, KeyOrder::Document).is_ok());
+        assert!(nc(r#"{"prevResult":[]}"#, KeyOrder::Document).is_err());
+        assert!(matches!(
+            nc(r#"{"prevResult":{"x":[1e400]}}"#, KeyOrder::Document),
+            Err(NetConfError::Number(GoJsonError::NumberRange { .. }))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_are_skipped_unconverted() {
+        // A number out of range in a skipped field is no error for a struct.
+        let c = nc(
+            r#"{"type":"a","mtu":1e400,"args":{"x":[]}}"#,
+            KeyOrder::Document,
+        )
+        .unwrap();
+        assert_eq!(c.plugin_type, "a");
+    }
+
+    #[test]
+    fn a_non_object_document_fails_and_null_is_empty() {
+        assert!(nc(r#""bridge""#, KeyOrder::Marshalled).is_err());
+        assert!(nc("[]", KeyOrder::Marshalled).is_err());
+        assert_eq!(
+            nc("null", KeyOrder::Marshalled).unwrap(),
+            NetConf::default()
+        );
+    }
+
+    #[test]
+    fn valid_attachments_is_a_field_from_libcni_1_3_0() {
+        let doc = parse(br#"{"type":"a","cni.dev/valid-attachments":1}"#).unwrap();
+        assert!(net_conf(&doc, KeyOrder::Document, Libcni::V1_1_2).is_ok());
+        assert!(net_conf(&doc, KeyOrder::Document, Libcni::V1_3_0).is_err());
+        let ok = parse(
+            br#"{"type":"a","cni.dev/valid-attachments":[{"containerID":"c","ifname":null}]}"#,
+        )
+        .unwrap();
+        assert!(net_conf(&ok, KeyOrder::Document, Libcni::V1_3_0).is_ok());
+    }
+
     mod random {
         use super::*;
         use proptest::prelude::*;
@@ -704,6 +1168,10 @@ mod tests {
             #[test]
             fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
                 let _ = decode(&bytes);
+                if let Ok(doc) = parse(&bytes) {
+                    let _ = net_conf(&doc, KeyOrder::Document, Libcni::V1_3_0);
+                    let _ = net_conf(&doc, KeyOrder::Marshalled, Libcni::V1_1_2);
+                }
             }
 
             #[test]

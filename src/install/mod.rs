@@ -17,6 +17,7 @@ pub mod conflist;
 mod files;
 pub mod gojson;
 mod kubeconfig;
+pub mod libcni;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -19,7 +19,9 @@
 
 pub mod conflist;
 mod files;
+pub mod gojson;
 mod kubeconfig;
+pub mod libcni;
 mod presence;
 pub mod ready;
 mod view;

@@ -27,6 +27,15 @@ use support::trials::{NOTHING, Trials, root};
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A list whose bridge plugin holds a value nested `d` arrays deep.
+fn deep_list(d: usize) -> String {
+    format!(
+        r#"{{"cniVersion": "0.4.0", "name": "deep", "plugins": [{{"type": "bridge", "x": {}{}}}]}}"#,
+        "[".repeat(d),
+        "]".repeat(d)
+    )
+}
+
 /// A node's directories for one test: `net` (the configuration directory, also the host's
 /// path), `bin`, `sa` (the service account, with a real CA so the plugin's STATUS passes).
 struct Node {
@@ -763,6 +772,65 @@ fn a_0_3_1_chain_gets_the_entry() {
     assert_eq!(json_of(&n.net("10-calico.conflist"))["cniVersion"], "0.3.1");
 }
 
+/// The installer and the runtime agree on which file is the network. `first` sorts before
+/// `LIST` (in `20-second.conflist`): when the runtime loads `first`, the entry goes there;
+/// when it does not, the entry goes in the second file. `first` is never rewritten into a
+/// form the runtime would judge differently.
+fn the_runtime_and_the_installer_agree(
+    first: &'static [u8],
+    runtime_loads_it: bool,
+) -> impl FnOnce() {
+    move || {
+        let n = Node::new(&format!(
+            "view-{:x}",
+            first.len() ^ first.first().map_or(0, |b| *b as usize)
+        ));
+        std::fs::write(n.net("10-first.conflist"), first).unwrap();
+        std::fs::write(n.net("20-second.conflist"), LIST).unwrap();
+        let mut i = n.start(&[]);
+        let (here, there) = if runtime_loads_it {
+            ("10-first.conflist", "20-second.conflist")
+        } else {
+            ("20-second.conflist", "10-first.conflist")
+        };
+        assert!(
+            n.until(5 * SECOND, || n.holds_us(here)).is_some(),
+            "{}",
+            i.log()
+        );
+        assert!(!n.holds_us(there));
+        if !runtime_loads_it {
+            assert_eq!(std::fs::read(n.net("10-first.conflist")).unwrap(), first);
+        }
+        assert_eq!(i.stop().0, 0);
+    }
+}
+
+/// A file the runtime loads but the installer will not rewrite (nested deeper than it
+/// rewrites), or cannot judge (the two libcni versions disagree, a FIFO): not ready, saying
+/// why, and the entry goes nowhere else (the runtime would use this file).
+fn not_ready_where_the_installer_cannot_match(
+    tag: &'static str,
+    make: fn(&Path),
+    says: &'static str,
+) -> impl FnOnce() {
+    move || {
+        let n = Node::new(&format!("cannot-{tag}"));
+        make(&n.net("10-first.conflist"));
+        std::fs::write(n.net("20-second.conflist"), LIST).unwrap();
+        let mut i = n.start(&[]);
+        let said = || i.log().contains(says);
+        assert!(n.until(5 * SECOND, said).is_some(), "{}", i.log());
+        let (code, why) = n.ready(&[]);
+        assert!(code == 1 && why.contains(says), "{why}");
+        assert!(
+            !n.holds_us("20-second.conflist"),
+            "the entry went where the runtime does not look"
+        );
+        assert_eq!(i.stop().0, 0);
+    }
+}
+
 /// Readiness follows the live state: the chain, the binary and the kubeconfig.
 fn readiness_follows_the_chain_the_binary_and_the_kubeconfig() {
     let n = Node::new("readiness");
@@ -1212,6 +1280,74 @@ fn main() {
         NOTHING,
         a_0_3_1_chain_gets_the_entry,
     );
+    let big = {
+        let pad = "x".repeat(2 << 20);
+        format!(
+            r#"{{"cniVersion": "0.4.0", "name": "big", "plugins": [{{"type": "bridge", "pad": "{pad}"}}]}}"#
+        )
+    };
+    let agree: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "a_non_utf8_byte_loads",
+            b"{\"cniVersion\": \"0.4.0\", \"name\": \"n\xff\", \"plugins\": [{\"type\": \"bridge\"}]}".to_vec(),
+            true,
+        ),
+        ("a_2_mib_file_loads", big.into_bytes(), true),
+        (
+            "a_list_without_name_does_not_load",
+            br#"{"cniVersion": "0.4.0", "plugins": [{"type": "bridge"}]}"#.to_vec(),
+            false,
+        ),
+        (
+            "a_plugin_without_type_does_not_load",
+            br#"{"cniVersion": "0.4.0", "name": "n", "plugins": [{"bridge": "cni0"}]}"#.to_vec(),
+            false,
+        ),
+        (
+            "a_number_out_of_range_does_not_load",
+            br#"{"cniVersion": "0.4.0", "name": "n", "plugins": [{"type": "bridge", "mtu": 1e400}]}"#.to_vec(),
+            false,
+        ),
+        (
+            "a_type_matched_case_insensitively_loads",
+            br#"{"cniVersion": "0.4.0", "name": "n", "plugins": [{"TYPE": "bridge"}]}"#.to_vec(),
+            true,
+        ),
+    ];
+    for (name, bytes, loads) in agree {
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        t.add(
+            format!("view::{name}"),
+            NOTHING,
+            the_runtime_and_the_installer_agree(bytes, loads),
+        );
+    }
+    let cannot: &[(&'static str, fn(&Path), &'static str)] = &[
+        (
+            "deep_nesting",
+            |p| std::fs::write(p, deep_list(200)).unwrap(),
+            "levels deep",
+        ),
+        (
+            "a_string_disable_check",
+            |p| {
+                std::fs::write(p, r#"{"cniVersion": "0.4.0", "name": "n", "disableCheck": "true", "plugins": [{"type": "bridge"}]}"#).unwrap()
+            },
+            "libcni",
+        ),
+        (
+            "a_fifo",
+            |p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
+            "not a regular file",
+        ),
+    ];
+    for &(tag, make, says) in cannot {
+        t.add(
+            format!("view::not_ready_on_{tag}"),
+            NOTHING,
+            not_ready_where_the_installer_cannot_match(tag, make, says),
+        );
+    }
     t.add(
         "readiness::follows_the_chain_the_binary_and_the_kubeconfig",
         NOTHING,

@@ -27,6 +27,8 @@ pub enum ConfError {
     Empty,
     #[error("the chain holds no plugin but meshtables-cni (no primary plugin)")]
     OnlyUs,
+    #[error("it nests {0} levels deep; the installer rewrites files up to {REWRITE_DEPTH} levels")]
+    TooDeep(usize),
 }
 
 /// Whether a file name is one the runtime reads as a network configuration: libcni's rule,
@@ -38,9 +40,21 @@ pub fn is_config_name(name: &str) -> bool {
         .any(|ext| name.ends_with(ext))
 }
 
-/// A parsed configuration: a list (with `plugins`) or a single plugin (`.conf`).
+/// The deepest configuration the installer rewrites. The runtime loads files nested up to
+/// Go's limit (10000), but a value that deep takes megabytes of stack to serialize: such a
+/// file is left alone, and the installer says why.
+pub const REWRITE_DEPTH: usize = 64;
+
+/// A parsed configuration: a list (with `plugins`) or a single plugin (`.conf`), decoded as
+/// the runtime's Go decoder decodes it (an invalid UTF-8 byte is U+FFFD, as the runtime passes
+/// it to the plugins; `gojson`).
 fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ConfError> {
-    match serde_json::from_slice(bytes) {
+    let node = super::gojson::parse(bytes).map_err(|e| ConfError::NotJson(e.to_string()))?;
+    let depth = node.depth();
+    if depth > REWRITE_DEPTH {
+        return Err(ConfError::TooDeep(depth));
+    }
+    match node.to_value() {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ConfError::NotANetwork),
         Err(e) => Err(ConfError::NotJson(e.to_string())),
@@ -61,15 +75,6 @@ fn plugins(m: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, ConfError>
         (None, Some(Value::String(_))) => Ok(vec![m.clone()]),
         _ => Err(ConfError::NotANetwork),
     }
-}
-
-/// Checks that `bytes` is a usable network configuration (a chain of at least one plugin).
-pub fn validate(bytes: &[u8]) -> Result<(), ConfError> {
-    let m = parse(bytes)?;
-    if plugins(&m)?.is_empty() {
-        return Err(ConfError::Empty);
-    }
-    Ok(())
 }
 
 fn is_ours(p: &Map<String, Value>) -> bool {
@@ -168,28 +173,6 @@ fn write(m: &Map<String, Value>) -> Vec<u8> {
     out
 }
 
-/// A file of the configuration directory: its name and content.
-pub type File = (String, Vec<u8>);
-
-/// The files skipped for their content, and why.
-pub type Skipped<'a> = Vec<(&'a str, ConfError)>;
-
-/// The file the runtime uses among `files` (any order): the lexically first whose name it
-/// reads and whose content is a usable configuration. The files skipped for their content
-/// come back too, to be reported.
-pub fn primary(files: &[File]) -> (Option<&File>, Skipped<'_>) {
-    let mut sorted: Vec<&File> = files.iter().filter(|(n, _)| is_config_name(n)).collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut skipped = Vec::new();
-    for f in sorted {
-        match validate(&f.1) {
-            Ok(()) => return (Some(f), skipped),
-            Err(e) => skipped.push((f.0.as_str(), e)),
-        }
-    }
-    (None, skipped)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,33 +220,34 @@ mod tests {
     }
 
     #[test]
-    fn unusable_files_are_refused_and_skipped() {
-        assert_eq!(validate(b"[]"), Err(ConfError::NotANetwork));
-        assert_eq!(validate(b"{}"), Err(ConfError::NotANetwork));
-        assert!(matches!(validate(b"{nope"), Err(ConfError::NotJson(_))));
-        assert_eq!(validate(br#"{"plugins": []}"#), Err(ConfError::Empty));
-        let files = vec![
-            ("00-bad.conflist".to_string(), b"{}".to_vec()),
-            ("10-net.conf".to_string(), br#"{"type": "bridge"}"#.to_vec()),
-            ("05-kubeconfig".to_string(), b"{}".to_vec()),
-            (
-                ".10-net.conf.meshtables-cni-backup".to_string(),
-                b"{}".to_vec(),
-            ),
-        ];
-        let (p, skipped) = primary(&files);
-        assert_eq!(p.map(|f| f.0.as_str()), Some("10-net.conf"));
-        assert_eq!(skipped.len(), 1);
+    fn chains_without_a_primary_or_too_deep_are_not_rewritten() {
+        assert_eq!(insert(b"[]", &entry()), Err(ConfError::NotANetwork));
+        assert!(matches!(
+            insert(b"{nope", &entry()),
+            Err(ConfError::NotJson(_))
+        ));
+        assert_eq!(
+            insert(br#"{"plugins": []}"#, &entry()),
+            Err(ConfError::Empty)
+        );
+        let only_us = br#"{"name": "n", "plugins": [{"type": "meshtables-cni"}]}"#;
+        assert_eq!(insert(only_us, &entry()), Err(ConfError::OnlyUs));
+        let deep = format!(
+            r#"{{"name": "n", "plugins": [{{"type": "bridge", "x": {}{}}}]}}"#,
+            "[".repeat(REWRITE_DEPTH),
+            "]".repeat(REWRITE_DEPTH)
+        );
+        assert!(matches!(
+            insert(deep.as_bytes(), &entry()),
+            Err(ConfError::TooDeep(_))
+        ));
     }
 
-    /// libcni loads a dot file with a configuration extension, and it sorts first.
+    /// The runtime's Go decoder takes an invalid UTF-8 byte as U+FFFD: so does the chain.
     #[test]
-    fn a_dot_file_is_a_configuration_as_the_runtime_sees_it() {
-        let files = vec![
-            ("10-net.conf".to_string(), br#"{"type": "bridge"}"#.to_vec()),
-            (".hidden.conf".to_string(), br#"{"type": "x"}"#.to_vec()),
-        ];
-        let (p, _) = primary(&files);
-        assert_eq!(p.map(|f| f.0.as_str()), Some(".hidden.conf"));
+    fn an_invalid_utf8_byte_is_what_go_makes_of_it() {
+        let list = b"{\"name\": \"n\xff\", \"plugins\": [{\"type\": \"bridge\"}]}";
+        let v: Value = serde_json::from_slice(&insert(list, &entry()).unwrap().unwrap()).unwrap();
+        assert_eq!(v["name"], "n\u{fffd}");
     }
 }

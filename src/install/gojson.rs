@@ -112,6 +112,23 @@ fn take_children(n: &mut Node, into: &mut Vec<Node>) {
 }
 
 impl Node {
+    /// How many arrays and objects are open at the deepest point (0 for a scalar), counted
+    /// without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(self, 0usize)];
+        while let Some((n, d)) = pending.pop() {
+            match n {
+                Node::Array(items) => pending.extend(items.iter().map(|c| (c, d + 1))),
+                Node::Object(m) => pending.extend(m.iter().map(|(_, c)| (c, d + 1))),
+                _ => {}
+            }
+            let here = d + usize::from(matches!(n, Node::Array(_) | Node::Object(_)));
+            deepest = deepest.max(here);
+        }
+        deepest
+    }
+
     /// The Go kind word `UnmarshalTypeError` uses for this value.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -86,6 +86,9 @@ pub enum FileRead {
     },
     /// Not a regular file: not read (a FIFO would block the runtime's read).
     NotRegular,
+    /// What the runtime reads is out of the caller's sight (a link to a path the caller has
+    /// not mounted); the reason.
+    Unseen(String),
     /// The read failed.
     Error(ErrorKind),
 }
@@ -241,6 +244,8 @@ pub enum Unknown {
     TooLarge { file: Vec<u8>, size: u64 },
     #[error("{} is not a regular file (not read)", String::from_utf8_lossy(.file))]
     NotRegular { file: Vec<u8> },
+    #[error("{why}")]
+    Unseen { why: String },
     #[error("libcni 1.3.0 looks for plugins in the subdirectory {path:?}, which was not listed")]
     SubdirNotRead { path: String },
     #[error("libcni 1.3.0 looks for plugins in <dir>/{name:?}, outside the directory listed")]
@@ -422,6 +427,7 @@ pub fn view(listing: &[Entry]) -> DirView {
                 FileRead::NotRegular => Load::Unknown(Unknown::NotRegular {
                     file: e.name.clone(),
                 }),
+                FileRead::Unseen(why) => Load::Unknown(Unknown::Unseen { why: why.clone() }),
                 FileRead::Error(kind) => Load::Fails(LoadError::Read(*kind)),
             };
             FileView {
@@ -867,6 +873,7 @@ fn subdir_plugins(
                     file: e.name.clone(),
                 }));
             }
+            FileRead::Unseen(why) => return Err(Err(Unknown::Unseen { why: why.clone() })),
         };
         match conf_from_bytes(bytes, lib) {
             Ok((conf, _)) => plugins.push(Plugin {

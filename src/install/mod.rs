@@ -253,8 +253,8 @@ impl Notes {
 /// The network the chain goes into: the named file (or its `.conf`/`.conflist` twin), else the
 /// first file the runtime loads. An error says why there is none to use.
 fn chosen<'a>(survey: &'a Survey, s: &Settings) -> Result<&'a view::File, String> {
-    if let Some(b) = survey.blocker() {
-        return Err(format!("{}: {}", b.display(), verdict_why(&b.verdict)));
+    if let Some(why) = survey.blocker() {
+        return Err(format!("cannot tell which network the runtime uses: {why}"));
     }
     let file = match &s.conf_name {
         Some(name) => {
@@ -281,17 +281,13 @@ fn chosen<'a>(survey: &'a Survey, s: &Settings) -> Result<&'a view::File, String
         })?,
     };
     match &file.verdict {
-        Verdict::Network { version, .. } => {
+        Verdict::Network { versions, .. } => {
             let supported = crate::cni::conf::SUPPORTED_VERSIONS;
-            match version {
-                Some(v) if supported.contains(&v.as_str()) => Ok(file),
-                other => Err(format!(
-                    "{} has cniVersion {}, which meshtables-cni does not serve (it serves {}): every pod's ADD would fail, so the plugin is not put in this chain",
+            match versions.iter().find(|v| !supported.contains(&v.as_str())) {
+                None => Ok(file),
+                Some(v) => Err(format!(
+                    "{} has cniVersion {v:?}, which meshtables-cni does not serve (it serves {}): every pod's ADD would fail, so the plugin is not put in this chain",
                     file.display(),
-                    other
-                        .as_deref()
-                        .map(|v| format!("{v:?}"))
-                        .unwrap_or("(none)".into()),
                     supported.join(", ")
                 )),
             }

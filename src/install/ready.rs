@@ -20,12 +20,13 @@ pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
     let file = chosen(&survey, s)?;
     match conflist::insert(file.bytes(), &entry) {
         Ok(None) => {}
-        _ => {
+        Ok(Some(_)) => {
             return Err(format!(
                 "the chain of {} does not end with this installer's meshtables-cni entry",
                 file.display()
             ));
         }
+        Err(e) => return Err(format!("{}: {e}", file.display())),
     }
     let binary = s.bin_dir.join(conflist::TYPE);
     let me = std::fs::read("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;

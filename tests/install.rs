@@ -1322,7 +1322,9 @@ fn main() {
             the_runtime_and_the_installer_agree(bytes, loads),
         );
     }
-    let cannot: &[(&'static str, fn(&Path), &'static str)] = &[
+    /// A trial's tag, how it makes the first file, and what the installer says of it.
+    type Cannot = (&'static str, fn(&Path), &'static str);
+    let cannot: &[Cannot] = &[
         (
             "deep_nesting",
             |p| std::fs::write(p, deep_list(200)).unwrap(),

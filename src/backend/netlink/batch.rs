@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 
-use netlink_packet_core::Emitable;
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 
 use super::sets::{AnonSet, Element};
@@ -93,26 +92,27 @@ impl<'a> Writer<'a> {
         elements: &[Element],
         named: Named<'a>,
     ) {
-        let mut rest = elements
-            .iter()
-            .map(|e| wire::element(&e.key, e.flags(), e.userdata()))
-            .peekable();
-        while rest.peek().is_some() {
-            let mut list = Vec::new();
-            let mut used = 0;
-            while let Some(e) = rest
-                .next_if(|e| list.is_empty() || used + e.buffer_len() <= ELEMENTS_PER_MESSAGE_BYTES)
-            {
-                used += e.buffer_len();
-                list.push(e);
+        let mut list = wire::List::default();
+        let mut rest = elements.iter().peekable();
+        while let Some(e) = rest.peek() {
+            let before = list.len();
+            list.element(&e.key, e.flags(), &e.userdata());
+            let full = list.len() > ELEMENTS_PER_MESSAGE_BYTES;
+            if full && before > 0 {
+                // This one goes first into the next message.
+                list.truncate(before);
+            } else {
+                rest.next();
             }
-            let msg = wire::set_elements(table, name, id, list);
-            self.put(
-                "set elements of rule",
-                named.clone(),
-                wire::INET,
-                NfTablesMessage::NewSetElement(msg),
-            );
+            if full || rest.peek().is_none() {
+                let msg = wire::set_elements(table, name, id, std::mem::take(&mut list));
+                self.put(
+                    "set elements of rule",
+                    named.clone(),
+                    wire::INET,
+                    NfTablesMessage::NewSetElement(msg),
+                );
+            }
         }
     }
 

@@ -81,7 +81,7 @@ pub fn raise() -> Result<(), NetlinkError> {
         }
         exprs.push(verdict(libc::NF_DROP, None));
         let line = format!("add rule inet meshtables-guard {name} {rule_text}");
-        let rule = wire::rule(NAME, name, exprs);
+        let rule = wire::rule(NAME, name, &exprs);
         w.put("rule", text(line), inet, NfTablesMessage::NewRule(rule));
     }
     Nft::open()?.commit(w.finish()).map(|_| ())

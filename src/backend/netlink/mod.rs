@@ -578,7 +578,7 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
             w.elements(table.nft_name(), &set, named);
         }
         Op::AddRule { table, rule, exprs } => {
-            let msg = wire::rule(table.nft_name(), rule.chain.nft_name(), exprs);
+            let msg = wire::rule(table.nft_name(), rule.chain.nft_name(), &exprs);
             let named = match rule {
                 std::borrow::Cow::Borrowed(rule) => Named::Rule(table, rule),
                 std::borrow::Cow::Owned(rule) => Named::Owned(table, Box::new(rule)),

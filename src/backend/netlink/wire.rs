@@ -10,26 +10,34 @@
 //! Dumps are parsed with the crate and flattened back to that form (`LiveExpr`), so `check`
 //! compares sent and live attributes as bytes, kind by kind. Attributes are written in the
 //! order libnftnl writes them, the encoder this replaced.
+//!
+//! A rule's expression list and a set's element list are encoded in one pass into one buffer
+//! (`List`, with netlink-packet-core's attribute emitters, each nest's length fixed once its
+//! children are written) and handed to the crate's message as one attribute. Built from the
+//! crate's nested types instead, every expression is walked about seven times (its emitters
+//! recompute a nest's length at each level) and allocated several times over, which made a
+//! 7,000-rule batch 10 ms slower than libnftnl wrote it. The bytes are the same either way;
+//! the crate parses them back as its typed lists.
 
 use libc::c_int;
 use netlink_packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
+    DefaultNla, Emitable, NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer,
 };
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ExpressionAttribute, Expressions, GenAttribute,
     GenMessage, Hook, HookNumber, InetHookNumber, ListAttribute, NfTablesMessage, RuleAttribute,
-    RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementFlags,
-    SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute, TableFlags,
-    TableMessage,
+    RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementList,
+    SetElementMessage, SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 
-// Attributes of the expressions netlink-packet-netfilter does not type, and the lookup's set
-// reference (which `check` skips), from linux/netfilter/nf_tables.h: libc has no NFTA_* names.
+// Attributes of the expressions netlink-packet-netfilter does not type, the lookup's set
+// reference (which `check` skips), and the lists `List` writes, from
+// linux/netfilter/nf_tables.h: libc has no NFTA_* names.
 pub const NFTA_CT_DREG: u16 = 1;
 pub const NFTA_CT_KEY: u16 = 2;
 pub const NFTA_CT_SREG: u16 = 4;
@@ -39,6 +47,15 @@ pub const NFTA_TPROXY_FAMILY: u16 = 1;
 pub const NFTA_TPROXY_REG_PORT: u16 = 3;
 pub const NFTA_LOOKUP_SET: u16 = 1;
 pub const NFTA_LOOKUP_SET_ID: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_DATA_VALUE: u16 = 1;
 
 /// `NFNETLINK_V0`, the nfgenmsg version (linux/netfilter/nfnetlink.h).
 const NFNETLINK_V0: u8 = 0;
@@ -54,15 +71,88 @@ pub struct Expr {
     pub attrs: Vec<DefaultNla>,
 }
 
-impl Expr {
-    fn into_list(self) -> ListAttribute<ExpressionAttribute> {
-        ListAttribute::Element(vec![
-            ExpressionAttribute::Name(self.name.into()),
-            ExpressionAttribute::Data(Expressions::Other {
-                expression_type: self.name.into(),
-                attributes: self.attrs,
-            }),
-        ])
+/// A list attribute's value (a rule's expressions, a set's elements) being written: each
+/// member goes in as it comes, nests opened and closed around their children.
+#[derive(Default)]
+pub struct List {
+    buf: Vec<u8>,
+}
+
+impl List {
+    /// Appends `a` (any of the crate's typed attributes, or a `DefaultNla`), padded.
+    fn push(&mut self, a: &impl Nla) {
+        let start = self.buf.len();
+        self.buf.resize(start + a.buffer_len(), 0);
+        a.emit(&mut self.buf[start..]);
+    }
+
+    /// Appends attribute `kind` holding `value` (a NUL-terminated string's bytes, a key).
+    fn push_bytes(&mut self, kind: u16, value: &[u8], nul: bool) {
+        let start = self.buf.len();
+        let len = 4 + value.len() + usize::from(nul);
+        self.buf.resize(start + len.next_multiple_of(4), 0);
+        let mut nla = NlaBuffer::new(&mut self.buf[start..start + len]);
+        nla.set_kind(kind);
+        nla.set_length(len as u16);
+        nla.value_mut()[..value.len()].copy_from_slice(value);
+    }
+
+    /// Opens nested attribute `kind`; `close` writes its length.
+    fn open(&mut self, kind: u16) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let mut nla = NlaBuffer::new(&mut self.buf[start..start + 4]);
+        nla.set_kind(kind);
+        nla.set_nested_flag();
+        start
+    }
+
+    fn close(&mut self, start: usize) {
+        let len = self.buf.len() - start;
+        NlaBuffer::new(&mut self.buf[start..start + 4]).set_length(len as u16);
+    }
+
+    /// Appends `e` as an element of a rule's expression list.
+    pub fn expr(&mut self, e: &Expr) {
+        let elem = self.open(NFTA_LIST_ELEM);
+        self.push_bytes(NFTA_EXPR_NAME, e.name.as_bytes(), true);
+        let data = self.open(NFTA_EXPR_DATA);
+        for a in &e.attrs {
+            self.push(a);
+        }
+        self.close(data);
+        self.close(elem);
+    }
+
+    /// Appends a set element: its key, its `NFT_SET_ELEM_*` flags and its user data (each only
+    /// when not empty, in the order libnftnl writes them).
+    pub fn element(&mut self, key: &[u8], flags: u32, userdata: &[u8]) {
+        let elem = self.open(NFTA_LIST_ELEM);
+        if flags != 0 {
+            self.push(&be32(NFTA_SET_ELEM_FLAGS, flags));
+        }
+        let k = self.open(NFTA_SET_ELEM_KEY);
+        self.push_bytes(NFTA_DATA_VALUE, key, false);
+        self.close(k);
+        if !userdata.is_empty() {
+            self.push_bytes(NFTA_SET_ELEM_USERDATA, userdata, false);
+        }
+        self.close(elem);
+    }
+
+    /// How many bytes are written.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops what was written after the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// The list as nested attribute `kind`.
+    fn into_attr(self, kind: u16) -> DefaultNla {
+        DefaultNla::new(kind | NLA_F_NESTED, self.buf)
     }
 }
 
@@ -216,12 +306,16 @@ pub fn chain(table: &str, name: &str, base: Option<BaseHook>) -> ChainMessage {
 }
 
 /// A rule appended to `chain` of `table`.
-pub fn rule(table: &str, chain: &str, exprs: Vec<Expr>) -> RuleMessage {
+pub fn rule(table: &str, chain: &str, exprs: &[Expr]) -> RuleMessage {
+    let mut list = List::default();
+    for e in exprs {
+        list.expr(e);
+    }
     RuleMessage {
         attributes: vec![
             RuleAttribute::Table(table.into()),
             RuleAttribute::Chain(chain.into()),
-            RuleAttribute::Expressions(exprs.into_iter().map(Expr::into_list).collect()),
+            RuleAttribute::Other(list.into_attr(NFTA_RULE_EXPRESSIONS)),
         ],
     }
 }
@@ -256,35 +350,17 @@ pub fn set(table: &str, s: SetHeader) -> SetMessage {
     }
 }
 
-/// One set element: its key, its `NFT_SET_ELEM_*` flags and its user data (each only when
-/// not empty, as libnftnl writes them).
-pub fn element(key: &[u8], flags: u32, userdata: Vec<u8>) -> ListAttribute<SetElementAttribute> {
-    let mut attrs = Vec::with_capacity(3);
-    if flags != 0 {
-        attrs.push(SetElementAttribute::Flags(
-            SetElementFlags::from_bits_retain(flags),
-        ));
-    }
-    attrs.push(SetElementAttribute::Key(DataAttribute::Value(key.to_vec())));
-    if !userdata.is_empty() {
-        attrs.push(SetElementAttribute::UserData(userdata));
-    }
-    ListAttribute::Element(attrs)
-}
-
-/// Elements added to set `set` of table `table` (by id too, for a set of the same batch).
-pub fn set_elements(
-    table: &str,
-    set: &str,
-    id: Option<u32>,
-    elements: Vec<ListAttribute<SetElementAttribute>>,
-) -> SetElementMessage {
+/// Elements (a `List` of them) added to set `set` of table `table` (by id too, for a set of
+/// the same batch).
+pub fn set_elements(table: &str, set: &str, id: Option<u32>, elements: List) -> SetElementMessage {
     let mut attributes = vec![
         SetElementList::Table(table.into()),
         SetElementList::Set(set.into()),
     ];
     attributes.extend(id.map(SetElementList::SetId));
-    attributes.push(SetElementList::Elements(elements));
+    attributes.push(SetElementList::Other(
+        elements.into_attr(NFTA_SET_ELEM_LIST_ELEMENTS),
+    ));
     SetElementMessage { attributes }
 }
 
@@ -558,7 +634,7 @@ mod tests {
             &mut buf,
             7,
             INET,
-            NfTablesMessage::NewRule(rule("t", "c", vec![cmp.clone(), ct.clone()])),
+            NfTablesMessage::NewRule(rule("t", "c", &[cmp.clone(), ct.clone()])),
         );
         assert_eq!(buf.len() % 4, 0);
         let (family, msg) = parse(&buf).expect("parses");
@@ -581,15 +657,10 @@ mod tests {
 
     #[test]
     fn elements_keep_flags_and_user_data() {
-        let msg = NfTablesMessage::NewSetElement(set_elements(
-            "t",
-            "__set%d",
-            Some(1),
-            vec![
-                element(&[0, 0, 0, 0], 1, vec![]),
-                element(&[128, 0, 0, 0], 0, vec![1, 4, 1, 0, 0, 0]),
-            ],
-        ));
+        let mut list = List::default();
+        list.element(&[0, 0, 0, 0], 1, &[]);
+        list.element(&[128, 0, 0, 0], 0, &[1, 4, 1, 0, 0, 0]);
+        let msg = NfTablesMessage::NewSetElement(set_elements("t", "__set%d", Some(1), list));
         let mut buf = Vec::new();
         put(&mut buf, 1, INET, msg);
         let (_, back) = parse(&buf).expect("parses");

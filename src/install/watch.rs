@@ -58,7 +58,10 @@ impl Sources {
         if s.kubernetes {
             watch(&s.sa_dir)?;
         }
-        let listener = std::net::TcpListener::bind(("0.0.0.0", s.readiness_port))
+        // A typed address: a `(&str, u16)` would link glibc's resolver (NSS, dlopen) into the
+        // static binary, though a literal address never reaches it.
+        let any = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, s.readiness_port));
+        let listener = std::net::TcpListener::bind(any)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| InstallError::Io {
                 what: "listening for readiness probes on port",

@@ -1,8 +1,9 @@
 //! The transaction, serialized as it is built: one buffer holding BEGIN, every message, END,
 //! sent in one `sendmsg`. Each operation is lowered and written when its turn comes, so the
 //! lowered plan never exists whole beside the batch, and the buffer is the only copy of the
-//! bytes (no pages to concatenate). Messages are encoded by `wire`; a set's elements go in as
-//! many messages as their size needs, each built only for its turn.
+//! batch (no pages to concatenate; a message's parts are built just before it is written).
+//! Messages are encoded by `wire`; a set's elements go in as many messages as their size
+//! needs, each built only for its turn.
 
 use std::borrow::Cow;
 

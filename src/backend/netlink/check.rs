@@ -1,18 +1,18 @@
 //! `check`: is the live nftables ruleset exactly what the plan installs?
 //!
-//! The kernel's chain and rule dumps are parsed (`wire`, netlink-packet-netfilter) and
-//! compared with the lowering of the plan, the same operations an apply sends: our tables (and no stale one), each
-//! chain with its hook, priority and type, and in every chain the same rules in the same
-//! order, expression by expression, every attribute we send compared by value, and every
-//! anonymous set a rule looks up: its header as sent (flags, key type and length, declared
-//! size, user data; not the name and batch id, which the kernel replaces) and its elements
-//! (keys, interval flags and user data). Not compared: counter values. Foreign tables are
-//! ignored.
+//! The kernel's chain, rule and set dumps are parsed (`wire`, netlink-packet-netfilter) and
+//! compared with the lowering of the plan, the same operations an apply sends: our tables
+//! (and no stale one), each chain with its hook, priority and type, and in every chain the
+//! same rules in the same order, expression by expression, every attribute we send compared
+//! by value, and every anonymous set a rule looks up: its header as sent (flags, key type and
+//! length, declared size, user data; not the name and batch id, which the kernel replaces) and
+//! its elements (keys, interval flags and user data). Not compared: counter values. Foreign
+//! tables are ignored.
 //! Used by `meshtables check` and the CNI plugin's CHECK.
 
-use super::lower::{self, Op};
 use netlink_packet_core::DefaultNla;
 
+use super::lower::{self, Op};
 use super::wire::{self, Expr, LiveChain, LiveElement, LiveRule};
 use super::{NetlinkError, Nft};
 use crate::plan::{Chain, Plan, Table};

@@ -6,7 +6,7 @@
 //! Expressions are data, `Expr`: a kind name and its attributes as the kernel receives them.
 //! The attributes are built from the crate's typed ones where it has them (bitwise, cmp,
 //! immediate, lookup, meta, payload) and from the kernel's attribute numbers where it has
-//! none (ct, counter, redir, tproxy); all are sent alike, as the crate's `Expressions::Other`.
+//! none (ct, counter, redir, tproxy); all are written alike into the rule's expression list.
 //! Dumps are parsed with the crate and flattened back to that form (`LiveExpr`), so `check`
 //! compares sent and live attributes as bytes, kind by kind. Attributes are written in the
 //! order libnftnl writes them, the encoder this replaced.
@@ -107,6 +107,8 @@ impl List {
         start
     }
 
+    /// A nest's length is 16 bits: a rule's expressions are a few hundred bytes, and
+    /// `batch.rs` starts a new message before a set's elements reach 60,000.
     fn close(&mut self, start: usize) {
         let len = self.buf.len() - start;
         NlaBuffer::new(&mut self.buf[start..start + 4]).set_length(len as u16);

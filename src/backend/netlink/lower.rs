@@ -20,9 +20,9 @@ use super::wire::{
     Expr, NFTA_CT_DREG, NFTA_CT_KEY, NFTA_CT_SREG, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN,
     NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
 };
-use crate::plan::Hook;
 use crate::plan::{
-    Chain, Cidr, CtState, Family, Group, Match, NftPlan, NftRule, Position, Proto, Table, Target,
+    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto, Table,
+    Target,
 };
 use crate::render::nft::{chain_line, rule_line};
 

@@ -1,8 +1,9 @@
-# The meshtables init image: FROM scratch, the binary and the shared libraries it links.
-# Prepare the root filesystem first, then build:
+# The meshtables init image: FROM scratch, the static binary and its istio-iptables /
+# istio-clean-iptables links, nothing else (no loader, no shared library: glibc is linked in,
+# and nftables messages are encoded in Rust). Prepare the root filesystem first, then build:
 #   .ci/image-rootfs && docker build -t meshtables .
-# (.ci/image-rootfs runs `cargo build --release` and copies what `ldd` lists; no base image
-# is needed, nothing is pulled.)
+# (.ci/image-rootfs runs the static `cargo build --release`; no base image is needed, nothing
+# is pulled.)
 FROM scratch
 COPY target/image-rootfs/ /
 # The image has no iptables binaries: use native nftables unless told otherwise

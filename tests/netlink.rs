@@ -60,6 +60,24 @@ fn configurations() -> Vec<(String, Vec<String>)> {
         ("sloppy-lists".into(), owned(SLOPPY)),
         ("compact-lists".into(), owned(COMPACT_LISTS)),
         ("compact-all-inbound".into(), owned(COMPACT_ALL_INBOUND)),
+        // Compact CIDR lists that end at the last address (128.0.0.0/1, ff00::/8): the last
+        // interval has no end element, and nft marks its start with the open-interval user
+        // data.
+        (
+            "compact-open-interval".into(),
+            owned(&[
+                "apply",
+                "--compact",
+                "-u",
+                "1337",
+                "--enable-ipv6",
+                "true",
+                "-i",
+                "*",
+                "-x",
+                "10.0.0.0/8,128.0.0.0/1,fd00::/8,ff00::/8",
+            ]),
+        ),
         // A port named twice: `nft -f` makes one set element of it, the kernel refuses a
         // second copy (EEXIST), so the plan (compact lists) and the sets name it once.
         (

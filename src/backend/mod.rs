@@ -2,7 +2,8 @@
 //! chosen in one place (`dispatch::chosen`), and what to do was decided before
 //! (`config::Action`):
 //!
-//! - `netlink`: native nftables in one netlink transaction (nftnl lowering, one transport);
+//! - `netlink`: native nftables in one netlink transaction (the plan lowered to nf_tables
+//!   messages encoded in Rust, one transport);
 //! - `iptables`: the iptables binaries (`*-restore`/`*-save`), with upstream's detection;
 //! - `routes`: TPROXY policy routing over rtnetlink, which both need; `run` orders it around
 //!   the rules;

@@ -36,16 +36,6 @@ impl Table {
         }
     }
 
-    /// Our nftables table name as a C string, for netlink.
-    pub fn nft_cname(self) -> &'static std::ffi::CStr {
-        match self {
-            Table::Filter => c"istio-proxy-filter",
-            Table::Mangle => c"istio-proxy-mangle",
-            Table::Nat => c"istio-proxy-nat",
-            Table::Raw => c"istio-proxy-raw",
-        }
-    }
-
     /// The `inet` tables meshtables (and upstream) may own, in transaction order.
     pub const NFT_TABLES: [Table; 3] = [Table::Nat, Table::Mangle, Table::Raw];
 
@@ -157,11 +147,6 @@ impl Chain {
             Chain::IstioTproxy => "ISTIO_TPROXY",
             Chain::IstioDrop => "ISTIO_DROP",
         }
-    }
-
-    /// The nftables name as a C string, for netlink.
-    pub fn nft_cname(self) -> std::ffi::CString {
-        std::ffi::CString::new(self.nft_name()).unwrap_or_default()
     }
 
     pub fn nft_name(self) -> &'static str {

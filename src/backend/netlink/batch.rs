@@ -1,20 +1,16 @@
 //! The transaction, serialized as it is built: one buffer holding BEGIN, every message, END,
 //! sent in one `sendmsg`. Each operation is lowered and written when its turn comes, so the
 //! lowered plan never exists whole beside the batch, and the buffer is the only copy of the
-//! bytes (no pages to concatenate). Tables, chains, rules and set headers are written by
-//! libnftnl (`ffi::put`); set elements, which libnftnl would hold as one large object each,
-//! are written here with `netlink-packet-core`'s attribute buffers.
+//! batch (no pages to concatenate; a message's parts are built just before it is written).
+//! Messages are encoded by `wire`; a set's elements go in as many messages as their size
+//! needs, each built only for its turn.
 
 use std::borrow::Cow;
 
-use netlink_packet_core::{
-    NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NlaBuffer,
-};
-use nftnl::MsgType;
-use nftnl::nftnl_sys::libc;
+use netlink_packet_netfilter::nftables::NfTablesMessage;
 
-use super::ffi;
-use super::sets::AnonSet;
+use super::sets::{AnonSet, Element};
+use super::wire;
 use crate::plan::{Chain, NftRule, Table};
 
 /// What a data message of the batch is, for an error that names it.
@@ -60,50 +56,25 @@ pub struct Finished<'a> {
     pub names: Vec<(&'static str, Named<'a>)>,
 }
 
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// `NFNL_BATCH_GENID`: commit only if the ruleset is still at this generation.
-const NFNL_BATCH_GENID: u16 = 1;
-/// Set element attributes (linux/netfilter/nf_tables.h).
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_DATA_VALUE: u16 = 1;
 /// How many element bytes go in one message: a nested attribute's length is 16 bits.
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 60_000;
 
 impl<'a> Writer<'a> {
     /// A batch whose BEGIN carries `generation`, when given.
     pub fn new(generation: Option<u32>) -> Writer<'a> {
-        let mut w = Writer {
-            buf: Vec::with_capacity(64 * 1024),
-            seq: 1,
+        let mut buf = Vec::with_capacity(64 * 1024);
+        wire::delimiter(&mut buf, 1, true, generation);
+        Writer {
+            buf,
+            seq: 2,
             first: 2,
             names: Vec::new(),
-        };
-        let start = w.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
-        if let Some(g) = generation {
-            attr(&mut w.buf, NFNL_BATCH_GENID, &g.to_be_bytes());
         }
-        w.close(start);
-        w.first = w.seq;
-        w
     }
 
-    /// Writes an nftnl object (table, chain, rule, set header) as the next data message.
-    pub fn put(
-        &mut self,
-        what: &'static str,
-        named: Named<'a>,
-        obj: &impl nftnl::NlMsg,
-        ty: MsgType,
-    ) {
-        ffi::put(&mut self.buf, obj, self.seq, ty);
+    /// Writes `msg` (of nfgenmsg family `family`) as the next data message.
+    pub fn put(&mut self, what: &'static str, named: Named<'a>, family: u8, msg: NfTablesMessage) {
+        wire::put(&mut self.buf, self.seq, family, msg);
         self.seq += 1;
         self.names.push((what, named));
     }
@@ -119,40 +90,30 @@ impl<'a> Writer<'a> {
         table: &str,
         name: &str,
         id: Option<u32>,
-        elements: &[(Vec<u8>, u32)],
+        elements: &[Element],
         named: Named<'a>,
     ) {
-        let mut rest = elements;
-        while !rest.is_empty() {
-            let ty = (NFNL_SUBSYS_NFTABLES << 8) | libc::NFT_MSG_NEWSETELEM as u16;
-            let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
-            let start = self.header(ty, flags, libc::NFPROTO_INET as u8, 0);
-            str_attr(&mut self.buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            str_attr(&mut self.buf, NFTA_SET_ELEM_LIST_SET, name);
-            if let Some(id) = id {
-                attr(&mut self.buf, NFTA_SET_ELEM_LIST_SET_ID, &id.to_be_bytes());
+        let mut list = wire::List::default();
+        let mut rest = elements.iter().peekable();
+        while let Some(e) = rest.peek() {
+            let before = list.len();
+            list.element(&e.key, e.flags(), &e.userdata());
+            let full = list.len() > ELEMENTS_PER_MESSAGE_BYTES;
+            if full && before > 0 {
+                // This one goes first into the next message.
+                list.truncate(before);
+            } else {
+                rest.next();
             }
-            let list = nest_start(&mut self.buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-            let mut used = 0;
-            while let Some(((key, flags), tail)) = rest.split_first() {
-                if used > 0 && used + key.len() + 32 > ELEMENTS_PER_MESSAGE_BYTES {
-                    break;
-                }
-                let before = self.buf.len();
-                let elem = nest_start(&mut self.buf, NFTA_LIST_ELEM);
-                if *flags != 0 {
-                    attr(&mut self.buf, NFTA_SET_ELEM_FLAGS, &flags.to_be_bytes());
-                }
-                let k = nest_start(&mut self.buf, NFTA_SET_ELEM_KEY);
-                attr(&mut self.buf, NFTA_DATA_VALUE, key);
-                nest_end(&mut self.buf, k);
-                nest_end(&mut self.buf, elem);
-                used += self.buf.len() - before;
-                rest = tail;
+            if full || rest.peek().is_none() {
+                let msg = wire::set_elements(table, name, id, std::mem::take(&mut list));
+                self.put(
+                    "set elements of rule",
+                    named.clone(),
+                    wire::INET,
+                    NfTablesMessage::NewSetElement(msg),
+                );
             }
-            nest_end(&mut self.buf, list);
-            self.close(start);
-            self.names.push(("set elements of rule", named.clone()));
         }
     }
 
@@ -161,8 +122,7 @@ impl<'a> Writer<'a> {
     /// returns the batch.
     pub fn finish(mut self) -> Finished<'a> {
         let last = self.seq - 1;
-        let start = self.header(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
-        self.close(start);
+        wire::delimiter(&mut self.buf, self.seq, false, None);
         super::transport::ack_only(&mut self.buf, last);
         Finished {
             wire: self.buf,
@@ -176,63 +136,13 @@ impl<'a> Writer<'a> {
     pub fn count(&self) -> usize {
         self.names.len()
     }
-
-    /// Starts a message: `nlmsghdr` (length fixed by `close`) and `nfgenmsg`.
-    fn header(&mut self, ty: u16, flags: u16, family: u8, res_id: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&self.seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&[family, 0]);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-        self.seq += 1;
-        start
-    }
-
-    fn close(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u32;
-        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-}
-
-/// Appends attribute `kind` with `value`, padded to 4 bytes.
-fn attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let start = buf.len();
-    let len = 4 + value.len();
-    buf.resize(start + ((len + 3) & !3), 0);
-    let mut nla = NlaBuffer::new(&mut buf[start..start + len]);
-    nla.set_kind(kind);
-    nla.set_length(len as u16);
-    nla.value_mut().copy_from_slice(value);
-}
-
-fn str_attr(buf: &mut Vec<u8>, kind: u16, value: &str) {
-    let mut v = Vec::with_capacity(value.len() + 1);
-    v.extend_from_slice(value.as_bytes());
-    v.push(0);
-    attr(buf, kind, &v);
-}
-
-/// Starts a nested attribute; `nest_end` fixes its length.
-fn nest_start(buf: &mut Vec<u8>, kind: u16) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    NlaBuffer::new(&mut buf[start..start + 4]).set_kind(kind | NLA_F_NESTED);
-    start
-}
-
-fn nest_end(buf: &mut [u8], start: usize) {
-    let len = (buf.len() - start) as u16;
-    NlaBuffer::new(&mut buf[start..start + 4]).set_length(len);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::Proto;
-    use netlink_packet_core::NetlinkBuffer;
+    use netlink_packet_core::{NLM_F_ACK, NetlinkBuffer};
 
     fn messages(wire: &[u8]) -> Vec<(u16, u32, u16)> {
         let mut out = Vec::new();
@@ -255,8 +165,8 @@ mod tests {
         let f = w.finish();
         let msgs = messages(&f.wire);
         assert_eq!(msgs.len(), n + 2);
-        assert_eq!(msgs[0].0, NFNL_MSG_BATCH_BEGIN);
-        assert_eq!(msgs[n + 1].0, NFNL_MSG_BATCH_END);
+        assert_eq!(msgs[0].0, libc::NFNL_MSG_BATCH_BEGIN as u16);
+        assert_eq!(msgs[n + 1].0, libc::NFNL_MSG_BATCH_END as u16);
         assert_eq!((f.first, f.last), (msgs[1].1, msgs[n].1));
         let acked: Vec<u32> = msgs
             .iter()
@@ -274,7 +184,8 @@ mod tests {
                     msg = Some(f.wire[off..off + m.length() as usize].to_vec());
                     off += (m.length() as usize + 3) & !3;
                 }
-                super::super::transport::nft_set_elements(&msg.unwrap()).len()
+                let (_, m) = wire::parse(&msg.unwrap()).unwrap();
+                wire::live_elements(&m).len()
             })
             .sum();
         assert_eq!(total, 20_000);

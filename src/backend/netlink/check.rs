@@ -1,25 +1,27 @@
 //! `check`: is the live nftables ruleset exactly what the plan installs?
 //!
-//! The kernel's chain and rule dumps are parsed with libnftnl and compared with the lowering
-//! of the plan, the same operations an apply sends: our tables (and no stale one), each
-//! chain with its hook, priority and type, and in every chain the same rules in the same
-//! order, expression by expression, every attribute we send compared by value, and the
-//! elements of every anonymous set a rule looks up (keys and interval flags). Not compared:
-//! counter values. Foreign tables are ignored.
+//! The kernel's chain, rule and set dumps are parsed (`wire`, netlink-packet-netfilter) and
+//! compared with the lowering of the plan, the same operations an apply sends: our tables
+//! (and no stale one), each chain with its hook, priority and type, and in every chain the
+//! same rules in the same order, expression by expression, every attribute we send compared
+//! by value, and every anonymous set a rule looks up: its header as sent (flags, key type and
+//! length, declared size, user data; not the name and batch id, which the kernel replaces) and
+//! its elements (keys, interval flags and user data). Not compared: counter values. Foreign
+//! tables are ignored.
 //! Used by `meshtables check` and the CNI plugin's CHECK.
 
-use super::ffi::{ParsedChain, ParsedRule};
+use netlink_packet_core::DefaultNla;
+
 use super::lower::{self, Op};
-use super::{NFTA_OBJECT_TABLE, NetlinkError, Nft, transport};
+use super::wire::{self, Expr, LiveChain, LiveElement, LiveRule};
+use super::{NetlinkError, Nft};
 use crate::plan::{Chain, Plan, Table};
-use nftnl::nftnl_sys as sys;
 
 /// Every difference between the live ruleset and `plan`; empty when they match. (TPROXY
 /// routing is checked by `backend::routes`.)
 pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, NetlinkError> {
     let existing = nl.our_tables()?;
-    let chains = nl.dump(sys::libc::NFT_MSG_GETCHAIN, "listing chains")?;
-    let rules = nl.dump(sys::libc::NFT_MSG_GETRULE, "listing rules")?;
+    let (chains, rules) = nl.chains_and_rules()?;
     let ops = lower::apply_ops(&plan.nft, &lower::Existing::default())?;
     let mut out = Vec::new();
     if existing.guard {
@@ -36,29 +38,27 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
             (None, true) => out.push(format!("table inet {name} exists but is not planned")),
             (Some(_), false) => out.push(format!("table inet {name} is missing")),
             (Some(t), true) => {
-                let in_table = |m: &&Vec<u8>| {
-                    transport::nft_attr_str(m, NFTA_OBJECT_TABLE).as_deref() == Some(name)
-                };
-                let live_chains: Vec<ParsedChain> = chains
+                let in_table = |m: &&_| wire::table_of(m) == Some(name);
+                let live_chains: Vec<LiveChain> = chains
                     .iter()
                     .filter(in_table)
-                    .filter_map(|m| ParsedChain::parse(m))
+                    .filter_map(LiveChain::from)
                     .collect();
-                let live_rules: Vec<ParsedRule> = rules
+                let live_rules: Vec<LiveRule> = rules
                     .iter()
                     .filter(in_table)
-                    .filter_map(|m| ParsedRule::parse(m))
+                    .filter_map(LiveRule::from)
                     .collect();
                 compare_chains(table, &t.chains, &live_chains, &mut out);
-                let elements = live_sets(nl, name, &live_rules)?;
-                compare_rules(table, &ops, &live_rules, &elements, &mut out);
+                let sets = live_sets(nl, name, &live_rules)?;
+                compare_rules(table, &ops, &live_rules, &sets, &mut out);
             }
         }
     }
     Ok(out)
 }
 
-fn compare_chains(table: Table, want: &[Chain], live: &[ParsedChain], out: &mut Vec<String>) {
+fn compare_chains(table: Table, want: &[Chain], live: &[LiveChain], out: &mut Vec<String>) {
     let t = table.nft_name();
     for c in want {
         let Some(l) = live.iter().find(|l| l.name == c.nft_name()) else {
@@ -88,52 +88,75 @@ fn compare_chains(table: Table, want: &[Chain], live: &[ParsedChain], out: &mut 
     }
 }
 
-/// The elements of every anonymous set the live rules of `table` look up, by set name,
-/// sorted (the kernel lists interval sets in its own order).
-fn live_sets(nl: &mut Nft, table: &str, rules: &[ParsedRule]) -> Result<Elements, NetlinkError> {
-    let mut out = Elements::new();
-    for r in rules {
-        for e in r.exprs().iter().filter(|e| e.name() == "lookup") {
-            if let Some(name) = e.str_attr(sys::NFTNL_EXPR_LOOKUP_SET)
-                && !out.contains_key(&name)
-            {
-                let mut elements = nl.set_elements(table, &name)?;
-                elements.sort();
-                out.insert(name, elements);
-            }
+/// A set as `check` compares it: its header attributes in wire form (without name and id)
+/// and its elements, sorted (the kernel lists interval sets in its own order).
+#[derive(Debug, PartialEq, Eq)]
+struct SetState {
+    header: Vec<DefaultNla>,
+    elements: Vec<LiveElement>,
+}
+
+/// Set name → what the kernel holds for it.
+type Sets = std::collections::HashMap<String, SetState>;
+
+/// Every anonymous set the live rules of `table` look up, by name.
+fn live_sets(nl: &mut Nft, table: &str, rules: &[LiveRule]) -> Result<Sets, NetlinkError> {
+    let mut out = Sets::new();
+    let names: Vec<String> = rules
+        .iter()
+        .flat_map(|r| r.exprs.iter().filter_map(wire::LiveExpr::lookup_set))
+        .collect();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let headers = nl.sets(table)?;
+    for name in names {
+        if out.contains_key(&name) {
+            continue;
         }
+        let header = headers
+            .iter()
+            .find_map(|m| wire::live_set(m).filter(|(n, _)| *n == name))
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        let mut elements = nl.set_elements(table, &name)?;
+        elements.sort();
+        out.insert(name, SetState { header, elements });
     }
     Ok(out)
 }
 
-/// Set name → sorted (key, flags) elements.
-type Elements = std::collections::HashMap<String, Vec<(Vec<u8>, u32)>>;
-
-/// The planned elements of the set a rule's lookup names by batch id, sorted.
-fn planned_set(ops: &[Op], want: &[super::ffi::Expr]) -> Option<Vec<(Vec<u8>, u32)>> {
-    let id = want.iter().find(|e| e.name == c"lookup").and_then(|e| {
-        e.attrs.iter().find_map(|(k, v)| match v {
-            super::ffi::Attr::U32(id) if *k == sys::NFTNL_EXPR_LOOKUP_SET_ID => Some(*id),
-            _ => None,
-        })
-    })?;
+/// The planned set of a rule's lookup (by batch id): its header attributes and its elements
+/// as the kernel reports them, sorted.
+fn planned_set(table: Table, ops: &[Op], want: &[Expr]) -> Option<SetState> {
+    let id = want
+        .iter()
+        .filter(|e| e.name == "lookup")
+        .flat_map(|e| &e.attrs)
+        .find_map(|a| wire::u32_of(a, wire::NFTA_LOOKUP_SET_ID))?;
     ops.iter().find_map(|op| match op {
         Op::AddSet { set, .. } if set.id == id => {
-            let mut e = set.elements.clone();
-            e.sort();
-            Some(e)
+            let mut elements: Vec<LiveElement> = set.elements.iter().map(|e| e.wire()).collect();
+            elements.sort();
+            let header =
+                wire::set_header_attrs(wire::set(table.nft_name(), super::set_header(set)));
+            Some(SetState { header, elements })
         }
         _ => None,
     })
 }
 
-fn compare_rules(
-    table: Table,
-    ops: &[Op],
-    live: &[ParsedRule],
-    elements: &Elements,
-    out: &mut Vec<String>,
-) {
+/// Whether the live set has the planned one's header attributes (it may report more, e.g. a
+/// handle) and exactly its elements.
+fn same_set(want: &SetState, have: &SetState) -> bool {
+    want.elements == have.elements
+        && want
+            .header
+            .iter()
+            .all(|a| have.header.iter().any(|b| wire::same_attr(a, b)))
+}
+
+fn compare_rules(table: Table, ops: &[Op], live: &[LiveRule], sets: &Sets, out: &mut Vec<String>) {
     let t = table.nft_name();
     // The planned rules of this table, grouped by chain in final order (as sent).
     let mut chains: Vec<String> = Vec::new();
@@ -143,7 +166,7 @@ fn compare_rules(
         } if *tt == table => Some(rule.chain.nft_name().to_string()),
         _ => None,
     });
-    for c in planned.chain(live.iter().filter_map(ParsedRule::chain)) {
+    for c in planned.chain(live.iter().map(|r| r.chain.clone())) {
         if !chains.contains(&c) {
             chains.push(c);
         }
@@ -153,10 +176,7 @@ fn compare_rules(
             .iter()
             .filter(|op| matches!(op, Op::AddRule { table: tt, rule, .. } if *tt == table && rule.chain.nft_name() == chain))
             .collect();
-        let have: Vec<&ParsedRule> = live
-            .iter()
-            .filter(|r| r.chain().as_ref() == Some(chain))
-            .collect();
+        let have: Vec<&LiveRule> = live.iter().filter(|r| &r.chain == chain).collect();
         if want.len() != have.len() {
             out.push(format!(
                 "chain inet {t} {chain} has {} rules, expected {}",
@@ -175,14 +195,13 @@ fn compare_rules(
                     i + 1,
                     w.describe()
                 ));
-            } else if let Some(planned) = planned_set(ops, exprs) {
+            } else if let Some(planned) = planned_set(table, ops, exprs) {
                 let live_set = h
-                    .exprs()
+                    .exprs
                     .iter()
-                    .find(|e| e.name() == "lookup")
-                    .and_then(|e| e.str_attr(sys::NFTNL_EXPR_LOOKUP_SET))
-                    .and_then(|name| elements.get(&name));
-                if live_set != Some(&planned) {
+                    .find_map(wire::LiveExpr::lookup_set)
+                    .and_then(|name| sets.get(&name));
+                if !live_set.is_some_and(|l| same_set(&planned, l)) {
                     out.push(format!(
                         "the set of rule {} of chain inet {t} {chain} differs from '{}'",
                         i + 1,
@@ -194,21 +213,21 @@ fn compare_rules(
     }
 }
 
-/// Whether the kernel's rule has exactly the planned expressions.
-fn same_rule(want: &[super::ffi::Expr], have: &ParsedRule) -> bool {
-    let live = have.exprs();
-    want.len() == live.len()
-        && want.iter().zip(&live).all(|(w, l)| {
-            let name = w.name.to_str().unwrap_or_default();
-            name == l.name()
-                && (name == "counter"
-                    || w.attrs.iter().all(|(key, value)| {
+/// Whether the kernel's rule has exactly the planned expressions: the same kinds in the same
+/// order, and every attribute we send present with the same value (the kernel also reports
+/// some we do not send, such as a lookup's flags).
+fn same_rule(want: &[Expr], have: &LiveRule) -> bool {
+    want.len() == have.exprs.len()
+        && want.iter().zip(&have.exprs).all(|(w, l)| {
+            w.name == l.name
+                && (w.name == "counter"
+                    || w.attrs.iter().all(|a| {
                         // An anonymous set is named by the kernel (`__set0`) and referenced
                         // by a batch-local id when sent: neither can match.
-                        let set_ref = name == "lookup"
-                            && (*key == sys::NFTNL_EXPR_LOOKUP_SET
-                                || *key == sys::NFTNL_EXPR_LOOKUP_SET_ID);
-                        set_ref || l.has(*key, value)
+                        let set_ref = w.name == "lookup"
+                            && (wire::u32_of(a, wire::NFTA_LOOKUP_SET_ID).is_some()
+                                || wire::str_of(a, wire::NFTA_LOOKUP_SET).is_some());
+                        set_ref || l.attrs.iter().any(|b| wire::same_attr(a, b))
                     }))
         })
 }

@@ -9,94 +9,99 @@
 //! it finds are an interrupted run's, to be replaced. One nftables transaction each way; an
 //! `inet` table covers both families and sits in front of the legacy and nft variants alike.
 
-use std::ffi::CStr;
-
-use nftnl::{MsgType, ProtoFamily};
+use netlink_packet_netfilter::nftables::{MetaKey, NfTablesMessage};
 
 use super::batch::{Named, Writer};
-
-use super::lower::{NF_DROP, cmp, meta_load, verdict};
-use super::{NetlinkError, Nft};
+use super::lower::{cmp, meta_load, verdict};
+use super::{NetlinkError, Nft, wire};
 
 /// The table's name.
-pub const NAME: &CStr = c"meshtables-guard";
+pub const NAME: &str = "meshtables-guard";
 
 /// `nft` text naming it, for messages.
 pub const TEXT: &str = "table inet meshtables-guard";
 
 /// Before every other hook: nothing is seen by a half-written rule while the guard is up.
 const PRIORITY: i32 = -500;
-const META_IIF: u32 = 4;
-const META_OIF: u32 = 5;
 /// `lo`'s interface index, the same in every network namespace.
 const LO: u32 = 1;
 
 /// Raises the guard (replacing one that is up).
 pub fn raise() -> Result<(), NetlinkError> {
-    let table = nftnl::Table::new(NAME, ProtoFamily::Inet);
+    let table = || wire::table(NAME);
+    let inet = wire::INET;
     let mut w = Writer::new(None);
     // `add` then `delete` then `add`: a fresh table whether or not one was there, as nft
     // scripts do it, in one transaction.
-    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
+    let add = text(format!("add {TEXT}"));
+    w.put(
+        "table",
+        add.clone(),
+        inet,
+        NfTablesMessage::NewTable(table()),
+    );
+    let del = text(format!("delete {TEXT}"));
     w.put(
         "table deletion",
-        text(format!("delete {TEXT}")),
-        &table,
-        MsgType::Del,
+        del,
+        inet,
+        NfTablesMessage::DeleteTable(table()),
     );
-    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
+    w.put("table", add, inet, NfTablesMessage::NewTable(table()));
     let hooks = [
-        (c"input", nftnl::Hook::In, Some(META_IIF), "iif != lo drop"),
         (
-            c"output",
-            nftnl::Hook::Out,
-            Some(META_OIF),
+            "input",
+            libc::NF_INET_LOCAL_IN,
+            Some(MetaKey::Iif),
+            "iif != lo drop",
+        ),
+        (
+            "output",
+            libc::NF_INET_LOCAL_OUT,
+            Some(MetaKey::Oif),
             "oif != lo drop",
         ),
-        (c"forward", nftnl::Hook::Forward, None, "drop"),
+        ("forward", libc::NF_INET_FORWARD, None, "drop"),
     ];
     for (name, hook, key, rule_text) in hooks {
-        let mut chain = nftnl::Chain::new(name, &table);
-        chain.set_hook(hook, PRIORITY);
-        chain.set_type(nftnl::ChainType::Filter);
-        let chain_name = name.to_string_lossy();
+        let base = wire::BaseHook {
+            hook,
+            priority: PRIORITY,
+            kind: "filter",
+        };
         let line = format!(
-            "add chain inet meshtables-guard {chain_name} {{ type filter hook {chain_name} priority {PRIORITY} ; }}"
+            "add chain inet meshtables-guard {name} {{ type filter hook {name} priority {PRIORITY} ; }}"
         );
-        w.put("chain", text(line), &chain, MsgType::Add);
-        let mut rule = nftnl::Rule::new(&chain);
+        let chain = wire::chain(NAME, name, Some(base));
+        w.put("chain", text(line), inet, NfTablesMessage::NewChain(chain));
+        let mut exprs = Vec::new();
         if let Some(key) = key {
-            rule.add_expr(&meta_load(key));
-            rule.add_expr(&cmp(true, LO.to_ne_bytes().to_vec()));
+            exprs.push(meta_load(key));
+            exprs.push(cmp(true, LO.to_ne_bytes().to_vec()));
         }
-        rule.add_expr(&verdict(NF_DROP, None));
-        let line = format!("add rule inet meshtables-guard {chain_name} {rule_text}");
-        w.put("rule", text(line), &rule, MsgType::Add);
+        exprs.push(verdict(libc::NF_DROP, None));
+        let line = format!("add rule inet meshtables-guard {name} {rule_text}");
+        let rule = wire::rule(NAME, name, &exprs);
+        w.put("rule", text(line), inet, NfTablesMessage::NewRule(rule));
     }
     Nft::open()?.commit(w.finish()).map(|_| ())
 }
 
 /// Lowers the guard; success when it was not up.
 pub fn lower() -> Result<(), NetlinkError> {
-    let table = nftnl::Table::new(NAME, ProtoFamily::Inet);
+    let inet = wire::INET;
     let mut w = Writer::new(None);
-    w.put("table", text(format!("add {TEXT}")), &table, MsgType::Add);
-    w.put(
-        "table deletion",
-        text(format!("delete {TEXT}")),
-        &table,
-        MsgType::Del,
-    );
+    let add = NfTablesMessage::NewTable(wire::table(NAME));
+    w.put("table", text(format!("add {TEXT}")), inet, add);
+    let del = NfTablesMessage::DeleteTable(wire::table(NAME));
+    w.put("table deletion", text(format!("delete {TEXT}")), inet, del);
     Nft::open()?.commit(w.finish()).map(|_| ())
 }
 
 /// Whether the guard is up.
 pub fn present() -> Result<bool, NetlinkError> {
     let mut nl = Nft::open()?;
-    Ok(nl
-        .table_names()?
-        .iter()
-        .any(|n| n.as_bytes() == NAME.to_bytes()))
+    Ok(nl.table_names()?.iter().any(|n| n == NAME))
 }
 
 fn text(s: String) -> Named<'static> {

@@ -9,45 +9,29 @@
 //! created fresh (so `flush table` is not needed), and `insert ... index N` is resolved here,
 //! so every rule is sent as an append in its final position.
 
-use std::ffi::CString;
-
-use super::ffi::{Attr, Expr};
-pub use super::sets::AnonSet;
-use crate::plan::{
-    Chain, Cidr, CtState, Family, Group, Match, NftPlan, NftRule, Position, Proto, Table, Target,
+use libc::c_int;
+use netlink_packet_netfilter::nftables::{
+    Bitwise, Cmp, DataAttribute, Immediate, Lookup, Meta, MetaKey, Operator, Payload, Register,
+    Verdict, VerdictAttribute,
 };
-use crate::plan::{ChainType, Hook};
-use crate::render::nft::{chain_line, rule_line};
-use nftnl::nftnl_sys as sys;
 
-// Kernel constants (linux/netfilter/nf_tables.h and friends).
-const NFT_REG_VERDICT: u32 = 0;
-const NFT_REG_1: u32 = 1;
-const META_MARK: u32 = 3;
-const META_IIFNAME: u32 = 6;
-const META_OIFNAME: u32 = 7;
-const META_SKUID: u32 = 10;
-const META_SKGID: u32 = 11;
-const META_NFPROTO: u32 = 15;
-const META_L4PROTO: u32 = 16;
-const CT_STATE: u32 = 0;
-const CT_MARK: u32 = 3;
-const CT_ZONE: u32 = 17;
-const PAYLOAD_NETWORK: u32 = 1;
-const PAYLOAD_TRANSPORT: u32 = 2;
-const CMP_EQ: u32 = 0;
-const CMP_NEQ: u32 = 1;
-pub(super) const NF_DROP: i32 = 0;
-const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
-const NFT_RETURN: i32 = -5;
-const LOOKUP_F_INV: u32 = 1;
-const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-const CT_STATE_INVALID: u32 = 1;
-const CT_STATE_ESTABLISHED: u32 = 2;
-const CT_STATE_RELATED: u32 = 4;
+pub use super::sets::AnonSet;
+use super::wire::{
+    Expr, NFTA_CT_DREG, NFTA_CT_KEY, NFTA_CT_SREG, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN,
+    NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
+};
+use crate::plan::{
+    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto, Table,
+    Target,
+};
+use crate::render::nft::{chain_line, rule_line};
+
+// Kernel constants libc has no name for: linux/netfilter/nf_nat.h and the conntrack state
+// bits of nf_conntrack_common.h (`NF_CT_STATE_BIT(IP_CT_ESTABLISHED)`, ...).
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
+const NF_CT_STATE_INVALID_BIT: u32 = 1;
+const NF_CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const NF_CT_STATE_RELATED: u32 = 1 << 2;
 
 /// One message of the transaction; `describe` gives the text the user knows it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,137 +180,131 @@ fn final_order(rules: &[NftRule]) -> Vec<usize> {
     chains.into_iter().flat_map(|(_, l)| l).collect()
 }
 
-fn u32_attr(k: u32, v: u32) -> (u32, Attr) {
-    (k, Attr::U32(v))
-}
-
-pub(super) fn meta_load(key: u32) -> Expr {
+pub(super) fn meta_load(key: MetaKey) -> Expr {
     Expr {
-        name: c"meta",
+        name: "meta",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_META_KEY, key),
-            u32_attr(sys::NFTNL_EXPR_META_DREG, NFT_REG_1),
+            attr(&Meta::Key(key)),
+            attr(&Meta::DestinationRegister(Register::Reg1)),
         ],
     }
 }
 
-fn meta_set(key: u32) -> Expr {
+fn meta_set(key: MetaKey) -> Expr {
     Expr {
-        name: c"meta",
+        name: "meta",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_META_KEY, key),
-            u32_attr(sys::NFTNL_EXPR_META_SREG, NFT_REG_1),
+            attr(&Meta::Key(key)),
+            attr(&Meta::SourceRegister(Register::Reg1)),
         ],
     }
 }
 
-fn ct_load(key: u32) -> Expr {
+fn ct_load(key: c_int) -> Expr {
     Expr {
-        name: c"ct",
+        name: "ct",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_CT_KEY, key),
-            u32_attr(sys::NFTNL_EXPR_CT_DREG, NFT_REG_1),
+            be32(NFTA_CT_KEY, key as u32),
+            be32(NFTA_CT_DREG, libc::NFT_REG_1 as u32),
         ],
     }
 }
 
-fn ct_set(key: u32) -> Expr {
+fn ct_set(key: c_int) -> Expr {
     Expr {
-        name: c"ct",
+        name: "ct",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_CT_KEY, key),
-            u32_attr(sys::NFTNL_EXPR_CT_SREG, NFT_REG_1),
+            be32(NFTA_CT_KEY, key as u32),
+            be32(NFTA_CT_SREG, libc::NFT_REG_1 as u32),
         ],
     }
 }
 
 pub(super) fn cmp(negate: bool, data: Vec<u8>) -> Expr {
+    let op = if negate {
+        Operator::NotEqual
+    } else {
+        Operator::Equal
+    };
     Expr {
-        name: c"cmp",
+        name: "cmp",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_CMP_SREG, NFT_REG_1),
-            u32_attr(
-                sys::NFTNL_EXPR_CMP_OP,
-                if negate { CMP_NEQ } else { CMP_EQ },
-            ),
-            (sys::NFTNL_EXPR_CMP_DATA, Attr::Data(data)),
+            attr(&Cmp::SourceRegister(Register::Reg1)),
+            attr(&Cmp::Op(op)),
+            attr(&Cmp::Data(DataAttribute::Value(data))),
         ],
     }
 }
 
-fn payload(base: u32, offset: u32, len: u32) -> Expr {
+/// `base` is `NFT_PAYLOAD_NETWORK_HEADER` or `NFT_PAYLOAD_TRANSPORT_HEADER`.
+fn payload(base: c_int, offset: u32, len: u32) -> Expr {
     Expr {
-        name: c"payload",
+        name: "payload",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1),
-            u32_attr(sys::NFTNL_EXPR_PAYLOAD_BASE, base),
-            u32_attr(sys::NFTNL_EXPR_PAYLOAD_OFFSET, offset),
-            u32_attr(sys::NFTNL_EXPR_PAYLOAD_LEN, len),
+            attr(&Payload::DestinationRegister(Register::Reg1)),
+            attr(&Payload::Base(base as u32)),
+            attr(&Payload::Offset(offset)),
+            attr(&Payload::Len(len)),
         ],
     }
 }
 
 fn bitwise(mask: Vec<u8>) -> Expr {
-    let len = mask.len() as u32;
+    let len = mask.len();
     Expr {
-        name: c"bitwise",
+        name: "bitwise",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_BITWISE_SREG, NFT_REG_1),
-            u32_attr(sys::NFTNL_EXPR_BITWISE_DREG, NFT_REG_1),
-            u32_attr(sys::NFTNL_EXPR_BITWISE_LEN, len),
-            (sys::NFTNL_EXPR_BITWISE_MASK, Attr::Data(mask)),
-            (
-                sys::NFTNL_EXPR_BITWISE_XOR,
-                Attr::Data(vec![0; len as usize]),
-            ),
+            attr(&Bitwise::SourceRegister(Register::Reg1)),
+            attr(&Bitwise::DestinationRegister(Register::Reg1)),
+            attr(&Bitwise::Length(len as u32)),
+            attr(&Bitwise::Mask(DataAttribute::Value(mask))),
+            attr(&Bitwise::Xor(DataAttribute::Value(vec![0; len]))),
         ],
     }
 }
 
 fn immediate(data: Vec<u8>) -> Expr {
     Expr {
-        name: c"immediate",
+        name: "immediate",
         attrs: vec![
-            u32_attr(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_1),
-            (sys::NFTNL_EXPR_IMM_DATA, Attr::Data(data)),
+            attr(&Immediate::DestinationRegister(Register::Reg1)),
+            attr(&Immediate::Data(DataAttribute::Value(data))),
         ],
     }
 }
 
-pub(super) fn verdict(code: i32, chain: Option<Chain>) -> Expr {
-    let mut attrs = vec![
-        u32_attr(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT),
-        u32_attr(sys::NFTNL_EXPR_IMM_VERDICT, code as u32),
-    ];
-    if let Some(c) = chain {
-        let name = CString::new(c.nft_name()).expect("chain names have no NUL");
-        attrs.push((sys::NFTNL_EXPR_IMM_CHAIN, Attr::Str(name)));
-    }
+/// A verdict (`NF_ACCEPT`, `NF_DROP`, `NFT_RETURN`, or `NFT_JUMP` to `chain`).
+pub(super) fn verdict(code: c_int, chain: Option<Chain>) -> Expr {
+    let mut v = vec![VerdictAttribute::Code(Verdict::from(code as u32))];
+    v.extend(chain.map(|c| VerdictAttribute::Chain(c.nft_name().into())));
     Expr {
-        name: c"immediate",
-        attrs,
+        name: "immediate",
+        attrs: vec![
+            attr(&Immediate::DestinationRegister(Register::Verdict)),
+            attr(&Immediate::Data(DataAttribute::Verdict(v))),
+        ],
     }
 }
 
 fn counter() -> Expr {
     Expr {
-        name: c"counter",
+        name: "counter",
         attrs: vec![],
     }
 }
 
 fn nfproto(f: Family) -> u8 {
-    match f {
-        Family::V4 => NFPROTO_IPV4,
-        Family::V6 => NFPROTO_IPV6,
-    }
+    (match f {
+        Family::V4 => libc::NFPROTO_IPV4,
+        Family::V6 => libc::NFPROTO_IPV6,
+    }) as u8
 }
 
 fn proto_num(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-    }
+    (match p {
+        Proto::Tcp => libc::IPPROTO_TCP,
+        Proto::Udp => libc::IPPROTO_UDP,
+    }) as u8
 }
 
 /// What the rule has established so far, to add `nft`'s implicit dependencies only once.
@@ -339,14 +317,14 @@ struct Ctx {
 impl Ctx {
     fn need_l4(&mut self, p: Proto, out: &mut Vec<Expr>) {
         if self.l4 != Some(p) {
-            out.push(meta_load(META_L4PROTO));
+            out.push(meta_load(MetaKey::L4Proto));
             out.push(cmp(false, vec![proto_num(p)]));
             self.l4 = Some(p);
         }
     }
     fn need_nf(&mut self, f: Family, out: &mut Vec<Expr>) {
         if self.nf != Some(f) {
-            out.push(meta_load(META_NFPROTO));
+            out.push(meta_load(MetaKey::Nfproto));
             out.push(cmp(false, vec![nfproto(f)]));
             self.nf = Some(f);
         }
@@ -372,19 +350,20 @@ fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate:
     };
     let full = bytes.len() as u32 * 8;
     let plen = cidr.0.prefix_len() as u32;
+    let network = libc::NFT_PAYLOAD_NETWORK_HEADER;
     if plen == full {
-        out.push(payload(PAYLOAD_NETWORK, offset, full / 8));
+        out.push(payload(network, offset, full / 8));
         out.push(cmp(negate, bytes));
     } else if plen.is_multiple_of(8) && plen > 0 {
         let n = (plen / 8) as usize;
-        out.push(payload(PAYLOAD_NETWORK, offset, n as u32));
+        out.push(payload(network, offset, n as u32));
         out.push(cmp(negate, bytes[..n].to_vec()));
     } else {
         let mask: Vec<u8> = match cidr.0 {
             ipnet::IpNet::V4(n) => n.netmask().octets().to_vec(),
             ipnet::IpNet::V6(n) => n.netmask().octets().to_vec(),
         };
-        out.push(payload(PAYLOAD_NETWORK, offset, full / 8));
+        out.push(payload(network, offset, full / 8));
         out.push(bitwise(mask));
         out.push(cmp(negate, bytes));
     }
@@ -449,15 +428,15 @@ fn lower_match(
 ) -> Result<(), LowerError> {
     match m {
         Match::InIface { name } => {
-            out.push(meta_load(META_IIFNAME));
+            out.push(meta_load(MetaKey::Iifname));
             out.push(cmp(false, ifname(name.as_str())));
         }
         Match::OutIface { name } => {
-            out.push(meta_load(META_OIFNAME));
+            out.push(meta_load(MetaKey::Oifname));
             out.push(cmp(false, ifname(name.as_str())));
         }
         Match::Proto { proto } => {
-            out.push(meta_load(META_L4PROTO));
+            out.push(meta_load(MetaKey::L4Proto));
             out.push(cmp(false, vec![proto_num(*proto)]));
             ctx.l4 = Some(*proto);
         }
@@ -475,7 +454,7 @@ fn lower_match(
         } => port_match(out, ctx, *proto, 0, *negate, port.get()),
         Match::DportsNotIn { proto, .. } | Match::DportsIn { proto, .. } => {
             ctx.need_l4(*proto, out);
-            out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
+            out.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
             out.push(lookup(set_id, matches!(m, Match::DportsNotIn { .. })));
         }
         Match::DstIn { cidrs } => {
@@ -485,11 +464,11 @@ fn lower_match(
                 Family::V4 => (16, 4),
                 Family::V6 => (24, 16),
             };
-            out.push(payload(PAYLOAD_NETWORK, offset, len));
+            out.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len));
             out.push(lookup(set_id, false));
         }
         Match::Uid { negate, uid } => {
-            out.push(meta_load(META_SKUID));
+            out.push(meta_load(MetaKey::SocketUserId));
             out.push(cmp(*negate, uid.0.to_ne_bytes().to_vec()));
         }
         Match::Gid { negate, gid } => {
@@ -499,20 +478,20 @@ fn lower_match(
                     return Err(LowerError::UnresolvedGroup(n.as_str().to_string()));
                 }
             };
-            out.push(meta_load(META_SKGID));
+            out.push(meta_load(MetaKey::SocketGroupId));
             out.push(cmp(*negate, id.to_ne_bytes().to_vec()));
         }
         Match::CtState { states } => {
-            out.push(ct_load(CT_STATE));
+            out.push(ct_load(libc::NFT_CT_STATE));
             out.push(bitwise(ct_state_mask(states).to_ne_bytes().to_vec()));
             out.push(cmp(true, vec![0; 4]));
         }
         Match::Mark { negate, mark } => {
-            out.push(meta_load(META_MARK));
+            out.push(meta_load(MetaKey::Mark));
             out.push(cmp(*negate, mark.get().to_ne_bytes().to_vec()));
         }
         Match::ConnMark { mark } => {
-            out.push(ct_load(CT_MARK));
+            out.push(ct_load(libc::NFT_CT_MARK));
             out.push(cmp(false, mark.get().to_ne_bytes().to_vec()));
         }
     }
@@ -523,18 +502,15 @@ fn lower_match(
 /// As `nft`, the flags attribute is sent only for an inverted lookup.
 fn lookup(set_id: u32, invert: bool) -> Expr {
     let mut attrs = vec![
-        u32_attr(sys::NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1),
-        (
-            sys::NFTNL_EXPR_LOOKUP_SET,
-            Attr::Str(CString::from(c"__set%d")),
-        ),
-        u32_attr(sys::NFTNL_EXPR_LOOKUP_SET_ID, set_id),
+        attr(&Lookup::SourceRegister(Register::Reg1)),
+        attr(&Lookup::Set("__set%d".into())),
+        attr(&Lookup::SetId(set_id)),
     ];
     if invert {
-        attrs.push(u32_attr(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV));
+        attrs.push(attr(&Lookup::Flags(libc::NFT_LOOKUP_F_INV as u32)));
     }
     Expr {
-        name: c"lookup",
+        name: "lookup",
         attrs,
     }
 }
@@ -543,9 +519,9 @@ fn lookup(set_id: u32, invert: bool) -> Expr {
 fn ct_state_mask(states: &[CtState]) -> u32 {
     states.iter().fold(0u32, |m, s| {
         m | match s {
-            CtState::Invalid => CT_STATE_INVALID,
-            CtState::Established => CT_STATE_ESTABLISHED,
-            CtState::Related => CT_STATE_RELATED,
+            CtState::Invalid => NF_CT_STATE_INVALID_BIT,
+            CtState::Established => NF_CT_STATE_ESTABLISHED,
+            CtState::Related => NF_CT_STATE_RELATED,
         }
     })
 }
@@ -560,7 +536,7 @@ fn port_match(
     port: u16,
 ) {
     ctx.need_l4(proto, out);
-    out.push(payload(PAYLOAD_TRANSPORT, offset, 2));
+    out.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2));
     out.push(cmp(negate, port.to_be_bytes().to_vec()));
 }
 
@@ -569,19 +545,19 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
     match &rule.target {
         Target::Jump { chain } => {
             out.push(counter());
-            out.push(verdict(NFT_JUMP, Some(*chain)));
+            out.push(verdict(libc::NFT_JUMP, Some(*chain)));
         }
-        Target::Return => out.extend([counter(), verdict(NFT_RETURN, None)]),
-        Target::Accept => out.extend([counter(), verdict(NF_ACCEPT, None)]),
-        Target::Drop => out.extend([counter(), verdict(NF_DROP, None)]),
+        Target::Return => out.extend([counter(), verdict(libc::NFT_RETURN, None)]),
+        Target::Accept => out.extend([counter(), verdict(libc::NF_ACCEPT, None)]),
+        Target::Drop => out.extend([counter(), verdict(libc::NF_DROP, None)]),
         Target::Redirect { port } => {
             out.push(counter());
             out.push(immediate(port.get().to_be_bytes().to_vec()));
             out.push(Expr {
-                name: c"redir",
+                name: "redir",
                 attrs: vec![
-                    u32_attr(sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, NFT_REG_1),
-                    u32_attr(sys::NFTNL_EXPR_REDIR_FLAGS, NAT_RANGE_PROTO_SPECIFIED),
+                    be32(NFTA_REDIR_REG_PROTO_MIN, libc::NFT_REG_1 as u32),
+                    be32(NFTA_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
                 ],
             });
         }
@@ -589,46 +565,45 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
             let f = rule.family.or(nf).unwrap_or(Family::V4);
             out.push(immediate(port.get().to_be_bytes().to_vec()));
             out.push(Expr {
-                name: c"tproxy",
+                name: "tproxy",
                 attrs: vec![
-                    u32_attr(sys::NFTNL_EXPR_TPROXY_FAMILY, u32::from(nfproto(f))),
-                    u32_attr(sys::NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1),
+                    be32(NFTA_TPROXY_FAMILY, u32::from(nfproto(f))),
+                    be32(NFTA_TPROXY_REG_PORT, libc::NFT_REG_1 as u32),
                 ],
             });
             out.push(immediate(mark.get().to_ne_bytes().to_vec()));
-            out.push(meta_set(META_MARK));
+            out.push(meta_set(MetaKey::Mark));
             out.push(counter());
-            out.push(verdict(NF_ACCEPT, None));
+            out.push(verdict(libc::NF_ACCEPT, None));
         }
         Target::SetMark { mark } => {
             out.push(counter());
             out.push(immediate(mark.get().to_ne_bytes().to_vec()));
-            out.push(meta_set(META_MARK));
+            out.push(meta_set(MetaKey::Mark));
         }
-        Target::SaveMark => out.extend([counter(), meta_load(META_MARK), ct_set(CT_MARK)]),
-        Target::RestoreMark => out.extend([counter(), ct_load(CT_MARK), meta_set(META_MARK)]),
+        Target::SaveMark => out.extend([
+            counter(),
+            meta_load(MetaKey::Mark),
+            ct_set(libc::NFT_CT_MARK),
+        ]),
+        Target::RestoreMark => out.extend([
+            counter(),
+            ct_load(libc::NFT_CT_MARK),
+            meta_set(MetaKey::Mark),
+        ]),
         Target::CtZone { zone } => {
             out.push(counter());
             out.push(immediate(zone.to_ne_bytes().to_vec()));
-            out.push(ct_set(CT_ZONE));
+            out.push(ct_set(libc::NFT_CT_ZONE));
         }
     }
 }
 
-/// A base chain's hook as nftnl names it.
-pub fn hook(h: Hook) -> nftnl::Hook {
+/// A base chain's hook (`NF_INET_*`).
+pub fn hook(h: Hook) -> c_int {
     match h {
-        Hook::Prerouting => nftnl::Hook::PreRouting,
-        Hook::Output => nftnl::Hook::Out,
-    }
-}
-
-/// A base chain's type as nftnl names it.
-pub fn chain_type(t: ChainType) -> nftnl::ChainType {
-    match t {
-        ChainType::Filter => nftnl::ChainType::Filter,
-        ChainType::Nat => nftnl::ChainType::Nat,
-        ChainType::Route => nftnl::ChainType::Route,
+        Hook::Prerouting => libc::NF_INET_PRE_ROUTING,
+        Hook::Output => libc::NF_INET_LOCAL_OUT,
     }
 }
 
@@ -648,7 +623,7 @@ mod tests {
     }
 
     fn names(exprs: &[Expr]) -> Vec<&str> {
-        exprs.iter().map(|e| e.name.to_str().unwrap()).collect()
+        exprs.iter().map(|e| e.name).collect()
     }
 
     #[test]
@@ -696,7 +671,7 @@ mod tests {
         let mut out = Vec::new();
         let c = Cidr("127.0.0.1/8".parse().unwrap());
         address(&mut out, &mut Ctx::default(), c, false, true);
-        assert_eq!(out[2], payload(PAYLOAD_NETWORK, 16, 1));
+        assert_eq!(out[2], payload(libc::NFT_PAYLOAD_NETWORK_HEADER, 16, 1));
         assert_eq!(out[3], cmp(true, vec![127]));
         let mut out = Vec::new();
         let c = Cidr("10.96.0.0/12".parse().unwrap());

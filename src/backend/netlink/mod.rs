@@ -1,23 +1,25 @@
 //! Native nftables over netlink: one atomic transaction, no `nft` binary.
 //!
 //! `lower` turns the plan into operations (pure); this module lists which of our tables
-//! exist, assembles the nftnl batch, sends it in one `sendmsg` (so a batch of any size is one
+//! exist, assembles the batch, sends it in one `sendmsg` (so a batch of any size is one
 //! transaction) over the `transport`, and maps a kernel error back to the line of the dry-run
-//! text that caused it. `check` compares the kernel's dumps with the lowering; `ffi` holds the
-//! only `unsafe` of the crate.
+//! text that caused it. `check` compares the kernel's dumps with the lowering. Every message
+//! is encoded and parsed in Rust (`wire`, with netlink-packet-netfilter): no C library, no
+//! `unsafe`.
 
 mod batch;
 mod check;
-mod ffi;
 pub mod guard;
 pub mod lower;
 mod sets;
 pub mod transport;
+mod wire;
 
 use std::io;
 
-use nftnl::set::{Set, SetKey};
-use nftnl::{MsgType, ProtoFamily};
+use netlink_packet_netfilter::nftables::{
+    ChainMessage, GenMessage, NfTablesMessage, RuleMessage, TableMessage,
+};
 use nix::errno::Errno;
 
 use super::{Backend, BackendError};
@@ -188,24 +190,6 @@ mod faults {
     }
 }
 
-/// `NFTA_TABLE_NAME`, and the table attribute of chains and rules (`NFTA_*_TABLE`), from
-/// linux/netfilter/nf_tables.h.
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_OBJECT_TABLE: u16 = 1;
-
-/// An nf_tables request header (`nlmsghdr` + `nfgenmsg` for family `inet`) of message `kind`;
-/// the transport fills in the sequence number and flags.
-fn nft_request(kind: i32) -> Vec<u8> {
-    use nftnl::nftnl_sys::libc;
-    let msg_type = ((libc::NFNL_SUBSYS_NFTABLES << 8) | kind) as u16;
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&20u32.to_ne_bytes());
-    req.extend_from_slice(&msg_type.to_ne_bytes());
-    req.extend_from_slice(&[0; 10]); // flags, sequence, port: the transport's
-    req.extend_from_slice(&[libc::NFPROTO_INET as u8, 0, 0, 0]);
-    req
-}
-
 /// An nfnetlink connection.
 pub(crate) struct Nft {
     t: Transport,
@@ -227,18 +211,29 @@ impl Nft {
         Ok(Nft { t })
     }
 
-    /// Every `inet` object of one kind (`NFT_MSG_GET*` dump), complete messages in the
-    /// kernel's order.
-    fn dump(&mut self, kind: i32, context: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
-        use nftnl::nftnl_sys::libc;
-        match self.t.dump(nft_request(kind)).map_err(io_err(context))? {
+    /// Every `inet` object of one kind (the dump `request` asks for), parsed, in the
+    /// kernel's order. (A message the crate cannot parse is left out: only another program's
+    /// objects can be one, and a missing rule of ours reads as a difference.)
+    fn dump(
+        &mut self,
+        request: NfTablesMessage,
+        context: &'static str,
+    ) -> Result<Vec<NfTablesMessage>, NetlinkError> {
+        let tables = matches!(request, NfTablesMessage::GetTable(_));
+        match self
+            .t
+            .dump(wire::request(request))
+            .map_err(io_err(context))?
+        {
             Ok(msgs) => Ok(msgs
-                .into_iter()
-                .filter(|m| transport::nft_family(m) == Some(libc::NFPROTO_INET as u8))
+                .iter()
+                .filter_map(|m| wire::parse(m))
+                .filter(|(family, _)| *family == wire::INET)
+                .map(|(_, m)| m)
                 .collect()),
             // nfnetlink answers EINVAL for a subsystem that is not registered: nf_tables is
             // missing and the kernel could not load it.
-            Err(Errno::EINVAL) if kind == libc::NFT_MSG_GETTABLE => Err(NetlinkError::NoNfTables),
+            Err(Errno::EINVAL) if tables => Err(NetlinkError::NoNfTables),
             Err(e) => Err(NetlinkError::Io {
                 context,
                 source: e.into(),
@@ -246,46 +241,52 @@ impl Nft {
         }
     }
 
-    /// The elements of set `set` of our `inet` table `table` (keys and flags, in the
-    /// kernel's order).
+    /// The elements of set `set` of our `inet` table `table` (key, flags, user data), in the
+    /// kernel's order.
     fn set_elements(
         &mut self,
         table: &str,
         set: &str,
-    ) -> Result<Vec<(Vec<u8>, u32)>, NetlinkError> {
-        use nftnl::nftnl_sys::libc;
-        const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-        const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-        let mut req = nft_request(libc::NFT_MSG_GETSETELEM);
-        transport::push_str_attr(&mut req, NFTA_SET_ELEM_LIST_TABLE, table);
-        transport::push_str_attr(&mut req, NFTA_SET_ELEM_LIST_SET, set);
-        let context = "listing set elements";
-        match self.t.dump(req).map_err(io_err(context))? {
-            Ok(msgs) => Ok(msgs
-                .iter()
-                .flat_map(|m| transport::nft_set_elements(m))
-                .collect()),
-            Err(e) => Err(NetlinkError::Io {
-                context,
-                source: e.into(),
-            }),
-        }
+    ) -> Result<Vec<wire::LiveElement>, NetlinkError> {
+        let request = wire::get_set_elements(table, set);
+        Ok(self
+            .dump(request, "listing set elements")?
+            .iter()
+            .flat_map(wire::live_elements)
+            .collect())
+    }
+
+    /// The sets of our `inet` table `table`, as dumped.
+    fn sets(&mut self, table: &str) -> Result<Vec<NfTablesMessage>, NetlinkError> {
+        self.dump(wire::get_sets(table), "listing sets")
     }
 
     /// The names of the `inet` tables (a dump: no transaction, no RCU wait).
     fn table_names(&mut self) -> Result<Vec<String>, NetlinkError> {
-        use nftnl::nftnl_sys::libc;
+        let request = NfTablesMessage::GetTable(TableMessage { attributes: vec![] });
         Ok(self
-            .dump(libc::NFT_MSG_GETTABLE, "listing tables")?
+            .dump(request, "listing tables")?
             .iter()
-            .filter_map(|m| transport::nft_attr_str(m, NFTA_TABLE_NAME))
+            .filter_map(|m| wire::table_name(m).map(str::to_string))
             .collect())
+    }
+
+    /// Our tables' chains and rules, as dumped.
+    fn chains_and_rules(
+        &mut self,
+    ) -> Result<(Vec<NfTablesMessage>, Vec<NfTablesMessage>), NetlinkError> {
+        let chains = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
+        let rules = NfTablesMessage::GetRule(RuleMessage { attributes: vec![] });
+        Ok((
+            self.dump(chains, "listing chains")?,
+            self.dump(rules, "listing rules")?,
+        ))
     }
 
     /// Which of our `inet` tables exist, and whether a guard is up.
     fn our_tables(&mut self) -> Result<Existing, NetlinkError> {
         let names = self.table_names()?;
-        let guard = guard::NAME.to_str().unwrap_or_default();
+        let guard = guard::NAME;
         Ok(Existing {
             tables: Table::NFT_TABLES
                 .into_iter()
@@ -297,21 +298,22 @@ impl Nft {
 
     /// The ruleset's generation: it changes with every committed transaction, by anyone.
     fn generation(&mut self) -> Result<u32, NetlinkError> {
-        use nftnl::nftnl_sys::libc;
-        const NFTA_GEN_ID: u16 = 1;
+        let context = "reading the ruleset generation";
+        let request = NfTablesMessage::GetGen(GenMessage { attributes: vec![] });
         let replies = self
             .t
-            .get(nft_request(libc::NFT_MSG_GETGEN))
-            .map_err(io_err("reading the ruleset generation"))?
+            .get(wire::request(request))
+            .map_err(io_err(context))?
             .map_err(|e| NetlinkError::Io {
-                context: "reading the ruleset generation",
+                context,
                 source: e.into(),
             })?;
         replies
             .iter()
-            .find_map(|m| transport::nft_attr_be32(m, NFTA_GEN_ID))
+            .filter_map(|m| wire::parse(m))
+            .find_map(|(_, m)| wire::generation(&m))
             .ok_or_else(|| NetlinkError::Io {
-                context: "reading the ruleset generation",
+                context,
                 source: io::Error::other("no generation in the kernel's answer"),
             })
     }
@@ -434,6 +436,7 @@ pub fn element_floor(
     descending: bool,
 ) -> Result<std::time::Duration, NetlinkError> {
     use batch::{Named, Writer};
+    const TABLE: &str = "meshtables-floor";
     let family = cidrs
         .first()
         .map_or(crate::plan::Family::V4, |c| c.family());
@@ -442,58 +445,55 @@ pub fn element_floor(
         set.elements.reverse();
     }
     let mut nl = Nft::open()?;
-    let table = nftnl::Table::new(c"meshtables-floor", ProtoFamily::Inet);
     let text = |t: &'static str| Named::Text(t.into());
     let mut w = Writer::new(None);
+    let table = || NfTablesMessage::NewTable(wire::table(TABLE));
     w.put(
         "table",
         text("add table inet meshtables-floor"),
-        &table,
-        MsgType::Add,
+        wire::INET,
+        table(),
     );
-    match (set.key_type(), set.key_len()) {
-        (8, 16) => put_named_set::<Key<8, 16>>(&mut w, &table, &set),
-        _ => put_named_set::<Key<7, 4>>(&mut w, &table, &set),
-    }
+    // A named set `s` of the same type: the anonymous set's flags without anonymous and
+    // constant.
+    let header = wire::SetHeader {
+        name: "s",
+        id: 1,
+        flags: set.flags() & !((libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32),
+        ..set_header(&set)
+    };
+    let named = NfTablesMessage::NewSet(wire::set(TABLE, header));
+    w.put("set", text("add set"), wire::INET, named);
     nl.commit(w.finish())?;
     let mut w = Writer::new(None);
-    w.elements_of(
-        "meshtables-floor",
-        "s",
-        None,
-        &set.elements,
-        text("elements"),
-    );
+    w.elements_of(TABLE, "s", None, &set.elements, text("elements"));
     let finished = w.finish();
     let start = std::time::Instant::now();
     nl.commit(finished)?;
     let took = start.elapsed();
     let mut w = Writer::new(None);
+    let delete = NfTablesMessage::DeleteTable(wire::table(TABLE));
     w.put(
         "table deletion",
         text("delete table inet meshtables-floor"),
-        &table,
-        MsgType::Del,
+        wire::INET,
+        delete,
     );
     nl.commit(w.finish())?;
     Ok(took)
 }
 
-/// A named set `s` of the type of `set` (its flags without anonymous and constant).
-fn put_named_set<K: SetKey>(w: &mut batch::Writer, table: &nftnl::Table, set: &sets::AnonSet) {
-    let named: Set<K> = Set::new_named(c"s", 1, table, ProtoFamily::Inet);
-    ffi::set_extras(
-        &named,
-        &set.userdata(),
-        set.elements.len() as u32,
-        set.flags() & !0x3,
-    );
-    w.put(
-        "set",
-        batch::Named::Text("add set".into()),
-        &named,
-        MsgType::Add,
-    );
+/// The header of anonymous set `s`, as `nft` declares it.
+fn set_header(s: &sets::AnonSet) -> wire::SetHeader<'static> {
+    wire::SetHeader {
+        name: "__set%d",
+        id: s.id,
+        flags: s.flags(),
+        key_type: s.key_type(),
+        key_len: s.key_len(),
+        size: s.size(),
+        userdata: s.userdata(),
+    }
 }
 
 /// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
@@ -501,109 +501,89 @@ fn put_named_set<K: SetKey>(w: &mut batch::Writer, table: &nftnl::Table, set: &s
 /// adds a throwaway table with a nat base chain and deletes it again. (iptables-nft's probe
 /// leaves an empty `nat INPUT` base chain behind, a state change a clean cannot undo.)
 pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
+    const TABLE: &str = "meshtables-nat-probe";
     check_capability()?;
     let mut nl = Nft::open()?;
-    let pf = match family {
-        crate::plan::Family::V4 => ProtoFamily::Ipv4,
-        crate::plan::Family::V6 => ProtoFamily::Ipv6,
+    let pf = (match family {
+        crate::plan::Family::V4 => libc::NFPROTO_IPV4,
+        crate::plan::Family::V6 => libc::NFPROTO_IPV6,
+    }) as u8;
+    let hook = wire::BaseHook {
+        hook: libc::NF_INET_LOCAL_IN,
+        priority: 100,
+        kind: "nat",
     };
-    let table = nftnl::Table::new(c"meshtables-nat-probe", pf);
-    let mut chain = nftnl::Chain::new(c"input", &table);
-    chain.set_hook(nftnl::Hook::In, 100);
-    chain.set_type(nftnl::ChainType::Nat);
     let text = |t: &'static str| batch::Named::Text(t.into());
     let mut w = batch::Writer::new(None);
     w.put(
         "table",
         text("add table meshtables-nat-probe"),
-        &table,
-        MsgType::Add,
+        pf,
+        NfTablesMessage::NewTable(wire::table(TABLE)),
     );
     w.put(
         "chain",
         text("add chain meshtables-nat-probe input { type nat hook input priority 100 ; }"),
-        &chain,
-        MsgType::Add,
+        pf,
+        NfTablesMessage::NewChain(wire::chain(TABLE, "input", Some(hook))),
     );
     w.put(
         "table deletion",
         text("delete table meshtables-nat-probe"),
-        &table,
-        MsgType::Del,
+        pf,
+        NfTablesMessage::DeleteTable(wire::table(TABLE)),
     );
     nl.commit(w.finish()).map(|_| ())
-}
-
-/// A set key type for nftnl's typed `Set`: its nft datatype id and length. Elements are added
-/// with their flags through `ffi::add_element`, so `data` is never asked for.
-struct Key<const TYPE: u32, const LEN: u32>;
-
-impl<const TYPE: u32, const LEN: u32> SetKey for Key<TYPE, LEN> {
-    const TYPE: u32 = TYPE;
-    const LEN: u32 = LEN;
-    fn data(&self) -> Box<[u8]> {
-        Box::new([])
-    }
-}
-
-/// Writes an anonymous set's header and its elements.
-fn add_set<'a, K: SetKey>(
-    w: &mut batch::Writer<'a>,
-    t: &nftnl::Table,
-    table: Table,
-    s: &sets::AnonSet,
-    named: batch::Named<'a>,
-) {
-    let nset: Set<K> = Set::new(c"__set%d", s.id, t, ProtoFamily::Inet);
-    ffi::set_extras(&nset, &s.userdata(), s.elements.len() as u32, s.flags());
-    w.put("set of rule", named.clone(), &nset, MsgType::Add);
-    w.elements(table.nft_name(), s, named);
 }
 
 /// Writes one operation as its message(s).
 fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
     use batch::Named;
-    let table_of = |t: Table| nftnl::Table::new(t.nft_cname(), ProtoFamily::Inet);
     // Tables and the guard are named by their text now (a few per batch); rules and sets by
     // reference, rendered only if the kernel refuses one.
     let text = |op: &Op| Named::Text(op.describe().into());
+    let inet = wire::INET;
     match op {
-        Op::DelTable(t) => w.put("table deletion", text(&op), &table_of(t), MsgType::Del),
-        Op::DelGuard => {
-            let guard = nftnl::Table::new(guard::NAME, ProtoFamily::Inet);
-            w.put("table deletion", text(&op), &guard, MsgType::Del);
+        Op::DelTable(t) => {
+            let msg = NfTablesMessage::DeleteTable(wire::table(t.nft_name()));
+            w.put("table deletion", text(&op), inet, msg);
         }
-        Op::AddTable(t) => w.put("table", text(&op), &table_of(t), MsgType::Add),
+        Op::DelGuard => {
+            let msg = NfTablesMessage::DeleteTable(wire::table(guard::NAME));
+            w.put("table deletion", text(&op), inet, msg);
+        }
+        Op::AddTable(t) => {
+            let msg = NfTablesMessage::NewTable(wire::table(t.nft_name()));
+            w.put("table", text(&op), inet, msg);
+        }
         Op::AddChain { table, chain } => {
-            let t = table_of(table);
-            let mut c = nftnl::Chain::new(chain.nft_cname(), &t);
-            if let Some(base) = table.base_chain(chain) {
-                c.set_hook(lower::hook(base.hook), base.priority);
-                c.set_type(lower::chain_type(base.kind));
-            }
-            w.put("chain", Named::Chain(table, chain), &c, MsgType::Add);
+            let base = table.base_chain(chain).map(|b| wire::BaseHook {
+                hook: lower::hook(b.hook),
+                priority: b.priority,
+                kind: b.kind.name(),
+            });
+            let msg = wire::chain(table.nft_name(), chain.nft_name(), base);
+            let named = Named::Chain(table, chain);
+            w.put("chain", named, inet, NfTablesMessage::NewChain(msg));
         }
         Op::AddSet { table, set, rule } => {
-            let t = table_of(table);
             let named = Named::Rule(table, rule);
-            match (set.key_type(), set.key_len()) {
-                (7, 4) => add_set::<Key<7, 4>>(w, &t, table, &set, named),
-                (8, 16) => add_set::<Key<8, 16>>(w, &t, table, &set, named),
-                _ => add_set::<Key<13, 2>>(w, &t, table, &set, named),
-            }
+            let msg = wire::set(table.nft_name(), set_header(&set));
+            w.put(
+                "set of rule",
+                named.clone(),
+                inet,
+                NfTablesMessage::NewSet(msg),
+            );
+            w.elements(table.nft_name(), &set, named);
         }
         Op::AddRule { table, rule, exprs } => {
-            let t = table_of(table);
-            let c = nftnl::Chain::new(rule.chain.nft_cname(), &t);
-            let mut r = nftnl::Rule::new(&c);
-            for e in &exprs {
-                r.add_expr(e);
-            }
+            let msg = wire::rule(table.nft_name(), rule.chain.nft_name(), &exprs);
             let named = match rule {
                 std::borrow::Cow::Borrowed(rule) => Named::Rule(table, rule),
                 std::borrow::Cow::Owned(rule) => Named::Owned(table, Box::new(rule)),
             };
-            w.put("rule", named, &r, MsgType::Add);
+            w.put("rule", named, inet, NfTablesMessage::NewRule(msg));
         }
     }
 }

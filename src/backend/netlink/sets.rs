@@ -6,17 +6,62 @@
 //! prefixes into ranges, merges ranges that touch, and sends, in ascending order, an
 //! interval-end element at the zero address unless a range starts there, then each range's
 //! first address and (unless it runs to the last address) the address after it flagged as an
-//! interval end. The set's user data (key byte order, auto-merge, the `typeof` expression of
-//! the key) is byte for byte what `nft` 1.0.6 attaches, so `nft` lists what we wrote exactly as
-//! what it wrote itself. Pure data: `mod.rs` turns it into messages.
+//! interval end. A range that runs to the last address has no end element: its first element
+//! carries the user data `nft` marks an open interval with, and the set's declared size counts
+//! the end element it does not send (`nft` 1.0.6 declares `{ 10.0.0.0/8, 128.0.0.0/1 }`, four
+//! elements, with size 5). The set's user data (key byte order, auto-merge, the `typeof`
+//! expression of the key) is byte for byte what `nft` 1.0.6 attaches, so `nft` lists what we
+//! wrote exactly as what it wrote itself. Pure data: `mod.rs` turns it into messages.
 
 use crate::plan::{Cidr, Family, Proto};
 
-/// `NFT_SET_ANONYMOUS | NFT_SET_CONSTANT`, and `NFT_SET_INTERVAL`.
-const SET_ANONYMOUS_CONSTANT: u32 = 0x1 | 0x2;
-const SET_INTERVAL: u32 = 0x4;
-/// `NFT_SET_ELEM_INTERVAL_END`.
-pub const ELEM_INTERVAL_END: u32 = 0x1;
+const SET_ANONYMOUS_CONSTANT: u32 = (libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32;
+const SET_INTERVAL: u32 = libc::NFT_SET_INTERVAL as u32;
+const ELEM_INTERVAL_END: u32 = libc::NFT_SET_ELEM_INTERVAL_END as u32;
+/// libnftnl's element user data TLV `NFTNL_UDATA_SET_ELEM_FLAGS` and its flag
+/// `NFTNL_SET_ELEM_F_INTERVAL_OPEN` (libnftnl/udata.h; no libc name).
+const UDATA_SET_ELEM_FLAGS: u8 = 1;
+const SET_ELEM_F_INTERVAL_OPEN: u32 = 0x1;
+
+/// One element as sent: its key (network byte order), whether it ends an interval, and
+/// whether it starts the interval that runs to the last address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub end: bool,
+    pub open: bool,
+}
+
+impl Element {
+    fn key(key: Vec<u8>) -> Element {
+        Element {
+            key,
+            end: false,
+            open: false,
+        }
+    }
+
+    /// `NFTA_SET_ELEM_FLAGS`.
+    pub fn flags(&self) -> u32 {
+        if self.end { ELEM_INTERVAL_END } else { 0 }
+    }
+
+    /// `NFTA_SET_ELEM_USERDATA`, as `nft` 1.0.6 writes it: the open-interval flag (a
+    /// little-endian u32 TLV), or nothing.
+    pub fn userdata(&self) -> Vec<u8> {
+        if !self.open {
+            return Vec::new();
+        }
+        let mut out = vec![UDATA_SET_ELEM_FLAGS, 4];
+        out.extend_from_slice(&SET_ELEM_F_INTERVAL_OPEN.to_le_bytes());
+        out
+    }
+
+    /// What the kernel reports back for it: key, flags, user data.
+    pub fn wire(&self) -> (Vec<u8>, u32, Vec<u8>) {
+        (self.key.clone(), self.flags(), self.userdata())
+    }
+}
 
 /// What a set's keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +77,8 @@ pub enum SetKind {
 pub struct AnonSet {
     pub id: u32,
     pub kind: SetKind,
-    /// Keys (network byte order) and element flags, in send order.
-    pub elements: Vec<(Vec<u8>, u32)>,
+    /// In send order.
+    pub elements: Vec<Element>,
     /// An interval set (address prefixes), not a hash set of keys.
     pub interval: bool,
 }
@@ -51,7 +96,7 @@ impl AnonSet {
             elements: ports
                 .into_iter()
                 .filter(|p| seen.insert(*p))
-                .map(|p| (p.to_be_bytes().to_vec(), 0))
+                .map(|p| Element::key(p.to_be_bytes().to_vec()))
                 .collect(),
             interval: false,
         }
@@ -67,8 +112,8 @@ impl AnonSet {
             cidrs
                 .iter()
                 .map(|c| match c.0 {
-                    ipnet::IpNet::V4(n) => (n.addr().octets().to_vec(), 0),
-                    ipnet::IpNet::V6(n) => (n.addr().octets().to_vec(), 0),
+                    ipnet::IpNet::V4(n) => Element::key(n.addr().octets().to_vec()),
+                    ipnet::IpNet::V6(n) => Element::key(n.addr().octets().to_vec()),
                 })
                 .collect()
         } else {
@@ -97,6 +142,13 @@ impl AnonSet {
             SetKind::Addrs(Family::V4) => 4,
             SetKind::Addrs(Family::V6) => 16,
         }
+    }
+
+    /// `NFTA_SET_DESC_SIZE` as `nft` declares it: the elements, and the end element of an
+    /// interval open to the last address, which is counted though not sent.
+    pub fn size(&self) -> u32 {
+        let open = self.elements.last().is_some_and(|e| e.open);
+        self.elements.len() as u32 + u32::from(open)
     }
 
     pub fn flags(&self) -> u32 {
@@ -137,7 +189,7 @@ impl AnonSet {
 }
 
 /// The elements of an interval set holding `cidrs` (one family), as `nft` sends them.
-fn interval_elements(family: Family, cidrs: &[Cidr]) -> Vec<(Vec<u8>, u32)> {
+fn interval_elements(family: Family, cidrs: &[Cidr]) -> Vec<Element> {
     let (bits, bytes) = match family {
         Family::V4 => (32u32, 4usize),
         Family::V6 => (128u32, 16usize),
@@ -173,14 +225,23 @@ fn interval_elements(family: Family, cidrs: &[Cidr]) -> Vec<(Vec<u8>, u32)> {
         }
     }
     let key = |v: u128| v.to_be_bytes()[16 - bytes..].to_vec();
+    let end = |v: u128| Element {
+        key: key(v),
+        end: true,
+        open: false,
+    };
     let mut out = Vec::new();
     if merged.first().is_some_and(|(a, _)| *a != 0) {
-        out.push((key(0), ELEM_INTERVAL_END));
+        out.push(end(0));
     }
     for (a, b) in merged {
-        out.push((key(a), 0));
+        out.push(Element {
+            key: key(a),
+            end: false,
+            open: b == max,
+        });
         if b != max {
-            out.push((key(b + 1), ELEM_INTERVAL_END));
+            out.push(end(b + 1));
         }
     }
     out
@@ -194,12 +255,14 @@ mod tests {
         list.iter().map(|c| Cidr(c.parse().unwrap())).collect()
     }
 
-    fn hex(elements: &[(Vec<u8>, u32)]) -> Vec<String> {
+    fn hex(elements: &[Element]) -> Vec<String> {
         elements
             .iter()
-            .map(|(k, f)| {
-                let h: String = k.iter().map(|b| format!("{b:02x}")).collect();
-                format!("{h}{}", if *f == ELEM_INTERVAL_END { " end" } else { "" })
+            .map(|e| {
+                let h: String = e.key.iter().map(|b| format!("{b:02x}")).collect();
+                let end = if e.end { " end" } else { "" };
+                let open = if e.open { " open" } else { "" };
+                format!("{h}{end}{open}")
             })
             .collect()
     }
@@ -237,10 +300,19 @@ mod tests {
         );
         assert_eq!(
             hex(&touching.elements),
-            ["00000000 end", "0a000100", "0a000300 end", "ff000000"]
+            ["00000000 end", "0a000100", "0a000300 end", "ff000000 open"]
         );
+        // Open to the last address: no end element, the open flag as user data, and the
+        // missing end counted in the size (nft 1.0.6 --debug=netlink: size 5 for these).
+        assert_eq!(touching.size(), 5);
+        assert_eq!(touching.elements[3].userdata(), [1, 4, 1, 0, 0, 0]);
+        assert!(touching.elements[0].userdata().is_empty());
+        let halves = AnonSet::addrs(1, Family::V4, &cidrs(&["0.0.0.0/1", "128.0.0.0/1"]));
+        assert_eq!(hex(&halves.elements), ["00000000 open"]);
+        assert_eq!(halves.size(), 2);
         let from_zero = AnonSet::addrs(1, Family::V4, &cidrs(&["0.0.0.0/8"]));
         assert_eq!(hex(&from_zero.elements), ["00000000", "01000000 end"]);
+        assert_eq!(from_zero.size(), 2);
         // Single addresses only: a hash set of keys, as nft makes `{ 1.2.3.4, 5.6.7.8 }`.
         let hosts = AnonSet::addrs(1, Family::V4, &cidrs(&["1.2.3.4/32", "5.6.7.8/32"]));
         assert!(!hosts.interval);
@@ -249,7 +321,11 @@ mod tests {
         assert_eq!(hosts.userdata().len(), 28);
         let v6 = AnonSet::addrs(1, Family::V6, &cidrs(&["fd00::/32", "2001:db8::/48"]));
         assert_eq!(v6.elements.len(), 5);
-        assert_eq!(v6.elements[0].1, ELEM_INTERVAL_END);
+        assert!(v6.elements[0].end);
+        let v6_open = AnonSet::addrs(1, Family::V6, &cidrs(&["fd00::/8", "ff00::/8"]));
+        assert_eq!(v6_open.elements.len(), 4);
+        assert!(v6_open.elements[3].open);
+        assert_eq!(v6_open.size(), 5);
     }
 
     #[test]

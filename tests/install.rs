@@ -1046,6 +1046,36 @@ fn two_installers_with_different_settings_never_fight() {
     assert_eq!(new.stop().0, 0);
 }
 
+// Trials found by attacking the installer as a node would (branch break-install). Each fails
+// on 12014ab; its comment says what the claim is and what 12014ab does instead.
+
+/// libcni reads JSON with Go's encoding/json, which takes bytes that are not UTF-8 in a string
+/// (a Latin-1 `é`) as U+FFFD: the file is the runtime's network (podman 4.3, CNI backend, lists
+/// it). The installer must not put the entry in the next file and say ready while the runtime
+/// uses this one without it.
+fn a_network_that_is_not_utf8_is_still_the_runtimes() {
+    let n = Node::new("latin1");
+    let mut bytes = LIST.replace("\"dbnet\"", "\"caf\u{1}\"").into_bytes();
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xe9;
+    }
+    assert!(std::str::from_utf8(&bytes).is_err());
+    std::fs::write(n.net("10-latin1.conflist"), &bytes).unwrap();
+    std::fs::write(n.net("20-dbnet.conflist"), LIST).unwrap();
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let (code, why) = n.ready(&[]);
+    assert!(
+        !n.holds_us("20-dbnet.conflist") && (code != 0 || why.contains("10-latin1")),
+        "the entry went to 20-dbnet.conflist, which the runtime does not use ({code}: {why}):\n{}",
+        i.log()
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     t.add(
@@ -1319,5 +1349,34 @@ fn main() {
             bad_settings_exit_2_naming_the_flag(name, args, env, names),
         );
     }
+    for (name, file, content) in [
+        (
+            "a_list_without_a_name",
+            "10-noname.conflist",
+            r#"{"cniVersion": "0.4.0", "plugins": [{"type": "bridge"}]}"#,
+        ),
+        (
+            "a_plugin_without_a_type",
+            "10-notype.conflist",
+            r#"{"cniVersion": "0.4.0", "name": "dbnet", "plugins": [{"type": "bridge"}, {"capabilities": {"portMappings": true}}]}"#,
+        ),
+        ("a_list_in_a_conf_file", "10-dbnet.conf", LIST),
+        (
+            "a_single_plugin_in_a_conflist_file",
+            "10-single.conflist",
+            r#"{"cniVersion": "0.4.0", "name": "dbnet", "type": "bridge", "bridge": "cni0"}"#,
+        ),
+    ] {
+        t.add(
+            format!("libcni::{name}_is_never_touched"),
+            NOTHING,
+            invalid_files_are_never_touched(file, content),
+        );
+    }
+    t.add(
+        "libcni::a_network_that_is_not_utf8_is_still_the_runtimes",
+        NOTHING,
+        a_network_that_is_not_utf8_is_still_the_runtimes,
+    );
     t.run()
 }

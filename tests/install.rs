@@ -143,6 +143,17 @@ impl Node {
         std::fs::read(self.net(name)).is_ok_and(|b| ends_with_us(&b))
     }
 
+    /// Whether the file holds any entry of ours, anywhere in its chain.
+    fn holds_any(&self, name: &str) -> bool {
+        std::fs::read(self.net(name)).is_ok_and(|b| {
+            serde_json::from_slice::<Value>(&b).is_ok_and(|v| {
+                v["plugins"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|p| p["type"] == "meshtables-cni"))
+            })
+        })
+    }
+
     /// The files of the configuration directory a runtime loads as networks: libcni's rule
     /// is the extension alone, dot files included.
     fn runtime_reads(&self) -> Vec<String> {
@@ -1049,6 +1060,38 @@ fn two_installers_with_different_settings_never_fight() {
 // Trials found by attacking the installer as a node would (branch break-install). Each fails
 // on 12014ab; its comment says what the claim is and what 12014ab does instead.
 
+/// Log lines saying the installer wrote our entry into a chain.
+fn chain_writes(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("last in the chain"))
+        .count()
+}
+
+/// The primary's file under two names the runtime reads: `10-calico.conflist`, a link to
+/// `calico.conflist` beside it (a versioned file and its stable name). It is one file: the
+/// entry goes in once and stays. (12014ab puts it in through one name, takes it out through
+/// the other, and again, about 25 times a second; the chain holds us half the time.)
+fn two_names_of_one_file_are_one_network() {
+    let n = Node::new("alias");
+    std::fs::write(n.net("calico.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink("calico.conflist", n.net("10-calico.conflist")).unwrap();
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    let fight = n.until(2 * SECOND, || chain_writes(&i.log()) > 2);
+    assert!(
+        fight.is_none(),
+        "the chain was rewritten {} times in {fight:?}:\n{}",
+        chain_writes(&i.log()),
+        i.log()
+    );
+    assert!(n.holds_us("calico.conflist") && n.is_ready(&[]));
+}
+
 /// libcni reads JSON with Go's encoding/json, which takes bytes that are not UTF-8 in a string
 /// (a Latin-1 `é`) as U+FFFD: the file is the runtime's network (podman 4.3, CNI backend, lists
 /// it). The installer must not put the entry in the next file and say ready while the runtime
@@ -1073,6 +1116,102 @@ fn a_network_that_is_not_utf8_is_still_the_runtimes() {
         !n.holds_us("20-dbnet.conflist") && (code != 0 || why.contains("10-latin1")),
         "the entry went to 20-dbnet.conflist, which the runtime does not use ({code}: {why}):\n{}",
         i.log()
+    );
+}
+
+/// The primary's file is a link into `calico/`, itself a link to an absolute path: the host
+/// resolves that path on the host, the installer (another mount namespace, the directory
+/// mounted elsewhere) in its own. Not ready, naming it, as for a file link out of sight; never
+/// a write into whatever the installer's view has at that path.
+fn a_link_through_a_directory_out_of_sight_is_not_ready() {
+    let n = Node::new("dirlink");
+    let outside = n.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("10-calico.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink(&outside, n.net("calico")).unwrap();
+    std::os::unix::fs::symlink("calico/10-calico.conflist", n.net("10-calico.conflist")).unwrap();
+    let mut i = n.start(&["--host-cni-conf-dir", "/etc/cni/net.d"]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let (_, log) = i.stop();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("10-calico.conflist")).unwrap(),
+        LIST,
+        "written through a link out of the directory:\n{log}"
+    );
+    assert!(log.contains("not ready"), "{log}");
+}
+
+/// A primary that opened its `.conf` before the installer converted it, and rewrites it in
+/// place without truncating first (write, then ftruncate: never an empty file). Its write
+/// reaches the `.conf` the conversion removed, just after: that is the primary's newest, and
+/// the chain takes it, as it does for a list replaced under such a writer. (12014ab watches
+/// replaced lists, not removed `.conf` files: the write is lost, in the chain and at uninstall.)
+fn a_late_write_into_a_converted_conf_is_kept() {
+    use std::os::unix::fs::FileExt;
+    let n = Node::new("conf-late");
+    let conf = n.net("10-dbnet.conf");
+    std::fs::write(&conf, CONF).unwrap();
+    let held = std::fs::OpenOptions::new().write(true).open(&conf).unwrap();
+    let mut i = n.start(&[]);
+    let converted = || n.holds_us("10-dbnet.conflist") && !conf.exists();
+    assert!(n.until(5 * SECOND, converted).is_some(), "{}", i.log());
+    let newer = CONF.replace("cni0", "cni1");
+    held.write_all_at(newer.as_bytes(), 0).unwrap();
+    held.set_len(newer.len() as u64).unwrap();
+    drop(held);
+    let list = n.net("10-dbnet.conflist");
+    let kept = || {
+        std::fs::read(&list).is_ok_and(|b| {
+            serde_json::from_slice::<Value>(&b).is_ok_and(|v| v["plugins"][0]["bridge"] == "cni1")
+        })
+    };
+    assert!(
+        n.until(5 * SECOND, kept).is_some(),
+        "the primary's write after the conversion was lost:\n{}\n{}",
+        std::fs::read_to_string(&list).unwrap_or_default(),
+        i.log()
+    );
+    assert_eq!(i.stop().0, 0);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), newer);
+}
+
+/// The primary's file is a link it swaps (a new version written beside the old, then the link
+/// renamed over): the entry follows the link, and the old target, no longer the chain, keeps no
+/// entry of ours, while the installer runs and after uninstall. (12014ab leaves it there: a
+/// primary that swaps back, as A/B writers do, brings back a chain naming a plugin that
+/// uninstall removed.)
+fn a_link_swapped_away_leaves_no_entry_in_the_old_target() {
+    let n = Node::new("swap");
+    std::fs::create_dir_all(n.net("calico")).unwrap();
+    std::fs::write(n.net("calico/a.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink("calico/a.conflist", n.net("10-calico.conflist")).unwrap();
+    let mut i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico/a.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    std::fs::write(n.net("calico/b.conflist"), list_version(2)).unwrap();
+    std::os::unix::fs::symlink("calico/b.conflist", n.net(".10-calico.link")).unwrap();
+    std::fs::rename(n.net(".10-calico.link"), n.net("10-calico.conflist")).unwrap();
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico/b.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    let old_clean = || !n.holds_any("calico/a.conflist");
+    let cleaned = n.until(5 * SECOND, old_clean);
+    let (code, log) = i.stop();
+    assert!(
+        cleaned.is_some() && old_clean(),
+        "the old target keeps our entry (exit {code}):\n{}\n{log}",
+        std::fs::read_to_string(n.net("calico/a.conflist")).unwrap()
     );
 }
 
@@ -1377,6 +1516,26 @@ fn main() {
         "libcni::a_network_that_is_not_utf8_is_still_the_runtimes",
         NOTHING,
         a_network_that_is_not_utf8_is_still_the_runtimes,
+    );
+    t.add(
+        "writes::two_names_of_one_file_are_one_network",
+        NOTHING,
+        two_names_of_one_file_are_one_network,
+    );
+    t.add(
+        "writes::a_link_through_a_directory_out_of_sight_is_not_ready",
+        NOTHING,
+        a_link_through_a_directory_out_of_sight_is_not_ready,
+    );
+    t.add(
+        "writes::a_link_swapped_away_leaves_no_entry_in_the_old_target",
+        NOTHING,
+        a_link_swapped_away_leaves_no_entry_in_the_old_target,
+    );
+    t.add(
+        "writes::a_late_write_into_a_converted_conf_is_kept",
+        NOTHING,
+        a_late_write_into_a_converted_conf_is_kept,
     );
     t.run()
 }

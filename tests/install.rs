@@ -113,6 +113,20 @@ impl Node {
         self.ready(extra).0 == 0
     }
 
+    /// The readiness probe with `extra` settings and environment `env`.
+    fn ready_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+        let mut args = vec!["cni-ready".to_string()];
+        args.extend(self.args(extra));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut all_env = vec![("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        all_env.extend_from_slice(env);
+        let o = support::command(&args, &all_env).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
     /// Writes `LIST` as the primary, starts the installer and waits until the list holds us.
     fn installed_on_a_list(&self, extra: &[&str]) -> Installer {
         std::fs::write(self.net("10-dbnet.conflist"), LIST).unwrap();
@@ -242,6 +256,13 @@ impl Installer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether the process has exited (it is then reaped).
+    fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// The exit status of an installer that stops on its own (bad settings).
@@ -1145,6 +1166,73 @@ fn a_link_through_a_directory_out_of_sight_is_not_ready() {
     assert!(log.contains("not ready"), "{log}");
 }
 
+/// The plugin binary loses its execute permission (a chmod, a restore from a backup): the
+/// runtime cannot run it. It is put back within a second, as a removed one is. (12014ab
+/// compares bytes only, and skips a file whose inode, size and mtime are unchanged.)
+fn a_binary_without_execute_permission_is_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new("noexec");
+    let i = n.installed_on_a_list(&[]);
+    let bin = n.dir.join("bin/meshtables-cni");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let executable =
+        || std::fs::metadata(&bin).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
+    let took = n.until(5 * SECOND, executable);
+    assert!(
+        took.is_some_and(|t| t < 2 * SECOND),
+        "{took:?}\n{}",
+        i.log()
+    );
+}
+
+/// A binary the runtime cannot execute is not a whole installation: not ready (12014ab compares
+/// its bytes only, and says ready).
+fn readiness_is_false_for_a_binary_without_execute_permission() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new("readiness-noexec");
+    let i = n.installed_on_a_list(&["--uninstall=false"]);
+    drop(i);
+    let bin = n.dir.join("bin/meshtables-cni");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, why) = n.ready(&["--uninstall=false"]);
+    assert!(code == 1 && why.contains("meshtables-cni"), "{why}");
+}
+
+/// A writer keeps putting back the file as it was installed, our entry included (a
+/// configuration manager that took its snapshot then) while the installer stops. Uninstall
+/// cannot take the entry out for good; it must then keep the binary the chain names (and say
+/// so), never leave a chain whose plugin is gone: every pod's ADD would fail. (12014ab gives up
+/// after ten tries, or reads the file in the instant it is empty, and removes the binary.)
+fn uninstall_never_leaves_a_chain_naming_a_missing_binary() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = Node::new("manager");
+    let mut i = n.installed_on_a_list(&[]);
+    let path = n.net("10-dbnet.conflist");
+    let installed = std::fs::read(&path).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let tmp = path.with_extension("manager-tmp");
+                std::fs::write(&tmp, &installed).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (code, log) = i.stop();
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let bin = n.dir.join("bin/meshtables-cni");
+    assert!(
+        !n.holds_any("10-dbnet.conflist") || bin.exists(),
+        "the chain names meshtables-cni, whose binary uninstall removed (exit {code}):\n{log}"
+    );
+}
+
 /// A primary that opened its `.conf` before the installer converted it, and rewrites it in
 /// place without truncating first (write, then ftruncate: never an empty file). Its write
 /// reaches the `.conf` the conversion removed, just after: that is the primary's newest, and
@@ -1212,6 +1300,76 @@ fn a_link_swapped_away_leaves_no_entry_in_the_old_target() {
         cleaned.is_some() && old_clean(),
         "the old target keeps our entry (exit {code}):\n{}\n{log}",
         std::fs::read_to_string(n.net("calico/a.conflist")).unwrap()
+    );
+}
+
+/// In iptables mode (`--native-nftables=false`, the flag's default) the plugin's STATUS wants
+/// iptables-restore in PATH. The runtime runs the plugin on the host, which has it (this
+/// machine); cni-ready runs in the installer's container, whose image (FROM scratch) has
+/// nothing in PATH. Readiness must not depend on the container's PATH: 12014ab's is false
+/// forever there, so the DaemonSet never becomes ready (nor does istiod untaint the node).
+fn readiness_in_iptables_mode_does_not_depend_on_the_installers_path() {
+    let n = Node::new("iptables-mode");
+    let _i = n.installed_on_a_list(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.is_ready(&[])).is_some(),
+        "{:?}",
+        n.ready(&[])
+    );
+    let empty = n.dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, why) = n.ready_env(&[], &[("PATH", empty.to_str().unwrap())]);
+    assert_eq!(code, 0, "{why}");
+}
+
+/// The host's configuration directory is removed and made again (`rm -rf /etc/cni/net.d`, the
+/// primary writes its file again). The installer's pod mounts the directory (a bind mount, as
+/// the kubelet mounts a hostPath), so its view is the removed directory: it must see that and
+/// exit, for the kubelet to restart it on the new one, or reach the new one. 12014ab waits
+/// forever, "waiting for the primary plugin's file", while the runtime uses a chain without us.
+fn an_installer_whose_directory_was_replaced_does_not_wait_forever() {
+    let n = Node::new("replaced");
+    let host = n.dir.join("host-net");
+    std::fs::create_dir_all(&host).unwrap();
+    let mounted = n.dir.join("net");
+    assert!(
+        std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&host)
+            .arg(&mounted)
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(mounted.clone());
+    std::fs::write(host.join("10-dbnet.conflist"), LIST).unwrap();
+    let mut i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    std::fs::remove_dir_all(&host).unwrap();
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("10-dbnet.conflist"), LIST).unwrap();
+    let in_host = || std::fs::read(host.join("10-dbnet.conflist")).is_ok_and(|b| ends_with_us(&b));
+    let t = Instant::now();
+    let mut exited = false;
+    while t.elapsed() < 5 * SECOND && !exited && !in_host() {
+        exited = i.has_exited();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        exited || in_host(),
+        "the installer still waits in the removed directory:\n{}",
+        i.log()
     );
 }
 
@@ -1536,6 +1694,35 @@ fn main() {
         "writes::a_late_write_into_a_converted_conf_is_kept",
         NOTHING,
         a_late_write_into_a_converted_conf_is_kept,
+    );
+    t.add(
+        "lifecycle::a_binary_without_execute_permission_is_repaired",
+        NOTHING,
+        a_binary_without_execute_permission_is_repaired,
+    );
+    t.add(
+        "lifecycle::uninstall_never_leaves_a_chain_naming_a_missing_binary",
+        NOTHING,
+        uninstall_never_leaves_a_chain_naming_a_missing_binary,
+    );
+    t.add(
+        "lifecycle::an_installer_whose_directory_was_replaced_does_not_wait_forever",
+        root(&["mount", "umount"]),
+        an_installer_whose_directory_was_replaced_does_not_wait_forever,
+    );
+    t.add(
+        "readiness::false_for_a_binary_without_execute_permission",
+        NOTHING,
+        readiness_is_false_for_a_binary_without_execute_permission,
+    );
+    t.add(
+        "readiness::iptables_mode_does_not_depend_on_the_installers_path",
+        support::trials::Needs {
+            root: false,
+            programs: &["iptables-restore"],
+            shared: false,
+        },
+        readiness_in_iptables_mode_does_not_depend_on_the_installers_path,
     );
     t.run()
 }

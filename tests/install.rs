@@ -92,6 +92,7 @@ impl Node {
         Installer {
             child: Some(child),
             log,
+            traced: None,
         }
     }
 
@@ -124,6 +125,60 @@ impl Node {
         (
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
+    /// Starts an installer under `strace -qq -o TRACE STRACE_ARGS` (to hold it at a chosen
+    /// syscall: `-e inject=...:delay_enter=...`); signals go to the installer, not to strace.
+    /// Returns it and the trace file (strace writes a syscall's line when it is entered).
+    fn start_traced(&self, strace: &[&str], extra: &[&str]) -> (Installer, PathBuf) {
+        let n = self.logs.get();
+        self.logs.set(n + 1);
+        let log = self.dir.join(format!("installer-{n}.log"));
+        let trace = self.dir.join(format!("installer-{n}.strace"));
+        let mut c = std::process::Command::new("strace");
+        c.arg("-qq").arg("-o").arg(&trace).args(strace);
+        c.arg(support::bin())
+            .arg("cni-install")
+            .args(self.args(extra));
+        for (k, _) in std::env::vars() {
+            if support::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                c.env_remove(k);
+            }
+        }
+        c.env("KUBERNETES_SERVICE_HOST", "10.96.0.1");
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // strace's child that runs the installer (strace forks others first, to probe ptrace).
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let bin = support::bin();
+        let is_installer = |pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0).next() == Some(bin.as_os_str().as_encoded_bytes())
+            })
+        };
+        let mut traced = None;
+        let t = Instant::now();
+        while traced.is_none() && t.elapsed() < 5 * SECOND {
+            traced = std::fs::read_to_string(&children)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+                .find(is_installer)
+                .map(nix::unistd::Pid::from_raw);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(traced.is_some(), "strace started no installer");
+        (
+            Installer {
+                child: Some(child),
+                log,
+                traced,
+            },
+            trace,
         )
     }
 
@@ -230,6 +285,8 @@ fn without_us(v: &Value) -> Value {
 struct Installer {
     child: Option<Child>,
     log: PathBuf,
+    /// The installer itself when `child` is strace running it (signals go to it).
+    traced: Option<nix::unistd::Pid>,
 }
 
 impl Installer {
@@ -239,7 +296,10 @@ impl Installer {
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
         if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            let pid = self
+                .traced
+                .unwrap_or(nix::unistd::Pid::from_raw(c.id() as i32));
+            let _ = nix::sys::signal::kill(pid, sig);
         }
     }
 
@@ -252,9 +312,18 @@ impl Installer {
 
     /// SIGKILL (the end of a grace period, an OOM kill).
     fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A traced installer is reaped by init once strace is gone: wait until it is, so that
+        // the next installer finds it dead.
+        if let Some(pid) = self.traced.take() {
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < 5 * SECOND {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
@@ -1198,6 +1267,79 @@ fn readiness_is_false_for_a_binary_without_execute_permission() {
     assert!(code == 1 && why.contains("meshtables-cni"), "{why}");
 }
 
+/// An installer that a newer one displaced (an upgrade's new pod, OOM-killed while it copied
+/// the binary) left its temporary files after this one's last sweep; this one is the last
+/// installer and stops. Nothing of ours stays: 12014ab sweeps every tenth pass, never at
+/// uninstall, and leaves them (a binary's is the binary's size).
+fn uninstall_removes_temporary_files_a_killed_installer_left_meanwhile() {
+    let n = Node::new("late-leftovers");
+    let mut i = n.installed_on_a_list(&[]);
+    assert!(n.until(5 * SECOND, || n.is_ready(&[])).is_some());
+    std::fs::write(
+        n.net(".10-dbnet.conflist.meshtables-tmp-12345-7"),
+        "half a file",
+    )
+    .unwrap();
+    std::fs::write(
+        n.dir.join("bin/.meshtables-cni.meshtables-tmp-12345-6"),
+        "half a binary",
+    )
+    .unwrap();
+    assert_eq!(i.stop().0, 0);
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(left, ["10-dbnet.conflist"]);
+    let bin: Vec<_> = std::fs::read_dir(n.dir.join("bin")).unwrap().collect();
+    assert!(bin.is_empty(), "{bin:?}");
+}
+
+/// The previous version (72b6312) holds `.meshtables-cni-installers.lock` shared while it
+/// runs, and at SIGTERM uninstalls only if it can take that lock exclusively. In an upgrade
+/// from it, the new installer runs beside it (maxSurge) and the old pod is stopped once the
+/// new one is ready: the new one must hold that lock too, or the old one takes the entry out
+/// and removes the binary under it (measured with the 72b6312 binary: both gone for 150 ms,
+/// until the new installer put them back; pods started then are not intercepted).
+fn the_previous_version_sees_the_new_installer() {
+    use nix::fcntl::{Flock, FlockArg};
+    let n = Node::new("legacy-lock");
+    // The old installer, as 72b6312 opens and locks the file at start.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(n.net(".meshtables-cni-installers.lock"))
+        .unwrap();
+    let old = Flock::lock(file, FlockArg::LockShared)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let new = n.installed_on_a_list(&[]);
+    // Its SIGTERM: "alone" if the exclusive lock is free.
+    let alone = old.relock(FlockArg::LockExclusiveNonblock).is_ok();
+    assert!(
+        !alone,
+        "the previous version would uninstall under the running new installer:\n{}",
+        new.log()
+    );
+}
+
+/// The previous version leaves `.meshtables-cni-installers.lock` in the directory; the last
+/// installer to stop leaves nothing of ours.
+fn uninstall_removes_the_previous_versions_lock_file() {
+    let n = Node::new("legacy-lock-file");
+    std::fs::write(n.net(".meshtables-cni-installers.lock"), "").unwrap();
+    let mut i = n.installed_on_a_list(&[]);
+    assert_eq!(i.stop().0, 0);
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(left, ["10-dbnet.conflist"]);
+}
+
 /// A writer keeps putting back the file as it was installed, our entry included (a
 /// configuration manager that took its snapshot then) while the installer stops. Uninstall
 /// cannot take the entry out for good; it must then keep the binary the chain names (and say
@@ -1265,6 +1407,93 @@ fn a_late_write_into_a_converted_conf_is_kept() {
     );
     assert_eq!(i.stop().0, 0);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), newer);
+}
+
+/// `kubectl delete` during an upgrade's surge: both installers on the node get SIGTERM at
+/// once. The last one to stop uninstalls; 12014ab's each looks whether the other is alive,
+/// and when both look before either is gone, both leave everything installed and nothing ever
+/// uninstalls (measured without strace: 6 times in 8). strace makes every `write` wait 0.3 s
+/// (a loaded node's scheduling: the installer logs a line on SIGTERM, looks, and logs another
+/// before it lets go), so both look before either is gone.
+fn two_installers_stopped_together_still_uninstall() {
+    let n = Node::new("together");
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let slow_writes = ["-e", "trace=write", "-e", "inject=write:delay_enter=300000"];
+    let (mut older, _) = n.start_traced(&slow_writes, &[]);
+    assert!(
+        n.until(10 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some(),
+        "{}",
+        older.log()
+    );
+    let (mut newer, _) = n.start_traced(&slow_writes, &[]);
+    // Each log line is two writes: a line ends, and its writer is back in its loop, at the newline.
+    let said = |i: &Installer, what: &str| {
+        let log = i.log();
+        log.contains(what) && log.ends_with('\n')
+    };
+    let both_up = || said(&older, "standing by") && said(&newer, "ready");
+    assert!(
+        n.until(10 * SECOND, both_up).is_some(),
+        "{}\n{}",
+        older.log(),
+        newer.log()
+    );
+    older.signal(nix::sys::signal::Signal::SIGTERM);
+    newer.signal(nix::sys::signal::Signal::SIGTERM);
+    let (a, la) = older.exits();
+    let (b, lb) = newer.exits();
+    assert!(
+        !n.holds_any("10-dbnet.conflist") && !n.dir.join("bin/meshtables-cni").exists(),
+        "both stopped ({a}, {b}) and the plugin stays installed:\n{la}\n{lb}"
+    );
+}
+
+/// strace holds the installer at its first exchange (the compare before it passed); the primary
+/// renames its newer version in then, so the exchange displaces it; the installer is SIGKILLed
+/// as it was about to put it back. The primary's newer write is then only in the killed
+/// installer's temporary file: the next installer must put it in place (with our entry), not
+/// sweep it away as a leftover.
+fn a_sigkill_before_a_displaced_write_is_put_back_loses_nothing() {
+    let n = Node::new("displaced");
+    let path = n.net("10-dbnet.conflist");
+    std::fs::write(&path, list_version(1)).unwrap();
+    let (mut i, trace) = n.start_traced(
+        &[
+            "-e",
+            "trace=renameat2",
+            "-e",
+            "inject=renameat2:delay_enter=500000:when=1..2",
+        ],
+        &[],
+    );
+    let entered = |k: usize| {
+        std::fs::read_to_string(&trace).is_ok_and(|t| t.matches("renameat2(").count() >= k)
+    };
+    assert!(n.until(10 * SECOND, || entered(1)).is_some(), "{}", i.log());
+    primary_write(&path, &list_version(2), Writes::Rename);
+    assert!(
+        n.until(10 * SECOND, || entered(2)).is_some(),
+        "{}\n{}",
+        i.log(),
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
+    i.kill();
+    let last: Value = serde_json::from_str(&list_version(2)).unwrap();
+    let next = n.start(&[]);
+    let kept = || {
+        std::fs::read(&path).is_ok_and(|b| {
+            ends_with_us(&b)
+                && serde_json::from_slice::<Value>(&b).is_ok_and(|v| without_us(&v) == last)
+        })
+    };
+    assert!(
+        n.until(5 * SECOND, kept).is_some(),
+        "the primary's last write is lost: {:?}\n{}\n{}",
+        n.listing(),
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        next.log()
+    );
 }
 
 /// The primary's file is a link it swaps (a new version written beside the old, then the link
@@ -1646,6 +1875,11 @@ fn main() {
             bad_settings_exit_2_naming_the_flag(name, args, env, names),
         );
     }
+    let strace = support::trials::Needs {
+        root: false,
+        programs: &["strace"],
+        shared: false,
+    };
     for (name, file, content) in [
         (
             "a_list_without_a_name",
@@ -1723,6 +1957,31 @@ fn main() {
             shared: false,
         },
         readiness_in_iptables_mode_does_not_depend_on_the_installers_path,
+    );
+    t.add(
+        "crash::uninstall_removes_temporary_files_a_killed_installer_left_meanwhile",
+        NOTHING,
+        uninstall_removes_temporary_files_a_killed_installer_left_meanwhile,
+    );
+    t.add(
+        "crash::a_sigkill_before_a_displaced_write_is_put_back_loses_nothing",
+        strace,
+        a_sigkill_before_a_displaced_write_is_put_back_loses_nothing,
+    );
+    t.add(
+        "upgrade::the_previous_version_sees_the_new_installer",
+        NOTHING,
+        the_previous_version_sees_the_new_installer,
+    );
+    t.add(
+        "upgrade::uninstall_removes_the_previous_versions_lock_file",
+        NOTHING,
+        uninstall_removes_the_previous_versions_lock_file,
+    );
+    t.add(
+        "upgrade::two_installers_stopped_together_still_uninstall",
+        strace,
+        two_installers_stopped_together_still_uninstall,
     );
     t.run()
 }

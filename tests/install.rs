@@ -1532,6 +1532,88 @@ fn a_link_swapped_away_leaves_no_entry_in_the_old_target() {
     );
 }
 
+/// The memory limit of the installer's container in deploy/ (`resources.limits.memory`).
+fn manifest_memory_limit() -> u64 {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/meshtables-cni.yaml"
+    ))
+    .unwrap();
+    let ds = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .unwrap();
+    let limit = ds["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (num, unit) = limit.split_at(limit.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let unit = match unit {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => panic!("unit {other}"),
+    };
+    num.parse::<u64>().unwrap() * unit
+}
+
+/// The DaemonSet gives the installer 64 MiB of memory, and 12014ab reads every configuration
+/// file whole (up to 64 MiB each, all of them at once, every second; 20 files of 60 MiB: 1.2 GB
+/// resident, cni-ready 3.5 s): a file half the limit, before the network, must be refused
+/// unread (not ready, "larger than"), not read by a process the limit then kills.
+fn a_file_of_half_the_memory_limit_is_not_read_whole() {
+    let limit = manifest_memory_limit();
+    let n = Node::new("huge");
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let big = std::fs::File::create(n.net("05-big.conflist")).unwrap();
+    big.set_len(limit / 2).unwrap();
+    drop(big);
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let log = i.log();
+    assert!(
+        log.contains("05-big.conflist") && log.contains("larger than"),
+        "a {} MiB file was read whole by an installer limited to {} MiB:\n{log}",
+        (limit / 2) >> 20,
+        limit >> 20
+    );
+}
+
+/// The kubeconfig's name is a setting; a file of that name that the installer did not write
+/// (istio-cni's own, still on the node during a migration, with Istio's
+/// `KUBECONFIG_FILENAME` copied) is a conflict to report, never a file to overwrite, nor to
+/// remove at uninstall.
+fn a_kubeconfig_name_taken_by_another_file_is_not_overwritten() {
+    let n = Node::new("kubeconfig-name");
+    let theirs = "# Kubeconfig file for Istio CNI plugin.\napiVersion: v1\nkind: Config\nusers:\n- name: istio-cni\n  user:\n    token: theirs\n";
+    let path = n.net("ZZZ-istio-cni-kubeconfig");
+    std::fs::write(&path, theirs).unwrap();
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let mut i = n.start(&["--kubeconfig-name", "ZZZ-istio-cni-kubeconfig"]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        theirs,
+        "{}",
+        i.log()
+    );
+    let (_, log) = i.stop();
+    assert_eq!(
+        std::fs::read_to_string(&path).ok().as_deref(),
+        Some(theirs),
+        "{log}"
+    );
+}
+
 /// In iptables mode (`--native-nftables=false`, the flag's default) the plugin's STATUS wants
 /// iptables-restore in PATH. The runtime runs the plugin on the host, which has it (this
 /// machine); cni-ready runs in the installer's container, whose image (FROM scratch) has
@@ -1982,6 +2064,16 @@ fn main() {
         "upgrade::two_installers_stopped_together_still_uninstall",
         strace,
         two_installers_stopped_together_still_uninstall,
+    );
+    t.add(
+        "bounds::a_file_of_half_the_memory_limit_is_not_read_whole",
+        NOTHING,
+        a_file_of_half_the_memory_limit_is_not_read_whole,
+    );
+    t.add(
+        "ownership::a_kubeconfig_name_taken_by_another_file_is_not_overwritten",
+        NOTHING,
+        a_kubeconfig_name_taken_by_another_file_is_not_overwritten,
     );
     t.run()
 }

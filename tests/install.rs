@@ -101,6 +101,7 @@ impl Node {
         Installer {
             child: Some(child),
             log,
+            traced: None,
         }
     }
 
@@ -120,6 +121,74 @@ impl Node {
 
     fn is_ready(&self, extra: &[&str]) -> bool {
         self.ready(extra).0 == 0
+    }
+
+    /// The readiness probe with `extra` settings and environment `env`.
+    fn ready_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+        let mut args = vec!["cni-ready".to_string()];
+        args.extend(self.args(extra));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut all_env = vec![("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        all_env.extend_from_slice(env);
+        let o = support::command(&args, &all_env).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
+    /// Starts an installer under `strace -qq -o TRACE STRACE_ARGS` (to hold it at a chosen
+    /// syscall: `-e inject=...:delay_enter=...`); signals go to the installer, not to strace.
+    /// Returns it and the trace file (strace writes a syscall's line when it is entered).
+    fn start_traced(&self, strace: &[&str], extra: &[&str]) -> (Installer, PathBuf) {
+        let n = self.logs.get();
+        self.logs.set(n + 1);
+        let log = self.dir.join(format!("installer-{n}.log"));
+        let trace = self.dir.join(format!("installer-{n}.strace"));
+        let mut c = std::process::Command::new("strace");
+        c.arg("-qq").arg("-o").arg(&trace).args(strace);
+        c.arg(support::bin())
+            .arg("cni-install")
+            .args(self.args(extra));
+        for (k, _) in std::env::vars() {
+            if support::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                c.env_remove(k);
+            }
+        }
+        c.env("KUBERNETES_SERVICE_HOST", "10.96.0.1");
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // strace's child that runs the installer (strace forks others first, to probe ptrace).
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let bin = support::bin();
+        let is_installer = |pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0).next() == Some(bin.as_os_str().as_encoded_bytes())
+            })
+        };
+        let mut traced = None;
+        let t = Instant::now();
+        while traced.is_none() && t.elapsed() < 5 * SECOND {
+            traced = std::fs::read_to_string(&children)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+                .find(is_installer)
+                .map(nix::unistd::Pid::from_raw);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(traced.is_some(), "strace started no installer");
+        (
+            Installer {
+                child: Some(child),
+                log,
+                traced,
+            },
+            trace,
+        )
     }
 
     /// Writes `LIST` as the primary, starts the installer and waits until the list holds us.
@@ -150,6 +219,17 @@ impl Node {
     /// Whether the file's chain ends with exactly one entry of ours.
     fn holds_us(&self, name: &str) -> bool {
         std::fs::read(self.net(name)).is_ok_and(|b| ends_with_us(&b))
+    }
+
+    /// Whether the file holds any entry of ours, anywhere in its chain.
+    fn holds_any(&self, name: &str) -> bool {
+        std::fs::read(self.net(name)).is_ok_and(|b| {
+            serde_json::from_slice::<Value>(&b).is_ok_and(|v| {
+                v["plugins"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|p| p["type"] == "meshtables-cni"))
+            })
+        })
     }
 
     /// The files of the configuration directory a runtime loads as networks: libcni's rule
@@ -214,6 +294,8 @@ fn without_us(v: &Value) -> Value {
 struct Installer {
     child: Option<Child>,
     log: PathBuf,
+    /// The installer itself when `child` is strace running it (signals go to it).
+    traced: Option<nix::unistd::Pid>,
 }
 
 impl Installer {
@@ -223,7 +305,10 @@ impl Installer {
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
         if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            let pid = self
+                .traced
+                .unwrap_or(nix::unistd::Pid::from_raw(c.id() as i32));
+            let _ = nix::sys::signal::kill(pid, sig);
         }
     }
 
@@ -236,10 +321,26 @@ impl Installer {
 
     /// SIGKILL (the end of a grace period, an OOM kill).
     fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A traced installer is reaped by init once strace is gone: wait until it is, so that
+        // the next installer finds it dead.
+        if let Some(pid) = self.traced.take() {
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < 5 * SECOND {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Whether the process has exited (it is then reaped).
+    fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// The exit status of an installer that stops on its own (bad settings).
@@ -1138,6 +1239,543 @@ fn two_installers_with_different_settings_never_fight() {
     assert_eq!(new.stop().0, 0);
 }
 
+// Trials found by attacking the installer as a node would (branch break-install). Each fails
+// on 12014ab; its comment says what the claim is and what 12014ab does instead.
+
+/// Log lines saying the installer wrote our entry into a chain.
+fn chain_writes(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("last in the chain"))
+        .count()
+}
+
+/// The primary's file under two names the runtime reads: `10-calico.conflist`, a link to
+/// `calico.conflist` beside it (a versioned file and its stable name). It is one file: the
+/// entry goes in once and stays. (12014ab puts it in through one name, takes it out through
+/// the other, and again, about 25 times a second; the chain holds us half the time.)
+fn two_names_of_one_file_are_one_network() {
+    let n = Node::new("alias");
+    std::fs::write(n.net("calico.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink("calico.conflist", n.net("10-calico.conflist")).unwrap();
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    let fight = n.until(2 * SECOND, || chain_writes(&i.log()) > 2);
+    assert!(
+        fight.is_none(),
+        "the chain was rewritten {} times in {fight:?}:\n{}",
+        chain_writes(&i.log()),
+        i.log()
+    );
+    assert!(n.holds_us("calico.conflist") && n.is_ready(&[]));
+}
+
+/// libcni reads JSON with Go's encoding/json, which takes bytes that are not UTF-8 in a string
+/// (a Latin-1 `é`) as U+FFFD: the file is the runtime's network (podman 4.3, CNI backend, lists
+/// it). The installer must not put the entry in the next file and say ready while the runtime
+/// uses this one without it.
+fn a_network_that_is_not_utf8_is_still_the_runtimes() {
+    let n = Node::new("latin1");
+    let mut bytes = LIST.replace("\"dbnet\"", "\"caf\u{1}\"").into_bytes();
+    for b in bytes.iter_mut().filter(|b| **b == 1) {
+        *b = 0xe9;
+    }
+    assert!(std::str::from_utf8(&bytes).is_err());
+    std::fs::write(n.net("10-latin1.conflist"), &bytes).unwrap();
+    std::fs::write(n.net("20-dbnet.conflist"), LIST).unwrap();
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let (code, why) = n.ready(&[]);
+    assert!(
+        !n.holds_us("20-dbnet.conflist") && (code != 0 || why.contains("10-latin1")),
+        "the entry went to 20-dbnet.conflist, which the runtime does not use ({code}: {why}):\n{}",
+        i.log()
+    );
+}
+
+/// The primary's file is a link into `calico/`, itself a link to an absolute path: the host
+/// resolves that path on the host, the installer (another mount namespace, the directory
+/// mounted elsewhere) in its own. Not ready, naming it, as for a file link out of sight; never
+/// a write into whatever the installer's view has at that path.
+fn a_link_through_a_directory_out_of_sight_is_not_ready() {
+    let n = Node::new("dirlink");
+    let outside = n.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("10-calico.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink(&outside, n.net("calico")).unwrap();
+    std::os::unix::fs::symlink("calico/10-calico.conflist", n.net("10-calico.conflist")).unwrap();
+    let mut i = n.start(&["--host-cni-conf-dir", "/etc/cni/net.d"]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let (_, log) = i.stop();
+    assert_eq!(
+        std::fs::read_to_string(outside.join("10-calico.conflist")).unwrap(),
+        LIST,
+        "written through a link out of the directory:\n{log}"
+    );
+    assert!(log.contains("not ready"), "{log}");
+}
+
+/// The plugin binary loses its execute permission (a chmod, a restore from a backup): the
+/// runtime cannot run it. It is put back within a second, as a removed one is. (12014ab
+/// compares bytes only, and skips a file whose inode, size and mtime are unchanged.)
+fn a_binary_without_execute_permission_is_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new("noexec");
+    let i = n.installed_on_a_list(&[]);
+    let bin = n.dir.join("bin/meshtables-cni");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let executable =
+        || std::fs::metadata(&bin).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111);
+    let took = n.until(5 * SECOND, executable);
+    assert!(
+        took.is_some_and(|t| t < 2 * SECOND),
+        "{took:?}\n{}",
+        i.log()
+    );
+}
+
+/// A binary the runtime cannot execute is not a whole installation: not ready (12014ab compares
+/// its bytes only, and says ready).
+fn readiness_is_false_for_a_binary_without_execute_permission() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new("readiness-noexec");
+    let i = n.installed_on_a_list(&["--uninstall=false"]);
+    drop(i);
+    let bin = n.dir.join("bin/meshtables-cni");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, why) = n.ready(&["--uninstall=false"]);
+    assert!(code == 1 && why.contains("meshtables-cni"), "{why}");
+}
+
+/// An installer that a newer one displaced (an upgrade's new pod, OOM-killed while it copied
+/// the binary) left its temporary files after this one's last sweep; this one is the last
+/// installer and stops. Nothing of ours stays: 12014ab sweeps every tenth pass, never at
+/// uninstall, and leaves them (a binary's is the binary's size).
+fn uninstall_removes_temporary_files_a_killed_installer_left_meanwhile() {
+    let n = Node::new("late-leftovers");
+    let mut i = n.installed_on_a_list(&[]);
+    assert!(n.until(5 * SECOND, || n.is_ready(&[])).is_some());
+    std::fs::write(
+        n.net(".10-dbnet.conflist.meshtables-tmp-12345-7"),
+        "half a file",
+    )
+    .unwrap();
+    std::fs::write(
+        n.dir.join("bin/.meshtables-cni.meshtables-tmp-12345-6"),
+        "half a binary",
+    )
+    .unwrap();
+    assert_eq!(i.stop().0, 0);
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(left, ["10-dbnet.conflist"]);
+    let bin: Vec<_> = std::fs::read_dir(n.dir.join("bin")).unwrap().collect();
+    assert!(bin.is_empty(), "{bin:?}");
+}
+
+/// The previous version (72b6312) holds `.meshtables-cni-installers.lock` shared while it
+/// runs, and at SIGTERM uninstalls only if it can take that lock exclusively. In an upgrade
+/// from it, the new installer runs beside it (maxSurge) and the old pod is stopped once the
+/// new one is ready: the new one must hold that lock too, or the old one takes the entry out
+/// and removes the binary under it (measured with the 72b6312 binary: both gone for 150 ms,
+/// until the new installer put them back; pods started then are not intercepted).
+fn the_previous_version_sees_the_new_installer() {
+    use nix::fcntl::{Flock, FlockArg};
+    let n = Node::new("legacy-lock");
+    // The old installer, as 72b6312 opens and locks the file at start.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(n.net(".meshtables-cni-installers.lock"))
+        .unwrap();
+    let old = Flock::lock(file, FlockArg::LockShared)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let new = n.installed_on_a_list(&[]);
+    // Its SIGTERM: "alone" if the exclusive lock is free.
+    let alone = old.relock(FlockArg::LockExclusiveNonblock).is_ok();
+    assert!(
+        !alone,
+        "the previous version would uninstall under the running new installer:\n{}",
+        new.log()
+    );
+}
+
+/// The previous version leaves `.meshtables-cni-installers.lock` in the directory; the last
+/// installer to stop leaves nothing of ours.
+fn uninstall_removes_the_previous_versions_lock_file() {
+    let n = Node::new("legacy-lock-file");
+    std::fs::write(n.net(".meshtables-cni-installers.lock"), "").unwrap();
+    let mut i = n.installed_on_a_list(&[]);
+    assert_eq!(i.stop().0, 0);
+    let left: Vec<String> = n
+        .listing()
+        .into_iter()
+        .filter(|f| !f.ends_with(".log"))
+        .collect();
+    assert_eq!(left, ["10-dbnet.conflist"]);
+}
+
+/// A writer keeps putting back the file as it was installed, our entry included (a
+/// configuration manager that took its snapshot then) while the installer stops. Uninstall
+/// cannot take the entry out for good; it must then keep the binary the chain names (and say
+/// so), never leave a chain whose plugin is gone: every pod's ADD would fail. (12014ab gives up
+/// after ten tries, or reads the file in the instant it is empty, and removes the binary.)
+fn uninstall_never_leaves_a_chain_naming_a_missing_binary() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = Node::new("manager");
+    let mut i = n.installed_on_a_list(&[]);
+    let path = n.net("10-dbnet.conflist");
+    let installed = std::fs::read(&path).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let tmp = path.with_extension("manager-tmp");
+                std::fs::write(&tmp, &installed).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (code, log) = i.stop();
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let bin = n.dir.join("bin/meshtables-cni");
+    assert!(
+        !n.holds_any("10-dbnet.conflist") || bin.exists(),
+        "the chain names meshtables-cni, whose binary uninstall removed (exit {code}):\n{log}"
+    );
+}
+
+/// A primary that opened its `.conf` before the installer converted it, and rewrites it in
+/// place without truncating first (write, then ftruncate: never an empty file). Its write
+/// reaches the `.conf` the conversion removed, just after: that is the primary's newest, and
+/// the chain takes it, as it does for a list replaced under such a writer. (12014ab watches
+/// replaced lists, not removed `.conf` files: the write is lost, in the chain and at uninstall.)
+fn a_late_write_into_a_converted_conf_is_kept() {
+    use std::os::unix::fs::FileExt;
+    let n = Node::new("conf-late");
+    let conf = n.net("10-dbnet.conf");
+    std::fs::write(&conf, CONF).unwrap();
+    let held = std::fs::OpenOptions::new().write(true).open(&conf).unwrap();
+    let mut i = n.start(&[]);
+    let converted = || n.holds_us("10-dbnet.conflist") && !conf.exists();
+    assert!(n.until(5 * SECOND, converted).is_some(), "{}", i.log());
+    let newer = CONF.replace("cni0", "cni1");
+    held.write_all_at(newer.as_bytes(), 0).unwrap();
+    held.set_len(newer.len() as u64).unwrap();
+    drop(held);
+    let list = n.net("10-dbnet.conflist");
+    let kept = || {
+        std::fs::read(&list).is_ok_and(|b| {
+            serde_json::from_slice::<Value>(&b).is_ok_and(|v| v["plugins"][0]["bridge"] == "cni1")
+        })
+    };
+    assert!(
+        n.until(5 * SECOND, kept).is_some(),
+        "the primary's write after the conversion was lost:\n{}\n{}",
+        std::fs::read_to_string(&list).unwrap_or_default(),
+        i.log()
+    );
+    assert_eq!(i.stop().0, 0);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), newer);
+}
+
+/// `kubectl delete` during an upgrade's surge: both installers on the node get SIGTERM at
+/// once. The last one to stop uninstalls; 12014ab's each looks whether the other is alive,
+/// and when both look before either is gone, both leave everything installed and nothing ever
+/// uninstalls (measured without strace: 6 times in 8). strace makes every `write` wait 0.3 s
+/// (a loaded node's scheduling: the installer logs a line on SIGTERM, looks, and logs another
+/// before it lets go), so both look before either is gone.
+fn two_installers_stopped_together_still_uninstall() {
+    let n = Node::new("together");
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let slow_writes = ["-e", "trace=write", "-e", "inject=write:delay_enter=300000"];
+    let (mut older, _) = n.start_traced(&slow_writes, &[]);
+    assert!(
+        n.until(10 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some(),
+        "{}",
+        older.log()
+    );
+    let (mut newer, _) = n.start_traced(&slow_writes, &[]);
+    // Each log line is two writes: a line ends, and its writer is back in its loop, at the newline.
+    let said = |i: &Installer, what: &str| {
+        let log = i.log();
+        log.contains(what) && log.ends_with('\n')
+    };
+    let both_up = || said(&older, "standing by") && said(&newer, "ready");
+    assert!(
+        n.until(10 * SECOND, both_up).is_some(),
+        "{}\n{}",
+        older.log(),
+        newer.log()
+    );
+    older.signal(nix::sys::signal::Signal::SIGTERM);
+    newer.signal(nix::sys::signal::Signal::SIGTERM);
+    let (a, la) = older.exits();
+    let (b, lb) = newer.exits();
+    assert!(
+        !n.holds_any("10-dbnet.conflist") && !n.dir.join("bin/meshtables-cni").exists(),
+        "both stopped ({a}, {b}) and the plugin stays installed:\n{la}\n{lb}"
+    );
+}
+
+/// strace holds the installer at its first exchange (the compare before it passed); the primary
+/// renames its newer version in then, so the exchange displaces it; the installer is SIGKILLed
+/// as it was about to put it back. The primary's newer write is then only in the killed
+/// installer's temporary file: the next installer must put it in place (with our entry), not
+/// sweep it away as a leftover.
+fn a_sigkill_before_a_displaced_write_is_put_back_loses_nothing() {
+    let n = Node::new("displaced");
+    let path = n.net("10-dbnet.conflist");
+    std::fs::write(&path, list_version(1)).unwrap();
+    let (mut i, trace) = n.start_traced(
+        &[
+            "-e",
+            "trace=renameat2",
+            "-e",
+            "inject=renameat2:delay_enter=500000:when=1..2",
+        ],
+        &[],
+    );
+    let entered = |k: usize| {
+        std::fs::read_to_string(&trace).is_ok_and(|t| t.matches("renameat2(").count() >= k)
+    };
+    assert!(n.until(10 * SECOND, || entered(1)).is_some(), "{}", i.log());
+    primary_write(&path, &list_version(2), Writes::Rename);
+    assert!(
+        n.until(10 * SECOND, || entered(2)).is_some(),
+        "{}\n{}",
+        i.log(),
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
+    i.kill();
+    let last: Value = serde_json::from_str(&list_version(2)).unwrap();
+    let next = n.start(&[]);
+    let kept = || {
+        std::fs::read(&path).is_ok_and(|b| {
+            ends_with_us(&b)
+                && serde_json::from_slice::<Value>(&b).is_ok_and(|v| without_us(&v) == last)
+        })
+    };
+    assert!(
+        n.until(5 * SECOND, kept).is_some(),
+        "the primary's last write is lost: {:?}\n{}\n{}",
+        n.listing(),
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        next.log()
+    );
+}
+
+/// The primary's file is a link it swaps (a new version written beside the old, then the link
+/// renamed over): the entry follows the link, and the old target, no longer the chain, keeps no
+/// entry of ours, while the installer runs and after uninstall. (12014ab leaves it there: a
+/// primary that swaps back, as A/B writers do, brings back a chain naming a plugin that
+/// uninstall removed.)
+fn a_link_swapped_away_leaves_no_entry_in_the_old_target() {
+    let n = Node::new("swap");
+    std::fs::create_dir_all(n.net("calico")).unwrap();
+    std::fs::write(n.net("calico/a.conflist"), LIST).unwrap();
+    std::os::unix::fs::symlink("calico/a.conflist", n.net("10-calico.conflist")).unwrap();
+    let mut i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico/a.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    std::fs::write(n.net("calico/b.conflist"), list_version(2)).unwrap();
+    std::os::unix::fs::symlink("calico/b.conflist", n.net(".10-calico.link")).unwrap();
+    std::fs::rename(n.net(".10-calico.link"), n.net("10-calico.conflist")).unwrap();
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("calico/b.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    let old_clean = || !n.holds_any("calico/a.conflist");
+    let cleaned = n.until(5 * SECOND, old_clean);
+    let (code, log) = i.stop();
+    assert!(
+        cleaned.is_some() && old_clean(),
+        "the old target keeps our entry (exit {code}):\n{}\n{log}",
+        std::fs::read_to_string(n.net("calico/a.conflist")).unwrap()
+    );
+}
+
+/// The memory limit of the installer's container in deploy/ (`resources.limits.memory`).
+fn manifest_memory_limit() -> u64 {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/meshtables-cni.yaml"
+    ))
+    .unwrap();
+    let ds = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "DaemonSet")
+        .unwrap();
+    let limit = ds["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (num, unit) = limit.split_at(limit.find(|c: char| !c.is_ascii_digit()).unwrap());
+    let unit = match unit {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => panic!("unit {other}"),
+    };
+    num.parse::<u64>().unwrap() * unit
+}
+
+/// The DaemonSet gives the installer 64 MiB of memory, and 12014ab reads every configuration
+/// file whole (up to 64 MiB each, all of them at once, every second; 20 files of 60 MiB: 1.2 GB
+/// resident, cni-ready 3.5 s): a file half the limit, before the network, must be refused
+/// unread (not ready, "larger than"), not read by a process the limit then kills.
+fn a_file_of_half_the_memory_limit_is_not_read_whole() {
+    let limit = manifest_memory_limit();
+    let n = Node::new("huge");
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let big = std::fs::File::create(n.net("05-big.conflist")).unwrap();
+    big.set_len(limit / 2).unwrap();
+    drop(big);
+    let i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    let log = i.log();
+    assert!(
+        log.contains("05-big.conflist") && log.contains("larger than"),
+        "a {} MiB file was read whole by an installer limited to {} MiB:\n{log}",
+        (limit / 2) >> 20,
+        limit >> 20
+    );
+}
+
+/// The kubeconfig's name is a setting; a file of that name that the installer did not write
+/// (istio-cni's own, still on the node during a migration, with Istio's
+/// `KUBECONFIG_FILENAME` copied) is a conflict to report, never a file to overwrite, nor to
+/// remove at uninstall.
+fn a_kubeconfig_name_taken_by_another_file_is_not_overwritten() {
+    let n = Node::new("kubeconfig-name");
+    let theirs = "# Kubeconfig file for Istio CNI plugin.\napiVersion: v1\nkind: Config\nusers:\n- name: istio-cni\n  user:\n    token: theirs\n";
+    let path = n.net("ZZZ-istio-cni-kubeconfig");
+    std::fs::write(&path, theirs).unwrap();
+    std::fs::write(n.net("10-dbnet.conflist"), LIST).unwrap();
+    let mut i = n.start(&["--kubeconfig-name", "ZZZ-istio-cni-kubeconfig"]);
+    assert!(
+        n.until(5 * SECOND, || i.log().contains("ready")).is_some(),
+        "{}",
+        i.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        theirs,
+        "{}",
+        i.log()
+    );
+    let (_, log) = i.stop();
+    assert_eq!(
+        std::fs::read_to_string(&path).ok().as_deref(),
+        Some(theirs),
+        "{log}"
+    );
+}
+
+/// In iptables mode (`--native-nftables=false`, the flag's default) the plugin's STATUS wants
+/// iptables-restore in PATH. The runtime runs the plugin on the host, which has it (this
+/// machine); cni-ready runs in the installer's container, whose image (FROM scratch) has
+/// nothing in PATH. Readiness must not depend on the container's PATH: 12014ab's is false
+/// forever there, so the DaemonSet never becomes ready (nor does istiod untaint the node).
+fn readiness_in_iptables_mode_does_not_depend_on_the_installers_path() {
+    let n = Node::new("iptables-mode");
+    let _i = n.installed_on_a_list(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.is_ready(&[])).is_some(),
+        "{:?}",
+        n.ready(&[])
+    );
+    let empty = n.dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, why) = n.ready_env(&[], &[("PATH", empty.to_str().unwrap())]);
+    assert_eq!(code, 0, "{why}");
+}
+
+/// The host's configuration directory is removed and made again (`rm -rf /etc/cni/net.d`, the
+/// primary writes its file again). The installer's pod mounts the directory (a bind mount, as
+/// the kubelet mounts a hostPath), so its view is the removed directory: it must see that and
+/// exit, for the kubelet to restart it on the new one, or reach the new one. 12014ab waits
+/// forever, "waiting for the primary plugin's file", while the runtime uses a chain without us.
+fn an_installer_whose_directory_was_replaced_does_not_wait_forever() {
+    let n = Node::new("replaced");
+    let host = n.dir.join("host-net");
+    std::fs::create_dir_all(&host).unwrap();
+    let mounted = n.dir.join("net");
+    assert!(
+        std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&host)
+            .arg(&mounted)
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(mounted.clone());
+    std::fs::write(host.join("10-dbnet.conflist"), LIST).unwrap();
+    let mut i = n.start(&[]);
+    assert!(
+        n.until(5 * SECOND, || n.holds_us("10-dbnet.conflist"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    std::fs::remove_dir_all(&host).unwrap();
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("10-dbnet.conflist"), LIST).unwrap();
+    let in_host = || std::fs::read(host.join("10-dbnet.conflist")).is_ok_and(|b| ends_with_us(&b));
+    let t = Instant::now();
+    let mut exited = false;
+    while t.elapsed() < 5 * SECOND && !exited && !in_host() {
+        exited = i.has_exited();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        exited || in_host(),
+        "the installer still waits in the removed directory:\n{}",
+        i.log()
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     t.add(
@@ -1486,5 +2124,123 @@ fn main() {
             bad_settings_exit_2_naming_the_flag(name, args, env, names),
         );
     }
+    let strace = support::trials::Needs {
+        root: false,
+        programs: &["strace"],
+        shared: false,
+    };
+    for (name, file, content) in [
+        (
+            "a_list_without_a_name",
+            "10-noname.conflist",
+            r#"{"cniVersion": "0.4.0", "plugins": [{"type": "bridge"}]}"#,
+        ),
+        (
+            "a_plugin_without_a_type",
+            "10-notype.conflist",
+            r#"{"cniVersion": "0.4.0", "name": "dbnet", "plugins": [{"type": "bridge"}, {"capabilities": {"portMappings": true}}]}"#,
+        ),
+        ("a_list_in_a_conf_file", "10-dbnet.conf", LIST),
+        (
+            "a_single_plugin_in_a_conflist_file",
+            "10-single.conflist",
+            r#"{"cniVersion": "0.4.0", "name": "dbnet", "type": "bridge", "bridge": "cni0"}"#,
+        ),
+    ] {
+        t.add(
+            format!("libcni::{name}_is_never_touched"),
+            NOTHING,
+            invalid_files_are_never_touched(file, content),
+        );
+    }
+    t.add(
+        "libcni::a_network_that_is_not_utf8_is_still_the_runtimes",
+        NOTHING,
+        a_network_that_is_not_utf8_is_still_the_runtimes,
+    );
+    t.add(
+        "writes::two_names_of_one_file_are_one_network",
+        NOTHING,
+        two_names_of_one_file_are_one_network,
+    );
+    t.add(
+        "writes::a_link_through_a_directory_out_of_sight_is_not_ready",
+        NOTHING,
+        a_link_through_a_directory_out_of_sight_is_not_ready,
+    );
+    t.add(
+        "writes::a_link_swapped_away_leaves_no_entry_in_the_old_target",
+        NOTHING,
+        a_link_swapped_away_leaves_no_entry_in_the_old_target,
+    );
+    t.add(
+        "writes::a_late_write_into_a_converted_conf_is_kept",
+        NOTHING,
+        a_late_write_into_a_converted_conf_is_kept,
+    );
+    t.add(
+        "lifecycle::a_binary_without_execute_permission_is_repaired",
+        NOTHING,
+        a_binary_without_execute_permission_is_repaired,
+    );
+    t.add(
+        "lifecycle::uninstall_never_leaves_a_chain_naming_a_missing_binary",
+        NOTHING,
+        uninstall_never_leaves_a_chain_naming_a_missing_binary,
+    );
+    t.add(
+        "lifecycle::an_installer_whose_directory_was_replaced_does_not_wait_forever",
+        root(&["mount", "umount"]),
+        an_installer_whose_directory_was_replaced_does_not_wait_forever,
+    );
+    t.add(
+        "readiness::false_for_a_binary_without_execute_permission",
+        NOTHING,
+        readiness_is_false_for_a_binary_without_execute_permission,
+    );
+    t.add(
+        "readiness::iptables_mode_does_not_depend_on_the_installers_path",
+        support::trials::Needs {
+            root: false,
+            programs: &["iptables-restore"],
+            shared: false,
+        },
+        readiness_in_iptables_mode_does_not_depend_on_the_installers_path,
+    );
+    t.add(
+        "crash::uninstall_removes_temporary_files_a_killed_installer_left_meanwhile",
+        NOTHING,
+        uninstall_removes_temporary_files_a_killed_installer_left_meanwhile,
+    );
+    t.add(
+        "crash::a_sigkill_before_a_displaced_write_is_put_back_loses_nothing",
+        strace,
+        a_sigkill_before_a_displaced_write_is_put_back_loses_nothing,
+    );
+    t.add(
+        "upgrade::the_previous_version_sees_the_new_installer",
+        NOTHING,
+        the_previous_version_sees_the_new_installer,
+    );
+    t.add(
+        "upgrade::uninstall_removes_the_previous_versions_lock_file",
+        NOTHING,
+        uninstall_removes_the_previous_versions_lock_file,
+    );
+    t.add(
+        "upgrade::two_installers_stopped_together_still_uninstall",
+        strace,
+        two_installers_stopped_together_still_uninstall,
+    );
+    t.add(
+        "bounds::a_file_of_half_the_memory_limit_is_not_read_whole",
+        NOTHING,
+        a_file_of_half_the_memory_limit_is_not_read_whole,
+    );
+    t.add(
+        "ownership::a_kubeconfig_name_taken_by_another_file_is_not_overwritten",
+        NOTHING,
+        a_kubeconfig_name_taken_by_another_file_is_not_overwritten,
+    );
     t.run()
 }

@@ -68,6 +68,37 @@ pub fn enabled(level: Level) -> bool {
     level as u8 >= LEVEL.load(Ordering::Relaxed) && level != Level::None
 }
 
+/// `c`, or its escape when it is a control character (`\n`, `\u{1b}`).
+trait EscapeControls {
+    fn escape_default_controls(self) -> EscapedChar;
+}
+
+/// A character as written in a text record.
+enum EscapedChar {
+    Plain(Option<char>),
+    Escaped(std::char::EscapeDefault),
+}
+
+impl Iterator for EscapedChar {
+    type Item = char;
+    fn next(&mut self) -> Option<char> {
+        match self {
+            EscapedChar::Plain(c) => c.take(),
+            EscapedChar::Escaped(e) => e.next(),
+        }
+    }
+}
+
+impl EscapeControls for char {
+    fn escape_default_controls(self) -> EscapedChar {
+        if self.is_control() && self != '\t' {
+            EscapedChar::Escaped(self.escape_default())
+        } else {
+            EscapedChar::Plain(Some(self))
+        }
+    }
+}
+
 /// Writes one record to stderr.
 pub fn log(level: Level, msg: &str) {
     if !enabled(level) {
@@ -77,6 +108,12 @@ pub fn log(level: Level, msg: &str) {
     let line = if JSON.load(Ordering::Relaxed) {
         serde_json::json!({"time": now, "level": level.name(), "msg": msg}).to_string()
     } else {
+        // One record, one line: a newline or other control character in a message (a file
+        // name from a directory others write) cannot forge a record of its own.
+        let msg: String = msg
+            .chars()
+            .flat_map(char::escape_default_controls)
+            .collect();
         format!("{now}\t{}\t{msg}", level.name())
     };
     let _ = writeln!(std::io::stderr().lock(), "{line}");

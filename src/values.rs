@@ -739,7 +739,7 @@ pub fn absolute_path(s: &str) -> Result<std::path::PathBuf, Problem> {
 pub fn file_name(s: &str) -> Result<String, Problem> {
     let s = s.trim();
     if s.is_empty() || s.contains(['/', '\n', '\0']) || s == "." || s == ".." {
-        Err("is not a file name (expected a name without /)".into())
+        Err("is not a file name (expected a name without /, a newline or NUL)".into())
     } else {
         Ok(s.to_string())
     }

@@ -562,6 +562,26 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
 
 /// Whether ADD could work now: the kubeconfig is usable, and the backend's tools exist.
 pub(crate) fn status(conf: &NetConf) -> Result<(), CniError> {
+    status_of_settings(conf)?;
+    let native = conf
+        .flags
+        .get(&flags::NATIVE_NFTABLES.spec)
+        .and_then(parse_bool)
+        == Some(true);
+    if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {
+        return Err(CniError::new(
+            code::NOT_AVAILABLE,
+            "the plugin is not available",
+            "no iptables-restore in PATH (set native-nftables, which needs no binaries)",
+        ));
+    }
+    Ok(())
+}
+
+/// The part of STATUS that depends on the configuration alone (its kubeconfig loads), not on
+/// the machine's tools: what the installer's readiness can judge from inside its container,
+/// where the host's PATH is not.
+pub(crate) fn status_of_settings(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |details: String| {
         CniError::new(code::NOT_AVAILABLE, "the plugin is not available", details)
     };
@@ -574,16 +594,6 @@ pub(crate) fn status(conf: &NetConf) -> Result<(), CniError> {
             k.kubeconfig.display(),
             no_kubernetes().details
         )));
-    }
-    let native = conf
-        .flags
-        .get(&flags::NATIVE_NFTABLES.spec)
-        .and_then(parse_bool)
-        == Some(true);
-    if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {
-        return Err(unavailable(
-            "no iptables-restore in PATH (set native-nftables, which needs no binaries)".into(),
-        ));
     }
     Ok(())
 }

@@ -25,11 +25,40 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
-/// The largest configuration file the installer judges; the runtimes read any size, so a
-/// bigger file makes the installer "not ready" rather than guess.
-pub const MAX_CONF: u64 = 64 << 20;
+/// The largest configuration file the installer judges (real ones are a few kilobytes). The
+/// runtimes read any size, so a bigger file before the network makes the installer "not
+/// ready", saying so, rather than guess; the file is never read whole (the DaemonSet's memory
+/// limit would kill the installer first).
+pub const MAX_CONF: u64 = 1 << 20;
 
 const TMP_MARK: &str = ".meshtables-tmp-";
+/// The temporary file of a replacement: after the exchange it holds what was displaced, so a
+/// killed installer's one may hold the primary's newest write (`remove_leftovers`).
+const SWAP_MARK: &str = ".meshtables-swap-";
+
+/// The longest file name Linux filesystems take.
+const NAME_MAX: usize = 255;
+
+/// `.<name><suffix>`, or, when that is longer than a file name may be, `.<the name's first
+/// bytes>-<FNV-1a hash of the name><suffix>`: the same for every installer version.
+pub fn dot_name(name: &[u8], suffix: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = b".".to_vec();
+    if 1 + name.len() + suffix.len() <= NAME_MAX {
+        out.extend_from_slice(name);
+    } else {
+        let hash = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let keep = NAME_MAX
+            .saturating_sub(1 + 17 + suffix.len())
+            .min(name.len());
+        out.extend_from_slice(&name[..keep]);
+        out.extend_from_slice(format!("-{hash:016x}").as_bytes());
+    }
+    out.extend_from_slice(suffix.as_bytes());
+    std::ffi::OsStr::from_bytes(&out).to_os_string()
+}
 
 /// Temporary names for one installer.
 #[derive(Debug)]
@@ -48,21 +77,37 @@ impl Temps {
 
     /// A fresh temporary path beside `target`.
     pub fn beside(&self, target: &Path) -> PathBuf {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        self.marked(target, TMP_MARK)
+    }
+
+    /// A fresh temporary path beside `target` for a replacement (see `SWAP_MARK`).
+    fn swap_beside(&self, target: &Path) -> PathBuf {
+        self.marked(target, SWAP_MARK)
+    }
+
+    fn marked(&self, target: &Path, mark: &str) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let name = target.file_name().map(|n| n.as_bytes()).unwrap_or_default();
         let n = self.n.get();
         self.n.set(n + 1);
-        dir_of(target).join(format!(".{name}{TMP_MARK}{}-{n}", self.id))
+        dir_of(target).join(dot_name(name, &format!("{mark}{}-{n}", self.id)))
     }
 
     /// The installer id in a temporary name of ours, if `name` is one.
     pub fn owner(name: &str) -> Option<u64> {
-        let rest = &name[name.rfind(TMP_MARK)? + TMP_MARK.len()..];
-        let (id, n) = rest.split_once('-')?;
+        let at = name.rfind(TMP_MARK).map(|i| i + TMP_MARK.len());
+        let at = at.or_else(|| name.rfind(SWAP_MARK).map(|i| i + SWAP_MARK.len()))?;
+        let (id, n) = name[at..].split_once('-')?;
         n.parse::<u64>().ok()?;
         id.parse().ok()
+    }
+
+    /// For a replacement's temporary name: the file it replaced (`None` for a hashed name).
+    fn swap_target(name: &str) -> Option<&str> {
+        let stem = name.strip_prefix('.')?;
+        let at = stem.rfind(SWAP_MARK)?;
+        let target = &stem[..at];
+        (!target.is_empty()).then_some(target)
     }
 
     /// Whether `name` is a temporary file of this installer.
@@ -88,7 +133,10 @@ fn write_temp(
     mode: u32,
     temps: &Temps,
 ) -> std::io::Result<(PathBuf, u64)> {
-    let tmp = temps.beside(target);
+    write_new(temps.beside(target), bytes, mode)
+}
+
+fn write_new(tmp: PathBuf, bytes: &[u8], mode: u32) -> std::io::Result<(PathBuf, u64)> {
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -126,6 +174,7 @@ pub struct Seen {
     pub bytes: Vec<u8>,
     file: std::fs::File,
     ino: u64,
+    dev: u64,
 }
 
 impl Seen {
@@ -142,7 +191,13 @@ impl Seen {
             bytes: self.bytes.clone(),
             file: self.file.try_clone()?,
             ino: self.ino,
+            dev: self.dev,
         })
+    }
+
+    /// The file's identity (device, inode): two names of one file have the same.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.dev, self.ino)
     }
 
     /// The permission bits of the file read (a rewrite keeps them).
@@ -198,6 +253,7 @@ pub fn see(path: &Path) -> std::io::Result<Seen> {
         bytes,
         file,
         ino: meta.ino(),
+        dev: meta.dev(),
     })
 }
 
@@ -221,7 +277,7 @@ fn ino_of(p: &Path) -> Option<u64> {
 
 /// Replaces `path`, which held `seen` when read, with `bytes`, unless it changed since.
 pub fn replace(path: &Path, seen: &Seen, bytes: &[u8], temps: &Temps) -> std::io::Result<Replaced> {
-    let (tmp, ours) = write_temp(path, bytes, seen.mode(), temps)?;
+    let (tmp, ours) = write_new(temps.swap_beside(path), bytes, seen.mode())?;
     let unchanged = ino_of(path) == Some(seen.ino) && seen.overtaken().is_none();
     if !unchanged {
         let _ = std::fs::remove_file(&tmp);
@@ -303,68 +359,118 @@ pub fn remove(path: &Path, seen: &Seen, temps: &Temps) -> std::io::Result<bool> 
 
 /// Where a file of the configuration directory really is, as the host resolves it, in this
 /// process's view. `dir` is the directory as mounted here, `host_dir` the same directory as the
-/// host (and so the runtime) sees it. A symbolic link is followed as the host would follow it;
-/// a target outside the directory is not visible here (unless both views are the same), and
-/// is an error naming it.
+/// host (and so the runtime) sees it. Every component is resolved as the host would resolve it
+/// (a link to a directory on the way included); a path that leaves the directory is not
+/// visible here (unless both views are the same), and is an error naming it.
 pub fn resolve(dir: &Path, host_dir: &Path, name: &std::ffi::OsStr) -> Result<PathBuf, String> {
     let same_view = dir == host_dir;
-    let mut host_path = host_dir.join(name);
-    for _ in 0..40 {
-        let here = if same_view {
-            host_path.clone()
-        } else {
-            match host_path.strip_prefix(host_dir) {
-                Ok(rest) => dir.join(rest),
-                Err(_) => {
+    let outside = |p: &Path| {
+        format!(
+            "{} leads to {}, outside {} (not mounted here: link within the directory, or mount the target at the same path)",
+            host_dir.join(name).display(),
+            p.display(),
+            host_dir.display()
+        )
+    };
+    let view = |p: &Path| -> Result<PathBuf, String> {
+        if same_view {
+            return Ok(p.to_path_buf());
+        }
+        p.strip_prefix(host_dir)
+            .map(|rest| dir.join(rest))
+            .map_err(|_| outside(p))
+    };
+    // The host path resolved so far (a directory), and the components still to walk.
+    let mut at = host_dir.to_path_buf();
+    let mut rest: Vec<std::ffi::OsString> = vec![name.to_os_string()];
+    let mut links = 0;
+    while let Some(c) = rest.pop() {
+        if c == "." || c.is_empty() {
+            continue;
+        }
+        if c == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&c);
+        let here = view(&next)?;
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
                     return Err(format!(
-                        "{} is a link to {}, outside {} (not mounted here: link within the directory, or mount the target at the same path)",
-                        host_dir.join(name).display(),
-                        host_path.display(),
-                        host_dir.display()
+                        "{}: too many levels of symbolic links",
+                        host_dir.join(name).display()
                     ));
                 }
+                let target =
+                    std::fs::read_link(&here).map_err(|e| format!("{}: {e}", here.display()))?;
+                if target.is_absolute() {
+                    // Walk it from the directory when it points inside it; from / only when
+                    // this process sees the host's paths.
+                    match target.strip_prefix(host_dir) {
+                        Ok(inside) if !same_view => {
+                            at = host_dir.to_path_buf();
+                            push_components(&mut rest, inside);
+                        }
+                        _ if same_view => {
+                            at = PathBuf::from("/");
+                            push_components(&mut rest, &target);
+                        }
+                        _ => return Err(outside(&target)),
+                    }
+                } else {
+                    push_components(&mut rest, &target);
+                }
             }
-        };
-        let Ok(meta) = std::fs::symlink_metadata(&here) else {
-            return Ok(here);
-        };
-        if !meta.file_type().is_symlink() {
-            return Ok(here);
+            Ok(_) => at = next,
+            // Missing: nothing more to resolve; the rest is taken as it is.
+            Err(_) => {
+                at = next;
+                while let Some(c) = rest.pop() {
+                    at.push(c);
+                }
+            }
         }
-        let target = std::fs::read_link(&here).map_err(|e| format!("{}: {e}", here.display()))?;
-        host_path = normalize(&dir_of(&host_path).join(target));
     }
-    Err(format!(
-        "{}: too many levels of symbolic links",
-        host_dir.join(name).display()
-    ))
+    view(&at)
 }
 
-/// `a/b/../c` → `a/c`, lexically (as the host resolves a link target relative to its
-/// directory; the directories on the way are the host's, not ours).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+/// Pushes `p`'s components onto the stack of components to walk (the first on top).
+fn push_components(rest: &mut Vec<std::ffi::OsString>, p: &Path) {
+    let parts: Vec<std::ffi::OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    rest.extend(parts.into_iter().rev());
 }
 
 /// Copies the running binary to `dest` unless `dest` already holds the same bytes; returns
 /// whether it wrote. The binary is read from /proc/self/exe, so the copy is what runs.
 pub fn install_binary(dest: &Path, temps: &Temps) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
     let me = std::fs::read("/proc/self/exe")?;
     if same_bytes(dest, &me) {
-        return Ok(false);
+        if is_executable(dest) {
+            return Ok(false);
+        }
+        // The right bytes that the runtime cannot run (a chmod, a restore from a backup).
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+        return Ok(true);
     }
     write_atomic(dest, &me, 0o755, temps)?;
     Ok(true)
+}
+
+/// Whether everyone may execute `path` (the runtime runs the plugin as root, but a mode
+/// without the bits is not one the installer wrote).
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0o111)
 }
 
 /// Whether `path` is a regular file holding exactly `bytes`.
@@ -389,8 +495,15 @@ fn see_any(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Removes the temporary files of installers that are no longer running (a kill between a
 /// temporary file's creation and its rename), and old-style ones (`.<name>.meshtables-<pid>`)
-/// a minute old. Returns what it removed.
-pub fn remove_leftovers(dir: &Path, dead: impl Fn(u64) -> bool) -> Vec<PathBuf> {
+/// a minute old. A killed installer's replacement file beside its target may hold what its
+/// exchange displaced: when `newer(displaced, target)` says it is another writer's newer
+/// write (the installer was killed before putting it back), it goes back in place instead.
+/// Returns what it removed or put back.
+pub fn remove_leftovers(
+    dir: &Path,
+    dead: impl Fn(u64) -> bool,
+    newer: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -401,7 +514,24 @@ pub fn remove_leftovers(dir: &Path, dead: impl Fn(u64) -> bool) -> Vec<PathBuf> 
             Some(id) => dead(id),
             None => is_old_style_temp(&name) && older_than_a_minute(&e.path()),
         };
-        if stale && std::fs::remove_file(e.path()).is_ok() {
+        if !stale {
+            continue;
+        }
+        if let Some(target) = Temps::swap_target(&name).map(|t| dir.join(t))
+            && let (Ok(displaced), Ok(there)) = (read(&e.path()), read(&target))
+            && newer(&displaced, &there)
+            && renameat2(
+                AT_FDCWD,
+                &e.path(),
+                AT_FDCWD,
+                &target,
+                RenameFlags::RENAME_EXCHANGE,
+            )
+            .is_ok()
+        {
+            removed.push(target);
+        }
+        if std::fs::remove_file(e.path()).is_ok() {
             removed.push(e.path());
         }
     }
@@ -533,6 +663,13 @@ mod tests {
             here.join("sub/real.conflist")
         );
         assert!(r("30-out.conflist").unwrap_err().contains("/opt/calico"));
+        std::os::unix::fs::symlink("/opt/calico", here.join("calico")).unwrap();
+        std::os::unix::fs::symlink("calico/x.conflist", here.join("50-via-dir.conflist")).unwrap();
+        assert!(
+            r("50-via-dir.conflist")
+                .unwrap_err()
+                .contains("/opt/calico")
+        );
         assert!(r("40-up.conflist").unwrap_err().contains("outside"));
         assert_eq!(r("plain").unwrap(), here.join("plain"));
     }
@@ -545,7 +682,7 @@ mod tests {
         std::fs::write(&live, "").unwrap();
         std::fs::write(&dead, "").unwrap();
         std::fs::write(d.join("a.conflist"), "").unwrap();
-        let removed = remove_leftovers(&d, |id| id == 8);
+        let removed = remove_leftovers(&d, |id| id == 8, &|_, _| false);
         assert_eq!(removed, [dead]);
         assert!(live.exists() && d.join("a.conflist").exists());
     }

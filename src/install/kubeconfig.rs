@@ -72,6 +72,19 @@ fn is_dns_name(s: &str) -> bool {
         })
 }
 
+/// Whether `bytes` is a kubeconfig this installer wrote (whatever its token or server): the
+/// user and context are named after the plugin. Another program's file of the same name
+/// (istio-cni's) is not ours to overwrite or remove.
+pub fn is_ours(bytes: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    v["current-context"] == "meshtables-cni"
+        && v["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["name"] == "meshtables-cni"))
+}
+
 /// The kubeconfig's bytes for the service account in `sa_dir`.
 pub fn make(sa_dir: &Path, env: &dyn EnvSource) -> Result<Vec<u8>, KubeconfigError> {
     let server = server(env)?;

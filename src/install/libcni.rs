@@ -240,7 +240,7 @@ pub enum PluginError {
 /// What this model cannot judge; the installer is then not ready, for this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unknown {
-    #[error("{} is {size} bytes, more than is read to judge it", String::from_utf8_lossy(.file))]
+    #[error("{} is {size} bytes, larger than is read to judge it", String::from_utf8_lossy(.file))]
     TooLarge { file: Vec<u8>, size: u64 },
     #[error("{} is not a regular file (not read)", String::from_utf8_lossy(.file))]
     NotRegular { file: Vec<u8> },

@@ -190,10 +190,7 @@ pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
 const BACKUP_SUFFIX: &str = ".meshtables-cni-backup";
 
 fn backup_name(orig: &[u8]) -> OsString {
-    let mut n = b".".to_vec();
-    n.extend_from_slice(orig);
-    n.extend_from_slice(BACKUP_SUFFIX.as_bytes());
-    OsString::from(std::ffi::OsStr::from_bytes(&n))
+    files::dot_name(orig, BACKUP_SUFFIX)
 }
 
 /// How long a network file that stopped loading (its writer rewriting it in place) keeps our
@@ -231,6 +228,9 @@ struct Watched {
     before: Seen,
     wrote: Vec<u8>,
     until: Instant,
+    /// The file whose backup holds what the primary wrote (the file itself, or the `.conf` a
+    /// conversion removed): an adopted late write becomes the backup too.
+    backup_of: OsString,
 }
 
 /// Messages logged once per change, by topic.
@@ -308,7 +308,8 @@ fn verdict_why(v: &Verdict) -> String {
 pub struct Installer {
     s: Settings,
     entry: Map<String, Value>,
-    presence: presence::Presence,
+    /// `None` once it has left (at SIGTERM).
+    presence: Option<presence::Presence>,
     temps: Temps,
     /// The plugin binary as last checked: inode, size, modification time.
     binary_seen: Option<(u64, u64, i64, i64)>,
@@ -316,6 +317,12 @@ pub struct Installer {
     home: Option<OsString>,
     home_lost_at: Option<Instant>,
     watched: Vec<Watched>,
+    /// Files we put the entry in through a link (their real paths): when a name stops
+    /// leading to one (the primary swapped its link), the entry comes out of it.
+    through_links: std::collections::BTreeSet<PathBuf>,
+    /// The lock of installers before this one, held so that such an installer stopped during
+    /// an upgrade leaves the plugin installed.
+    legacy: Option<presence::Legacy>,
     notes: Notes,
     passes: u64,
 }
@@ -331,6 +338,8 @@ impl Installer {
             ))
         })?;
         let temps = Temps::new(presence.id());
+        let presence = Some(presence);
+        let s_conf_dir = s.conf_dir.clone();
         Ok(Installer {
             s,
             entry,
@@ -340,6 +349,8 @@ impl Installer {
             home: None,
             home_lost_at: None,
             watched: Vec::new(),
+            through_links: std::collections::BTreeSet::new(),
+            legacy: Some(presence::Legacy::hold(&s_conf_dir)),
             notes: Notes::default(),
             passes: 0,
         })
@@ -372,7 +383,7 @@ impl Installer {
     /// the node makes this one stand by (it writes nothing).
     pub fn pass(&mut self, env: &dyn EnvSource) -> Pass {
         self.passes += 1;
-        if self.presence.newer_alive() {
+        if self.presence.as_ref().is_some_and(|p| p.newer_alive()) {
             self.watched.clear();
             self.home = None;
             return Pass {
@@ -392,17 +403,17 @@ impl Installer {
                 self.notes.say("binary", Level::Error, e.to_string());
             }
         }
-        match self.refresh_kubeconfig(env) {
-            Ok(()) => self.notes.clear("kubeconfig"),
-            Err(e) => {
-                failed = true;
-                self.notes.say(
-                    "kubeconfig",
-                    Level::Error,
-                    format!("the plugin's kubeconfig: {e}"),
-                );
-            }
+        // The entry names the kubeconfig: no entry before the kubeconfig is in place.
+        if let Err(e) = self.refresh_kubeconfig(env) {
+            let msg = format!("the plugin's kubeconfig: {e}");
+            self.notes.say("kubeconfig", Level::Error, msg.clone());
+            return Pass {
+                state: State::NotReady(msg),
+                again: false,
+                failed: true,
+            };
         }
+        self.notes.clear("kubeconfig");
         let (state, again) = match self.chain() {
             Ok(r) => r,
             Err(e) => {
@@ -417,13 +428,23 @@ impl Installer {
         }
     }
 
-    /// Removes temporary files that installers no longer running left behind.
+    /// Whether the configuration directory this installer works in was removed on the host
+    /// (a new one made in its place is not what this process's mount shows): it must restart.
+    pub fn directory_gone(&self) -> bool {
+        self.presence.as_ref().is_some_and(|p| p.dir_gone())
+    }
+
+    /// Removes temporary files that installers no longer running left behind; what a killed
+    /// installer's exchange displaced goes back in place if it is another writer's newer
+    /// write.
     fn remove_leftovers(&mut self) {
-        let presence = &self.presence;
+        let Some(presence) = &self.presence else {
+            return;
+        };
         for dir in [&self.s.conf_dir, &self.s.bin_dir] {
-            for p in files::remove_leftovers(dir, |id| !presence.alive(id)) {
+            for p in files::remove_leftovers(dir, |id| !presence.alive(id), &displaced_is_newer) {
                 logging::info(&format!(
-                    "removed {}, left by an installer that was killed",
+                    "{}: put right after an installer that was killed mid-write",
                     p.display()
                 ));
             }
@@ -435,7 +456,7 @@ impl Installer {
     fn install_binary(&mut self) -> Result<(), InstallError> {
         use std::os::unix::fs::MetadataExt;
         let dest = self.binary();
-        let stamp = |m: std::fs::Metadata| (m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+        let stamp = |m: std::fs::Metadata| (m.ino(), m.len(), m.mtime(), m.mode() as i64);
         let now = std::fs::metadata(&dest).ok().map(stamp);
         if now.is_some() && now == self.binary_seen {
             return Ok(());
@@ -455,8 +476,17 @@ impl Installer {
         }
         let bytes = kubeconfig::make(&self.s.sa_dir, env)?;
         let path = self.kubeconfig_path();
-        if files::read(&path).is_ok_and(|b| b == bytes) {
-            return Ok(());
+        match files::read(&path) {
+            Ok(there) if there == bytes => return Ok(()),
+            // Another program's file of that name (istio-cni's, during a migration): a
+            // conflict to report, not a file to overwrite.
+            Ok(there) if !kubeconfig::is_ours(&there) => {
+                return Err(InstallError::Watch(format!(
+                    "{} exists and is not a kubeconfig this installer wrote: not overwriting it (set --kubeconfig-name to another name)",
+                    path.display()
+                )));
+            }
+            _ => {}
         }
         files::write_atomic(&path, &bytes, 0o600, &self.temps).map_err(io("writing", &path))?;
         logging::info(&format!("wrote the plugin's kubeconfig {}", path.display()));
@@ -476,16 +506,25 @@ impl Installer {
             return Ok((State::NotReady(waiting), false));
         }
         let (state, again, target) = self.put_in(file)?;
+        let identity = file.seen.as_ref().map(Seen::identity);
         // Our entry in no other file (a network the runtime no longer uses, after a new
-        // lexically earlier one appeared; an older installer's).
+        // lexically earlier one appeared; an older installer's), but the network under
+        // another name is the network.
         for other in &survey.files {
+            let alias = other.path == file.path
+                || (identity.is_some() && other.seen.as_ref().map(Seen::identity) == identity);
             if other.name != file.name
+                && !alias
                 && Some(&other.name) != target.as_ref()
                 && conflist::holds(other.bytes(), None)
             {
                 self.take_out(other, &survey)?;
             }
         }
+        if file.path != self.s.conf_dir.join(&file.name) {
+            self.through_links.insert(file.path.clone());
+        }
+        self.forget_old_link_targets(&survey)?;
         if conflist::holds_istio_cni(file.bytes()) {
             self.notes.say(
                 "istio-cni",
@@ -499,6 +538,48 @@ impl Installer {
             self.notes.clear("istio-cni");
         }
         Ok((state, again))
+    }
+
+    /// The files we wrote through a link that no name leads to any more (the primary swapped
+    /// its link to a new file): the entry comes out of them, so a swap back cannot bring back
+    /// a chain naming a plugin that is gone.
+    fn forget_old_link_targets(&mut self, survey: &Survey) -> Result<(), InstallError> {
+        let current: std::collections::BTreeSet<&PathBuf> =
+            survey.files.iter().map(|f| &f.path).collect();
+        let gone: Vec<PathBuf> = self
+            .through_links
+            .iter()
+            .filter(|p| !current.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if self.take_out_of(&path)? {
+                self.through_links.remove(&path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes our entry out of a file no name of the directory leads to; returns whether it
+    /// holds none now.
+    fn take_out_of(&self, path: &Path) -> Result<bool, InstallError> {
+        let Ok(seen) = files::see(path) else {
+            return Ok(true);
+        };
+        let Ok(Some(without)) = conflist::remove(&seen.bytes) else {
+            return Ok(true);
+        };
+        match files::replace(path, &seen, &without, &self.temps).map_err(io("writing", path))? {
+            Replaced::Yes => {
+                logging::info(&format!(
+                    "took {} out of {}, which no name of the directory leads to any more",
+                    conflist::TYPE,
+                    path.display()
+                ));
+                Ok(true)
+            }
+            Replaced::Changed => Ok(false),
+        }
     }
 
     /// Whether to wait before moving the entry: the file that holds it stopped loading (its
@@ -596,7 +677,7 @@ impl Installer {
         {
             Replaced::Changed => Ok((changed(file), true, None)),
             Replaced::Yes => {
-                self.watch(&file.name, &file.path, seen, &new);
+                self.watch(&file.name, &file.path, seen, &new, &file.name);
                 self.home = Some(file.name.clone());
                 logging::info(&format!(
                     "put {} last in the chain of {}",
@@ -673,6 +754,11 @@ impl Installer {
         }
         let removed =
             files::remove(&file.path, seen, &self.temps).map_err(io("removing", &file.path))?;
+        if removed {
+            // A primary that had its `.conf` open may still write it: that write goes into the
+            // list (and becomes the `.conf`'s backup).
+            self.watch(&target_name, &target, seen, new, &file.name);
+        }
         logging::info(&format!(
             "put {} last in the chain of {}, converted from {}",
             conflist::TYPE,
@@ -698,7 +784,17 @@ impl Installer {
         files::write_atomic(&path, bytes, 0o600, &self.temps).map_err(io("writing", &path))
     }
 
-    fn watch(&mut self, name: &OsString, path: &Path, seen: &Seen, wrote: &[u8]) {
+    /// Watches `seen`, the file we replaced at `path` (or a conversion removed), for a write
+    /// that reaches it after our rename; `backup_of` names the file whose backup such a write
+    /// becomes.
+    fn watch(
+        &mut self,
+        name: &OsString,
+        path: &Path,
+        seen: &Seen,
+        wrote: &[u8],
+        backup_of: &OsString,
+    ) {
         if let Ok(before) = seen.try_clone() {
             self.watched.push(Watched {
                 name: name.clone(),
@@ -706,6 +802,7 @@ impl Installer {
                 before,
                 wrote: wrote.to_vec(),
                 until: Instant::now() + WATCH_FOR,
+                backup_of: backup_of.clone(),
             });
         }
     }
@@ -745,7 +842,10 @@ impl Installer {
                         w.path.display(),
                         conflist::TYPE
                     ));
-                    self.watch(&w.name, &w.path, &current, &new);
+                    if let Err(e) = self.write_backup(w.backup_of.as_bytes(), &newer) {
+                        logging::warn(&e.to_string());
+                    }
+                    self.watch(&w.name, &w.path, &current, &new, &w.backup_of);
                     adopted = true;
                 }
                 Ok(Replaced::Changed) => {}
@@ -811,18 +911,23 @@ impl Installer {
         }
     }
 
-    /// SIGTERM: uninstall, unless told not to or another installer runs on the node.
+    /// SIGTERM: uninstall, unless told not to or another installer runs on the node. Of
+    /// installers stopped together, the last to leave uninstalls (`Presence::leave`).
     pub fn stop(&mut self) -> Result<(), InstallError> {
         if !self.s.uninstall {
             logging::info("stopping; leaving the plugin installed (--uninstall=false)");
             return Ok(());
         }
-        if self.presence.others_alive() {
+        let Some(presence) = self.presence.take() else {
+            return Ok(());
+        };
+        let left = presence.leave(&self.s.conf_dir, Duration::from_secs(2));
+        let Some((true, _guard)) = left else {
             logging::info(
                 "stopping; another installer runs on this node (an upgrade): leaving the plugin installed",
             );
             return Ok(());
-        }
+        };
         let failures = self.uninstall();
         if failures.is_empty() {
             Ok(())
@@ -835,10 +940,12 @@ impl Installer {
     }
 
     /// Takes our entry out of every file that holds it, then removes the kubeconfig, the
-    /// binary and our backups. Every failure is reported.
+    /// binary and our backups. The binary goes only once no file holds the entry: a chain
+    /// never names a missing plugin. Every failure is reported.
     pub fn uninstall(&mut self) -> Vec<String> {
         let mut failures = Vec::new();
-        for attempt in 0..10 {
+        let mut holding = Vec::new();
+        for attempt in 0..5u64 {
             let survey = match Survey::read(&self.s.conf_dir, &self.s.host_conf_dir) {
                 Ok(s) => s,
                 Err(e) => {
@@ -846,28 +953,50 @@ impl Installer {
                     break;
                 }
             };
-            let mut all_out = true;
+            holding = survey
+                .files
+                .iter()
+                .filter(|f| conflist::holds(f.bytes(), None))
+                .map(|f| f.display())
+                .collect();
+            if holding.is_empty() {
+                break;
+            }
             for f in survey
                 .files
                 .iter()
                 .filter(|f| conflist::holds(f.bytes(), None))
             {
-                match self.take_out(f, &survey) {
-                    Ok(true) => {}
-                    Ok(false) => all_out = false,
-                    Err(e) => {
-                        failures.push(e.to_string());
-                    }
+                if let Err(e) = self.take_out(f, &survey) {
+                    failures.push(e.to_string());
                 }
             }
-            if all_out || !failures.is_empty() {
-                break;
-            }
             // A file changed under us: read again, shortly.
-            std::thread::sleep(Duration::from_millis(20 * (attempt + 1)));
+            std::thread::sleep(Duration::from_millis(10 << attempt));
         }
-        // The entry goes before the binary: a runtime never runs a chain naming a missing plugin.
-        for path in [self.kubeconfig_path(), self.binary()] {
+        let links: Vec<PathBuf> = self.through_links.iter().cloned().collect();
+        for path in links {
+            if let Err(e) = self.take_out_of(&path) {
+                failures.push(e.to_string());
+            }
+        }
+        if !holding.is_empty() {
+            failures.push(format!(
+                "{} still hold meshtables-cni (rewritten while it was taken out): the binary and kubeconfig stay, so no chain names a missing plugin",
+                holding.join(", ")
+            ));
+            return failures;
+        }
+        let kubeconfig = self.kubeconfig_path();
+        let ours = files::read(&kubeconfig).is_ok_and(|b| kubeconfig::is_ours(&b));
+        let mut paths = vec![self.binary()];
+        if ours {
+            paths.insert(0, kubeconfig);
+        }
+        for path in paths {
+            if std::fs::symlink_metadata(&path).is_err() {
+                continue;
+            }
             match std::fs::remove_file(&path) {
                 Ok(()) => logging::info(&format!("removed {}", path.display())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -875,7 +1004,23 @@ impl Installer {
             }
         }
         self.remove_backups();
+        self.remove_leftovers_of_all();
+        if let Some(legacy) = self.legacy.take() {
+            legacy.release_and_remove(&self.s.conf_dir);
+        }
         failures
+    }
+
+    /// At uninstall: the temporary files of every installer but running ones (this one has
+    /// left), as `remove_leftovers` does.
+    fn remove_leftovers_of_all(&self) {
+        let probe = presence::Presence::observer(&self.s.conf_dir).ok();
+        for dir in [&self.s.conf_dir, &self.s.bin_dir] {
+            let dead = |id: u64| probe.as_ref().is_none_or(|p| !p.alive(id));
+            for p in files::remove_leftovers(dir, dead, &displaced_is_newer) {
+                logging::info(&format!("removed {}", p.display()));
+            }
+        }
     }
 
     /// Our backups whose file no longer holds an entry of ours (after uninstall: all).
@@ -890,6 +1035,23 @@ impl Installer {
             }
         }
     }
+}
+
+/// For a killed installer's replacement file: whether what it displaced is another writer's
+/// newer write (the target holds our entry and the displaced file does not, and their chains
+/// differ), to be put back rather than swept away.
+fn displaced_is_newer(displaced: &[u8], target: &[u8]) -> bool {
+    if !conflist::holds(target, None) || conflist::holds(displaced, None) {
+        return false;
+    }
+    let chain = |b: &[u8]| {
+        let without = conflist::remove(b)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| b.to_vec());
+        serde_json::from_slice::<Value>(&without).ok()
+    };
+    chain(displaced) != chain(target)
 }
 
 /// `bytes` (a backup, without our entry) with `entry` last, as the installer writes it.

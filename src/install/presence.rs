@@ -63,6 +63,19 @@ impl Presence {
         Ok(me)
     }
 
+    /// A view of the node's installers that announces nothing (at uninstall, after leaving).
+    pub fn observer(dir: &Path) -> nix::Result<Presence> {
+        let fd = open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Presence {
+            dir: fd,
+            id: u64::MAX,
+        })
+    }
+
     /// This installer's id (its start, in boot-time nanoseconds).
     pub fn id(&self) -> u64 {
         self.id
@@ -82,14 +95,81 @@ impl Presence {
         self.held_by_another(self.id + 1, 0).unwrap_or(false)
     }
 
-    /// Whether any other installer is running on this node.
-    pub fn others_alive(&self) -> bool {
-        self.held_by_another(0, 0).unwrap_or(true)
-    }
-
     /// Whether the installer with this id is running (for its leftover temporary files).
     pub fn alive(&self, id: u64) -> bool {
         id == self.id || self.held_by_another(id, 1).unwrap_or(true)
+    }
+
+    /// Whether the directory this installer announced itself in has been removed (its link
+    /// count is 0): the host made a new one, which this process's mount does not show.
+    pub fn dir_gone(&self) -> bool {
+        nix::sys::stat::fstat(&self.dir).is_ok_and(|st| st.st_nlink == 0)
+    }
+
+    /// Leaves the node's installers for good, one stopping installer at a time: under an
+    /// exclusive `flock` of the directory (waiting up to `wait` for another stopping one),
+    /// this installer's byte is released, then the others are counted. Returns whether it was
+    /// the last one, and the guard to hold while it uninstalls, so that of installers stopped
+    /// together exactly the last one uninstalls. `None` (a stopper that never let go) means:
+    /// do not uninstall.
+    pub fn leave(self, dir: &Path, wait: std::time::Duration) -> Option<(bool, Flock<OwnedFd>)> {
+        let open_dir = || {
+            open(
+                dir,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let deadline = std::time::Instant::now() + wait;
+        let mut fd = open_dir().ok()?;
+        let guard = loop {
+            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                Ok(g) => break g,
+                Err((back, _)) if std::time::Instant::now() < deadline => {
+                    fd = back;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => return None,
+            }
+        };
+        let probe = Presence::observer(dir).ok()?;
+        drop(self);
+        let alone = !probe.held_by_another(0, 0).unwrap_or(true);
+        Some((alone, guard))
+    }
+}
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The lock file of installers before this one (`.meshtables-cni-installers.lock`): each held
+/// it shared, and uninstalled at SIGTERM only if it could take it exclusively. Held shared for
+/// as long as this installer runs when it exists, so that such an older installer, stopped
+/// during an upgrade to this one, leaves the plugin installed; removed by the last installer to
+/// uninstall once no one holds it. Never created.
+pub struct Legacy {
+    /// Held, not read: the lock lasts as long as the value.
+    _held: Option<Flock<std::fs::File>>,
+}
+
+pub const LEGACY_LOCK: &str = ".meshtables-cni-installers.lock";
+
+impl Legacy {
+    pub fn hold(dir: &Path) -> Legacy {
+        let file = std::fs::File::open(dir.join(LEGACY_LOCK)).ok();
+        Legacy {
+            _held: file.and_then(|f| Flock::lock(f, FlockArg::LockSharedNonblock).ok()),
+        }
+    }
+
+    /// Lets go, and removes the file if no older installer holds it any more.
+    pub fn release_and_remove(self, dir: &Path) {
+        drop(self);
+        let path = dir.join(LEGACY_LOCK);
+        if let Ok(f) = std::fs::File::open(&path)
+            && Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+        {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -102,13 +182,34 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mt-presence-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let old = Presence::join(&dir).unwrap();
-        assert!(!old.newer_alive() && !old.others_alive());
+        assert!(!old.newer_alive());
         let new = Presence::join(&dir).unwrap();
         assert!(new.id() > old.id());
-        assert!(old.newer_alive() && old.others_alive() && old.alive(new.id()));
-        assert!(!new.newer_alive() && new.others_alive());
+        assert!(old.newer_alive() && old.alive(new.id()));
+        assert!(!new.newer_alive() && new.alive(old.id()));
+        let id = new.id();
         drop(new);
-        assert!(!old.newer_alive() && !old.others_alive());
+        assert!(!old.newer_alive() && !old.alive(id));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn of_two_installers_leaving_together_the_second_is_the_last() {
+        let dir = std::env::temp_dir().join(format!("mt-presence-leave-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Presence::join(&dir).unwrap();
+        let b = Presence::join(&dir).unwrap();
+        let (alone, guard) = a.leave(&dir, std::time::Duration::from_secs(1)).unwrap();
+        assert!(!alone, "b is still there");
+        // b waits for a's guard.
+        assert!(
+            b.leave(&dir, std::time::Duration::from_millis(50))
+                .is_none()
+        );
+        drop(guard);
+        let b = Presence::join(&dir).unwrap();
+        let (alone, _g) = b.leave(&dir, std::time::Duration::from_secs(1)).unwrap();
+        assert!(alone);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,9 +5,11 @@
 //!
 //! - the network the runtime uses (the same choice as the installer's) ends its chain with
 //!   exactly this installer's entry, in a CNI version the plugin serves;
-//! - the plugin binary in the runtime's plugin directory is this binary, byte for byte;
+//! - the plugin binary in the runtime's plugin directory is this binary, byte for byte, and
+//!   executable;
 //! - the plugin's kubeconfig is what the service account makes now;
-//! - the plugin's own STATUS (its kubeconfig loads, its backend's tools exist) passes.
+//! - the plugin's own STATUS passes as far as the settings decide it (its kubeconfig loads;
+//!   the host's iptables binaries are not in this container to look at).
 
 use super::{Settings, chosen, conflist, entry, entry_with, files, kubeconfig, view};
 use crate::config::EnvSource;
@@ -36,6 +38,9 @@ pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
             binary.display()
         ));
     }
+    if !files::is_executable(&binary) {
+        return Err(format!("{} is not executable", binary.display()));
+    }
     let local_kubeconfig = s.conf_dir.join(&s.kubeconfig_name);
     if s.kubernetes {
         let want = kubeconfig::make(&s.sa_dir, env).map_err(|e| e.to_string())?;
@@ -46,10 +51,12 @@ pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
             ));
         }
     }
-    // The plugin's STATUS, on the entry as this process sees its files.
+    // The plugin's STATUS, on the entry as this process sees its files; the host's tools
+    // (iptables-restore) are the host's, not in this container's PATH.
     let local = entry_with(s, &local_kubeconfig).map_err(|e| e.to_string())?;
     let conf = super::as_plugin_conf(&local)?;
-    crate::cni::status(&conf).map_err(|e| format!("the plugin's STATUS fails: {}", e.details))?;
+    crate::cni::status_of_settings(&conf)
+        .map_err(|e| format!("the plugin's STATUS fails: {}", e.details))?;
     Ok(format!(
         "ready: the chain of {} ends with meshtables-cni, and its binary and kubeconfig are whole",
         file.display()

@@ -60,6 +60,11 @@ pub struct Survey {
     pick: Result<Option<usize>, String>,
 }
 
+/// How many bytes of configuration one survey reads in all (the installer runs with a memory
+/// limit; a file past the budget is "too large to judge", which blocks the choice only if it
+/// comes before the network).
+const BUDGET: u64 = 8 << 20;
+
 /// One entry as read: what the model needs, and what the installer keeps to write.
 struct Read {
     entry: Entry,
@@ -70,13 +75,18 @@ struct Read {
 impl Survey {
     /// Reads `dir` (mounted here) whose host path is `host_dir`.
     pub fn read(dir: &Path, host_dir: &Path) -> std::io::Result<Survey> {
-        let mut reads = Vec::new();
+        let mut entries: Vec<(OsString, bool)> = Vec::new();
         for e in std::fs::read_dir(dir)? {
             let e = e?;
-            let name = e.file_name();
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            reads.push(read_entry(dir, host_dir, &name, is_dir, true));
+            entries.push((e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())));
         }
+        // In the runtime's order, so that the read budget goes to the files that decide.
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut budget = BUDGET;
+        let reads: Vec<Read> = entries
+            .iter()
+            .map(|(name, is_dir)| read_entry(dir, host_dir, name, *is_dir, true, &mut budget))
+            .collect();
         let listing: Vec<Entry> = reads.iter().map(|r| r.entry.clone()).collect();
         let view = libcni::view(&listing);
         let pick = pick(&view);
@@ -205,7 +215,14 @@ fn verdict(fv: &libcni::FileView) -> Verdict {
 /// One directory entry, read as the runtime reads it: the file through links (only for the
 /// names libcni lists), and, for a directory (libcni 1.3.0 reads `<dir>/<network name>/*.conf`),
 /// its `.conf` files one level down.
-fn read_entry(dir: &Path, host_dir: &Path, name: &OsStr, is_dir: bool, top: bool) -> Read {
+fn read_entry(
+    dir: &Path,
+    host_dir: &Path,
+    name: &OsStr,
+    is_dir: bool,
+    top: bool,
+    budget: &mut u64,
+) -> Read {
     let listed = super::conflist::is_config_name(&name.to_string_lossy());
     let resolved = files::resolve(dir, host_dir, name);
     let path = resolved.clone().unwrap_or_else(|_| dir.join(name));
@@ -215,8 +232,12 @@ fn read_entry(dir: &Path, host_dir: &Path, name: &OsStr, is_dir: bool, top: bool
         (Err(why), _) => (FileRead::Unseen(why.clone()), None),
         (Ok(_), Err(e)) => (FileRead::Error(e.kind()), None),
         (Ok(_), Ok(m)) if m.is_dir() => (FileRead::Error(ErrorKind::IsADirectory), None),
+        (Ok(_), Ok(m)) if m.len() > *budget => (FileRead::TooLarge { size: m.len() }, None),
         (Ok(p), Ok(_)) => match files::see(p) {
-            Ok(seen) => (FileRead::Bytes(seen.bytes.clone()), Some(seen)),
+            Ok(seen) => {
+                *budget = budget.saturating_sub(seen.bytes.len() as u64);
+                (FileRead::Bytes(seen.bytes.clone()), Some(seen))
+            }
             Err(e) if e.kind() == ErrorKind::FileTooLarge => (
                 FileRead::TooLarge {
                     size: meta.as_ref().map(|m| m.len()).unwrap_or(0),
@@ -230,7 +251,7 @@ fn read_entry(dir: &Path, host_dir: &Path, name: &OsStr, is_dir: bool, top: bool
     let dir_read = match &meta {
         _ if !top => DirRead::NotRead,
         Err(e) => DirRead::Error(e.kind()),
-        Ok(m) if m.is_dir() => list_subdir(&path, dir, host_dir),
+        Ok(m) if m.is_dir() => list_subdir(&path, dir, host_dir, budget),
         Ok(m) if m.is_file() => DirRead::Error(ErrorKind::NotADirectory),
         // A FIFO or socket: Go's open would block or fail; not listed.
         Ok(_) => DirRead::NotRead,
@@ -247,7 +268,7 @@ fn read_entry(dir: &Path, host_dir: &Path, name: &OsStr, is_dir: bool, top: bool
     }
 }
 
-fn list_subdir(path: &Path, dir: &Path, host_dir: &Path) -> DirRead {
+fn list_subdir(path: &Path, dir: &Path, host_dir: &Path, budget: &mut u64) -> DirRead {
     let Ok(entries) = std::fs::read_dir(path) else {
         return DirRead::NotRead;
     };
@@ -257,7 +278,7 @@ fn list_subdir(path: &Path, dir: &Path, host_dir: &Path) -> DirRead {
     let mut out = Vec::new();
     for e in entries.filter_map(Result::ok) {
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        out.push(read_entry(&sub, &host_sub, &e.file_name(), is_dir, false).entry);
+        out.push(read_entry(&sub, &host_sub, &e.file_name(), is_dir, false, budget).entry);
     }
     DirRead::Entries(out)
 }

@@ -123,6 +123,12 @@ pub fn serve(inst: &mut Installer, env: &dyn EnvSource) -> Result<(), InstallErr
         }
         if due.is_some_and(|d| now >= d.max(not_before)) {
             due = None;
+            if inst.directory_gone() {
+                return Err(InstallError::Watch(format!(
+                    "{} was removed on the host (a new one there is not what this container's mount shows): exiting, for the kubelet to restart the installer on the new one",
+                    inst.settings().conf_dir.display()
+                )));
+            }
             let pass = inst.pass(env);
             report(&mut last, &pass.state);
             if pass.failed {

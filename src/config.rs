@@ -277,6 +277,8 @@ fn invalid(raw: Raw, problem: impl Into<String>) -> ConfigError {
 pub struct Early {
     pub action: Action,
     pub network_namespace: Option<PathBuf>,
+    /// `--cni-mode` (or `CNI_MODE`): the run is a CNI plugin's, in the node's namespace.
+    pub cni_mode: bool,
 }
 
 /// Decides `Early` from the subcommand, flags and environment: the one decision of what to
@@ -307,6 +309,7 @@ pub fn early(flags: &Flags, sub: Subcommand, env: &dyn EnvSource) -> Result<Earl
             dry_run: r.get(&flags::DRY_RUN)?,
         },
         network_namespace,
+        cni_mode: r.get(&flags::CNI_MODE)?,
     })
 }
 

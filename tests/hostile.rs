@@ -492,8 +492,52 @@ fn thread_spawn_failure_is_an_error() {
     assert!(err(&o).contains("cannot start the thread"), "{}", err(&o));
 }
 
+/// In CNI mode the run refuses to program the namespace it runs in (the node's), whether the
+/// mode comes from the flag or from `CNI_MODE`.
+fn cni_mode_refuses_its_own_namespace(from_env: bool) {
+    let mut args = vec![
+        "apply",
+        "-u",
+        "1337",
+        "-b",
+        "*",
+        "--enable-ipv6",
+        "false",
+        "--network-namespace",
+        "/proc/self/ns/net",
+    ];
+    let mut env = Vec::new();
+    if from_env {
+        env.push(("CNI_MODE", "true"));
+    } else {
+        args.push("--cni-mode");
+    }
+    // In a namespace of its own: were the refusal to fail, it would program that one, not the
+    // machine's.
+    let c = support::command(&args, &env);
+    let bin = support::bin();
+    let mut unshared = std::process::Command::new("unshare");
+    unshared.arg("-n").arg(&bin).args(&args);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => unshared.env(k, v),
+            None => unshared.env_remove(k),
+        };
+    }
+    let o = unshared.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("own network namespace"), "{}", err(&o));
+}
+
 fn main() {
     let mut t = Trials::new();
+    for (how, from_env) in [("flag", false), ("env", true)] {
+        t.add(
+            format!("inputs::cni_mode_from_{how}_refuses_its_own_namespace"),
+            NEEDS,
+            move || cni_mode_refuses_its_own_namespace(from_env),
+        );
+    }
     for backend in ["nftables", "legacy", "nft"] {
         for kind in ["gateway_default", "unreachable_v6", "blackhole_v4"] {
             t.add(

@@ -38,11 +38,11 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cmd::{self, RunError};
 use crate::config::{ConfigError, EnvSource, Origin, Subcommand};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
+use crate::run::{self, RunError};
 use crate::values::{NamespaceName, PodName, parse_bool};
 use conf::{NetConf, SUPPORTED_VERSIONS};
 pub use error::{CniError, code};
@@ -470,7 +470,7 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
     match plan_for(inv, conf)? {
         Intent::Skip(why) => logging::info(&format!("left alone: {why}")),
         Intent::Program { flags, from_pod } => {
-            cmd::execute(
+            run::execute(
                 &flags,
                 Subcommand::Apply,
                 &no_env(),
@@ -509,7 +509,7 @@ fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> 
         in_pod(&mut flags, Some(netns.clone()));
         // Both families: a clean removes IPv6 rules whatever the pod's addresses are now.
         flags.set(&flags::ENABLE_IPV6.spec, "true");
-        match cmd::execute(
+        match run::execute(
             &flags,
             Subcommand::Clean,
             &no_env(),
@@ -549,7 +549,7 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
             logging::info(&format!("nothing to check: {why}"));
             Ok(())
         }
-        Intent::Program { flags, from_pod } => cmd::execute(
+        Intent::Program { flags, from_pod } => run::execute(
             &flags,
             Subcommand::Check,
             &no_env(),

@@ -12,100 +12,19 @@
 //! that names the flag or variable, the value and what is expected (docs/upstream.md, "Flags
 //! and environment").
 
-use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::flags::{self, Flag, Flags, Spec};
-use crate::host::{Host, HostError};
+use crate::flags::{self, Flags, Spec};
+use crate::host::Host;
 use crate::logging::Level;
 use crate::policy::{Dns, Policy};
+pub use crate::resolve::{ConfigError, EnvSource, Origin, ProcessEnv, Resolver};
+use crate::resolve::{Raw, invalid};
 use crate::values::{self, Group, Ipv6Setting, OutputFormat, OwnerGroups, Port, XtablesVariant};
-
-/// Where environment variables come from. `Sync`, so work can move into a network namespace
-/// on another thread (`netns`).
-pub trait EnvSource: Sync {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl EnvSource for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    }
-}
-
-impl EnvSource for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
-/// Errors from resolving the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A flag or env value is malformed. Exit status 2.
-    #[error("{origin}: {value:?} {problem}")]
-    Invalid {
-        origin: Origin,
-        value: String,
-        problem: String,
-    },
-    /// Reading a fact from the machine failed. Exit status 1.
-    #[error(transparent)]
-    Host(#[from] HostError),
-    /// An owner group name /etc/group does not know. Exit status 1.
-    #[error(
-        "{origin}: group {name:?} is not in /etc/group; use a numeric gid (meshtables never makes `-m owner` or `skgid` look names up through NSS)"
-    )]
-    UnknownGroup { origin: Origin, name: String },
-    /// IPv6 auto-detection found no usable address (upstream's error). Exit status 1.
-    #[error(
-        "no valid local IP address found (needed to decide IPv6 with --enable-ipv6=auto; pass --enable-ipv6 true|false)"
-    )]
-    NoLocalIp,
-}
-
-impl ConfigError {
-    /// Exit status: 2 for bad input, 1 for a failure reading the machine.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ConfigError::Invalid { .. } => 2,
-            _ => 1,
-        }
-    }
-}
-
-/// Where a value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Flag {
-        long: &'static str,
-        short: Option<char>,
-    },
-    Env(&'static str),
-    Default(&'static str),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Flag {
-                long,
-                short: Some(s),
-            } => write!(f, "--{long} (-{s})"),
-            Origin::Flag { long, short: None } => write!(f, "--{long}"),
-            Origin::Env(name) => write!(f, "env {name}"),
-            Origin::Default(long) => write!(f, "default of --{long}"),
-        }
-    }
-}
 
 /// Which subcommand was invoked (or implied by argv[0]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,90 +106,6 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
-/// A raw value and its origin.
-struct Raw {
-    value: String,
-    origin: Origin,
-}
-
-/// Looks flags up: the command line, then the variables (later first), then the default.
-pub struct Resolver<'a> {
-    flags: &'a Flags,
-    env: &'a dyn EnvSource,
-}
-
-impl<'a> Resolver<'a> {
-    pub fn new(flags: &'a Flags, env: &'a dyn EnvSource) -> Resolver<'a> {
-        Resolver { flags, env }
-    }
-}
-
-impl Resolver<'_> {
-    /// The given value (command line, else the highest-precedence variable that is set).
-    fn raw(&self, s: &'static Spec) -> Option<Raw> {
-        if let Some(v) = self.flags.get(s) {
-            return Some(Raw {
-                value: v.to_string(),
-                origin: Origin::Flag {
-                    long: s.long,
-                    short: s.short,
-                },
-            });
-        }
-        // An empty variable counts as unset, whatever the kind of value: the next variable
-        // down, else the default, decides (docs/upstream.md, "Flags and environment"). A
-        // mesh-wide `FOO=` in the proxy's env must not stop every pod; the flag given empty
-        // (`--dns-servers ""`) keeps its meaning.
-        s.envs.iter().rev().find_map(|name| {
-            self.env
-                .var(name)
-                .filter(|value| !value.is_empty())
-                .map(|value| Raw {
-                    value,
-                    origin: Origin::Env(name),
-                })
-        })
-    }
-
-    fn parse<T>(f: &'static Flag<T>, raw: Raw) -> Result<T, ConfigError> {
-        (f.parse)(&raw.value).map_err(|problem| invalid(raw, problem))
-    }
-
-    /// The given value or the default, parsed.
-    pub fn get<T>(&self, f: &'static Flag<T>) -> Result<T, ConfigError> {
-        let raw = self.raw(&f.spec).unwrap_or_else(|| Raw {
-            value: f.spec.default.unwrap_or("").to_string(),
-            origin: Origin::Default(f.spec.long),
-        });
-        Self::parse(f, raw)
-    }
-
-    /// The given value, parsed; `None` when not given.
-    pub fn given<T>(&self, f: &'static Flag<T>) -> Result<Option<T>, ConfigError> {
-        self.raw(&f.spec).map(|raw| Self::parse(f, raw)).transpose()
-    }
-
-    /// Where the value of `s` comes from: the command line, a variable, or the default.
-    pub fn origin(&self, s: &'static Spec) -> Origin {
-        self.raw(s)
-            .map(|r| r.origin)
-            .unwrap_or(Origin::Default(s.long))
-    }
-
-    /// The given value unless it is blank.
-    fn non_blank(&self, s: &'static Spec) -> Option<Raw> {
-        self.raw(s).filter(|r| !r.value.trim().is_empty())
-    }
-}
-
-fn invalid(raw: Raw, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        origin: raw.origin,
-        value: raw.value,
-        problem: problem.into(),
-    }
-}
-
 /// What has to be known before any host fact is read: what to do, and the network namespace
 /// in which the host facts are to be read and the work done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +120,7 @@ pub struct Early {
 /// do. `clean`, and `apply` with `--cleanup-only` (flag or `CLEANUP_ONLY`), clean; `check`
 /// with `--cleanup-only` is a contradiction, refused.
 pub fn early(flags: &Flags, sub: Subcommand, env: &dyn EnvSource) -> Result<Early, ConfigError> {
-    let r = Resolver { flags, env };
+    let r = Resolver::new(flags, env);
     let cleanup_only = r.get(&flags::CLEANUP_ONLY)?;
     let verb = match (sub, cleanup_only) {
         (Subcommand::Clean, _) | (Subcommand::Apply, true) => Verb::Clean,
@@ -320,7 +155,7 @@ pub fn resolve(
     env: &dyn EnvSource,
     host: &dyn Host,
 ) -> Result<Resolved, ConfigError> {
-    let r = Resolver { flags, env };
+    let r = Resolver::new(flags, env);
     let mut warnings = Vec::new();
     let (ipv6, host_ip) = ipv6(&r, host, early.action)?;
     let policy = Policy {
@@ -586,6 +421,8 @@ impl GroupNames<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::HostError;
+    use std::collections::HashMap;
     use std::sync::Mutex;
 
     /// A host with one group file that records every file read.

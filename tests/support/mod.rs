@@ -1,5 +1,6 @@
 //! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
-//! the `../shared` locator, and the skip-or-fail rule for tests that need root or a kernel.
+//! the `../shared` locator, the skip-or-fail rule for tests that need root or a kernel, and
+//! (submodules) the pod topology.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod net;
 pub mod netns;
 pub mod rng;
 pub mod topo;

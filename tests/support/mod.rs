@@ -1,6 +1,6 @@
 //! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
 //! the `../shared` locator, the skip-or-fail rule for tests that need root or a kernel, and
-//! (submodules) the pod topology.
+//! (submodules) the pod topology and the traffic scenarios.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use meshtables::host::{Host, HostError};
 pub mod net;
 pub mod netns;
 pub mod rng;
+pub mod scenarios;
 pub mod topo;
 pub mod trials;
 

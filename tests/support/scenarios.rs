@@ -255,6 +255,9 @@ fn s3() -> Scenario {
     }
 }
 
+/// docs/upstream.md, "The nftables text": the nft dialect's `inet` tables see IPv6.
+const IPV6_OFF: &str = "with IPv6 off, upstream's inet tables still capture IPv6";
+
 fn s4() -> Scenario {
     Scenario {
         name: "s4_inbound_port_lists",
@@ -272,6 +275,17 @@ fn s4() -> Scenario {
                 vec![
                     tcp_in("10.244.1.5", 15090, Direct),
                     tcp_in("10.244.1.5", 9090, Redirect(15006)),
+                    // IPv6 is off (the pod's first address is IPv4), yet the pod has IPv6.
+                    tcp_in("fd00:244::5", 9090, Direct).except(
+                        Dialect::Nft,
+                        Redirect(15006),
+                        IPV6_OFF,
+                    ),
+                    tcp_out(APP, "2001:db8::7", 80, Direct).except(
+                        Dialect::Nft,
+                        Redirect(15001),
+                        IPV6_OFF,
+                    ),
                 ],
             ),
         ],

@@ -1,5 +1,6 @@
 //! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
-//! the `../shared` locator, and the skip-or-fail rule for tests that need root or a kernel.
+//! the `../shared` locator, the skip-or-fail rule for tests that need root or a kernel, and
+//! (submodules) the pod topology, the traffic scenarios and the packet tracer.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -10,9 +11,13 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod mutate;
+pub mod net;
 pub mod netns;
 pub mod rng;
+pub mod scenarios;
 pub mod topo;
+pub mod tracer;
 pub mod trials;
 
 /// A machine with chosen addresses and files.

@@ -1,7 +1,8 @@
-//! A throwaway pod/world topology for traffic tests. The "pod" namespace has eth0
-//! (10.244.1.5/24, fd00:244::5/64) on a veth to the "world" namespace (10.244.1.1,
-//! fd00:244::1), which also holds "remote" addresses (10.96.0.10, 192.0.2.7, 2001:db8::7)
-//! and, over a second veth (pod eth1 10.245.0.5/24, world 10.245.0.1), 198.51.100.7.
+//! A throwaway pod/world topology for traffic tests, built from `net`'s data: the "pod"
+//! namespace has eth0 (10.244.1.5/24, fd00:244::5/64) on a veth to the "world" namespace
+//! (10.244.1.1, fd00:244::1), which also holds "remote" addresses (10.96.0.10, 192.0.2.7,
+//! 2001:db8::7) and, over a second veth (pod eth1 10.245.0.5/24, world 10.245.0.1),
+//! 198.51.100.7.
 //! Servers are `meshtables-probe serve` processes; everything is killed and both namespaces
 //! deleted on drop, even when the test fails.
 
@@ -9,6 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::net;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -75,76 +78,36 @@ impl Topo {
         let (p, w) = (t.pod.as_str(), t.world.as_str());
         ip(&["netns", "add", p]);
         ip(&["netns", "add", w]);
-        for (pod_if, world_if, pod_v4, world_v4) in [
-            ("eth0", "w0", "10.244.1.5/24", "10.244.1.1/24"),
-            ("eth1", "w1", "10.245.0.5/24", "10.245.0.1/24"),
-        ] {
-            let tmp_w = format!("t{world_if}{n}");
+        // IPv6 addresses skip duplicate address detection: usable at once, no waiting.
+        let add = |ns: &str, cidr: &str, dev: &str| {
+            let mut a = vec!["-n", ns, "addr", "add", cidr, "dev", dev];
+            if cidr.contains(':') {
+                a.push("nodad");
+            }
+            ip(&a);
+        };
+        for l in &net::LINKS {
+            let tmp_w = format!("t{}{n}", l.world_if);
             ip(&[
-                "-n", p, "link", "add", pod_if, "type", "veth", "peer", "name", &tmp_w, "netns", w,
+                "-n", p, "link", "add", l.pod_if, "type", "veth", "peer", "name", &tmp_w, "netns",
+                w,
             ]);
-            ip(&["-n", w, "link", "set", &tmp_w, "name", world_if]);
-            ip(&["-n", p, "addr", "add", pod_v4, "dev", pod_if]);
-            ip(&["-n", w, "addr", "add", world_v4, "dev", world_if]);
-            ip(&["-n", p, "link", "set", pod_if, "up"]);
-            ip(&["-n", w, "link", "set", world_if, "up"]);
+            ip(&["-n", w, "link", "set", &tmp_w, "name", l.world_if]);
+            l.pod.iter().for_each(|c| add(p, c, l.pod_if));
+            l.world.iter().for_each(|c| add(w, c, l.world_if));
+            ip(&["-n", p, "link", "set", l.pod_if, "up"]);
+            ip(&["-n", w, "link", "set", l.world_if, "up"]);
         }
-        ip(&[
-            "-n",
-            p,
-            "addr",
-            "add",
-            "fd00:244::5/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        ip(&[
-            "-n",
-            w,
-            "addr",
-            "add",
-            "fd00:244::1/64",
-            "dev",
-            "w0",
-            "nodad",
-        ]);
         for ns in [p, w] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        for a in ["10.96.0.10/32", "192.0.2.7/32", "198.51.100.7/32"] {
-            ip(&["-n", w, "addr", "add", a, "dev", "lo"]);
+        for a in net::REMOTES {
+            let host = if a.contains(':') { "128" } else { "32" };
+            add(w, &format!("{a}/{host}"), "lo");
         }
-        ip(&[
-            "-n",
-            w,
-            "addr",
-            "add",
-            "2001:db8::7/128",
-            "dev",
-            "lo",
-            "nodad",
-        ]);
-        ip(&["-n", p, "route", "add", "default", "via", "10.244.1.1"]);
-        ip(&[
-            "-n",
-            p,
-            "route",
-            "add",
-            "198.51.100.7/32",
-            "via",
-            "10.245.0.1",
-        ]);
-        ip(&[
-            "-n",
-            p,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:244::1",
-        ]);
+        for (to, via) in net::ROUTES {
+            ip(&["-n", p, "route", "add", to, "via", via]);
+        }
         t
     }
 

@@ -284,7 +284,7 @@ fn rejected_batch_changes_nothing_and_names_the_rule() {
     assert!(out.contains("rc=1"), "{out} {err}");
     assert!(out.contains("UNCHANGED"), "{out} {err}");
     assert!(
-        err.contains("kernel rejected rule 'add rule inet istio-proxy-nat output tproxy ip to :15006 meta mark set 1337 counter accept': Operation not supported (os error 95)"),
+        err.contains("kernel rejected rule 'add rule inet istio-proxy-nat output tproxy ip to :9 meta mark set 4242 counter accept': Operation not supported (os error 95)"),
         "{err}"
     );
     assert_eq!(

@@ -243,7 +243,7 @@ fn canon(table: Table, chain: Chain, matches: &[Match], target: &Target) -> Cano
     // difference in meaning, enumerated here.
     let drop_invalid = *target
         == Target::Jump {
-            chain: Chain::IstioDrop,
+            chain: meshtables::profile::istio::chains::ISTIO_DROP,
         };
     let mut m: Vec<String> = matches
         .iter()
@@ -253,7 +253,7 @@ fn canon(table: Table, chain: Chain, matches: &[Match], target: &Target) -> Cano
     m.sort();
     (
         format!("{table:?}"),
-        format!("{chain:?}"),
+        chain.xt_name().to_string(),
         m,
         format!("{target:?}"),
     )
@@ -295,7 +295,8 @@ fn items(matches: &[Match]) -> Vec<Vec<Match>> {
 
 /// The nft generator collapses these per-family jumps into one for the inet chain.
 fn collapsed(c: &Canon) -> bool {
-    c.3.contains("IstioOutputDns") && c.1 == "IstioOutput" || c.0 == "Raw" && c.1 == "Prerouting"
+    c.3.contains("\"ISTIO_OUTPUT_DNS\"") && c.1 == "ISTIO_OUTPUT"
+        || c.0 == "Raw" && c.1 == "PREROUTING"
 }
 
 /// Final chain contents after inserts, per (table, chain): `insert(position)` gives the index

@@ -533,7 +533,7 @@ mod tests {
     use super::*;
 
     fn mark() -> Mark {
-        Mark::new(1337).unwrap()
+        Mark::new(4242).unwrap()
     }
 
     fn table() -> RouteTable {

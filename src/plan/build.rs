@@ -34,7 +34,8 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
     if dialects.xtables {
         walk(policy, &mut xt);
     }
-    let mut nft = Nft::new(policy.ipv6);
+    let scheme = &crate::profile::istio::chains::SCHEME;
+    let mut nft = Nft::new(policy.ipv6, scheme);
     if dialects.nft {
         walk(policy, &mut nft);
     }
@@ -50,6 +51,10 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
         routes,
         loopback_v6_address: policy.ipv6,
         ours: Ownership {
+            scheme,
+            // Upstream's TPROXY bookkeeping rules in mangle carry the inbound mark or the
+            // outbound one.
+            marks: vec![policy.tproxy_mark, crate::values::Mark::OUTBOUND],
             mark: policy.tproxy_mark,
             table: policy.tproxy_route_table,
         },

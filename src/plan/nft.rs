@@ -11,7 +11,7 @@
 //! - which chains each table declares, in upstream's fixed order.
 
 use super::rule::{At, NftSpelling, Rule, Sink};
-use super::types::{Chain, Match, Proto, Table};
+use super::types::{Chain, Match, Proto, Scheme, Table};
 use super::types::{NftPlan, NftRule, NftTable, Position};
 use crate::values::Family;
 
@@ -87,42 +87,18 @@ fn spell(s: &NftSpelling, mut m: Vec<Match>) -> Vec<Match> {
     m
 }
 
-/// Chains each table declares, in upstream's fixed order.
-fn chain_order(t: Table) -> &'static [Chain] {
-    use Chain::*;
-    match t {
-        Table::Nat => &[
-            Prerouting,
-            Output,
-            IstioInbound,
-            IstioRedirect,
-            IstioInRedirect,
-            IstioOutput,
-            IstioOutputDns,
-        ],
-        Table::Mangle => &[
-            Prerouting,
-            Output,
-            IstioDivert,
-            IstioTproxy,
-            IstioInbound,
-            IstioDrop,
-        ],
-        Table::Raw => &[Prerouting, Output, IstioInbound, IstioOutputDns],
-        Table::Filter => &[],
-    }
-}
-
 /// Accumulates rules in emission order.
 pub(super) struct Nft {
     v6: bool,
+    scheme: &'static Scheme,
     rules: Vec<(Table, NftRule)>,
 }
 
 impl Nft {
-    pub(super) fn new(ipv6: bool) -> Nft {
+    pub(super) fn new(ipv6: bool, scheme: &'static Scheme) -> Nft {
         Nft {
             v6: ipv6,
+            scheme,
             rules: Vec::new(),
         }
     }
@@ -149,7 +125,8 @@ impl Nft {
     /// length, becomes an append.
     pub(super) fn finish(self) -> NftPlan {
         let mut tables = Vec::new();
-        for t in Table::NFT_TABLES {
+        for layout in self.scheme.tables {
+            let t = layout.table;
             let mut rules: Vec<NftRule> = Vec::new();
             let mut counts: Vec<(Chain, u32)> = Vec::new();
             for (_, mut r) in self.rules.iter().filter(|(rt, _)| *rt == t).cloned() {
@@ -172,13 +149,15 @@ impl Nft {
             if rules.is_empty() {
                 continue;
             }
-            let chains = chain_order(t)
+            let chains = layout
+                .chains
                 .iter()
                 .copied()
                 .filter(|c| rules.iter().any(|r| r.chain == *c))
                 .collect();
             tables.push(NftTable {
                 table: t,
+                layout,
                 chains,
                 rules,
             });
@@ -212,6 +191,7 @@ mod tests {
     use super::*;
     use crate::plan::rule::rule;
     use crate::plan::types::Target;
+    use crate::profile::istio::chains::{ISTIO_INBOUND, ISTIO_OUTPUT, SCHEME};
     use crate::values::{Cidr, Port};
 
     fn m(n: u16) -> Match {
@@ -257,8 +237,8 @@ mod tests {
 
     #[test]
     fn inserts_into_short_chains_become_appends() {
-        let mut n = Nft::new(false);
-        let r = || rule(Table::Mangle, Chain::IstioInbound, vec![], Target::Return);
+        let mut n = Nft::new(false, &SCHEME);
+        let r = || rule(Table::Mangle, ISTIO_INBOUND, vec![], Target::Return);
         n.both(r().insert(0));
         n.both(r().insert(2));
         n.both(r().insert(1));
@@ -268,16 +248,16 @@ mod tests {
             pos,
             [Position::Append, Position::Append, Position::Insert(1)]
         );
-        assert_eq!(plan.tables[0].chains, [Chain::IstioInbound]);
+        assert_eq!(plan.tables[0].chains, [ISTIO_INBOUND]);
     }
 
     #[test]
     fn a_collapsed_rule_counts_ipv6_only_when_it_is_on() {
-        let r = || rule(Table::Nat, Chain::IstioOutput, vec![], Target::Return);
-        let mut off = Nft::new(false);
+        let r = || rule(Table::Nat, ISTIO_OUTPUT, vec![], Target::Return);
+        let mut off = Nft::new(false, &SCHEME);
         off.where_any([false, true], r());
         assert!(off.finish().tables.is_empty());
-        let mut on = Nft::new(true);
+        let mut on = Nft::new(true, &SCHEME);
         on.where_any([false, true], r());
         on.where_any([true, true], r());
         let plan = on.finish();

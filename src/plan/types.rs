@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::values::{Cidr, Family, Group, IfName, Mark, Port, RouteTable, Uid};
 
-/// Netfilter table (xtables name; in nftables the `inet istio-proxy-<name>` table).
+/// A netfilter table (in nftables, a scheme's `inet` table plays it: `TableLayout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -25,40 +25,47 @@ impl Table {
             Table::Raw => "raw",
         }
     }
+}
 
-    /// Our nftables table name (upstream's).
-    pub fn nft_name(self) -> &'static str {
-        match self {
-            Table::Filter => "istio-proxy-filter",
-            Table::Mangle => "istio-proxy-mangle",
-            Table::Nat => "istio-proxy-nat",
-            Table::Raw => "istio-proxy-raw",
-        }
+/// How a scheme lays one netfilter table out in nftables: the `inet` table's name, the chains
+/// it may declare in the nft text's fixed order (base chains first), and how its base chains
+/// hook in. One declarative row of a scheme's chain table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    pub table: Table,
+    pub nft_name: &'static str,
+    pub chains: &'static [Chain],
+    pub base: &'static [(Chain, BaseChain)],
+}
+
+impl TableLayout {
+    /// How `chain` hooks in when it is one of this table's base chains.
+    pub fn base_chain(&self, chain: Chain) -> Option<BaseChain> {
+        self.base.iter().find(|(c, _)| *c == chain).map(|(_, b)| *b)
+    }
+}
+
+/// What a scheme owns and how it lays its tables out. Every plan carries its scheme, so the
+/// renderers and the backends name no scheme: they read which nftables tables and which
+/// iptables chains are ours from here.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scheme {
+    pub name: &'static str,
+    /// The scheme's nftables tables, in the transaction's order.
+    pub tables: &'static [TableLayout],
+    /// Every iptables chain of the scheme's starts with this (`ISTIO_`).
+    pub xt_chain_prefix: &'static str,
+}
+
+impl Scheme {
+    /// The layout of `table`, if the scheme uses it in nftables.
+    pub fn layout(&self, table: Table) -> Option<&'static TableLayout> {
+        self.tables.iter().find(|l| l.table == table)
     }
 
-    /// The `inet` tables meshtables (and upstream) may own, in transaction order.
-    pub const NFT_TABLES: [Table; 3] = [Table::Nat, Table::Mangle, Table::Raw];
-
-    /// How `chain` hooks into this table when it is a base chain (upstream's nft tables:
-    /// nat at priority -100, mangle at -150 with a `route` output chain, raw at -300).
-    pub fn base_chain(self, chain: Chain) -> Option<BaseChain> {
-        let hook = match chain {
-            Chain::Prerouting => Hook::Prerouting,
-            Chain::Output => Hook::Output,
-            _ => return None,
-        };
-        let (kind, priority) = match (self, chain) {
-            (Table::Nat, _) => (ChainType::Nat, -100),
-            (Table::Mangle, Chain::Prerouting) => (ChainType::Filter, -150),
-            (Table::Mangle, _) => (ChainType::Route, -150),
-            (Table::Raw, _) => (ChainType::Filter, -300),
-            (Table::Filter, _) => (ChainType::Filter, 0),
-        };
-        Some(BaseChain {
-            kind,
-            hook,
-            priority,
-        })
+    /// Whether an iptables chain of this name is the scheme's.
+    pub fn owns_xt_chain(&self, name: &str) -> bool {
+        name.starts_with(self.xt_chain_prefix)
     }
 }
 
@@ -84,14 +91,18 @@ impl ChainType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Prerouting,
+    Input,
     Output,
+    Postrouting,
 }
 
 impl Hook {
     pub fn name(self) -> &'static str {
         match self {
             Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
             Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
         }
     }
 }
@@ -104,80 +115,64 @@ pub struct BaseChain {
     pub priority: i32,
 }
 
-/// A chain: a built-in one or one of Istio's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Chain {
-    Prerouting,
-    Output,
-    Input,
-    Forward,
-    Postrouting,
-    IstioInbound,
-    IstioRedirect,
-    IstioInRedirect,
-    IstioOutput,
-    IstioOutputDns,
-    IstioDivert,
-    IstioTproxy,
-    IstioDrop,
+/// A chain: its name in each dialect, and whether netfilter defines it (a base chain's hook)
+/// or a scheme does. Netfilter's chains are the constants of `builtin`; a scheme's are
+/// constants of its profile (Istio's: `profile::istio::chains`), so nothing here knows a
+/// scheme's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Chain {
+    xt: &'static str,
+    nft: &'static str,
+    builtin: bool,
 }
 
 impl Chain {
+    /// A scheme's own chain, `xt` in iptables and `nft` in nftables.
+    pub const fn scheme(xt: &'static str, nft: &'static str) -> Chain {
+        Chain {
+            xt,
+            nft,
+            builtin: false,
+        }
+    }
+
+    const fn builtin(xt: &'static str, nft: &'static str) -> Chain {
+        Chain {
+            xt,
+            nft,
+            builtin: true,
+        }
+    }
+
     pub fn is_builtin(self) -> bool {
-        matches!(
-            self,
-            Chain::Prerouting | Chain::Output | Chain::Input | Chain::Forward | Chain::Postrouting
-        )
+        self.builtin
     }
 
     pub fn xt_name(self) -> &'static str {
-        match self {
-            Chain::Prerouting => "PREROUTING",
-            Chain::Output => "OUTPUT",
-            Chain::Input => "INPUT",
-            Chain::Forward => "FORWARD",
-            Chain::Postrouting => "POSTROUTING",
-            Chain::IstioInbound => "ISTIO_INBOUND",
-            Chain::IstioRedirect => "ISTIO_REDIRECT",
-            Chain::IstioInRedirect => "ISTIO_IN_REDIRECT",
-            Chain::IstioOutput => "ISTIO_OUTPUT",
-            Chain::IstioOutputDns => "ISTIO_OUTPUT_DNS",
-            Chain::IstioDivert => "ISTIO_DIVERT",
-            Chain::IstioTproxy => "ISTIO_TPROXY",
-            Chain::IstioDrop => "ISTIO_DROP",
-        }
+        self.xt
     }
 
     pub fn nft_name(self) -> &'static str {
-        match self {
-            Chain::Prerouting => "prerouting",
-            Chain::Output => "output",
-            Chain::Input => "input",
-            Chain::Forward => "forward",
-            Chain::Postrouting => "postrouting",
-            Chain::IstioInbound => "istio-inbound",
-            Chain::IstioRedirect => "istio-redirect",
-            Chain::IstioInRedirect => "istio-in-redirect",
-            Chain::IstioOutput => "istio-output",
-            Chain::IstioOutputDns => "istio-output-dns",
-            Chain::IstioDivert => "istio-divert",
-            Chain::IstioTproxy => "istio-tproxy",
-            Chain::IstioDrop => "istio-drop",
-        }
+        self.nft
     }
+}
 
-    /// Every Istio chain, for clean-up code that looks for any of them.
-    pub const ISTIO: [Chain; 8] = [
-        Chain::IstioInbound,
-        Chain::IstioRedirect,
-        Chain::IstioInRedirect,
-        Chain::IstioOutput,
-        Chain::IstioOutputDns,
-        Chain::IstioDivert,
-        Chain::IstioTproxy,
-        Chain::IstioDrop,
-    ];
+/// As iptables names it (the plan's JSON).
+impl Serialize for Chain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.xt)
+    }
+}
+
+/// Netfilter's chains (in nftables, the base chains a table declares for a hook).
+pub mod builtin {
+    use super::Chain;
+
+    pub const PREROUTING: Chain = Chain::builtin("PREROUTING", "prerouting");
+    pub const OUTPUT: Chain = Chain::builtin("OUTPUT", "output");
+    pub const INPUT: Chain = Chain::builtin("INPUT", "input");
+    pub const FORWARD: Chain = Chain::builtin("FORWARD", "forward");
+    pub const POSTROUTING: Chain = Chain::builtin("POSTROUTING", "postrouting");
 }
 
 /// Layer-4 protocol.
@@ -342,11 +337,17 @@ pub struct Plan {
     pub ours: Ownership,
 }
 
-/// The TPROXY mark and routing table of this policy: upstream's bookkeeping rules in mangle
-/// carry the mark, and the policy routing uses both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is ours in a namespace this plan programs, for an apply, a check or a clean to tell
+/// ours from theirs: the scheme's tables and chains, the marks its bookkeeping rules in
+/// built-in chains carry (Istio's TPROXY rules in mangle), and the policy routing's mark and
+/// table.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
+    pub scheme: &'static Scheme,
+    pub marks: Vec<Mark>,
+    /// The policy routing's fwmark.
     pub mark: Mark,
+    /// The policy routing's table.
     pub table: RouteTable,
 }
 
@@ -407,6 +408,9 @@ pub struct NftPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NftTable {
     pub table: Table,
+    /// The scheme's layout of this table: its name, its chains' order, its base chains.
+    #[serde(skip)]
+    pub layout: &'static TableLayout,
     /// Declared chains, in upstream's fixed order; only chains with at least one rule.
     pub chains: Vec<Chain>,
     /// Rules in emission order; `Position::Insert` indexes are already fixed up against the

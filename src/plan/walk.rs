@@ -9,8 +9,10 @@
 
 use super::nft as spell;
 use super::rule::{NftSpelling, Sink, rule};
-use super::types::{Chain::*, CtState, Match, Proto, Table::*, Target};
+use super::types::builtin::*;
+use super::types::{CtState, Match, Proto, Table::*, Target};
 use crate::policy::{Dns, Owner, Policy};
+use crate::profile::istio::chains::*;
 use crate::values::{Cidr, Family, IfName, InboundPorts, Mark, OwnerGroups, Port};
 
 fn tcp() -> Match {
@@ -157,12 +159,12 @@ fn interfaces(p: &Policy, out: &mut dyn Sink) {
     let tables: &[_] = if p.tproxy() { &[Nat, Mangle] } else { &[Nat] };
     for t in tables {
         for x in &p.exclude_interfaces {
-            out.both(rule(*t, Prerouting, vec![iif(x)], Target::Return));
-            out.both(rule(*t, Output, vec![oif(x)], Target::Return));
+            out.both(rule(*t, PREROUTING, vec![iif(x)], Target::Return));
+            out.both(rule(*t, OUTPUT, vec![oif(x)], Target::Return));
         }
     }
     for k in &p.kube_virt_interfaces {
-        out.both(rule(Nat, Prerouting, vec![iif(k)], Target::Return).insert(0));
+        out.both(rule(Nat, PREROUTING, vec![iif(k)], Target::Return).insert(0));
     }
 }
 
@@ -173,21 +175,21 @@ fn drop_invalid(p: &Policy, out: &mut dyn Sink) {
             states: vec![CtState::Invalid],
         };
         out.both(
-            rule(Mangle, Prerouting, vec![invalid], jump(IstioDrop)).nft(&spell::DROP_INVALID),
+            rule(Mangle, PREROUTING, vec![invalid], jump(ISTIO_DROP)).nft(&spell::DROP_INVALID),
         );
-        out.both(rule(Mangle, IstioDrop, vec![], Target::Drop));
+        out.both(rule(Mangle, ISTIO_DROP, vec![], Target::Drop));
     }
 }
 
 /// Steps 4-6: the tunnel port is never captured; the two redirect chains everything jumps to.
 fn redirect_chains(p: &Policy, out: &mut dyn Sink) {
     let tunnel = vec![tcp(), dport(Proto::Tcp, p.inbound_tunnel_port)];
-    out.both(rule(Nat, IstioInbound, tunnel, Target::Return));
+    out.both(rule(Nat, ISTIO_INBOUND, tunnel, Target::Return));
     let to = |port| Target::Redirect { port };
-    out.both(rule(Nat, IstioRedirect, vec![tcp()], to(p.proxy_port)));
+    out.both(rule(Nat, ISTIO_REDIRECT, vec![tcp()], to(p.proxy_port)));
     out.both(rule(
         Nat,
-        IstioInRedirect,
+        ISTIO_IN_REDIRECT,
         vec![tcp()],
         to(p.inbound_capture_port),
     ));
@@ -205,11 +207,11 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
         let m = p.tproxy_mark;
         out.both(rule(
             Mangle,
-            IstioDivert,
+            ISTIO_DIVERT,
             vec![],
             Target::SetMark { mark: m },
         ));
-        out.both(rule(Mangle, IstioDivert, vec![], Target::Accept));
+        out.both(rule(Mangle, ISTIO_DIVERT, vec![], Target::Accept));
         let capture = Target::Tproxy {
             port: p.inbound_capture_port,
             mark: m,
@@ -217,48 +219,49 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
         out.versioned(
             rule(
                 Mangle,
-                IstioTproxy,
+                ISTIO_TPROXY,
                 vec![not_dst(p.lo_dst(Family::V4)), tcp()],
                 capture.clone(),
             )
             .nft(&spell::TPROXY_CAPTURE),
             rule(
                 Mangle,
-                IstioTproxy,
+                ISTIO_TPROXY,
                 vec![not_dst(p.lo_dst(Family::V6)), tcp()],
                 capture,
             )
             .nft(&spell::TPROXY_CAPTURE),
         );
     }
-    out.both(rule(t, Prerouting, vec![tcp()], jump(IstioInbound)));
+    out.both(rule(t, PREROUTING, vec![tcp()], jump(ISTIO_INBOUND)));
     let capture = if p.tproxy() {
-        IstioTproxy
+        ISTIO_TPROXY
     } else {
-        IstioInRedirect
+        ISTIO_IN_REDIRECT
     };
     match &p.inbound_ports {
         InboundPorts::All => {
             for port in ports_of(p, Proto::Tcp, &p.local_exclude_ports) {
                 let m = vec![tcp(), port];
-                out.both(rule(t, IstioInbound, m, Target::Return));
+                out.both(rule(t, ISTIO_INBOUND, m, Target::Return));
             }
             if p.tproxy() {
                 let m = vec![tcp(), established()];
-                out.both(rule(t, IstioInbound, m, jump(IstioDivert)));
+                out.both(rule(t, ISTIO_INBOUND, m, jump(ISTIO_DIVERT)));
             }
-            out.both(rule(t, IstioInbound, vec![tcp()], jump(capture)));
+            out.both(rule(t, ISTIO_INBOUND, vec![tcp()], jump(capture)));
         }
         InboundPorts::List(ports) => {
             for port in ports_of(p, Proto::Tcp, ports) {
                 if p.tproxy() {
                     let m = vec![tcp(), port.clone(), established()];
                     out.both(
-                        rule(t, IstioInbound, m, jump(IstioDivert)).nft(&spell::ESTABLISHED_FIRST),
+                        rule(t, ISTIO_INBOUND, m, jump(ISTIO_DIVERT))
+                            .nft(&spell::ESTABLISHED_FIRST),
                     );
                 }
                 let m = vec![tcp(), port];
-                out.both(rule(t, IstioInbound, m, jump(capture)));
+                out.both(rule(t, ISTIO_INBOUND, m, jump(capture)));
             }
         }
     }
@@ -268,7 +271,7 @@ fn inbound(p: &Policy, out: &mut dyn Sink) {
 /// too); excluded outbound ports leave before the loopback handling can redirect them; Envoy's
 /// inbound passthrough binds 127.0.0.6 / ::6: never capture it again.
 fn outbound_exemptions(p: &Policy, out: &mut dyn Sink) {
-    out.both(rule(Nat, Output, vec![], jump(IstioOutput)));
+    out.both(rule(Nat, OUTPUT, vec![], jump(ISTIO_OUTPUT)));
     // Upstream: per port, TCP then UDP. Compact: all TCP ports, then all UDP ports (the order
     // of RETURNs does not matter; Istio PR #59544's multiport form).
     let excluded: Vec<(Match, Match)> = if p.compact {
@@ -293,20 +296,20 @@ fn outbound_exemptions(p: &Policy, out: &mut dyn Sink) {
     };
     for (pm, port) in excluded {
         out.both(
-            rule(Nat, IstioOutput, vec![pm, port], Target::Return).nft(&spell::PORT_IMPLIES_PROTO),
+            rule(Nat, ISTIO_OUTPUT, vec![pm, port], Target::Return).nft(&spell::PORT_IMPLIES_PROTO),
         );
     }
     let lo = IfName::lo();
     out.versioned(
         rule(
             Nat,
-            IstioOutput,
+            ISTIO_OUTPUT,
             vec![oif(&lo), src(Cidr::passthrough(Family::V4))],
             Target::Return,
         ),
         rule(
             Nat,
-            IstioOutput,
+            ISTIO_OUTPUT,
             vec![oif(&lo), src(Cidr::passthrough(Family::V6))],
             Target::Return,
         ),
@@ -338,7 +341,7 @@ fn owners(p: &Policy, out: &mut dyn Sink) {
                 ports.clone(),
                 owner(&o, false),
             ];
-            rule(Nat, IstioOutput, m, jump(IstioInRedirect)).nft(&spell::HAIRPIN)
+            rule(Nat, ISTIO_OUTPUT, m, jump(ISTIO_IN_REDIRECT)).nft(&spell::HAIRPIN)
         };
         out.versioned(hairpin(Family::V4), hairpin(Family::V6));
         if !p.outbound_include.has_loopback() {
@@ -353,11 +356,11 @@ fn owners(p: &Policy, out: &mut dyn Sink) {
             } else {
                 vec![oif(&lo), owner(&o, true)]
             };
-            out.both(rule(Nat, IstioOutput, m, Target::Return));
+            out.both(rule(Nat, ISTIO_OUTPUT, m, Target::Return));
         }
         out.both(rule(
             Nat,
-            IstioOutput,
+            ISTIO_OUTPUT,
             vec![owner(&o, false)],
             Target::Return,
         ));
@@ -373,12 +376,12 @@ fn owner_groups(p: &Policy, out: &mut dyn Sink) {
     match &p.owner_groups_include {
         OwnerGroups::All => {
             for g in &p.owner_groups_exclude {
-                out.both(rule(Nat, IstioOutput, vec![gid(g, false)], Target::Return));
+                out.both(rule(Nat, ISTIO_OUTPUT, vec![gid(g, false)], Target::Return));
             }
         }
         OwnerGroups::List(groups) => {
             let m = groups.iter().map(|g| gid(g, true)).collect();
-            out.both(rule(Nat, IstioOutput, m, Target::Return));
+            out.both(rule(Nat, ISTIO_OUTPUT, m, Target::Return));
         }
     }
 }
@@ -393,8 +396,8 @@ fn dns(p: &Policy, out: &mut dyn Sink) {
         all || !servers(Family::V4).is_empty(),
         all || !servers(Family::V6).is_empty(),
     ];
-    out.both(rule(Raw, Output, vec![], jump(IstioOutputDns)));
-    out.where_any(has, rule(Nat, IstioOutput, vec![], jump(IstioOutputDns)));
+    out.both(rule(Raw, OUTPUT, vec![], jump(ISTIO_OUTPUT_DNS)));
+    out.where_any(has, rule(Nat, ISTIO_OUTPUT, vec![], jump(ISTIO_OUTPUT_DNS)));
     let to_agent = Target::Redirect {
         port: Port::DNS_PROXY,
     };
@@ -406,13 +409,13 @@ fn dns(p: &Policy, out: &mut dyn Sink) {
                 Proto::Udp => &spell::PORT_IMPLIES_PROTO,
             };
             let m = vec![pm, dport(proto, Port::DNS)];
-            out.both(rule(Nat, IstioOutputDns, m, to_agent.clone()).nft(spelling));
+            out.both(rule(Nat, ISTIO_OUTPUT_DNS, m, to_agent.clone()).nft(spelling));
             continue;
         }
         for f in Family::BOTH {
             for s in servers(f) {
                 let m = vec![pm.clone(), dport(proto, Port::DNS), dst(s)];
-                let r = rule(Nat, IstioOutputDns, m, to_agent.clone()).nft(&spell::SERVER_FIRST);
+                let r = rule(Nat, ISTIO_OUTPUT_DNS, m, to_agent.clone()).nft(&spell::SERVER_FIRST);
                 out.family(f, r);
             }
         }
@@ -421,26 +424,26 @@ fn dns(p: &Policy, out: &mut dyn Sink) {
     // The agent's own queries upstream: zone 1; its answers to apps: zone 2.
     for o in p.owners() {
         let m = vec![udp(), dport(Proto::Udp, Port::DNS), owner(&o, false)];
-        out.both(rule(Raw, IstioOutputDns, m, zone(1)).nft(&spell::PORT_IMPLIES_PROTO));
+        out.both(rule(Raw, ISTIO_OUTPUT_DNS, m, zone(1)).nft(&spell::PORT_IMPLIES_PROTO));
         let m = vec![udp(), sport(Proto::Udp, Port::DNS_PROXY), owner(&o, false)];
-        out.both(rule(Raw, IstioOutputDns, m, zone(2)).nft(&spell::PORT_IMPLIES_PROTO));
+        out.both(rule(Raw, ISTIO_OUTPUT_DNS, m, zone(2)).nft(&spell::PORT_IMPLIES_PROTO));
     }
     // Apps' queries: zone 2; resolvers' answers (raw ISTIO_INBOUND, not nat's): zone 1.
-    out.where_any(has, rule(Raw, Prerouting, vec![], jump(IstioInbound)));
+    out.where_any(has, rule(Raw, PREROUTING, vec![], jump(ISTIO_INBOUND)));
     let implied = &spell::PORT_IMPLIES_PROTO;
     if all {
         let m = vec![udp(), dport(Proto::Udp, Port::DNS)];
-        out.both(rule(Raw, IstioOutputDns, m, zone(2)).nft(implied));
+        out.both(rule(Raw, ISTIO_OUTPUT_DNS, m, zone(2)).nft(implied));
         let m = vec![udp(), sport(Proto::Udp, Port::DNS)];
-        out.both(rule(Raw, IstioInbound, m, zone(1)).nft(implied));
+        out.both(rule(Raw, ISTIO_INBOUND, m, zone(1)).nft(implied));
         return;
     }
     for f in Family::BOTH {
         for s in servers(f) {
             let m = vec![udp(), dport(Proto::Udp, Port::DNS), dst(s)];
-            out.family(f, rule(Raw, IstioOutputDns, m, zone(2)).nft(implied));
+            out.family(f, rule(Raw, ISTIO_OUTPUT_DNS, m, zone(2)).nft(implied));
             let m = vec![udp(), sport(Proto::Udp, Port::DNS), src(s)];
-            out.family(f, rule(Raw, IstioInbound, m, zone(1)).nft(implied));
+            out.family(f, rule(Raw, ISTIO_INBOUND, m, zone(1)).nft(implied));
         }
     }
 }
@@ -452,30 +455,30 @@ fn outbound_capture(p: &Policy, out: &mut dyn Sink) {
     out.versioned(
         rule(
             Nat,
-            IstioOutput,
+            ISTIO_OUTPUT,
             vec![dst(p.lo_dst(Family::V4))],
             Target::Return,
         ),
         rule(
             Nat,
-            IstioOutput,
+            ISTIO_OUTPUT,
             vec![dst(p.lo_dst(Family::V6))],
             Target::Return,
         ),
     );
     for f in Family::BOTH {
         for c in cidrs_of(p, p.outbound_exclude.of(f)) {
-            out.family(f, rule(Nat, IstioOutput, vec![c], Target::Return));
+            out.family(f, rule(Nat, ISTIO_OUTPUT, vec![c], Target::Return));
         }
     }
     for port in ports_of(p, Proto::Tcp, &p.outbound_ports_include) {
         let m = vec![tcp(), port];
-        out.both(rule(Nat, IstioOutput, m, jump(IstioRedirect)).nft(&spell::PORT_IMPLIES_PROTO));
+        out.both(rule(Nat, ISTIO_OUTPUT, m, jump(ISTIO_REDIRECT)).nft(&spell::PORT_IMPLIES_PROTO));
     }
     if p.outbound_include.all {
-        out.both(rule(Nat, IstioOutput, vec![], jump(IstioRedirect)));
+        out.both(rule(Nat, ISTIO_OUTPUT, vec![], jump(ISTIO_REDIRECT)));
         for k in &p.kube_virt_interfaces {
-            out.both(rule(Nat, Prerouting, vec![iif(k)], jump(IstioRedirect)).insert(0));
+            out.both(rule(Nat, PREROUTING, vec![iif(k)], jump(ISTIO_REDIRECT)).insert(0));
         }
         return;
     }
@@ -483,9 +486,9 @@ fn outbound_capture(p: &Policy, out: &mut dyn Sink) {
         for c in cidrs_of(p, p.outbound_include.of(f)) {
             for k in &p.kube_virt_interfaces {
                 let m = vec![iif(k), c.clone()];
-                out.family(f, rule(Nat, Prerouting, m, jump(IstioRedirect)).insert(0));
+                out.family(f, rule(Nat, PREROUTING, m, jump(ISTIO_REDIRECT)).insert(0));
             }
-            out.family(f, rule(Nat, IstioOutput, vec![c], jump(IstioRedirect)));
+            out.family(f, rule(Nat, ISTIO_OUTPUT, vec![c], jump(ISTIO_REDIRECT)));
         }
     }
 }
@@ -499,28 +502,28 @@ fn tproxy_tail(p: &Policy, out: &mut dyn Sink) {
     let lo = IfName::lo();
     out.both(rule(
         Mangle,
-        Prerouting,
+        PREROUTING,
         vec![tcp(), mark(m, false)],
         Target::SaveMark,
     ));
     let ret = vec![tcp(), oif(&lo), mark(m, false)];
-    out.both(rule(Mangle, Output, ret, Target::Return).nft(&spell::LOOPBACK_FIRST));
+    out.both(rule(Mangle, OUTPUT, ret, Target::Return).nft(&spell::LOOPBACK_FIRST));
     for o in p.owners() {
         let outbound = |f| {
             let mm = vec![not_dst(p.lo_dst(f)), tcp(), oif(&lo), owner(&o, false)];
             let set = Target::SetMark {
                 mark: Mark::OUTBOUND,
             };
-            rule(Mangle, Output, mm, set).nft(&spell::OUTBOUND_MARK)
+            rule(Mangle, OUTPUT, mm, set).nft(&spell::OUTBOUND_MARK)
         };
         out.versioned(outbound(Family::V4), outbound(Family::V6));
     }
     let restore = vec![tcp(), Match::ConnMark { mark: m }];
-    out.both(rule(Mangle, Output, restore, Target::RestoreMark));
+    out.both(rule(Mangle, OUTPUT, restore, Target::RestoreMark));
     out.both(
         rule(
             Mangle,
-            IstioInbound,
+            ISTIO_INBOUND,
             vec![tcp(), mark(m, false)],
             Target::Return,
         )
@@ -528,14 +531,14 @@ fn tproxy_tail(p: &Policy, out: &mut dyn Sink) {
     );
     let passthrough = |f| {
         let mm = vec![tcp(), src(Cidr::passthrough(f)), iif(&lo)];
-        rule(Mangle, IstioInbound, mm, Target::Return)
+        rule(Mangle, ISTIO_INBOUND, mm, Target::Return)
             .insert(1)
             .nft(&spell::PASSTHROUGH_GUARD)
     };
     out.versioned(passthrough(Family::V4), passthrough(Family::V6));
     let guard = vec![tcp(), iif(&lo), mark(Mark::OUTBOUND, true)];
     out.both(
-        rule(Mangle, IstioInbound, guard, Target::Return)
+        rule(Mangle, ISTIO_INBOUND, guard, Target::Return)
             .insert(2)
             .nft(&spell::LOOPBACK_FIRST),
     );
@@ -599,7 +602,7 @@ mod tests {
             r.target == Target::Return && r.matches.iter().any(|m| matches!(m, Match::Dst { negate: false, cidr } if cidr.to_string() == "10.0.0.0/8"))
         });
         let capture_all = position(&r, |r| {
-            r.chain == IstioOutput && r.matches.is_empty() && r.target == jump(IstioRedirect)
+            r.chain == ISTIO_OUTPUT && r.matches.is_empty() && r.target == jump(ISTIO_REDIRECT)
         });
         assert!(
             port_exempt < owner_return,
@@ -621,7 +624,7 @@ mod tests {
         let hairpins: Vec<&Rule> = r
             .iter()
             .map(|(_, r)| r)
-            .filter(|r| r.target == jump(IstioInRedirect) && r.chain == IstioOutput)
+            .filter(|r| r.target == jump(ISTIO_IN_REDIRECT) && r.chain == ISTIO_OUTPUT)
             .collect();
         let multiport = |r: &&&Rule| {
             r.matches
@@ -643,7 +646,7 @@ mod tests {
         assert!(r.iter().any(|(_, r)| r.target == Target::SaveMark));
         let guards: Vec<At> = r
             .iter()
-            .filter(|(_, r)| r.table == Mangle && r.chain == IstioInbound)
+            .filter(|(_, r)| r.table == Mangle && r.chain == ISTIO_INBOUND)
             .map(|(_, r)| r.at)
             .collect();
         assert_eq!(
@@ -651,7 +654,7 @@ mod tests {
             [At::Insert(0), At::Insert(1), At::Insert(1), At::Insert(2)]
         );
         assert!(
-            !r.iter().any(|(_, r)| r.chain == IstioTproxy),
+            !r.iter().any(|(_, r)| r.chain == ISTIO_TPROXY),
             "no capture without -b"
         );
     }

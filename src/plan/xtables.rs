@@ -134,10 +134,15 @@ impl Sink for Xtables {
 mod tests {
     use super::*;
     use crate::plan::rule::rule;
-    use crate::plan::types::{Chain, Table, Target};
+    use crate::plan::types::{Table, Target};
 
     fn r() -> Rule {
-        rule(Table::Nat, Chain::Prerouting, vec![], Target::Return)
+        rule(
+            Table::Nat,
+            crate::plan::builtin::PREROUTING,
+            vec![],
+            Target::Return,
+        )
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub fn dry_run(verb: Verb, backend: BackendChoice, format: OutputFormat, plan: &
             s.push('\n');
             s
         }
-        (OutputFormat::Text, BackendChoice::Netlink) if clean => nft::cleanup_transaction(),
+        (OutputFormat::Text, BackendChoice::Netlink) if clean => {
+            nft::cleanup_transaction(plan.ours.scheme)
+        }
         (OutputFormat::Text, BackendChoice::Netlink) => nft::transaction(&plan.nft),
         (OutputFormat::Text, BackendChoice::Iptables(_)) => {
             let mut s = String::new();
@@ -57,7 +59,7 @@ pub fn dry_run(verb: Verb, backend: BackendChoice, format: OutputFormat, plan: &
 pub fn trace_file(verb: Verb, backend: BackendChoice, plan: &Plan) -> String {
     let clean = verb == Verb::Clean;
     match backend {
-        BackendChoice::Netlink if clean => nft::cleanup_transaction(),
+        BackendChoice::Netlink if clean => nft::cleanup_transaction(plan.ours.scheme),
         BackendChoice::Netlink => nft::transaction(&plan.nft),
         BackendChoice::Iptables(_) if clean => trace::cleanup(&plan.xtables),
         BackendChoice::Iptables(_) => trace::apply(&plan.xtables),

@@ -4,7 +4,9 @@
 
 use std::fmt::Write;
 
-use crate::plan::{Chain, Family, Match, NftPlan, NftRule, Position, Table, Target};
+use crate::plan::{
+    Chain, Family, Match, NftPlan, NftRule, Position, Scheme, Table, TableLayout, Target,
+};
 
 fn ip_kw(f: Family) -> &'static str {
     match f {
@@ -27,7 +29,7 @@ fn neq(negate: bool) -> &'static str {
 }
 
 /// The rule body after `add rule inet TABLE CHAIN [index N] `.
-pub fn rule_body(table: Table, rule: &NftRule) -> String {
+pub fn rule_body(table: &TableLayout, rule: &NftRule) -> String {
     let mut s = String::new();
     write_body(&mut s, table, rule);
     s
@@ -91,9 +93,13 @@ fn write_match(s: &mut String, m: &Match, meta: &str) {
     };
 }
 
-fn write_body(s: &mut String, table: Table, rule: &NftRule) {
+fn write_body(s: &mut String, table: &TableLayout, rule: &NftRule) {
     // Upstream's raw-table DNS rules spell the owner match `meta skuid`; same bytecode.
-    let meta = if table == Table::Raw { "meta " } else { "" };
+    let meta = if table.table == Table::Raw {
+        "meta "
+    } else {
+        ""
+    };
     for m in &rule.matches {
         write_match(s, m, meta);
     }
@@ -118,14 +124,14 @@ fn write_body(s: &mut String, table: Table, rule: &NftRule) {
 }
 
 /// One `add rule` / `insert rule` line without the newline.
-pub fn rule_line(table: Table, rule: &NftRule) -> String {
+pub fn rule_line(table: &TableLayout, rule: &NftRule) -> String {
     let mut s = String::new();
     write_rule_line(&mut s, table, rule);
     s
 }
 
-fn write_rule_line(s: &mut String, table: Table, rule: &NftRule) {
-    let t = table.nft_name();
+fn write_rule_line(s: &mut String, table: &TableLayout, rule: &NftRule) {
+    let t = table.nft_name;
     let c = rule.chain.nft_name();
     let _ = match rule.position {
         Position::Append => write!(s, "add rule inet {t} {c} "),
@@ -135,8 +141,8 @@ fn write_rule_line(s: &mut String, table: Table, rule: &NftRule) {
 }
 
 /// `add chain` line for one declared chain.
-pub fn chain_line(table: Table, chain: Chain) -> String {
-    let t = table.nft_name();
+pub fn chain_line(table: &TableLayout, chain: Chain) -> String {
+    let t = table.nft_name;
     let c = chain.nft_name();
     match table.base_chain(chain) {
         Some(b) => format!(
@@ -153,15 +159,15 @@ pub fn chain_line(table: Table, chain: Chain) -> String {
 pub fn transaction(plan: &NftPlan) -> String {
     let mut out = String::new();
     for t in &plan.tables {
-        let name = t.table.nft_name();
+        let name = t.layout.nft_name;
         let _ = writeln!(out, "add table inet {name}");
         let _ = writeln!(out, "flush table inet {name}");
         for c in &t.chains {
-            out.push_str(&chain_line(t.table, *c));
+            out.push_str(&chain_line(t.layout, *c));
             out.push('\n');
         }
         for r in &t.rules {
-            write_rule_line(&mut out, t.table, r);
+            write_rule_line(&mut out, t.layout, r);
             out.push('\n');
         }
     }
@@ -169,12 +175,12 @@ pub fn transaction(plan: &NftPlan) -> String {
 }
 
 /// The clean-up transaction: `add table` (so the delete cannot fail) + `delete table` for
-/// each of our three tables.
-pub fn cleanup_transaction() -> String {
+/// each of the scheme's tables.
+pub fn cleanup_transaction(scheme: &Scheme) -> String {
     let mut out = String::new();
-    for t in Table::NFT_TABLES {
-        let _ = writeln!(out, "add table inet {}", t.nft_name());
-        let _ = writeln!(out, "delete table inet {}", t.nft_name());
+    for t in scheme.tables {
+        let _ = writeln!(out, "add table inet {}", t.nft_name);
+        let _ = writeln!(out, "delete table inet {}", t.nft_name);
     }
     out
 }
@@ -186,12 +192,17 @@ mod tests {
 
     #[test]
     fn base_chains_declare_upstream_hooks_and_priorities() {
+        let scheme = &crate::profile::istio::chains::SCHEME;
+        let layout = |t| scheme.layout(t).unwrap();
         assert_eq!(
-            chain_line(Table::Mangle, Chain::Output),
+            chain_line(layout(Table::Mangle), crate::plan::builtin::OUTPUT),
             "add chain inet istio-proxy-mangle output { type route hook output priority -150 ; }"
         );
         assert_eq!(
-            chain_line(Table::Nat, Chain::IstioOutput),
+            chain_line(
+                layout(Table::Nat),
+                crate::profile::istio::chains::ISTIO_OUTPUT
+            ),
             "add chain inet istio-proxy-nat istio-output"
         );
     }
@@ -229,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_clean_adds_then_deletes_each_table() {
-        let t = cleanup_transaction();
+        let t = cleanup_transaction(&crate::profile::istio::chains::SCHEME);
         assert_eq!(t.lines().count(), 6);
         assert!(
             t.starts_with("add table inet istio-proxy-nat\ndelete table inet istio-proxy-nat\n")

@@ -222,7 +222,7 @@ mod tests {
         let empty_tables =
             "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
         assert!(!super::has_rules(empty_tables));
-        assert!(!super::has_rules("*nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n"));
+        assert!(!super::has_rules("*nat\n:SOME_CHAIN - [0:0]\nCOMMIT\n"));
         assert!(super::has_rules("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"));
         assert!(super::has_rules("*filter\n-I INPUT 1 -j ACCEPT\nCOMMIT\n"));
     }

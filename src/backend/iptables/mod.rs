@@ -111,20 +111,20 @@ impl Iptables {
         f: Family,
         interrupted: bool,
     ) -> Result<Option<String>, IptError> {
-        let mark = plan.ours.mark;
+        let ours = &plan.ours;
         let probe = has_probe(&fam.live);
-        if !has_ours(&fam.live, mark) && !probe {
+        if !has_ours(&fam.live, ours) && !probe {
             return Ok(Some(crate::render::iptables::restore(&fam.rules)));
         }
-        let chains = drift(&fam.live, &fam.want, mark);
+        let chains = drift(&fam.live, &fam.want, ours);
         if chains.is_empty() && !probe && !self.force_apply {
             return Ok(None);
         }
         let replace = interrupted || self.reconcile || self.force_apply;
-        if !chains.is_empty() && !replace && has_ours(&fam.live, mark) {
+        if !chains.is_empty() && !replace && has_ours(&fam.live, ours) {
             return Err(IptError::Drift { family: f, chains });
         }
-        if !has_ours(&fam.live, mark) {
+        if !has_ours(&fam.live, ours) {
             logging::info(&format!(
                 "{}: removing a detection probe rule ({}) an earlier run left in nat INPUT",
                 fam.x.name,
@@ -142,7 +142,7 @@ impl Iptables {
                 chains.join(", ")
             ));
         }
-        Ok(replace_text(&fam.live, &fam.want, Some(&fam.rules), mark))
+        Ok(replace_text(&fam.live, &fam.want, Some(&fam.rules), ours))
     }
 
     /// Puts every table the attempted writes may have changed back as it was read: a table
@@ -166,7 +166,7 @@ impl Iptables {
                     Some(block) => (Some(block), false),
                     None => {
                         let only: State = [(table.clone(), state.clone())].into();
-                        (replace_text(&only, &fam.want, None, plan.ours.mark), true)
+                        (replace_text(&only, &fam.want, None, &plan.ours), true)
                     }
                 };
                 if let Some(text) = text
@@ -209,7 +209,7 @@ impl Iptables {
         let live = run(&save, &[], None, &[])
             .map(|text| parse_save(&text))
             .map_err(|e| format!("{name}: cannot read its rules, so cannot clean them: {e}"))?;
-        let Some(text) = replace_text(&live, planned, None, plan.ours.mark) else {
+        let Some(text) = replace_text(&live, planned, None, &plan.ours) else {
             return Ok(None);
         };
         let x = Xtables {
@@ -337,7 +337,7 @@ impl Backend for Iptables {
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
         for f in plan.xtables.families() {
             let fam = self.read_family(plan, f)?;
-            let mut chains = drift(&fam.live, &fam.want, plan.ours.mark);
+            let mut chains = drift(&fam.live, &fam.want, &plan.ours);
             if has_probe(&fam.live) {
                 chains.push(format!(
                     "nat/INPUT (a detection probe rule, {})",

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use crate::plan::{Family, Mark, Match, Position, Target, XtRule};
+use crate::plan::{Family, Mark, Match, Ownership, Position, Target, XtRule};
 use crate::render::iptables::comma;
 
 /// One table's chains and their rules (the text after `-A CHAIN `), in kernel order.
@@ -205,31 +205,23 @@ pub fn expected(rules: &[XtRule], family: Family) -> State {
     state
 }
 
-pub fn is_istio_chain(name: &str) -> bool {
-    name.starts_with("ISTIO_")
-}
-
-/// Whether a live rule in a built-in chain is ours: it jumps to an ISTIO_ chain, or it is one
-/// of upstream's TPROXY bookkeeping rules in mangle carrying our inbound mark or the 1338
-/// outbound mark, or it equals a rule the plan puts in that chain (e.g. a `-c` RETURN).
-pub fn builtin_rule_is_ours(table: &str, spec: &str, mark: Mark, planned: &[String]) -> bool {
-    if spec
-        .split_whitespace()
-        .collect::<Vec<_>>()
+/// Whether a live rule in a built-in chain is ours: it jumps to one of the scheme's chains,
+/// or it is a bookkeeping rule carrying one of the plan's marks (a TPROXY scheme's rules in
+/// mangle: CONNMARK save/restore, MARK set, or a RETURN on the mark), or it equals a rule the
+/// plan puts in that chain (e.g. a `-c` RETURN).
+pub fn builtin_rule_is_ours(spec: &str, ours: &Ownership, planned: &[String]) -> bool {
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    if words
         .windows(2)
-        .any(|w| w[0] == "-j" && is_istio_chain(w[1]))
+        .any(|w| w[0] == "-j" && ours.scheme.owns_xt_chain(w[1]))
     {
         return true;
     }
     if planned.iter().any(|p| p == spec) {
         return true;
     }
-    if table != "mangle" {
-        return false;
-    }
-    let ours = [hex(mark), hex(Mark::OUTBOUND)];
     let carries = |s: &str| {
-        ours.iter().any(|m| {
+        ours.marks.iter().map(|m| hex(*m)).any(|m| {
             s.contains(&format!("--mark {m} ")) || s.contains(&format!("--set-xmark {m}/"))
         })
     };
@@ -238,14 +230,12 @@ pub fn builtin_rule_is_ours(table: &str, spec: &str, mark: Mark, planned: &[Stri
         "-j CONNMARK --restore-mark",
         "-j MARK --set-xmark",
     ];
-    carries(spec)
-        && (shapes.iter().any(|s| spec.contains(s))
-            || (spec.starts_with("-o lo -p tcp -m mark --mark ") && spec.ends_with("-j RETURN")))
+    carries(spec) && (shapes.iter().any(|s| spec.contains(s)) || spec.ends_with(" -j RETURN"))
 }
 
 /// Names of the chains whose content differs between `live` and `want`, as `table/CHAIN`.
 /// Built-in chains are compared on the rules that are ours only.
-pub fn drift(live: &State, want: &State, mark: Mark) -> Vec<String> {
+pub fn drift(live: &State, want: &State, ours: &Ownership) -> Vec<String> {
     let mut out = Vec::new();
     let tables: std::collections::BTreeSet<&String> = live.keys().chain(want.keys()).collect();
     let empty = TableState::default();
@@ -256,7 +246,7 @@ pub fn drift(live: &State, want: &State, mark: Mark) -> Vec<String> {
             l.chains.keys().chain(w.chains.keys()).collect();
         for c in chains {
             let want_rules = w.chains.get(c).cloned().unwrap_or_default();
-            let live_rules: Vec<String> = if is_istio_chain(c) {
+            let live_rules: Vec<String> = if ours.scheme.owns_xt_chain(c) {
                 match l.chains.get(c) {
                     Some(r) => r.clone(),
                     None => {
@@ -270,13 +260,13 @@ pub fn drift(live: &State, want: &State, mark: Mark) -> Vec<String> {
                     .map(|rules| {
                         rules
                             .iter()
-                            .filter(|r| builtin_rule_is_ours(t, r, mark, &want_rules))
+                            .filter(|r| builtin_rule_is_ours(r, ours, &want_rules))
                             .cloned()
                             .collect()
                     })
                     .unwrap_or_default()
             };
-            if is_istio_chain(c) && !w.chains.contains_key(c) {
+            if ours.scheme.owns_xt_chain(c) && !w.chains.contains_key(c) {
                 out.push(format!("{t}/{c} (not in the new rules)"));
             } else if live_rules != want_rules {
                 out.push(format!("{t}/{c}"));
@@ -287,10 +277,10 @@ pub fn drift(live: &State, want: &State, mark: Mark) -> Vec<String> {
 }
 
 /// Whether the live state holds anything of ours.
-pub fn has_ours(live: &State, mark: Mark) -> bool {
-    live.iter().any(|(t, ts)| {
+pub fn has_ours(live: &State, ours: &Ownership) -> bool {
+    live.values().any(|ts| {
         ts.chains.iter().any(|(c, rules)| {
-            is_istio_chain(c) || rules.iter().any(|r| builtin_rule_is_ours(t, r, mark, &[]))
+            ours.scheme.owns_xt_chain(c) || rules.iter().any(|r| builtin_rule_is_ours(r, ours, &[]))
         })
     })
 }
@@ -305,7 +295,7 @@ pub fn replace_text(
     live: &State,
     planned: &State,
     install: Option<&[XtRule]>,
-    mark: Mark,
+    ours: &Ownership,
 ) -> Option<String> {
     let then = install.map(|rules| (rules, planned));
     let tables: std::collections::BTreeSet<String> = live
@@ -327,23 +317,27 @@ pub fn replace_text(
         };
         let mut body = String::new();
         for (c, rules) in &l.chains {
-            if is_istio_chain(c) {
+            if ours.scheme.owns_xt_chain(c) {
                 continue;
             }
             let planned = planned_builtin(c);
             let probe = |r: &str| t == "nat" && c == "INPUT" && r == PROBE_SPEC;
             for r in rules
                 .iter()
-                .filter(|r| builtin_rule_is_ours(&t, r, mark, &planned) || probe(r))
+                .filter(|r| builtin_rule_is_ours(r, ours, &planned) || probe(r))
             {
                 body += &format!("-D {c} {r}\n");
             }
         }
-        let ours: Vec<&String> = l.chains.keys().filter(|c| is_istio_chain(c)).collect();
-        for c in &ours {
+        let mine: Vec<&String> = l
+            .chains
+            .keys()
+            .filter(|c| ours.scheme.owns_xt_chain(c))
+            .collect();
+        for c in &mine {
             body += &format!("-F {c}\n");
         }
-        for c in &ours {
+        for c in &mine {
             if !w.is_some_and(|w| w.chains.contains_key(*c)) {
                 body += &format!("-X {c}\n");
             }
@@ -351,7 +345,7 @@ pub fn replace_text(
         if let Some((rules, want)) = then
             && let Some(wt) = want.get(&t)
         {
-            for c in wt.chains.keys().filter(|c| is_istio_chain(c)) {
+            for c in wt.chains.keys().filter(|c| ours.scheme.owns_xt_chain(c)) {
                 if !l.chains.contains_key(c) {
                     body += &format!("-N {c}\n");
                 }

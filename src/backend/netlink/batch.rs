@@ -11,7 +11,7 @@ use netlink_packet_netfilter::nftables::NfTablesMessage;
 
 use super::sets::{AnonSet, Element};
 use super::wire;
-use crate::plan::{Chain, NftRule, Table};
+use crate::plan::{Chain, NftRule, TableLayout};
 
 /// What a data message of the batch is, for an error that names it.
 #[derive(Debug, Clone)]
@@ -19,20 +19,20 @@ pub enum Named<'a> {
     /// A line of `nft` text, fixed when written (tables, chains, the guard, the probe).
     Text(Cow<'static, str>),
     /// A chain of ours, rendered only if the kernel refuses it.
-    Chain(Table, Chain),
+    Chain(&'static TableLayout, Chain),
     /// A rule of the plan (or the set it looks up), rendered only if the kernel refuses it.
-    Rule(Table, &'a NftRule),
+    Rule(&'static TableLayout, &'a NftRule),
     /// A rule that is not the plan's (test fault injection).
-    Owned(Table, Box<NftRule>),
+    Owned(&'static TableLayout, Box<NftRule>),
 }
 
 impl Named<'_> {
     pub fn describe(&self) -> String {
         match self {
             Named::Text(t) => t.to_string(),
-            Named::Chain(t, c) => crate::render::nft::chain_line(*t, *c),
-            Named::Rule(t, r) => crate::render::nft::rule_line(*t, r),
-            Named::Owned(t, r) => crate::render::nft::rule_line(*t, r),
+            Named::Chain(t, c) => crate::render::nft::chain_line(t, *c),
+            Named::Rule(t, r) => crate::render::nft::rule_line(t, r),
+            Named::Owned(t, r) => crate::render::nft::rule_line(t, r),
         }
     }
 }

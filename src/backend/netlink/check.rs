@@ -15,12 +15,12 @@ use netlink_packet_core::DefaultNla;
 use super::lower::{self, Op};
 use super::wire::{self, Expr, LiveChain, LiveElement, LiveRule};
 use super::{NetlinkError, Nft};
-use crate::plan::{Chain, Plan, Table};
+use crate::plan::{Chain, Plan, TableLayout};
 
 /// Every difference between the live ruleset and `plan`; empty when they match. (TPROXY
 /// routing is checked by `backend::routes`.)
 pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, NetlinkError> {
-    let existing = nl.our_tables()?;
+    let existing = nl.our_tables(plan.ours.scheme)?;
     let (chains, rules) = nl.chains_and_rules()?;
     let ops = lower::apply_ops(&plan.nft, &lower::Existing::default())?;
     let mut out = Vec::new();
@@ -30,10 +30,10 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
             super::guard::TEXT
         ));
     }
-    for table in Table::NFT_TABLES {
-        let name = table.nft_name();
-        let planned = plan.nft.tables.iter().find(|t| t.table == table);
-        match (planned, existing.tables.contains(&table)) {
+    for table in plan.ours.scheme.tables {
+        let name = table.nft_name;
+        let planned = plan.nft.tables.iter().find(|t| t.table == table.table);
+        match (planned, existing.tables.contains(&name)) {
             (None, false) => {}
             (None, true) => out.push(format!("table inet {name} exists but is not planned")),
             (Some(_), false) => out.push(format!("table inet {name} is missing")),
@@ -58,8 +58,8 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
     Ok(out)
 }
 
-fn compare_chains(table: Table, want: &[Chain], live: &[LiveChain], out: &mut Vec<String>) {
-    let t = table.nft_name();
+fn compare_chains(table: &TableLayout, want: &[Chain], live: &[LiveChain], out: &mut Vec<String>) {
+    let t = table.nft_name;
     for c in want {
         let Some(l) = live.iter().find(|l| l.name == c.nft_name()) else {
             out.push(format!("chain inet {t} {} is missing", c.nft_name()));
@@ -128,7 +128,7 @@ fn live_sets(nl: &mut Nft, table: &str, rules: &[LiveRule]) -> Result<Sets, Netl
 
 /// The planned set of a rule's lookup (by batch id): its header attributes and its elements
 /// as the kernel reports them, sorted.
-fn planned_set(table: Table, ops: &[Op], want: &[Expr]) -> Option<SetState> {
+fn planned_set(table: &TableLayout, ops: &[Op], want: &[Expr]) -> Option<SetState> {
     let id = want
         .iter()
         .filter(|e| e.name == "lookup")
@@ -138,8 +138,7 @@ fn planned_set(table: Table, ops: &[Op], want: &[Expr]) -> Option<SetState> {
         Op::AddSet { set, .. } if set.id == id => {
             let mut elements: Vec<LiveElement> = set.elements.iter().map(|e| e.wire()).collect();
             elements.sort();
-            let header =
-                wire::set_header_attrs(wire::set(table.nft_name(), super::set_header(set)));
+            let header = wire::set_header_attrs(wire::set(table.nft_name, super::set_header(set)));
             Some(SetState { header, elements })
         }
         _ => None,
@@ -156,14 +155,20 @@ fn same_set(want: &SetState, have: &SetState) -> bool {
             .all(|a| have.header.iter().any(|b| wire::same_attr(a, b)))
 }
 
-fn compare_rules(table: Table, ops: &[Op], live: &[LiveRule], sets: &Sets, out: &mut Vec<String>) {
-    let t = table.nft_name();
+fn compare_rules(
+    table: &TableLayout,
+    ops: &[Op],
+    live: &[LiveRule],
+    sets: &Sets,
+    out: &mut Vec<String>,
+) {
+    let t = table.nft_name;
     // The planned rules of this table, grouped by chain in final order (as sent).
     let mut chains: Vec<String> = Vec::new();
     let planned = ops.iter().filter_map(|op| match op {
         Op::AddRule {
             table: tt, rule, ..
-        } if *tt == table => Some(rule.chain.nft_name().to_string()),
+        } if **tt == *table => Some(rule.chain.nft_name().to_string()),
         _ => None,
     });
     for c in planned.chain(live.iter().map(|r| r.chain.clone())) {
@@ -174,7 +179,7 @@ fn compare_rules(table: Table, ops: &[Op], live: &[LiveRule], sets: &Sets, out: 
     for chain in &chains {
         let want: Vec<&Op> = ops
             .iter()
-            .filter(|op| matches!(op, Op::AddRule { table: tt, rule, .. } if *tt == table && rule.chain.nft_name() == chain))
+            .filter(|op| matches!(op, Op::AddRule { table: tt, rule, .. } if **tt == *table && rule.chain.nft_name() == chain))
             .collect();
         let have: Vec<&LiveRule> = live.iter().filter(|r| &r.chain == chain).collect();
         if want.len() != have.len() {

@@ -21,8 +21,8 @@ use super::wire::{
     NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
 };
 use crate::plan::{
-    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto, Table,
-    Target,
+    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
+    TableLayout, Target,
 };
 use crate::render::nft::{chain_line, rule_line};
 
@@ -36,25 +36,26 @@ const NF_CT_STATE_RELATED: u32 = 1 << 2;
 /// One message of the transaction; `describe` gives the text the user knows it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<'a> {
-    DelTable(Table),
+    /// One of the scheme's tables that exists (by name).
+    DelTable(&'static str),
     /// Lower an interrupted iptables run's guard (`netlink::guard`).
     DelGuard,
-    AddTable(Table),
+    AddTable(&'static TableLayout),
     AddChain {
-        table: Table,
+        table: &'static TableLayout,
         chain: Chain,
     },
     /// The anonymous set a rule looks up. Sets go before the table's rules, in the order
     /// the rules that use them appear in the text, as `nft -f` creates them (the kernel names
     /// them `__set0`, `__set1`, ... in creation order).
     AddSet {
-        table: Table,
+        table: &'static TableLayout,
         set: AnonSet,
         /// The rule that looks it up, for error messages.
         rule: &'a NftRule,
     },
     AddRule {
-        table: Table,
+        table: &'static TableLayout,
         /// The plan's rule: its chain, and its text for error messages (rendered only then).
         rule: std::borrow::Cow<'a, NftRule>,
         exprs: Vec<Expr>,
@@ -65,12 +66,12 @@ impl Op<'_> {
     /// How errors name this message: the line of the dry-run text it comes from.
     pub fn describe(&self) -> String {
         match self {
-            Op::DelTable(t) => format!("delete table inet {}", t.nft_name()),
+            Op::DelTable(t) => format!("delete table inet {t}"),
             Op::DelGuard => format!("delete {}", super::guard::TEXT),
-            Op::AddTable(t) => format!("add table inet {}", t.nft_name()),
-            Op::AddChain { table, chain } => chain_line(*table, *chain),
-            Op::AddRule { table, rule, .. } => rule_line(*table, rule),
-            Op::AddSet { table, rule, .. } => rule_line(*table, rule),
+            Op::AddTable(t) => format!("add table inet {}", t.nft_name),
+            Op::AddChain { table, chain } => chain_line(table, *chain),
+            Op::AddRule { table, rule, .. } => rule_line(table, rule),
+            Op::AddSet { table, rule, .. } => rule_line(table, rule),
         }
     }
 }
@@ -86,7 +87,8 @@ pub enum LowerError {
 /// What of ours the kernel holds: which of our tables, and whether a guard is up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
-    pub tables: Vec<Table>,
+    /// The names of the scheme's tables that exist.
+    pub tables: Vec<&'static str>,
     pub guard: bool,
 }
 
@@ -121,14 +123,14 @@ pub fn ops<'a>(
         .collect();
     let tables = plan.tables.iter().zip(ids).flat_map(|(t, ids)| {
         let head =
-            std::iter::once(Op::AddTable(t.table)).chain(t.chains.iter().map(|c| Op::AddChain {
-                table: t.table,
+            std::iter::once(Op::AddTable(t.layout)).chain(t.chains.iter().map(|c| Op::AddChain {
+                table: t.layout,
                 chain: *c,
             }));
         let sets = t.rules.iter().zip(ids.clone()).filter_map(|(r, id)| {
             let set = r.matches.iter().find_map(|m| set_of(m, id?))?;
             Some(Op::AddSet {
-                table: t.table,
+                table: t.layout,
                 set,
                 rule: r,
             })
@@ -136,7 +138,7 @@ pub fn ops<'a>(
         let rules = final_order(&t.rules).into_iter().map(move |i| {
             let rule = &t.rules[i];
             lower_exprs(rule, ids[i]).map(|exprs| Op::AddRule {
-                table: t.table,
+                table: t.layout,
                 rule: std::borrow::Cow::Borrowed(rule),
                 exprs,
             })
@@ -153,7 +155,7 @@ pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a
 
 /// The operations of a clean: delete each of our tables that exists, and a guard.
 pub fn clean_ops(existing: &Existing) -> Vec<Op<'static>> {
-    let tables = existing.tables.iter().map(|t| Op::DelTable(*t));
+    let tables = existing.tables.iter().map(|t| Op::DelTable(t));
     tables
         .chain(existing.guard.then_some(Op::DelGuard))
         .collect()
@@ -373,11 +375,9 @@ fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate:
 /// the set gets the next id after `set_id`.
 #[cfg(any(test, feature = "test-faults"))]
 pub(super) fn lower_rule(
-    table: Table,
     rule: &NftRule,
     set_id: &mut u32,
 ) -> Result<(Vec<Expr>, Option<AnonSet>), LowerError> {
-    let _ = table;
     let id = rule.matches.iter().any(has_set).then(|| {
         *set_id += 1;
         *set_id
@@ -603,7 +603,9 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
 pub fn hook(h: Hook) -> c_int {
     match h {
         Hook::Prerouting => libc::NF_INET_PRE_ROUTING,
+        Hook::Input => libc::NF_INET_LOCAL_IN,
         Hook::Output => libc::NF_INET_LOCAL_OUT,
+        Hook::Postrouting => libc::NF_INET_POST_ROUTING,
     }
 }
 
@@ -612,9 +614,12 @@ mod tests {
     use super::*;
     use crate::plan::{IfName, Mark, Port};
 
+    /// A chain of no scheme: the lowering knows none.
+    const TEST_CHAIN: Chain = Chain::scheme("TEST_CHAIN", "test-chain");
+
     fn rule(matches: Vec<Match>, target: Target) -> NftRule {
         NftRule {
-            chain: Chain::IstioOutput,
+            chain: TEST_CHAIN,
             position: Position::Append,
             family: None,
             matches,
@@ -640,7 +645,7 @@ mod tests {
             ],
             Target::Return,
         );
-        let (e, _) = lower_rule(Table::Nat, &r, &mut 0).unwrap();
+        let (e, _) = lower_rule(&r, &mut 0).unwrap();
         assert_eq!(
             names(&e),
             [
@@ -662,7 +667,7 @@ mod tests {
             }],
             Target::Return,
         );
-        let (e, _) = lower_rule(Table::Nat, &r, &mut 0).unwrap();
+        let (e, _) = lower_rule(&r, &mut 0).unwrap();
         assert_eq!(e[1], cmp(false, vec![17]), "udp dependency");
     }
 
@@ -683,7 +688,7 @@ mod tests {
     #[test]
     fn inserts_resolved_in_order() {
         let mk = |pos, mark| NftRule {
-            chain: Chain::IstioInbound,
+            chain: TEST_CHAIN,
             position: pos,
             family: None,
             matches: vec![],
@@ -716,6 +721,6 @@ mod tests {
             }],
             Target::Return,
         );
-        assert!(lower_rule(Table::Nat, &r, &mut 0).is_err());
+        assert!(lower_rule(&r, &mut 0).is_err());
     }
 }

@@ -23,7 +23,7 @@ use netlink_packet_netfilter::nftables::{
 use nix::errno::Errno;
 
 use super::{Backend, BackendError};
-use crate::plan::{Plan, Table};
+use crate::plan::{Plan, Scheme};
 use lower::{Existing, Op, clean_ops};
 use transport::{Reply, Transport};
 
@@ -85,9 +85,10 @@ impl Backend for Netlink {
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (sent, existing) =
-            nl.transact_unchanged(|existing| faults::inject(lower::ops(&plan.nft, existing)))?;
-        let replaced: Vec<&str> = existing.tables.iter().map(|t| t.nft_name()).collect();
+        let (sent, existing) = nl.transact_unchanged(plan.ours.scheme, |existing| {
+            faults::inject(plan.ours.scheme, lower::ops(&plan.nft, existing))
+        })?;
+        let replaced: Vec<&str> = existing.tables.clone();
         crate::logging::debug_with(|| {
             format!(
                 "transaction:\n{}",
@@ -117,11 +118,12 @@ impl Backend for Netlink {
 
     /// Deletes our tables (those that exist) in one transaction, committed only if no table
     /// appeared or vanished since the read. Nothing to delete is success.
-    fn clean(&self, _plan: &Plan) -> Result<Vec<String>, BackendError> {
+    fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (_, deleted) =
-            nl.transact_unchanged(|existing| clean_ops(existing).into_iter().map(Ok))?;
+        let (_, deleted) = nl.transact_unchanged(plan.ours.scheme, |existing| {
+            clean_ops(existing).into_iter().map(Ok)
+        })?;
         Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
     }
 }
@@ -133,42 +135,40 @@ impl Backend for Netlink {
 #[cfg(feature = "test-faults")]
 mod faults {
     use super::lower::{self, LowerError, Op};
-    use crate::plan::{Chain, Family, Mark, NftRule, Port, Position, Table, Target};
+    use crate::plan::{Family, Mark, NftRule, Port, Position, Scheme, Table, Target};
 
     /// The operations, with the refused rule after the first nat rule (mid-batch, so the
     /// rejected message is not the one that carries the ACK).
     pub fn inject<'a>(
+        scheme: &'static Scheme,
         ops: impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a,
     ) -> Box<dyn Iterator<Item = Result<Op<'a>, LowerError>> + 'a> {
         if std::env::var("MESHTABLES_TEST_FAULT").as_deref() != Ok("reject-rule") {
             return Box::new(ops);
         }
-        let (Some(port), Some(mark)) = (Port::new(15006), Mark::new(1337)) else {
+        let (Some(port), Some(mark), Some(nat)) =
+            (Port::new(9), Mark::new(4242), scheme.layout(Table::Nat))
+        else {
             return Box::new(ops);
         };
         let rule = NftRule {
-            chain: Chain::Output,
+            chain: crate::plan::builtin::OUTPUT,
             position: Position::Append,
             family: Some(Family::V4),
             matches: vec![],
             target: Target::Tproxy { port, mark },
         };
-        let Ok((exprs, _)) = lower::lower_rule(Table::Nat, &rule, &mut 0) else {
+        let Ok((exprs, _)) = lower::lower_rule(&rule, &mut 0) else {
             return Box::new(ops);
         };
         let mut bad = Some(Op::AddRule {
-            table: Table::Nat,
+            table: nat,
             rule: std::borrow::Cow::Owned(rule),
             exprs,
         });
         Box::new(ops.flat_map(move |op| {
-            let first_nat_rule = matches!(
-                op,
-                Ok(Op::AddRule {
-                    table: Table::Nat,
-                    ..
-                })
-            );
+            let first_nat_rule =
+                matches!(&op, Ok(Op::AddRule { table, .. }) if table.table == Table::Nat);
             let extra = if first_nat_rule {
                 bad.take().map(Ok)
             } else {
@@ -184,6 +184,7 @@ mod faults {
     use super::lower::{LowerError, Op};
 
     pub fn inject<'a>(
+        _scheme: &'static crate::plan::Scheme,
         ops: impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a,
     ) -> impl Iterator<Item = Result<Op<'a>, LowerError>> + 'a {
         ops
@@ -283,14 +284,16 @@ impl Nft {
         ))
     }
 
-    /// Which of our `inet` tables exist, and whether a guard is up.
-    fn our_tables(&mut self) -> Result<Existing, NetlinkError> {
+    /// Which of the scheme's `inet` tables exist, and whether a guard is up.
+    fn our_tables(&mut self, scheme: &Scheme) -> Result<Existing, NetlinkError> {
         let names = self.table_names()?;
         let guard = guard::NAME;
         Ok(Existing {
-            tables: Table::NFT_TABLES
-                .into_iter()
-                .filter(|t| names.iter().any(|n| n == t.nft_name()))
+            tables: scheme
+                .tables
+                .iter()
+                .map(|t| t.nft_name)
+                .filter(|t| names.iter().any(|n| n == t))
                 .collect(),
             guard: names.iter().any(|n| n == guard),
         })
@@ -325,6 +328,7 @@ impl Nft {
     /// messages went and which of our tables existed.
     fn transact_unchanged<'p, I>(
         &mut self,
+        scheme: &Scheme,
         ops: impl Fn(&Existing) -> I,
     ) -> Result<(usize, Existing), NetlinkError>
     where
@@ -333,7 +337,7 @@ impl Nft {
         const ATTEMPTS: usize = 20;
         for _ in 0..ATTEMPTS {
             let generation = self.generation()?;
-            let existing = self.our_tables()?;
+            let existing = self.our_tables(scheme)?;
             let mut w = batch::Writer::new(Some(generation));
             for op in ops(&existing) {
                 add_op(&mut w, op?);
@@ -545,7 +549,7 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
     let inet = wire::INET;
     match op {
         Op::DelTable(t) => {
-            let msg = NfTablesMessage::DeleteTable(wire::table(t.nft_name()));
+            let msg = NfTablesMessage::DeleteTable(wire::table(t));
             w.put("table deletion", text(&op), inet, msg);
         }
         Op::DelGuard => {
@@ -553,7 +557,7 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
             w.put("table deletion", text(&op), inet, msg);
         }
         Op::AddTable(t) => {
-            let msg = NfTablesMessage::NewTable(wire::table(t.nft_name()));
+            let msg = NfTablesMessage::NewTable(wire::table(t.nft_name));
             w.put("table", text(&op), inet, msg);
         }
         Op::AddChain { table, chain } => {
@@ -562,23 +566,23 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
                 priority: b.priority,
                 kind: b.kind.name(),
             });
-            let msg = wire::chain(table.nft_name(), chain.nft_name(), base);
+            let msg = wire::chain(table.nft_name, chain.nft_name(), base);
             let named = Named::Chain(table, chain);
             w.put("chain", named, inet, NfTablesMessage::NewChain(msg));
         }
         Op::AddSet { table, set, rule } => {
             let named = Named::Rule(table, rule);
-            let msg = wire::set(table.nft_name(), set_header(&set));
+            let msg = wire::set(table.nft_name, set_header(&set));
             w.put(
                 "set of rule",
                 named.clone(),
                 inet,
                 NfTablesMessage::NewSet(msg),
             );
-            w.elements(table.nft_name(), &set, named);
+            w.elements(table.nft_name, &set, named);
         }
         Op::AddRule { table, rule, exprs } => {
-            let msg = wire::rule(table.nft_name(), rule.chain.nft_name(), &exprs);
+            let msg = wire::rule(table.nft_name, rule.chain.nft_name(), &exprs);
             let named = match rule {
                 std::borrow::Cow::Borrowed(rule) => Named::Rule(table, rule),
                 std::borrow::Cow::Owned(rule) => Named::Owned(table, Box::new(rule)),

@@ -176,16 +176,18 @@ impl<'p> Ruleset<'p> {
     pub fn nft(plan: &'p NftPlan) -> Result<Ruleset<'p>, String> {
         let mut rs = Ruleset::empty();
         for t in &plan.tables {
-            let tn = t.table.nft_name();
+            let tn = t.layout.nft_name;
             for c in &t.chains {
                 rs.chains.insert(key(tn, c.nft_name()), Vec::new());
-                if let Some(b) = t.table.base_chain(*c) {
+                if let Some(b) = t.layout.base_chain(*c) {
                     rs.bases.push(Base {
                         table: tn.to_string(),
                         chain: c.nft_name().to_string(),
                         hook: match b.hook {
                             NftHook::Prerouting => Hook::Prerouting,
+                            NftHook::Input => Hook::Input,
                             NftHook::Output => Hook::Output,
+                            NftHook::Postrouting => Hook::Postrouting,
                         },
                         priority: b.priority,
                         nat: b.kind == ChainType::Nat,
@@ -207,7 +209,7 @@ impl<'p> Ruleset<'p> {
                     family: r.family,
                     matches: &r.matches,
                     target: &r.target,
-                    text: format!("{tn} {c} {}", render::nft::rule_body(t.table, r)),
+                    text: format!("{tn} {c} {}", render::nft::rule_body(t.layout, r)),
                 };
                 let list = rs
                     .chains

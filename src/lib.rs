@@ -24,6 +24,7 @@ pub mod install; // `meshtables cni-install`: the DaemonSet that installs the CN
 pub mod lock; // one writer per network namespace (an abstract unix socket)
 pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path
+pub mod options; // what a run does and how (verb, backend, namespace): the engine's inputs
 pub mod plan; // Policy → Plan: one walk, two dialects, typed rules, no I/O
 pub mod policy; // what the rules depend on (the input of plan::build)
 pub mod profile; // interception schemes (Istio's sidecar rules): a folder each

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt};
 
-use crate::config::Validation;
+use crate::options::Validation;
 
 /// Upstream's message for a failed validation (exit status 126).
 pub const FAILURE_MESSAGE: &str = "iptables validation failed; workload is not ready for Istio.\nWhen using Istio CNI, this can occur if a pod is scheduled before the node is ready.\n\nIf installed with 'cni.repair.deletePods=true', this pod should automatically be deleted and retry.\nOtherwise, this pod will need to be manually removed so that it is scheduled on a node with istio-cni running, allowing iptables rules to be established.\n";

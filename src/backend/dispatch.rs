@@ -3,7 +3,7 @@
 //! (`backend`) depend on nothing here.
 
 use super::{Backend, BackendError, iptables, netlink, routes};
-use crate::config::{BackendChoice, RunOptions, Verb};
+use crate::options::{BackendChoice, RunOptions, Verb};
 use crate::logging;
 use crate::plan::Plan;
 

@@ -19,7 +19,6 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::libcni::Libcni;
 
 /// scanner.go's `maxNestingDepth`: this many open arrays and objects are accepted, one more is
 /// "exceeded max depth".
@@ -643,6 +642,14 @@ static GC_ATTACHMENT: Shape = Shape::Struct(
 );
 
 /// pkg/types/types.go `NetConf` at v1.1.2 (`PrevResult` is `json:"-"`).
+/// The Go struct a plugin's configuration is decoded into: libcni 1.1's `types.NetConf`, or
+/// 1.3's `types.PluginConf` (which adds `cni.dev/valid-attachments`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Struct {
+    NetConf,
+    PluginConf,
+}
+
 static NETCONF_1_1: &[(&str, Shape)] = &[
     ("cniVersion", Shape::Str),
     ("name", Shape::Str),
@@ -693,11 +700,15 @@ static NETCONF_1_3: &[(&str, Shape)] = &[
 /// What `json.Unmarshal(bytes, &types.NetConf{})` decides, for the document `node` whose keys
 /// arrive in `order`, with the struct of libcni `lib`. A top-level `null` is an empty NetConf
 /// (the pointer libcni passes is not settable, so null reaches the struct and is ignored).
-pub fn net_conf(node: &Node, order: KeyOrder, lib: Libcni) -> Result<NetConf, NetConfError> {
+pub fn net_conf(
+    node: &Node,
+    order: KeyOrder,
+    lib: Struct,
+) -> Result<NetConf, NetConfError> {
     // 1.3.0's NetConf is an alias of PluginConf, the name Go reports.
     let (fields, go_name) = match lib {
-        Libcni::V1_1_2 => (NETCONF_1_1, "types.NetConf"),
-        Libcni::V1_3_0 => (NETCONF_1_3, "types.PluginConf"),
+        Struct::NetConf => (NETCONF_1_1, "types.NetConf"),
+        Struct::PluginConf => (NETCONF_1_3, "types.PluginConf"),
     };
     let mut out = NetConf::default();
     let members = match node {
@@ -834,7 +845,7 @@ mod tests {
     use serde_json::json;
 
     fn nc(doc: &str, order: KeyOrder) -> Result<NetConf, NetConfError> {
-        net_conf(&parse(doc.as_bytes()).unwrap(), order, Libcni::V1_1_2)
+        net_conf(&parse(doc.as_bytes()).unwrap(), order, Struct::NetConf)
     }
 
     // --- decode: the grammar and Go's replacements ---
@@ -1168,13 +1179,13 @@ mod tests {
     #[test]
     fn valid_attachments_is_a_field_from_libcni_1_3_0() {
         let doc = parse(br#"{"type":"a","cni.dev/valid-attachments":1}"#).unwrap();
-        assert!(net_conf(&doc, KeyOrder::Document, Libcni::V1_1_2).is_ok());
-        assert!(net_conf(&doc, KeyOrder::Document, Libcni::V1_3_0).is_err());
+        assert!(net_conf(&doc, KeyOrder::Document, Struct::NetConf).is_ok());
+        assert!(net_conf(&doc, KeyOrder::Document, Struct::PluginConf).is_err());
         let ok = parse(
             br#"{"type":"a","cni.dev/valid-attachments":[{"containerID":"c","ifname":null}]}"#,
         )
         .unwrap();
-        assert!(net_conf(&ok, KeyOrder::Document, Libcni::V1_3_0).is_ok());
+        assert!(net_conf(&ok, KeyOrder::Document, Struct::PluginConf).is_ok());
     }
 
     mod random {
@@ -1186,8 +1197,8 @@ mod tests {
             fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
                 let _ = decode(&bytes);
                 if let Ok(doc) = parse(&bytes) {
-                    let _ = net_conf(&doc, KeyOrder::Document, Libcni::V1_3_0);
-                    let _ = net_conf(&doc, KeyOrder::Marshalled, Libcni::V1_1_2);
+                    let _ = net_conf(&doc, KeyOrder::Document, Struct::PluginConf);
+                    let _ = net_conf(&doc, KeyOrder::Marshalled, Struct::NetConf);
                 }
             }
 

@@ -41,6 +41,14 @@ pub enum Libcni {
 impl Libcni {
     pub const ALL: [Libcni; 2] = [Libcni::V1_1_2, Libcni::V1_3_0];
 
+    /// The Go struct this libcni decodes a plugin's configuration into.
+    fn plugin_struct(self) -> gojson::Struct {
+        match self {
+            Libcni::V1_1_2 => gojson::Struct::NetConf,
+            Libcni::V1_3_0 => gojson::Struct::PluginConf,
+        }
+    }
+
     /// `version.Current()`: the highest specification version this libcni implements.
     fn current(self) -> Version {
         match self {
@@ -554,7 +562,7 @@ fn get<'n>(members: &'n [(String, Node)], key: &str) -> Option<&'n Node> {
 
 /// A plugin of a list: `json.Marshal` of the decoded element, then `ConfFromBytes`.
 fn list_plugin(elem: &Node, lib: Libcni) -> Result<Plugin, PluginError> {
-    let conf = gojson::net_conf(elem, KeyOrder::Marshalled, lib).map_err(PluginError::Decode)?;
+    let conf = gojson::net_conf(elem, KeyOrder::Marshalled, lib.plugin_struct()).map_err(PluginError::Decode)?;
     if conf.plugin_type.is_empty() {
         return Err(PluginError::MissingType);
     }
@@ -889,7 +897,7 @@ fn subdir_plugins(
 /// `ConfFromBytes` / `NetworkPluginConfFromBytes`: the document's own key order.
 fn conf_from_bytes(bytes: &[u8], lib: Libcni) -> Result<(gojson::NetConf, Node), PluginError> {
     let doc = gojson::parse(bytes).map_err(PluginError::Json)?;
-    let conf = gojson::net_conf(&doc, KeyOrder::Document, lib).map_err(PluginError::Decode)?;
+    let conf = gojson::net_conf(&doc, KeyOrder::Document, lib.plugin_struct()).map_err(PluginError::Decode)?;
     if conf.plugin_type.is_empty() {
         return Err(PluginError::MissingType);
     }

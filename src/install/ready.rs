@@ -11,7 +11,9 @@
 //! - the plugin's own STATUS passes as far as the settings decide it (its kubeconfig loads;
 //!   the host's iptables binaries are not in this container to look at).
 
-use super::{Settings, chosen, conflist, entry, entry_with, files, kubeconfig, view};
+use super::installer::chosen;
+use super::settings::{Settings, as_plugin_conf, entry, entry_with};
+use super::{conflist, files, kubeconfig, view};
 use crate::config::EnvSource;
 
 /// Why the installation is not whole, or what is ready.
@@ -54,7 +56,7 @@ pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
     // The plugin's STATUS, on the entry as this process sees its files; the host's tools
     // (iptables-restore) are the host's, not in this container's PATH.
     let local = entry_with(s, &local_kubeconfig).map_err(|e| e.to_string())?;
-    let conf = super::as_plugin_conf(&local)?;
+    let conf = as_plugin_conf(&local)?;
     crate::cni::status_of_settings(&conf)
         .map_err(|e| format!("the plugin's STATUS fails: {}", e.details))?;
     Ok(format!(

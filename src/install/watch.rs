@@ -17,7 +17,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::{InstallError, Installer, State};
+use super::error::InstallError;
+use super::installer::{Installer, State};
 use crate::config::EnvSource;
 use crate::logging;
 
@@ -38,7 +39,7 @@ struct Sources {
 }
 
 impl Sources {
-    fn open(s: &super::Settings) -> Result<Sources, InstallError> {
+    fn open(s: &super::settings::Settings) -> Result<Sources, InstallError> {
         let mut set = SigSet::empty();
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGINT);

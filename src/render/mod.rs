@@ -10,7 +10,7 @@ pub mod iptables;
 pub mod nft;
 pub mod trace;
 
-use crate::config::{BackendChoice, Verb};
+use crate::options::{BackendChoice, Verb};
 use crate::plan::{Family, Plan};
 use crate::values::OutputFormat;
 

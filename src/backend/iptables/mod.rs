@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use super::netlink::guard;
 use super::{Backend, BackendError};
-use crate::config::RunOptions;
+use crate::options::RunOptions;
 use crate::logging;
 use crate::plan::{Family, Plan};
 use crate::values::XtablesVariant;

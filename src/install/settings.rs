@@ -1,0 +1,132 @@
+//! The installer's settings (`flags::install`), resolved and checked, and the plugin entry
+//! they make (checked by the plugin's own configuration parser).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::conflist;
+use super::error::InstallError;
+use super::kubeconfig;
+use crate::config::{ConfigError, EnvSource, Origin, Resolver};
+use crate::flags::Flags;
+use crate::flags::install as f;
+
+/// The installer's settings (`flags::install`), resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub host_conf_dir: PathBuf,
+    pub conf_name: Option<String>,
+    pub kubeconfig_name: String,
+    pub sa_dir: PathBuf,
+    pub kubernetes: bool,
+    pub exclude_namespaces: Vec<String>,
+    pub native_nftables: bool,
+    pub compact: bool,
+    pub plugin_settings: Map<String, Value>,
+    pub uninstall: bool,
+    pub log_level: crate::logging::Level,
+    pub log_as_json: bool,
+}
+
+/// Resolves the settings (command line, then env, then defaults), each value checked.
+pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigError> {
+    let r = Resolver::new(flags, env);
+    let name = r.get(&f::CNI_CONF_NAME)?;
+    let plugin_settings = r.get(&f::PLUGIN_SETTINGS)?;
+    if let Some(key) = plugin_settings
+        .keys()
+        .find(|k| crate::cni::conf::is_reserved(k))
+    {
+        return Err(ConfigError::Invalid {
+            origin: r.origin(&f::PLUGIN_SETTINGS.spec),
+            value: Value::Object(plugin_settings.clone()).to_string(),
+            problem: format!(
+                "sets {key:?}, which the installer or the runtime sets (only interception settings, by their long flag names)"
+            ),
+        });
+    }
+    let s = Settings {
+        bin_dir: r.get(&f::CNI_BIN_DIR)?,
+        conf_dir: r.get(&f::CNI_CONF_DIR)?,
+        host_conf_dir: r.get(&f::HOST_CNI_CONF_DIR)?,
+        conf_name: (!name.is_empty()).then_some(name),
+        kubeconfig_name: r.get(&f::KUBECONFIG_NAME)?,
+        sa_dir: r.get(&f::SERVICE_ACCOUNT_DIR)?,
+        kubernetes: r.get(&f::KUBERNETES)?,
+        exclude_namespaces: r.get(&f::EXCLUDE_NAMESPACES)?,
+        native_nftables: r.get(&f::NATIVE_NFTABLES)?,
+        compact: r.get(&f::COMPACT)?,
+        plugin_settings,
+        uninstall: r.get(&f::UNINSTALL)?,
+        log_level: r.get(&f::LOG_LEVEL)?,
+        log_as_json: r.get(&f::LOG_AS_JSON)?,
+    };
+    if s.kubernetes {
+        // The API server the kubeconfig names: what the kubelet set must be usable.
+        kubeconfig::server(env).map_err(|e| {
+            let (var, value) = match &e {
+                kubeconfig::KubeconfigError::BadPort { value, .. } => {
+                    ("KUBERNETES_SERVICE_PORT", value.clone())
+                }
+                kubeconfig::KubeconfigError::BadHost(h) => ("KUBERNETES_SERVICE_HOST", h.clone()),
+                _ => ("KUBERNETES_SERVICE_HOST", String::new()),
+            };
+            ConfigError::Invalid {
+                origin: Origin::Env(var),
+                value,
+                problem: e.to_string(),
+            }
+        })?;
+    }
+    Ok(s)
+}
+
+/// The plugin's entry these settings make: the plugin's `type` and `name`, the chosen
+/// settings, and the `kubernetes` section (with the kubeconfig at `kubeconfig`). Checked by
+/// the plugin's own configuration parser, so a key it would refuse stops the installer instead
+/// of every pod's ADD.
+pub fn entry_with(s: &Settings, kubeconfig: &Path) -> Result<Map<String, Value>, InstallError> {
+    let mut e = Map::new();
+    e.insert("type".into(), conflist::TYPE.into());
+    e.insert("name".into(), conflist::TYPE.into());
+    if s.native_nftables {
+        e.insert("native-nftables".into(), true.into());
+    }
+    if s.compact {
+        e.insert("compact".into(), true.into());
+    }
+    for (k, v) in &s.plugin_settings {
+        e.insert(k.clone(), v.clone());
+    }
+    if s.kubernetes {
+        e.insert(
+            "kubernetes".into(),
+            serde_json::json!({
+                "kubeconfig": kubeconfig.display().to_string(),
+                "exclude-namespaces": s.exclude_namespaces,
+            }),
+        );
+    }
+    let conf = as_plugin_conf(&e).map_err(|err| InstallError::Entry(err.to_string()))?;
+    crate::cni::validate_settings(&conf)
+        .map_err(|err| InstallError::Entry(format!("{}: {}", err.msg, err.details)))?;
+    Ok(e)
+}
+
+/// The entry as the plugin parses it (in the newest version it speaks).
+pub fn as_plugin_conf(e: &Map<String, Value>) -> Result<crate::cni::conf::NetConf, String> {
+    let mut check = e.clone();
+    let newest = crate::cni::conf::SUPPORTED_VERSIONS.last().copied();
+    check.insert("cniVersion".into(), newest.unwrap_or("1.0.0").into());
+    let bytes = serde_json::to_vec(&check).unwrap_or_default();
+    crate::cni::conf::parse(&bytes).map_err(|err| format!("{}: {}", err.msg, err.details))
+}
+
+/// The entry written into the chain: the kubeconfig path as the host sees it.
+pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
+    entry_with(s, &s.host_conf_dir.join(&s.kubeconfig_name))
+}
+

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use meshtables::cmd;
 use meshtables::host::{Host, HostError};
-use meshtables::plan::{self, Family};
+use meshtables::plan::Family;
 use meshtables::render;
 
 struct NoHost;
@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let argv = black_box(TPROXY).iter().map(Into::into).collect();
                 let r = cmd::resolve_args(argv, &env, &NoHost).unwrap();
-                let p = plan::build(&r.policy);
+                let p = meshtables::profile::istio::build(&r.policy);
                 let v4 = render::iptables::restore(p.xtables.rules(Family::V4));
                 let v6 = render::iptables::restore(p.xtables.rules(Family::V6));
                 let nft = render::nft::transaction(&p.nft);
@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
     let policy = cmd::resolve_args(argv, &env, &NoHost).unwrap().policy;
     c.bench_function("tproxy: config -> plan -> iptables + nft text", |b| {
         b.iter(|| {
-            let p = plan::build(black_box(&policy));
+            let p = meshtables::profile::istio::build(black_box(&policy));
             let v4 = render::iptables::restore(p.xtables.rules(Family::V4));
             let v6 = render::iptables::restore(p.xtables.rules(Family::V6));
             let nft = render::nft::transaction(&p.nft);

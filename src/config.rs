@@ -19,10 +19,8 @@ use serde::Serialize;
 
 use crate::flags::{self, Flags, Spec};
 use crate::host::Host;
+pub use crate::options::{Action, BackendChoice, RunOptions, Subcommand, Validation, Verb};
 use crate::policy::{Dns, Policy};
-pub use crate::options::{
-    Action, BackendChoice, RunOptions, Subcommand, Validation, Verb,
-};
 pub use crate::resolve::{ConfigError, EnvSource, Origin, ProcessEnv, Resolver};
 use crate::resolve::{Raw, invalid};
 use crate::values::{self, Group, Ipv6Setting, OwnerGroups};

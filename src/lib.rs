@@ -26,8 +26,8 @@ pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path
 pub mod options; // what a run does and how (verb, backend, namespace): the engine's inputs
 pub mod plan; // Policy → Plan: one walk, two dialects, typed rules, no I/O
-pub mod policy; // what the rules depend on (the input of plan::build)
 pub mod profile; // interception schemes (Istio's sidecar rules): a folder each
+pub use profile::istio::policy; // Istio's policy (the input of its plan)
 pub mod render; // Plan → iptables-restore text, nft text, upstream's trace, dry-run output
 pub mod resolve; // the generic resolver: env sources, origins, precedence, errors
 pub mod run; // the engine: flags → dry run, apply, clean or check through one backend

@@ -77,4 +77,3 @@ pub struct RunOptions {
     pub log_level: Level,
     pub log_json: bool,
 }
-

@@ -11,7 +11,6 @@ use crate::host::Host;
 use crate::logging;
 use crate::netns;
 use crate::plan::{self, Plan};
-use crate::render;
 
 /// Errors that end a run, each with its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +89,7 @@ fn run_here(
         xtables: !netlink_only,
         nft: true,
     };
-    let plan = plan::build_for(&r.policy, dialects);
+    let plan = crate::profile::istio::build_for(&r.policy, dialects);
     if r.action.dry_run {
         dry_run(&r, &plan, env, stdout)?;
     } else if r.run.skip_rule_apply && verb == Verb::Apply {
@@ -116,13 +115,13 @@ fn dry_run(
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
     let verb = r.action.verb;
-    let text = render::dry_run(verb, r.run.backend, r.run.output, plan);
+    let text = crate::profile::istio::dry_run(verb, r.run.backend, r.run.output, plan);
     stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(RunError::Output)?;
     if let Some(path) = env.var("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()) {
-        let trace = render::trace_file(verb, r.run.backend, plan);
+        let trace = crate::profile::istio::trace_file(verb, r.run.backend, plan);
         std::fs::write(&path, trace).map_err(|source| RunError::Trace { path, source })?;
     }
     Ok(())

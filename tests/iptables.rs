@@ -32,7 +32,7 @@ fn want(args: &[&str]) -> Vec<(Family, State)> {
         .map(std::ffi::OsString::from)
         .collect();
     let r = meshtables::cmd::resolve_args(argv, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
-    let plan = meshtables::plan::build(&r.policy);
+    let plan = meshtables::profile::istio::build(&r.policy);
     plan.xtables
         .families()
         .into_iter()

@@ -20,8 +20,7 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
         .collect();
     let last = parts.pop()?;
     let stem = last.strip_suffix(".rs")?.to_string();
-    if parts.first().map(String::as_str) == Some("bin") || (parts.is_empty() && stem == "main")
-    {
+    if parts.first().map(String::as_str) == Some("bin") || (parts.is_empty() && stem == "main") {
         return None;
     }
     if stem != "mod" && !(parts.is_empty() && stem == "lib") {
@@ -123,13 +122,39 @@ fn code_only(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Every path the code names: `a::b::c` sequences, with `use` groups expanded
-/// (`crate::x::{a, b::c}` gives `crate::x::a` and `crate::x::b::c`).
-fn paths(code: &str) -> Vec<Vec<String>> {
+/// Every path the code names, with the inline modules (`mod tests { .. }`) it sits in:
+/// `a::b::c` sequences, `use` groups expanded (`crate::x::{a, b::c}` gives `crate::x::a` and
+/// `crate::x::b::c`).
+fn paths(code: &str) -> Vec<(Vec<String>, Vec<String>)> {
     let toks = tokens(code);
     let mut out = Vec::new();
+    // Inline modules open here, with the brace depth their `{` opened at.
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0usize;
     let mut i = 0;
     while i < toks.len() {
+        match toks[i].as_str() {
+            "{" => {
+                depth += 1;
+                i += 1;
+                continue;
+            }
+            "}" => {
+                depth = depth.saturating_sub(1);
+                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                    inline.pop();
+                }
+                i += 1;
+                continue;
+            }
+            "mod" if toks.get(i + 2).map(String::as_str) == Some("{") => {
+                inline.push((toks[i + 1].clone(), depth));
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let here: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
         if is_ident(&toks[i]) && (i == 0 || toks[i - 1] != "::") {
             let mut prefix = vec![toks[i].clone()];
             let mut j = i + 1;
@@ -142,13 +167,15 @@ fn paths(code: &str) -> Vec<Vec<String>> {
                 for g in group {
                     let mut p = prefix.clone();
                     p.extend(g);
-                    out.push(p);
+                    out.push((p, here.clone()));
                 }
                 i = end;
                 continue;
             }
-            if prefix.len() > 1 {
-                out.push(prefix);
+            // `a::b::*` (a glob import) uses `a::b`.
+            let glob = j + 1 < toks.len() && toks[j] == "::" && toks[j + 1] == "*";
+            if prefix.len() > 1 || glob {
+                out.push((prefix, here));
             }
             i = j;
         } else {
@@ -232,9 +259,16 @@ fn tokens(code: &str) -> Vec<String> {
     out
 }
 
-/// The module `path` (named in module `from`) uses, if it is one of the crate's.
-fn resolve(path: &[String], from: &str, modules: &BTreeSet<String>) -> Option<String> {
+/// The module `path` (named in module `from`, inside its inline modules `inline`) uses, if
+/// it is one of the crate's.
+fn resolve(
+    path: &[String],
+    from: &str,
+    inline: &[String],
+    modules: &BTreeSet<String>,
+) -> Option<String> {
     let mut base: Vec<String> = from.split("::").map(String::from).collect();
+    base.extend(inline.iter().cloned());
     let mut rest = path;
     match path.first().map(String::as_str) {
         Some("crate") => {
@@ -249,24 +283,27 @@ fn resolve(path: &[String], from: &str, modules: &BTreeSet<String>) -> Option<St
             }
         }
         Some(first) => {
-            // A path through a child module of `from`.
+            // A path through a child module of `from` (inline modules have none in files).
             let child = format!("{from}::{first}");
-            if !modules.contains(&child) {
+            if !inline.is_empty() || !modules.contains(&child) {
                 return None;
             }
+            base = from.split("::").map(String::from).collect();
         }
         None => return None,
     }
+    // Inline modules are part of their file's module.
+    let mut cur = String::new();
     let mut best = None;
-    let mut cur = base.join("::");
-    if modules.contains(&cur) {
-        best = Some(cur.clone());
-    }
-    for seg in rest {
-        cur = format!("{cur}::{seg}");
+    for seg in base.iter().chain(rest) {
+        cur = if cur.is_empty() {
+            seg.clone()
+        } else {
+            format!("{cur}::{seg}")
+        };
         if modules.contains(&cur) {
             best = Some(cur.clone());
-        } else {
+        } else if best.is_some() && cur.len() > from.len() && !from.starts_with(&cur) {
             break;
         }
     }
@@ -288,7 +325,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         let code = code_only(&std::fs::read_to_string(f).unwrap());
         let deps: BTreeSet<String> = paths(&code)
             .iter()
-            .filter_map(|p| resolve(p, m, &modules))
+            .filter_map(|(p, inline)| resolve(p, m, inline, &modules))
             .collect();
         g.insert(m.clone(), deps);
     }
@@ -384,33 +421,84 @@ fn no_module_imports_a_module_that_imports_it_back() {
 #[test]
 fn the_checker_sees_a_circle() {
     let mut g = BTreeMap::new();
-    g.insert("crate::a".to_string(), BTreeSet::from(["crate::b".to_string()]));
-    g.insert("crate::b".to_string(), BTreeSet::from(["crate::a".to_string()]));
-    g.insert("crate::c".to_string(), BTreeSet::from(["crate::a".to_string()]));
-    assert_eq!(circles(&g), [vec!["crate::a".to_string(), "crate::b".to_string()]]);
+    g.insert(
+        "crate::a".to_string(),
+        BTreeSet::from(["crate::b".to_string()]),
+    );
+    g.insert(
+        "crate::b".to_string(),
+        BTreeSet::from(["crate::a".to_string()]),
+    );
+    g.insert(
+        "crate::c".to_string(),
+        BTreeSet::from(["crate::a".to_string()]),
+    );
+    assert_eq!(
+        circles(&g),
+        [vec!["crate::a".to_string(), "crate::b".to_string()]]
+    );
     let modules: BTreeSet<String> = ["crate", "crate::plan", "crate::plan::types", "crate::x"]
         .map(String::from)
         .into();
     let p = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
     assert_eq!(
-        resolve(&p("super::Chain"), "crate::plan::types", &modules).as_deref(),
+        resolve(&p("super::Chain"), "crate::plan::types", &[], &modules).as_deref(),
         Some("crate::plan")
     );
     assert_eq!(
-        resolve(&p("types::Chain"), "crate::plan", &modules).as_deref(),
+        resolve(&p("types::Chain"), "crate::plan", &[], &modules).as_deref(),
         Some("crate::plan::types")
     );
-    let code = code_only("use crate::{plan::types::{Chain, Table}, x}; // crate::y\n\"crate::z\"");
-    let got: Vec<Option<String>> = paths(&code)
+    // `super` in a file's inline `mod tests` is the file's own module.
+    assert_eq!(
+        resolve(
+            &p("super::Chain"),
+            "crate::plan::types",
+            &["tests".into()],
+            &modules
+        ),
+        None
+    );
+    let code = code_only(
+        "use crate::{plan::types::{Chain, Table}, x}; // crate::y\n\"crate::z\"\nmod tests { use super::*; }",
+    );
+    let found = paths(&code);
+    assert_eq!(
+        found.last().map(|(_, i)| i.as_slice()),
+        Some(&["tests".to_string()][..])
+    );
+    let got: Vec<Option<String>> = found
         .iter()
-        .map(|q| resolve(q, "crate", &modules))
+        .map(|(q, i)| resolve(q, "crate", i, &modules))
         .collect();
     assert_eq!(
         got,
         [
             Some("crate::plan::types".into()),
             Some("crate::plan::types".into()),
-            Some("crate::x".into())
+            Some("crate::x".into()),
+            None
         ]
     );
+}
+
+/// The backends are siblings over one kernel layer (`backend::nl`): neither imports the other.
+#[test]
+fn no_backend_imports_another() {
+    let g = graph();
+    let under = |m: &str, root: &str| m == root || m.starts_with(&format!("{root}::"));
+    let backends = ["crate::backend::netlink", "crate::backend::iptables"];
+    let mut found = Vec::new();
+    for (a, deps) in &g {
+        for b in deps {
+            for x in backends {
+                for y in backends {
+                    if x != y && under(a, x) && under(b, y) {
+                        found.push(format!("{a} → {b}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "a backend imports another: {found:?}");
 }

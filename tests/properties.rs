@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use meshtables::cmd;
 use meshtables::config::{self, ConfigError, Origin};
-use meshtables::plan::{self, Chain, Family, Match, Position, Proto, Table, Target};
+use meshtables::plan::{Chain, Family, Match, Position, Proto, Table, Target};
 use meshtables::render;
 use proptest::prelude::*;
 use support::FakeHost;
@@ -189,13 +189,13 @@ fn check_traces(p: &meshtables::plan::Plan) -> Result<(), TestCaseError> {
     if families.contains(&Family::V6) {
         want.push("ip6tables-save".into());
     }
-    let apply: Vec<String> = render::trace::apply(&p.xtables)
+    let apply: Vec<String> = meshtables::profile::istio::upstream::trace_apply(&p.xtables)
         .lines()
         .map(str::to_string)
         .collect();
     prop_assert_eq!(apply, want);
 
-    let cleanup = render::trace::cleanup(&p.xtables);
+    let cleanup = meshtables::profile::istio::upstream::trace_cleanup(&p.xtables);
     for f in &families {
         let bin = render::iptables::binary(*f);
         let mut chains: Vec<(String, String)> = p
@@ -469,7 +469,7 @@ proptest! {
         let (sub, f) = cmd::parse_args(os).unwrap();
         let env = HashMap::new();
         let r = config::early(&f, sub, &env).and_then(|e| config::resolve(&f, &e, &env, &host())).unwrap();
-        let p = plan::build(&r.policy);
+        let p = meshtables::profile::istio::build(&r.policy);
         for fam in [Family::V4, Family::V6] {
             check_restore(&render::iptables::restore(p.xtables.rules(fam)));
         }
@@ -506,10 +506,10 @@ proptest! {
         let resolved = config::early(&f, sub, &env).and_then(|e| config::resolve(&f, &e, &env, &host()));
         match resolved {
             Ok(r) => {
-                let p = plan::build(&r.policy);
+                let p = meshtables::profile::istio::build(&r.policy);
                 for fam in [Family::V4, Family::V6] {
                     check_restore(&render::iptables::restore(p.xtables.rules(fam)));
-                    for cmd in render::iptables::cleanup_commands(p.xtables.rules(fam)) {
+                    for cmd in meshtables::profile::istio::upstream::cleanup_commands(p.xtables.rules(fam)) {
                         prop_assert!(cmd.iter().all(|w| !w.contains([' ', '\n', ';'])));
                     }
                 }

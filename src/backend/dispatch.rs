@@ -2,9 +2,10 @@
 //! routing around the rules. A sibling of the backends, so that they and their trait
 //! (`backend`) depend on nothing here.
 
-use super::{Backend, BackendError, iptables, netlink, routes};
-use crate::options::{BackendChoice, RunOptions, Verb};
+use super::api::{Backend, BackendError};
+use super::{iptables, netlink, nl, routes};
 use crate::logging;
+use crate::options::{BackendChoice, RunOptions, Verb};
 use crate::plan::Plan;
 
 /// The backend the options choose.
@@ -20,7 +21,7 @@ pub fn chosen(run: &RunOptions) -> Box<dyn Backend> {
 /// nowhere to go.
 pub fn run(verb: Verb, plan: &Plan, opts: &RunOptions) -> Result<(), BackendError> {
     // Every backend and the routing need it: say what to add before anything is tried.
-    netlink::check_capability()?;
+    nl::session::check_capability()?;
     // One run at a time in this namespace, from the first read to the last write.
     let _lock = crate::lock::acquire(crate::lock::WAIT)?;
     match verb {

@@ -7,38 +7,19 @@
 //! - `iptables`: the iptables binaries (`*-restore`/`*-save`), with upstream's detection;
 //! - `routes`: TPROXY policy routing over rtnetlink, which both need; `run` orders it around
 //!   the rules;
-//! - `dispatch`: the one place that picks backends and orders routing around them.
+//! - `dispatch`: the one place that picks backends and orders routing around them;
+//! - `nl`: the kernel layer both backends and the routing share (the netlink transport, the
+//!   nf_tables wire encoding, the batch, expression builders, the fail-closed guard, the nat
+//!   probe); no backend imports another.
 //!
 //! An apply and a check use the chosen backend; a clean uses every backend, whatever the
 //! flags chose, because it removes everything of ours that any earlier run left.
 
+pub mod api;
 pub mod dispatch;
 pub mod iptables;
 pub mod netlink;
+pub mod nl;
 pub mod routes;
 
-use crate::plan::Plan;
-
-/// What a backend failure was. Each backend's own error type converts into `Failed` (in its
-/// module), so this module depends on none of them.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// What a backend or the routing reported.
-    #[error("{0}")]
-    Failed(Box<dyn std::error::Error + Send + Sync>),
-    #[error("TPROXY routing is not in place: {}", .0.join("; "))]
-    RoutesNotInPlace(Vec<String>),
-    #[error("clean left things behind: {}", .0.join("; "))]
-    Clean(Vec<String>),
-}
-
-/// One way of putting rules into the kernel.
-pub trait Backend {
-    /// Installs the plan's rules (replacing ours, as the backend's rerun rules say); returns
-    /// what it did, for the log.
-    fn apply(&self, plan: &Plan) -> Result<String, BackendError>;
-    /// Succeeds when the live rules are exactly the plan's.
-    fn check(&self, plan: &Plan) -> Result<(), BackendError>;
-    /// Removes every rule of ours this backend can see; returns what it removed.
-    fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError>;
-}
+pub use api::{Backend, BackendError};

@@ -25,7 +25,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 
-use super::netlink::transport::Transport;
+use super::nl::transport::Transport;
 use crate::plan::{Family, Mark, Plan, RouteTable};
 
 /// The loopback interface's index, the same in every network namespace.
@@ -522,9 +522,9 @@ pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
     Ok(removed)
 }
 
-impl From<RouteError> for super::BackendError {
+impl From<RouteError> for super::api::BackendError {
     fn from(e: RouteError) -> Self {
-        super::BackendError::Failed(Box::new(e))
+        super::api::BackendError::Failed(Box::new(e))
     }
 }
 

@@ -23,4 +23,3 @@ pub fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Ins
     let path = path.to_path_buf();
     move |source| InstallError::Io { what, path, source }
 }
-

@@ -19,7 +19,6 @@
 
 use serde_json::{Map, Number, Value};
 
-
 /// scanner.go's `maxNestingDepth`: this many open arrays and objects are accepted, one more is
 /// "exceeded max depth".
 pub const MAX_DEPTH: usize = 10_000;
@@ -700,11 +699,7 @@ static NETCONF_1_3: &[(&str, Shape)] = &[
 /// What `json.Unmarshal(bytes, &types.NetConf{})` decides, for the document `node` whose keys
 /// arrive in `order`, with the struct of libcni `lib`. A top-level `null` is an empty NetConf
 /// (the pointer libcni passes is not settable, so null reaches the struct and is ignored).
-pub fn net_conf(
-    node: &Node,
-    order: KeyOrder,
-    lib: Struct,
-) -> Result<NetConf, NetConfError> {
+pub fn net_conf(node: &Node, order: KeyOrder, lib: Struct) -> Result<NetConf, NetConfError> {
     // 1.3.0's NetConf is an alias of PluginConf, the name Go reports.
     let (fields, go_name) = match lib {
         Struct::NetConf => (NETCONF_1_1, "types.NetConf"),

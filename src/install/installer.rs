@@ -908,4 +908,3 @@ fn changed(file: &view::File) -> State {
         file.display()
     ))
 }
-

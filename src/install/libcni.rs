@@ -562,7 +562,8 @@ fn get<'n>(members: &'n [(String, Node)], key: &str) -> Option<&'n Node> {
 
 /// A plugin of a list: `json.Marshal` of the decoded element, then `ConfFromBytes`.
 fn list_plugin(elem: &Node, lib: Libcni) -> Result<Plugin, PluginError> {
-    let conf = gojson::net_conf(elem, KeyOrder::Marshalled, lib.plugin_struct()).map_err(PluginError::Decode)?;
+    let conf = gojson::net_conf(elem, KeyOrder::Marshalled, lib.plugin_struct())
+        .map_err(PluginError::Decode)?;
     if conf.plugin_type.is_empty() {
         return Err(PluginError::MissingType);
     }
@@ -897,7 +898,8 @@ fn subdir_plugins(
 /// `ConfFromBytes` / `NetworkPluginConfFromBytes`: the document's own key order.
 fn conf_from_bytes(bytes: &[u8], lib: Libcni) -> Result<(gojson::NetConf, Node), PluginError> {
     let doc = gojson::parse(bytes).map_err(PluginError::Json)?;
-    let conf = gojson::net_conf(&doc, KeyOrder::Document, lib.plugin_struct()).map_err(PluginError::Decode)?;
+    let conf = gojson::net_conf(&doc, KeyOrder::Document, lib.plugin_struct())
+        .map_err(PluginError::Decode)?;
     if conf.plugin_type.is_empty() {
         return Err(PluginError::MissingType);
     }

@@ -129,4 +129,3 @@ pub fn as_plugin_conf(e: &Map<String, Value>) -> Result<crate::cni::conf::NetCon
 pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
     entry_with(s, &s.host_conf_dir.join(&s.kubeconfig_name))
 }
-

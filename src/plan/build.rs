@@ -1,11 +1,5 @@
-//! `Policy → Plan`: the policy walked once into each dialect, plus the policy routing TPROXY
-//! needs. Pure: no I/O.
-
-use super::nft::Nft;
-use super::types::{Ownership, Plan, TproxyRoutes};
-use super::walk::walk;
-use super::xtables::Xtables;
-use crate::policy::Policy;
+//! Which dialects a plan is built in (a scheme's build, e.g. `profile::istio::build`, walks its
+//! policy once into each asked for).
 
 /// Which dialects a plan holds. A run that only programs netlink does not need the iptables
 /// rules (with thousands of CIDRs, they are a megabyte).
@@ -20,43 +14,4 @@ impl Dialects {
         xtables: true,
         nft: true,
     };
-}
-
-/// Build the whole plan for `policy`: its rules in both dialects, and the policy routing
-/// TPROXY needs.
-pub fn build(policy: &Policy) -> Plan {
-    build_for(policy, Dialects::BOTH)
-}
-
-/// `build`, with only the dialects asked for (the others are empty).
-pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
-    let mut xt = Xtables::new(policy.ipv6);
-    if dialects.xtables {
-        walk(policy, &mut xt);
-    }
-    let scheme = &crate::profile::istio::chains::SCHEME;
-    let mut nft = Nft::new(policy.ipv6, scheme);
-    if dialects.nft {
-        walk(policy, &mut nft);
-    }
-    // TPROXY needs policy routing only when something is captured inbound.
-    let routes = (policy.tproxy() && !policy.inbound_ports.is_empty()).then(|| TproxyRoutes {
-        mark: policy.tproxy_mark,
-        table: policy.tproxy_route_table,
-        families: policy.families(),
-    });
-    Plan {
-        xtables: xt.finish(),
-        nft: nft.finish(),
-        routes,
-        loopback_v6_address: policy.ipv6,
-        ours: Ownership {
-            scheme,
-            // Upstream's TPROXY bookkeeping rules in mangle carry the inbound mark or the
-            // outbound one.
-            marks: vec![policy.tproxy_mark, crate::values::Mark::OUTBOUND],
-            mark: policy.tproxy_mark,
-            table: policy.tproxy_route_table,
-        },
-    }
 }

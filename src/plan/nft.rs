@@ -7,95 +7,24 @@
 //!   programmed family needs it;
 //! - inserts: 0-based `index N`, fixed up as upstream does (an insert into an empty chain, or at
 //!   or past its length, becomes an append);
-//! - spelling: the `NftSpelling`s below, one per shape of rule upstream spells differently;
+//! - spelling: each rule's `NftSpelling` (a scheme names one per shape of rule its upstream
+//!   spells differently: Istio's are `profile::istio::spell`);
 //! - which chains each table declares, in upstream's fixed order.
 
-use super::rule::{At, NftSpelling, Rule, Sink};
-use super::types::{Chain, Match, Proto, Scheme, Table};
+use super::rule::{At, Rule, Sink};
+use super::types::{Chain, Scheme, Table};
 use super::types::{NftPlan, NftRule, NftTable, Position};
 use crate::values::Family;
 
-/// `meta l4proto tcp ip daddr != LO tproxy ...`: the protocol before the address.
-pub(super) const TPROXY_CAPTURE: NftSpelling = NftSpelling {
-    order: Some(&[1, 0]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `meta l4proto tcp ct state related,established tcp dport P`: the state before the port.
-pub(super) const ESTABLISHED_FIRST: NftSpelling = NftSpelling {
-    order: Some(&[0, 2, 1]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `udp dport 53` where iptables writes `-p udp --dport 53`: the port match implies the
-/// protocol (nft adds the `meta l4proto` dependency itself, and so does the lowering).
-pub(super) const PORT_IMPLIES_PROTO: NftSpelling = NftSpelling {
-    drop_proto: true,
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `ip daddr S tcp dport 53`: the resolver before the port, no protocol match.
-pub(super) const SERVER_FIRST: NftSpelling = NftSpelling {
-    drop_proto: true,
-    order: Some(&[1, 0]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `oifname lo meta l4proto tcp ip daddr != LO ...`: the protocol before the address.
-pub(super) const HAIRPIN: NftSpelling = NftSpelling {
-    order: Some(&[0, 2, 1, 3, 4]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `oifname lo meta l4proto tcp mark M` (and `iifname lo meta l4proto tcp mark != 1338`):
-/// the interface first.
-pub(super) const LOOPBACK_FIRST: NftSpelling = NftSpelling {
-    order: Some(&[1, 0, 2]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `oifname lo meta l4proto tcp ip daddr != LO skuid U`: interface, protocol, address.
-pub(super) const OUTBOUND_MARK: NftSpelling = NftSpelling {
-    order: Some(&[2, 1, 0, 3]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// `iifname lo meta l4proto tcp ip saddr 127.0.0.6`: the interface first.
-pub(super) const PASSTHROUGH_GUARD: NftSpelling = NftSpelling {
-    order: Some(&[2, 0, 1]),
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// Upstream's quirk: its nft `--drop-invalid` rule matches TCP only (its iptables rule
-/// matches every protocol). Kept, so both renderings stay byte-identical to upstream.
-pub(super) const DROP_INVALID: NftSpelling = NftSpelling {
-    prepend_tcp: true,
-    ..NftSpelling::AS_IPTABLES
-};
-
-/// The matches of a rule as the nft dialect spells them.
-fn spell(s: &NftSpelling, mut m: Vec<Match>) -> Vec<Match> {
-    if s.drop_proto && matches!(m.first(), Some(Match::Proto { .. })) {
-        m.remove(0);
-    }
-    if let Some(order) = s.order {
-        m = order.iter().filter_map(|i| m.get(*i).cloned()).collect();
-    }
-    if s.prepend_tcp {
-        m.insert(0, Match::Proto { proto: Proto::Tcp });
-    }
-    m
-}
-
 /// Accumulates rules in emission order.
-pub(super) struct Nft {
+pub struct Nft {
     v6: bool,
     scheme: &'static Scheme,
     rules: Vec<(Table, NftRule)>,
 }
 
 impl Nft {
-    pub(super) fn new(ipv6: bool, scheme: &'static Scheme) -> Nft {
+    pub fn new(ipv6: bool, scheme: &'static Scheme) -> Nft {
         Nft {
             v6: ipv6,
             scheme,
@@ -114,7 +43,7 @@ impl Nft {
                 At::Insert(i) => Position::Insert(i),
             },
             family,
-            matches: spell(r.nft, r.matches),
+            matches: r.nft.apply(r.matches),
             target: r.target,
         };
         self.rules.push((r.table, rule));
@@ -123,7 +52,7 @@ impl Nft {
     /// Groups the rules by table, declares the chains that have rules, and fixes up insert
     /// indexes the way upstream does: an index into an empty chain, or at or past its current
     /// length, becomes an append.
-    pub(super) fn finish(self) -> NftPlan {
+    pub fn finish(self) -> NftPlan {
         let mut tables = Vec::new();
         for layout in self.scheme.tables {
             let t = layout.table;
@@ -190,55 +119,33 @@ impl Sink for Nft {
 mod tests {
     use super::*;
     use crate::plan::rule::rule;
-    use crate::plan::types::Target;
-    use crate::profile::istio::chains::{ISTIO_INBOUND, ISTIO_OUTPUT, SCHEME};
-    use crate::values::{Cidr, Port};
+    use crate::plan::types::{TableLayout, Target};
 
-    fn m(n: u16) -> Match {
-        Match::Dport {
-            proto: Proto::Tcp,
-            negate: false,
-            port: Port::new(n).unwrap(),
-        }
-    }
-
-    #[test]
-    fn every_spelling_keeps_every_match_but_the_implied_protocol() {
-        for (s, arity) in [
-            (&TPROXY_CAPTURE, 2),
-            (&ESTABLISHED_FIRST, 3),
-            (&HAIRPIN, 5),
-            (&LOOPBACK_FIRST, 3),
-            (&OUTBOUND_MARK, 4),
-            (&PASSTHROUGH_GUARD, 3),
-        ] {
-            let given: Vec<Match> = (1..=arity as u16).map(m).collect();
-            let mut got = spell(s, given.clone());
-            got.sort_by_key(|x| format!("{x:?}"));
-            assert_eq!(got.len(), arity, "{s:?}");
-            for g in &given {
-                assert!(got.contains(g), "{s:?} lost {g:?}");
-            }
-        }
-        let udp = Match::Proto { proto: Proto::Udp };
-        assert_eq!(
-            spell(&PORT_IMPLIES_PROTO, vec![udp.clone(), m(53)]),
-            [m(53)]
-        );
-        let d = Match::Dst {
-            negate: false,
-            cidr: Cidr("10.0.0.1/32".parse().unwrap()),
-        };
-        assert_eq!(
-            spell(&SERVER_FIRST, vec![udp, m(53), d.clone()]),
-            [d, m(53)]
-        );
-    }
+    /// A scheme of one chain in two tables: the dialect knows no real one.
+    const CHAIN: Chain = Chain::scheme("TEST_CHAIN", "test-chain");
+    static SCHEME: Scheme = Scheme {
+        name: "test",
+        tables: &[
+            TableLayout {
+                table: Table::Nat,
+                nft_name: "test-nat",
+                chains: &[CHAIN],
+                base: &[],
+            },
+            TableLayout {
+                table: Table::Mangle,
+                nft_name: "test-mangle",
+                chains: &[CHAIN],
+                base: &[],
+            },
+        ],
+        xt_chain_prefix: "TEST_",
+    };
 
     #[test]
     fn inserts_into_short_chains_become_appends() {
         let mut n = Nft::new(false, &SCHEME);
-        let r = || rule(Table::Mangle, ISTIO_INBOUND, vec![], Target::Return);
+        let r = || rule(Table::Mangle, CHAIN, vec![], Target::Return);
         n.both(r().insert(0));
         n.both(r().insert(2));
         n.both(r().insert(1));
@@ -248,12 +155,12 @@ mod tests {
             pos,
             [Position::Append, Position::Append, Position::Insert(1)]
         );
-        assert_eq!(plan.tables[0].chains, [ISTIO_INBOUND]);
+        assert_eq!(plan.tables[0].chains, [CHAIN]);
     }
 
     #[test]
     fn a_collapsed_rule_counts_ipv6_only_when_it_is_on() {
-        let r = || rule(Table::Nat, ISTIO_OUTPUT, vec![], Target::Return);
+        let r = || rule(Table::Nat, CHAIN, vec![], Target::Return);
         let mut off = Nft::new(false, &SCHEME);
         off.where_any([false, true], r());
         assert!(off.finish().tables.is_empty());

@@ -3,7 +3,7 @@
 //! rules with their family fan-out. A leaf of `plan`: the walk and both dialects import it,
 //! it imports neither.
 
-use super::types::{Chain, Match, Table, Target};
+use super::types::{Chain, Match, Proto, Table, Target};
 use crate::values::Family;
 
 /// Where a rule goes in its chain, as upstream writes it.
@@ -35,6 +35,46 @@ impl NftSpelling {
         drop_proto: false,
         order: None,
     };
+
+    /// The matches of a rule as the nft dialect spells them. A spelling never drops a match
+    /// it was not made for: when its order does not name every match left after
+    /// `drop_proto` exactly once (a rule given one match more or less), the matches keep
+    /// the iptables order (`fits` says whether it would; a test holds every spelling of
+    /// every golden configuration to it).
+    pub fn apply(&self, mut m: Vec<Match>) -> Vec<Match> {
+        if self.drop_proto && matches!(m.first(), Some(Match::Proto { .. })) {
+            m.remove(0);
+        }
+        if let Some(order) = self.order
+            && permutes(order, m.len())
+        {
+            m = order.iter().filter_map(|i| m.get(*i).cloned()).collect();
+        }
+        if self.prepend_tcp {
+            m.insert(0, Match::Proto { proto: Proto::Tcp });
+        }
+        m
+    }
+
+    /// Whether this spelling's order fits a rule of these matches (names each of them once).
+    pub fn fits(&self, m: &[Match]) -> bool {
+        let n = if self.drop_proto && matches!(m.first(), Some(Match::Proto { .. })) {
+            m.len() - 1
+        } else {
+            m.len()
+        };
+        self.order.is_none_or(|o| permutes(o, n))
+    }
+}
+
+/// Whether `order` names each of `0..n` exactly once.
+fn permutes(order: &[usize], n: usize) -> bool {
+    let mut seen = vec![false; n];
+    order.len() == n
+        && order.iter().all(|i| {
+            seen.get_mut(*i)
+                .is_some_and(|s| !std::mem::replace(s, true))
+        })
 }
 
 /// One rule of the policy.

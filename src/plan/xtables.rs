@@ -8,20 +8,20 @@ use super::types::{Match, Position, Proto, XtRule, XtablesPlan};
 use crate::values::Family;
 
 /// Accumulates the per-family rule lists.
-pub(super) struct Xtables {
+pub struct Xtables {
     v4: Vec<XtRule>,
     v6: Option<Vec<XtRule>>,
 }
 
 impl Xtables {
-    pub(super) fn new(ipv6: bool) -> Xtables {
+    pub fn new(ipv6: bool) -> Xtables {
         Xtables {
             v4: Vec::new(),
             v6: ipv6.then(Vec::new),
         }
     }
 
-    pub(super) fn finish(self) -> XtablesPlan {
+    pub fn finish(self) -> XtablesPlan {
         XtablesPlan {
             v4: self.v4,
             v6: self.v6,
@@ -139,7 +139,7 @@ mod tests {
     fn r() -> Rule {
         rule(
             Table::Nat,
-            crate::plan::builtin::PREROUTING,
+            crate::plan::types::builtin::PREROUTING,
             vec![],
             Target::Return,
         )

@@ -111,7 +111,8 @@ fn write_line(out: &mut String, rule: &XtRule) {
 }
 
 /// The chain a rule jumps to, when its target is a chain.
-fn jump_target(rule: &XtRule) -> Option<Chain> {
+/// The chain a rule jumps to, if it is a jump.
+pub fn jump_target(rule: &XtRule) -> Option<Chain> {
     match rule.target {
         Target::Jump { chain } => Some(chain),
         _ => None,
@@ -155,106 +156,10 @@ pub fn restore(rules: &[XtRule]) -> String {
     out
 }
 
-/// Upstream's `--cleanup-only` commands for one family (docs/upstream.md, "The iptables text"), as argument lists without
-/// the binary: `-t T -D CHAIN ...` for every rule in reverse (rules inside ISTIO_ chains are
-/// skipped unless they jump to one: the flush removes them), then `-F`/`-X` for every Istio
-/// chain in reverse order of first appearance.
-pub fn cleanup_commands(rules: &[XtRule]) -> Vec<Vec<String>> {
-    let mut cmds = Vec::new();
-    for r in rules.iter().rev() {
-        let istio_chain = !r.chain.is_builtin();
-        let jumps_to_istio = jump_target(r).is_some_and(|c| !c.is_builtin());
-        if istio_chain && !jumps_to_istio {
-            continue;
-        }
-        let mut c = vec![
-            "-t".to_string(),
-            r.table.xt_name().to_string(),
-            "-D".to_string(),
-            r.chain.xt_name().to_string(),
-        ];
-        c.extend(rule_spec(r));
-        cmds.push(c);
-    }
-    let mut seen: Vec<(Table, Chain)> = Vec::new();
-    for r in rules.iter().rev() {
-        if r.chain.is_builtin() || seen.contains(&(r.table, r.chain)) {
-            continue;
-        }
-        seen.push((r.table, r.chain));
-        for op in ["-F", "-X"] {
-            cmds.push(vec![
-                "-t".into(),
-                r.table.xt_name().into(),
-                op.into(),
-                r.chain.xt_name().into(),
-            ]);
-        }
-    }
-    cmds
-}
-
 /// The iptables binary base name of a family.
 pub fn binary(family: Family) -> &'static str {
     match family {
         Family::V4 => "iptables",
         Family::V6 => "ip6tables",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::testing::policy;
-
-    #[test]
-    fn restore_text_as_upstream_writes_it() {
-        let p = crate::plan::build(&policy(&["-b", "*", "-i", "*"]));
-        let text = restore(p.xtables.rules(Family::V4));
-        // `* nat` with a space (upstream prints it with fmt.Fprintln("*", table)).
-        assert!(text.starts_with("* nat\n"), "{text}");
-        // -N lines: chains in order of first appearance, then jump targets.
-        let n: Vec<&str> = text.lines().filter(|l| l.starts_with("-N ")).collect();
-        assert_eq!(
-            n,
-            [
-                "-N ISTIO_INBOUND",
-                "-N ISTIO_REDIRECT",
-                "-N ISTIO_IN_REDIRECT",
-                "-N ISTIO_OUTPUT"
-            ]
-        );
-        assert!(text.ends_with("COMMIT\n"));
-    }
-
-    #[test]
-    fn udp_redirects_say_to_port() {
-        let p = crate::plan::build(&policy(&["--redirect-dns", "--capture-all-dns"]));
-        let text = restore(p.xtables.rules(Family::V4));
-        assert!(
-            text.contains("-p udp --dport 53 -j REDIRECT --to-port 15053"),
-            "{text}"
-        );
-        assert!(
-            text.contains("-p tcp --dport 53 -j REDIRECT --to-ports 15053"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn cleanup_deletes_jumps_then_flushes_and_deletes_chains() {
-        let p = crate::plan::build(&policy(&["-b", "8080"]));
-        let cmds: Vec<String> = cleanup_commands(p.xtables.rules(Family::V4))
-            .iter()
-            .map(|c| c.join(" "))
-            .collect();
-        let first_flush = cmds.iter().position(|c| c.contains(" -F ")).unwrap();
-        assert!(cmds[..first_flush].iter().all(|c| c.contains(" -D ")));
-        assert!(cmds.contains(&"-t nat -D OUTPUT -j ISTIO_OUTPUT".to_string()));
-        // Inside ISTIO_ chains only the jumps to other ISTIO_ chains are deleted one by one;
-        // the rest goes with the flush.
-        let inside: Vec<&String> = cmds.iter().filter(|c| c.contains(" -D ISTIO_")).collect();
-        assert!(!inside.is_empty());
-        assert!(inside.iter().all(|c| c.contains("-j ISTIO_")), "{inside:?}");
     }
 }

@@ -172,5 +172,5 @@ pub fn plan(args: &[&str]) -> Result<Plan, String> {
         .into(),
     };
     let r = meshtables::cmd::resolve_args(argv, &std::collections::HashMap::new(), &host)?;
-    Ok(meshtables::plan::build(&r.policy))
+    Ok(meshtables::profile::istio::build(&r.policy))
 }

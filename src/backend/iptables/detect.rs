@@ -136,7 +136,7 @@ pub fn probe(
 
 /// Upstream's kernel probe: can this variant use the nat table? Legacy: add and delete a
 /// harmless rule (`-t nat -A INPUT -p 255 -j RETURN`), as upstream. nf_tables variants: the
-/// same question in one netlink transaction that leaves nothing behind (`netlink::probe_nat`).
+/// same question in one netlink transaction that leaves nothing behind (`nl::probe`).
 /// The add and the delete are writers: they take the xtables lock `env` names, as every
 /// write does. The lock timing out, or the delete failing, ends detection with that error
 /// (the probe rule left behind is removed by the next apply or clean).
@@ -148,7 +148,7 @@ fn nat_probe(x: &Xtables, env: &[(&str, &str)]) -> Result<(), ProbeError> {
         ))
     };
     if x.nf_tables {
-        return crate::backend::netlink::probe_nat(x.family).map_err(|e| no_nat(e.to_string()));
+        return crate::backend::nl::probe::probe_nat(x.family).map_err(|e| no_nat(e.to_string()));
     }
     let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     add.extend(x.wait_args());

@@ -25,10 +25,10 @@ pub mod state;
 
 use std::path::PathBuf;
 
-use super::netlink::guard;
-use super::{Backend, BackendError};
-use crate::options::RunOptions;
+use super::api::{Backend, BackendError};
+use super::nl::guard;
 use crate::logging;
+use crate::options::RunOptions;
 use crate::plan::{Family, Plan};
 use crate::values::XtablesVariant;
 use detect::Xtables;
@@ -247,7 +247,7 @@ fn commits(text: &str) -> usize {
 fn guard_up() -> Result<bool, BackendError> {
     match guard::present() {
         Ok(up) => Ok(up),
-        Err(super::netlink::NetlinkError::NoNfTables) => Ok(false),
+        Err(super::nl::session::NetlinkError::NoNfTables) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

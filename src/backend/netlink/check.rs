@@ -13,21 +13,21 @@
 use netlink_packet_core::DefaultNla;
 
 use super::lower::{self, Op};
-use super::wire::{self, Expr, LiveChain, LiveElement, LiveRule};
-use super::{NetlinkError, Nft};
+use crate::backend::nl::session::{NetlinkError, Nft};
+use crate::backend::nl::wire::{self, Expr, LiveChain, LiveElement, LiveRule};
 use crate::plan::{Chain, Plan, TableLayout};
 
 /// Every difference between the live ruleset and `plan`; empty when they match. (TPROXY
 /// routing is checked by `backend::routes`.)
 pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, NetlinkError> {
-    let existing = nl.our_tables(plan.ours.scheme)?;
+    let existing = super::live::our_tables(nl, plan.ours.scheme)?;
     let (chains, rules) = nl.chains_and_rules()?;
     let ops = lower::apply_ops(&plan.nft, &lower::Existing::default())?;
     let mut out = Vec::new();
     if existing.guard {
         out.push(format!(
             "{} is up: an interrupted run's fail-closed guard drops the pod's traffic (a rerun of apply or clean lowers it)",
-            super::guard::TEXT
+            crate::backend::nl::guard::TEXT
         ));
     }
     for table in plan.ours.scheme.tables {
@@ -138,7 +138,7 @@ fn planned_set(table: &TableLayout, ops: &[Op], want: &[Expr]) -> Option<SetStat
         Op::AddSet { set, .. } if set.id == id => {
             let mut elements: Vec<LiveElement> = set.elements.iter().map(|e| e.wire()).collect();
             elements.sort();
-            let header = wire::set_header_attrs(wire::set(table.nft_name, super::set_header(set)));
+            let header = wire::set_header_attrs(wire::set(table.nft_name, set.header()));
             Some(SetState { header, elements })
         }
         _ => None,

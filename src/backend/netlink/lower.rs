@@ -10,15 +10,18 @@
 //! so every rule is sent as an append in its final position.
 
 use libc::c_int;
-use netlink_packet_netfilter::nftables::{
-    Bitwise, Cmp, DataAttribute, Immediate, Lookup, Meta, MetaKey, Operator, Payload, Register,
-    Verdict, VerdictAttribute,
-};
+use netlink_packet_netfilter::nftables::{Lookup, MetaKey, Register};
 
-pub use super::sets::AnonSet;
-use super::wire::{
-    Expr, NFTA_CT_DREG, NFTA_CT_KEY, NFTA_CT_SREG, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN,
-    NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
+pub use crate::backend::nl::expr::LowerError;
+use crate::backend::nl::expr::{
+    bitwise, cmp, counter, ct_load, ct_set, ifname, immediate, meta_load, meta_set, payload,
+    verdict,
+};
+use crate::backend::nl::guard;
+pub use crate::backend::nl::sets::AnonSet;
+use crate::backend::nl::wire::{
+    Expr, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT,
+    attr, be32,
 };
 use crate::plan::{
     Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
@@ -67,7 +70,7 @@ impl Op<'_> {
     pub fn describe(&self) -> String {
         match self {
             Op::DelTable(t) => format!("delete table inet {t}"),
-            Op::DelGuard => format!("delete {}", super::guard::TEXT),
+            Op::DelGuard => format!("delete {}", guard::TEXT),
             Op::AddTable(t) => format!("add table inet {}", t.nft_name),
             Op::AddChain { table, chain } => chain_line(table, *chain),
             Op::AddRule { table, rule, .. } => rule_line(table, rule),
@@ -76,21 +79,7 @@ impl Op<'_> {
     }
 }
 
-/// Lowering errors.
-#[derive(Debug, thiserror::Error)]
-pub enum LowerError {
-    /// Config resolves every owner-group name before a backend runs; a name here is a bug.
-    #[error("group {0:?} (in an owner-group rule) was not resolved to a gid")]
-    UnresolvedGroup(String),
-}
-
-/// What of ours the kernel holds: which of our tables, and whether a guard is up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Existing {
-    /// The names of the scheme's tables that exist.
-    pub tables: Vec<&'static str>,
-    pub guard: bool,
-}
+pub use super::live::Existing;
 
 /// The operations that replace whatever of ours exists (`existing`) with `plan`; a guard left
 /// up by an interrupted iptables run goes in the same transaction. Lazy: each rule is lowered
@@ -182,119 +171,6 @@ fn final_order(rules: &[NftRule]) -> Vec<usize> {
     chains.into_iter().flat_map(|(_, l)| l).collect()
 }
 
-pub(super) fn meta_load(key: MetaKey) -> Expr {
-    Expr {
-        name: "meta",
-        attrs: vec![
-            attr(&Meta::Key(key)),
-            attr(&Meta::DestinationRegister(Register::Reg1)),
-        ],
-    }
-}
-
-fn meta_set(key: MetaKey) -> Expr {
-    Expr {
-        name: "meta",
-        attrs: vec![
-            attr(&Meta::Key(key)),
-            attr(&Meta::SourceRegister(Register::Reg1)),
-        ],
-    }
-}
-
-fn ct_load(key: c_int) -> Expr {
-    Expr {
-        name: "ct",
-        attrs: vec![
-            be32(NFTA_CT_KEY, key as u32),
-            be32(NFTA_CT_DREG, libc::NFT_REG_1 as u32),
-        ],
-    }
-}
-
-fn ct_set(key: c_int) -> Expr {
-    Expr {
-        name: "ct",
-        attrs: vec![
-            be32(NFTA_CT_KEY, key as u32),
-            be32(NFTA_CT_SREG, libc::NFT_REG_1 as u32),
-        ],
-    }
-}
-
-pub(super) fn cmp(negate: bool, data: Vec<u8>) -> Expr {
-    let op = if negate {
-        Operator::NotEqual
-    } else {
-        Operator::Equal
-    };
-    Expr {
-        name: "cmp",
-        attrs: vec![
-            attr(&Cmp::SourceRegister(Register::Reg1)),
-            attr(&Cmp::Op(op)),
-            attr(&Cmp::Data(DataAttribute::Value(data))),
-        ],
-    }
-}
-
-/// `base` is `NFT_PAYLOAD_NETWORK_HEADER` or `NFT_PAYLOAD_TRANSPORT_HEADER`.
-fn payload(base: c_int, offset: u32, len: u32) -> Expr {
-    Expr {
-        name: "payload",
-        attrs: vec![
-            attr(&Payload::DestinationRegister(Register::Reg1)),
-            attr(&Payload::Base(base as u32)),
-            attr(&Payload::Offset(offset)),
-            attr(&Payload::Len(len)),
-        ],
-    }
-}
-
-fn bitwise(mask: Vec<u8>) -> Expr {
-    let len = mask.len();
-    Expr {
-        name: "bitwise",
-        attrs: vec![
-            attr(&Bitwise::SourceRegister(Register::Reg1)),
-            attr(&Bitwise::DestinationRegister(Register::Reg1)),
-            attr(&Bitwise::Length(len as u32)),
-            attr(&Bitwise::Mask(DataAttribute::Value(mask))),
-            attr(&Bitwise::Xor(DataAttribute::Value(vec![0; len]))),
-        ],
-    }
-}
-
-fn immediate(data: Vec<u8>) -> Expr {
-    Expr {
-        name: "immediate",
-        attrs: vec![
-            attr(&Immediate::DestinationRegister(Register::Reg1)),
-            attr(&Immediate::Data(DataAttribute::Value(data))),
-        ],
-    }
-}
-
-/// A verdict (`NF_ACCEPT`, `NF_DROP`, `NFT_RETURN`, or `NFT_JUMP` to `chain`).
-pub(super) fn verdict(code: c_int, chain: Option<Chain>) -> Expr {
-    let mut v = vec![VerdictAttribute::Code(Verdict::from(code as u32))];
-    v.extend(chain.map(|c| VerdictAttribute::Chain(c.nft_name().into())));
-    Expr {
-        name: "immediate",
-        attrs: vec![
-            attr(&Immediate::DestinationRegister(Register::Verdict)),
-            attr(&Immediate::Data(DataAttribute::Verdict(v))),
-        ],
-    }
-}
-
-fn counter() -> Expr {
-    Expr {
-        name: "counter",
-        attrs: vec![],
-    }
-}
-
 fn nfproto(f: Family) -> u8 {
     (match f {
         Family::V4 => libc::NFPROTO_IPV4,
@@ -331,12 +207,6 @@ impl Ctx {
             self.nf = Some(f);
         }
     }
-}
-
-fn ifname(name: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 16];
-    b[..name.len()].copy_from_slice(name.as_bytes());
-    b
 }
 
 /// An address match, as `nft` compiles a prefix: the full address compares directly; a
@@ -545,7 +415,7 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
     match &rule.target {
         Target::Jump { chain } => {
             out.push(counter());
-            out.push(verdict(libc::NFT_JUMP, Some(*chain)));
+            out.push(verdict(libc::NFT_JUMP, Some(chain.nft_name())));
         }
         Target::Return => out.extend([counter(), verdict(libc::NFT_RETURN, None)]),
         Target::Accept => out.extend([counter(), verdict(libc::NF_ACCEPT, None)]),

@@ -1,80 +1,23 @@
 //! Native nftables over netlink: one atomic transaction, no `nft` binary.
 //!
-//! `lower` turns the plan into operations (pure); this module lists which of our tables
-//! exist, assembles the batch, sends it in one `sendmsg` (so a batch of any size is one
-//! transaction) over the `transport`, and maps a kernel error back to the line of the dry-run
-//! text that caused it. `check` compares the kernel's dumps with the lowering. Every message
-//! is encoded and parsed in Rust (`wire`, with netlink-packet-netfilter): no C library, no
-//! `unsafe`.
+//! `lower` turns the plan into operations (pure); this module lists which of the scheme's
+//! tables exist, assembles the batch, and sends it in one `sendmsg` (so a batch of any size is
+//! one transaction) over the kernel layer (`backend::nl`), whose session maps a kernel error
+//! back to the line of the dry-run text that caused it. `check` compares the kernel's dumps
+//! with the lowering. Every message is encoded and parsed in Rust: no C library, no `unsafe`.
 
-mod batch;
 mod check;
-pub mod guard;
+mod live;
 pub mod lower;
-mod sets;
-pub mod transport;
-mod wire;
 
-use std::io;
-
-use netlink_packet_netfilter::nftables::{
-    ChainMessage, GenMessage, NfTablesMessage, RuleMessage, TableMessage,
-};
+use netlink_packet_netfilter::nftables::NfTablesMessage;
 use nix::errno::Errno;
 
-use super::{Backend, BackendError};
+use super::api::{Backend, BackendError};
+use super::nl::session::{NetlinkError, Nft, check_capability};
+use super::nl::{batch, guard, sets, wire};
 use crate::plan::{Plan, Scheme};
 use lower::{Existing, Op, clean_ops};
-use transport::{Reply, Transport};
-
-/// Errors of the netlink backend.
-#[derive(Debug, thiserror::Error)]
-pub enum NetlinkError {
-    #[error(
-        "meshtables needs CAP_NET_ADMIN to program netfilter: add it to the container's securityContext (capabilities: {{add: [\"NET_ADMIN\"]}}, runAsUser: 0); with --native-nftables, NET_RAW is not needed"
-    )]
-    NoCapability,
-    #[error(
-        "the kernel has no nf_tables: the nf_tables (or nfnetlink) module is not loaded and could not be loaded on demand (check that module loading works on the node, or load it: modprobe nf_tables)"
-    )]
-    NoNfTables,
-    #[error("netlink: {context}: {source}")]
-    Io {
-        context: &'static str,
-        source: io::Error,
-    },
-    #[error("kernel rejected {what} '{text}': {source}{more}")]
-    Rejected {
-        what: &'static str,
-        text: String,
-        source: io::Error,
-        more: String,
-    },
-    #[error(transparent)]
-    Lower(#[from] lower::LowerError),
-    #[error("the live nftables rules differ from the requested ones: {}", .0.join("; "))]
-    NotInPlace(Vec<String>),
-    /// The ruleset changed between our read and our commit (another writer): the kernel
-    /// refused the batch whole. Read again and retry.
-    #[error("the nftables ruleset kept changing while meshtables tried to commit ({0} attempts)")]
-    KeptChanging(usize),
-}
-
-fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
-    move |source| NetlinkError::Io { context, source }
-}
-
-/// Fails with the securityContext advice when CAP_NET_ADMIN is not effective.
-pub fn check_capability() -> Result<(), NetlinkError> {
-    match caps::has_cap(
-        None,
-        caps::CapSet::Effective,
-        caps::Capability::CAP_NET_ADMIN,
-    ) {
-        Ok(true) => Ok(()),
-        _ => Err(NetlinkError::NoCapability),
-    }
-}
 
 /// The netlink backend.
 pub struct Netlink;
@@ -85,7 +28,7 @@ impl Backend for Netlink {
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (sent, existing) = nl.transact_unchanged(plan.ours.scheme, |existing| {
+        let (sent, existing) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
             faults::inject(plan.ours.scheme, lower::ops(&plan.nft, existing))
         })?;
         let replaced: Vec<&str> = existing.tables.clone();
@@ -121,7 +64,7 @@ impl Backend for Netlink {
     fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (_, deleted) = nl.transact_unchanged(plan.ours.scheme, |existing| {
+        let (_, deleted) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
             clean_ops(existing).into_iter().map(Ok)
         })?;
         Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
@@ -191,244 +134,6 @@ mod faults {
     }
 }
 
-/// An nfnetlink connection.
-pub(crate) struct Nft {
-    t: Transport,
-}
-
-impl Nft {
-    fn open() -> Result<Nft, NetlinkError> {
-        let t = Transport::netfilter().map_err(|e| {
-            // No nfnetlink at all: the netfilter modules are absent and were not loaded.
-            if e.raw_os_error() == Some(Errno::EPROTONOSUPPORT as i32) {
-                NetlinkError::NoNfTables
-            } else {
-                NetlinkError::Io {
-                    context: "opening socket",
-                    source: e,
-                }
-            }
-        })?;
-        Ok(Nft { t })
-    }
-
-    /// Every `inet` object of one kind (the dump `request` asks for), parsed, in the
-    /// kernel's order. (A message the crate cannot parse is left out: only another program's
-    /// objects can be one, and a missing rule of ours reads as a difference.)
-    fn dump(
-        &mut self,
-        request: NfTablesMessage,
-        context: &'static str,
-    ) -> Result<Vec<NfTablesMessage>, NetlinkError> {
-        let tables = matches!(request, NfTablesMessage::GetTable(_));
-        match self
-            .t
-            .dump(wire::request(request))
-            .map_err(io_err(context))?
-        {
-            Ok(msgs) => Ok(msgs
-                .iter()
-                .filter_map(|m| wire::parse(m))
-                .filter(|(family, _)| *family == wire::INET)
-                .map(|(_, m)| m)
-                .collect()),
-            // nfnetlink answers EINVAL for a subsystem that is not registered: nf_tables is
-            // missing and the kernel could not load it.
-            Err(Errno::EINVAL) if tables => Err(NetlinkError::NoNfTables),
-            Err(e) => Err(NetlinkError::Io {
-                context,
-                source: e.into(),
-            }),
-        }
-    }
-
-    /// The elements of set `set` of our `inet` table `table` (key, flags, user data), in the
-    /// kernel's order.
-    fn set_elements(
-        &mut self,
-        table: &str,
-        set: &str,
-    ) -> Result<Vec<wire::LiveElement>, NetlinkError> {
-        let request = wire::get_set_elements(table, set);
-        Ok(self
-            .dump(request, "listing set elements")?
-            .iter()
-            .flat_map(wire::live_elements)
-            .collect())
-    }
-
-    /// The sets of our `inet` table `table`, as dumped.
-    fn sets(&mut self, table: &str) -> Result<Vec<NfTablesMessage>, NetlinkError> {
-        self.dump(wire::get_sets(table), "listing sets")
-    }
-
-    /// The names of the `inet` tables (a dump: no transaction, no RCU wait).
-    fn table_names(&mut self) -> Result<Vec<String>, NetlinkError> {
-        let request = NfTablesMessage::GetTable(TableMessage { attributes: vec![] });
-        Ok(self
-            .dump(request, "listing tables")?
-            .iter()
-            .filter_map(|m| wire::table_name(m).map(str::to_string))
-            .collect())
-    }
-
-    /// Our tables' chains and rules, as dumped.
-    fn chains_and_rules(
-        &mut self,
-    ) -> Result<(Vec<NfTablesMessage>, Vec<NfTablesMessage>), NetlinkError> {
-        let chains = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
-        let rules = NfTablesMessage::GetRule(RuleMessage { attributes: vec![] });
-        Ok((
-            self.dump(chains, "listing chains")?,
-            self.dump(rules, "listing rules")?,
-        ))
-    }
-
-    /// Which of the scheme's `inet` tables exist, and whether a guard is up.
-    fn our_tables(&mut self, scheme: &Scheme) -> Result<Existing, NetlinkError> {
-        let names = self.table_names()?;
-        let guard = guard::NAME;
-        Ok(Existing {
-            tables: scheme
-                .tables
-                .iter()
-                .map(|t| t.nft_name)
-                .filter(|t| names.iter().any(|n| n == t))
-                .collect(),
-            guard: names.iter().any(|n| n == guard),
-        })
-    }
-
-    /// The ruleset's generation: it changes with every committed transaction, by anyone.
-    fn generation(&mut self) -> Result<u32, NetlinkError> {
-        let context = "reading the ruleset generation";
-        let request = NfTablesMessage::GetGen(GenMessage { attributes: vec![] });
-        let replies = self
-            .t
-            .get(wire::request(request))
-            .map_err(io_err(context))?
-            .map_err(|e| NetlinkError::Io {
-                context,
-                source: e.into(),
-            })?;
-        replies
-            .iter()
-            .filter_map(|m| wire::parse(m))
-            .find_map(|(_, m)| wire::generation(&m))
-            .ok_or_else(|| NetlinkError::Io {
-                context,
-                source: io::Error::other("no generation in the kernel's answer"),
-            })
-    }
-
-    /// Reads the generation and our tables, builds the operations for them with `ops`, and
-    /// sends them in a batch stamped with that generation. If anything changed the ruleset in
-    /// between (another writer), the kernel refuses the whole batch (ERESTART), and this reads
-    /// again and retries: the transaction is never built on a stale read. Returns how many
-    /// messages went and which of our tables existed.
-    fn transact_unchanged<'p, I>(
-        &mut self,
-        scheme: &Scheme,
-        ops: impl Fn(&Existing) -> I,
-    ) -> Result<(usize, Existing), NetlinkError>
-    where
-        I: Iterator<Item = Result<Op<'p>, lower::LowerError>>,
-    {
-        const ATTEMPTS: usize = 20;
-        for _ in 0..ATTEMPTS {
-            let generation = self.generation()?;
-            let existing = self.our_tables(scheme)?;
-            let mut w = batch::Writer::new(Some(generation));
-            for op in ops(&existing) {
-                add_op(&mut w, op?);
-            }
-            if w.count() == 0 {
-                return Ok((0, existing));
-            }
-            match self.commit(w.finish()) {
-                Err(NetlinkError::Rejected { source, .. })
-                    if source.raw_os_error() == Some(Errno::ERESTART as i32) =>
-                {
-                    continue;
-                }
-                Ok(sent) => return Ok((sent, existing)),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(NetlinkError::KeptChanging(ATTEMPTS))
-    }
-
-    /// Sends a finished batch and reads the kernel's verdict; returns how many data messages
-    /// went.
-    fn commit(&mut self, batch: batch::Finished) -> Result<usize, NetlinkError> {
-        let count = batch.names.len();
-        crate::logging::debug_with(|| {
-            format!(
-                "sending {count} messages in one batch of {} bytes",
-                batch.wire.len()
-            )
-        });
-        self.t.expect_replies(count);
-        self.t
-            .send(&batch.wire)
-            .map_err(io_err("sending the batch"))?;
-        let replies = self
-            .t
-            .queued_replies()
-            .map_err(io_err("reading the kernel's replies"))?;
-        let describe = |i: usize| batch.names.get(i).map(|(w, n)| (*w, n.describe()));
-        verdict(&replies, batch.first, batch.last, &describe).map(|()| count)
-    }
-}
-
-/// The kernel's verdict on a batch whose data messages are numbered `first..=last`: the first
-/// error (by sequence number) names its message; no error and the last message's ACK is
-/// success.
-fn verdict(
-    replies: &[Reply],
-    first: u32,
-    last: u32,
-    describe: &dyn Fn(usize) -> Option<(&'static str, String)>,
-) -> Result<(), NetlinkError> {
-    let mut errors: Vec<(u32, Errno)> = replies
-        .iter()
-        .filter_map(|r| match r {
-            Reply::Status {
-                seq,
-                errno: Some(e),
-            } => Some((*seq, *e)),
-            _ => None,
-        })
-        .collect();
-    errors.sort_by_key(|(seq, _)| *seq);
-    if let Some((seq, errno)) = errors.first().copied() {
-        let (what, text) = seq
-            .checked_sub(first)
-            .and_then(|i| describe(i as usize))
-            .unwrap_or(("batch", "nftables transaction".to_string()));
-        let more = match errors.len() {
-            1 => String::new(),
-            n => format!(" (and {} more errors in the same batch)", n - 1),
-        };
-        return Err(NetlinkError::Rejected {
-            what,
-            text,
-            source: errno.into(),
-            more,
-        });
-    }
-    let acked = replies
-        .iter()
-        .any(|r| matches!(r, Reply::Status { seq, errno: None } if *seq == last));
-    if !acked {
-        return Err(NetlinkError::Io {
-            context: "committing the batch",
-            source: io::Error::other("the kernel did not acknowledge the batch"),
-        });
-    }
-    Ok(())
-}
-
 /// For the benchmark: the kernel's own cost of inserting the elements of an address set of
 /// `cidrs` (one family), the floor under any apply that loads them. One transaction creates
 /// `table inet meshtables-floor` with an empty named set of the same type (interval for
@@ -464,7 +169,7 @@ pub fn element_floor(
         name: "s",
         id: 1,
         flags: set.flags() & !((libc::NFT_SET_ANONYMOUS | libc::NFT_SET_CONSTANT) as u32),
-        ..set_header(&set)
+        ..set.header()
     };
     let named = NfTablesMessage::NewSet(wire::set(TABLE, header));
     w.put("set", text("add set"), wire::INET, named);
@@ -487,57 +192,41 @@ pub fn element_floor(
     Ok(took)
 }
 
-/// The header of anonymous set `s`, as `nft` declares it.
-fn set_header(s: &sets::AnonSet) -> wire::SetHeader<'static> {
-    wire::SetHeader {
-        name: "__set%d",
-        id: s.id,
-        flags: s.flags(),
-        key_type: s.key_type(),
-        key_len: s.key_len(),
-        size: s.size(),
-        userdata: s.userdata(),
+/// Reads the generation and our tables, builds the operations for them with `ops`, and
+/// sends them in a batch stamped with that generation. If anything changed the ruleset in
+/// between (another writer), the kernel refuses the whole batch (ERESTART), and this reads
+/// again and retries: the transaction is never built on a stale read. Returns how many
+/// messages went and which of our tables existed.
+fn transact_unchanged<'p, I>(
+    nl: &mut Nft,
+    scheme: &Scheme,
+    ops: impl Fn(&Existing) -> I,
+) -> Result<(usize, Existing), NetlinkError>
+where
+    I: Iterator<Item = Result<Op<'p>, lower::LowerError>>,
+{
+    const ATTEMPTS: usize = 20;
+    for _ in 0..ATTEMPTS {
+        let generation = nl.generation()?;
+        let existing = live::our_tables(nl, scheme)?;
+        let mut w = batch::Writer::new(Some(generation));
+        for op in ops(&existing) {
+            add_op(&mut w, op?);
+        }
+        if w.count() == 0 {
+            return Ok((0, existing));
+        }
+        match nl.commit(w.finish()) {
+            Err(NetlinkError::Rejected { source, .. })
+                if source.raw_os_error() == Some(Errno::ERESTART as i32) =>
+            {
+                continue;
+            }
+            Ok(sent) => return Ok((sent, existing)),
+            Err(e) => return Err(e),
+        }
     }
-}
-
-/// Whether this kernel can run nat chains for `family`, as upstream's `-t nat -A INPUT -p 255
-/// -j RETURN` probe asks of iptables-nft, without leaving anything behind: one transaction
-/// adds a throwaway table with a nat base chain and deletes it again. (iptables-nft's probe
-/// leaves an empty `nat INPUT` base chain behind, a state change a clean cannot undo.)
-pub fn probe_nat(family: crate::plan::Family) -> Result<(), NetlinkError> {
-    const TABLE: &str = "meshtables-nat-probe";
-    check_capability()?;
-    let mut nl = Nft::open()?;
-    let pf = (match family {
-        crate::plan::Family::V4 => libc::NFPROTO_IPV4,
-        crate::plan::Family::V6 => libc::NFPROTO_IPV6,
-    }) as u8;
-    let hook = wire::BaseHook {
-        hook: libc::NF_INET_LOCAL_IN,
-        priority: 100,
-        kind: "nat",
-    };
-    let text = |t: &'static str| batch::Named::Text(t.into());
-    let mut w = batch::Writer::new(None);
-    w.put(
-        "table",
-        text("add table meshtables-nat-probe"),
-        pf,
-        NfTablesMessage::NewTable(wire::table(TABLE)),
-    );
-    w.put(
-        "chain",
-        text("add chain meshtables-nat-probe input { type nat hook input priority 100 ; }"),
-        pf,
-        NfTablesMessage::NewChain(wire::chain(TABLE, "input", Some(hook))),
-    );
-    w.put(
-        "table deletion",
-        text("delete table meshtables-nat-probe"),
-        pf,
-        NfTablesMessage::DeleteTable(wire::table(TABLE)),
-    );
-    nl.commit(w.finish()).map(|_| ())
+    Err(NetlinkError::KeptChanging(ATTEMPTS))
 }
 
 /// Writes one operation as its message(s).
@@ -572,7 +261,7 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
         }
         Op::AddSet { table, set, rule } => {
             let named = Named::Rule(table, rule);
-            let msg = wire::set(table.nft_name, set_header(&set));
+            let msg = wire::set(table.nft_name, set.header());
             w.put(
                 "set of rule",
                 named.clone(),
@@ -595,34 +284,5 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
 impl From<NetlinkError> for BackendError {
     fn from(e: NetlinkError) -> Self {
         BackendError::Failed(Box::new(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_error_names_its_message_and_the_last_ack_commits() {
-        let describe = |i: usize| Some(("rule", format!("rule {i}")));
-        let ok = [Reply::Status {
-            seq: 12,
-            errno: None,
-        }];
-        assert!(verdict(&ok, 10, 12, &describe).is_ok());
-        assert!(verdict(&[], 10, 12, &describe).is_err(), "no ACK");
-        let failed = [
-            Reply::Status {
-                seq: 12,
-                errno: Some(Errno::ENOENT),
-            },
-            Reply::Status {
-                seq: 11,
-                errno: Some(Errno::EOPNOTSUPP),
-            },
-        ];
-        let e = verdict(&failed, 10, 12, &describe).unwrap_err().to_string();
-        assert!(e.starts_with("kernel rejected rule 'rule 1'"), "{e}");
-        assert!(e.contains("(and 1 more errors"), "{e}");
     }
 }

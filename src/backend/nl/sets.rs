@@ -84,6 +84,21 @@ pub struct AnonSet {
 }
 
 impl AnonSet {
+    /// The set's header, as `nft` declares an anonymous set.
+    pub fn header(&self) -> super::wire::SetHeader<'static> {
+        super::wire::SetHeader {
+            name: "__set%d",
+            id: self.id,
+            flags: self.flags(),
+            key_type: self.key_type(),
+            key_len: self.key_len(),
+            size: self.size(),
+            userdata: self.userdata(),
+        }
+    }
+}
+
+impl AnonSet {
     /// Ports, one element each: a port named twice is one element, as `nft` makes it of a
     /// literal (the kernel refuses a second copy with EEXIST). Upstream's `! --dports 53,PORT`
     /// names 53 twice with `-e 53`; `--compact` lists already name each port once (the walk's

@@ -7,12 +7,11 @@
 //! order mean for them. Where upstream's nft generator spells a rule differently, the rule
 //! names the spelling (`nft::HAIRPIN`, ...), defined with the nft dialect.
 
-use super::nft as spell;
-use super::rule::{NftSpelling, Sink, rule};
-use super::types::builtin::*;
-use super::types::{CtState, Match, Proto, Table::*, Target};
-use crate::policy::{Dns, Owner, Policy};
-use crate::profile::istio::chains::*;
+use super::chains::*;
+use super::policy::{Dns, Owner, Policy};
+use super::spell;
+use crate::plan::builtin::*;
+use crate::plan::{CtState, Match, NftSpelling, Proto, Sink, Table::*, Target, rule};
 use crate::values::{Cidr, Family, IfName, InboundPorts, Mark, OwnerGroups, Port};
 
 fn tcp() -> Match {
@@ -129,12 +128,12 @@ fn without_contained(cidrs: &[Cidr]) -> Vec<Cidr> {
     out.into_iter().map(Cidr).collect()
 }
 
-fn jump(c: super::types::Chain) -> Target {
+fn jump(c: crate::plan::Chain) -> Target {
     Target::Jump { chain: c }
 }
 
 /// Sends `p`'s rules to `out`, in upstream's order.
-pub(super) fn walk(p: &Policy, out: &mut dyn Sink) {
+pub fn walk(p: &Policy, out: &mut dyn Sink) {
     interfaces(p, out);
     drop_invalid(p, out);
     redirect_chains(p, out);
@@ -546,9 +545,9 @@ fn tproxy_tail(p: &Policy, out: &mut dyn Sink) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rule::{At, Rule};
+    use super::super::testing::policy;
     use super::*;
-    use crate::plan::testing::policy;
+    use crate::plan::{At, Rule};
 
     /// A sink that records what the walk sent, in order.
     #[derive(Default)]

@@ -147,6 +147,11 @@ impl List {
         self.buf.len()
     }
 
+    /// Whether nothing is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Drops what was written after the first `len` bytes.
     pub fn truncate(&mut self, len: usize) {
         self.buf.truncate(len);

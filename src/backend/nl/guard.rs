@@ -12,8 +12,9 @@
 use netlink_packet_netfilter::nftables::{MetaKey, NfTablesMessage};
 
 use super::batch::{Named, Writer};
-use super::lower::{cmp, meta_load, verdict};
-use super::{NetlinkError, Nft, wire};
+use super::expr::{cmp, meta_load, verdict};
+use super::session::{NetlinkError, Nft};
+use super::wire;
 
 /// The table's name.
 pub const NAME: &str = "meshtables-guard";

@@ -1,7 +1,7 @@
 //! Test helpers: the policy of a command line, resolved without the machine.
 
+use super::policy::Policy;
 use crate::host::{Host, HostError};
-use crate::policy::Policy;
 
 struct NoHost;
 
@@ -25,7 +25,14 @@ pub fn policy(args: &[&str]) -> Policy {
         .collect();
     argv.extend(args.iter().map(Into::into));
     let env = std::collections::HashMap::new();
-    crate::cmd::resolve_args(argv, &env, &NoHost)
+    let m = crate::flags::command()
+        .try_get_matches_from(argv)
+        .expect("a valid command line");
+    let (_, sub) = m.subcommand().expect("apply");
+    let flags = crate::flags::Flags::from_matches(sub);
+    let early = crate::config::early(&flags, crate::config::Subcommand::Apply, &env)
+        .expect("a valid command line");
+    crate::config::resolve(&flags, &early, &env, &NoHost)
         .expect("a valid command line")
         .policy
 }

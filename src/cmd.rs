@@ -10,12 +10,14 @@
 use std::ffi::OsString;
 use std::io::Write;
 
+use clap::Command;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
-use crate::config::{self, EnvSource, Resolved, Subcommand};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
+use crate::profile::istio::config::{self, EnvSource, Resolved, Subcommand};
+use crate::profile::istio::flags as istio;
 use crate::run::execute;
 
 /// The subcommand a binary invoked as `istio-iptables` / `istio-clean-iptables` (a symlink,
@@ -41,16 +43,30 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
+/// The CLI: Istio's subcommands (each takes every flag of its table) and the installer's.
+pub fn command() -> Command {
+    let mut cmd = Command::new("meshtables")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Program an Istio sidecar's traffic interception (a drop-in for istio-iptables).")
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    for (name, alias, about) in istio::SUBCOMMANDS {
+        cmd = cmd.subcommand(istio::subcommand(name, alias, about));
+    }
+    cmd.subcommand(flags::install_command())
+        .subcommand(flags::ready_command())
+}
+
 /// Parses argv (`argv[0]` first) into the subcommand and the flags given.
 pub fn parse_args(args: Vec<OsString>) -> Result<(Subcommand, Flags), clap::Error> {
-    let m = flags::command().try_get_matches_from(normalize_args(args))?;
+    let m = command().try_get_matches_from(normalize_args(args))?;
     let (sub, sm) = match m.subcommand() {
         Some(("apply", sm)) => (Subcommand::Apply, sm),
         Some(("clean", sm)) => (Subcommand::Clean, sm),
         Some(("check", sm)) => (Subcommand::Check, sm),
         _ => return Err(clap::Error::new(ErrorKind::MissingSubcommand)),
     };
-    Ok((sub, Flags::from_matches(sm)))
+    Ok((sub, istio::from_matches(sm)))
 }
 
 /// Resolves argv (`argv[0]` first) the way a run would, without running it: for tests and
@@ -229,11 +245,11 @@ pub fn main_with(
     };
     // The level as given (validated with every other flag when the run resolves).
     let level = flags
-        .get(&flags::LOG_OUTPUT_LEVEL.spec)
+        .get(&istio::LOG_OUTPUT_LEVEL.spec)
         .and_then(logging::parse_level)
         .unwrap_or(logging::Level::Info);
     let json = flags
-        .get(&flags::LOG_AS_JSON.spec)
+        .get(&istio::LOG_AS_JSON.spec)
         .and_then(crate::values::parse_bool)
         .unwrap_or(false);
     logging::init(level, json);

@@ -16,7 +16,6 @@
 pub mod backend; // the Backend trait; netlink and iptables siblings; TPROXY routing
 pub mod cmd; // the CLI front end: argv + env + host → exit code
 pub mod cni; // the CNI front end (argv[0] meshtables-cni): conf, pod semantics, API client
-pub mod config; // flags + env + host facts → Action, RunOptions, Policy
 pub mod flags; // the flag table: every flag declared once
 pub mod host; // facts read from the machine, bounded: addresses, resolv.conf, passwd, group
 #[cfg(feature = "kubernetes")]
@@ -27,7 +26,7 @@ pub mod netns; // run work inside a network namespace given by path
 pub mod options; // what a run does and how (verb, backend, namespace): the engine's inputs
 pub mod plan; // Policy → Plan: one walk, two dialects, typed rules, no I/O
 pub mod profile; // interception schemes (Istio's sidecar rules): a folder each
-pub use profile::istio::policy; // Istio's policy (the input of its plan)
+pub use profile::istio::{config, policy}; // Istio's resolution and policy, by their old paths
 pub mod render; // Plan → iptables-restore text, nft text, upstream's trace, dry-run output
 pub mod resolve; // the generic resolver: env sources, origins, precedence, errors
 pub mod run; // the engine: flags → dry run, apply, clean or check through one backend

@@ -5,12 +5,14 @@
 use std::io::Write;
 
 use crate::backend::{self, BackendError};
-use crate::config::{self, ConfigError, Early, EnvSource, Resolved, Subcommand, Verb};
 use crate::flags::Flags;
 use crate::host::Host;
 use crate::logging;
 use crate::netns;
 use crate::plan::{self, Plan};
+use crate::profile::istio::config::{
+    self, ConfigError, Early, EnvSource, Resolved, Subcommand, Verb,
+};
 
 /// Errors that end a run, each with its exit code.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@
 
 mod support;
 
-use meshtables::flags::{self, Spec};
+use meshtables::flags::Spec;
+use meshtables::profile::istio::flags;
 use support::command;
 use support::trials::{NOTHING, Trials};
 

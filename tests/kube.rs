@@ -87,7 +87,7 @@ fn a_well_formed_answer_is_a_pod() {
         pod::Verdict::Intercept { .. }
     ));
     assert_eq!(
-        flags.get(&meshtables::flags::INBOUND_PORTS.spec),
+        flags.get(&meshtables::profile::istio::flags::INBOUND_PORTS.spec),
         Some("8080")
     );
     // A server that closes without TLS close_notify, body framed by Content-Length.

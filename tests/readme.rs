@@ -10,6 +10,7 @@ mod support;
 use std::path::PathBuf;
 
 use meshtables::flags;
+use meshtables::profile::istio::flags as istio;
 use support::trials::{NOTHING, Trials};
 
 fn readme() -> PathBuf {
@@ -53,7 +54,7 @@ fn help_lists_every_flag() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for s in flags::ALL {
+    for s in istio::ALL {
         assert!(
             help.contains(&format!("--{}", s.long)),
             "--help lacks --{}",
@@ -74,10 +75,10 @@ fn help_lists_every_flag() {
 fn main() {
     let mut t = Trials::new();
     t.add("readme::flag_table", NOTHING, || {
-        check("flag table", flags::markdown_table())
+        check("flag table", istio::markdown_table())
     });
     t.add("readme::pod_table", NOTHING, || {
-        check("pod fields", flags::pod_table())
+        check("pod fields", istio::pod_table())
     });
     t.add("readme::installer_table", NOTHING, || {
         check("installer settings", flags::install_table())

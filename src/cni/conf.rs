@@ -15,7 +15,8 @@ use super::error::{CniError, code};
 use super::result::CniResult;
 pub use super::version::SUPPORTED_VERSIONS;
 use super::version::{self, Version};
-use crate::flags::{self, Cni, Flags, Spec};
+use crate::flags::{Cni, Flags, Spec};
+use crate::profile::istio::flags;
 
 /// Keys the CNI specification (1.1) and runtimes put into a plugin's configuration.
 const WELL_KNOWN: &[&str] = &[

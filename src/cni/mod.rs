@@ -38,10 +38,11 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::config::{ConfigError, EnvSource, Origin, Subcommand};
-use crate::flags::{self, Flags};
+use crate::flags::Flags;
 use crate::host::Host;
 use crate::logging;
+use crate::profile::istio::config::{ConfigError, EnvSource, Origin, Subcommand};
+use crate::profile::istio::flags;
 use crate::run::{self, RunError};
 use crate::values::{NamespaceName, PodName, parse_bool};
 use conf::{NetConf, SUPPORTED_VERSIONS};
@@ -243,8 +244,10 @@ pub(crate) fn validate_settings(conf: &NetConf) -> Result<(), CniError> {
     set_unless_given(&mut flags, &flags::ENABLE_IPV6.spec, "true");
     set_unless_given(&mut flags, &flags::DNS_SERVERS.spec, "");
     flags.set(&flags::DRY_RUN.spec, "true");
-    let resolved = crate::config::early(&flags, Subcommand::Apply, &no_env())
-        .and_then(|early| crate::config::resolve(&flags, &early, &no_env(), &NoHost));
+    let resolved = crate::profile::istio::config::early(&flags, Subcommand::Apply, &no_env())
+        .and_then(|early| {
+            crate::profile::istio::config::resolve(&flags, &early, &no_env(), &NoHost)
+        });
     match resolved {
         Err(e @ ConfigError::Invalid { .. }) => Err(run_error(RunError::Config(e), 0, &[])),
         _ => Ok(()),
@@ -292,7 +295,7 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
     {
         flags.set(&flags::ENABLE_IPV6.spec, v6.to_string());
     }
-    let on = |f: &flags::Spec| flags.get(f).and_then(parse_bool) == Some(true);
+    let on = |f: &crate::flags::Spec| flags.get(f).and_then(parse_bool) == Some(true);
     if on(&flags::REDIRECT_DNS.spec)
         && !on(&flags::CAPTURE_ALL_DNS.spec)
         && !flags.is_set(&flags::DNS_SERVERS.spec)
@@ -322,7 +325,7 @@ fn in_pod(flags: &mut Flags, netns: Option<String>) {
     set_unless_given(flags, &flags::PROXY_UID.spec, "1337");
 }
 
-fn set_unless_given(flags: &mut Flags, spec: &'static flags::Spec, value: &str) {
+fn set_unless_given(flags: &mut Flags, spec: &'static crate::flags::Spec, value: &str) {
     if !flags.is_set(spec) {
         flags.set(spec, value);
     }

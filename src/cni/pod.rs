@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::flags::{self, Flags, PodField, Spec};
+use crate::flags::{Flags, PodField, Spec};
+use crate::profile::istio::flags;
 use crate::values::parse_bool;
 
 /// The parts of a Pod object (API `v1`) Istio's semantics read. Unknown fields are ignored;

@@ -15,8 +15,8 @@ use super::files::{self, Replaced, Seen, Temps};
 use super::settings::{Settings, entry};
 use super::view::{self, Survey, Verdict};
 use super::{conflist, kubeconfig, presence};
-use crate::config::EnvSource;
 use crate::logging::{self, Level};
+use crate::profile::istio::config::EnvSource;
 
 /// The backup of a configuration file as it was before an installer first wrote it:
 /// `.<file name>.meshtables-cni-backup` beside it. Its extension is none a runtime reads (a

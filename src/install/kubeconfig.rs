@@ -9,7 +9,7 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::json;
 
-use crate::config::EnvSource;
+use crate::profile::istio::config::EnvSource;
 
 /// Why a kubeconfig cannot be made.
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ pub use error::InstallError;
 pub use installer::{Installer, Pass, State};
 pub use settings::{Settings, entry, settings};
 
-use crate::config::EnvSource;
+use crate::profile::istio::config::EnvSource;
 
 /// Runs the installer until SIGTERM or SIGINT.
 pub fn run(s: Settings, env: &dyn EnvSource) -> Result<(), InstallError> {

@@ -14,7 +14,7 @@
 use super::installer::chosen;
 use super::settings::{Settings, as_plugin_conf, entry, entry_with};
 use super::{conflist, files, kubeconfig, view};
-use crate::config::EnvSource;
+use crate::profile::istio::config::EnvSource;
 
 /// Why the installation is not whole, or what is ready.
 pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {

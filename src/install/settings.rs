@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use super::conflist;
 use super::error::InstallError;
 use super::kubeconfig;
-use crate::config::{ConfigError, EnvSource, Origin, Resolver};
 use crate::flags::Flags;
 use crate::flags::install as f;
+use crate::profile::istio::config::{ConfigError, EnvSource, Origin, Resolver};
 
 /// The installer's settings (`flags::install`), resolved.
 #[derive(Debug, Clone)]

@@ -19,8 +19,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::error::InstallError;
 use super::installer::{Installer, State};
-use crate::config::EnvSource;
 use crate::logging;
+use crate::profile::istio::config::EnvSource;
 
 /// How long a directory must be quiet before a pass reads it.
 const QUIET: Duration = Duration::from_millis(20);

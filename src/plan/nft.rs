@@ -43,7 +43,17 @@ impl Nft {
                 At::Insert(i) => Position::Insert(i),
             },
             family,
-            matches: r.nft.apply(r.matches),
+            matches: {
+                // A spelling names every match of the rule it was made for; one that does not
+                // fit is a walk's bug (every golden configuration runs through this in tests).
+                debug_assert!(
+                    r.nft.fits(&r.matches),
+                    "{:?} does not fit {:?}",
+                    r.nft,
+                    r.matches
+                );
+                r.nft.apply(r.matches)
+            },
             target: r.target,
         };
         self.rules.push((r.table, rule));

@@ -25,14 +25,19 @@ pub fn policy(args: &[&str]) -> Policy {
         .collect();
     argv.extend(args.iter().map(Into::into));
     let env = std::collections::HashMap::new();
-    let m = crate::flags::command()
+    let m = clap::Command::new("meshtables")
+        .subcommand(super::flags::subcommand("apply", None, ""))
         .try_get_matches_from(argv)
         .expect("a valid command line");
     let (_, sub) = m.subcommand().expect("apply");
-    let flags = crate::flags::Flags::from_matches(sub);
-    let early = crate::config::early(&flags, crate::config::Subcommand::Apply, &env)
-        .expect("a valid command line");
-    crate::config::resolve(&flags, &early, &env, &NoHost)
+    let flags = super::flags::from_matches(sub);
+    let early = crate::profile::istio::config::early(
+        &flags,
+        crate::profile::istio::config::Subcommand::Apply,
+        &env,
+    )
+    .expect("a valid command line");
+    crate::profile::istio::config::resolve(&flags, &early, &env, &NoHost)
         .expect("a valid command line")
         .policy
 }

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::flags::{self, Flags, Spec};
+use crate::flags::{Flags, Spec};
 use crate::host::Host;
 pub use crate::options::{Action, BackendChoice, RunOptions, Subcommand, Validation, Verb};
-use crate::policy::{Dns, Policy};
+use crate::profile::istio::flags;
+use crate::profile::istio::policy::{Dns, Policy};
 pub use crate::resolve::{ConfigError, EnvSource, Origin, ProcessEnv, Resolver};
 use crate::resolve::{Raw, invalid};
 use crate::values::{self, Group, Ipv6Setting, OwnerGroups};
@@ -374,7 +375,8 @@ mod tests {
     fn flags(args: &[(&str, &str)]) -> Flags {
         let mut f = Flags::default();
         for (k, v) in args {
-            assert!(f.set_named(k, v.to_string()).is_some(), "{k} is a flag");
+            let spec = flags::by_long(k).unwrap_or_else(|| panic!("{k} is a flag"));
+            f.set(spec, v.to_string());
         }
         f
     }

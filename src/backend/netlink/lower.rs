@@ -41,7 +41,7 @@ const NF_CT_STATE_RELATED: u32 = 1 << 2;
 pub enum Op<'a> {
     /// One of the scheme's tables that exists (by name).
     DelTable(&'static str),
-    /// Lower an interrupted iptables run's guard (`netlink::guard`).
+    /// Lower an interrupted iptables run's guard (`nl::guard`).
     DelGuard,
     AddTable(&'static TableLayout),
     AddChain {

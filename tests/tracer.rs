@@ -7,7 +7,7 @@
 
 mod support;
 
-use meshtables::plan::{Group, Match, Plan, Position, Target};
+use meshtables::plan::{Group, MarkRule, Match, Plan, Position, Target};
 use support::mutate::{self, RuleMut};
 use support::net;
 use support::scenarios::{self, Dialect, Probe, Scenario, Setup, Want};
@@ -16,7 +16,12 @@ use support::trials::{NOTHING, Trials};
 
 /// Whether `t` is where `p` must land with `dialect`; `local_mark` is the mark the plan's
 /// policy routing delivers locally.
-fn check(p: &Probe, dialect: Dialect, local_mark: Option<u32>, t: &Trace) -> Result<(), String> {
+fn check(
+    p: &Probe,
+    dialect: Dialect,
+    local_mark: Option<MarkRule>,
+    t: &Trace,
+) -> Result<(), String> {
     let to = p.to();
     let ok = match (p.want(dialect), &t.verdict) {
         (Want::Direct, Verdict::Accepted { to: got }) => *got == to,
@@ -30,7 +35,7 @@ fn check(p: &Probe, dialect: Dialect, local_mark: Option<u32>, t: &Trace) -> Res
                 mark,
                 orig,
             },
-        ) => *got == port && Some(*mark) == local_mark && *orig == to,
+        ) => *got == port && local_mark.is_some_and(|r| r.selects(*mark)) && *orig == to,
         _ => false,
     };
     let zone_ok = p.zone.is_none_or(|z| t.zone == Some(z));
@@ -211,7 +216,8 @@ fn established_tproxy_is_diverted(dialect: Dialect) {
         let t = tracer::trace_plan(&plan, dialect, &pkt).expect("traced");
         let family = net::family(p.dst);
         assert_eq!(t.verdict, Verdict::Accepted { to: p.to() }, "{t}");
-        assert_eq!(Some(t.mark), tracer::local_mark(&plan, family), "{t}");
+        let rule = tracer::local_mark(&plan, family).expect("TPROXY routing");
+        assert!(rule.selects(t.mark), "{t}");
     }
 }
 

@@ -16,6 +16,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
+use crate::profile::istio::Istio;
 use crate::profile::istio::config::{self, EnvSource, Resolved, Subcommand};
 use crate::profile::istio::flags as istio;
 use crate::run::execute;
@@ -253,7 +254,7 @@ pub fn main_with(
         .and_then(crate::values::parse_bool)
         .unwrap_or(false);
     logging::init(level, json);
-    match execute(&flags, sub, env, host, stdout) {
+    match execute(&Istio, &flags, sub, env, host, stdout) {
         Ok(()) => 0,
         Err(e) => {
             logging::error(&e.to_string());

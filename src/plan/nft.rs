@@ -56,6 +56,7 @@ impl Nft {
             },
             target: r.target,
             mark_words: r.nft.mark_words,
+            counter: r.nft.counter,
         };
         self.rules.push((r.table, rule));
     }

@@ -30,6 +30,8 @@ pub struct NftSpelling {
     pub order: Option<&'static [usize]>,
     /// How a masked mark match is worded.
     pub mark_words: MarkWords,
+    /// Whether the rule has a `counter` (all but Istio ambient's jumps).
+    pub counter: bool,
 }
 
 impl NftSpelling {
@@ -39,6 +41,7 @@ impl NftSpelling {
         drop_proto: false,
         order: None,
         mark_words: MarkWords::And,
+        counter: true,
     };
 
     /// The matches of a rule as the nft dialect spells them. A spelling never drops a match

@@ -502,6 +502,14 @@ pub struct NftRule {
     /// How the text words a masked mark match (text only: the same bytecode).
     #[serde(skip)]
     pub mark_words: MarkWords,
+    /// Whether the rule counts its packets (`counter`, as upstream's rules do but Istio
+    /// ambient's jumps); the JSON says so only when it does not.
+    #[serde(skip_serializing_if = "is_true")]
+    pub counter: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// `ip rule add fwmark MARK[/MASK] [pref P] lookup TABLE`: what sends marked packets to the

@@ -134,35 +134,34 @@ fn write_body(s: &mut String, table: &TableLayout, rule: &NftRule) {
     for m in &rule.matches {
         write_match(s, m, meta, rule.mark_words);
     }
+    // Upstream's ambient jumps carry no counter.
+    let c = if rule.counter { "counter " } else { "" };
     let _ = match &rule.target {
-        Target::Jump { chain } => write!(s, "counter jump {}", chain.nft_name()),
-        Target::Return => write!(s, "counter return"),
-        Target::Accept => write!(s, "counter accept"),
-        Target::Drop => write!(s, "counter drop"),
-        Target::Redirect { port } => write!(s, "counter redirect to :{port}"),
+        Target::Jump { chain } => write!(s, "{c}jump {}", chain.nft_name()),
+        Target::Return => write!(s, "{c}return"),
+        Target::Accept => write!(s, "{c}accept"),
+        Target::Drop => write!(s, "{c}drop"),
+        Target::Redirect { port } => write!(s, "{c}redirect to :{port}"),
         Target::Tproxy { port, mark } => {
             let f = ip_kw(rule.family.unwrap_or(Family::V4));
-            write!(
-                s,
-                "tproxy {f} to :{port} meta mark set {mark} counter accept"
-            )
+            write!(s, "tproxy {f} to :{port} meta mark set {mark} {c}accept")
         }
-        Target::SetMark { mark } => write!(s, "counter meta mark set {mark}"),
-        Target::SaveMark => write!(s, "counter ct mark set mark"),
-        Target::RestoreMark => write!(s, "counter meta mark set ct mark"),
-        Target::CtZone { zone } => write!(s, "counter ct zone set {zone}"),
+        Target::SetMark { mark } => write!(s, "{c}meta mark set {mark}"),
+        Target::SaveMark => write!(s, "{c}ct mark set mark"),
+        Target::RestoreMark => write!(s, "{c}meta mark set ct mark"),
+        Target::CtZone { zone } => write!(s, "{c}ct zone set {zone}"),
         // Upstream's words end in "| " and are joined by a space: two before the value.
         Target::SetConnMark { mark } => write!(
             s,
-            "counter ct mark set ct mark & {:#x} |  {:#x}",
+            "{c}ct mark set ct mark & {:#x} |  {:#x}",
             !mark.mask(),
             mark.value()
         ),
         Target::RestoreMarkMasked { ctmask: u32::MAX } => {
-            write!(s, "counter meta mark set ct mark")
+            write!(s, "{c}meta mark set ct mark")
         }
         Target::RestoreMarkMasked { ctmask } => {
-            write!(s, "counter meta mark set ct mark and {ctmask:#x}")
+            write!(s, "{c}meta mark set ct mark and {ctmask:#x}")
         }
     };
 }

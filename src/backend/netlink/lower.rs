@@ -286,6 +286,11 @@ fn lower_exprs(rule: &NftRule, set_id: Option<u32>) -> Result<Vec<Expr>, LowerEr
         lower_match(m, &mut out, &mut ctx, set_id.unwrap_or(0))?;
     }
     lower_target(rule, ctx.nf, &mut out);
+    if !rule.counter {
+        // A counter is a statement of its own: a rule without one is the same rule without
+        // that expression.
+        out.retain(|e| e.name != "counter");
+    }
     Ok(out)
 }
 
@@ -532,6 +537,7 @@ mod tests {
             matches,
             target,
             mark_words: Default::default(),
+            counter: true,
         }
     }
 
@@ -604,6 +610,7 @@ mod tests {
                 mark: Mark::new(mark).unwrap(),
             },
             mark_words: Default::default(),
+            counter: true,
         };
         let rules = vec![
             mk(Position::Append, 1),

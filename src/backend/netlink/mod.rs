@@ -101,6 +101,7 @@ mod faults {
             matches: vec![],
             target: Target::Tproxy { port, mark },
             mark_words: Default::default(),
+            counter: true,
         };
         let Ok((exprs, _)) = lower::lower_rule(&rule, &mut 0) else {
             return Box::new(ops);

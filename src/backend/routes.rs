@@ -120,8 +120,16 @@ fn rule_text(r: &RuleMessage) -> String {
     for a in &r.attributes {
         match a {
             RuleAttribute::Priority(p) => s += &format!("pref {p} "),
-            RuleAttribute::FwMark(m) => s += &format!("fwmark {m:#x} "),
-            RuleAttribute::FwMask(m) => s += &format!("mask {m:#x} "),
+            RuleAttribute::FwMark(m) => {
+                let mask = r.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::FwMask(k) if *k != u32::MAX => Some(*k),
+                    _ => None,
+                });
+                s += &match mask {
+                    Some(k) => format!("fwmark {m:#x}/{k:#x} "),
+                    None => format!("fwmark {m:#x} "),
+                };
+            }
             RuleAttribute::Iifname(n) => s += &format!("iif {n} "),
             RuleAttribute::Oifname(n) => s += &format!("oif {n} "),
             RuleAttribute::Source(a) => s += &format!("from {a}/{} ", r.header.src_len),
@@ -614,6 +622,10 @@ mod tests {
             .retain(|a| !matches!(a, RuleAttribute::Priority(_)));
         elsewhere.attributes.push(RuleAttribute::Priority(100));
         assert!(!rule_is_ours(&elsewhere, &ambient()));
+        assert_eq!(
+            Object::Rule(Family::V6, ours.clone()).describe(),
+            "ip -6 rule pref 32764 fwmark 0x111/0xfff lookup 100"
+        );
         let mut unmasked = ours.clone();
         unmasked
             .attributes

@@ -239,3 +239,33 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
+
+/// The first packet of an ambient flow, for the tracer.
+pub fn packet(f: &Flow) -> super::tracer::Packet {
+    use super::tracer::{Conn, Origin, Packet};
+    let arriving = |src: IpAddr| Origin::Arriving {
+        iface: super::net::client_of(f.dst).0.pod_if,
+        src,
+    };
+    let (origin, mark) = match f.from {
+        Sender::App => (
+            Origin::Local {
+                uid: 1000,
+                gid: 1000,
+            },
+            0,
+        ),
+        Sender::Ztunnel => (Origin::Local { uid: 0, gid: 0 }, ZTUNNEL_MARK),
+        Sender::World => (arriving(super::net::client_of(f.dst).1), 0),
+        Sender::Probe => (arriving(ip(PROBE_V4)), 0),
+    };
+    Packet {
+        origin,
+        proto: f.proto,
+        dst: std::net::SocketAddr::new(f.dst, f.port),
+        sport: 40000,
+        conn: Conn::New,
+        mark,
+        connmark: 0,
+    }
+}

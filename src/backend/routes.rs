@@ -582,12 +582,14 @@ mod tests {
         }
     }
 
-    fn ambient() -> MarkRule {
+    /// A masked rule with a preference (as Istio ambient's; other values: the backend names
+    /// no scheme's).
+    fn masked() -> MarkRule {
         MarkRule {
-            mark: Mark::new(0x111).unwrap(),
-            mask: 0xfff,
-            table: RouteTable::new(100).unwrap(),
-            priority: RulePriority::new(32764),
+            mark: Mark::new(0x220).unwrap(),
+            mask: 0xff0,
+            table: RouteTable::new(77).unwrap(),
+            priority: RulePriority::new(1000),
         }
     }
 
@@ -610,29 +612,29 @@ mod tests {
 
     #[test]
     fn a_masked_rule_with_a_preference_is_ours_only_with_both() {
-        let ours = rule_msg(Family::V6, &ambient());
-        assert!(rule_is_ours(&ours, &ambient()));
+        let ours = rule_msg(Family::V6, &masked());
+        assert!(rule_is_ours(&ours, &masked()));
         assert!(
-            ours.attributes.contains(&RuleAttribute::FwMask(0xfff))
-                && ours.attributes.contains(&RuleAttribute::Priority(32764))
+            ours.attributes.contains(&RuleAttribute::FwMask(0xff0))
+                && ours.attributes.contains(&RuleAttribute::Priority(1000))
         );
         let mut elsewhere = ours.clone();
         elsewhere
             .attributes
             .retain(|a| !matches!(a, RuleAttribute::Priority(_)));
         elsewhere.attributes.push(RuleAttribute::Priority(100));
-        assert!(!rule_is_ours(&elsewhere, &ambient()));
+        assert!(!rule_is_ours(&elsewhere, &masked()));
         assert_eq!(
             Object::Rule(Family::V6, ours.clone()).describe(),
-            "ip -6 rule pref 32764 fwmark 0x111/0xfff lookup 100"
+            "ip -6 rule pref 1000 fwmark 0x220/0xff0 lookup 77"
         );
         let mut unmasked = ours.clone();
         unmasked
             .attributes
             .retain(|a| !matches!(a, RuleAttribute::FwMask(_)));
         assert!(
-            !rule_is_ours(&unmasked, &ambient()),
-            "fwmark 0x111 is another rule"
+            !rule_is_ours(&unmasked, &masked()),
+            "fwmark 0x220 is another rule"
         );
         assert!(!rule_is_ours(&ours, &tproxy()));
     }

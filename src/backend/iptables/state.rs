@@ -4,7 +4,7 @@
 //! `iptables-save` (legacy and nft variants print the same rule text) reorders the address
 //! and interface options (`-s -d -i -o -p`), names the implicit protocol match (`-m tcp`),
 //! prints marks in hex, masks prefixes, and spells targets with their defaults
-//! (`MARK --set-xmark 0x539/0xffffffff`, `TPROXY --on-port P --on-ip 0.0.0.0 ...`).
+//! (`MARK --set-xmark 0x2a/0xffffffff`, `TPROXY --on-port P --on-ip 0.0.0.0 ...`).
 //! `save_rule` renders a planned rule that way; tests load every plan and compare.
 
 use std::collections::BTreeMap;

@@ -12,7 +12,8 @@
 //!          render (text, JSON) ◀── run (the engine) ──▶ backend (netlink | iptables, routes; nl)
 //! ```
 //!
-//! Front ends call the engine from above: `cmd` (the CLI), `cni` (the plugin), `install`.
+//! Front ends call the engine from above, handing it a scheme (`run::Profile`): `cmd` (the
+//! CLI), `cni` (the plugin), `install`.
 #![deny(unsafe_code)]
 
 pub mod backend; // the Backend trait; netlink and iptables siblings over one kernel layer (nl)
@@ -27,7 +28,7 @@ pub mod logging; // stderr logger (text or JSON), upstream's level flag
 pub mod netns; // run work inside a network namespace given by path
 pub mod options; // what a run does and how (verb, backend, namespace): the engine's inputs
 pub mod plan; // the plan: typed rules, the two dialects, what is ours; no scheme, no I/O
-pub mod profile; // interception schemes (Istio's sidecar rules): flags, policy, walk, chains
+pub mod profile; // interception schemes (Istio's sidecar, Istio ambient's in-pod rules), each a folder
 pub use profile::istio::{config, policy}; // Istio's resolution and policy, by their old paths
 pub mod render; // Plan → iptables-restore text, nft text, JSON
 pub mod resolve; // the generic resolver: env sources, origins, precedence, errors

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod ambient;
 pub mod mutate;
 pub mod net;
 pub mod netns;
@@ -108,6 +109,8 @@ pub const OUR_ENV_PREFIXES: &[&str] = &[
     "RESOLV_CONF",
     "OUTBOUND_",
     "IPV4_LOOPBACK",
+    "AMBIENT_",
+    "HOST_PROBE_",
 ];
 
 /// A `Command` for the binary with our env vars removed and `extra` added.

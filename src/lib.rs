@@ -11,7 +11,6 @@
 //!                                                │
 //!                        render (text, JSON) ◀───┴───▶ backend (netlink | iptables, routes)
 //! ```
-#![deny(unsafe_code)]
 
 pub mod backend; // the Backend trait; netlink and iptables siblings; TPROXY routing
 pub mod cmd; // the CLI front end: argv + env + host → exit code

@@ -82,7 +82,10 @@ fn open(path: &Path) -> Result<File, NetnsError> {
         .open(path)
         .map_err(open_err)?;
     let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| open_err(e.into()))?;
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between targets"
+    )]
     let kind = fs.filesystem_type().0 as i64;
     if kind != NSFS_MAGIC && kind != PROC_SUPER_MAGIC {
         return Err(NetnsError::NotANamespace(path.to_path_buf()));

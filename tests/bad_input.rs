@@ -2,6 +2,12 @@
 //! on stderr, print nothing on stdout, and so apply nothing. Upstream copies most of these
 //! verbatim into rule text or ignores them. And the other side of it: every variable of the
 //! flag table set to "" behaves exactly as if it were not set (one trial per variable).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

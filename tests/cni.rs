@@ -3,6 +3,12 @@
 //! from `ip netns add`, and the caller in a namespace of its own so that "not in the caller's"
 //! can be asserted. Also `meshtables apply|check|clean --network-namespace` from outside, for
 //! both backends, and per-pod settings read from a fake Kubernetes API server over HTTPS.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 #[cfg(feature = "kubernetes")]
 #[path = "support/apiserver.rs"]

@@ -14,6 +14,12 @@
 //!   does not uninstall; a bounded number of writes;
 //! - readiness is true only while the chain, the binary and the kubeconfig are whole;
 //! - bad settings exit 2 and name the flag or variable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 #![cfg(feature = "kubernetes")]
 
 mod support;

@@ -1,6 +1,12 @@
 //! The iptables-binaries backend against a real kernel, with iptables-legacy and with
 //! iptables-nft, each test in fresh network namespaces, each configuration × variant a trial of
 //! its own (root; ignored with the reason without it, failed under CI=true).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

@@ -3,6 +3,12 @@
 //! and `iptables-nft-restore` (and the ip6tables twins), each in a throwaway network namespace
 //! with the tests' own /etc/group (so upstream's `skgid java` resolves). Covers upstream's
 //! cases and the project's golden scenarios; each file or case × tool is a trial of its own.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

@@ -1,6 +1,12 @@
 //! The native nftables backend against a real kernel, each test in fresh network namespaces,
 //! each configuration compared with `nft -f` a trial of its own (root; ignored with the reason
 //! without it, failed under CI=true).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

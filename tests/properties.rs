@@ -2,6 +2,12 @@
 //! every accepted config renders in every format, and its text has only the line shapes the
 //! formats allow (no value can inject a line or a token); every rejection names an input
 //! that was actually given.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

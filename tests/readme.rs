@@ -4,6 +4,12 @@
 //! the README differs;
 //! `UPDATE_README=1 cargo test --test readme` rewrites both sections. A third trial checks that
 //! `--help` lists every flag with its variables.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

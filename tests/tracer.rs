@@ -4,6 +4,12 @@
 //! variant (`cargo test --test tracer s7_dns::nft::compact`). Then proof that the tracer can
 //! fail (`mutant::*`: one rule removed or altered, and a scenario's expectation no longer
 //! holds) and the semantics the scenarios do not reach (`semantics::*`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 

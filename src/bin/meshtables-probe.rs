@@ -12,10 +12,8 @@
 //!   that user and prints the answer line; exit 0 with an answer, 1 without.
 //! - `pause`: sleeps forever (the pod's namespace holder in the container e2e).
 
-#![deny(unsafe_code)]
-
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -80,8 +78,8 @@ fn tcp_listener(port: u16, transparent: bool) -> TcpListener {
     }
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &any(port))
         .unwrap_or_else(|e| die(&format!("bind tcp {port}: {e}")));
-    socket::listen(&fd, socket::Backlog::new(64).unwrap())
-        .unwrap_or_else(|e| die(&format!("listen: {e}")));
+    let backlog = socket::Backlog::new(64).unwrap_or_else(|e| die(&format!("backlog: {e}")));
+    socket::listen(&fd, backlog).unwrap_or_else(|e| die(&format!("listen: {e}")));
     TcpListener::from(fd)
 }
 
@@ -209,9 +207,12 @@ fn client(args: &[String], udp: bool) {
     );
     drop_to(flag(args, "--as"));
     let answer = if udp {
-        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-            .parse()
-            .unwrap();
+        let any: IpAddr = if to.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let bind = SocketAddr::new(any, 0);
         let u = UdpSocket::bind(bind).unwrap_or_else(|e| die(&format!("bind: {e}")));
         u.set_read_timeout(Some(timeout)).ok();
         u.send_to(b"q", to).ok();

@@ -1,7 +1,7 @@
 //! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
 //! the `../shared` locator, the skip-or-fail rule for tests that need root or a kernel, and
 //! (submodules) the pod topology, the traffic scenarios and the packet tracer.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses part of it")]
 
 use std::collections::HashMap;
 use std::ffi::OsString;

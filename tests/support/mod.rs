@@ -147,37 +147,12 @@ pub fn shared_dir() -> Option<PathBuf> {
     None
 }
 
-/// For tests that need root (namespaces, netfilter): false (skip, with a message) when not
-/// root; a panic under CI=true, where skipping would hide a broken environment.
-pub fn require_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} needs root, and CI=true does not allow skipping it");
-    }
-    eprintln!("SKIP: {what} needs root");
-    false
-}
-
 /// The absolute path of program `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// For tests that need an external program: false (skip) when missing; a panic under CI.
-pub fn require_program(name: &str) -> bool {
-    if which(name).is_some() {
-        return true;
-    }
-    if in_ci() {
-        panic!("{name} is not installed, and CI=true does not allow skipping");
-    }
-    eprintln!("SKIP: {name} is not installed");
-    false
 }
 
 /// A line diff for failure messages: `-want` / `+got`, with a little context.

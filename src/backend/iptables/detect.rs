@@ -21,8 +21,6 @@ pub struct Xtables {
     pub restore: PathBuf,
     pub nf_tables: bool,
     pub version: (u32, u32, u32),
-    /// Whether `-save` shows a rule (`has_rules`).
-    pub existing_rules: bool,
     /// What detection's `-save` printed, so reading the live state needs no second run. (The
     /// nat-table probe that follows it adds and deletes one rule: the rules are the same.)
     pub saved: Option<String>,
@@ -126,7 +124,6 @@ pub fn probe(
         restore,
         nf_tables,
         version,
-        existing_rules,
         saved: None,
     };
     nat_probe(&x, env)?;

@@ -220,7 +220,6 @@ impl Iptables {
             restore: restore_bin,
             nf_tables: v == Some(XtablesVariant::Nft),
             version: (1, 8, 0),
-            existing_rules: true,
             saved: None,
         };
         Ok(Some((x, text)))

@@ -375,5 +375,6 @@ fn main() {
         installer_prepared,
         installer_image_installs_and_uninstalls,
     );
+    t.declare(2, &[]);
     t.run()
 }

@@ -378,5 +378,7 @@ fn main() {
     for sc in scenarios() {
         t.add(format!("golden::{}", sc.name), NOTHING, move || check(&sc));
     }
+    // One trial per golden scenario (each its file in tests/golden).
+    t.declare(26, &[("golden", 26)]);
     t.run()
 }

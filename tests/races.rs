@@ -136,11 +136,7 @@ fn spawn(ns: &Netns, verb: &str, args: &[String], backend: &str, gated: bool) ->
         c.args(&all);
         c
     };
-    for (k, _) in std::env::vars() {
-        if support::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-            c.env_remove(k);
-        }
-    }
+    support::clear_our_env(&mut c);
     c.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -408,5 +404,7 @@ fn main() {
             kills(backend)
         });
     }
+    // 3 backends × (4 concurrency scenarios + kill -9).
+    t.declare(3 * 5, &[("concurrent", 3 * 4), ("kill9", 3)]);
     t.run()
 }

@@ -90,5 +90,6 @@ fn main() {
         check("installer settings", flags::install_table())
     });
     t.add("help_lists_every_flag", NOTHING, help_lists_every_flag);
+    t.declare(4, &[("readme", 3)]);
     t.run()
 }

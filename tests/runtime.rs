@@ -540,5 +540,7 @@ fn main() {
     for (name, f) in tests {
         t.add_if(*name, NEEDS, cni_plugins, *f);
     }
+    // Two of them need the Kubernetes client (the `kubernetes` feature).
+    t.declare(if cfg!(feature = "kubernetes") { 9 } else { 7 }, &[]);
     t.run()
 }

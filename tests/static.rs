@@ -234,5 +234,6 @@ fn main() {
         installer_prepared,
         programs_a_pod_with_native_nftables_in_an_empty_chroot,
     );
+    t.declare(3, &[]);
     t.run()
 }

@@ -301,5 +301,10 @@ fn main() {
             t.add(format!("{name}::{}", d.name()), NOTHING, move || f(d));
         }
     }
+    // 10 scenarios × 2 dialects × with and without --compact; 7 checks × 2 dialects.
+    t.declare(
+        10 * 2 * 2 + 7 * 2,
+        &[("mutant", 4 * 2), ("semantics", 3 * 2)],
+    );
     t.run()
 }

@@ -226,5 +226,11 @@ fn main() {
         root(&["ip", "setpriv"]),
         validation_fails_without_rules,
     );
+    // 10 scenarios × 3 backends × with and without --compact; validation after an apply with
+    // each (× --compact); validation without rules.
+    t.declare(
+        10 * 3 * 2 + 3 * 2 + 1,
+        &[("validation_passes_after_apply", 3 * 2)],
+    );
     t.run()
 }

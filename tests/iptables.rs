@@ -10,6 +10,11 @@
 
 mod support;
 
+#[path = "iptables/decisions.rs"]
+mod decisions;
+#[path = "iptables/fixtures.rs"]
+mod fixtures;
+
 use std::collections::HashMap;
 
 use meshtables::backend::iptables::state::{State, expected, parse_save};
@@ -363,9 +368,26 @@ fn main() {
         NEEDS,
         detection_follows_upstream,
     );
+    for c in fixtures::CAPTURES {
+        t.add(
+            format!("fixtures::{}_is_current", c.file),
+            NEEDS,
+            move || fixtures::is_current(c),
+        );
+    }
+    decisions::add(&mut t);
     // Our 6 configurations and upstream's iptables cases, each with both variants; 3 tests per
-    // variant; detection.
+    // variant; detection; the 10 captured files, each made again (root) and parsed; 9
+    // decisions on them.
     let live = (6 + UPSTREAM_IPTABLES) * 2;
-    t.declare(live + 3 * 2 + 1, &[("live_rules_equal_the_plan", live)]);
+    t.declare(
+        live + 3 * 2 + 1 + 10 + 10 + 9,
+        &[
+            ("live_rules_equal_the_plan", live),
+            ("fixtures", 10),
+            ("parse", 10),
+            ("decisions", 9),
+        ],
+    );
     t.run()
 }

@@ -16,6 +16,9 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
+use crate::profile::ambient::flags as ambient;
+use crate::profile::ambient::{Ambient, config as ambient_config};
+use crate::profile::istio::Istio;
 use crate::profile::istio::config::{self, EnvSource, Resolved, Subcommand};
 use crate::profile::istio::flags as istio;
 use crate::run::execute;
@@ -43,34 +46,62 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     }
 }
 
-/// The CLI: Istio's subcommands (each takes every flag of its table) and the installer's.
+/// The CLI: Istio's subcommands (each takes every flag of its table), `ambient` and its verbs
+/// (each takes every flag of ambient's table), and the installer's.
 pub fn command() -> Command {
     let mut cmd = Command::new("meshtables")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Program an Istio sidecar's traffic interception (a drop-in for istio-iptables).")
+        .about("Program an Istio sidecar's traffic interception (a drop-in for istio-iptables), or an ambient pod's redirection to ztunnel (meshtables ambient).")
         .subcommand_required(true)
         .arg_required_else_help(true);
     for (name, alias, about) in istio::SUBCOMMANDS {
         cmd = cmd.subcommand(istio::subcommand(name, alias, about));
     }
-    cmd.subcommand(flags::install_command())
+    cmd.subcommand(ambient::command())
+        .subcommand(flags::install_command())
         .subcommand(flags::ready_command())
 }
 
-/// Parses argv (`argv[0]` first) into the subcommand and the flags given.
-pub fn parse_args(args: Vec<OsString>) -> Result<(Subcommand, Flags), clap::Error> {
-    let m = command().try_get_matches_from(normalize_args(args))?;
-    let (sub, sm) = match m.subcommand() {
-        Some(("apply", sm)) => (Subcommand::Apply, sm),
-        Some(("clean", sm)) => (Subcommand::Clean, sm),
-        Some(("check", sm)) => (Subcommand::Check, sm),
-        _ => return Err(clap::Error::new(ErrorKind::MissingSubcommand)),
-    };
-    Ok((sub, istio::from_matches(sm)))
+/// The scheme a command line names: chosen once, from the subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `apply`, `clean`, `check` (`istio-iptables`, `istio-clean-iptables`).
+    Istio,
+    /// `ambient apply|clean|check`.
+    Ambient,
 }
 
-/// Resolves argv (`argv[0]` first) the way a run would, without running it: for tests and
-/// benchmarks that want the configuration or the plan of a command line.
+fn verb(m: &clap::ArgMatches) -> Result<(Subcommand, &clap::ArgMatches), clap::Error> {
+    match m.subcommand() {
+        Some(("apply", sm)) => Ok((Subcommand::Apply, sm)),
+        Some(("clean", sm)) => Ok((Subcommand::Clean, sm)),
+        Some(("check", sm)) => Ok((Subcommand::Check, sm)),
+        _ => Err(clap::Error::new(ErrorKind::MissingSubcommand)),
+    }
+}
+
+/// Parses argv (`argv[0]` first) into the scheme, the verb and the flags given (of that
+/// scheme's table).
+pub fn parse_command(args: Vec<OsString>) -> Result<(Scheme, Subcommand, Flags), clap::Error> {
+    let m = command().try_get_matches_from(normalize_args(args))?;
+    if let Some(("ambient", am)) = m.subcommand() {
+        let (sub, sm) = verb(am)?;
+        return Ok((Scheme::Ambient, sub, ambient::from_matches(sm)));
+    }
+    let (sub, sm) = verb(&m)?;
+    Ok((Scheme::Istio, sub, istio::from_matches(sm)))
+}
+
+/// Parses an Istio command line (`argv[0]` first) into the subcommand and the flags given.
+pub fn parse_args(args: Vec<OsString>) -> Result<(Subcommand, Flags), clap::Error> {
+    match parse_command(args)? {
+        (Scheme::Istio, sub, flags) => Ok((sub, flags)),
+        (Scheme::Ambient, ..) => Err(clap::Error::new(ErrorKind::InvalidSubcommand)),
+    }
+}
+
+/// Resolves an Istio command line (`argv[0]` first) the way a run would, without running it:
+/// for tests and benchmarks that want the configuration or the plan of a command line.
 pub fn resolve_args(
     args: Vec<OsString>,
     env: &dyn EnvSource,
@@ -81,10 +112,24 @@ pub fn resolve_args(
     config::resolve(&flags, &early, env, host).map_err(|e| e.to_string())
 }
 
+/// `resolve_args` for `meshtables ambient VERB ...`.
+pub fn resolve_ambient_args(
+    args: Vec<OsString>,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+) -> Result<crate::profile::ambient::config::Resolved, String> {
+    let (sub, flags) = match parse_command(args).map_err(|e| one_line(&e))? {
+        (Scheme::Ambient, sub, flags) => (sub, flags),
+        (Scheme::Istio, ..) => return Err("not an ambient command line".into()),
+    };
+    let early = ambient_config::early(&flags, sub, env).map_err(|e| e.to_string())?;
+    ambient_config::resolve(&flags, &early, env, host).map_err(|e| e.to_string())
+}
+
 /// Parses argv; `Err` carries the exit code, after printing help/version (stdout, 0) or a
 /// one-line error naming the flag (stderr, 2).
-fn parse(args: Vec<OsString>, stdout: &mut dyn Write) -> Result<(Subcommand, Flags), i32> {
-    parse_args(args).map_err(|e| {
+fn parse(args: Vec<OsString>, stdout: &mut dyn Write) -> Result<(Scheme, Subcommand, Flags), i32> {
+    parse_command(args).map_err(|e| {
         if e.use_stderr() {
             let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
             2
@@ -113,14 +158,14 @@ fn one_line(e: &clap::Error) -> String {
             "unexpected argument {arg:?}: flags take their value as --flag VALUE or --flag=VALUE, booleans as --flag or --flag=BOOL"
         ),
         ErrorKind::InvalidSubcommand => format!(
-            "unknown command {arg:?} (expected apply, clean, check, istio-iptables or istio-clean-iptables)"
+            "unknown command {arg:?} (expected apply, clean, check, istio-iptables, istio-clean-iptables, or ambient apply|clean|check)"
         ),
         ErrorKind::InvalidValue if value.is_empty() => format!("{flag} needs a value"),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             format!("{flag}: {value:?} is not a valid value")
         }
         ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            "a command is needed: apply (istio-iptables), clean (istio-clean-iptables) or check"
+            "a command is needed: apply (istio-iptables), clean (istio-clean-iptables), check, or ambient apply|clean|check"
                 .into()
         }
         _ => e
@@ -239,11 +284,12 @@ pub fn main_with(
         Some("cni-ready") => return ready_main(args, env, stdout),
         _ => {}
     }
-    let (sub, flags) = match parse(args, stdout) {
+    let (scheme, sub, flags) = match parse(args, stdout) {
         Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    // The level as given (validated with every other flag when the run resolves).
+    // The level as given (validated with every other flag when the run resolves; both
+    // tables name it alike).
     let level = flags
         .get(&istio::LOG_OUTPUT_LEVEL.spec)
         .and_then(logging::parse_level)
@@ -253,7 +299,11 @@ pub fn main_with(
         .and_then(crate::values::parse_bool)
         .unwrap_or(false);
     logging::init(level, json);
-    match execute(&flags, sub, env, host, stdout) {
+    let ran = match scheme {
+        Scheme::Istio => execute(&Istio, &flags, sub, env, host, stdout),
+        Scheme::Ambient => execute(&Ambient, &flags, sub, env, host, stdout),
+    };
+    match ran {
         Ok(()) => 0,
         Err(e) => {
             logging::error(&e.to_string());

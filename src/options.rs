@@ -1,5 +1,7 @@
 //! What a run does and how: the engine's inputs, which a scheme's resolution decides (Istio's:
-//! `config`) and the engine, the backends and the renderers consume. They name no scheme.
+//! `profile::istio::config`, ambient's: `profile::ambient::config`) and the engine, the
+//! backends and the renderers consume. They name no scheme: a scheme's policy is a type
+//! parameter (`Resolved<P>`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,4 +78,27 @@ pub struct RunOptions {
     #[serde(skip)]
     pub log_level: Level,
     pub log_json: bool,
+}
+
+/// What has to be known before any host fact is read: what to do, and the network namespace
+/// in which the host facts are to be read and the work done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Early {
+    pub action: Action,
+    pub network_namespace: Option<PathBuf>,
+    /// The run is a CNI plugin's, in the node's namespace (a `--network-namespace` naming
+    /// the node's own is refused).
+    pub cni_mode: bool,
+}
+
+/// A resolved configuration: what to do, how, and the scheme's policy `P` (what its rules
+/// depend on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved<P> {
+    pub action: Action,
+    pub run: RunOptions,
+    pub policy: P,
+    /// Things the user should know (logged by the caller).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }

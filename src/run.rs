@@ -1,6 +1,8 @@
 //! The engine: flags + subcommand + environment + host → a dry run, an apply, a clean or a
-//! check, through one backend. Every front end (the CLI, the CNI plugin, the installer's
-//! probe of the plugin's settings) calls it from above; it knows no front end.
+//! check, through one backend, for the scheme it is handed (`Profile`). Every front end (the
+//! CLI, the CNI plugin, the installer's probe of the plugin's settings) calls it from above;
+//! it knows no front end and no scheme: each scheme's folder implements `Profile`
+//! (`profile::istio::Istio`, `profile::ambient::Ambient`).
 
 use std::io::Write;
 
@@ -9,10 +11,55 @@ use crate::flags::Flags;
 use crate::host::Host;
 use crate::logging;
 use crate::netns;
+pub use crate::options::{BackendChoice, Early, Resolved, Subcommand, Verb};
 use crate::plan::{self, Plan};
-use crate::profile::istio::config::{
-    self, ConfigError, Early, EnvSource, Resolved, Subcommand, Verb,
-};
+pub use crate::resolve::{ConfigError, EnvSource};
+use crate::values::OutputFormat;
+
+/// A scheme as the engine drives it: its one decision of what to do, its resolution of
+/// flags, environment and host facts, its plan, and what its upstream prints for a dry run.
+pub trait Profile: Sync {
+    /// What the scheme's rules depend on.
+    type Policy: serde::Serialize;
+
+    /// What to do, from the subcommand and the flags, before any host fact is read.
+    fn early(
+        &self,
+        flags: &Flags,
+        sub: Subcommand,
+        env: &dyn EnvSource,
+    ) -> Result<Early, ConfigError>;
+
+    /// Flags, environment and host facts (read where the work is done) for that action.
+    fn resolve(
+        &self,
+        flags: &Flags,
+        early: &Early,
+        env: &dyn EnvSource,
+        host: &dyn Host,
+    ) -> Result<Resolved<Self::Policy>, ConfigError>;
+
+    /// The plan of `policy`, in the dialects asked for.
+    fn plan(&self, policy: &Self::Policy, dialects: plan::Dialects) -> Plan;
+
+    /// What `--dry-run` prints on stdout.
+    fn dry_run(
+        &self,
+        verb: Verb,
+        backend: BackendChoice,
+        format: OutputFormat,
+        plan: &Plan,
+    ) -> String;
+
+    /// Upstream's dry-run trace, written to `DRY_RUN_FILE_PATH` when it is set.
+    fn trace_file(&self, verb: Verb, backend: BackendChoice, plan: &Plan) -> String;
+
+    /// Upstream's redirect probe after an apply, when the options ask for it (Istio's
+    /// `--run-validation`); nothing by default.
+    fn validate(&self, _run: &crate::options::RunOptions) -> Result<(), RunError> {
+        Ok(())
+    }
+}
 
 /// Errors that end a run, each with its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -44,17 +91,18 @@ impl RunError {
     }
 }
 
-/// Decides what to do, then resolves, plans, and dry-runs, applies, cleans or checks. With
-/// `--network-namespace` (and not a dry run, which touches nothing) all of it, from reading
-/// host facts on, happens inside that namespace.
-pub fn execute(
+/// Decides what to do, then resolves, plans, and dry-runs, applies, cleans or checks, for
+/// `profile`. With `--network-namespace` (and not a dry run, which touches nothing) all of
+/// it, from reading host facts on, happens inside that namespace.
+pub fn execute<P: Profile>(
+    profile: &P,
     flags: &Flags,
     sub: Subcommand,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let early = config::early(flags, sub, env)?;
+    let early = profile.early(flags, sub, env)?;
     match &early.network_namespace {
         Some(ns) if !early.action.dry_run => {
             // A plugin runs in the node's namespace: a CNI_NETNS naming it is refused. CNI
@@ -63,21 +111,22 @@ pub fn execute(
                 netns::refuse_own(ns)?;
             }
             let mut out = Vec::new();
-            netns::run_in(ns, || run_here(flags, &early, env, host, &mut out))??;
+            netns::run_in(ns, || run_here(profile, flags, &early, env, host, &mut out))??;
             stdout.write_all(&out).map_err(RunError::Output)
         }
-        _ => run_here(flags, &early, env, host, stdout),
+        _ => run_here(profile, flags, &early, env, host, stdout),
     }
 }
 
-fn run_here(
+fn run_here<P: Profile>(
+    profile: &P,
     flags: &Flags,
     early: &Early,
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
-    let r = config::resolve(flags, early, env, host)?;
+    let r = profile.resolve(flags, early, env, host)?;
     for w in &r.warnings {
         logging::warn(w);
     }
@@ -86,44 +135,42 @@ fn run_here(
     // Applying or checking over netlink needs only the nftables dialect; everything else
     // (dry runs, JSON, the iptables backend, a clean of every backend) both.
     let netlink_only =
-        !r.action.dry_run && verb != Verb::Clean && r.run.backend == config::BackendChoice::Netlink;
+        !r.action.dry_run && verb != Verb::Clean && r.run.backend == BackendChoice::Netlink;
     let dialects = plan::Dialects {
         xtables: !netlink_only,
         nft: true,
     };
-    let plan = crate::profile::istio::build_for(&r.policy, dialects);
+    let plan = profile.plan(&r.policy, dialects);
     if r.action.dry_run {
-        dry_run(&r, &plan, env, stdout)?;
+        dry_run(profile, &r, &plan, env, stdout)?;
     } else if r.run.skip_rule_apply && verb == Verb::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
         backend::dispatch::run(verb, &plan, &r.run)?;
     }
     // Upstream runs the validation in a dry run too, and after --skip-rule-apply.
-    if let Some(v) = &r.run.validation
-        && verb == Verb::Apply
-    {
-        crate::validate::run(v)?;
-        logging::info("validation passed: the probe connection was redirected");
+    if verb == Verb::Apply {
+        profile.validate(&r.run)?;
     }
     Ok(())
 }
 
 /// `--dry-run`: print what would be applied (or cleaned) and write upstream's trace file.
-fn dry_run(
-    r: &Resolved,
+fn dry_run<P: Profile>(
+    profile: &P,
+    r: &Resolved<P::Policy>,
     plan: &Plan,
     env: &dyn EnvSource,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
     let verb = r.action.verb;
-    let text = crate::profile::istio::dry_run(verb, r.run.backend, r.run.output, plan);
+    let text = profile.dry_run(verb, r.run.backend, r.run.output, plan);
     stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(RunError::Output)?;
     if let Some(path) = env.var("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()) {
-        let trace = crate::profile::istio::trace_file(verb, r.run.backend, plan);
+        let trace = profile.trace_file(verb, r.run.backend, plan);
         std::fs::write(&path, trace).map_err(|source| RunError::Trace { path, source })?;
     }
     Ok(())

@@ -253,6 +253,80 @@ impl fmt::Display for Mark {
     }
 }
 
+/// A mark under a mask, as iptables writes `--mark 0x539/0xfff`: the mask is not 0 and the
+/// value lies inside it (so `--set-xmark`'s XOR and nft's `| value` set the same bits), and the
+/// value is not 0. Written in hex, as Istio ambient writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaskedMark {
+    value: u32,
+    mask: u32,
+}
+
+impl MaskedMark {
+    pub const fn new(value: u32, mask: u32) -> Option<MaskedMark> {
+        if mask == 0 || value == 0 || value & !mask != 0 {
+            None
+        } else {
+            Some(MaskedMark { value, mask })
+        }
+    }
+    pub fn value(self) -> u32 {
+        self.value
+    }
+    /// The value as a mark: never 0, since `new` refuses a 0 value.
+    pub fn mark(self) -> Mark {
+        Mark(self.value)
+    }
+    pub fn mask(self) -> u32 {
+        self.mask
+    }
+    /// Whether `mark` has this value under this mask.
+    pub fn matches(self, mark: u32) -> bool {
+        mark & self.mask == self.value
+    }
+    /// `mark` with the masked bits replaced by the value (CONNMARK `--set-xmark`, nft
+    /// `ct mark set ct mark & ~mask | value`).
+    pub fn apply(self, mark: u32) -> u32 {
+        (mark & !self.mask) | self.value
+    }
+}
+
+impl fmt::Display for MaskedMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}/{:#x}", self.value, self.mask)
+    }
+}
+
+impl Serialize for MaskedMark {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An `ip rule` preference that routes before the main table: 1-32765 (0 is the local
+/// table's rule; from 32766 on, the main table would route marked packets first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RulePriority(u32);
+
+impl RulePriority {
+    pub const fn new(p: u32) -> Option<RulePriority> {
+        match p {
+            1..=32765 => Some(RulePriority(p)),
+            _ => None,
+        }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for RulePriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A policy-routing table id: not 0 (unspecified) and not 253-255 (default, main, local).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -570,6 +644,73 @@ pub fn route_table(s: &str) -> Result<RouteTable, Problem> {
     }
 }
 
+/// `VALUE/MASK`: a mark under a mask (`0x539/0xfff`; decimal or `0x` hex each).
+pub fn masked_mark(s: &str) -> Result<MaskedMark, Problem> {
+    const WHAT: &str = "is not a masked mark (expected VALUE/MASK, decimal or 0x hex, e.g. 0x539/0xfff: a mask that is not 0 and a value other than 0 inside it)";
+    let (v, m) = s.trim().split_once('/').ok_or_else(|| WHAT.to_string())?;
+    let (v, m) = number(v).zip(number(m)).ok_or_else(|| WHAT.to_string())?;
+    MaskedMark::new(v, m).ok_or_else(|| match (v, m) {
+        (_, 0) => "has a zero mask, which matches every packet (expected a mask that is not 0)".into(),
+        (0, _) => "has a zero value, which every unmarked packet has (expected a value other than 0)".into(),
+        _ => format!(
+            "has bits outside its mask ({v:#x} & !{m:#x} = {:#x}); expected a value inside the mask",
+            v & !m
+        ),
+    })
+}
+
+/// An `ip rule` preference: 1-32765.
+pub fn rule_priority(s: &str) -> Result<RulePriority, Problem> {
+    number(s).and_then(RulePriority::new).ok_or_else(|| {
+        "is not a rule preference before the main table's (expected 1-32765: 0 is the local table's rule, 32766 and 32767 are main's and default's, after which main routes marked packets first)".into()
+    })
+}
+
+/// A unicast address of one family that a packet can carry as its source (SNAT's
+/// `--to-source`): not unspecified, loopback or multicast (nor broadcast for IPv4).
+fn unicast(s: &str, v6: bool) -> Result<IpAddr, Problem> {
+    let family = if v6 { "IPv6" } else { "IPv4" };
+    let bad = || {
+        format!(
+            "is not an {family} unicast address (expected one address, e.g. {})",
+            if v6 {
+                "fd16:9254:7127:1337:ffff:ffff:ffff:ffff"
+            } else {
+                "169.254.7.127"
+            }
+        )
+    };
+    let a: IpAddr = s.trim().parse().map_err(|_| bad())?;
+    let ok = match a {
+        IpAddr::V4(a) if !v6 => {
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+        }
+        IpAddr::V6(a) if v6 => !(a.is_unspecified() || a.is_loopback() || a.is_multicast()),
+        _ => false,
+    };
+    if ok { Ok(a) } else { Err(bad()) }
+}
+
+/// An IPv4 unicast address.
+pub fn ipv4_unicast(s: &str) -> Result<IpAddr, Problem> {
+    unicast(s, false)
+}
+
+/// An IPv6 unicast address.
+pub fn ipv6_unicast(s: &str) -> Result<IpAddr, Problem> {
+    unicast(s, true)
+}
+
+/// A boolean that may be left unset (empty): `None`, else Go's `strconv.ParseBool`.
+pub fn optional_boolean(s: &str) -> Result<Option<bool>, Problem> {
+    match s.trim() {
+        "" => Ok(None),
+        t => parse_bool(t)
+            .map(Some)
+            .ok_or_else(|| "is not a boolean (expected true or false, or empty for unset)".into()),
+    }
+}
+
 /// Inbound interception mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum InterceptMode {
@@ -873,6 +1014,43 @@ mod tests {
                 .unwrap_err()
                 .contains("10.0.0.1/32")
         );
+    }
+
+    #[test]
+    fn masked_marks_priorities_and_unicast_addresses() {
+        let m = masked_mark("0x539/0xfff").unwrap();
+        assert_eq!((m.value(), m.mask()), (0x539, 0xfff));
+        assert_eq!(m.to_string(), "0x539/0xfff");
+        assert_eq!(masked_mark("1337/4095").unwrap(), m);
+        assert!(masked_mark("0x1539/0xfff").unwrap_err().contains("outside"));
+        assert!(masked_mark("0x539/0").unwrap_err().contains("zero mask"));
+        assert!(masked_mark("0/0xfff").unwrap_err().contains("zero value"));
+        assert!(masked_mark("0x539").is_err());
+        assert!(masked_mark("0x539/0xfff/1").is_err());
+        assert_eq!(m.apply(0x1234_5000), 0x1234_5539);
+        assert!(m.matches(0x7000_0539) && !m.matches(0x538));
+        assert_eq!(rule_priority("32764").unwrap().get(), 32764);
+        for bad in ["0", "32766", "32767", "-1", "x"] {
+            assert!(rule_priority(bad).is_err(), "{bad}");
+        }
+        assert!(ipv4_unicast("169.254.7.127").is_ok());
+        for bad in [
+            "::1",
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "1.2.3.4/32",
+        ] {
+            assert!(ipv4_unicast(bad).is_err(), "{bad}");
+        }
+        assert!(ipv6_unicast("fd16:9254:7127:1337:ffff:ffff:ffff:ffff").is_ok());
+        for bad in ["169.254.7.127", "::", "::1", "ff02::1"] {
+            assert!(ipv6_unicast(bad).is_err(), "{bad}");
+        }
+        assert_eq!(optional_boolean(" ").unwrap(), None);
+        assert_eq!(optional_boolean("False").unwrap(), Some(false));
+        assert!(optional_boolean("tweedledum").is_err());
     }
 
     #[test]

@@ -416,8 +416,11 @@ fn a_held_lock_is_named() {
 
 /// Bounded, non-blocking reads of paths a user names: one error, quickly.
 fn path_inputs_do_not_hang(case: &str) {
-    let dir = std::env::temp_dir().join(format!("meshtables-paths-{case}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("meshtables-paths-{case}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let fifo = dir.join("fifo");
     let _ = std::fs::remove_file(&fifo);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use meshtables::backend::iptables::state::{State, expected, parse_save};
 use meshtables::plan::Family;
+use support::ambient::CONFIGURATIONS as AMBIENT_CONFIGURATIONS;
 use support::trials::{Needs, Trials, root};
 use support::{
     COMPACT_ALL_INBOUND, COMPACT_LISTS, Dialect, EVERYTHING, FakeHost, INJECTED, SLOPPY,
@@ -42,8 +43,12 @@ fn want(args: &[&str]) -> Vec<(Family, State)> {
         .chain(args)
         .map(std::ffi::OsString::from)
         .collect();
-    let r = meshtables::cmd::resolve_args(argv, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
-    let plan = meshtables::profile::istio::build(&r.policy);
+    let plan = if args.first() == Some(&"ambient") {
+        support::ambient::plan(args).unwrap()
+    } else {
+        let r = meshtables::cmd::resolve_args(argv, &HashMap::new(), &FakeHost::v4_pod()).unwrap();
+        meshtables::profile::istio::build(&r.policy)
+    };
     plan.xtables
         .families()
         .into_iter()
@@ -77,9 +82,9 @@ fn save_cmd(f: Family, v: &str) -> String {
 /// `iptables-save` text without comments, counters, or tables holding nothing.
 const STRIP: &str = "grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'";
 
-/// Our configurations (upstream's iptables cases are added in `main`).
+/// Our configurations and ambient's (upstream's iptables cases are added in `main`).
 fn configurations() -> Vec<(String, Vec<String>)> {
-    vec![
+    let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
         ("everything".into(), owned(EVERYTHING)),
         (
@@ -103,7 +108,12 @@ fn configurations() -> Vec<(String, Vec<String>)> {
         ("sloppy-lists".into(), owned(SLOPPY)),
         ("compact-lists".into(), owned(COMPACT_LISTS)),
         ("compact-all-inbound".into(), owned(COMPACT_ALL_INBOUND)),
-    ]
+    ];
+    // Istio ambient's in-pod goldens (upstream's GetCommonInPodTestCases, IPv6 off and on).
+    for (name, args) in support::ambient::configurations() {
+        cases.push((format!("ambient-{name}"), args));
+    }
+    cases
 }
 
 /// After an apply of `args` with variant `v`, the live state of each family equals the plan.
@@ -317,6 +327,59 @@ fn detection_follows_upstream() {
     assert!(stderr(&o).contains("--native-nftables"), "{}", stderr(&o));
 }
 
+/// Ambient with one variant: a rerun changes nothing, other flags are refused naming the
+/// chains until `--reconcile`, which converges to a fresh apply of them; `check` agrees at
+/// each step; a clean leaves the foreign rules and a sidecar's chain byte-identical and
+/// removes the policy routing; a second clean finds nothing.
+fn ambient_reruns_reconcile_and_clean(v: &str) {
+    let save = format!("{{ iptables-{v}-save; ip6tables-{v}-save; }} | {STRIP}");
+    let flags = ["--ambient-ipv6", "--force-iptables-binary", v];
+    let a = mt(&[&["ambient", "apply", "--ambient-dns-capture"], &flags[..]].concat());
+    let check_a = mt(&[&["ambient", "check", "--ambient-dns-capture"], &flags[..]].concat());
+    let b = mt(&[
+        &["ambient", "apply", "--bypass-inbound-capture"],
+        &flags[..],
+    ]
+    .concat());
+    let clean = mt(&["ambient", "clean"]);
+    let foreign = format!(
+        "iptables-{v} -t nat -N KUBE-SERVICES && iptables-{v} -t nat -A OUTPUT -j KUBE-SERVICES && ip6tables-{v} -t mangle -A PREROUTING -i eth0 -j MARK --set-mark 7 && iptables-{v} -t mangle -A OUTPUT -m mark --mark 0x111/0xfff -j RETURN && iptables-{v} -t nat -N ISTIO_INBOUND && iptables-{v} -t nat -A PREROUTING -p tcp -j ISTIO_INBOUND"
+    );
+    let o = in_netns(&format!(
+        "{foreign} && {save} > /tmp/before-$$; {a} 2>/dev/null; {save} > /tmp/a-$$; {a} && echo RERUN-OK; {save} | cmp - /tmp/a-$$ && echo SAME; {check_a} && echo CHECK-OK
+         {b}; echo rc=$?; {save} | cmp - /tmp/a-$$ && echo UNCHANGED; {b} --reconcile && echo RECONCILED; {save} > /tmp/b-$$; {check_a}; echo check-rc=$?
+         ip rule | grep -c 0x111; {clean}; ip rule | grep -c 0x111; ip -6 route show table 100 | wc -l; {clean} && echo SECOND-CLEAN-OK
+         echo '#BEFORE'; cat /tmp/before-$$; echo '#AFTER'; {save}; rm -f /tmp/before-$$ /tmp/a-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        out.contains("RERUN-OK\nSAME\nCHECK-OK\nrc=1\nUNCHANGED\nRECONCILED\ncheck-rc=1\n1\n0\n0\nSECOND-CLEAN-OK"),
+        "{v}: {out}\n{err}"
+    );
+    // The built-in tables a variant creates stay, empty (as with upstream): compare content.
+    let (_, saves) = out.split_once("#BEFORE\n").expect("the saves");
+    let (before, after) = saves.split_once("#AFTER\n").expect("the saves");
+    assert_eq!(
+        content(&parse_save(after)),
+        content(&parse_save(before)),
+        "{v}: the foreign rules, and the sidecar's chain, as before"
+    );
+    assert!(before.contains("ISTIO_INBOUND"), "{before}");
+    assert!(
+        err.contains("nat/ISTIO_PRERT") && err.contains("--reconcile"),
+        "the refusal names the chains: {err}"
+    );
+    let fresh = in_netns(&format!("{b} 2>/dev/null; {save}"));
+    let over = in_netns(&format!(
+        "{a} 2>/dev/null; {b} --reconcile 2>/dev/null; {save}"
+    ));
+    assert_eq!(
+        content(&parse_save(&stdout(&fresh))),
+        content(&parse_save(&stdout(&over))),
+        "{v}: reconcile converges to the new rules"
+    );
+}
+
 /// A test run with one iptables variant.
 type PerVariant = fn(&str);
 
@@ -347,7 +410,11 @@ fn main() {
             );
         }
     }
-    let per_variant: [(&str, PerVariant); 3] = [
+    let per_variant: [(&str, PerVariant); 4] = [
+        (
+            "ambient::reruns_reconcile_and_clean",
+            ambient_reruns_reconcile_and_clean,
+        ),
         ("reruns_drift_and_reconcile", reruns_drift_and_reconcile),
         (
             "clean_leaves_foreign_rules_byte_identical",
@@ -376,14 +443,15 @@ fn main() {
         );
     }
     decisions::add(&mut t);
-    // Our 6 configurations and upstream's iptables cases, each with both variants; 3 tests per
-    // variant; detection; the 10 captured files, each made again (root) and parsed; 9
-    // decisions on them.
-    let live = (6 + UPSTREAM_IPTABLES) * 2;
+    // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
+    // 4 tests per variant (one ambient's); detection; the 10 captured files, each made again
+    // (root) and parsed; 9 decisions on them.
+    let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 3 * 2 + 1 + 10 + 10 + 9,
+        live + 4 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
+            ("ambient", 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

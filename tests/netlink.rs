@@ -11,6 +11,7 @@
 
 mod support;
 
+use support::ambient::CONFIGURATIONS as AMBIENT_CONFIGURATIONS;
 use support::trials::{Needs, Trials, root};
 use support::{
     COMPACT_ALL_INBOUND, COMPACT_LISTS, Dialect, EVERYTHING, INJECTED, SLOPPY, UPSTREAM_NFTABLES,
@@ -20,13 +21,15 @@ use support::{
 const NEEDS: Needs = root(&["nft", "unshare", "ip"]);
 
 /// `nft list ruleset` (and, stricter, the bytecode with rule handles removed) after applying
-/// `args` over netlink, and after `nft -f` of the same args' dry-run text.
-fn both_ways(args: &[&str]) -> Result<(String, String), String> {
+/// `args` over netlink, and after `nft -f` of the same args' dry-run text; `table` is one
+/// the ruleset must hold (the scheme's nat table).
+fn both_ways(args: &[&str], table: &str) -> Result<(String, String), String> {
     let mut native: Vec<&str> = args.to_vec();
     native.push("--native-nftables");
     let list = "nft list ruleset; echo ===; nft --debug=netlink list ruleset | sed -E 's/^(inet [a-z-]+ [a-z-]+)( [0-9]+)+$/\\1/; s/__set[0-9]+/__set/g'";
+    let table = format!("table inet {table}");
     let a = in_netns(&format!("{} && {{ {list}; }}", mt(&native)));
-    if !a.status.success() || !stdout(&a).contains("table inet istio-proxy-nat") {
+    if !a.status.success() || !stdout(&a).contains(&table) {
         return Err(format!("netlink apply failed: {}", stderr(&a)));
     }
     let mut dry = native.clone();
@@ -35,15 +38,16 @@ fn both_ways(args: &[&str]) -> Result<(String, String), String> {
         "{} > /tmp/mt-$$.nft && nft -f /tmp/mt-$$.nft; rc=$?; rm -f /tmp/mt-$$.nft; [ $rc = 0 ] && {{ {list}; }}",
         mt(&dry)
     ));
-    if !b.status.success() || !stdout(&b).contains("table inet istio-proxy-nat") {
+    if !b.status.success() || !stdout(&b).contains(&table) {
         return Err(format!("nft -f failed: {}", stderr(&b)));
     }
     Ok((stdout(&a), stdout(&b)))
 }
 
-/// Our configurations compared with `nft -f` (upstream's nftables cases are added in `main`).
+/// Our configurations and ambient's, compared with `nft -f` (upstream's nftables cases are
+/// added in `main`).
 fn configurations() -> Vec<(String, Vec<String>)> {
-    vec![
+    let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
         ("everything".into(), owned(EVERYTHING)),
         (
@@ -142,7 +146,12 @@ fn configurations() -> Vec<(String, Vec<String>)> {
                 "*",
             ]),
         ),
-    ]
+    ];
+    // Istio ambient's in-pod goldens (upstream's GetCommonInPodTestCases, IPv6 off and on).
+    for (name, args) in support::ambient::configurations() {
+        cases.push((format!("ambient-{name}"), args));
+    }
+    cases
 }
 
 /// Upstream's nftables case `name` as a configuration to apply (`../shared`'s args). Owner-group
@@ -160,7 +169,12 @@ fn upstream_configuration(name: &str) -> Vec<String> {
 /// as bytecode.
 fn netlink_equals_nft_f(name: &str, args: &[String]) {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    match both_ways(&argv) {
+    let table = if argv.first() == Some(&"ambient") {
+        "istio-ambient-nat"
+    } else {
+        "istio-proxy-nat"
+    };
+    match both_ways(&argv, table) {
         Ok((a, b)) => {
             let (a, b) = (elements_sorted(&a), elements_sorted(&b));
             assert!(a == b, "{name}: rulesets differ\n{}", support::diff(&b, &a))
@@ -414,6 +428,161 @@ fn an_unknown_group_name_is_refused_before_anything_changes() {
     );
 }
 
+/// `ambient apply --native-nftables` with DNS and IPv6, and `extra`.
+fn ambient(verb: &str, extra: &[&str]) -> String {
+    let mut a = vec![
+        "ambient",
+        verb,
+        "--native-nftables",
+        "--ambient-ipv6",
+        "--ambient-dns-capture",
+    ];
+    a.extend(extra);
+    mt(&a)
+}
+
+/// Ambient reruns converge (one rule per family, the same ruleset), switching flags replaces
+/// the tables in one transaction, and a clean leaves the namespace as it was: foreign tables,
+/// a foreign `fwmark 0x111` rule (no mask: not ours) and another table's route stay.
+fn ambient_reruns_converge_and_clean_removes_exactly_ours() {
+    let foreign = "nft add table inet filter && nft add chain inet filter input '{ type filter hook input priority 0 ; }' && nft add rule inet filter input tcp dport 22 accept && ip rule add fwmark 0x111 lookup 101 pref 100 && ip route add local default dev lo table 101";
+    let state = "{ nft list ruleset; ip -4 rule; ip -6 rule; ip -4 route show table all; ip -6 route show table all | grep -v '^ff00::/8\\|^fe80::/64'; }";
+    let a = ambient("apply", &[]);
+    let ingress = ambient(
+        "apply",
+        &["--bypass-inbound-capture", "--pod-dns-capture=false"],
+    );
+    let clean = mt(&["ambient", "clean"]);
+    let script = format!(
+        "set -e; {foreign}; {state} > /tmp/before-$$
+        {a}; {state} > /tmp/a1-$$; {a}; {state} > /tmp/a2-$$
+        cmp /tmp/a1-$$ /tmp/a2-$$ && echo SAME-ON-RERUN
+        ip -4 rule | grep -c 'fwmark 0x111/0xfff lookup 100'; ip -6 rule | grep -c 'fwmark 0x111/0xfff lookup 100'
+        {ingress}; nft list ruleset > /tmp/i-$$
+        {clean}; {state} > /tmp/after-$$
+        cmp /tmp/before-$$ /tmp/after-$$ && echo AS-BEFORE
+        {clean} && echo SECOND-CLEAN-OK
+        rm -f /tmp/*-$$"
+    );
+    let o = in_netns(&script);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("SAME-ON-RERUN\n1\n1\n"), "{out}");
+    assert!(
+        out.contains("AS-BEFORE") && out.contains("SECOND-CLEAN-OK"),
+        "{out}"
+    );
+    let fresh = in_netns(&format!("{ingress} && nft list ruleset"));
+    let over = in_netns(&format!("{a} && {ingress} && nft list ruleset"));
+    assert_eq!(
+        stdout(&fresh),
+        stdout(&over),
+        "nothing stale after switching flags"
+    );
+    assert!(
+        !stdout(&over).contains("istio-ambient-raw"),
+        "no DNS: the raw table went in the same transaction"
+    );
+}
+
+/// `ambient check` names what differs: a rule deleted behind our back, the policy rule gone.
+fn ambient_check_names_the_drift() {
+    let a = ambient("apply", &[]);
+    let c = ambient("check", &[]);
+    let o = in_netns(&format!(
+        "{a} && {c} && echo CHECK-OK; nft delete rule inet istio-ambient-nat istio-output handle $(nft -a list chain inet istio-ambient-nat istio-output | grep 'redirect to :15001' | head -1 | sed 's/.*handle //'); {c}; echo rc=$?; {a} --reconcile >/dev/null 2>&1; {a} && ip -6 rule del fwmark 0x111/0xfff lookup 100 pref 32764 && {c}; echo rc=$?"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("CHECK-OK\nrc=1\nrc=1"), "{out} {err}");
+    assert!(
+        err.contains("chain inet istio-ambient-nat istio-output has"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing: ip -6 rule pref 32764 fwmark 0x111/0xfff lookup 100"),
+        "{err}"
+    );
+}
+
+/// A route of table 100 that is not ours fails the apply before anything changes;
+/// `--reconcile` replaces it; a clean leaves it with a warning.
+fn ambient_route_conflicts_are_refused() {
+    let a = ambient("apply", &[]);
+    let clean = mt(&["ambient", "clean"]);
+    let o = in_netns(&format!(
+        "ip route add unreachable default table 100; {a}; echo rc=$?; nft list tables | grep -c ambient; ip rule | grep -c 0x111; {a} --reconcile && ip route show table 100; {clean}; ip route add unreachable default table 100 && {a} --reconcile >/dev/null 2>&1; ip route add unreachable 10.0.0.0/8 table 100; {clean}; ip route show table 100"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["rc=1", "0", "0"], "{out} {err}");
+    assert!(lines[3].starts_with("local default dev lo"), "{out}");
+    assert!(
+        err.contains("table 100 holds routes that are not ours"),
+        "{err}"
+    );
+    assert!(
+        out.trim_end().ends_with("unreachable 10.0.0.0/8"),
+        "left in place: {out}"
+    );
+    assert!(err.contains("left in place (not ours)"), "{err}");
+}
+
+/// The sidecar's and ambient's objects are their own: each clean leaves the other's tables
+/// and routing.
+fn sidecar_and_ambient_clean_only_their_own() {
+    let sidecar = mt(&[
+        "apply",
+        "--native-nftables",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-u",
+        "1337",
+        "--enable-ipv6",
+        "true",
+    ]);
+    let a = ambient("apply", &[]);
+    let o = in_netns(&format!(
+        "{sidecar} && {a} && {} && nft list tables | tr '\\n' ' '; echo; ip rule | grep -c 'lookup 133'; ip -6 addr show dev lo | grep -c '::6/128'; {a} && {} && nft list tables | tr '\\n' ' '; echo; ip rule | grep -c 'lookup 100'",
+        mt(&["ambient", "clean"]),
+        mt(&["clean", "--native-nftables"])
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "table inet istio-proxy-nat table inet istio-proxy-mangle ",
+            "1",
+            "1",
+            "table inet istio-ambient-nat table inet istio-ambient-mangle table inet istio-ambient-raw ",
+            "1"
+        ],
+        "{out} {err}"
+    );
+}
+
+/// IPv6 on, the pod's `lo` without IPv6: the rules of both families go in, the policy routing
+/// for IPv4 only (as upstream), with a warning; check and clean agree.
+fn ambient_loopback_without_ipv6() {
+    let a = ambient("apply", &[]);
+    let o = in_netns(&format!(
+        "sysctl -q -w net.ipv6.conf.lo.disable_ipv6=1 && {a} && {} && ip -4 rule | grep -c 0x111; ip -6 rule | grep -c 0x111; nft list chain inet istio-ambient-nat istio-output | grep -c 'ip6 daddr'",
+        ambient("check", &[])
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["1", "0", "4"],
+        "{out} {err}"
+    );
+    assert!(
+        err.contains("loopback interface has IPv6 disabled"),
+        "{err}"
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     for (name, args) in configurations() {
@@ -450,7 +619,29 @@ fn main() {
         ),
         ("needs_only_net_admin", needs_only_net_admin),
     ];
-    for (name, f) in tests {
+    let ambient: [(&str, fn()); 5] = [
+        (
+            "ambient::reruns_converge_and_clean_removes_exactly_ours",
+            ambient_reruns_converge_and_clean_removes_exactly_ours,
+        ),
+        (
+            "ambient::check_names_the_drift",
+            ambient_check_names_the_drift,
+        ),
+        (
+            "ambient::route_conflicts_are_refused",
+            ambient_route_conflicts_are_refused,
+        ),
+        (
+            "ambient::sidecar_and_ambient_clean_only_their_own",
+            sidecar_and_ambient_clean_only_their_own,
+        ),
+        (
+            "ambient::loopback_without_ipv6",
+            ambient_loopback_without_ipv6,
+        ),
+    ];
+    for (name, f) in tests.into_iter().chain(ambient) {
         let needs = if name == "needs_only_net_admin" {
             root(&["nft", "unshare", "ip", "setpriv"])
         } else {
@@ -458,10 +649,12 @@ fn main() {
         };
         t.add(name, needs, f);
     }
-    // Our 10 configurations, upstream's nftables cases, and 6 tests of their own.
+    // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
+    // 5 of ambient's.
+    let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
     t.declare(
-        10 + UPSTREAM_NFTABLES + 6,
-        &[("netlink_equals_nft_f", 10 + UPSTREAM_NFTABLES)],
+        equal + 6 + 5,
+        &[("netlink_equals_nft_f", equal), ("ambient", 5)],
     );
     t.run()
 }

@@ -17,6 +17,10 @@
 //! that mark packets for them are inert). Then the same command, run again, must converge to
 //! exactly the state after. 120 kills per backend; the outcome counts are printed.
 //!
+//! The same trials for Istio ambient (`ambient::*`): A is dual-stack with DNS, B ingress mode
+//! with virtual interfaces and no DNS (no raw table); the kills use A with 200 virtual
+//! interfaces; the policy routing is table 100's.
+//!
 //! Root; ignored with the reason without it, failed under CI=true.
 #![allow(
     clippy::unwrap_used,
@@ -117,11 +121,72 @@ fn tproxy_2000() -> Vec<String> {
     a
 }
 
+/// The configurations a scheme's races use: A and B (two different rulesets), A's big
+/// sibling for the kills, the routing table its policy routing uses, and the command prefix
+/// its verbs take (`ambient` for `meshtables ambient apply`).
+struct Scheme {
+    name: &'static str,
+    prefix: Option<&'static str>,
+    a: fn() -> Vec<String>,
+    b: fn() -> Vec<String>,
+    big: fn() -> Vec<String>,
+    table: u32,
+}
+
+const ISTIO: Scheme = Scheme {
+    name: "",
+    prefix: None,
+    a: tproxy,
+    b: redirect,
+    big: tproxy_2000,
+    table: ROUTE_TABLE,
+};
+
+/// Ambient A: dual-stack with DNS (all three tables).
+fn ambient_a() -> Vec<String> {
+    owned(&["--ambient-ipv6", "--ambient-dns-capture"])
+}
+
+/// Ambient B: ingress mode with a virtual interface, no DNS (no raw table).
+fn ambient_b() -> Vec<String> {
+    owned(&[
+        "--ambient-ipv6",
+        "--bypass-inbound-capture",
+        "--reroute-virtual-interfaces",
+        "eth1,eth2,eth3",
+    ])
+}
+
+/// Ambient's rulesets are small; 200 virtual interfaces make a run long enough to be hit.
+fn ambient_big() -> Vec<String> {
+    let ifs: Vec<String> = (0..200).map(|i| format!("virt{i}")).collect();
+    let mut a = ambient_a();
+    a.extend(["--reroute-virtual-interfaces".to_string(), ifs.join(",")]);
+    a
+}
+
+const AMBIENT: Scheme = Scheme {
+    name: "ambient::",
+    prefix: Some("ambient"),
+    a: ambient_a,
+    b: ambient_b,
+    big: ambient_big,
+    table: 100,
+};
+
 /// `meshtables VERB ARGS --network-namespace NS` for `backend`, our env cleared, in its own
 /// process group (a kill takes its iptables children too, as a container's would), blocked on
 /// its stdin until released when `gated`.
-fn spawn(ns: &Netns, verb: &str, args: &[String], backend: &str, gated: bool) -> Child {
-    let mut all = vec![verb.to_string()];
+fn spawn(
+    sc: &Scheme,
+    ns: &Netns,
+    verb: &str,
+    args: &[String],
+    backend: &str,
+    gated: bool,
+) -> Child {
+    let mut all: Vec<String> = sc.prefix.iter().map(|p| p.to_string()).collect();
+    all.push(verb.to_string());
     all.extend(args.iter().cloned());
     all.extend(backend_args(backend));
     all.extend(["--network-namespace".into(), ns.path()]);
@@ -146,8 +211,8 @@ fn spawn(ns: &Netns, verb: &str, args: &[String], backend: &str, gated: bool) ->
 }
 
 /// Runs one command to completion; returns its exit code and stderr.
-fn run(ns: &Netns, verb: &str, args: &[String], backend: &str) -> (i32, String) {
-    let o = spawn(ns, verb, args, backend, false)
+fn run(sc: &Scheme, ns: &Netns, verb: &str, args: &[String], backend: &str) -> (i32, String) {
+    let o = spawn(sc, ns, verb, args, backend, false)
         .wait_with_output()
         .expect("wait");
     (
@@ -157,23 +222,23 @@ fn run(ns: &Netns, verb: &str, args: &[String], backend: &str) -> (i32, String) 
 }
 
 /// The state one command alone leaves in a fresh namespace (and how long it took).
-fn reference(verb: &str, args: &[String], backend: &str) -> (State, Duration) {
+fn reference(sc: &Scheme, verb: &str, args: &[String], backend: &str) -> (State, Duration) {
     let ns = Netns::new("ref");
     let t = Instant::now();
-    let (code, err) = run(&ns, verb, args, backend);
+    let (code, err) = run(sc, &ns, verb, args, backend);
     let took = t.elapsed();
     assert_eq!(code, 0, "{verb} {backend}: {err}");
-    (ns.state(ROUTE_TABLE), took)
+    (ns.state(sc.table), took)
 }
 
 /// One concurrency scenario: `procs` (verb, configuration, reconcile) released together,
 /// `rounds` times; the final state must be one of the `allowed` references.
-fn concurrency(backend: &str, scenario: &str) {
-    let a = tproxy();
-    let b = redirect();
-    let empty = Netns::new("empty").state(ROUTE_TABLE);
-    let ref_a = reference("apply", &a, backend).0;
-    let ref_b = reference("apply", &b, backend).0;
+fn concurrency(sc: &Scheme, backend: &str, scenario: &str) {
+    let a = (sc.a)();
+    let b = (sc.b)();
+    let empty = Netns::new("empty").state(sc.table);
+    let ref_a = reference(sc, "apply", &a, backend).0;
+    let ref_b = reference(sc, "apply", &b, backend).0;
     let with = |mut v: Vec<String>, flag: &str| {
         v.push(flag.into());
         v
@@ -211,7 +276,7 @@ fn concurrency(backend: &str, scenario: &str) {
         let ns = Netns::new("race");
         let mut children: Vec<Child> = procs
             .iter()
-            .map(|(verb, args)| spawn(&ns, verb, args, backend, true))
+            .map(|(verb, args)| spawn(sc, &ns, verb, args, backend, true))
             .collect();
         for c in &mut children {
             let _ = c.stdin.take().expect("piped").write_all(b"go\n");
@@ -225,11 +290,11 @@ fn concurrency(backend: &str, scenario: &str) {
                 errors += &String::from_utf8_lossy(&o.stderr);
             }
         }
-        let s = ns.state(ROUTE_TABLE);
+        let s = ns.state(sc.table);
         let which = if s == ref_a {
-            "tproxy"
+            "a"
         } else if s == ref_b {
-            "redirect"
+            "b"
         } else if s == empty {
             "empty"
         } else {
@@ -247,9 +312,9 @@ fn concurrency(backend: &str, scenario: &str) {
             );
         }
         let allowed: &[&str] = match scenario {
-            "same_config_8" => &["tproxy"],
-            "apply_and_clean_16" => &["tproxy", "empty"],
-            _ => &["tproxy", "redirect"],
+            "same_config_8" => &["a"],
+            "apply_and_clean_16" => &["a", "empty"],
+            _ => &["a", "b"],
         };
         assert!(
             allowed.contains(&which),
@@ -264,8 +329,11 @@ fn concurrency(backend: &str, scenario: &str) {
         );
     }
     println!(
-        "{backend} {scenario}: 10 rounds x {} processes; final states {finals:?}; exit codes {codes:?}",
-        procs.len()
+        "{}{backend} {scenario}: 10 rounds x {} processes; final states {finals:?} (a: {}, b: {}); exit codes {codes:?}",
+        sc.name,
+        procs.len(),
+        a.join(" "),
+        b.join(" ")
     );
 }
 
@@ -293,18 +361,18 @@ fn classify(s: &State, before: &State, after: &State) -> Option<String> {
 }
 
 /// 120 kills: 40 applies from empty, 40 cleans, 40 reconciles to REDIRECT.
-fn kills(backend: &str) {
-    let big = tproxy_2000();
-    let b = redirect();
-    let empty = Netns::new("empty").state(ROUTE_TABLE);
-    let (state_big, took) = reference("apply", &big, backend);
+fn kills(sc: &Scheme, backend: &str) {
+    let big = (sc.big)();
+    let b = (sc.b)();
+    let empty = Netns::new("empty").state(sc.table);
+    let (state_big, took) = reference(sc, "apply", &big, backend);
     let state_b = {
         let ns = Netns::new("ref");
-        assert_eq!(run(&ns, "apply", &big, backend).0, 0);
+        assert_eq!(run(sc, &ns, "apply", &big, backend).0, 0);
         let mut r = b.clone();
         r.push("--reconcile".into());
-        assert_eq!(run(&ns, "apply", &r, backend).0, 0);
-        ns.state(ROUTE_TABLE)
+        assert_eq!(run(sc, &ns, "apply", &r, backend).0, 0);
+        ns.state(sc.table)
     };
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     let mut rng = support::rng::Rng::new(0x5eed ^ backend.len() as u64);
@@ -322,9 +390,10 @@ fn kills(backend: &str) {
         };
         // Start from `before`.
         if k % 3 == 0 {
-            run(&ns, "clean", &big, backend);
+            run(sc, &ns, "clean", &big, backend);
         } else {
             run(
+                sc,
                 &ns,
                 "apply",
                 &{
@@ -336,18 +405,18 @@ fn kills(backend: &str) {
             );
         }
         assert!(
-            ns.state(ROUTE_TABLE) == *before,
+            ns.state(sc.table) == *before,
             "{backend} kill {k}: setup did not reach the state before"
         );
         let delay = Duration::from_micros(rng.below(window) as u64);
-        let mut child = spawn(&ns, verb, &args, backend, false);
+        let mut child = spawn(sc, &ns, verb, &args, backend, false);
         std::thread::sleep(delay);
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        let s = ns.state(ROUTE_TABLE);
+        let s = ns.state(sc.table);
         let class = classify(&s, before, after).unwrap_or_else(|| {
             panic!(
                 "{backend} kill {k} ({verb} {}, after {delay:?}): an unsafe partial state\n{}",
@@ -361,9 +430,9 @@ fn kills(backend: &str) {
                 if k % 3 == 2 { " (reconcile)" } else { "" }
             ))
             .or_default() += 1;
-        let (code, err) = run(&ns, verb, &args, backend);
+        let (code, err) = run(sc, &ns, verb, &args, backend);
         assert_eq!(code, 0, "{backend} kill {k}: the rerun failed: {err}");
-        let s = ns.state(ROUTE_TABLE);
+        let s = ns.state(sc.table);
         assert!(
             s == *after,
             "{backend} kill {k}: the rerun did not converge\n{}",
@@ -380,31 +449,39 @@ fn kills(backend: &str) {
         "{backend}: every kill landed before the run changed anything; the test is not exercising the run"
     );
     println!(
-        "{backend}: 120 kills within {window} us (one run of the 2,000-CIDR apply), all safe, every rerun converged: {outcomes:?} (state sizes: {})",
+        "{}{backend}: 120 kills within {window} us (one run of the big apply), all safe, every rerun converged: {outcomes:?} (state sizes: {})",
+        sc.name,
         state_big.summary()
     );
 }
 
 fn main() {
     let mut t = Trials::new();
-    for backend in BACKENDS {
-        for scenario in [
-            "same_config_8",
-            "two_configs_reconcile_8",
-            "two_configs_no_reconcile_8",
-            "apply_and_clean_16",
-        ] {
+    for sc in [&ISTIO, &AMBIENT] {
+        for backend in BACKENDS {
+            for scenario in [
+                "same_config_8",
+                "two_configs_reconcile_8",
+                "two_configs_no_reconcile_8",
+                "apply_and_clean_16",
+            ] {
+                t.add(
+                    format!("{}concurrent::{backend}::{scenario}", sc.name),
+                    NEEDS,
+                    move || concurrency(sc, backend, scenario),
+                );
+            }
             t.add(
-                format!("concurrent::{backend}::{scenario}"),
+                format!("{}kill9::{backend}::120_kills", sc.name),
                 NEEDS,
-                move || concurrency(backend, scenario),
+                move || kills(sc, backend),
             );
         }
-        t.add(format!("kill9::{backend}::120_kills"), NEEDS, move || {
-            kills(backend)
-        });
     }
-    // 3 backends × (4 concurrency scenarios + kill -9).
-    t.declare(3 * 5, &[("concurrent", 3 * 4), ("kill9", 3)]);
+    // Istio and ambient, each with 3 backends × (4 concurrency scenarios + kill -9).
+    t.declare(
+        2 * 3 * 5,
+        &[("concurrent", 3 * 4), ("kill9", 3), ("ambient", 3 * 5)],
+    );
     t.run()
 }

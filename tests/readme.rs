@@ -16,6 +16,7 @@ mod support;
 use std::path::PathBuf;
 
 use meshtables::flags;
+use meshtables::profile::ambient::flags as ambient;
 use meshtables::profile::istio::flags as istio;
 use support::trials::{NOTHING, Trials};
 
@@ -78,8 +79,37 @@ fn help_lists_every_flag() {
     }
 }
 
+fn help_lists_every_ambient_flag() {
+    let out = support::command(&["ambient", "apply", "--help"], &[])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for s in ambient::ALL {
+        assert!(
+            help.contains(&format!("--{}", s.long)),
+            "--help lacks --{}",
+            s.long
+        );
+        for e in s.envs {
+            assert!(help.contains(e), "--help of --{} lacks {e}", s.long);
+        }
+    }
+}
+
 fn main() {
     let mut t = Trials::new();
+    t.add("readme::ambient_flag_table", NOTHING, || {
+        check("ambient flag table", ambient::markdown_table())
+    });
+    t.add("readme::ambient_pod_annotations", NOTHING, || {
+        check("ambient pod annotations", ambient::pod_table())
+    });
+    t.add(
+        "help_lists_every_ambient_flag",
+        NOTHING,
+        help_lists_every_ambient_flag,
+    );
     t.add("readme::flag_table", NOTHING, || {
         check("flag table", istio::markdown_table())
     });
@@ -90,6 +120,8 @@ fn main() {
         check("installer settings", flags::install_table())
     });
     t.add("help_lists_every_flag", NOTHING, help_lists_every_flag);
-    t.declare(4, &[("readme", 3)]);
+    // Five README tables (Istio's flags, pod fields, the installer's settings, ambient's flags
+    // and annotations) and two --help checks (Istio's, ambient's).
+    t.declare(7, &[("readme", 5)]);
     t.run()
 }

@@ -445,6 +445,42 @@ fn runtime_installer_puts_the_plugin_in_the_chain() {
     );
 }
 
+/// Calico's and flannel's stock chains say 0.3.1: the installer puts its entry into such a
+/// chain (bridge + host-local + portmap here) and the containers podman starts are
+/// intercepted.
+#[cfg(feature = "kubernetes")]
+fn runtime_installer_in_a_0_3_1_chain() {
+    let node = Node::new("installer-031");
+    let d = node.dir.clone();
+    std::fs::remove_file(d.join("bin/meshtables-cni")).unwrap();
+    let _ = std::os::unix::fs::symlink("/usr/lib/cni/portmap", d.join("bin/portmap"));
+    let conf = d.join("netd/mtnet.conflist");
+    let stock = bridge_only(&d)
+        .replace("\"cniVersion\": \"1.0.0\"", "\"cniVersion\": \"0.3.1\"")
+        .replace(
+            "\n]}",
+            ",\n  {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}\n]}",
+        );
+    std::fs::write(&conf, &stock).unwrap();
+    let mut installer = Installer::start(&d, &[]);
+    let holds_us = || std::fs::read_to_string(&conf).is_ok_and(|c| c.contains("meshtables-cni"));
+    assert!(
+        wait_for(&holds_us),
+        "the installer did not take the 0.3.1 chain"
+    );
+    let chain = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        chain.contains("\"0.3.1\"") && chain.contains("portmap"),
+        "{chain}"
+    );
+    for name in ["c1", "c2"] {
+        let (yes, why) = intercepted(&node, &conf, name);
+        assert!(yes, "{name} in a 0.3.1 chain is not intercepted:\n{why}");
+    }
+    assert!(installer.stop());
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), stock);
+}
+
 /// An upgrade as the DaemonSet rolls it (maxSurge): a second installer with other settings
 /// starts beside the first, takes the chain over, then the first gets SIGTERM. Containers
 /// started before, during and after are all intercepted; the first installer leaves the plugin
@@ -502,6 +538,13 @@ fn main() {
     );
     #[cfg(feature = "kubernetes")]
     t.add_if(
+        "runtime_installer_in_a_0_3_1_chain",
+        NEEDS,
+        cni_plugins,
+        runtime_installer_in_a_0_3_1_chain,
+    );
+    #[cfg(feature = "kubernetes")]
+    t.add_if(
         "runtime_upgrade_keeps_every_container_intercepted",
         NEEDS,
         cni_plugins,
@@ -540,7 +583,7 @@ fn main() {
     for (name, f) in tests {
         t.add_if(*name, NEEDS, cni_plugins, *f);
     }
-    // Two of them need the Kubernetes client (the `kubernetes` feature).
-    t.declare(if cfg!(feature = "kubernetes") { 9 } else { 7 }, &[]);
+    // Three of them need the Kubernetes client (the `kubernetes` feature).
+    t.declare(if cfg!(feature = "kubernetes") { 10 } else { 7 }, &[]);
     t.run()
 }

@@ -13,7 +13,8 @@
 
 mod support;
 
-use meshtables::plan::{Group, Match, Plan, Position, Target};
+use meshtables::plan::{Group, MarkRule, Match, Plan, Position, Target};
+use support::ambient::{self, SCENARIOS as AMBIENT_SCENARIOS};
 use support::mutate::{self, RuleMut};
 use support::net;
 use support::scenarios::{self, Dialect, Probe, Scenario, Setup, Want};
@@ -22,7 +23,12 @@ use support::trials::{NOTHING, Trials};
 
 /// Whether `t` is where `p` must land with `dialect`; `local_mark` is the mark the plan's
 /// policy routing delivers locally.
-fn check(p: &Probe, dialect: Dialect, local_mark: Option<u32>, t: &Trace) -> Result<(), String> {
+fn check(
+    p: &Probe,
+    dialect: Dialect,
+    local_mark: Option<MarkRule>,
+    t: &Trace,
+) -> Result<(), String> {
     let to = p.to();
     let ok = match (p.want(dialect), &t.verdict) {
         (Want::Direct, Verdict::Accepted { to: got }) => *got == to,
@@ -36,7 +42,7 @@ fn check(p: &Probe, dialect: Dialect, local_mark: Option<u32>, t: &Trace) -> Res
                 mark,
                 orig,
             },
-        ) => *got == port && Some(*mark) == local_mark && *orig == to,
+        ) => *got == port && local_mark.is_some_and(|r| r.selects(*mark)) && *orig == to,
         _ => false,
     };
     let zone_ok = p.zone.is_none_or(|z| t.zone == Some(z));
@@ -217,7 +223,8 @@ fn established_tproxy_is_diverted(dialect: Dialect) {
         let t = tracer::trace_plan(&plan, dialect, &pkt).expect("traced");
         let family = net::family(p.dst);
         assert_eq!(t.verdict, Verdict::Accepted { to: p.to() }, "{t}");
-        assert_eq!(Some(t.mark), tracer::local_mark(&plan, family), "{t}");
+        let rule = tracer::local_mark(&plan, family).expect("TPROXY routing");
+        assert!(rule.selects(t.mark), "{t}");
     }
 }
 
@@ -266,6 +273,146 @@ fn first_zone_wins(dialect: Dialect) {
     assert!(t.zone == Some(1) && zone_2, "{t}");
 }
 
+// ---- Istio ambient's in-pod rules (support::ambient, the flows tests/traffic.rs sends). ----
+
+/// Where an ambient flow must end: at its destination, or REDIRECTed to ztunnel's port with
+/// its original destination kept; in the zone the data says.
+fn ambient_check(f: &ambient::Flow, t: &Trace) -> Result<(), String> {
+    let to = std::net::SocketAddr::new(f.dst, f.port);
+    let ok = match (f.lands, &t.verdict) {
+        (ambient::Lands::Direct, Verdict::Accepted { to: got }) => *got == to,
+        (ambient::Lands::Ztunnel(port), Verdict::Redirected { to: got, orig }) => {
+            got.port() == port && net::pod_owns(got.ip()) && *orig == to
+        }
+        _ => false,
+    };
+    if ok && f.zone.is_none_or(|z| t.zone == Some(z)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: expected {:?}, zone {:?}; traced {t}",
+            f.label(),
+            f.lands,
+            f.zone
+        ))
+    }
+}
+
+fn ambient_plan(s: &ambient::Scenario) -> Plan {
+    let mut args = vec!["ambient", "apply"];
+    args.extend(s.args);
+    ambient::plan(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The mismatches of a scenario's flows traced through `plan`.
+fn ambient_failures(s: &ambient::Scenario, plan: &Plan, d: Dialect) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for f in &s.flows {
+        let t = tracer::trace_plan(plan, d, &ambient::packet(f))?;
+        if let Err(e) = ambient_check(f, &t) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn ambient_scenario(s: &ambient::Scenario, d: Dialect) {
+    let f = ambient_failures(s, &ambient_plan(s), d).expect("the tracer takes the plan");
+    assert!(f.is_empty(), "{}:\n{}", s.name, f.join("\n"));
+}
+
+/// Every single-rule deletion of every ambient plan: at least one per scenario changes an
+/// outcome, and every deleted REDIRECT does.
+fn ambient_sweep(d: Dialect) {
+    let (mut total, mut kills) = (0, 0);
+    for s in ambient::scenarios() {
+        let plan = ambient_plan(&s);
+        let mut here = 0;
+        for n in 0..mutate::rule_count(&plan, d) {
+            total += 1;
+            let mutant = mutate::without(&plan, d, n);
+            let failed = !ambient_failures(&s, &mutant, d)
+                .expect("a deletion leaves a valid plan")
+                .is_empty();
+            here += usize::from(failed);
+        }
+        kills += here;
+        assert!(here > 0, "{}: no rule deletion changes an outcome", s.name);
+    }
+    println!(
+        "{}: {kills} of {total} single-rule deletions change an ambient outcome",
+        d.name()
+    );
+}
+
+/// The exemption for ztunnel's mark taken out of the outbound capture: ztunnel's own
+/// connections are then sent back to it.
+fn ambient_without_the_ztunnel_exemption(d: Dialect) {
+    let s = ambient::scenarios().remove(0);
+    let mut plan = ambient_plan(&s);
+    mutate::alter(&mut plan, d, &|r| {
+        if matches!(r.target, Target::Redirect { port } if port.get() == ambient::OUTBOUND) {
+            r.matches
+                .retain(|m| !matches!(m, Match::MarkMasked { negate: true, .. }));
+        }
+    });
+    let f = ambient_failures(&s, &plan, d).expect("a valid plan");
+    assert!(
+        f.iter().any(|e| e.contains("Ztunnel -> 192.0.2.7")),
+        "ztunnel's connection must now be captured: {f:?}"
+    );
+}
+
+/// ztunnel's connection to the app's address (its inbound path: over `lo`, marked 0x539)
+/// gives the connection the connmark in mangle PREROUTING, and is not redirected.
+fn ambient_ztunnel_connections_get_the_connmark(d: Dialect) {
+    let plan = ambient::plan(&["ambient", "apply", "--ambient-ipv6"]).expect("a plan");
+    for dst in ["10.244.1.5", "fd00:244::5"] {
+        let f = ambient::Flow {
+            from: ambient::Sender::Ztunnel,
+            proto: meshtables::plan::Proto::Tcp,
+            dst: net::ip(dst),
+            port: 8080,
+            lands: ambient::Lands::Direct,
+            zone: None,
+        };
+        let t = tracer::trace_plan(&plan, d, &ambient::packet(&f)).expect("traced");
+        assert!(ambient_check(&f, &t).is_ok(), "{t}");
+        assert_eq!(t.connmark & 0xfff, 0x111, "{t}");
+    }
+}
+
+/// The app's reply on a connection with the connmark gets it back as its mark, which the
+/// plan's policy routing rule selects (delivered to ztunnel on `lo`).
+fn ambient_replies_get_the_routing_mark(d: Dialect) {
+    let plan = ambient::plan(&["ambient", "apply", "--ambient-ipv6"]).expect("a plan");
+    for (dst, family) in [
+        ("10.244.1.1", meshtables::plan::Family::V4),
+        ("fd00:244::1", meshtables::plan::Family::V6),
+    ] {
+        let f = ambient::Flow {
+            from: ambient::Sender::App,
+            proto: meshtables::plan::Proto::Tcp,
+            dst: net::ip(dst),
+            port: 40000,
+            lands: ambient::Lands::Direct,
+            zone: None,
+        };
+        let mut pkt = ambient::packet(&f);
+        pkt.conn = Conn::Established;
+        pkt.connmark = 0x111;
+        let t = tracer::trace_plan(&plan, d, &pkt).expect("traced");
+        let rule = tracer::local_mark(&plan, family).expect("policy routing");
+        assert!(rule.selects(t.mark), "{t}");
+        assert!(
+            t.path
+                .iter()
+                .any(|r| r.contains("Output") && r.contains("mangle")),
+            "{t}"
+        );
+    }
+}
+
 /// A trial run once per dialect: its name's first part and its body.
 type Check = (&'static str, fn(Dialect));
 
@@ -301,10 +448,46 @@ fn main() {
             t.add(format!("{name}::{}", d.name()), NOTHING, move || f(d));
         }
     }
-    // 10 scenarios × 2 dialects × with and without --compact; 7 checks × 2 dialects.
+    let ambient_scenarios: &'static [ambient::Scenario] =
+        Box::leak(ambient::scenarios().into_boxed_slice());
+    for s in ambient_scenarios {
+        for d in Dialect::BOTH {
+            t.add(
+                format!("ambient::{}::{}", s.name, d.name()),
+                NOTHING,
+                move || ambient_scenario(s, d),
+            );
+        }
+    }
+    let ambient_checks: [Check; 4] = [
+        ("ambient::mutant::every_single_rule_deletion", ambient_sweep),
+        (
+            "ambient::mutant::without_the_ztunnel_exemption",
+            ambient_without_the_ztunnel_exemption,
+        ),
+        (
+            "ambient::semantics::ztunnel_connections_get_the_connmark",
+            ambient_ztunnel_connections_get_the_connmark,
+        ),
+        (
+            "ambient::semantics::replies_get_the_routing_mark",
+            ambient_replies_get_the_routing_mark,
+        ),
+    ];
+    for (name, f) in ambient_checks {
+        for d in Dialect::BOTH {
+            t.add(format!("{name}::{}", d.name()), NOTHING, move || f(d));
+        }
+    }
+    // 10 scenarios × 2 dialects × with and without --compact; 7 checks × 2 dialects; ambient's
+    // 4 scenarios and 4 checks × 2 dialects.
     t.declare(
-        10 * 2 * 2 + 7 * 2,
-        &[("mutant", 4 * 2), ("semantics", 3 * 2)],
+        10 * 2 * 2 + 7 * 2 + AMBIENT_SCENARIOS * 2 + 4 * 2,
+        &[
+            ("mutant", 4 * 2),
+            ("semantics", 3 * 2),
+            ("ambient", AMBIENT_SCENARIOS * 2 + 4 * 2),
+        ],
     );
     t.run()
 }

@@ -17,8 +17,9 @@ use std::net::IpAddr;
 
 use meshtables::plan::Proto;
 use support::INJECTED;
+use support::ambient::{self, SCENARIOS as AMBIENT_SCENARIOS};
 use support::net;
-use support::scenarios::{self, Dialect, From, PROXY, Probe, Scenario, Want};
+use support::scenarios::{self, APP, Dialect, From, PROXY, Probe, Scenario, Want};
 use support::topo::{Answer, Topo};
 use support::trials::{Needs, Trials, root};
 
@@ -194,6 +195,146 @@ fn needs(backend: &str) -> Needs {
     }
 }
 
+// ---- Istio ambient: the in-pod redirection to a stand-in ztunnel. ----
+
+/// The stand-in ztunnel's options: its listeners, and SO_MARK 0x539 on every socket.
+const ZTUNNEL_MARK: &str = "0x539";
+
+/// The pod and the world for the ambient scenarios: the world's servers (and the node's
+/// probe source on its loopback), the stand-in ztunnel on 15001, 15006, 15008 and 15053 (as
+/// root, its sockets marked), the app on 8080 as uid 1000.
+fn ambient_topo() -> Topo {
+    let mut t = Topo::new();
+    let (w, p) = (t.world.clone(), t.pod.clone());
+    t.serve(&w, &["world", "--tcp", "53,80,8080", "--udp", "53"]);
+    t.world_address(&format!("{}/32", ambient::PROBE_V4));
+    t.serve(
+        &p,
+        &[
+            "ztunnel",
+            "--tcp",
+            "15001,15006,15008,15053",
+            "--udp",
+            "15053",
+            "--mark",
+            ZTUNNEL_MARK,
+        ],
+    );
+    t.serve(&p, &["app", "--tcp", "8080", "--as", "1000:1000"]);
+    t
+}
+
+/// Sends one ambient flow from where the data says.
+fn ambient_send(t: &Topo, f: &ambient::Flow) -> Option<Answer> {
+    let proto = f.proto.name();
+    let dst = f.dst.to_string();
+    let probe_from = ["--from", ambient::PROBE_V4];
+    match f.from {
+        ambient::Sender::App => t.client_with(&t.pod, proto, &dst, f.port, &["--as", APP]),
+        ambient::Sender::Ztunnel => {
+            t.client_with(&t.pod, proto, &dst, f.port, &["--mark", ZTUNNEL_MARK])
+        }
+        ambient::Sender::World => t.client_with(&t.world, proto, &dst, f.port, &[]),
+        ambient::Sender::Probe => t.client_with(&t.world, proto, &dst, f.port, &probe_from),
+    }
+}
+
+/// Where a flow must land, as `name:port`.
+fn ambient_lands_on(f: &ambient::Flow) -> String {
+    let ztunnel = [
+        ambient::OUTBOUND,
+        ambient::INBOUND_PLAINTEXT,
+        ambient::HBONE,
+        ambient::DNS_PROXY,
+    ];
+    match f.lands {
+        ambient::Lands::Ztunnel(p) => format!("ztunnel:{p}"),
+        ambient::Lands::Direct if net::pod_owns(f.dst) && ztunnel.contains(&f.port) => {
+            format!("ztunnel:{}", f.port)
+        }
+        ambient::Lands::Direct if net::pod_owns(f.dst) => format!("app:{}", f.port),
+        ambient::Lands::Direct => format!("world:{}", f.port),
+    }
+}
+
+/// One ambient scenario with one backend: every flow lands where the data says, a
+/// redirected TCP flow with its original destination, the probe with its source.
+fn ambient_run(s: &ambient::Scenario, b: &str, extra: &[&str]) {
+    let t = ambient_topo();
+    let mut args = vec!["ambient", "apply"];
+    args.extend(s.args);
+    args.extend(extra);
+    t.meshtables(&args);
+    let mut fails = Vec::new();
+    for f in &s.flows {
+        let got = ambient_send(&t, f);
+        let at = got.as_ref().map_or("none".to_string(), Answer::at);
+        let want = ambient_lands_on(f);
+        let to = std::net::SocketAddr::new(f.dst, f.port).to_string();
+        let orig_ok = match (&got, f.lands, f.proto) {
+            (Some(a), ambient::Lands::Ztunnel(_), Proto::Tcp) => a.orig == to,
+            _ => true,
+        };
+        let peer_ok = match (&got, f.from) {
+            (Some(a), ambient::Sender::Probe) => {
+                a.peer.starts_with(&format!("{}:", ambient::PROBE_V4))
+            }
+            _ => true,
+        };
+        if at != want || !orig_ok || !peer_ok {
+            fails.push(format!(
+                "{b} {}: landed on {at}, expected {want} ({got:?})",
+                f.label()
+            ));
+        }
+    }
+    assert!(fails.is_empty(), "{}:\n{}", s.name, fails.join("\n"));
+}
+
+/// ztunnel's inbound connection to the app carries the client's address (IP_TRANSPARENT,
+/// SO_MARK 0x539), as real ztunnel's does: its packets give the connection the connmark, the
+/// app's replies get it back as their mark, and the policy routing (`fwmark 0x111/0xfff
+/// lookup 100`, `local default dev lo table 100`) returns them to ztunnel instead of sending
+/// them to the client's real address. Without the rule the same connection fails.
+fn ambient_replies_return_to_ztunnel(b: &str, extra: &[&str]) {
+    let t = ambient_topo();
+    let mut args = vec!["ambient", "apply", "--ambient-ipv6"];
+    args.extend(extra);
+    t.meshtables(&args);
+    let spoof = [
+        "--mark",
+        ZTUNNEL_MARK,
+        "--from",
+        "10.244.1.1",
+        "--transparent",
+    ];
+    let got = t.client_with(&t.pod, "tcp", "10.244.1.5", 8080, &spoof);
+    let ok = got
+        .as_ref()
+        .is_some_and(|a| a.at() == "app:8080" && a.peer.starts_with("10.244.1.1:"));
+    assert!(ok, "{b}: with the policy routing: {got:?}");
+    t.pod_ip(&[
+        "rule",
+        "del",
+        "fwmark",
+        "0x111/0xfff",
+        "lookup",
+        "100",
+        "pref",
+        "32764",
+    ]);
+    let got = t.client_with(&t.pod, "tcp", "10.244.1.5", 8080, &spoof);
+    assert!(
+        got.is_none(),
+        "{b}: without the rule the reply must not come back: {got:?}"
+    );
+}
+
+/// The backends the ambient trials run with (no `--compact`: ambient has no lists).
+fn ambient_needs(backend: &str) -> Needs {
+    needs(backend)
+}
+
 fn main() {
     let mut t = Trials::new();
     let scenarios: &'static [Scenario] = Box::leak(scenarios::all().into_boxed_slice());
@@ -226,11 +367,31 @@ fn main() {
         root(&["ip", "setpriv"]),
         validation_fails_without_rules,
     );
+    let ambient_scenarios: &'static [ambient::Scenario] =
+        Box::leak(ambient::scenarios().into_boxed_slice());
+    for (b, extra) in backends() {
+        for s in ambient_scenarios {
+            t.add(
+                format!("ambient::{}::{b}", s.name),
+                ambient_needs(b),
+                move || ambient_run(s, b, extra),
+            );
+        }
+        t.add(
+            format!("ambient::replies_return_to_ztunnel::{b}"),
+            ambient_needs(b),
+            move || ambient_replies_return_to_ztunnel(b, extra),
+        );
+    }
     // 10 scenarios × 3 backends × with and without --compact; validation after an apply with
-    // each (× --compact); validation without rules.
+    // each (× --compact); validation without rules; ambient's scenarios and its replies trial
+    // with each backend.
     t.declare(
-        10 * 3 * 2 + 3 * 2 + 1,
-        &[("validation_passes_after_apply", 3 * 2)],
+        10 * 3 * 2 + 3 * 2 + 1 + (AMBIENT_SCENARIOS + 1) * 3,
+        &[
+            ("validation_passes_after_apply", 3 * 2),
+            ("ambient", (AMBIENT_SCENARIOS + 1) * 3),
+        ],
     );
     t.run()
 }

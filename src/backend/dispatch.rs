@@ -82,7 +82,7 @@ fn clean_everything(plan: &Plan, opts: &RunOptions) -> Result<Vec<String>, Backe
             Err(e) => failures.push(e.to_string()),
         }
     }
-    match routes::clean(plan.ours.mark, plan.ours.table) {
+    match routes::clean(&plan.ours) {
         Ok(r) => removed.extend(r),
         Err(e) => failures.push(e.to_string()),
     }

@@ -1,6 +1,6 @@
 //! Backends consume a `Plan` and change the machine. They are siblings behind one trait,
 //! chosen in one place (`dispatch::chosen`), and what to do was decided before
-//! (`config::Action`):
+//! (`options::Action`):
 //!
 //! - `netlink`: native nftables in one netlink transaction (the plan lowered to nf_tables
 //!   messages encoded in Rust, one transport);

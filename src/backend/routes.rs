@@ -1,12 +1,15 @@
-//! TPROXY policy routing over rtnetlink (no `ip` binary), used by both backends:
-//! `fwmark MARK lookup TABLE` rules and a `local default dev lo` route in TABLE per family,
-//! plus `::6/128` on `lo` when IPv6 is on (Envoy binds it for inbound passthrough).
+//! Policy routing over rtnetlink (no `ip` binary), used by both backends and every scheme,
+//! from the plan's data (`MarkRule`, `PolicyRoutes`): a `fwmark MARK[/MASK] [pref P] lookup
+//! TABLE` rule and a `local default dev lo` route in TABLE per family (Istio's TPROXY, Istio
+//! ambient's connmark), plus `::6/128` on `lo` when the plan asks (Istio's sidecar with IPv6:
+//! Envoy binds it for inbound passthrough).
 //!
-//! Ours is exactly what we create: a rule with our mark (full mask), our table and no other
-//! selector; a `local` default route through `lo` in our table. Anything else in our table is
-//! a conflict (it would route marked packets away instead of delivering them locally): apply
-//! and check fail naming it, `--reconcile` replaces it, and clean leaves it and says so.
-//! Deletions are built from what the kernel dumped, so they match one object exactly.
+//! Ours is exactly what we create: a rule with our mark and mask, our table, our preference
+//! when the scheme names one, and no other selector; a `local` default route through `lo` in
+//! our table. Anything else in our table is a conflict (it would route marked packets away
+//! instead of delivering them locally): apply and check fail naming it, `--reconcile`
+//! replaces it, and clean leaves it and says so. Deletions are built from what the kernel
+//! dumped, so they match one object exactly.
 //!
 //! Idempotent, unlike upstream: what is already there is success, so a rerun converges. What
 //! an apply added is returned, so a run whose rules then fail can take it back out.
@@ -27,20 +30,20 @@ use nix::errno::Errno;
 
 use super::nl::LO_INDEX;
 use super::nl::transport::Transport;
-use crate::plan::{Family, Mark, Plan, RouteTable};
+use crate::plan::{Family, MarkRule, Ownership, Plan, RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("TPROXY routing: rtnetlink socket: {0}")]
+    #[error("policy routing: rtnetlink socket: {0}")]
     Socket(#[source] io::Error),
-    #[error("TPROXY routing: {what}: {source}")]
+    #[error("policy routing: {what}: {source}")]
     Kernel {
         what: String,
         #[source]
         source: io::Error,
     },
     #[error(
-        "TPROXY routing: table {table} holds routes that are not ours and would send marked packets elsewhere: {}; nothing was changed. Remove them, or rerun with --reconcile to replace them",
+        "policy routing: table {table} holds routes that are not ours and would send marked packets elsewhere: {}; nothing was changed. Remove them, or rerun with --reconcile to replace them",
         routes.join("; ")
     )]
     Conflict {
@@ -115,8 +118,16 @@ fn rule_text(r: &RuleMessage) -> String {
     for a in &r.attributes {
         match a {
             RuleAttribute::Priority(p) => s += &format!("pref {p} "),
-            RuleAttribute::FwMark(m) => s += &format!("fwmark {m:#x} "),
-            RuleAttribute::FwMask(m) => s += &format!("mask {m:#x} "),
+            RuleAttribute::FwMark(m) => {
+                let mask = r.attributes.iter().find_map(|a| match a {
+                    RuleAttribute::FwMask(k) if *k != u32::MAX => Some(*k),
+                    _ => None,
+                });
+                s += &match mask {
+                    Some(k) => format!("fwmark {m:#x}/{k:#x} "),
+                    None => format!("fwmark {m:#x} "),
+                };
+            }
             RuleAttribute::Iifname(n) => s += &format!("iif {n} "),
             RuleAttribute::Oifname(n) => s += &format!("oif {n} "),
             RuleAttribute::Source(a) => s += &format!("from {a}/{} ", r.header.src_len),
@@ -177,23 +188,32 @@ fn route_table(r: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(r.header.table))
 }
 
-/// Exactly the rule we create: our mark with the full mask, our table, no other selector.
-fn rule_is_ours(r: &RuleMessage, mark: Mark, table: RouteTable) -> bool {
+/// Exactly the rule we create: our mark with our mask (the kernel reports an all-ones mask
+/// too, or none), our table, our preference when we name one, no other selector.
+fn rule_is_ours(r: &RuleMessage, want: &MarkRule) -> bool {
     let exact_attrs = r.attributes.iter().all(|a| match a {
-        RuleAttribute::FwMark(m) => *m == mark.get(),
-        RuleAttribute::FwMask(m) => *m == u32::MAX,
-        RuleAttribute::Table(t) => *t == table.get(),
+        RuleAttribute::FwMark(m) => *m == want.mark.get(),
+        RuleAttribute::FwMask(m) => *m == want.mask,
+        RuleAttribute::Table(t) => *t == want.table.get(),
         RuleAttribute::SuppressPrefixLen(v) | RuleAttribute::SuppressIfGroup(v) => *v == u32::MAX,
-        RuleAttribute::Priority(_) | RuleAttribute::Protocol(_) => true,
+        RuleAttribute::Priority(p) => want.priority.is_none_or(|w| w.get() == *p),
+        RuleAttribute::Protocol(_) => true,
         _ => false,
     });
+    let masked = want.mask == u32::MAX || r.attributes.contains(&RuleAttribute::FwMask(want.mask));
+    let placed = want
+        .priority
+        .is_none_or(|p| r.attributes.contains(&RuleAttribute::Priority(p.get())));
     exact_attrs
+        && masked
+        && placed
         && r.header.action == RuleAction::ToTable
         && r.header.src_len == 0
         && r.header.dst_len == 0
         && r.header.tos == 0
-        && r.attributes.contains(&RuleAttribute::FwMark(mark.get()))
-        && rule_table(r) == table.get()
+        && r.attributes
+            .contains(&RuleAttribute::FwMark(want.mark.get()))
+        && rule_table(r) == want.table.get()
 }
 
 /// Exactly the route we create: `local default dev lo`.
@@ -214,12 +234,20 @@ fn route_is_ours(r: &RouteMessage) -> bool {
         })
 }
 
-fn rule_msg(f: Family, mark: Mark, table: RouteTable) -> RuleMessage {
+/// `ip rule add fwmark MARK[/MASK] [pref P] lookup TABLE`, as `ip` sends it.
+fn rule_msg(f: Family, want: &MarkRule) -> RuleMessage {
+    let table = want.table;
     let mut m = RuleMessage::default();
     m.header.family = af(f);
     m.header.action = RuleAction::ToTable;
     m.header.table = u8::try_from(table.get()).unwrap_or(0);
-    m.attributes.push(RuleAttribute::FwMark(mark.get()));
+    if let Some(p) = want.priority {
+        m.attributes.push(RuleAttribute::Priority(p.get()));
+    }
+    m.attributes.push(RuleAttribute::FwMark(want.mark.get()));
+    if want.mask != u32::MAX {
+        m.attributes.push(RuleAttribute::FwMask(want.mask));
+    }
     m.attributes.push(RuleAttribute::Table(table.get()));
     m
 }
@@ -284,15 +312,16 @@ impl Rtnl {
         Ok(parse_all(found))
     }
 
-    /// Our rules for `mark`/`table` and the routes of `table`, in family `f`.
-    fn look(&mut self, f: Family, mark: Mark, table: RouteTable) -> Result<Seen, RouteError> {
+    /// Our rules (`want`) and the routes of its table, in family `f`.
+    fn look(&mut self, f: Family, want: &MarkRule) -> Result<Seen, RouteError> {
+        let table = want.table;
         let mut req = RuleMessage::default();
         req.header.family = af(f);
         let rules = self
             .dump(RouteNetlinkMessage::GetRule(req), "the routing rules")?
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRule(r) if rule_is_ours(&r, mark, table) => {
+                RouteNetlinkMessage::NewRule(r) if rule_is_ours(&r, want) => {
                     Some(Object::Rule(f, r))
                 }
                 _ => None,
@@ -381,12 +410,12 @@ pub fn apply(plan: &Plan, reconcile: bool) -> Result<Vec<Object>, RouteError> {
     let mut seen = Vec::new();
     if let Some(r) = &plan.routes {
         for f in &r.families {
-            seen.push((*f, rtnl.look(*f, r.mark, r.table)?));
+            seen.push((*f, rtnl.look(*f, &r.rule)?));
         }
         let foreign: Vec<&Object> = seen.iter().flat_map(|(_, s)| &s.foreign).collect();
         if !foreign.is_empty() && !reconcile {
             return Err(RouteError::Conflict {
-                table: r.table,
+                table: r.rule.table,
                 routes: foreign.iter().map(|o| o.describe()).collect(),
             });
         }
@@ -406,7 +435,7 @@ pub fn apply(plan: &Plan, reconcile: bool) -> Result<Vec<Object>, RouteError> {
     if let Some(r) = &plan.routes {
         for (f, s) in &seen {
             if s.ours.is_empty() {
-                let m = route_msg(*f, r.table);
+                let m = route_msg(*f, r.rule.table);
                 let o = Object::Route(*f, m.clone());
                 if rtnl.add(
                     RouteNetlinkMessage::NewRoute(m),
@@ -416,7 +445,7 @@ pub fn apply(plan: &Plan, reconcile: bool) -> Result<Vec<Object>, RouteError> {
                 }
             }
             if s.rules.is_empty() {
-                let m = rule_msg(*f, r.mark, r.table);
+                let m = rule_msg(*f, &r.rule);
                 let o = Object::Rule(*f, m.clone());
                 if rtnl.add(
                     RouteNetlinkMessage::NewRule(m),
@@ -447,19 +476,24 @@ pub fn undo(added: &[Object]) -> Result<(), RouteError> {
 /// family no longer captured, `::6` when IPv6 is off), after the new rules are in: nothing
 /// marks packets for it any more. Returns what was removed.
 pub fn retire(plan: &Plan) -> Result<Vec<String>, RouteError> {
-    let (mark, table) = (plan.ours.mark, plan.ours.table);
+    let ours = &plan.ours;
     let kept: &[Family] = plan.routes.as_ref().map_or(&[], |r| &r.families);
     let mut rtnl = Rtnl::open()?;
     let mut removed = Vec::new();
     for f in Family::BOTH.into_iter().filter(|f| !kept.contains(f)) {
-        let s = rtnl.look(f, mark, table)?;
+        let s = rtnl.look(f, &ours.rule)?;
         for o in s.rules.iter().chain(&s.ours) {
             if rtnl.delete(o)? {
                 removed.push(o.describe());
             }
         }
     }
-    if !plan.loopback_v6_address && rtnl.has_loopback_v6()? && rtnl.delete(&Object::LoopbackV6)? {
+    // `::6` is only ours to retire when the scheme makes it.
+    if ours.loopback_v6
+        && !plan.loopback_v6_address
+        && rtnl.has_loopback_v6()?
+        && rtnl.delete(&Object::LoopbackV6)?
+    {
         removed.push(Object::LoopbackV6.describe());
     }
     Ok(removed)
@@ -480,13 +514,13 @@ pub fn drift(plan: &Plan) -> Result<Vec<String>, RouteError> {
         return Ok(out);
     };
     for f in &r.families {
-        let s = rtnl.look(*f, r.mark, r.table)?;
+        let s = rtnl.look(*f, &r.rule)?;
         if s.rules.is_empty() {
-            let o = Object::Rule(*f, rule_msg(*f, r.mark, r.table));
+            let o = Object::Rule(*f, rule_msg(*f, &r.rule));
             out.push(format!("missing: {}", o.describe()));
         }
         if s.ours.is_empty() {
-            let o = Object::Route(*f, route_msg(*f, r.table));
+            let o = Object::Route(*f, route_msg(*f, r.rule.table));
             out.push(format!("missing: {}", o.describe()));
         }
         for o in s.foreign {
@@ -496,14 +530,15 @@ pub fn drift(plan: &Plan) -> Result<Vec<String>, RouteError> {
     Ok(out)
 }
 
-/// Removes our TPROXY rules (every copy: upstream reruns could leave several) and our route
-/// in both families, then `::6/128` on `lo`, after the rules that used them. Routes of the
-/// table that are not ours stay, with a warning. Returns what was removed.
-pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
+/// Removes the scheme's rules (every copy: upstream reruns could leave several) and our
+/// route in both families, then `::6/128` on `lo` when it is the scheme's, after the rules
+/// that used them. Routes of the table that are not ours stay, with a warning. Returns what
+/// was removed.
+pub fn clean(ours: &Ownership) -> Result<Vec<String>, RouteError> {
     let mut rtnl = Rtnl::open()?;
     let mut removed = Vec::new();
     for f in Family::BOTH {
-        let s = rtnl.look(f, mark, table)?;
+        let s = rtnl.look(f, &ours.rule)?;
         // Rules before routes: no moment where a rule leads to a table without our route.
         for o in s.rules.iter().chain(&s.ours) {
             if rtnl.delete(o)? {
@@ -514,7 +549,7 @@ pub fn clean(mark: Mark, table: RouteTable) -> Result<Vec<String>, RouteError> {
             crate::logging::warn(&format!("left in place (not ours): {}", o.describe()));
         }
     }
-    if rtnl.has_loopback_v6()? && rtnl.delete(&Object::LoopbackV6)? {
+    if ours.loopback_v6 && rtnl.has_loopback_v6()? && rtnl.delete(&Object::LoopbackV6)? {
         removed.push(Object::LoopbackV6.describe());
     }
     Ok(removed)
@@ -530,26 +565,76 @@ impl From<RouteError> for super::api::BackendError {
 mod tests {
     use super::*;
 
-    fn mark() -> Mark {
-        Mark::new(4242).unwrap()
-    }
+    use crate::plan::{Mark, RulePriority};
 
     fn table() -> RouteTable {
         RouteTable::new(133).unwrap()
     }
 
+    fn tproxy() -> MarkRule {
+        MarkRule {
+            mark: Mark::new(4242).unwrap(),
+            mask: u32::MAX,
+            table: table(),
+            priority: None,
+        }
+    }
+
+    /// A masked rule with a preference (as Istio ambient's; other values: the backend names
+    /// no scheme's).
+    fn masked() -> MarkRule {
+        MarkRule {
+            mark: Mark::new(0x220).unwrap(),
+            mask: 0xff0,
+            table: RouteTable::new(77).unwrap(),
+            priority: RulePriority::new(1000),
+        }
+    }
+
     #[test]
     fn our_rule_is_only_the_exact_one() {
-        let ours = rule_msg(Family::V4, mark(), table());
-        assert!(rule_is_ours(&ours, mark(), table()));
+        let ours = rule_msg(Family::V4, &tproxy());
+        assert!(rule_is_ours(&ours, &tproxy()));
         let mut masked = ours.clone();
         masked.attributes.push(RuleAttribute::FwMask(0xff));
-        assert!(!rule_is_ours(&masked, mark(), table()));
+        assert!(!rule_is_ours(&masked, &tproxy()));
         let mut iif = ours.clone();
         iif.attributes.push(RuleAttribute::Iifname("eth0".into()));
-        assert!(!rule_is_ours(&iif, mark(), table()));
-        let other_table = rule_msg(Family::V4, mark(), RouteTable::new(134).unwrap());
-        assert!(!rule_is_ours(&other_table, mark(), table()));
+        assert!(!rule_is_ours(&iif, &tproxy()));
+        let other = MarkRule {
+            table: RouteTable::new(134).unwrap(),
+            ..tproxy()
+        };
+        assert!(!rule_is_ours(&rule_msg(Family::V4, &other), &tproxy()));
+    }
+
+    #[test]
+    fn a_masked_rule_with_a_preference_is_ours_only_with_both() {
+        let ours = rule_msg(Family::V6, &masked());
+        assert!(rule_is_ours(&ours, &masked()));
+        assert!(
+            ours.attributes.contains(&RuleAttribute::FwMask(0xff0))
+                && ours.attributes.contains(&RuleAttribute::Priority(1000))
+        );
+        let mut elsewhere = ours.clone();
+        elsewhere
+            .attributes
+            .retain(|a| !matches!(a, RuleAttribute::Priority(_)));
+        elsewhere.attributes.push(RuleAttribute::Priority(100));
+        assert!(!rule_is_ours(&elsewhere, &masked()));
+        assert_eq!(
+            Object::Rule(Family::V6, ours.clone()).describe(),
+            "ip -6 rule pref 1000 fwmark 0x220/0xff0 lookup 77"
+        );
+        let mut unmasked = ours.clone();
+        unmasked
+            .attributes
+            .retain(|a| !matches!(a, RuleAttribute::FwMask(_)));
+        assert!(
+            !rule_is_ours(&unmasked, &masked()),
+            "fwmark 0x220 is another rule"
+        );
+        assert!(!rule_is_ours(&ours, &tproxy()));
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! meshtables-probe: the traffic probe the tests (and the container e2e) use to see where
 //! packets actually go.
 //!
-//! - `serve NAME [--tcp P,..] [--udp P,..] [--transparent] [--as UID:GID]`: listens on every
-//!   port (dual-stack `[::]`), prints `ready` once listening, and answers each TCP connection
-//!   and UDP datagram with one line:
+//! - `serve NAME [--tcp P,..] [--udp P,..] [--transparent] [--mark M] [--as UID:GID]`: listens
+//!   on every port (dual-stack `[::]`), prints `ready` once listening, and answers each TCP
+//!   connection and UDP datagram with one line:
 //!   `name=NAME port=LISTEN_PORT peer=IP:PORT local=IP:PORT orig=IP:PORT`, where `orig` is the
 //!   original destination from SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (TCP; `-` for UDP).
-//!   `--transparent` sets IP_TRANSPARENT (TPROXY); sockets are made before dropping to
-//!   `--as`, so the proxy can run as uid 1337 like Envoy.
-//! - `tcp HOST PORT [--as UID:GID] [--timeout MS]` / `udp HOST PORT ...`: sends one request as
-//!   that user and prints the answer line; exit 0 with an answer, 1 without.
+//!   `--transparent` sets IP_TRANSPARENT (TPROXY); `--mark` sets SO_MARK on every socket (a
+//!   stand-in ztunnel: its sockets carry 0x539); sockets are made before dropping to `--as`,
+//!   so the proxy can run as uid 1337 like Envoy.
+//! - `tcp HOST PORT [--as UID:GID] [--timeout MS] [--mark M] [--from IP [--transparent]]` /
+//!   `udp HOST PORT ...`: sends one request as that user (from that source address, which
+//!   `--transparent` lets be another host's, as ztunnel connects to a pod's app as the
+//!   client) and prints the answer line; exit 0 with an answer, 1 without.
 //! - `pause`: sleeps forever (the pod's namespace holder in the container e2e).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -53,6 +56,24 @@ fn drop_to(spec: Option<String>) {
     nix::unistd::setuid(u.into()).unwrap_or_else(|e| die(&format!("setuid: {e}")));
 }
 
+/// `--mark M`: decimal or `0x` hex.
+fn mark(args: &[String]) -> Option<u32> {
+    flag(args, "--mark").map(|m| {
+        match m.strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => m.parse().ok(),
+        }
+        .unwrap_or_else(|| die("bad mark"))
+    })
+}
+
+/// SO_MARK on `fd`, when asked.
+fn set_mark<F: std::os::fd::AsFd>(fd: &F, m: Option<u32>) {
+    if let Some(m) = m {
+        setsockopt(fd, sockopt::Mark, &m).unwrap_or_else(|e| die(&format!("SO_MARK: {e}")));
+    }
+}
+
 fn any(port: u16) -> SockaddrIn6 {
     SockaddrIn6::from(std::net::SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
@@ -62,7 +83,7 @@ fn any(port: u16) -> SockaddrIn6 {
     ))
 }
 
-fn tcp_listener(port: u16, transparent: bool) -> TcpListener {
+fn tcp_listener(port: u16, transparent: bool, m: Option<u32>) -> TcpListener {
     let fd: OwnedFd = socket::socket(
         AddressFamily::Inet6,
         SockType::Stream,
@@ -76,6 +97,7 @@ fn tcp_listener(port: u16, transparent: bool) -> TcpListener {
         setsockopt(&fd, sockopt::IpTransparent, &true)
             .unwrap_or_else(|e| die(&format!("IP_TRANSPARENT: {e}")));
     }
+    set_mark(&fd, m);
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &any(port))
         .unwrap_or_else(|e| die(&format!("bind tcp {port}: {e}")));
     let backlog = socket::Backlog::new(64).unwrap_or_else(|e| die(&format!("backlog: {e}")));
@@ -83,7 +105,7 @@ fn tcp_listener(port: u16, transparent: bool) -> TcpListener {
     TcpListener::from(fd)
 }
 
-fn udp_socket(port: u16) -> UdpSocket {
+fn udp_socket(port: u16, m: Option<u32>) -> UdpSocket {
     let fd: OwnedFd = socket::socket(
         AddressFamily::Inet6,
         SockType::Datagram,
@@ -93,6 +115,7 @@ fn udp_socket(port: u16) -> UdpSocket {
     .unwrap_or_else(|e| die(&format!("socket: {e}")));
     setsockopt(&fd, sockopt::ReuseAddr, &true).ok();
     setsockopt(&fd, sockopt::Ipv6V6Only, &false).ok();
+    set_mark(&fd, m);
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &any(port))
         .unwrap_or_else(|e| die(&format!("bind udp {port}: {e}")));
     UdpSocket::from(fd)
@@ -130,13 +153,14 @@ fn serve(args: &[String]) {
         .cloned()
         .unwrap_or_else(|| die("serve needs a NAME"));
     let transparent = args.iter().any(|a| a == "--transparent");
+    let m = mark(args);
     let tcp: Vec<(u16, TcpListener)> = ports(flag(args, "--tcp"))
         .into_iter()
-        .map(|p| (p, tcp_listener(p, transparent)))
+        .map(|p| (p, tcp_listener(p, transparent, m)))
         .collect();
     let udp: Vec<(u16, UdpSocket)> = ports(flag(args, "--udp"))
         .into_iter()
-        .map(|p| (p, udp_socket(p)))
+        .map(|p| (p, udp_socket(p, m)))
         .collect();
     drop_to(flag(args, "--as"));
     println!("ready");
@@ -198,6 +222,40 @@ fn target(args: &[String]) -> SocketAddr {
     SocketAddr::new(host, port)
 }
 
+/// A client socket for `to`: marked, bound to `from` (transparently, when asked), with
+/// `timeout` for connect and reads.
+fn client_socket(
+    to: SocketAddr,
+    kind: SockType,
+    from: Option<IpAddr>,
+    transparent: bool,
+    m: Option<u32>,
+    timeout: Duration,
+) -> OwnedFd {
+    let family = if to.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd: OwnedFd = socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)
+        .unwrap_or_else(|e| die(&format!("socket: {e}")));
+    set_mark(&fd, m);
+    if transparent {
+        setsockopt(&fd, sockopt::IpTransparent, &true)
+            .unwrap_or_else(|e| die(&format!("IP_TRANSPARENT: {e}")));
+    }
+    let tv =
+        nix::sys::time::TimeVal::new(timeout.as_secs() as i64, i64::from(timeout.subsec_micros()));
+    setsockopt(&fd, sockopt::SendTimeout, &tv).ok();
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv).ok();
+    if let Some(from) = from {
+        let a = socket::SockaddrStorage::from(SocketAddr::new(from, 0));
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &a)
+            .unwrap_or_else(|e| die(&format!("bind {from}: {e}")));
+    }
+    fd
+}
+
 fn client(args: &[String], udp: bool) {
     let to = target(args);
     let timeout = Duration::from_millis(
@@ -205,31 +263,46 @@ fn client(args: &[String], udp: bool) {
             .and_then(|t| t.parse().ok())
             .unwrap_or(2000),
     );
-    drop_to(flag(args, "--as"));
+    let from: Option<IpAddr> =
+        flag(args, "--from").map(|f| f.parse().unwrap_or_else(|_| die("bad --from")));
+    let transparent = args.iter().any(|a| a == "--transparent");
+    let m = mark(args);
+    let kind = if udp {
+        SockType::Datagram
+    } else {
+        SockType::Stream
+    };
+    // A socket is owned by the uid that makes it (owner matches test that): made after
+    // dropping to `--as`, unless a mark or a transparent bind needs the privilege first.
+    let privileged = m.is_some() || transparent;
+    let user = flag(args, "--as");
+    if !privileged {
+        drop_to(user.clone());
+    }
+    let fd = client_socket(to, kind, from, transparent, m, timeout);
+    if privileged {
+        drop_to(user);
+    }
+    let dst = socket::SockaddrStorage::from(to);
     let answer = if udp {
-        let any: IpAddr = if to.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
-        let bind = SocketAddr::new(any, 0);
-        let u = UdpSocket::bind(bind).unwrap_or_else(|e| die(&format!("bind: {e}")));
-        u.set_read_timeout(Some(timeout)).ok();
+        let u = UdpSocket::from(fd);
         u.send_to(b"q", to).ok();
         let mut buf = [0u8; 512];
         u.recv(&mut buf)
             .ok()
             .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
     } else {
-        TcpStream::connect_timeout(&to, timeout).ok().and_then(|s| {
-            s.set_read_timeout(Some(timeout)).ok();
-            let mut line = String::new();
-            BufReader::new(s)
-                .read_line(&mut line)
-                .ok()
-                .filter(|n| *n > 0)
-                .map(|_| line)
-        })
+        socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dst)
+            .ok()
+            .and_then(|()| {
+                let s = TcpStream::from(fd);
+                let mut line = String::new();
+                BufReader::new(s)
+                    .read_line(&mut line)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|_| line)
+            })
     };
     match answer {
         Some(a) => print!("{}", if a.ends_with('\n') { a } else { a + "\n" }),
@@ -251,7 +324,7 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600))
         },
         _ => die(
-            "usage: meshtables-probe serve NAME [--tcp P,..] [--udp P,..] [--transparent] [--as UID:GID] | tcp|udp IP PORT [--as UID:GID] [--timeout MS]",
+            "usage: meshtables-probe serve NAME [--tcp P,..] [--udp P,..] [--transparent] [--mark M] [--as UID:GID] | tcp|udp IP PORT [--as UID:GID] [--timeout MS] [--mark M] [--from IP [--transparent]]",
         ),
     }
 }

@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 use crate::flags::Flags;
 use crate::host::Host;
 use crate::logging;
+use crate::profile::istio::Istio;
 use crate::profile::istio::config::{ConfigError, EnvSource, Origin, Subcommand};
 use crate::profile::istio::flags;
 use crate::run::{self, RunError};
@@ -474,6 +475,7 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
         Intent::Skip(why) => logging::info(&format!("left alone: {why}")),
         Intent::Program { flags, from_pod } => {
             run::execute(
+                &Istio,
                 &flags,
                 Subcommand::Apply,
                 &no_env(),
@@ -513,6 +515,7 @@ fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> 
         // Both families: a clean removes IPv6 rules whatever the pod's addresses are now.
         flags.set(&flags::ENABLE_IPV6.spec, "true");
         match run::execute(
+            &Istio,
             &flags,
             Subcommand::Clean,
             &no_env(),
@@ -553,6 +556,7 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
             Ok(())
         }
         Intent::Program { flags, from_pod } => run::execute(
+            &Istio,
             &flags,
             Subcommand::Check,
             &no_env(),

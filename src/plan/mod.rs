@@ -19,7 +19,9 @@ mod rule;
 mod types;
 mod xtables;
 
-pub use crate::values::{Cidr, DisplayV6, Family, Group, IfName, Mark, Port, RouteTable, Uid};
+pub use crate::values::{
+    Cidr, DisplayV6, Family, Group, IfName, Mark, MaskedMark, Port, RouteTable, RulePriority, Uid,
+};
 pub use build::Dialects;
 pub use nft::Nft;
 pub use rule::{At, NftSpelling, Rule, Sink, rule};

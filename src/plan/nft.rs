@@ -12,7 +12,7 @@
 //! - which chains each table declares, in upstream's fixed order.
 
 use super::rule::{At, Rule, Sink};
-use super::types::{Chain, Scheme, Table};
+use super::types::{Chain, Scheme, Table, Target};
 use super::types::{NftPlan, NftRule, NftTable, Position};
 use crate::values::Family;
 
@@ -55,6 +55,8 @@ impl Nft {
                 r.nft.apply(r.matches)
             },
             target: r.target,
+            mark_words: r.nft.mark_words,
+            counter: r.nft.counter,
         };
         self.rules.push((r.table, rule));
     }
@@ -88,12 +90,15 @@ impl Nft {
             if rules.is_empty() {
                 continue;
             }
-            let chains = layout
-                .chains
-                .iter()
-                .copied()
-                .filter(|c| rules.iter().any(|r| r.chain == *c))
-                .collect();
+            // A chain is declared when it has rules or a rule jumps to it (an empty chain a
+            // base chain jumps to, as Istio ambient's nat prerouting in ingress mode): a jump
+            // to an undeclared chain does not load.
+            let used = |c: &Chain| {
+                rules.iter().any(|r| {
+                    r.chain == *c || matches!(r.target, Target::Jump { chain } if chain == *c)
+                })
+            };
+            let chains = layout.chains.iter().copied().filter(used).collect();
             tables.push(NftTable {
                 table: t,
                 layout,
@@ -129,7 +134,7 @@ impl Sink for Nft {
 mod tests {
     use super::*;
     use crate::plan::rule::rule;
-    use crate::plan::types::{TableLayout, Target};
+    use crate::plan::types::{TableLayout, XtChains};
 
     /// A scheme of one chain in two tables: the dialect knows no real one.
     const CHAIN: Chain = Chain::scheme("TEST_CHAIN", "test-chain");
@@ -149,7 +154,7 @@ mod tests {
                 base: &[],
             },
         ],
-        xt_chain_prefix: "TEST_",
+        xt_chains: XtChains::Prefix("TEST_"),
     };
 
     #[test]

@@ -3,7 +3,7 @@
 //! rules with their family fan-out. A leaf of `plan`: the walk and both dialects import it,
 //! it imports neither.
 
-use super::types::{Chain, Match, Proto, Table, Target};
+use super::types::{Chain, MarkWords, Match, Proto, Table, Target};
 use crate::values::Family;
 
 /// Where a rule goes in its chain, as upstream writes it.
@@ -16,16 +16,22 @@ pub enum At {
 
 /// How upstream's nftables generator spells a rule differently from its iptables one: only
 /// the order and presence of matches differ, never their meaning (one exception,
-/// `nft::DROP_INVALID`). Applied in this order: `drop_proto`, `order`, `prepend_tcp`.
+/// `nft::DROP_INVALID`), and the words of a masked mark. Applied in this order: xtables'
+/// bare protocol modules (`-m tcp`, which nft has no word for) go, then `drop_proto`,
+/// `order`, `prepend_tcp`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NftSpelling {
     /// Add `meta l4proto tcp` first.
     pub prepend_tcp: bool,
-    /// Leave out the leading protocol match: the port match that follows implies it
-    /// (`udp dport 53`, where iptables needs `-p udp --dport 53`).
+    /// Leave out the protocol match that a port match of the same protocol implies (`udp
+    /// dport 53`, where iptables needs `-p udp --dport 53`).
     pub drop_proto: bool,
     /// The matches in nft order, as indexes into the list left after `drop_proto`.
     pub order: Option<&'static [usize]>,
+    /// How a masked mark match is worded.
+    pub mark_words: MarkWords,
+    /// Whether the rule has a `counter` (all but Istio ambient's jumps).
+    pub counter: bool,
 }
 
 impl NftSpelling {
@@ -34,6 +40,8 @@ impl NftSpelling {
         prepend_tcp: false,
         drop_proto: false,
         order: None,
+        mark_words: MarkWords::And,
+        counter: true,
     };
 
     /// The matches of a rule as the nft dialect spells them. A spelling never drops a match
@@ -42,8 +50,11 @@ impl NftSpelling {
     /// the iptables order (`fits` says whether it would; a test holds every spelling of
     /// every golden configuration to it).
     pub fn apply(&self, mut m: Vec<Match>) -> Vec<Match> {
-        if self.drop_proto && matches!(m.first(), Some(Match::Proto { .. })) {
-            m.remove(0);
+        m.retain(|x| !matches!(x, Match::L4Module { .. }));
+        if self.drop_proto
+            && let Some(i) = implied_proto(&m)
+        {
+            m.remove(i);
         }
         if let Some(order) = self.order
             && permutes(order, m.len())
@@ -58,13 +69,28 @@ impl NftSpelling {
 
     /// Whether this spelling's order fits a rule of these matches (names each of them once).
     pub fn fits(&self, m: &[Match]) -> bool {
-        let n = if self.drop_proto && matches!(m.first(), Some(Match::Proto { .. })) {
-            m.len() - 1
-        } else {
-            m.len()
-        };
-        self.order.is_none_or(|o| permutes(o, n))
+        let kept: Vec<Match> = m
+            .iter()
+            .filter(|x| !matches!(x, Match::L4Module { .. }))
+            .cloned()
+            .collect();
+        let dropped = usize::from(self.drop_proto && implied_proto(&kept).is_some());
+        self.order.is_none_or(|o| permutes(o, kept.len() - dropped))
     }
+}
+
+/// The position of the first protocol match that a port match of the same protocol implies.
+fn implied_proto(m: &[Match]) -> Option<usize> {
+    m.iter().position(|x| match x {
+        Match::Proto { proto } => m.iter().any(|y| match y {
+            Match::Dport { proto: p, .. }
+            | Match::Sport { proto: p, .. }
+            | Match::DportsIn { proto: p, .. }
+            | Match::DportsNotIn { proto: p, .. } => p == proto,
+            _ => false,
+        }),
+        _ => false,
+    })
 }
 
 /// Whether `order` names each of `0..n` exactly once.

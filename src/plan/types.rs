@@ -4,7 +4,11 @@
 
 use serde::Serialize;
 
-use crate::values::{Cidr, Family, Group, IfName, Mark, Port, RouteTable, Uid};
+use std::net::IpAddr;
+
+use crate::values::{
+    Cidr, Family, Group, IfName, Mark, MaskedMark, Port, RouteTable, RulePriority, Uid,
+};
 
 /// A netfilter table (in nftables, a scheme's `inet` table plays it: `TableLayout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -53,8 +57,18 @@ pub struct Scheme {
     pub name: &'static str,
     /// The scheme's nftables tables, in the transaction's order.
     pub tables: &'static [TableLayout],
-    /// Every iptables chain of the scheme's starts with this (`ISTIO_`).
-    pub xt_chain_prefix: &'static str,
+    /// Which iptables chains are the scheme's.
+    pub xt_chains: XtChains,
+}
+
+/// How a scheme names its iptables chains, so a rerun or a clean can tell them from others'.
+#[derive(Debug, PartialEq, Eq)]
+pub enum XtChains {
+    /// Every chain whose name starts with this (Istio's sidecar: `ISTIO_`, which also covers
+    /// the chains older releases made).
+    Prefix(&'static str),
+    /// Exactly these names (Istio ambient: `ISTIO_PRERT`, `ISTIO_OUTPUT`).
+    Named(&'static [&'static str]),
 }
 
 impl Scheme {
@@ -65,7 +79,10 @@ impl Scheme {
 
     /// Whether an iptables chain of this name is the scheme's.
     pub fn owns_xt_chain(&self, name: &str) -> bool {
-        name.starts_with(self.xt_chain_prefix)
+        match self.xt_chains {
+            XtChains::Prefix(p) => name.starts_with(p),
+            XtChains::Named(names) => names.contains(&name),
+        }
     }
 }
 
@@ -227,6 +244,10 @@ pub enum Match {
     OutIface {
         name: IfName,
     },
+    /// `! -o lo` / `oifname != lo`.
+    NotOutIface {
+        name: IfName,
+    },
     /// `-p tcp` / `meta l4proto tcp`.
     Proto {
         proto: Proto,
@@ -238,6 +259,20 @@ pub enum Match {
     Dst {
         negate: bool,
         cidr: Cidr,
+    },
+    /// `-s ADDR` / `ip saddr ADDR`: one address, written without a prefix length (as Istio
+    /// ambient writes its probe address).
+    SrcAddr {
+        addr: IpAddr,
+    },
+    DstAddr {
+        addr: IpAddr,
+    },
+    /// xtables' explicit protocol match module, `-m tcp` with no option of its own (after
+    /// `-p tcp`, which it needs). nft has no word for it: the protocol match says it all, so
+    /// the nft dialect leaves it out (`NftSpelling::apply`).
+    L4Module {
+        proto: Proto,
     },
     /// `--dport` / `tcp dport`; the protocol comes along because nft names it.
     Dport {
@@ -284,6 +319,15 @@ pub enum Match {
     ConnMark {
         mark: Mark,
     },
+    /// `-m mark [!] --mark 0x539/0xfff` / `mark and 0xfff [!=|==] 0x539`.
+    MarkMasked {
+        negate: bool,
+        mark: MaskedMark,
+    },
+    /// `-m connmark --mark 0x111/0xfff` / `ct mark and 0xfff == 0x111`.
+    ConnMarkMasked {
+        mark: MaskedMark,
+    },
 }
 
 /// What a rule does when it matches.
@@ -316,6 +360,33 @@ pub enum Target {
     CtZone {
         zone: u16,
     },
+    /// Set the masked bits of the connection mark (`CONNMARK --set-xmark 0x111/0xfff` /
+    /// `ct mark set ct mark & 0xfffff000 | 0x111`).
+    SetConnMark {
+        mark: MaskedMark,
+    },
+    /// The connection mark under `ctmask` becomes the packet mark, every bit of which is
+    /// replaced (`CONNMARK --restore-mark --nfmask 0xffffffff --ctmask M` / `meta mark set ct
+    /// mark`, with `and M` unless M is all ones). An nfmask other than all ones keeps bits of
+    /// the old mark, which one nft statement cannot say, so the plan has none.
+    RestoreMarkMasked {
+        ctmask: u32,
+    },
+}
+
+/// How upstream's nft text words a masked mark match (`Match::MarkMasked`) in one rule: its
+/// generators write the same comparison three ways, and a dry run users diff against
+/// upstream keeps them. Same bytecode whichever (`meta load mark`, `bitwise`, `cmp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MarkWords {
+    /// `mark and 0xfff != 0x539` (`meta mark and ...` in a raw table, as its owner matches).
+    #[default]
+    And,
+    /// `meta mark & 0xfff == 0x539`.
+    MetaAmpersand,
+    /// `mark and 0xfff  != 0x539`, with a second space: upstream's words for the IPv4 inbound
+    /// rule carry a trailing space (`"mark and 0xfff "`).
+    AndWide,
 }
 
 /// Everything an apply or a clean needs, computed from a `Policy` without I/O.
@@ -325,9 +396,10 @@ pub struct Plan {
     pub xtables: XtablesPlan,
     /// The native nftables ruleset.
     pub nft: NftPlan,
-    /// Policy routing TPROXY needs, when it needs it.
-    pub routes: Option<TproxyRoutes>,
-    /// Whether `::6/128` goes on `lo` (upstream adds it whenever IPv6 is on).
+    /// The policy routing the rules need (Istio's TPROXY, Istio ambient's connmark), when
+    /// they need it.
+    pub routes: Option<PolicyRoutes>,
+    /// Whether `::6/128` goes on `lo` (Istio's sidecar: upstream adds it whenever IPv6 is on).
     pub loopback_v6_address: bool,
     /// What marks our objects, for a clean or a rerun to recognise them.
     #[serde(skip)]
@@ -336,16 +408,16 @@ pub struct Plan {
 
 /// What is ours in a namespace this plan programs, for an apply, a check or a clean to tell
 /// ours from theirs: the scheme's tables and chains, the marks its bookkeeping rules in
-/// built-in chains carry (Istio's TPROXY rules in mangle), and the policy routing's mark and
-/// table.
+/// built-in chains carry (Istio's TPROXY rules in mangle), its policy routing rule (whose
+/// routes are those of its table), and whether `::6/128` on `lo` is the scheme's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     pub scheme: &'static Scheme,
     pub marks: Vec<Mark>,
-    /// The policy routing's fwmark.
-    pub mark: Mark,
-    /// The policy routing's table.
-    pub table: RouteTable,
+    /// The policy routing rule the scheme makes, with or without this plan.
+    pub rule: MarkRule,
+    /// Whether `::6/128` on `lo` is one of the scheme's objects.
+    pub loopback_v6: bool,
 }
 
 /// Per-family xtables rule lists, in upstream's emission order.
@@ -424,12 +496,44 @@ pub struct NftRule {
     pub family: Option<Family>,
     pub matches: Vec<Match>,
     pub target: Target,
+    /// How the text words a masked mark match (text only: the same bytecode).
+    #[serde(skip)]
+    pub mark_words: MarkWords,
+    /// Whether the rule counts its packets (`counter`, as upstream's rules do but Istio
+    /// ambient's jumps); the JSON says so only when it does not.
+    #[serde(skip_serializing_if = "is_true")]
+    pub counter: bool,
 }
 
-/// `ip rule add fwmark MARK lookup TABLE` and `ip route add local default dev lo table TABLE`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TproxyRoutes {
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// `ip rule add fwmark MARK[/MASK] [pref P] lookup TABLE`: what sends marked packets to the
+/// scheme's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MarkRule {
     pub mark: Mark,
+    /// All ones for a plain `fwmark MARK`.
+    pub mask: u32,
     pub table: RouteTable,
+    /// `None`: the kernel chooses (the preference before the lowest one in use), as `ip rule
+    /// add` without `pref` does.
+    pub priority: Option<RulePriority>,
+}
+
+impl MarkRule {
+    /// Whether packets with `mark` take this rule.
+    pub fn selects(&self, mark: u32) -> bool {
+        mark & self.mask == self.mark.get() & self.mask
+    }
+}
+
+/// The rule and, per family, `ip route add local default dev lo table TABLE`: marked packets
+/// are delivered locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRoutes {
+    pub rule: MarkRule,
+    /// The families that get the rule and the route.
     pub families: Vec<Family>,
 }

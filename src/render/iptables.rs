@@ -22,6 +22,10 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
         let _ = match m {
             Match::InIface { name } => write!(out, "-i {name} "),
             Match::OutIface { name } => write!(out, "-o {name} "),
+            Match::NotOutIface { name } => write!(out, "! -o {name} "),
+            Match::SrcAddr { addr } => write!(out, "-s {} ", addr_text(*addr)),
+            Match::DstAddr { addr } => write!(out, "-d {} ", addr_text(*addr)),
+            Match::L4Module { proto } => write!(out, "-m {} ", proto.name()),
             Match::Proto { proto } => write!(out, "-p {} ", proto.name()),
             Match::Src { negate, cidr } => write!(out, "{}-s {cidr} ", neg(*negate)),
             Match::Dst { negate, cidr } => write!(out, "{}-d {cidr} ", neg(*negate)),
@@ -53,6 +57,10 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
             }
             Match::Mark { negate, mark } => write!(out, "-m mark {}--mark {mark} ", neg(*negate)),
             Match::ConnMark { mark } => write!(out, "-m connmark --mark {mark} "),
+            Match::MarkMasked { negate, mark } => {
+                write!(out, "-m mark {}--mark {mark} ", neg(*negate))
+            }
+            Match::ConnMarkMasked { mark } => write!(out, "-m connmark --mark {mark} "),
         };
     }
     let _ = match &rule.target {
@@ -79,7 +87,20 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
         Target::SaveMark => write!(out, "-j CONNMARK --save-mark"),
         Target::RestoreMark => write!(out, "-j CONNMARK --restore-mark"),
         Target::CtZone { zone } => write!(out, "-j CT --zone {zone}"),
+        Target::SetConnMark { mark } => write!(out, "-j CONNMARK --set-xmark {mark}"),
+        Target::RestoreMarkMasked { ctmask } => write!(
+            out,
+            "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask {ctmask:#x}"
+        ),
     };
+}
+
+/// An address as rule text: IPv6 as Istio's goldens show it (`DisplayV6`).
+pub fn addr_text(a: std::net::IpAddr) -> String {
+    match a {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => crate::plan::DisplayV6(a).to_string(),
+    }
 }
 
 /// The words of one rule after `-A CHAIN` / `-I CHAIN N`, as an argument list.
@@ -110,7 +131,6 @@ fn write_line(out: &mut String, rule: &XtRule) {
     write_spec(out, rule);
 }
 
-/// The chain a rule jumps to, when its target is a chain.
 /// The chain a rule jumps to, if it is a jump.
 pub fn jump_target(rule: &XtRule) -> Option<Chain> {
     match rule.target {

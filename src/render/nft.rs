@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::plan::{
-    Chain, Family, Match, NftPlan, NftRule, Position, Scheme, Table, TableLayout, Target,
+    Chain, Family, MarkWords, Match, NftPlan, NftRule, Position, Scheme, Table, TableLayout, Target,
 };
 
 fn ip_kw(f: Family) -> &'static str {
@@ -35,12 +35,31 @@ pub fn rule_body(table: &TableLayout, rule: &NftRule) -> String {
     s
 }
 
-/// One match, in nft's words.
-fn write_match(s: &mut String, m: &Match, meta: &str) {
+fn addr_family(a: std::net::IpAddr) -> Family {
+    if a.is_ipv6() { Family::V6 } else { Family::V4 }
+}
+
+/// One match, in nft's words (`words`: how this rule words a masked mark).
+fn write_match(s: &mut String, m: &Match, meta: &str, words: MarkWords) {
     // Writing to a String cannot fail.
     let _ = match m {
         Match::InIface { name } => write!(s, "iifname {name} "),
         Match::OutIface { name } => write!(s, "oifname {name} "),
+        Match::NotOutIface { name } => write!(s, "oifname != {name} "),
+        Match::SrcAddr { addr } => write!(
+            s,
+            "{} saddr {} ",
+            ip_kw(addr_family(*addr)),
+            super::iptables::addr_text(*addr)
+        ),
+        Match::DstAddr { addr } => write!(
+            s,
+            "{} daddr {} ",
+            ip_kw(addr_family(*addr)),
+            super::iptables::addr_text(*addr)
+        ),
+        // xtables' bare module: the nft dialect leaves it out; nothing to say if it is here.
+        Match::L4Module { .. } => Ok(()),
         Match::Proto { proto } => write!(s, "meta l4proto {} ", proto.name()),
         Match::Src { negate, cidr } => {
             write!(s, "{} saddr {}{cidr} ", ip_kw(cidr.family()), neq(*negate))
@@ -90,6 +109,18 @@ fn write_match(s: &mut String, m: &Match, meta: &str) {
         }
         Match::Mark { negate, mark } => write!(s, "mark {}{mark} ", neq(*negate)),
         Match::ConnMark { mark } => write!(s, "ct mark {mark} "),
+        Match::MarkMasked { negate, mark } => {
+            let op = if *negate { "!=" } else { "==" };
+            let (m, v) = (mark.mask(), mark.value());
+            match words {
+                MarkWords::And => write!(s, "{meta}mark and {m:#x} {op} {v:#x} "),
+                MarkWords::AndWide => write!(s, "{meta}mark and {m:#x}  {op} {v:#x} "),
+                MarkWords::MetaAmpersand => write!(s, "meta mark & {m:#x} {op} {v:#x} "),
+            }
+        }
+        Match::ConnMarkMasked { mark } => {
+            write!(s, "ct mark and {:#x} == {:#x} ", mark.mask(), mark.value())
+        }
     };
 }
 
@@ -101,25 +132,37 @@ fn write_body(s: &mut String, table: &TableLayout, rule: &NftRule) {
         ""
     };
     for m in &rule.matches {
-        write_match(s, m, meta);
+        write_match(s, m, meta, rule.mark_words);
     }
+    // Upstream's ambient jumps carry no counter.
+    let c = if rule.counter { "counter " } else { "" };
     let _ = match &rule.target {
-        Target::Jump { chain } => write!(s, "counter jump {}", chain.nft_name()),
-        Target::Return => write!(s, "counter return"),
-        Target::Accept => write!(s, "counter accept"),
-        Target::Drop => write!(s, "counter drop"),
-        Target::Redirect { port } => write!(s, "counter redirect to :{port}"),
+        Target::Jump { chain } => write!(s, "{c}jump {}", chain.nft_name()),
+        Target::Return => write!(s, "{c}return"),
+        Target::Accept => write!(s, "{c}accept"),
+        Target::Drop => write!(s, "{c}drop"),
+        Target::Redirect { port } => write!(s, "{c}redirect to :{port}"),
         Target::Tproxy { port, mark } => {
             let f = ip_kw(rule.family.unwrap_or(Family::V4));
-            write!(
-                s,
-                "tproxy {f} to :{port} meta mark set {mark} counter accept"
-            )
+            write!(s, "tproxy {f} to :{port} meta mark set {mark} {c}accept")
         }
-        Target::SetMark { mark } => write!(s, "counter meta mark set {mark}"),
-        Target::SaveMark => write!(s, "counter ct mark set mark"),
-        Target::RestoreMark => write!(s, "counter meta mark set ct mark"),
-        Target::CtZone { zone } => write!(s, "counter ct zone set {zone}"),
+        Target::SetMark { mark } => write!(s, "{c}meta mark set {mark}"),
+        Target::SaveMark => write!(s, "{c}ct mark set mark"),
+        Target::RestoreMark => write!(s, "{c}meta mark set ct mark"),
+        Target::CtZone { zone } => write!(s, "{c}ct zone set {zone}"),
+        // Upstream's words end in "| " and are joined by a space: two before the value.
+        Target::SetConnMark { mark } => write!(
+            s,
+            "{c}ct mark set ct mark & {:#x} |  {:#x}",
+            !mark.mask(),
+            mark.value()
+        ),
+        Target::RestoreMarkMasked { ctmask: u32::MAX } => {
+            write!(s, "{c}meta mark set ct mark")
+        }
+        Target::RestoreMarkMasked { ctmask } => {
+            write!(s, "{c}meta mark set ct mark and {ctmask:#x}")
+        }
     };
 }
 

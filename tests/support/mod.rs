@@ -12,6 +12,7 @@ use std::process::Command;
 
 use meshtables::host::{Host, HostError};
 
+pub mod ambient;
 pub mod mutate;
 pub mod net;
 pub mod netns;
@@ -101,13 +102,20 @@ pub const OTHER_ENV: &[&str] = &[
     "XTABLES_LOCKFILE",
 ];
 
-/// Every environment variable meshtables reads: those of its flag tables (Istio's and the
-/// installer's) and `OTHER_ENV`. Tests clear them all before running the binary, so the
-/// shell a test runs in (`COMPACT=true`, say) cannot change an outcome.
-pub fn our_env_vars() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = meshtables::profile::istio::flags::ALL
+/// Every flag table meshtables has: Istio's, ambient's and the installer's.
+pub fn flag_tables() -> impl Iterator<Item = &'static meshtables::flags::Spec> {
+    meshtables::profile::istio::flags::ALL
         .iter()
+        .chain(meshtables::profile::ambient::flags::ALL)
         .chain(meshtables::flags::install::INSTALL)
+        .copied()
+}
+
+/// Every environment variable meshtables reads: those of its flag tables (`flag_tables`) and
+/// `OTHER_ENV`. Tests clear them all before running the binary, so the shell a test runs in
+/// (`COMPACT=true`, say) cannot change an outcome.
+pub fn our_env_vars() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = flag_tables()
         .flat_map(|s| s.envs.iter().copied())
         .chain(OTHER_ENV.iter().copied())
         .collect();
@@ -128,10 +136,7 @@ pub fn clear_our_env(c: &mut Command) -> &mut Command {
 /// one: a boolean flag's variables `true` (`COMPACT=true`, `DRY_RUN=true`, ...), every other
 /// one a value its flag refuses, and the variables outside the tables something as bad.
 pub fn polluted_env() -> Vec<(&'static str, String)> {
-    let tables = meshtables::profile::istio::flags::ALL
-        .iter()
-        .chain(meshtables::flags::install::INSTALL);
-    let mut env: Vec<(&'static str, String)> = tables
+    let mut env: Vec<(&'static str, String)> = flag_tables()
         .flat_map(|s| {
             let v = if s.boolean { "true" } else { "x-not-a-value" };
             s.envs.iter().map(move |e| (*e, v.to_string()))

@@ -163,21 +163,40 @@ impl Topo {
     }
 
     fn client(&self, ns: &str, proto: &str, ip: &str, port: u16, user: &str) -> Option<Answer> {
+        self.client_with(ns, proto, ip, port, &["--as", user])
+    }
+
+    /// A flow from `ns` with the probe's client options `opts` (`--as`, `--mark`, `--from`,
+    /// `--transparent`).
+    pub fn client_with(
+        &self,
+        ns: &str,
+        proto: &str,
+        ip: &str,
+        port: u16,
+        opts: &[&str],
+    ) -> Option<Answer> {
         let o = self
             .exec(ns)
             .arg(probe_bin())
-            .args([
-                proto,
-                ip,
-                &port.to_string(),
-                "--as",
-                user,
-                "--timeout",
-                "1500",
-            ])
+            .args([proto, ip, &port.to_string(), "--timeout", "1500"])
+            .args(opts)
             .output()
             .unwrap();
         Answer::parse(&String::from_utf8_lossy(&o.stdout))
+    }
+
+    /// Adds `cidr` to the world's loopback (a source its clients can use, as the node's
+    /// probe source).
+    pub fn world_address(&self, cidr: &str) {
+        ip(&["-n", &self.world, "addr", "add", cidr, "dev", "lo"]);
+    }
+
+    /// Runs `ip ARGS` in the pod.
+    pub fn pod_ip(&self, args: &[&str]) {
+        let mut a = vec!["-n", self.pod.as_str()];
+        a.extend(args);
+        ip(&a);
     }
 
     /// A TCP connection from the pod as `user` (`UID:GID`).

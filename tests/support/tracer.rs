@@ -21,7 +21,7 @@ mod walk;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use meshtables::plan::{Family, Plan, Proto};
+use meshtables::plan::{Family, MarkRule, Plan, Proto};
 
 pub use matching::Conn;
 pub use ruleset::Ruleset;
@@ -138,12 +138,12 @@ impl fmt::Display for Trace {
     }
 }
 
-/// The mark the plan's policy routing delivers locally, for `family`.
-pub fn local_mark(plan: &Plan, family: Family) -> Option<u32> {
+/// The rule by whose mark the plan's policy routing delivers packets locally, for `family`.
+pub fn local_mark(plan: &Plan, family: Family) -> Option<MarkRule> {
     plan.routes
         .as_ref()
         .filter(|r| r.families.contains(&family))
-        .map(|r| r.mark.get())
+        .map(|r| r.rule)
 }
 
 /// Traces `packet` through `plan` as `dialect` installs it.

@@ -9,7 +9,7 @@
 //!
 //! Every family is read and every step decided before the first write. A change that takes
 //! more than one COMMIT (two tables, or two families) runs under the fail-closed guard
-//! (`netlink::guard`): a kill in between leaves traffic dropped, not half intercepted, and
+//! (`nl::guard`): a kill in between leaves traffic dropped, not half intercepted, and
 //! the next run, finding the guard, replaces what it finds without `--reconcile`. A restore
 //! that fails is undone (`undo`): the tables it and earlier restores committed are put back
 //! as they were read, so a failed run changes nothing. The detection probe rule upstream can

@@ -4,7 +4,7 @@
 //! `iptables-save` (legacy and nft variants print the same rule text) reorders the address
 //! and interface options (`-s -d -i -o -p`), names the implicit protocol match (`-m tcp`),
 //! prints marks in hex, masks prefixes, and spells targets with their defaults
-//! (`MARK --set-xmark 0x539/0xffffffff`, `TPROXY --on-port P --on-ip 0.0.0.0 ...`).
+//! (`MARK --set-xmark 0x2a/0xffffffff`, `TPROXY --on-port P --on-ip 0.0.0.0 ...`).
 //! `save_rule` renders a planned rule that way; tests load every plan and compare.
 
 use std::collections::BTreeMap;
@@ -116,6 +116,16 @@ fn save_matches(matches: &[Match]) -> (String, String) {
     let neg = |n: bool| if n { "! " } else { "" };
     let mut rest = String::new();
     let (mut src, mut dst, mut iif, mut oif, mut proto) = (None, None, None, None, None);
+    // A protocol's match module prints once: `-m udp --dport 53` after an explicit `-m udp`.
+    let mut loaded: Option<crate::plan::Proto> = None;
+    let mut module = |p: crate::plan::Proto| {
+        if loaded == Some(p) {
+            String::new()
+        } else {
+            loaded = Some(p);
+            format!("-m {} ", p.name())
+        }
+    };
     for m in matches {
         match m {
             Match::Src { negate, cidr } => {
@@ -126,17 +136,21 @@ fn save_matches(matches: &[Match]) -> (String, String) {
             }
             Match::InIface { name } => iif = Some(format!("-i {name} ")),
             Match::OutIface { name } => oif = Some(format!("-o {name} ")),
+            Match::NotOutIface { name } => oif = Some(format!("! -o {name} ")),
+            Match::SrcAddr { addr } => src = Some(format!("-s {} ", masked(IpNet::from(*addr)))),
+            Match::DstAddr { addr } => dst = Some(format!("-d {} ", masked(IpNet::from(*addr)))),
+            Match::L4Module { proto } => rest += &module(*proto),
             Match::Proto { proto: p } => proto = Some(format!("-p {} ", p.name())),
             Match::Dport {
                 proto,
                 negate,
                 port,
-            } => rest += &format!("-m {} {}--dport {port} ", proto.name(), neg(*negate)),
+            } => rest += &format!("{}{}--dport {port} ", module(*proto), neg(*negate)),
             Match::Sport {
                 proto,
                 negate,
                 port,
-            } => rest += &format!("-m {} {}--sport {port} ", proto.name(), neg(*negate)),
+            } => rest += &format!("{}{}--sport {port} ", module(*proto), neg(*negate)),
             Match::DportsNotIn { ports, .. } => {
                 rest += &format!("-m multiport ! --dports {} ", comma(ports));
             }
@@ -161,6 +175,10 @@ fn save_matches(matches: &[Match]) -> (String, String) {
                 rest += &format!("-m mark {}--mark {} ", neg(*negate), hex(*mark))
             }
             Match::ConnMark { mark } => rest += &format!("-m connmark --mark {} ", hex(*mark)),
+            Match::MarkMasked { negate, mark } => {
+                rest += &format!("-m mark {}--mark {mark} ", neg(*negate))
+            }
+            Match::ConnMarkMasked { mark } => rest += &format!("-m connmark --mark {mark} "),
         }
     }
     let ip = [src, dst, iif, oif, proto].into_iter().flatten().collect();
@@ -194,6 +212,10 @@ fn save_target(target: &Target, family: Family) -> String {
             "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff".into()
         }
         Target::CtZone { zone } => format!("-j CT --zone {zone}"),
+        Target::SetConnMark { mark } => format!("-j CONNMARK --set-xmark {mark}"),
+        Target::RestoreMarkMasked { ctmask } => {
+            format!("-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask {ctmask:#x}")
+        }
     }
 }
 

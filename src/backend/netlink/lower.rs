@@ -14,8 +14,8 @@ use netlink_packet_netfilter::nftables::{Lookup, MetaKey, Register};
 
 pub use crate::backend::nl::expr::LowerError;
 use crate::backend::nl::expr::{
-    bitwise, cmp, counter, ct_load, ct_set, ifname, immediate, meta_load, meta_set, payload,
-    verdict,
+    bitwise, bitwise_xor, cmp, counter, ct_load, ct_set, ifname, immediate, meta_load, meta_set,
+    payload, verdict,
 };
 use crate::backend::nl::guard;
 pub use crate::backend::nl::sets::AnonSet;
@@ -51,7 +51,7 @@ const L4_DPORT: u32 = 2;
 pub enum Op<'a> {
     /// One of the scheme's tables that exists (by name).
     DelTable(&'static str),
-    /// Lower an interrupted iptables run's guard (`netlink::guard`).
+    /// Lower an interrupted iptables run's guard (`nl::guard`).
     DelGuard,
     AddTable(&'static TableLayout),
     AddChain {
@@ -296,6 +296,11 @@ fn lower_exprs(rule: &NftRule, set_id: Option<u32>) -> Result<Vec<Expr>, LowerEr
         lower_match(m, &mut out, &mut ctx, set_id.unwrap_or(0))?;
     }
     lower_target(rule, ctx.nf, &mut out);
+    if !rule.counter {
+        // A counter is a statement of its own: a rule without one is the same rule without
+        // that expression.
+        out.retain(|e| e.name != "counter");
+    }
     Ok(out)
 }
 
@@ -315,6 +320,14 @@ fn lower_match(
             out.push(meta_load(MetaKey::Oifname));
             out.push(cmp(false, ifname(name.as_str())));
         }
+        Match::NotOutIface { name } => {
+            out.push(meta_load(MetaKey::Oifname));
+            out.push(cmp(true, ifname(name.as_str())));
+        }
+        Match::SrcAddr { addr } => address(out, ctx, Cidr::host(*addr), true, false),
+        Match::DstAddr { addr } => address(out, ctx, Cidr::host(*addr), false, false),
+        // The nft dialect leaves xtables' bare module out; `nft` compiles nothing for it.
+        Match::L4Module { .. } => {}
         Match::Proto { proto } => {
             out.push(meta_load(MetaKey::L4Proto));
             out.push(cmp(false, vec![proto_num(*proto)]));
@@ -373,6 +386,16 @@ fn lower_match(
         Match::ConnMark { mark } => {
             out.push(ct_load(libc::NFT_CT_MARK));
             out.push(cmp(false, mark.get().to_ne_bytes().to_vec()));
+        }
+        Match::MarkMasked { negate, mark } => {
+            out.push(meta_load(MetaKey::Mark));
+            out.push(bitwise(mark.mask().to_ne_bytes().to_vec()));
+            out.push(cmp(*negate, mark.value().to_ne_bytes().to_vec()));
+        }
+        Match::ConnMarkMasked { mark } => {
+            out.push(ct_load(libc::NFT_CT_MARK));
+            out.push(bitwise(mark.mask().to_ne_bytes().to_vec()));
+            out.push(cmp(false, mark.value().to_ne_bytes().to_vec()));
         }
     }
     Ok(())
@@ -476,6 +499,25 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
             out.push(immediate(zone.to_ne_bytes().to_vec()));
             out.push(ct_set(libc::NFT_CT_ZONE));
         }
+        Target::SetConnMark { mark } => {
+            // `ct mark set ct mark & ~M | V`: the value lies inside the mask, so nft's mask
+            // `~M & ~V` is `~M` and its xor `V`.
+            out.push(counter());
+            out.push(ct_load(libc::NFT_CT_MARK));
+            out.push(bitwise_xor(
+                (!mark.mask()).to_ne_bytes().to_vec(),
+                mark.value().to_ne_bytes().to_vec(),
+            ));
+            out.push(ct_set(libc::NFT_CT_MARK));
+        }
+        Target::RestoreMarkMasked { ctmask } => {
+            out.push(counter());
+            out.push(ct_load(libc::NFT_CT_MARK));
+            if *ctmask != u32::MAX {
+                out.push(bitwise(ctmask.to_ne_bytes().to_vec()));
+            }
+            out.push(meta_set(MetaKey::Mark));
+        }
     }
 }
 
@@ -504,6 +546,8 @@ mod tests {
             family: None,
             matches,
             target,
+            mark_words: Default::default(),
+            counter: true,
         }
     }
 
@@ -579,6 +623,8 @@ mod tests {
             target: Target::SetMark {
                 mark: Mark::new(mark).unwrap(),
             },
+            mark_words: Default::default(),
+            counter: true,
         };
         let rules = vec![
             mk(Position::Append, 1),

@@ -100,6 +100,8 @@ mod faults {
             family: Some(Family::V4),
             matches: vec![],
             target: Target::Tproxy { port, mark },
+            mark_words: Default::default(),
+            counter: true,
         };
         let Ok((exprs, _)) = lower::lower_rule(&rule, &mut 0) else {
             return Box::new(ops);

@@ -89,6 +89,12 @@ pub fn payload(base: c_int, offset: u32, len: u32) -> Expr {
 }
 
 pub fn bitwise(mask: Vec<u8>) -> Expr {
+    let xor = vec![0; mask.len()];
+    bitwise_xor(mask, xor)
+}
+
+/// `reg = (reg & mask) ^ xor`: how `nft` compiles `x & a | b` (mask `a & ~b`, xor `b`).
+pub fn bitwise_xor(mask: Vec<u8>, xor: Vec<u8>) -> Expr {
     let len = mask.len();
     Expr {
         name: "bitwise",
@@ -97,7 +103,7 @@ pub fn bitwise(mask: Vec<u8>) -> Expr {
             attr(&Bitwise::DestinationRegister(Register::Reg1)),
             attr(&Bitwise::Length(len as u32)),
             attr(&Bitwise::Mask(DataAttribute::Value(mask))),
-            attr(&Bitwise::Xor(DataAttribute::Value(vec![0; len]))),
+            attr(&Bitwise::Xor(DataAttribute::Value(xor))),
         ],
     }
 }

@@ -4,7 +4,7 @@
 use super::chains::SCHEME;
 use super::policy::Policy;
 use super::walk::walk;
-use crate::plan::{Dialects, Nft, Ownership, Plan, TproxyRoutes, Xtables};
+use crate::plan::{Dialects, MarkRule, Nft, Ownership, Plan, PolicyRoutes, Xtables};
 
 /// Build the whole plan for `policy`: its rules in both dialects, and the policy routing
 /// TPROXY needs.
@@ -23,10 +23,16 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
     if dialects.nft {
         walk(policy, &mut nft);
     }
-    // TPROXY needs policy routing only when something is captured inbound.
-    let routes = (policy.tproxy() && !policy.inbound_ports.is_empty()).then(|| TproxyRoutes {
+    // TPROXY needs policy routing only when something is captured inbound: `ip rule add
+    // fwmark MARK lookup TABLE`, as upstream (the full mask, the kernel's preference).
+    let rule = MarkRule {
         mark: policy.tproxy_mark,
+        mask: u32::MAX,
         table: policy.tproxy_route_table,
+        priority: None,
+    };
+    let routes = (policy.tproxy() && !policy.inbound_ports.is_empty()).then(|| PolicyRoutes {
+        rule,
         families: policy.families(),
     });
     Plan {
@@ -39,8 +45,8 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
             // Upstream's TPROXY bookkeeping rules in mangle carry the inbound mark or the
             // outbound one.
             marks: vec![policy.tproxy_mark, crate::values::Mark::OUTBOUND],
-            mark: policy.tproxy_mark,
-            table: policy.tproxy_route_table,
+            rule,
+            loopback_v6: true,
         },
     }
 }

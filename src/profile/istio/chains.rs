@@ -2,13 +2,13 @@
 //! order (docs/upstream.md, "The nftables text"): the scheme's declarative chain table.
 
 use crate::plan::builtin::{OUTPUT, PREROUTING};
-use crate::plan::{BaseChain, Chain, ChainType, Hook, Scheme, Table, TableLayout};
+use crate::plan::{BaseChain, Chain, ChainType, Hook, Scheme, Table, TableLayout, XtChains};
 
 /// Istio's sidecar scheme: three `inet` tables, `ISTIO_` chains.
 pub static SCHEME: Scheme = Scheme {
     name: "istio",
     tables: &[NAT, MANGLE, RAW],
-    xt_chain_prefix: "ISTIO_",
+    xt_chains: XtChains::Prefix("ISTIO_"),
 };
 
 const fn base(kind: ChainType, hook: Hook, priority: i32) -> BaseChain {

@@ -15,37 +15,17 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::flags::{Flags, Spec};
 use crate::host::Host;
-pub use crate::options::{Action, BackendChoice, RunOptions, Subcommand, Validation, Verb};
+pub use crate::options::{Action, BackendChoice, Early, RunOptions, Subcommand, Validation, Verb};
 use crate::profile::istio::flags;
 use crate::profile::istio::policy::{Dns, Policy};
 pub use crate::resolve::{ConfigError, EnvSource, Origin, ProcessEnv, Resolver};
 use crate::resolve::{Raw, invalid};
 use crate::values::{self, Group, Ipv6Setting, OwnerGroups};
 
-/// A resolved configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Resolved {
-    pub action: Action,
-    pub run: RunOptions,
-    pub policy: Policy,
-    /// Things the user should know (logged by the caller).
-    #[serde(skip)]
-    pub warnings: Vec<String>,
-}
-
-/// What has to be known before any host fact is read: what to do, and the network namespace
-/// in which the host facts are to be read and the work done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Early {
-    pub action: Action,
-    pub network_namespace: Option<PathBuf>,
-    /// `--cni-mode` (or `CNI_MODE`): the run is a CNI plugin's, in the node's namespace.
-    pub cni_mode: bool,
-}
+/// A resolved configuration of Istio's flags.
+pub type Resolved = crate::options::Resolved<Policy>;
 
 /// Decides `Early` from the subcommand, flags and environment: the one decision of what to
 /// do. `clean`, and `apply` with `--cleanup-only` (flag or `CLEANUP_ONLY`), clean; `check`

@@ -1,6 +1,6 @@
 //! The interception policy: everything the rules depend on and nothing else (not how to run:
-//! that is `config::RunOptions`). Built by `config` from flags, environment and host facts,
-//! which are read before; consumed by `plan::build`, which does no I/O.
+//! that is `options::RunOptions`). Built by `config` from flags, environment and host facts,
+//! which are read before; consumed by `build`, which does no I/O.
 
 use std::net::IpAddr;
 

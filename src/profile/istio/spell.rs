@@ -94,11 +94,27 @@ mod tests {
             }
         }
         let udp = Match::Proto { proto: Proto::Udp };
-        assert_eq!(PORT_IMPLIES_PROTO.apply(vec![udp.clone(), m(53)]), [m(53)]);
+        let dns = Match::Dport {
+            proto: Proto::Udp,
+            negate: false,
+            port: Port::new(53).unwrap(),
+        };
+        assert_eq!(
+            PORT_IMPLIES_PROTO.apply(vec![udp.clone(), dns.clone()]),
+            std::slice::from_ref(&dns)
+        );
+        // A port of another protocol implies nothing: the protocol match stays.
+        assert_eq!(
+            PORT_IMPLIES_PROTO.apply(vec![udp.clone(), m(53)]),
+            [udp.clone(), m(53)]
+        );
         let d = Match::Dst {
             negate: false,
             cidr: Cidr("10.0.0.1/32".parse().unwrap()),
         };
-        assert_eq!(SERVER_FIRST.apply(vec![udp, m(53), d.clone()]), [d, m(53)]);
+        assert_eq!(
+            SERVER_FIRST.apply(vec![udp, dns.clone(), d.clone()]),
+            [d, dns]
+        );
     }
 }

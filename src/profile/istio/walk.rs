@@ -5,7 +5,7 @@
 //! The walk states each rule once (its matches in upstream's iptables order) and sends it to a
 //! `Sink`; the dialects (`xtables`, `nft`) decide what families, insert positions and match
 //! order mean for them. Where upstream's nft generator spells a rule differently, the rule
-//! names the spelling (`nft::HAIRPIN`, ...), defined with the nft dialect.
+//! names the spelling (`spell::HAIRPIN`, ...), applied by the nft dialect.
 
 use super::chains::*;
 use super::policy::{Dns, Owner, Policy};

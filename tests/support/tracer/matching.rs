@@ -90,6 +90,12 @@ pub fn holds(m: &Match, h: &Headers, dialect: Dialect) -> bool {
     match m {
         Match::InIface { name } => iface(dialect, name, h.iif),
         Match::OutIface { name } => iface(dialect, name, h.oif),
+        // A packet not yet routed has no output interface: not `lo`, so `!= lo` holds.
+        Match::NotOutIface { name } => !iface(dialect, name, h.oif),
+        Match::SrcAddr { addr } => h.src == *addr,
+        Match::DstAddr { addr } => h.dst.ip() == *addr,
+        // `-m tcp` with no option: the protocol is tcp.
+        Match::L4Module { proto } => *proto == h.proto,
         Match::Proto { proto } => *proto == h.proto,
         Match::Src { negate, cidr } => address(cidr, h.src, *negate),
         Match::Dst { negate, cidr } => address(cidr, h.dst.ip(), *negate),
@@ -115,5 +121,7 @@ pub fn holds(m: &Match, h: &Headers, dialect: Dialect) -> bool {
         Match::CtState { states } => states.iter().any(|s| state(*s) == h.conn),
         Match::Mark { negate, mark } => (h.mark == mark.get()) != *negate,
         Match::ConnMark { mark } => h.connmark == mark.get(),
+        Match::MarkMasked { negate, mark } => mark.matches(h.mark) != *negate,
+        Match::ConnMarkMasked { mark } => mark.matches(h.connmark),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use meshtables::plan::{Chain, Family, Target};
+use meshtables::plan::{Chain, Family, MarkRule, Target};
 
 use super::matching::{self, Conn, Headers};
 use super::ruleset::{Base, Hook, Ruleset};
@@ -33,8 +33,8 @@ const CONNTRACK: i32 = -200;
 struct Flight<'r, 'p> {
     rules: &'r Ruleset<'p>,
     dialect: Dialect,
-    /// The policy routing's mark: a packet carrying it is delivered locally.
-    local_mark: Option<u32>,
+    /// The policy routing's rule: a packet whose mark it selects is delivered locally.
+    local_mark: Option<MarkRule>,
     h: Headers,
     zone: Option<u16>,
     tracked: bool,
@@ -147,6 +147,8 @@ impl Flight<'_, '_> {
                         self.zone = Some(*zone);
                     }
                 }
+                Target::SetConnMark { mark } => self.h.connmark = mark.apply(self.h.connmark),
+                Target::RestoreMarkMasked { ctmask } => self.h.mark = self.h.connmark & ctmask,
             }
         }
         Ok(Stop::Policy)
@@ -172,7 +174,7 @@ impl Flight<'_, '_> {
 
     /// Whether the policy routing delivers this packet locally by its mark.
     fn marked_local(&self) -> bool {
-        self.local_mark == Some(self.h.mark)
+        self.local_mark.is_some_and(|r| r.selects(self.h.mark))
     }
 
     /// A locally generated packet's route, again (new destination or mark).
@@ -242,7 +244,7 @@ fn route(dst: IpAddr) -> Result<(&'static str, IpAddr), String> {
 pub fn trace(
     rules: &Ruleset,
     dialect: Dialect,
-    local_mark: Option<u32>,
+    local_mark: Option<MarkRule>,
     packet: &Packet,
 ) -> Result<Trace, String> {
     let (src, iif, oif, owner) = match packet.origin {

@@ -30,6 +30,12 @@
 //! Run: `.ci/image-rootfs && cargo bench --bench apply` (`-- --rounds N` for more rounds,
 //! default 21; the 7,000 CIDR scenario runs a third as many; `-- --bin PATH` times another
 //! meshtables binary than the init image's static one; `-- --ambient` runs only ambient's).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark: a failed unwrap ends the run"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

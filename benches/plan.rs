@@ -1,5 +1,11 @@
 //! argv → config → plan → both renderers, for upstream's largest golden case (`tproxy`: TPROXY,
 //! IPv6, DNS, include and exclude CIDRs, an excluded interface).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark: a failed unwrap ends the run"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

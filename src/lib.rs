@@ -14,7 +14,6 @@
 //!
 //! Front ends call the engine from above, handing it a scheme (`run::Profile`): `cmd` (the
 //! CLI), `cni` (the plugin), `install`.
-#![deny(unsafe_code)]
 
 pub mod backend; // the Backend trait; netlink and iptables siblings over one kernel layer (nl)
 pub mod cmd; // the CLI front end: argv + env + host → exit code

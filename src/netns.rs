@@ -13,11 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
-
-/// `f_type` of the namespace filesystem (nsfs, Linux 3.19+) and of procfs (where
-/// `/proc/PID/ns/*` lived before).
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+use nix::sys::statfs;
 
 /// Failing to enter a namespace.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +77,11 @@ fn open(path: &Path) -> Result<File, NetnsError> {
         .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
         .open(path)
         .map_err(open_err)?;
-    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| open_err(e.into()))?;
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between targets
-    let kind = fs.filesystem_type().0 as i64;
-    if kind != NSFS_MAGIC && kind != PROC_SUPER_MAGIC {
+    let fs = statfs::fstatfs(&file).map_err(|e| open_err(e.into()))?;
+    // The namespace filesystem (nsfs, Linux 3.19+) or procfs (where `/proc/PID/ns/*` lived
+    // before).
+    let kind = fs.filesystem_type();
+    if kind != statfs::NSFS_MAGIC && kind != statfs::PROC_SUPER_MAGIC {
         return Err(NetnsError::NotANamespace(path.to_path_buf()));
     }
     Ok(file)

@@ -223,9 +223,6 @@ impl PodName {
             Err("is not a pod name (a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit, at most 253)".into())
         }
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for PodName {
@@ -246,8 +243,6 @@ impl Mark {
     pub fn get(self) -> u32 {
         self.0
     }
-    /// Upstream's default inbound TPROXY mark.
-    pub const INBOUND_DEFAULT: Mark = Mark(1337);
     /// The mark upstream puts on the proxy's own hairpin traffic in TPROXY mode.
     pub const OUTBOUND: Mark = Mark(1338);
 }
@@ -277,6 +272,10 @@ impl MaskedMark {
     }
     pub fn value(self) -> u32 {
         self.value
+    }
+    /// The value as a mark: never 0, since `new` refuses a 0 value.
+    pub fn mark(self) -> Mark {
+        Mark(self.value)
     }
     pub fn mask(self) -> u32 {
         self.mask
@@ -343,8 +342,6 @@ impl RouteTable {
     pub fn get(self) -> u32 {
         self.0
     }
-    /// Upstream's default TPROXY table.
-    pub const DEFAULT: RouteTable = RouteTable(133);
 }
 
 impl fmt::Display for RouteTable {

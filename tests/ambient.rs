@@ -11,6 +11,12 @@
 //! newline, to `DRY_RUN_FILE_PATH`, which must equal the iptables golden plus that newline;
 //! and the iptables dry run's stdout is the golden's restore lines under one `#` line per
 //! family.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -18,7 +24,7 @@ use std::path::PathBuf;
 
 use meshtables::flags::Spec;
 use meshtables::profile::ambient::flags;
-use support::ambient::configurations;
+use support::ambient::{CONFIGURATIONS, configurations};
 use support::trials::{NOTHING, Trials};
 use support::{command, diff};
 
@@ -277,6 +283,11 @@ fn unknown_flag_points_at_its_help(verb: &str) {
     );
 }
 
+/// The `bad::--FLAG=VALUE` and `bad::VAR=VALUE` trials: `bad_values` of each flag of the
+/// table, given as the flag and in each of its variables (an empty value only as the flag).
+/// A flag, a variable or a value added changes it, on purpose.
+const BAD_VALUE_TRIALS: usize = 92;
+
 fn main() {
     let mut t = Trials::new();
     for (name, args) in configurations() {
@@ -358,5 +369,14 @@ fn main() {
             clashes(args, names)
         });
     }
+    // Each configuration × 2 dialects and the golden directory's check; 2 dry runs; the bad
+    // values of every flag and variable, their check, an unknown flag per verb, and the 4
+    // cross-flag clashes.
+    let golden = CONFIGURATIONS * 2 + 1;
+    let bad = BAD_VALUE_TRIALS + 1 + 3 + 4;
+    t.declare(
+        golden + 2 + bad,
+        &[("golden", golden), ("dry_run", 2), ("bad", bad)],
+    );
     t.run()
 }

@@ -2,6 +2,12 @@
 //! on stderr, print nothing on stdout, and so apply nothing. Upstream copies most of these
 //! verbatim into rule text or ignores them. And the other side of it: every variable of the
 //! flag table set to "" behaves exactly as if it were not set (one trial per variable).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -234,12 +240,6 @@ fn label(c: &Case) -> String {
 
 fn main() {
     let mut t = Trials::new();
-    t.add("bad::at_least_60_cases", NOTHING, || {
-        assert!(
-            CASES.len() >= 60,
-            "the table must hold at least 60 bad inputs"
-        )
-    });
     for (i, c) in CASES.iter().enumerate() {
         t.add(format!("bad::{i:02} {}", label(c)), NOTHING, move || {
             check(c)
@@ -255,7 +255,87 @@ fn main() {
             );
         }
     }
+    t.add(
+        "env::every_variable_src_reads_is_cleared",
+        NOTHING,
+        every_variable_src_reads_is_cleared,
+    );
+    // `COMPACT=true` in the shell would make the run without the empty variable compact and
+    // the run with it not; every other variable set to a bad value would fail either run.
+    t.add("env::polluted::empty_env::COMPACT", NOTHING, || {
+        support::trial_passes_in_a_polluted_environment("empty_env::COMPACT (bool)")
+    });
+    // The bad-input table (67 cases), one line, one trial per variable of the flag table, and the two
+    // environment trials.
+    t.declare(
+        67 + 1 + ENV_VARIABLES + 2,
+        &[("bad", 67 + 1), ("empty_env", ENV_VARIABLES), ("env", 2)],
+    );
     t.run()
+}
+
+/// The variables of Istio's flag table.
+const ENV_VARIABLES: usize = 44;
+
+/// Every variable name src/ reads outside the flag tables (`var("NAME")`, `var_os("NAME")`,
+/// and the CNI variables `require` lists) is one the tests clear (`support::OTHER_ENV`), so a
+/// variable added to the code cannot leak from the shell into a test.
+fn every_variable_src_reads_is_cleared() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let cleared = support::our_env_vars();
+    let mut read = Vec::new();
+    for (path, text) in &files {
+        for opener in ["var(\"", "var_os(\""] {
+            for (at, _) in text.match_indices(opener) {
+                let name: String = text[at + opener.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    read.push((name, path.clone()));
+                }
+            }
+        }
+    }
+    // `require`'s list continues after its first name.
+    for (path, text) in &files {
+        if let Some(at) = text.find("&[\"CNI_CONTAINERID\"") {
+            let list = &text[at..at + text[at..].find(']').unwrap()];
+            for name in list.split('"').filter(|w| w.starts_with("CNI_")) {
+                read.push((name.to_string(), path.clone()));
+            }
+        }
+    }
+    assert!(
+        read.iter().any(|(n, _)| n == "ENVOY_USER") && read.iter().any(|(n, _)| n == "CNI_IFNAME"),
+        "the scan finds nothing: {read:?}"
+    );
+    let missing: Vec<String> = read
+        .iter()
+        .filter(|(n, _)| n != "PATH" && !cleared.contains(&n.as_str()))
+        .map(|(n, p)| format!("{n} ({p})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "src/ reads variables the tests do not clear; add them to support::OTHER_ENV: {missing:?}"
+    );
 }
 
 /// A value kind of the flag table, for trial names.

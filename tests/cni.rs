@@ -3,6 +3,12 @@
 //! from `ip netns add`, and the caller in a namespace of its own so that "not in the caller's"
 //! can be asserted. Also `meshtables apply|check|clean --network-namespace` from outside, for
 //! both backends, and per-pod settings read from a fake Kubernetes API server over HTTPS.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 #[cfg(feature = "kubernetes")]
 #[path = "support/apiserver.rs"]
@@ -16,7 +22,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use support::bin;
 use support::netns::Netns;
-use support::trials::{Needs, Trials, root};
+use support::trials::{NOTHING, Needs, Trials, root};
 
 /// The binary under the name a runtime finds the plugin by.
 fn plugin() -> PathBuf {
@@ -57,6 +63,23 @@ fn invoke(
     caller: Option<&Netns>,
     args: &str,
 ) -> Reply {
+    let path = std::env::var("PATH").unwrap_or_default();
+    invoke_in(command, netns, conf, caller, args, &path)
+}
+
+/// `invoke` with `PATH` as the runtime's.
+fn invoke_with_path(command: &str, netns: Option<&str>, conf: &str, path: &str) -> Reply {
+    invoke_in(command, netns, conf, None, "", path)
+}
+
+fn invoke_in(
+    command: &str,
+    netns: Option<&str>,
+    conf: &str,
+    caller: Option<&Netns>,
+    args: &str,
+    path: &str,
+) -> Reply {
     let mut c = match caller {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -66,7 +89,7 @@ fn invoke(
         None => Command::new(plugin()),
     };
     c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PATH", path)
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", "0123456789abcdef")
         .env("CNI_IFNAME", "eth0")
@@ -91,9 +114,14 @@ fn invoke(
 }
 
 fn prev_result(ns: &Netns) -> Value {
+    prev_result_at(&ns.path())
+}
+
+/// A dual-stack prevResult whose interface is in namespace `netns`.
+fn prev_result_at(netns: &str) -> Value {
     json!({
         "cniVersion": "1.1.0",
-        "interfaces": [{"name": "eth0", "mac": "02:42:ac:11:00:05", "sandbox": ns.path()}],
+        "interfaces": [{"name": "eth0", "mac": "02:42:ac:11:00:05", "sandbox": netns}],
         "ips": [
             {"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 0},
             {"address": "fd00:244::5/64", "interface": 0}
@@ -247,9 +275,172 @@ fn add_check_del_as_a_runtime_runs_them() {
 /// (what, command, CNI_NETNS, configuration, expected code, text the details must contain)
 type BadInput<'a> = (&'a str, &'a str, Option<&'a str>, String, u64, &'a str);
 
-fn status_gc_and_bad_input_answer_with_the_spec_codes() {
-    // STATUS: ready with its configuration as it is; not available (50) when the kubeconfig it
-    // names cannot be read. GC: nothing of ours outlives a pod's namespace.
+/// What a runtime can get wrong, with `netns` as the pod's namespace: each refused before the
+/// namespace is entered, with the spec's code and details that name the input.
+fn bad_inputs(netns: &str) -> Vec<BadInput<'_>> {
+    let prev = || Some(prev_result_at(netns));
+    vec![
+        (
+            "undecodable JSON",
+            "ADD",
+            Some(netns),
+            "{\"cniVersion\": \"1.1.0\",".into(),
+            6,
+            "not JSON",
+        ),
+        (
+            "a configuration over 16 MiB",
+            "ADD",
+            Some(netns),
+            " ".repeat((16 << 20) + 1),
+            6,
+            "larger than",
+        ),
+        (
+            "a bad port",
+            "ADD",
+            Some(netns),
+            conf(json!({"istio-inbound-ports": "80;rm"}), prev()),
+            7,
+            "istio-inbound-ports",
+        ),
+        (
+            "a bad mode",
+            "ADD",
+            Some(netns),
+            conf(json!({"istio-inbound-interception-mode": "tproxy"}), prev()),
+            7,
+            "istio-inbound-interception-mode",
+        ),
+        (
+            "a misspelt flag",
+            "ADD",
+            Some(netns),
+            conf(json!({"istio-inbound-port": "80"}), prev()),
+            2,
+            "istio-inbound-port",
+        ),
+        (
+            "a flag with no place here",
+            "ADD",
+            Some(netns),
+            conf(json!({"network-namespace": "/x"}), prev()),
+            2,
+            "network-namespace",
+        ),
+        (
+            "a list of objects",
+            "ADD",
+            Some(netns),
+            conf(json!({"istio-service-cidr": [{"a": 1}]}), prev()),
+            7,
+            "istio-service-cidr",
+        ),
+        (
+            "no prevResult",
+            "ADD",
+            Some(netns),
+            conf(json!({}), None),
+            7,
+            "prevResult",
+        ),
+        (
+            "a version before chains",
+            "ADD",
+            Some(netns),
+            conf(json!({"cniVersion": "0.2.0"}), prev()),
+            1,
+            "0.2.0",
+        ),
+        (
+            "DNS from the host's resolv.conf",
+            "ADD",
+            Some(netns),
+            conf(json!({"redirect-dns": true}), prev()),
+            7,
+            "dns-servers",
+        ),
+        (
+            "no CNI_NETNS",
+            "ADD",
+            None,
+            conf(json!({}), prev()),
+            4,
+            "CNI_NETNS",
+        ),
+        (
+            "an unknown command",
+            "FROB",
+            Some(netns),
+            conf(json!({}), prev()),
+            4,
+            "FROB",
+        ),
+        (
+            "a namespace that does not exist",
+            "ADD",
+            Some("/var/run/netns/mtcni-none"),
+            conf(json!({}), prev()),
+            3,
+            "mtcni-none",
+        ),
+    ]
+}
+
+/// A refused invocation: exit status 1, the spec's error JSON with `code`, a message, details
+/// naming `names`, and the configuration's version.
+fn answers_with_the_spec_code(what: &str, r: &Reply, code: u64, names: &str) {
+    assert_eq!(r.status, 1, "{what}: exit status; {}", r.json);
+    assert_eq!(r.code(), Some(code), "{what}: {}", r.json);
+    assert!(
+        r.details().contains(names),
+        "{what}: details must name {names:?}: {}",
+        r.json
+    );
+    assert!(
+        r.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {}",
+        r.json
+    );
+    assert!(r.json["cniVersion"].is_string(), "{what}: {}", r.json);
+}
+
+/// One bad input, with a `CNI_NETNS` that is no namespace at all: it is refused before the
+/// plugin looks at the namespace, so no root is needed.
+fn bad_input_is_refused(what: &str) {
+    let cases = bad_inputs("/nonexistent/meshtables-cni-netns");
+    let (what, command, netns, config, code, names) = cases
+        .iter()
+        .find(|c| c.0 == what)
+        .expect("a case of bad_inputs");
+    let r = invoke(command, *netns, config, None, "");
+    answers_with_the_spec_code(what, &r, *code, names);
+}
+
+/// Every bad input against a real pod namespace: the same answers, and the namespace's
+/// netfilter is exactly as before.
+fn rejected_adds_change_nothing() {
+    let pod = Netns::new("bad");
+    let p = pod.path();
+    let before = pod.netfilter();
+    let cases = bad_inputs(&p);
+    for (what, command, netns, config, code, names) in &cases {
+        let r = invoke(command, *netns, config, None, "");
+        answers_with_the_spec_code(what, &r, *code, names);
+    }
+    assert_eq!(
+        pod.netfilter(),
+        before,
+        "a rejected ADD must change nothing"
+    );
+    println!(
+        "{} bad inputs answered with the spec's codes, nothing changed",
+        cases.len()
+    );
+}
+
+/// STATUS with its configuration as it is (native nftables: no binaries needed): ready.
+fn status_is_ready() {
     let s = invoke(
         "STATUS",
         None,
@@ -258,6 +449,11 @@ fn status_gc_and_bad_input_answer_with_the_spec_codes() {
         "",
     );
     assert_eq!(s.status, 0, "STATUS: {} {}", s.json, s.stderr);
+    assert!(s.json.is_null(), "STATUS prints nothing: {}", s.json);
+}
+
+/// STATUS when the kubeconfig it names cannot be read: not available (50), naming it.
+fn status_without_its_kubeconfig_is_not_available() {
     let s = invoke(
         "STATUS",
         None,
@@ -268,161 +464,29 @@ fn status_gc_and_bad_input_answer_with_the_spec_codes() {
         None,
         "",
     );
-    assert_eq!(
-        s.code(),
-        Some(50),
-        "STATUS with a missing kubeconfig: {}",
-        s.json
+    answers_with_the_spec_code("STATUS", &s, 50, "/nonexistent/kubeconfig");
+}
+
+/// STATUS of an iptables configuration with no iptables-restore on PATH: not available (50).
+fn status_without_iptables_restore_is_not_available() {
+    let empty = std::env::temp_dir().join(format!("meshtables-cni-nopath-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let s = invoke_with_path(
+        "STATUS",
+        None,
+        &conf(json!({}), None),
+        &empty.display().to_string(),
     );
-    assert!(
-        s.details().contains("/nonexistent/kubeconfig"),
-        "{}",
-        s.json
-    );
+    answers_with_the_spec_code("STATUS", &s, 50, "iptables-restore");
+}
+
+/// GC: nothing of ours outlives a pod's namespace, so there is nothing to collect.
+fn gc_collects_nothing_and_prints_nothing() {
     let mut gc = json!({"cni.dev/valid-attachments": [{"containerID": "abc", "ifname": "eth0"}]});
     gc["native-nftables"] = json!(true);
     let g = invoke("GC", None, &conf(gc, None), None, "");
     assert_eq!(g.status, 0, "GC: {}", g.json);
     assert!(g.json.is_null(), "GC prints nothing");
-
-    let pod = Netns::new("bad");
-    let prev = Some(prev_result(&pod));
-    let p = pod.path();
-    let cases: Vec<BadInput> = vec![
-        (
-            "undecodable JSON",
-            "ADD",
-            Some(&p),
-            "{\"cniVersion\": \"1.1.0\",".into(),
-            6,
-            "not JSON",
-        ),
-        (
-            "a configuration over 16 MiB",
-            "ADD",
-            Some(&p),
-            " ".repeat((16 << 20) + 1),
-            6,
-            "larger than",
-        ),
-        (
-            "a bad port",
-            "ADD",
-            Some(&p),
-            conf(json!({"istio-inbound-ports": "80;rm"}), prev.clone()),
-            7,
-            "istio-inbound-ports",
-        ),
-        (
-            "a bad mode",
-            "ADD",
-            Some(&p),
-            conf(
-                json!({"istio-inbound-interception-mode": "tproxy"}),
-                prev.clone(),
-            ),
-            7,
-            "istio-inbound-interception-mode",
-        ),
-        (
-            "a misspelt flag",
-            "ADD",
-            Some(&p),
-            conf(json!({"istio-inbound-port": "80"}), prev.clone()),
-            2,
-            "istio-inbound-port",
-        ),
-        (
-            "a flag with no place here",
-            "ADD",
-            Some(&p),
-            conf(json!({"network-namespace": "/x"}), prev.clone()),
-            2,
-            "network-namespace",
-        ),
-        (
-            "a list of objects",
-            "ADD",
-            Some(&p),
-            conf(json!({"istio-service-cidr": [{"a": 1}]}), prev.clone()),
-            7,
-            "istio-service-cidr",
-        ),
-        (
-            "no prevResult",
-            "ADD",
-            Some(&p),
-            conf(json!({}), None),
-            7,
-            "prevResult",
-        ),
-        (
-            "a version before chains",
-            "ADD",
-            Some(&p),
-            conf(json!({"cniVersion": "0.2.0"}), prev.clone()),
-            1,
-            "0.2.0",
-        ),
-        (
-            "DNS from the host's resolv.conf",
-            "ADD",
-            Some(&p),
-            conf(json!({"redirect-dns": true}), prev.clone()),
-            7,
-            "dns-servers",
-        ),
-        (
-            "no CNI_NETNS",
-            "ADD",
-            None,
-            conf(json!({}), prev.clone()),
-            4,
-            "CNI_NETNS",
-        ),
-        (
-            "an unknown command",
-            "FROB",
-            Some(&p),
-            conf(json!({}), prev.clone()),
-            4,
-            "FROB",
-        ),
-        (
-            "a namespace that does not exist",
-            "ADD",
-            Some("/var/run/netns/mtcni-none"),
-            conf(json!({}), prev.clone()),
-            3,
-            "mtcni-none",
-        ),
-    ];
-    let before = pod.netfilter();
-    for (what, command, netns, config, code, names) in &cases {
-        let r = invoke(command, *netns, config, None, "");
-        assert_eq!(r.status, 1, "{what}: exit status; {}", r.json);
-        assert_eq!(r.code(), Some(*code), "{what}: {}", r.json);
-        assert!(
-            r.details().contains(names),
-            "{what}: details must name {names:?}: {}",
-            r.json
-        );
-        assert!(
-            r.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "{what}: {}",
-            r.json
-        );
-        assert!(r.json["cniVersion"].is_string(), "{what}: {}", r.json);
-    }
-    assert_eq!(
-        pod.netfilter(),
-        before,
-        "a rejected ADD must change nothing"
-    );
-    println!(
-        "STATUS ready / 50; GC ok; {} bad inputs answered with the spec's codes, nothing changed",
-        cases.len()
-    );
 }
 
 /// A dual-stack prevResult in the shape of `version`, as bridge + host-local print it: before
@@ -795,7 +859,7 @@ fn apply_check_clean_with_network_namespace_from_outside() {
             args.extend(extra);
             args.extend(["--network-namespace", target.as_str()]);
             args.extend(more);
-            Command::new("ip")
+            support::clear_our_env(&mut Command::new("ip"))
                 .args(["netns", "exec", &caller.name])
                 .arg(bin())
                 .args(&args)
@@ -837,7 +901,7 @@ fn apply_check_clean_with_network_namespace_from_outside() {
             "--probe-timeout",
             "3s",
         ]);
-        let o = Command::new("setpriv")
+        let o = support::clear_our_env(&mut Command::new("setpriv"))
             .args([
                 "--reuid",
                 "1337",
@@ -875,7 +939,7 @@ fn apply_check_clean_with_network_namespace_from_outside() {
         );
     }
     // A namespace that does not exist is an error that names it.
-    let o = Command::new(bin())
+    let o = support::clear_our_env(&mut Command::new(bin()))
         .args([
             "apply",
             "-u",
@@ -1233,10 +1297,7 @@ fn main() {
             "add_check_del_as_a_runtime_runs_them",
             add_check_del_as_a_runtime_runs_them,
         ),
-        (
-            "status_gc_and_bad_input_answer_with_the_spec_codes",
-            status_gc_and_bad_input_answer_with_the_spec_codes,
-        ),
+        ("rejected_adds_change_nothing", rejected_adds_change_nothing),
         (
             "apply_check_clean_with_network_namespace_from_outside",
             apply_check_clean_with_network_namespace_from_outside,
@@ -1297,10 +1358,6 @@ fn main() {
             a_proc_file_as_cni_netns_is_refused,
         ),
         (
-            "version_lists_every_supported_version",
-            version_lists_every_supported_version,
-        ),
-        (
             "a_1_1_0_prev_result_in_a_0_3_1_chain",
             a_1_1_0_prev_result_in_a_0_3_1_chain,
         ),
@@ -1311,6 +1368,37 @@ fn main() {
     ];
     for (name, f) in tests {
         t.add(*name, NEEDS, *f);
+    }
+    // The protocol's answers that need no namespace: no root.
+    let semantics: &[(&str, fn())] = &[
+        (
+            "version_lists_every_supported_version",
+            version_lists_every_supported_version,
+        ),
+        ("status::is_ready", status_is_ready),
+        (
+            "status::without_its_kubeconfig_is_not_available",
+            status_without_its_kubeconfig_is_not_available,
+        ),
+        (
+            "status::without_iptables_restore_is_not_available",
+            status_without_iptables_restore_is_not_available,
+        ),
+        (
+            "gc::collects_nothing_and_prints_nothing",
+            gc_collects_nothing_and_prints_nothing,
+        ),
+    ];
+    for (name, f) in semantics {
+        t.add(*name, NOTHING, *f);
+    }
+    for (what, ..) in bad_inputs("/nonexistent/meshtables-cni-netns") {
+        let what = what.to_string();
+        t.add(
+            format!("bad_input::{}", what.replace(' ', "_")),
+            NOTHING,
+            move || bad_input_is_refused(&what),
+        );
     }
     for (name, f) in VERSION_TRIALS {
         t.add(*name, NEEDS, *f);
@@ -1324,6 +1412,19 @@ fn main() {
         "pod_settings_come_from_the_api_server",
         NEEDS,
         pod_settings_come_from_the_api_server,
+    );
+    // Root: 24 tests, 15 version trials, and with the Kubernetes client 9 bad pod names and
+    // the API server's settings; no root: VERSION, STATUS ×3, GC and 13 bad inputs.
+    let root_trials = 24
+        + 15
+        + if cfg!(feature = "kubernetes") {
+            9 + 1
+        } else {
+            0
+        };
+    t.declare(
+        root_trials + 5 + 13,
+        &[("status", 3), ("gc", 1), ("bad_input", 13)],
     );
     t.run()
 }

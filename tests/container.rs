@@ -5,6 +5,12 @@
 //! an app as uid 1000. Test images are FROM scratch with the static probe. Starts dockerd if
 //! it is not running; removes its containers and images. Needs root, docker and the image's
 //! root filesystem; ignored with the reason without them, failed under CI=true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -369,5 +375,6 @@ fn main() {
         installer_prepared,
         installer_image_installs_and_uninstalls,
     );
+    t.declare(2, &[]);
     t.run()
 }

@@ -3,6 +3,12 @@
 //! host facts (resolv.conf, /etc/passwd, interface addresses); JSON. Each scenario is a trial of
 //! its own, run in-process with a fake host and env map. `UPDATE_GOLDEN=1 cargo test --test
 //! golden` rewrites the files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -372,5 +378,7 @@ fn main() {
     for sc in scenarios() {
         t.add(format!("golden::{}", sc.name), NOTHING, move || check(&sc));
     }
+    // One trial per golden scenario (each its file in tests/golden).
+    t.declare(26, &[("golden", 26)]);
     t.run()
 }

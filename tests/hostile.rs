@@ -16,6 +16,12 @@
 //!   panic.
 //!
 //! Root for the namespace cases; ignored with the reason without it, failed under CI=true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -373,7 +379,7 @@ fn cni_mode_does_not_take_the_global_lock() {
             .join(" "),
     );
     let t = Instant::now();
-    let o = std::process::Command::new("unshare")
+    let o = support::clear_our_env(&mut std::process::Command::new("unshare"))
         .args(["-m", "sh", "-c", &script])
         .env("B", support::bin())
         .output()
@@ -612,6 +618,17 @@ fn main() {
         "inputs::thread_spawn_failure_is_an_error",
         NEEDS,
         thread_spawn_failure_is_an_error,
+    );
+    t.declare(
+        36,
+        &[
+            ("inputs", 2 + 5 + 1),
+            ("routes", 3 * 5),
+            ("undo", 2 * 2),
+            ("failures", 2 * 2),
+            ("probe", 3),
+            ("lock", 2),
+        ],
     );
     t.run()
 }

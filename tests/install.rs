@@ -14,6 +14,12 @@
 //!   does not uninstall; a bounded number of writes;
 //! - readiness is true only while the chain, the binary and the kubeconfig are whole;
 //! - bad settings exit 2 and name the flag or variable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 #![cfg(feature = "kubernetes")]
 
 mod support;
@@ -150,11 +156,7 @@ impl Node {
         c.arg(support::bin())
             .arg("cni-install")
             .args(self.args(extra));
-        for (k, _) in std::env::vars() {
-            if support::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                c.env_remove(k);
-            }
-        }
+        support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "10.96.0.1");
         let child = c
             .stdout(Stdio::null())
@@ -2255,6 +2257,21 @@ fn main() {
         "ownership::a_kubeconfig_name_taken_by_another_file_is_not_overwritten",
         NOTHING,
         a_kubeconfig_name_taken_by_another_file_is_not_overwritten,
+    );
+    t.declare(
+        80,
+        &[
+            ("istio_testdata", 6),
+            ("lifecycle", 12),
+            ("writes", 12),
+            ("settings", 16),
+            ("view", 9),
+            ("upgrade", 5),
+            ("libcni", 5),
+            ("crash", 4),
+            ("readiness", 4),
+            ("versions", 3),
+        ],
     );
     t.run()
 }

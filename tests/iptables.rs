@@ -1,17 +1,29 @@
 //! The iptables-binaries backend against a real kernel, with iptables-legacy and with
 //! iptables-nft, each test in fresh network namespaces, each configuration × variant a trial of
 //! its own (root; ignored with the reason without it, failed under CI=true).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
+
+#[path = "iptables/decisions.rs"]
+mod decisions;
+#[path = "iptables/fixtures.rs"]
+mod fixtures;
 
 use std::collections::HashMap;
 
 use meshtables::backend::iptables::state::{State, expected, parse_save};
 use meshtables::plan::Family;
+use support::ambient::CONFIGURATIONS as AMBIENT_CONFIGURATIONS;
 use support::trials::{Needs, Trials, root};
 use support::{
-    COMPACT_ALL_INBOUND, COMPACT_LISTS, EVERYTHING, FakeHost, INJECTED, SLOPPY, in_netns, mt,
-    owned, stderr, stdout, upstream_cases,
+    COMPACT_ALL_INBOUND, COMPACT_LISTS, Dialect, EVERYTHING, FakeHost, INJECTED, SLOPPY,
+    UPSTREAM_IPTABLES, in_netns, mt, owned, stderr, stdout, upstream_case, upstream_names_of,
 };
 
 const VARIANTS: [&str; 2] = ["legacy", "nft"];
@@ -70,7 +82,7 @@ fn save_cmd(f: Family, v: &str) -> String {
 /// `iptables-save` text without comments, counters, or tables holding nothing.
 const STRIP: &str = "grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'";
 
-/// Our configurations and every upstream iptables case.
+/// Our configurations and ambient's (upstream's iptables cases are added in `main`).
 fn configurations() -> Vec<(String, Vec<String>)> {
     let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
@@ -100,12 +112,6 @@ fn configurations() -> Vec<(String, Vec<String>)> {
     // Istio ambient's in-pod goldens (upstream's GetCommonInPodTestCases, IPv6 off and on).
     for (name, args) in support::ambient::configurations() {
         cases.push((format!("ambient-{name}"), args));
-    }
-    for case in upstream_cases().unwrap_or_default() {
-        // Owner-group names resolve in the namespace's /etc/group (support::GROUP_FILE).
-        if !case.native() {
-            cases.push((format!("upstream-{}", case.name), case.apply_args()));
-        }
     }
     cases
 }
@@ -389,6 +395,21 @@ fn main() {
             );
         }
     }
+    // Upstream's iptables cases; owner-group names resolve in the namespace's /etc/group
+    // (support::GROUP_FILE).
+    for name in upstream_names_of(Dialect::Iptables) {
+        for v in VARIANTS {
+            let name = name.clone();
+            t.add(
+                format!("live_rules_equal_the_plan::upstream-{name}::{v}"),
+                NEEDS.and_shared(),
+                move || {
+                    let args = upstream_case(Dialect::Iptables, &name).apply_args();
+                    live_rules_equal_the_plan(&format!("upstream-{name}"), &args, v)
+                },
+            );
+        }
+    }
     let per_variant: [(&str, PerVariant); 4] = [
         (
             "ambient::reruns_reconcile_and_clean",
@@ -413,6 +434,28 @@ fn main() {
         "detection_follows_upstream",
         NEEDS,
         detection_follows_upstream,
+    );
+    for c in fixtures::CAPTURES {
+        t.add(
+            format!("fixtures::{}_is_current", c.file),
+            NEEDS,
+            move || fixtures::is_current(c),
+        );
+    }
+    decisions::add(&mut t);
+    // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
+    // 4 tests per variant (one ambient's); detection; the 10 captured files, each made again
+    // (root) and parsed; 9 decisions on them.
+    let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
+    t.declare(
+        live + 4 * 2 + 1 + 10 + 10 + 9,
+        &[
+            ("live_rules_equal_the_plan", live),
+            ("ambient", 2),
+            ("fixtures", 10),
+            ("parse", 10),
+            ("decisions", 9),
+        ],
     );
     t.run()
 }

@@ -8,6 +8,12 @@
 //!   truncated bodies, broken status lines and headers, wrong JSON types, flipped bytes) go
 //!   through the response reader and the pod decoding; none may panic, and each ends as a pod
 //!   or as a CNI error with one of those codes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 #![cfg(feature = "kubernetes")]
 
 #[path = "support/apiserver.rs"]

@@ -7,6 +7,12 @@
 //! `crate::plan`). Declaring `mod b;` is not a use; re-exporting from `b` is. A module's own
 //! inline `mod tests` is the module itself. The binaries (`src/main.rs`, `src/bin/`) are
 //! other crates and not checked.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,13 +1,21 @@
 //! The native nftables backend against a real kernel, each test in fresh network namespaces,
-//! each configuration compared with `nft -f` a trial of its own (root; ignored with the reason
-//! without it, failed under CI=true).
+//! each configuration (ours, and upstream's nftables cases from `tests/upstream-cases.txt`)
+//! compared with `nft -f` a trial of its own (root, and `../shared` for upstream's; ignored
+//! with the reason without them, failed under CI=true).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
+use support::ambient::CONFIGURATIONS as AMBIENT_CONFIGURATIONS;
 use support::trials::{Needs, Trials, root};
 use support::{
-    COMPACT_ALL_INBOUND, COMPACT_LISTS, EVERYTHING, INJECTED, SLOPPY, in_netns, mt, owned, stderr,
-    stdout, upstream_cases,
+    COMPACT_ALL_INBOUND, COMPACT_LISTS, Dialect, EVERYTHING, INJECTED, SLOPPY, UPSTREAM_NFTABLES,
+    in_netns, mt, owned, stderr, stdout, upstream_case, upstream_names_of,
 };
 
 const NEEDS: Needs = root(&["nft", "unshare", "ip"]);
@@ -36,7 +44,8 @@ fn both_ways(args: &[&str], table: &str) -> Result<(String, String), String> {
     Ok((stdout(&a), stdout(&b)))
 }
 
-/// The configurations compared with `nft -f`: ours, and every upstream nftables case.
+/// Our configurations and ambient's, compared with `nft -f` (upstream's nftables cases are
+/// added in `main`).
 fn configurations() -> Vec<(String, Vec<String>)> {
     let mut cases: Vec<(String, Vec<String>)> = vec![
         ("istio-injected".into(), owned(INJECTED)),
@@ -142,20 +151,18 @@ fn configurations() -> Vec<(String, Vec<String>)> {
     for (name, args) in support::ambient::configurations() {
         cases.push((format!("ambient-{name}"), args));
     }
-    for case in upstream_cases().unwrap_or_default() {
-        if !case.native() {
-            continue;
-        }
-        // Owner-group names ("java", "ftp") resolve in the namespace's own /etc/group
-        // (support::GROUP_FILE), for meshtables and for `nft -f` alike.
-        let args: Vec<String> = case
-            .apply_args()
-            .into_iter()
-            .filter(|a| a != "--native-nftables")
-            .collect();
-        cases.push((format!("upstream-{}", case.name), args));
-    }
     cases
+}
+
+/// Upstream's nftables case `name` as a configuration to apply (`../shared`'s args). Owner-group
+/// names ("java", "ftp") resolve in the namespace's own /etc/group (support::GROUP_FILE), for
+/// meshtables and for `nft -f` alike.
+fn upstream_configuration(name: &str) -> Vec<String> {
+    upstream_case(Dialect::Nftables, name)
+        .apply_args()
+        .into_iter()
+        .filter(|a| a != "--native-nftables")
+        .collect()
 }
 
 /// The netlink ruleset of one configuration equals `nft -f` of its dry-run text, as text and
@@ -583,6 +590,12 @@ fn main() {
             netlink_equals_nft_f(&name, &args)
         });
     }
+    for name in upstream_names_of(Dialect::Nftables) {
+        let trial = format!("netlink_equals_nft_f::upstream-{name}");
+        t.add(trial, NEEDS.and_shared(), move || {
+            netlink_equals_nft_f(&name, &upstream_configuration(&name))
+        });
+    }
     let tests: [(&str, fn()); 6] = [
         (
             "reruns_converge_and_clean_leaves_foreign_tables_untouched",
@@ -636,5 +649,12 @@ fn main() {
         };
         t.add(name, needs, f);
     }
+    // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
+    // 5 of ambient's.
+    let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
+    t.declare(
+        equal + 6 + 5,
+        &[("netlink_equals_nft_f", equal), ("ambient", 5)],
+    );
     t.run()
 }

@@ -2,83 +2,57 @@
 //! every accepted config renders in every format, and its text has only the line shapes the
 //! formats allow (no value can inject a line or a token); every rejection names an input
 //! that was actually given.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use meshtables::cmd;
 use meshtables::config::{self, ConfigError, Origin};
+use meshtables::flags::Spec;
 use meshtables::plan::{Chain, Family, Match, Position, Proto, Table, Target};
+use meshtables::profile::istio::flags;
 use meshtables::render;
 use proptest::prelude::*;
 use support::FakeHost;
 
-const VALUE_FLAGS: &[&str] = &[
-    "-p",
-    "-z",
-    "-e",
-    "-u",
-    "-g",
-    "-m",
-    "-b",
-    "-d",
-    "-c",
-    "-i",
-    "-x",
-    "-q",
-    "-o",
-    "-k",
-    "-t",
-    "-r",
-    "--iptables-probe-port",
-    "--probe-timeout",
-    "--force-iptables-binary",
-    "--enable-ipv6",
-    "--dns-servers",
-    "--outbound-owner-groups",
-    "--outbound-owner-groups-exclude",
-    "--ipv4-loopback-cidr",
-    "--network-namespace",
-    "--resolv-conf",
-];
-const BOOL_FLAGS: &[&str] = &[
-    "--dry-run",
-    "--redirect-dns",
-    "--capture-all-dns",
-    "--drop-invalid",
-    "--dual-stack",
-    "--native-nftables",
-    "--cleanup-only",
-    "--reconcile",
-    "--compact",
-    "--compact",
-    "--redirect-dns=false",
-    "-n",
-];
-const ENV_NAMES: &[&str] = &[
-    "INBOUND_CAPTURE_PORT",
-    "PROXY_UID",
-    "PROXY_GID",
-    "ISTIO_INBOUND_INTERCEPTION_MODE",
-    "ISTIO_INBOUND_PORTS",
-    "ISTIO_LOCAL_EXCLUDE_PORTS",
-    "ISTIO_SERVICE_CIDR",
-    "ISTIO_SERVICE_EXCLUDE_CIDR",
-    "ISTIO_META_DNS_CAPTURE",
-    "REDIRECT_DNS",
-    "CAPTURE_ALL_DNS",
-    "INVALID_DROP",
-    "ISTIO_DUAL_STACK",
-    "ISTIO_OUTBOUND_OWNER_GROUPS",
-    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
-    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
-    "DNS_SERVERS",
-    "ENABLE_IPV6",
-    "KUBE_VIRT_INTERFACES",
-    "ISTIO_EXCLUDE_INTERFACES",
-    "ENVOY_USER",
-];
+/// Every value flag of the flag table, in each of its spellings (`-b`, `--istio-inbound-ports`).
+static VALUE_FLAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| spellings(|s| !s.boolean, |_| Vec::new()));
+/// Every boolean flag of the flag table, in each of its spellings and with `=false`.
+static BOOL_FLAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| spellings(|s| s.boolean, |s| vec![format!("--{}=false", s.long)]));
+/// Every variable of the flag table, and `ENVOY_USER`, the one config reads outside it.
+static ENV_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    flags::ALL
+        .iter()
+        .flat_map(|s| s.envs.iter().copied())
+        .chain(["ENVOY_USER"])
+        .collect()
+});
+
+/// `-s` and `--long` of every flag `keep` takes, and `more` of each.
+fn spellings(keep: fn(&Spec) -> bool, more: fn(&Spec) -> Vec<String>) -> Vec<String> {
+    flags::ALL
+        .iter()
+        .filter(|s| keep(s))
+        .flat_map(|s| {
+            s.short
+                .map(|c| format!("-{c}"))
+                .into_iter()
+                .chain([format!("--{}", s.long)])
+                .chain(more(s))
+        })
+        .collect()
+}
+
 const VALUES: &[&str] = &[
     "",
     "*",
@@ -491,12 +465,12 @@ proptest! {
         let mut argv = vec!["meshtables".to_string(), if clean { "clean" } else { "apply" }.to_string()];
         let mut given_flags = Vec::new();
         for (f, v) in &flags {
-            argv.push(VALUE_FLAGS[*f].to_string());
+            argv.push(VALUE_FLAGS[*f].clone());
             argv.push(VALUES[*v].to_string());
-            given_flags.push(VALUE_FLAGS[*f]);
+            given_flags.push(VALUE_FLAGS[*f].as_str());
         }
         for b in &bools {
-            argv.push(BOOL_FLAGS[*b].to_string());
+            argv.push(BOOL_FLAGS[*b].clone());
         }
         let env: HashMap<String, String> =
             envs.iter().map(|(n, v)| (ENV_NAMES[*n].to_string(), VALUES[*v].to_string())).collect();

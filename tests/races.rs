@@ -22,6 +22,12 @@
 //! interfaces; the policy routing is table 100's.
 //!
 //! Root; ignored with the reason without it, failed under CI=true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -195,11 +201,7 @@ fn spawn(
         c.args(&all);
         c
     };
-    for (k, _) in std::env::vars() {
-        if support::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-            c.env_remove(k);
-        }
-    }
+    support::clear_our_env(&mut c);
     c.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -476,5 +478,10 @@ fn main() {
             );
         }
     }
+    // Istio and ambient, each with 3 backends × (4 concurrency scenarios + kill -9).
+    t.declare(
+        2 * 3 * 5,
+        &[("concurrent", 3 * 4), ("kill9", 3), ("ambient", 3 * 5)],
+    );
     t.run()
 }

@@ -4,11 +4,17 @@
 //! variant (`cargo test --test tracer s7_dns::nft::compact`). Then proof that the tracer can
 //! fail (`mutant::*`: one rule removed or altered, and a scenario's expectation no longer
 //! holds) and the semantics the scenarios do not reach (`semantics::*`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
 use meshtables::plan::{Group, MarkRule, Match, Plan, Position, Target};
-use support::ambient;
+use support::ambient::{self, SCENARIOS as AMBIENT_SCENARIOS};
 use support::mutate::{self, RuleMut};
 use support::net;
 use support::scenarios::{self, Dialect, Probe, Scenario, Setup, Want};
@@ -473,5 +479,15 @@ fn main() {
             t.add(format!("{name}::{}", d.name()), NOTHING, move || f(d));
         }
     }
+    // 10 scenarios × 2 dialects × with and without --compact; 7 checks × 2 dialects; ambient's
+    // 4 scenarios and 4 checks × 2 dialects.
+    t.declare(
+        10 * 2 * 2 + 7 * 2 + AMBIENT_SCENARIOS * 2 + 4 * 2,
+        &[
+            ("mutant", 4 * 2),
+            ("semantics", 3 * 2),
+            ("ambient", AMBIENT_SCENARIOS * 2 + 4 * 2),
+        ],
+    );
     t.run()
 }

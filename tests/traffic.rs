@@ -4,6 +4,12 @@
 //! connections and datagrams actually arrived. Every
 //! scenario × backend is a trial of its own (`cargo test --test traffic s7_dns::iptables-nft`).
 //! Needs root; ignored with the reason without it, failed under CI=true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
 
 mod support;
 
@@ -11,7 +17,7 @@ use std::net::IpAddr;
 
 use meshtables::plan::Proto;
 use support::INJECTED;
-use support::ambient;
+use support::ambient::{self, SCENARIOS as AMBIENT_SCENARIOS};
 use support::net;
 use support::scenarios::{self, APP, Dialect, From, PROXY, Probe, Scenario, Want};
 use support::topo::{Answer, Topo};
@@ -377,5 +383,15 @@ fn main() {
             move || ambient_replies_return_to_ztunnel(b, extra),
         );
     }
+    // 10 scenarios × 3 backends × with and without --compact; validation after an apply with
+    // each (× --compact); validation without rules; ambient's scenarios and its replies trial
+    // with each backend.
+    t.declare(
+        10 * 3 * 2 + 3 * 2 + 1 + (AMBIENT_SCENARIOS + 1) * 3,
+        &[
+            ("validation_passes_after_apply", 3 * 2),
+            ("ambient", (AMBIENT_SCENARIOS + 1) * 3),
+        ],
+    );
     t.run()
 }

@@ -28,11 +28,9 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 
+use super::nl::LO_INDEX;
 use super::nl::transport::Transport;
 use crate::plan::{Family, MarkRule, Ownership, Plan, RouteTable};
-
-/// The loopback interface's index, the same in every network namespace.
-const LO_INDEX: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {

@@ -15,8 +15,6 @@
 //!   client) and prints the answer line; exit 0 with an answer, 1 without.
 //! - `pause`: sleeps forever (the pod's namespace holder in the container e2e).
 
-#![deny(unsafe_code)]
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -102,8 +100,8 @@ fn tcp_listener(port: u16, transparent: bool, m: Option<u32>) -> TcpListener {
     set_mark(&fd, m);
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &any(port))
         .unwrap_or_else(|e| die(&format!("bind tcp {port}: {e}")));
-    socket::listen(&fd, socket::Backlog::new(64).unwrap())
-        .unwrap_or_else(|e| die(&format!("listen: {e}")));
+    let backlog = socket::Backlog::new(64).unwrap_or_else(|e| die(&format!("backlog: {e}")));
+    socket::listen(&fd, backlog).unwrap_or_else(|e| die(&format!("listen: {e}")));
     TcpListener::from(fd)
 }
 

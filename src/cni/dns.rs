@@ -4,7 +4,7 @@
 //! server by IP (`KUBERNETES_SERVICE_HOST`), so this is the fallback, not the common path.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// A name that could not be resolved, and why.
@@ -95,11 +95,12 @@ fn dns_query(server: IpAddr, name: &str, qtype: u16) -> io::Result<Vec<IpAddr>> 
     q.push(0);
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&1u16.to_be_bytes());
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
     } else {
-        "[::]:0".parse().expect("literal")
+        Ipv6Addr::UNSPECIFIED.into()
     };
+    let bind = SocketAddr::new(any, 0);
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     sock.connect(SocketAddr::new(server, 53))?;

@@ -575,7 +575,7 @@ pub(crate) fn status(conf: &NetConf) -> Result<(), CniError> {
         .get(&flags::NATIVE_NFTABLES.spec)
         .and_then(parse_bool)
         == Some(true);
-    if !native && crate::backend::iptables::detect::which("iptables-restore").is_none() {
+    if !native && crate::backend::iptables::machine::which("iptables-restore").is_none() {
         return Err(CniError::new(
             code::NOT_AVAILABLE,
             "the plugin is not available",

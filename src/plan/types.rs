@@ -187,9 +187,6 @@ pub mod builtin {
 
     pub const PREROUTING: Chain = Chain::builtin("PREROUTING", "prerouting");
     pub const OUTPUT: Chain = Chain::builtin("OUTPUT", "output");
-    pub const INPUT: Chain = Chain::builtin("INPUT", "input");
-    pub const FORWARD: Chain = Chain::builtin("FORWARD", "forward");
-    pub const POSTROUTING: Chain = Chain::builtin("POSTROUTING", "postrouting");
 }
 
 /// Layer-4 protocol.

@@ -52,6 +52,10 @@ pub const CASES: [Case; 6] = [
     },
 ];
 
+/// How many configurations `configurations` makes (6 cases, IPv6 off and on), as the suites
+/// declare them.
+pub const CONFIGURATIONS: usize = 12;
+
 /// Every case with IPv6 off and on: the golden's name (`default`, `default_ipv6`) and
 /// `ambient apply` with the case's flags (no backend flag).
 pub fn configurations() -> Vec<(String, Vec<String>)> {
@@ -166,6 +170,9 @@ pub struct Scenario {
 
 use Lands::{Direct, Ztunnel};
 use Sender::{App, Probe, World};
+
+/// How many scenarios `scenarios` holds, as the suites declare them.
+pub const SCENARIOS: usize = 4;
 
 /// The ambient scenarios: every one with IPv6 on (both families exercised).
 pub fn scenarios() -> Vec<Scenario> {

@@ -3,7 +3,7 @@
 //! /api/v1/namespaces/NS/pods/NAME` answered from a map of pod JSON. It writes the kubeconfig
 //! a CNI plugin would be given, and counts requests.
 
-#![allow(dead_code)] // each test binary uses part of it
+#![allow(dead_code, reason = "each test binary uses part of it")]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,7 +1,8 @@
-//! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process,
-//! the `../shared` locator, the skip-or-fail rule for tests that need root or a kernel, and
-//! (submodules) the pod topology, the traffic scenarios and the packet tracer.
-#![allow(dead_code)]
+//! Shared test helpers: a fake host, an env map, running the CLI in-process or as a process
+//! with every variable meshtables reads cleared, the `../shared` locator and the committed list
+//! of upstream's cases, and (submodules) the trials harness, the pod topology, the traffic
+//! scenarios and the packet tracer.
+#![allow(dead_code, reason = "each test binary uses part of it")]
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -81,47 +82,100 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshtables"))
 }
 
-/// Env var prefixes meshtables reads; cleared before running the binary in tests.
-pub const OUR_ENV_PREFIXES: &[&str] = &[
-    "ISTIO_",
-    "DRY_RUN",
-    "INBOUND_",
-    "PROXY_",
-    "NATIVE_",
-    "REDIRECT_",
-    "CAPTURE_",
-    "DROP_",
-    "INVALID_",
-    "DUAL_",
-    "KUBE_",
-    "ENVOY_",
-    "RUN_",
-    "SKIP_",
-    "RECONCILE",
-    "CLEANUP_",
-    "FORCE_",
-    "NETWORK_NAMESPACE",
-    "CNI_",
-    "IPTABLES_",
-    "PROBE_",
-    "ENABLE_IPV6",
-    "DNS_SERVERS",
-    "RESOLV_CONF",
-    "OUTBOUND_",
-    "IPV4_LOOPBACK",
-    "AMBIENT_",
-    "HOST_PROBE_",
+/// Variables meshtables reads outside the flag tables (`env.var("...")` in src/: the CNI
+/// protocol's, the installer's API server address, upstream's `ENVOY_USER` and trace file,
+/// the tests' fault switch), and one it hands on: `XTABLES_LOCKFILE`, which the iptables
+/// binaries it runs read. `bad_input`'s `env::every_variable_src_reads_is_cleared` keeps this
+/// list whole.
+pub const OTHER_ENV: &[&str] = &[
+    "ENVOY_USER",
+    "DRY_RUN_FILE_PATH",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
+    "MESHTABLES_TEST_FAULT",
+    "XTABLES_LOCKFILE",
 ];
+
+/// Every flag table meshtables has: Istio's, ambient's and the installer's.
+pub fn flag_tables() -> impl Iterator<Item = &'static meshtables::flags::Spec> {
+    meshtables::profile::istio::flags::ALL
+        .iter()
+        .chain(meshtables::profile::ambient::flags::ALL)
+        .chain(meshtables::flags::install::INSTALL)
+        .copied()
+}
+
+/// Every environment variable meshtables reads: those of its flag tables (`flag_tables`) and
+/// `OTHER_ENV`. Tests clear them all before running the binary, so the shell a test runs in
+/// (`COMPACT=true`, say) cannot change an outcome.
+pub fn our_env_vars() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = flag_tables()
+        .flat_map(|s| s.envs.iter().copied())
+        .chain(OTHER_ENV.iter().copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Removes every variable meshtables reads (`our_env_vars`) from `c`'s environment.
+pub fn clear_our_env(c: &mut Command) -> &mut Command {
+    for k in our_env_vars() {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// Every variable of `our_env_vars` with a value that would change a run if it leaked into
+/// one: a boolean flag's variables `true` (`COMPACT=true`, `DRY_RUN=true`, ...), every other
+/// one a value its flag refuses, and the variables outside the tables something as bad.
+pub fn polluted_env() -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&'static str, String)> = flag_tables()
+        .flat_map(|s| {
+            let v = if s.boolean { "true" } else { "x-not-a-value" };
+            s.envs.iter().map(move |e| (*e, v.to_string()))
+        })
+        .collect();
+    for k in OTHER_ENV {
+        let v = match *k {
+            "MESHTABLES_TEST_FAULT" => "reject-rule",
+            "DRY_RUN_FILE_PATH" | "XTABLES_LOCKFILE" => "/nonexistent/meshtables-polluted",
+            _ => "x-not-a-value",
+        };
+        env.push((k, v.to_string()));
+    }
+    env
+}
+
+/// Runs trial `name` of this test binary as a child whose own environment holds
+/// `polluted_env()`, and asserts it ran and passed: the support code keeps the shell's
+/// variables away from the binary under test.
+pub fn trial_passes_in_a_polluted_environment(name: &str) {
+    let me = std::env::current_exe().unwrap();
+    let o = Command::new(&me)
+        .args([name, "--exact", "--test-threads", "1"])
+        .envs(polluted_env())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 passed; 0 failed; 0 ignored"),
+        "{name} with every variable meshtables reads set: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
 
 /// A `Command` for the binary with our env vars removed and `extra` added.
 pub fn command(args: &[&str], extra: &[(&str, &str)]) -> Command {
     let mut c = Command::new(bin());
     c.args(args);
-    for (k, _) in std::env::vars() {
-        if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-            c.env_remove(k);
-        }
-    }
+    clear_our_env(&mut c);
     for (k, v) in extra {
         c.env(k, v);
     }
@@ -132,35 +186,14 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// `../shared` beside the checkout, when it is there.
+/// `../shared` beside the checkout (or where `MESHTABLES_TEST_SHARED` points, e.g. a missing
+/// directory to see the suites without it), when it holds Istio's cases.
 pub fn shared_path() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let p = match std::env::var_os("MESHTABLES_TEST_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    };
     p.join("istio/cases.json").exists().then_some(p)
-}
-
-/// `../shared` beside the checkout: `None` (test skips) when absent; a panic under CI=true.
-pub fn shared_dir() -> Option<PathBuf> {
-    if let Some(p) = shared_path() {
-        return Some(p);
-    }
-    if in_ci() {
-        panic!("../shared/istio/cases.json is missing, and CI=true requires it");
-    }
-    eprintln!("SKIP: ../shared is not beside this checkout");
-    None
-}
-
-/// For tests that need root (namespaces, netfilter): false (skip, with a message) when not
-/// root; a panic under CI=true, where skipping would hide a broken environment.
-pub fn require_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} needs root, and CI=true does not allow skipping it");
-    }
-    eprintln!("SKIP: {what} needs root");
-    false
 }
 
 /// The absolute path of program `name` on PATH.
@@ -169,18 +202,6 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// For tests that need an external program: false (skip) when missing; a panic under CI.
-pub fn require_program(name: &str) -> bool {
-    if which(name).is_some() {
-        return true;
-    }
-    if in_ci() {
-        panic!("{name} is not installed, and CI=true does not allow skipping");
-    }
-    eprintln!("SKIP: {name} is not installed");
-    false
 }
 
 /// A line diff for failure messages: `-want` / `+got`, with a little context.
@@ -291,11 +312,7 @@ pub fn in_netns(script: &str) -> std::process::Output {
         "-c",
         &format!("{files} && {setup} || exit 99; {script}"),
     ]);
-    for (k, _) in std::env::vars() {
-        if OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-            c.env_remove(k);
-        }
-    }
+    clear_our_env(&mut c);
     c.env("B", bin());
     c.output().expect("unshare runs")
 }
@@ -437,9 +454,66 @@ pub const EVERYTHING: &[&str] = &[
     "--drop-invalid",
 ];
 
+/// Which of upstream's generators a case is Istio's golden of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// istio-iptables (`golden/iptables/`): compared through upstream's trace file.
+    Iptables,
+    /// istio-nftables (`golden/nftables/`, `--native-nftables`): compared on stdout.
+    Nftables,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Iptables => "iptables",
+            Dialect::Nftables => "nftables",
+        }
+    }
+}
+
+/// The committed list of upstream's cases (`tests/upstream-cases.txt`): dialect and name, in
+/// `cases.json`'s order. The suites build their upstream trials from it, so they list the same
+/// trials with or without `../shared`; conformance's `upstream::list_matches_cases_json` fails
+/// when it and `cases.json` differ.
+pub const UPSTREAM_LIST: &str = include_str!("../upstream-cases.txt");
+
+/// How many cases of each dialect `UPSTREAM_LIST` holds, as the suites declare them.
+pub const UPSTREAM_IPTABLES: usize = 27;
+pub const UPSTREAM_NFTABLES: usize = 28;
+
+/// The cases of `UPSTREAM_LIST`.
+pub fn upstream_names() -> Vec<(Dialect, String)> {
+    UPSTREAM_LIST
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (d, name) = l
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("upstream-cases.txt: {l:?} is not DIALECT NAME"));
+            let d = match d {
+                "iptables" => Dialect::Iptables,
+                "nftables" => Dialect::Nftables,
+                other => panic!("upstream-cases.txt: unknown dialect {other:?}"),
+            };
+            (d, name.to_string())
+        })
+        .collect()
+}
+
+/// The names of `dialect`'s cases in `UPSTREAM_LIST`.
+pub fn upstream_names_of(dialect: Dialect) -> Vec<String> {
+    upstream_names()
+        .into_iter()
+        .filter(|(d, _)| *d == dialect)
+        .map(|(_, n)| n)
+        .collect()
+}
+
 /// One case of `../shared/istio/cases.json`.
 pub struct UpstreamCase {
     pub name: String,
+    pub dialect: Dialect,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Path of the golden, relative to `../shared/istio`.
@@ -458,11 +532,8 @@ impl UpstreamCase {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
     }
-    pub fn native(&self) -> bool {
-        self.args.iter().any(|a| a == "--native-nftables")
-    }
-    /// The args without `--dry-run`, with the case's env-only inputs as their own flags, so
-    /// the case can be applied for real.
+    /// The args without `--dry-run`, with the case's env-only inputs as the flags the flag
+    /// table gives those variables, so the case can be applied for real.
     pub fn apply_args(&self) -> Vec<String> {
         let mut a: Vec<String> = self
             .args
@@ -471,25 +542,23 @@ impl UpstreamCase {
             .cloned()
             .collect();
         for (k, v) in &self.env {
-            let flag = match k.as_str() {
-                "ISTIO_OUTBOUND_OWNER_GROUPS" => "--outbound-owner-groups",
-                "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE" => "--outbound-owner-groups-exclude",
-                "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR" => "--ipv4-loopback-cidr",
-                other => panic!("unexpected env {other} in cases.json"),
-            };
-            a.push(flag.into());
+            let spec = meshtables::profile::istio::flags::ALL
+                .iter()
+                .find(|s| s.envs.contains(&k.as_str()))
+                .unwrap_or_else(|| panic!("cases.json sets {k}, which no flag reads"));
+            a.push(format!("--{}", spec.long));
             a.push(v.clone());
         }
         a
     }
 }
 
-/// Istio's upstream cases; `None` (skip) when `../shared` is absent, a panic under CI=true.
-pub fn upstream_cases() -> Option<Vec<UpstreamCase>> {
-    let shared = shared_dir()?;
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("istio/cases.json")).unwrap())
-            .unwrap();
+/// Every case of `../shared/istio/cases.json`, in its order. Only for trials that need
+/// `../shared` (`Needs::shared`): a panic when it is not there.
+pub fn upstream_cases() -> Vec<UpstreamCase> {
+    let shared = shared_path().expect("the trial needs ../shared (Needs::shared)");
+    let text = std::fs::read_to_string(shared.join("istio/cases.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let strs = |v: &serde_json::Value| -> Vec<String> {
         v.as_array()
             .unwrap()
@@ -497,14 +566,20 @@ pub fn upstream_cases() -> Option<Vec<UpstreamCase>> {
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
     };
-    Some(
-        json["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| UpstreamCase {
+    json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let args = strs(&c["args"]);
+            UpstreamCase {
                 name: c["name"].as_str().unwrap().to_string(),
-                args: strs(&c["args"]),
+                dialect: if args.iter().any(|a| a == "--native-nftables") {
+                    Dialect::Nftables
+                } else {
+                    Dialect::Iptables
+                },
+                args,
                 env: c["env"]
                     .as_object()
                     .unwrap()
@@ -513,9 +588,22 @@ pub fn upstream_cases() -> Option<Vec<UpstreamCase>> {
                     .collect(),
                 golden: c["golden"].as_str().unwrap().to_string(),
                 trace: c["output"] == "dry-run-file",
-            })
-            .collect(),
-    )
+            }
+        })
+        .collect()
+}
+
+/// Upstream's case `name` of `dialect`, from `cases.json` (see `upstream_cases`).
+pub fn upstream_case(dialect: Dialect, name: &str) -> UpstreamCase {
+    upstream_cases()
+        .into_iter()
+        .find(|c| c.dialect == dialect && c.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} case {name} is in tests/upstream-cases.txt but not in cases.json: refresh the list (README, \"How we know it works\")",
+                dialect.name()
+            )
+        })
 }
 
 /// `&[&str]` → owned strings.

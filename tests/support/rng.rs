@@ -1,5 +1,5 @@
 //! A small deterministic random generator for tests that explore inputs or timings.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses part of it")]
 
 /// A small deterministic generator (xorshift64*), so a failing random run can be replayed.
 pub struct Rng(u64);

@@ -114,11 +114,7 @@ impl Topo {
     fn exec(&self, ns: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]);
-        for (k, _) in std::env::vars() {
-            if super::OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                c.env_remove(k);
-            }
-        }
+        super::clear_our_env(&mut c);
         c
     }
 

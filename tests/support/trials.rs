@@ -2,6 +2,12 @@
 //! that `cargo test NAME` runs alone and the harness counts. A trial lists what it needs
 //! (root, programs, `../shared`); when something is missing it is reported as ignored with
 //! the reason, and under `CI=true` it fails instead, so a broken environment cannot pass.
+//!
+//! A suite lists the same trials whatever the machine has: what is missing decides whether a
+//! trial runs, never whether it exists. Each suite declares how many trials it has
+//! (`declare`), and two trials of its own check the list it built: `count::declared` (the
+//! numbers, in all and per group) and `count::unique_names`; a refactor that loses cases, or
+//! a case list that shrinks without `../shared`, fails them.
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -36,6 +42,16 @@ pub const SHARED: Needs = Needs {
     shared: true,
 };
 
+impl Needs {
+    /// These needs and `../shared` too.
+    pub const fn and_shared(self) -> Needs {
+        Needs {
+            shared: true,
+            ..self
+        }
+    }
+}
+
 /// Why a trial cannot run here, if it cannot.
 pub fn missing(needs: &Needs) -> Option<String> {
     if needs.root && !nix::unistd::geteuid().is_root() {
@@ -56,6 +72,7 @@ pub fn missing(needs: &Needs) -> Option<String> {
 #[derive(Default)]
 pub struct Trials {
     list: Vec<Trial>,
+    declared: Option<(usize, Vec<(&'static str, usize)>)>,
 }
 
 impl Trials {
@@ -96,8 +113,51 @@ impl Trials {
         }));
     }
 
-    /// Runs the trials the command line selects and exits with the harness's status.
-    pub fn run(self) -> ! {
+    /// Declares the suite's size: `total` trials besides the two `count::` trials, and for each
+    /// `(group, n)`, `n` trials named `group` or `group::...`. The numbers are the suite's
+    /// own literals (configurations × variants, say), never counted from the lists the trials
+    /// are built from.
+    pub fn declare(&mut self, total: usize, groups: &[(&'static str, usize)]) {
+        self.declared = Some((total, groups.to_vec()));
+    }
+
+    /// Adds the `count::` trials, runs the trials the command line selects and exits with the
+    /// harness's status. A suite that declared nothing fails `count::declared`.
+    pub fn run(mut self) -> ! {
+        let names: Vec<String> = self.list.iter().map(|t| t.name().to_string()).collect();
+        let declared = self.declared.take();
+        let built = names.clone();
+        self.add("count::declared", NOTHING, move || {
+            let Some((total, groups)) = declared else {
+                panic!("this suite declares no trial count (Trials::declare)")
+            };
+            let mut wrong = Vec::new();
+            if built.len() != total {
+                wrong.push(format!("{} trials, {total} declared", built.len()));
+            }
+            for (group, n) in &groups {
+                let have = built
+                    .iter()
+                    .filter(|t| *t == group || t.starts_with(&format!("{group}::")))
+                    .count();
+                if have != *n || *n == 0 {
+                    wrong.push(format!("{have} trials in {group}, {n} declared"));
+                }
+            }
+            assert!(wrong.is_empty(), "{}", wrong.join("; "));
+        });
+        self.add("count::unique_names", NOTHING, move || {
+            let mut seen = std::collections::BTreeMap::new();
+            for n in &names {
+                *seen.entry(n.as_str()).or_insert(0) += 1;
+            }
+            let twice: Vec<&str> = seen
+                .iter()
+                .filter(|(_, c)| **c > 1)
+                .map(|(n, _)| *n)
+                .collect();
+            assert!(twice.is_empty(), "more than one trial named {twice:?}");
+        });
         libtest_mimic::run(&Arguments::from_args(), self.list).exit()
     }
 }

@@ -2,11 +2,12 @@
 //! and already holds rules, else the nft variant, else plain `iptables`;
 //! `--force-iptables-binary` overrides. "Usable" means `<bin>-save` runs and the nat table
 //! works in this kernel (upstream's probe: add and delete a harmless rule). Binaries are found
-//! by absolute path on PATH and run directly: no shell.
+//! by absolute path on PATH and run directly, no shell: both through the `Machine`.
 
 use std::path::PathBuf;
 
-use super::exec::{IptError, run};
+use super::exec::IptError;
+use super::machine::Machine;
 use crate::plan::Family;
 use crate::values::XtablesVariant;
 
@@ -21,8 +22,6 @@ pub struct Xtables {
     pub restore: PathBuf,
     pub nf_tables: bool,
     pub version: (u32, u32, u32),
-    /// Whether `-save` shows a rule (`has_rules`).
-    pub existing_rules: bool,
     /// What detection's `-save` printed, so reading the live state needs no second run. (The
     /// nat-table probe that follows it adds and deletes one rule: the rules are the same.)
     pub saved: Option<String>,
@@ -39,14 +38,6 @@ impl Xtables {
     }
 }
 
-/// The absolute path of `name` on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn base(family: Family) -> &'static str {
     match family {
         Family::V4 => "iptables",
@@ -56,6 +47,7 @@ fn base(family: Family) -> &'static str {
 
 /// The binaries of one variant (`Some(Legacy)`, `Some(Nft)`, or `None` for plain).
 pub fn locate(
+    m: &dyn Machine,
     family: Family,
     variant: Option<XtablesVariant>,
 ) -> Option<(String, PathBuf, PathBuf, PathBuf)> {
@@ -66,9 +58,9 @@ pub fn locate(
     };
     Some((
         name.clone(),
-        which(&name)?,
-        which(&format!("{name}-save"))?,
-        which(&format!("{name}-restore"))?,
+        m.which(&name)?,
+        m.which(&format!("{name}-save"))?,
+        m.which(&format!("{name}-restore"))?,
     ))
 }
 
@@ -85,13 +77,14 @@ pub enum ProbeError {
 /// it whatever they found (legacy is only chosen when it holds rules), so running
 /// `-save --version` and the nat-table probe for it is wasted time.
 pub fn probe(
+    m: &dyn Machine,
     family: Family,
     variant: Option<XtablesVariant>,
     need_rules: bool,
     env: &[(&str, &str)],
 ) -> Result<Xtables, ProbeError> {
     use ProbeError::NotUsable;
-    let (name, bin, save, restore) = locate(family, variant).ok_or_else(|| {
+    let (name, bin, save, restore) = locate(m, family, variant).ok_or_else(|| {
         let n = match variant {
             Some(XtablesVariant::Legacy) => "-legacy",
             Some(XtablesVariant::Nft) => "-nft",
@@ -102,7 +95,8 @@ pub fn probe(
             base(family)
         ))
     })?;
-    let out = run(&save, &[], None, &[])
+    let out = m
+        .run(&save, &[], None, &[])
         .map_err(|e| NotUsable(format!("failed to execute {name}-save: {e}")))?;
     let existing_rules = has_rules(&out);
     if need_rules && !existing_rules {
@@ -113,7 +107,7 @@ pub fn probe(
     let (nf_tables, version) = if variant == Some(XtablesVariant::Nft) {
         (true, (0, 0, 0))
     } else {
-        match run(&save, &["--version"], None, &[]) {
+        match m.run(&save, &["--version"], None, &[]) {
             Ok(v) => (v.contains("nf_tables"), parse_version(&v)),
             Err(_) => (false, (0, 0, 0)),
         }
@@ -126,10 +120,9 @@ pub fn probe(
         restore,
         nf_tables,
         version,
-        existing_rules,
         saved: None,
     };
-    nat_probe(&x, env)?;
+    nat_probe(m, &x, env)?;
     x.saved = Some(out);
     Ok(x)
 }
@@ -140,7 +133,7 @@ pub fn probe(
 /// The add and the delete are writers: they take the xtables lock `env` names, as every
 /// write does. The lock timing out, or the delete failing, ends detection with that error
 /// (the probe rule left behind is removed by the next apply or clean).
-fn nat_probe(x: &Xtables, env: &[(&str, &str)]) -> Result<(), ProbeError> {
+fn nat_probe(m: &dyn Machine, x: &Xtables, env: &[(&str, &str)]) -> Result<(), ProbeError> {
     let no_nat = |e: String| {
         ProbeError::NotUsable(format!(
             "{} has no kernel support for the nat table: {e}",
@@ -148,18 +141,18 @@ fn nat_probe(x: &Xtables, env: &[(&str, &str)]) -> Result<(), ProbeError> {
         ))
     };
     if x.nf_tables {
-        return crate::backend::nl::probe::probe_nat(x.family).map_err(|e| no_nat(e.to_string()));
+        return m.nat_probe_nf_tables(x.family).map_err(no_nat);
     }
     let mut add: Vec<&str> = vec!["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"];
     add.extend(x.wait_args());
-    match run(&x.bin, &add, None, env) {
+    match m.run(&x.bin, &add, None, env) {
         Ok(_) => {}
         Err(e @ IptError::Locked { .. }) => return Err(ProbeError::Fatal(e)),
         Err(e) => return Err(no_nat(e.to_string())),
     }
     let mut del = add.clone();
     del[2] = "-D";
-    run(&x.bin, &del, None, env).map_err(ProbeError::Fatal)?;
+    m.run(&x.bin, &del, None, env).map_err(ProbeError::Fatal)?;
     Ok(())
 }
 
@@ -192,6 +185,7 @@ fn parse_version(s: &str) -> (u32, u32, u32) {
 /// Upstream's choice for one family. The error lists why each candidate was refused.
 /// Writers take the xtables lock `env` names (`XTABLES_LOCKFILE`, in CNI mode).
 pub fn detect(
+    m: &dyn Machine,
     family: Family,
     force: Option<XtablesVariant>,
     env: &[(&str, &str)],
@@ -206,7 +200,7 @@ pub fn detect(
     };
     let mut reasons = Vec::new();
     for (variant, need_rules) in candidates {
-        match probe(family, variant, need_rules, env) {
+        match probe(m, family, variant, need_rules, env) {
             Ok(x) => return Ok(x),
             Err(ProbeError::NotUsable(why)) => reasons.push(why),
             Err(ProbeError::Fatal(e)) => return Err(e),

@@ -106,13 +106,10 @@ pub fn run(
         source,
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let Some(input) = stdin {
-        // A write error shows up as the child's failure below.
-        let _ = child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input.as_bytes());
+    // stdin is piped exactly when there is input. A write error shows up as the child's
+    // failure below.
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(input.as_bytes());
     }
     let out = child.wait_with_output().map_err(spawn_err)?;
     if out.status.success() {

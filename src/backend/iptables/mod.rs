@@ -21,23 +21,28 @@
 
 pub mod detect;
 pub mod exec;
+pub mod machine;
 pub mod state;
 
 use std::path::PathBuf;
 
 use super::api::{Backend, BackendError};
 use super::nl::guard;
+use super::nl::session::NetlinkError;
 use crate::logging;
 use crate::options::RunOptions;
 use crate::plan::{Family, Plan};
 use crate::values::XtablesVariant;
 use detect::Xtables;
+pub use exec::IptError;
 use exec::numeric_only;
-pub use exec::{IptError, run};
+use machine::Machine;
 use state::{State, drift, expected, has_ours, has_probe, parse_save, replace_text, table_block};
 
-/// The iptables backend: the binaries detection picks (or `--force-iptables-binary`).
+/// The iptables backend: the binaries detection picks (or `--force-iptables-binary`), on a
+/// machine (`machine::System`, or one a test describes).
 pub struct Iptables {
+    machine: Box<dyn Machine>,
     force: Option<XtablesVariant>,
     reconcile: bool,
     force_apply: bool,
@@ -48,7 +53,17 @@ pub struct Iptables {
 
 impl Iptables {
     pub fn new(run: &RunOptions, force: Option<XtablesVariant>) -> Iptables {
+        Iptables::on(Box::new(machine::System), run, force)
+    }
+
+    /// The backend on `machine`.
+    pub fn on(
+        machine: Box<dyn Machine>,
+        run: &RunOptions,
+        force: Option<XtablesVariant>,
+    ) -> Iptables {
         Iptables {
+            machine,
             force,
             reconcile: run.reconcile,
             force_apply: run.force_apply,
@@ -77,18 +92,20 @@ impl Iptables {
         }
         args.extend(x.wait_args());
         logging::debug_with(|| format!("{} {} with:\n{text}", x.restore.display(), args.join(" ")));
-        run(&x.restore, &args, Some(text), &self.env()).map(|_| ())
+        self.machine
+            .run(&x.restore, &args, Some(text), &self.env())
+            .map(|_| ())
     }
 
     /// Detects the binaries for `f` and reads the live state (detection's `-save`). The
     /// plan's groups are numeric (config resolved them), as `*-save` prints them.
     fn read_family(&self, plan: &Plan, f: Family) -> Result<FamilyState, IptError> {
-        let mut x = detect::detect(f, self.force, &self.env())?;
+        let mut x = detect::detect(&*self.machine, f, self.force, &self.env())?;
         let rules = plan.xtables.rules(f).to_vec();
         numeric_only(&rules)?;
         let before = match x.saved.take() {
             Some(text) => text,
-            None => run(&x.save, &[], None, &[])?,
+            None => self.machine.run(&x.save, &[], None, &[])?,
         };
         let live = parse_save(&before);
         let want = expected(&rules, f);
@@ -145,13 +162,39 @@ impl Iptables {
         Ok(replace_text(&fam.live, &fam.want, Some(&fam.rules), ours))
     }
 
+    /// Whether the guard is up; a kernel without nf_tables has none.
+    fn guard_up(&self) -> Result<bool, BackendError> {
+        match self.machine.guard_present() {
+            Ok(up) => Ok(up),
+            Err(NetlinkError::NoNfTables) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Raises the guard for a change of `n` commits; returns whether it is up. Without
+    /// nf_tables the change goes ahead unguarded, with a warning.
+    fn raise_guard_for(&self, n: usize) -> bool {
+        if n < 2 {
+            return false;
+        }
+        match self.machine.raise_guard() {
+            Ok(()) => true,
+            Err(e) => {
+                logging::warn(&format!(
+                    "no fail-closed guard for this {n}-transaction change ({e}): a kill part-way can leave the families or tables with different rules until a rerun"
+                ));
+                false
+            }
+        }
+    }
+
     /// Puts every table the attempted writes may have changed back as it was read: a table
     /// that existed is restored whole from its `*-save` block, one that did not loses what is
     /// ours. Every failure is collected.
     fn undo(&self, attempted: &[&FamilyState], plan: &Plan) -> Result<(), Vec<String>> {
         let mut failures = Vec::new();
         for fam in attempted {
-            let now = match run(&fam.x.save, &[], None, &[]) {
+            let now = match self.machine.run(&fam.x.save, &[], None, &[]) {
                 Ok(text) => parse_save(&text),
                 Err(e) => {
                     failures.push(format!("{}: {e}", fam.x.name));
@@ -194,7 +237,7 @@ impl Iptables {
         plan: &Plan,
         seen: &mut Vec<PathBuf>,
     ) -> Result<Option<(Xtables, String)>, String> {
-        let Some((name, bin, save, restore_bin)) = detect::locate(f, v) else {
+        let Some((name, bin, save, restore_bin)) = detect::locate(&*self.machine, f, v) else {
             return Ok(None);
         };
         // Plain `iptables` is usually a link to one of the variants already handled.
@@ -203,10 +246,14 @@ impl Iptables {
             return Ok(None);
         }
         seen.push(real);
-        if v == Some(XtablesVariant::Legacy) && !legacy_tables_exist(f) {
+        // Without a legacy table nothing of ours can be there, and `-legacy-save` would fail
+        // loading the module: not a failure of the clean.
+        if v == Some(XtablesVariant::Legacy) && !self.machine.legacy_tables_exist(f) {
             return Ok(None);
         }
-        let live = run(&save, &[], None, &[])
+        let live = self
+            .machine
+            .run(&save, &[], None, &[])
             .map(|text| parse_save(&text))
             .map_err(|e| format!("{name}: cannot read its rules, so cannot clean them: {e}"))?;
         let Some(text) = replace_text(&live, planned, None, &plan.ours) else {
@@ -220,53 +267,15 @@ impl Iptables {
             restore: restore_bin,
             nf_tables: v == Some(XtablesVariant::Nft),
             version: (1, 8, 0),
-            existing_rules: true,
             saved: None,
         };
         Ok(Some((x, text)))
     }
 }
 
-/// Whether the kernel has any legacy table for family `f` (its `/proc/net` list exists once
-/// the module is loaded). Without it nothing of ours can be there, and `-legacy-save` fails
-/// trying to load the module: not a failure of the clean.
-fn legacy_tables_exist(f: Family) -> bool {
-    let names = match f {
-        Family::V4 => "/proc/net/ip_tables_names",
-        Family::V6 => "/proc/net/ip6_tables_names",
-    };
-    std::path::Path::new(names).exists()
-}
-
 /// How many transactions a restore text makes: one per COMMIT.
 fn commits(text: &str) -> usize {
     text.lines().filter(|l| l.trim_end() == "COMMIT").count()
-}
-
-/// Whether the guard is up; a kernel without nf_tables has none.
-fn guard_up() -> Result<bool, BackendError> {
-    match guard::present() {
-        Ok(up) => Ok(up),
-        Err(super::nl::session::NetlinkError::NoNfTables) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Raises the guard for a change of `n` commits; returns whether it is up. Without nf_tables
-/// the change goes ahead unguarded, with a warning.
-fn raise_guard_for(n: usize) -> bool {
-    if n < 2 {
-        return false;
-    }
-    match guard::raise() {
-        Ok(()) => true,
-        Err(e) => {
-            logging::warn(&format!(
-                "no fail-closed guard for this {n}-transaction change ({e}): a kill part-way can leave the families or tables with different rules until a rerun"
-            ));
-            false
-        }
-    }
 }
 
 /// One family as it is and as the plan wants it.
@@ -283,7 +292,7 @@ impl Backend for Iptables {
     /// Reads every family first, then writes: a family whose rules differ stops the apply
     /// before anything changed. A failed write is undone.
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
-        let interrupted = guard_up()?;
+        let interrupted = self.guard_up()?;
         let mut fams = Vec::new();
         for f in plan.xtables.families() {
             let fam = self.read_family(plan, f)?;
@@ -296,7 +305,7 @@ impl Backend for Iptables {
             .filter_map(|(_, t)| t.as_deref())
             .map(commits)
             .sum();
-        let raised = !interrupted && raise_guard_for(n);
+        let raised = !interrupted && self.raise_guard_for(n);
         let mut done = Vec::new();
         for (i, (fam, text)) in fams.iter().enumerate() {
             let Some(text) = text else {
@@ -307,7 +316,10 @@ impl Backend for Iptables {
             if let Err(e) = self.restore(&fam.x, &text, true) {
                 let attempted: Vec<&FamilyState> = fams[..=i].iter().map(|(f, _)| f).collect();
                 return Err(match self.undo(&attempted, plan) {
-                    Ok(()) if raised => guard::lower().map_or_else(Into::into, |()| e.into()),
+                    Ok(()) if raised => self
+                        .machine
+                        .lower_guard()
+                        .map_or_else(Into::into, |()| e.into()),
                     Ok(()) => e.into(),
                     Err(left) => BackendError::Failed(
                         std::iter::once(format!("{e}; undoing what it committed failed"))
@@ -327,7 +339,7 @@ impl Backend for Iptables {
             done.push(format!("{}: rules programmed", fam.x.name));
         }
         if raised || interrupted {
-            guard::lower()?;
+            self.machine.lower_guard()?;
         }
         Ok(done.join("; "))
     }
@@ -348,7 +360,7 @@ impl Backend for Iptables {
                 return Err(IptError::NotInPlace { family: f, chains }.into());
             }
         }
-        if guard_up()? {
+        if self.guard_up()? {
             return Err(BackendError::Failed(
                 format!("{} is up: an interrupted run left the pod's traffic dropped (a rerun lowers it)", guard::TEXT).into(),
             ));
@@ -380,7 +392,7 @@ impl Backend for Iptables {
             }
         }
         let n: usize = writes.iter().map(|(_, t)| commits(t)).sum();
-        let raised = raise_guard_for(n);
+        let raised = self.raise_guard_for(n);
         let mut done = Vec::new();
         for (x, text) in &writes {
             match self.restore(x, text, true) {
@@ -393,8 +405,8 @@ impl Backend for Iptables {
         }
         // Clean lowers the guard whatever happened: what stays is less interception, and
         // the failures are reported.
-        if raised || guard_up().unwrap_or(false) {
-            match guard::lower() {
+        if raised || self.guard_up().unwrap_or(false) {
+            match self.machine.lower_guard() {
                 Ok(()) if !raised => {
                     done.push(format!("lowered an interrupted run's {}", guard::TEXT))
                 }

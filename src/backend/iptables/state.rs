@@ -24,12 +24,13 @@ pub struct TableState {
 /// A family's state: table name → chains.
 pub type State = BTreeMap<String, TableState>;
 
-/// Parses `*-save` output; counters and comments are dropped.
+/// Parses `*-save` output; counters and comments are dropped. With `-c` a rule line starts
+/// with its counters (`[packets:bytes] -A ...`); they are no part of the rule.
 pub fn parse_save(text: &str) -> State {
     let mut state = State::new();
     let mut table: Option<&mut TableState> = None;
     for line in text.lines() {
-        let line = line.trim_end();
+        let line = without_counters(line.trim_end());
         if let Some(t) = line.strip_prefix('*') {
             table = Some(state.entry(t.trim().to_string()).or_default());
         } else if line == "COMMIT" {
@@ -44,6 +45,19 @@ pub fn parse_save(text: &str) -> State {
         }
     }
     state
+}
+
+/// `line` without a leading `[packets:bytes] ` (what `-save -c` prints before a rule).
+fn without_counters(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix('[') else {
+        return line;
+    };
+    match rest.split_once("] ") {
+        Some((n, rule)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ':') => {
+            rule
+        }
+        _ => line,
+    }
 }
 
 /// The lines of table `table` in `*-save` output, from `*table` to its `COMMIT`: what

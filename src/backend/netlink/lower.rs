@@ -36,6 +36,16 @@ const NF_CT_STATE_INVALID_BIT: u32 = 1;
 const NF_CT_STATE_ESTABLISHED: u32 = 1 << 1;
 const NF_CT_STATE_RELATED: u32 = 1 << 2;
 
+// Where `payload` loads a field (its offset in the network or transport header): offsetof()
+// in the kernel's struct iphdr, ipv6hdr, tcphdr and udphdr. No header, libc included, names
+// these offsets.
+const IPV4_SADDR: u32 = 12;
+const IPV4_DADDR: u32 = 16;
+const IPV6_SADDR: u32 = 8;
+const IPV6_DADDR: u32 = 24;
+const L4_SPORT: u32 = 0;
+const L4_DPORT: u32 = 2;
+
 /// One message of the transaction; `describe` gives the text the user knows it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<'a> {
@@ -215,10 +225,10 @@ fn address(out: &mut Vec<Expr>, ctx: &mut Ctx, cidr: Cidr, source: bool, negate:
     let f = cidr.family();
     ctx.need_nf(f, out);
     let (bytes, offset): (Vec<u8>, u32) = match (cidr.0, source) {
-        (ipnet::IpNet::V4(n), true) => (n.network().octets().to_vec(), 12),
-        (ipnet::IpNet::V4(n), false) => (n.network().octets().to_vec(), 16),
-        (ipnet::IpNet::V6(n), true) => (n.network().octets().to_vec(), 8),
-        (ipnet::IpNet::V6(n), false) => (n.network().octets().to_vec(), 24),
+        (ipnet::IpNet::V4(n), true) => (n.network().octets().to_vec(), IPV4_SADDR),
+        (ipnet::IpNet::V4(n), false) => (n.network().octets().to_vec(), IPV4_DADDR),
+        (ipnet::IpNet::V6(n), true) => (n.network().octets().to_vec(), IPV6_SADDR),
+        (ipnet::IpNet::V6(n), false) => (n.network().octets().to_vec(), IPV6_DADDR),
     };
     let full = bytes.len() as u32 * 8;
     let plen = cidr.0.prefix_len() as u32;
@@ -329,23 +339,23 @@ fn lower_match(
             proto,
             negate,
             port,
-        } => port_match(out, ctx, *proto, 2, *negate, port.get()),
+        } => port_match(out, ctx, *proto, L4_DPORT, *negate, port.get()),
         Match::Sport {
             proto,
             negate,
             port,
-        } => port_match(out, ctx, *proto, 0, *negate, port.get()),
+        } => port_match(out, ctx, *proto, L4_SPORT, *negate, port.get()),
         Match::DportsNotIn { proto, .. } | Match::DportsIn { proto, .. } => {
             ctx.need_l4(*proto, out);
-            out.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+            out.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, L4_DPORT, 2));
             out.push(lookup(set_id, matches!(m, Match::DportsNotIn { .. })));
         }
         Match::DstIn { cidrs } => {
             let f = cidrs.first().map_or(Family::V4, |c| c.family());
             ctx.need_nf(f, out);
             let (offset, len) = match f {
-                Family::V4 => (16, 4),
-                Family::V6 => (24, 16),
+                Family::V4 => (IPV4_DADDR, 4),
+                Family::V6 => (IPV6_DADDR, 16),
             };
             out.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len));
             out.push(lookup(set_id, false));
@@ -582,7 +592,11 @@ mod tests {
             Target::Return,
         );
         let (e, _) = lower_rule(&r, &mut 0).unwrap();
-        assert_eq!(e[1], cmp(false, vec![17]), "udp dependency");
+        assert_eq!(
+            e[1],
+            cmp(false, vec![libc::IPPROTO_UDP as u8]),
+            "udp dependency"
+        );
     }
 
     #[test]

@@ -24,8 +24,6 @@ pub const TEXT: &str = "table inet meshtables-guard";
 
 /// Before every other hook: nothing is seen by a half-written rule while the guard is up.
 const PRIORITY: i32 = -500;
-/// `lo`'s interface index, the same in every network namespace.
-const LO: u32 = 1;
 
 /// Raises the guard (replacing one that is up).
 pub fn raise() -> Result<(), NetlinkError> {
@@ -78,7 +76,7 @@ pub fn raise() -> Result<(), NetlinkError> {
         let mut exprs = Vec::new();
         if let Some(key) = key {
             exprs.push(meta_load(key));
-            exprs.push(cmp(true, LO.to_ne_bytes().to_vec()));
+            exprs.push(cmp(true, super::LO_INDEX.to_ne_bytes().to_vec()));
         }
         exprs.push(verdict(libc::NF_DROP, None));
         let line = format!("add rule inet meshtables-guard {name} {rule_text}");

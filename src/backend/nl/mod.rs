@@ -3,7 +3,7 @@
 //!
 //! - `transport`: one netlink socket (nfnetlink or rtnetlink), requests, dumps, acks;
 //! - `wire`: nf_tables messages encoded and parsed in Rust (netlink-packet-netfilter, plus the
-//!   attributes it lacks, by libc's names);
+//!   attributes it lacks, by their C names);
 //! - `batch`: a transaction written message by message into one buffer;
 //! - `expr`: expression builders as `nft` builds them;
 //! - `sets`: anonymous sets and their elements as `nft` 1.0.6 writes them;
@@ -20,3 +20,7 @@ pub mod session;
 pub mod sets;
 pub mod transport;
 pub mod wire;
+
+/// The loopback interface's index, the same in every network namespace (the kernel's
+/// `LOOPBACK_IFINDEX`; libc has no name for it).
+pub const LO_INDEX: u32 = 1;

@@ -228,21 +228,6 @@ pub fn ack_only(wire: &mut [u8], keep: u32) {
     }
 }
 
-/// Adds attribute `kind` (a big-endian u32) to the first message of `wire`, after its 4-byte
-/// family header, and fixes the message's length.
-pub fn add_u32_attr_to_first(wire: &mut Vec<u8>, kind: u16, value: u32) {
-    let Ok(first) = NetlinkBuffer::new_checked(wire.as_slice()) else {
-        return;
-    };
-    let len = first.length() as usize;
-    let mut nla = Vec::with_capacity(8);
-    nla.extend_from_slice(&8u16.to_ne_bytes());
-    nla.extend_from_slice(&kind.to_ne_bytes());
-    nla.extend_from_slice(&value.to_be_bytes());
-    wire.splice(len..len, nla);
-    NetlinkBuffer::new(wire.as_mut_slice()).set_length((len + 8) as u32);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

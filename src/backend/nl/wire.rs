@@ -57,8 +57,8 @@ const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_DATA_VALUE: u16 = 1;
 
-/// `NFNETLINK_V0`, the nfgenmsg version (linux/netfilter/nfnetlink.h).
-const NFNETLINK_V0: u8 = 0;
+/// The nfgenmsg version (linux/netfilter/nfnetlink.h).
+const NFNETLINK_V0: u8 = libc::NFNETLINK_V0 as u8;
 
 /// The `inet` family of our tables, as the nfgenmsg header carries it.
 pub const INET: u8 = libc::NFPROTO_INET as u8;

@@ -4,13 +4,12 @@
 use super::chains::SCHEME;
 use super::policy::Policy;
 use super::walk::walk;
-use crate::plan::{Dialects, Mark, MarkRule, Nft, Ownership, Plan, PolicyRoutes, Xtables};
+use crate::plan::{Dialects, MarkRule, Nft, Ownership, Plan, PolicyRoutes, Xtables};
 
 /// `ip rule add fwmark CONNMARK/MASK pref PRIORITY lookup TABLE`, upstream's in-pod mark rule.
 pub fn mark_rule(p: &Policy) -> MarkRule {
     MarkRule {
-        // A MaskedMark's value is never 0.
-        mark: Mark::new(p.connmark.value()).unwrap_or(Mark::INBOUND_DEFAULT),
+        mark: p.connmark.mark(),
         mask: p.connmark.mask(),
         table: p.route_table,
         priority: Some(p.rule_priority),

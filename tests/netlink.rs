@@ -497,6 +497,26 @@ fn ambient_check_names_the_drift() {
     );
 }
 
+/// Ambient's policy routing is a connmark's, not TPROXY's: `check` must not call its missing
+/// route "TPROXY routing" (the backend names no scheme; routes.rs's errors already say
+/// "policy routing", the drift message of backend/api.rs did not).
+fn ambient_check_does_not_call_its_routing_tproxy() {
+    let a = ambient("apply", &[]);
+    let c = ambient("check", &[]);
+    let o = in_netns(&format!(
+        "{a} && ip -4 route del local default dev lo table 100 && {c}; echo rc=$?"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.ends_with("rc=1\n"), "{out} {err}");
+    assert!(
+        err.contains(
+            "policy routing is not in place: missing: ip -4 route local default dev lo table 100"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("TPROXY"), "{err}");
+}
+
 /// A route of table 100 that is not ours fails the apply before anything changes;
 /// `--reconcile` replaces it; a clean leaves it with a warning.
 fn ambient_route_conflicts_are_refused() {
@@ -606,7 +626,11 @@ fn main() {
         ),
         ("needs_only_net_admin", needs_only_net_admin),
     ];
-    let ambient: [(&str, fn()); 5] = [
+    let ambient: [(&str, fn()); 6] = [
+        (
+            "ambient::check_does_not_call_its_routing_tproxy",
+            ambient_check_does_not_call_its_routing_tproxy,
+        ),
         (
             "ambient::reruns_converge_and_clean_removes_exactly_ours",
             ambient_reruns_converge_and_clean_removes_exactly_ours,

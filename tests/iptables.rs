@@ -383,6 +383,30 @@ fn ambient_reruns_reconcile_and_clean(v: &str) {
 /// A test run with one iptables variant.
 type PerVariant = fn(&str);
 
+/// A zero-length prefix (`-i 0.0.0.0/0`, `-x ::/0`) is a match iptables drops: `*-save` prints
+/// the rule without `-d`. A rerun and `check` must still see the rules as exactly ours
+/// (found by the differential run of the refactor, in both trees: check 1, rerun 1).
+fn zero_length_prefixes_rerun_and_check(v: &str) {
+    for cidrs in [["-i", "0.0.0.0/0,::/0"], ["-x", "0.0.0.0/0,::/0"]] {
+        let mut args = vec!["-u", "1337", "-b", "*", "--enable-ipv6", "true"];
+        args.extend(cidrs);
+        if cidrs[0] == "-x" {
+            args.extend(["-i", "*"]);
+        }
+        args.extend(["--force-iptables-binary", v]);
+        let apply = mt(&[&["apply"], args.as_slice()].concat());
+        let check = mt(&[&["check"], args.as_slice()].concat());
+        let o = in_netns(&format!(
+            "{apply}; echo apply=$?; {check}; echo check=$?; {apply}; echo rerun=$?"
+        ));
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert!(
+            out.contains("apply=0\ncheck=0\nrerun=0"),
+            "{v} {cidrs:?}: {out} {err}"
+        );
+    }
+}
+
 fn main() {
     let mut t = Trials::new();
     for (name, args) in configurations() {
@@ -410,7 +434,11 @@ fn main() {
             );
         }
     }
-    let per_variant: [(&str, PerVariant); 4] = [
+        let per_variant: [(&str, PerVariant); 5] = [
+        (
+            "zero_length_prefixes_rerun_and_check",
+            zero_length_prefixes_rerun_and_check,
+        ),
         (
             "ambient::reruns_reconcile_and_clean",
             ambient_reruns_reconcile_and_clean,
@@ -444,11 +472,11 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 4 tests per variant (one ambient's); detection; the 10 captured files, each made again
+    // 5 tests per variant (one ambient's); detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 4 * 2 + 1 + 10 + 10 + 9,
+        live + 5 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
             ("ambient", 2),

@@ -504,6 +504,26 @@ fn ambient_check_names_the_drift() {
     );
 }
 
+/// Ambient's policy routing is a connmark's, not TPROXY's: `check` must not call its missing
+/// route "TPROXY routing" (the backend names no scheme; routes.rs's errors already say
+/// "policy routing", the drift message of backend/api.rs did not).
+fn ambient_check_does_not_call_its_routing_tproxy() {
+    let a = ambient("apply", &[]);
+    let c = ambient("check", &[]);
+    let o = in_netns(&format!(
+        "{a} && ip -4 route del local default dev lo table 100 && {c}; echo rc=$?"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.ends_with("rc=1\n"), "{out} {err}");
+    assert!(
+        err.contains(
+            "policy routing is not in place: missing: ip -4 route local default dev lo table 100"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("TPROXY"), "{err}");
+}
+
 /// A route of table 100 that is not ours fails the apply before anything changes;
 /// `--reconcile` replaces it; a clean leaves it with a warning.
 fn ambient_route_conflicts_are_refused() {
@@ -619,7 +639,11 @@ fn main() {
         ),
         ("needs_only_net_admin", needs_only_net_admin),
     ];
-    let ambient: [(&str, fn()); 5] = [
+    let ambient: [(&str, fn()); 6] = [
+        (
+            "ambient::check_does_not_call_its_routing_tproxy",
+            ambient_check_does_not_call_its_routing_tproxy,
+        ),
         (
             "ambient::reruns_converge_and_clean_removes_exactly_ours",
             ambient_reruns_converge_and_clean_removes_exactly_ours,
@@ -650,11 +674,11 @@ fn main() {
         t.add(name, needs, f);
     }
     // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
-    // 5 of ambient's.
+    // 6 of ambient's.
     let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
     t.declare(
-        equal + 6 + 5,
-        &[("netlink_equals_nft_f", equal), ("ambient", 5)],
+        equal + 6 + 6,
+        &[("netlink_equals_nft_f", equal), ("ambient", 6)],
     );
     t.run()
 }

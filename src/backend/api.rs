@@ -10,7 +10,7 @@ pub enum BackendError {
     /// What a backend or the routing reported.
     #[error("{0}")]
     Failed(Box<dyn std::error::Error + Send + Sync>),
-    #[error("TPROXY routing is not in place: {}", .0.join("; "))]
+    #[error("policy routing is not in place: {}", .0.join("; "))]
     RoutesNotInPlace(Vec<String>),
     #[error("clean left things behind: {}", .0.join("; "))]
     Clean(Vec<String>),

@@ -128,12 +128,15 @@ fn save_matches(matches: &[Match]) -> (String, String) {
     };
     for m in matches {
         match m {
-            Match::Src { negate, cidr } => {
+            // iptables drops a match on a zero-length prefix (`-d 0.0.0.0/0`, `-s ::/0`):
+            // save prints the rule without it. Negated it stays (legacy keeps it).
+            Match::Src { negate, cidr } if *negate || cidr.0.prefix_len() > 0 => {
                 src = Some(format!("{}-s {} ", neg(*negate), masked(cidr.0)))
             }
-            Match::Dst { negate, cidr } => {
+            Match::Dst { negate, cidr } if *negate || cidr.0.prefix_len() > 0 => {
                 dst = Some(format!("{}-d {} ", neg(*negate), masked(cidr.0)))
             }
+            Match::Src { .. } | Match::Dst { .. } => {}
             Match::InIface { name } => iif = Some(format!("-i {name} ")),
             Match::OutIface { name } => oif = Some(format!("-o {name} ")),
             Match::NotOutIface { name } => oif = Some(format!("! -o {name} ")),

@@ -1064,6 +1064,13 @@ fn a_full_directory_backs_off() {
     while std::io::Write::write_all(&mut filler, &block).is_ok() {}
     drop(filler);
     let mut i = n.start(&[]);
+    assert!(
+        n.until(10 * SECOND, || i.log().contains("No space left"))
+            .is_some(),
+        "{}",
+        i.log()
+    );
+    // Then three seconds of the failing state: one try a second, one line per change.
     std::thread::sleep(3 * SECOND);
     let (_, log) = i.stop();
     let lines = log.lines().count();

@@ -121,6 +121,10 @@ fn write_match(s: &mut String, m: &Match, meta: &str, words: MarkWords) {
         Match::ConnMarkMasked { mark } => {
             write!(s, "ct mark and {:#x} == {:#x} ", mark.mask(), mark.value())
         }
+        // xtables only: a scheme's nft walk never sends it (nft has no such match), and the
+        // lowering refuses it.
+        Match::SocketExists => Ok(()),
+        Match::DstInSet { set } => write!(s, "{} daddr @{} ", ip_kw(set.family), set.name),
     };
 }
 
@@ -163,6 +167,7 @@ fn write_body(s: &mut String, table: &TableLayout, rule: &NftRule) {
         Target::RestoreMarkMasked { ctmask } => {
             write!(s, "{c}meta mark set ct mark and {ctmask:#x}")
         }
+        Target::Snat { to } => write!(s, "{c}snat to {}", super::iptables::addr_text(*to)),
     };
 }
 

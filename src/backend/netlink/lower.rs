@@ -20,8 +20,8 @@ use crate::backend::nl::expr::{
 use crate::backend::nl::guard;
 pub use crate::backend::nl::sets::AnonSet;
 use crate::backend::nl::wire::{
-    Expr, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT,
-    attr, be32,
+    Expr, NFTA_NAT_FAMILY, NFTA_NAT_REG_ADDR_MIN, NFTA_NAT_TYPE, NFTA_REDIR_FLAGS,
+    NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
 };
 use crate::plan::{
     Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
@@ -387,6 +387,24 @@ fn lower_match(
             out.push(bitwise(mark.mask().to_ne_bytes().to_vec()));
             out.push(cmp(false, mark.value().to_ne_bytes().to_vec()));
         }
+        Match::SocketExists => return Err(LowerError::XtablesOnly("-m owner --socket-exists")),
+        Match::DstInSet { set } => {
+            // `ip daddr @NAME`: the family's dependency, the address, a lookup of the named
+            // set by name (no batch id: it exists, or is created earlier in the batch).
+            ctx.need_nf(set.family, out);
+            let (offset, len) = match set.family {
+                Family::V4 => (16, 4),
+                Family::V6 => (24, 16),
+            };
+            out.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len));
+            out.push(Expr {
+                name: "lookup",
+                attrs: vec![
+                    attr(&Lookup::SourceRegister(Register::Reg1)),
+                    attr(&Lookup::Set(set.name.into())),
+                ],
+            });
+        }
     }
     Ok(())
 }
@@ -507,6 +525,24 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
                 out.push(bitwise(ctmask.to_ne_bytes().to_vec()));
             }
             out.push(meta_set(MetaKey::Mark));
+        }
+        Target::Snat { to } => {
+            // `snat to A`: the address in a register, then nat with the address's family
+            // and only the minimum address (nft sends no maximum for one address).
+            let (bytes, f) = match to {
+                std::net::IpAddr::V4(a) => (a.octets().to_vec(), Family::V4),
+                std::net::IpAddr::V6(a) => (a.octets().to_vec(), Family::V6),
+            };
+            out.push(counter());
+            out.push(immediate(bytes));
+            out.push(Expr {
+                name: "nat",
+                attrs: vec![
+                    be32(NFTA_NAT_TYPE, libc::NFT_NAT_SNAT as u32),
+                    be32(NFTA_NAT_FAMILY, u32::from(nfproto(f))),
+                    be32(NFTA_NAT_REG_ADDR_MIN, libc::NFT_REG_1 as u32),
+                ],
+            });
         }
     }
 }

@@ -452,6 +452,9 @@ pub struct Ownership {
     pub rule: Option<MarkRule>,
     /// Whether `::6/128` on `lo` is one of the scheme's objects.
     pub loopback_v6: bool,
+    /// The named sets that are the scheme's, in every family whether this plan makes them or
+    /// not (a run with IPv6 off still owns, and cleans, the IPv6 set).
+    pub sets: Vec<AddrSet>,
 }
 
 /// Per-family xtables rule lists, in upstream's emission order.

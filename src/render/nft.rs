@@ -5,7 +5,8 @@
 use std::fmt::Write;
 
 use crate::plan::{
-    Chain, Family, MarkWords, Match, NftPlan, NftRule, Position, Scheme, Table, TableLayout, Target,
+    AddrSet, Chain, Family, MarkWords, Match, NftPlan, NftRule, Position, Scheme, Table,
+    TableLayout, Target,
 };
 
 fn ip_kw(f: Family) -> &'static str {
@@ -201,6 +202,18 @@ pub fn chain_line(table: &TableLayout, chain: Chain) -> String {
         ),
         None => format!("add chain inet {t} {c}"),
     }
+}
+
+/// `add set inet TABLE NAME { type ipv4_addr ; comment "..." ; }`: a named address set.
+pub fn set_line(table: &TableLayout, set: &AddrSet) -> String {
+    let kind = match set.family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    };
+    format!(
+        "add set inet {} {} {{ type {kind} ; comment \"{}\" ; }}",
+        table.nft_name, set.name, set.comment
+    )
 }
 
 /// The apply transaction: per table `add table`, `flush table`, chains, rules.

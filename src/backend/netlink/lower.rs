@@ -24,10 +24,10 @@ use crate::backend::nl::wire::{
     NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
 };
 use crate::plan::{
-    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
+    AddrSet, Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
     TableLayout, Target,
 };
-use crate::render::nft::{chain_line, rule_line};
+use crate::render::nft::{chain_line, rule_line, set_line};
 
 // Kernel constants libc has no name for: linux/netfilter/nf_nat.h and the conntrack state
 // bits of nf_conntrack_common.h (`NF_CT_STATE_BIT(IP_CT_ESTABLISHED)`, ...).
@@ -44,6 +44,13 @@ pub enum Op<'a> {
     /// Lower an interrupted iptables run's guard (`nl::guard`).
     DelGuard,
     AddTable(&'static TableLayout),
+    /// Every rule of a table that stays (it holds named sets and their members).
+    FlushTable(&'static TableLayout),
+    /// A named set (created if missing; one that exists is kept, members and all).
+    AddNamedSet {
+        table: &'static TableLayout,
+        set: AddrSet,
+    },
     AddChain {
         table: &'static TableLayout,
         chain: Chain,
@@ -72,6 +79,8 @@ impl Op<'_> {
             Op::DelTable(t) => format!("delete table inet {t}"),
             Op::DelGuard => format!("delete {}", guard::TEXT),
             Op::AddTable(t) => format!("add table inet {}", t.nft_name),
+            Op::FlushTable(t) => format!("flush table inet {}", t.nft_name),
+            Op::AddNamedSet { table, set } => set_line(table, set),
             Op::AddChain { table, chain } => chain_line(table, *chain),
             Op::AddRule { table, rule, .. } => rule_line(table, rule),
             Op::AddSet { table, rule, .. } => rule_line(table, rule),
@@ -89,10 +98,17 @@ pub use super::live::Existing;
 /// in their final order.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
+///
+/// A plan with named sets (`sets`) keeps its tables, which hold the sets' members: each is
+/// added (a no-op when it exists), flushed of its rules when it existed, its sets added
+/// (kept when they exist), then its chains and rules, as the dry-run text says.
 pub fn ops<'a>(
     plan: &'a NftPlan,
+    sets: &'a [AddrSet],
     existing: &Existing,
 ) -> impl Iterator<Item = Result<Op<'a>, LowerError>> + use<'a> {
+    let keep = !sets.is_empty();
+    let existed: Vec<&'static str> = existing.tables.clone();
     // Set ids in text order across the transaction, as `nft` numbers them.
     let mut next = 0u32;
     let ids: Vec<Vec<Option<u32>>> = plan
@@ -110,9 +126,20 @@ pub fn ops<'a>(
                 .collect()
         })
         .collect();
-    let tables = plan.tables.iter().zip(ids).flat_map(|(t, ids)| {
-        let head =
-            std::iter::once(Op::AddTable(t.layout)).chain(t.chains.iter().map(|c| Op::AddChain {
+    let tables = plan.tables.iter().zip(ids).flat_map(move |(t, ids)| {
+        let flush =
+            (keep && existed.contains(&t.layout.nft_name)).then_some(Op::FlushTable(t.layout));
+        let named = sets
+            .iter()
+            .filter(move |_| keep)
+            .map(move |s| Op::AddNamedSet {
+                table: t.layout,
+                set: *s,
+            });
+        let head = std::iter::once(Op::AddTable(t.layout))
+            .chain(flush)
+            .chain(named)
+            .chain(t.chains.iter().map(|c| Op::AddChain {
                 table: t.layout,
                 chain: *c,
             }));
@@ -134,12 +161,20 @@ pub fn ops<'a>(
         });
         head.chain(sets).map(Ok).chain(rules)
     });
-    clean_ops(existing).into_iter().map(Ok).chain(tables)
+    let mut first = clean_ops(existing);
+    if keep {
+        first.retain(|op| matches!(op, Op::DelGuard));
+    }
+    first.into_iter().map(Ok).chain(tables)
 }
 
 /// All of `ops` at once (for `check`, which compares them with the kernel's dumps).
-pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a>>, LowerError> {
-    ops(plan, existing).collect()
+pub fn apply_ops<'a>(
+    plan: &'a NftPlan,
+    sets: &'a [AddrSet],
+    existing: &Existing,
+) -> Result<Vec<Op<'a>>, LowerError> {
+    ops(plan, sets, existing).collect()
 }
 
 /// The operations of a clean: delete each of our tables that exists, and a guard.

@@ -44,6 +44,7 @@ pub fn build_for(p: &Policy, dialects: Dialects) -> Plan {
             marks: Vec::new(),
             rule: Some(rule),
             loopback_v6: false,
+            sets: Vec::new(),
         },
     }
 }

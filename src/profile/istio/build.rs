@@ -48,6 +48,7 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
             marks: vec![policy.tproxy_mark, crate::values::Mark::OUTBOUND],
             rule: Some(rule),
             loopback_v6: true,
+            sets: Vec::new(),
         },
     }
 }

@@ -134,6 +134,7 @@ pub fn build_for(p: &Policy, dialects: Dialects) -> Plan {
             marks: Vec::new(),
             rule: None,
             loopback_v6: false,
+            sets: Family::BOTH.into_iter().map(probe_set).collect(),
         },
     }
 }

@@ -97,7 +97,7 @@ fn run_here(m: &Members, stdout: &mut dyn Write) -> Result<(), RunError> {
     if m.dry_run {
         let mut text = String::new();
         for a in &m.addrs {
-            let f = if a.is_ipv4() { Family::V4 } else { Family::V6 };
+            let f = family(*a);
             let add = m.verb == MemberVerb::Add;
             text.push_str(&upstream::member_line(
                 netlink,
@@ -110,8 +110,49 @@ fn run_here(m: &Members, stdout: &mut dyn Write) -> Result<(), RunError> {
         }
         return stdout.write_all(text.as_bytes()).map_err(RunError::Output);
     }
-    Err(RunError::Backend(crate::backend::BackendError::Failed(
-        "adding and removing probe set members is not implemented yet in this build: use --dry-run to see what upstream runs"
-            .into(),
-    )))
+    let Some(layout) = build::SCHEME.layout(crate::plan::Table::Nat) else {
+        return Ok(());
+    };
+    if !netlink {
+        return Err(RunError::Backend(crate::backend::BackendError::Failed(
+            "the iptables backend's ipset members are not implemented yet: use --native-nftables (or --dry-run to see the ipset commands)"
+                .into(),
+        )));
+    }
+    let members: Vec<(crate::plan::AddrSet, IpAddr)> = m
+        .addrs
+        .iter()
+        .map(|a| (probe_set(family(*a)), *a))
+        .collect();
+    let add = m.verb == MemberVerb::Add;
+    let _lock =
+        crate::lock::acquire(crate::lock::WAIT).map_err(crate::backend::BackendError::from)?;
+    let outcomes = crate::backend::netlink::members::change(layout, &members, m.uid.as_str(), add)
+        .map_err(crate::backend::BackendError::from)?;
+    for (a, o) in outcomes {
+        use crate::backend::netlink::members::Outcome;
+        let line = match o {
+            Outcome::Added => format!("added {a} for pod {}", m.uid),
+            Outcome::Kept => format!("{a} is pod {}'s already", m.uid),
+            Outcome::TookOver(c) => format!(
+                "{a} was pod {c}'s, now pod {}'s (an address is one pod's: upstream's upsert)",
+                m.uid
+            ),
+            Outcome::Removed => format!("removed {a} of pod {}", m.uid),
+            Outcome::Absent => format!("{a} is not in the probe set"),
+            Outcome::LeftOthers(c) => {
+                crate::logging::warn(&format!(
+                    "{a} left in the probe set: it is pod {c}'s, not pod {}'s",
+                    m.uid
+                ));
+                continue;
+            }
+        };
+        crate::logging::info(&line);
+    }
+    Ok(())
+}
+
+fn family(a: IpAddr) -> Family {
+    if a.is_ipv4() { Family::V4 } else { Family::V6 }
 }

@@ -80,9 +80,10 @@ fn label(f: Family) -> &'static str {
 pub fn trace_file(verb: Verb, backend: BackendChoice, plan: &Plan) -> String {
     let clean = verb == Verb::Clean;
     if backend == BackendChoice::Netlink {
+        // The agent makes the sets at its start (`NewHostSetManager`), then the rules.
         return match clean {
             true => nft::cleanup_transaction(plan.ours.scheme),
-            false => nft::transaction(&plan.nft),
+            false => sets_transaction(plan) + &nft::transaction(&plan.nft),
         };
     }
     let mut lines = Vec::new();
@@ -114,22 +115,10 @@ pub fn sets_transaction(plan: &Plan) -> String {
     };
     s.push_str(&format!("add table inet {}\n", t.nft_name));
     for set in &plan.sets {
-        s.push_str(&format!(
-            "add set inet {} {} {{ type {} ; comment \"{}\" ; }}\n",
-            t.nft_name,
-            set.name,
-            set_type(set),
-            set.comment
-        ));
+        s.push_str(&nft::set_line(t, set));
+        s.push('\n');
     }
     s
-}
-
-fn set_type(set: &AddrSet) -> &'static str {
-    match set.family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
-    }
 }
 
 /// A member's add or remove, as `nft` text (upstream's knftables transaction) or as the

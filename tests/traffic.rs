@@ -407,9 +407,17 @@ fn wait_for_link_locals(ns: &str) {
     }
 }
 
-/// The host trials: name, what is sent, and whether the iptables backends take part (the
-/// nftables rule keys on the kubelet's uid, iptables' on any local socket).
-fn host_probes() -> Vec<(&'static str, HostProbe, bool)> {
+/// Which backends a host trial runs with: the nftables rule keys on the kubelet's uid,
+/// iptables' on any local socket (`-m owner --socket-exists`), as upstream's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    All,
+    Netlink,
+    Iptables,
+}
+
+/// The host trials: name, what is sent, with which backends.
+fn host_probes() -> Vec<(&'static str, HostProbe, On)> {
     vec![
         (
             "kubelet_to_a_pod_in_the_set_is_snatted",
@@ -419,7 +427,7 @@ fn host_probes() -> Vec<(&'static str, HostProbe, bool)> {
                 ipv6: false,
                 peer: "169.254.7.127:",
             },
-            true,
+            On::All,
         ),
         (
             "kubelet_to_an_address_not_in_the_set_is_not",
@@ -429,7 +437,7 @@ fn host_probes() -> Vec<(&'static str, HostProbe, bool)> {
                 ipv6: false,
                 peer: "10.245.0.1:",
             },
-            true,
+            On::All,
         ),
         (
             "kubelet_over_ipv6_gets_the_ipv6_probe_address",
@@ -439,7 +447,17 @@ fn host_probes() -> Vec<(&'static str, HostProbe, bool)> {
                 ipv6: true,
                 peer: "[fd16:9254:7127:1337:ffff:ffff:ffff:ffff]:",
             },
-            true,
+            On::All,
+        ),
+        (
+            "another_local_socket_is_snatted_by_iptables",
+            HostProbe {
+                dst: "10.244.1.5",
+                user: "0:0",
+                ipv6: false,
+                peer: "169.254.7.127:",
+            },
+            On::Iptables,
         ),
         (
             "another_uid_is_not_snatted_by_nftables",
@@ -449,22 +467,21 @@ fn host_probes() -> Vec<(&'static str, HostProbe, bool)> {
                 ipv6: false,
                 peer: "10.244.1.1:",
             },
-            false,
+            On::Netlink,
         ),
     ]
 }
 
 fn main() {
     let mut t = Trials::new();
-    let host_cases: &'static [(&'static str, HostProbe, bool)] =
+    let host_cases: &'static [(&'static str, HostProbe, On)] =
         Box::leak(host_probes().into_boxed_slice());
-    // Only over netlink so far: the iptables backends do not make the ipsets yet, so a case
-    // marked for them (`iptables_too`) is not added for them either.
-    for (b, extra) in backends()
-        .into_iter()
-        .filter(|(b, _)| *b == "nftables-netlink")
-    {
-        for (name, probe, _iptables_too) in host_cases {
+    for (b, extra) in backends() {
+        for (name, probe, on) in host_cases {
+            let netlink = b == "nftables-netlink";
+            if (*on == On::Netlink && !netlink) || (*on == On::Iptables && netlink) {
+                continue;
+            }
             t.add(format!("ambient::host::{name}::{b}"), needs(b), move || {
                 host_probe(b, extra, probe)
             });

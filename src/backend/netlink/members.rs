@@ -26,19 +26,7 @@ fn text(a: IpAddr) -> String {
     crate::render::iptables::addr_text(a)
 }
 
-/// What happened to one member, for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Added,
-    /// It was there with our comment already.
-    Kept,
-    /// It was another owner's (their comment).
-    TookOver(String),
-    Removed,
-    Absent,
-    /// Another owner's: left in place.
-    LeftOthers(String),
-}
+pub use crate::backend::api::MemberOutcome as Outcome;
 
 /// Adds (`add`) or removes the members `addrs` of sets `sets` (each address goes to the set of
 /// its family) with comment `comment`, in table `table`.

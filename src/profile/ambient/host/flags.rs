@@ -130,6 +130,8 @@ pub const MEMBERS: &[&Spec] = &[
     &ambient::DRY_RUN.spec,
     &HOST_NAMESPACE.spec,
     &ambient::NATIVE_NFTABLES.spec,
+    // Accepted alike (ipsets are the same whichever iptables variant matches them).
+    &ambient::FORCE_IPTABLES_BINARY.spec,
     &ambient::LOG_OUTPUT_LEVEL.spec,
     &ambient::LOG_AS_JSON.spec,
 ];

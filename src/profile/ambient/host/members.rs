@@ -113,12 +113,6 @@ fn run_here(m: &Members, stdout: &mut dyn Write) -> Result<(), RunError> {
     let Some(layout) = build::SCHEME.layout(crate::plan::Table::Nat) else {
         return Ok(());
     };
-    if !netlink {
-        return Err(RunError::Backend(crate::backend::BackendError::Failed(
-            "the iptables backend's ipset members are not implemented yet: use --native-nftables (or --dry-run to see the ipset commands)"
-                .into(),
-        )));
-    }
     let members: Vec<(crate::plan::AddrSet, IpAddr)> = m
         .addrs
         .iter()
@@ -127,10 +121,14 @@ fn run_here(m: &Members, stdout: &mut dyn Write) -> Result<(), RunError> {
     let add = m.verb == MemberVerb::Add;
     let _lock =
         crate::lock::acquire(crate::lock::WAIT).map_err(crate::backend::BackendError::from)?;
-    let outcomes = crate::backend::netlink::members::change(layout, &members, m.uid.as_str(), add)
-        .map_err(crate::backend::BackendError::from)?;
+    let outcomes = if netlink {
+        crate::backend::netlink::members::change(layout, &members, m.uid.as_str(), add)
+            .map_err(crate::backend::BackendError::from)?
+    } else {
+        crate::backend::iptables::change_members(&members, m.uid.as_str(), add)?
+    };
     for (a, o) in outcomes {
-        use crate::backend::netlink::members::Outcome;
+        use crate::backend::api::MemberOutcome as Outcome;
         let line = match o {
             Outcome::Added => format!("added {a} for pod {}", m.uid),
             Outcome::Kept => format!("{a} is pod {}'s already", m.uid),

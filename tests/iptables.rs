@@ -374,6 +374,73 @@ fn ambient_reruns_reconcile_and_clean(v: &str) {
     );
 }
 
+const POD: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
+
+/// The node's rules with one variant: reruns converge and keep the ipsets' members; a
+/// firewalld reload (every nat chain flushed and deleted, istio/istio#60607) is what `check`
+/// finds and `apply` repairs, members still in; a clean removes the rules and the ipsets.
+fn host_reruns_check_a_reload_and_clean(v: &str) {
+    let save = format!("{{ iptables-{v}-save -t nat; ip6tables-{v}-save -t nat; }} | {STRIP}");
+    let flags = ["--ambient-ipv6", "--force-iptables-binary", v];
+    let a = mt(&[&["ambient", "host", "apply"], &flags[..]].concat());
+    let c = mt(&[&["ambient", "host", "check"], &flags[..]].concat());
+    let add = mt(&[
+        &[
+            "ambient",
+            "host",
+            "add-pod",
+            "--pod-uid",
+            POD,
+            "--pod-ip",
+            "10.244.1.7,fd00::7",
+        ],
+        &flags[..],
+    ]
+    .concat());
+    let clean = mt(&["ambient", "host", "clean"]);
+    let reload =
+        format!("for x in iptables-{v} ip6tables-{v}; do $x -t nat -F && $x -t nat -X; done");
+    let members = "ipset list | grep -c 'comment \"0b0d8f5e'";
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {add} 2>/dev/null; {save} > /tmp/h1-$$; {a} 2>/dev/null && {save} | cmp - /tmp/h1-$$ && echo SAME; {c} 2>/dev/null && echo CHECK-OK
+         {reload}; {c}; echo rc=$?; {a} 2>/dev/null; {c} 2>/dev/null && echo REPAIRED; {save} | cmp - /tmp/h1-$$ && echo AS-BEFORE; {members}
+         {clean} 2>/dev/null; {save} | grep -c ISTIO; ipset list | wc -l; {clean} 2>/dev/null && echo SECOND-CLEAN-OK; rm -f /tmp/h1-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out, "SAME\nCHECK-OK\nrc=1\nREPAIRED\nAS-BEFORE\n2\n0\n0\nSECOND-CLEAN-OK\n",
+        "{v}: {err}"
+    );
+    assert!(err.contains("nat/"), "check names the chains: {err}");
+}
+
+/// An ipset of our name that we did not make (another type) stops the apply before any rule
+/// is written; a member without a comment stops a remove; nothing changes.
+fn host_foreign_ipset_is_a_conflict(v: &str) {
+    let save = format!("iptables-{v}-save -t nat | {STRIP}");
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let rm = mt(&[
+        "ambient",
+        "host",
+        "remove-pod",
+        "--pod-uid",
+        POD,
+        "--pod-ip",
+        "10.244.1.9",
+    ]);
+    let o = in_netns(&format!(
+        "ipset create istio-inpod-probes-v4 hash:net; {a}; echo rc=$?; {save} | grep -c ISTIO; ipset list istio-inpod-probes-v4 | grep Type
+         ipset destroy istio-inpod-probes-v4; {a} 2>/dev/null; ipset add istio-inpod-probes-v4 10.244.1.9; {rm}; echo rc=$?; ipset list istio-inpod-probes-v4 | grep -c 10.244.1.9"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "rc=1\n0\nType: hash:net\nrc=1\n1\n", "{v}: {err}");
+    assert!(
+        err.contains("ipset create istio-inpod-probes-v4 hash:ip"),
+        "{err}"
+    );
+    assert!(err.contains("member 10.244.1.9 of ipset"), "{err}");
+}
+
 /// A test run with one iptables variant.
 type PerVariant = fn(&str);
 
@@ -407,6 +474,30 @@ fn main() {
     for (name, f) in per_variant {
         for v in VARIANTS {
             t.add(format!("{name}::{v}"), NEEDS, move || f(v));
+        }
+    }
+    // The tests read and make ipsets with the ipset tool; meshtables does not use it.
+    let host_needs = root(&[
+        "iptables-legacy-restore",
+        "iptables-nft-restore",
+        "ip6tables-legacy-save",
+        "ip6tables-nft-save",
+        "unshare",
+        "ipset",
+    ]);
+    let host: [(&str, PerVariant); 2] = [
+        (
+            "ambient::host::reruns_check_a_reload_and_clean",
+            host_reruns_check_a_reload_and_clean,
+        ),
+        (
+            "ambient::host::foreign_ipset_is_a_conflict",
+            host_foreign_ipset_is_a_conflict,
+        ),
+    ];
+    for (name, f) in host {
+        for v in VARIANTS {
+            t.add(format!("{name}::{v}"), host_needs, move || f(v));
         }
     }
     t.add(

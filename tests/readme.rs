@@ -96,6 +96,12 @@ fn main() {
     t.add("readme::ambient_flag_table", NOTHING, || {
         check("ambient flag table", ambient::markdown_table())
     });
+    t.add("readme::ambient_host_flag_table", NOTHING, || {
+        check(
+            "ambient host flag table",
+            meshtables::profile::ambient::host::flags::markdown_table(),
+        )
+    });
     t.add("readme::ambient_pod_annotations", NOTHING, || {
         check("ambient pod annotations", ambient::pod_table())
     });

@@ -459,7 +459,8 @@ fn main() {
     t.add("dry_run::host_clean", NOTHING, host_clean_dry_runs);
     t.add("dry_run::host_members", NOTHING, member_dry_runs);
     t.add("dry_run::host_json_sets", NOTHING, host_json_names_the_sets);
-    let host_bad: [(&str, &str, &[&str]); 3] = [
+    let host_bad: [(&str, &str, &[&str]); 4] = [
+        ("apply", "network-namespace", &["/var/run/netns/x\ny"]),
         (
             "apply",
             "kubelet-uid",

@@ -419,6 +419,7 @@ fn host_reruns_check_a_reload_and_clean(v: &str) {
 fn host_foreign_ipset_is_a_conflict(v: &str) {
     let save = format!("iptables-{v}-save -t nat | {STRIP}");
     let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let c = mt(&["ambient", "host", "check", "--force-iptables-binary", v]);
     let rm = mt(&[
         "ambient",
         "host",
@@ -429,11 +430,18 @@ fn host_foreign_ipset_is_a_conflict(v: &str) {
         "10.244.1.9",
     ]);
     let o = in_netns(&format!(
-        "ipset create istio-inpod-probes-v4 hash:net; {a}; echo rc=$?; {save} | grep -c ISTIO; ipset list istio-inpod-probes-v4 | grep Type
+        "ipset create istio-inpod-probes-v4 hash:net; {a}; echo rc=$?; {c}; echo rc=$?; {save} | grep -c ISTIO; ipset list istio-inpod-probes-v4 | grep Type
          ipset destroy istio-inpod-probes-v4; {a} 2>/dev/null; ipset add istio-inpod-probes-v4 10.244.1.9; {rm}; echo rc=$?; ipset list istio-inpod-probes-v4 | grep -c 10.244.1.9"
     ));
     let (out, err) = (stdout(&o), stderr(&o));
-    assert_eq!(out, "rc=1\n0\nType: hash:net\nrc=1\n1\n", "{v}: {err}");
+    assert_eq!(
+        out, "rc=1\nrc=1\n0\nType: hash:net\nrc=1\n1\n",
+        "{v}: {err}"
+    );
+    assert!(
+        err.contains("it is hash:net"),
+        "check names what the set is: {err}"
+    );
     assert!(
         err.contains("ipset create istio-inpod-probes-v4 hash:ip"),
         "{err}"

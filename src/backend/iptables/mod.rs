@@ -443,7 +443,7 @@ pub fn change_members(
         let Some(live) = s.members(set.name)? else {
             return Err(BackendError::Failed(
                 format!(
-                    "ipset {} does not exist: run `meshtables ambient host apply` first",
+                    "ipset {} does not exist: its rules' apply makes it",
                     set.name
                 )
                 .into(),
@@ -515,7 +515,7 @@ mod sets {
         Ok(())
     }
 
-    /// The plan's sets that do not exist, as the command that makes each.
+    /// The plan's sets that are missing, or are not what an apply makes.
     pub fn missing(plan: &Plan) -> Result<Vec<String>, BackendError> {
         if plan.sets.is_empty() {
             return Ok(Vec::new());
@@ -523,8 +523,17 @@ mod sets {
         let mut s = Ipset::open()?;
         let mut out = Vec::new();
         for set in &plan.sets {
-            if !s.exists(set.name)? {
-                out.push(format!("ipset {} (hash:ip with comments)", set.name));
+            let v6 = set.family == Family::V6;
+            match s.header(set.name)? {
+                None => out.push(format!("ipset {} (hash:ip with comments)", set.name)),
+                Some(h) if !h.is_hash_ip(v6) => out.push(format!(
+                    "ipset {} as an apply makes it, hash:ip with comments of its family (it is {}, nfproto family {}, {})",
+                    set.name,
+                    h.kind,
+                    h.family,
+                    if h.comments { "with comments" } else { "without comments" }
+                )),
+                Some(_) => {}
             }
         }
         Ok(out)

@@ -6,8 +6,10 @@
 //! `nft` adds them implicitly in an `inet` table, byte-aligned prefixes load only the prefix
 //! bytes, other prefixes are masked, `!= { a, b }` becomes an inverted lookup in an anonymous
 //! set. Two things differ from the text, with the same resulting ruleset: each table is
-//! created fresh (so `flush table` is not needed), and `insert ... index N` is resolved here,
-//! so every rule is sent as an append in its final position.
+//! created fresh (so `flush table` is not needed), unless the plan has named sets, whose
+//! members are state (then the table is added and flushed, as the text says, and the sets
+//! are added, kept when they exist); and `insert ... index N` is resolved here, so every rule
+//! is sent as an append in its final position.
 
 use libc::c_int;
 use netlink_packet_netfilter::nftables::{Lookup, MetaKey, Register};

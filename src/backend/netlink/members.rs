@@ -46,10 +46,10 @@ pub fn change(
         let mut w = Writer::new(Some(generation));
         for (set, addr) in members {
             let live = nl.set_elements(table.nft_name, set.name).map_err(|e| {
-                NetlinkError::NotInPlace(vec![format!(
-                    "set inet {} {} cannot be read ({e}): run `meshtables ambient host apply` first",
+                NetlinkError::Missing(format!(
+                    "set inet {} {} cannot be read ({e}): its rules' apply makes it",
                     table.nft_name, set.name
-                )])
+                ))
             })?;
             let k = key(*addr);
             let found = live.iter().find(|(lk, _, _)| *lk == k);

@@ -43,12 +43,18 @@ impl Backend for Netlink {
                 crate::render::nft::transaction(&plan.nft)
             )
         });
+        // A table with named sets is flushed and refilled (its members stay), not replaced.
+        let how = if plan.sets.is_empty() {
+            "replacing"
+        } else {
+            "refilling"
+        };
         Ok(format!(
             "nftables rules programmed: {sent} messages in one transaction{}",
             if replaced.is_empty() {
                 String::new()
             } else {
-                format!(", replacing {}", replaced.join(", "))
+                format!(", {how} {}", replaced.join(", "))
             }
         ))
     }

@@ -129,6 +129,31 @@ pub struct Ipset {
     nl: Transport,
 }
 
+/// What a set is: its type, family (`NFPROTO_*`) and whether it keeps comments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: String,
+    pub family: u8,
+    pub comments: bool,
+}
+
+impl Header {
+    /// Whether this is what `create_hash_ip` makes.
+    pub fn is_hash_ip(&self, v6: bool) -> bool {
+        let family = (if v6 {
+            libc::NFPROTO_IPV6
+        } else {
+            libc::NFPROTO_IPV4
+        }) as u8;
+        self.kind == "hash:ip" && self.family == family && self.comments
+    }
+}
+
+fn text(v: &[u8]) -> String {
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
 /// One member as listed: its address and comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -208,13 +233,18 @@ impl Ipset {
         }
     }
 
-    /// Whether set `name` exists.
-    pub fn exists(&mut self, name: &str) -> Result<bool, IpsetError> {
-        self.members(name).map(|m| m.is_some())
+    /// What set `name` is (`None`: no such set).
+    pub fn header(&mut self, name: &str) -> Result<Option<Header>, IpsetError> {
+        Ok(self.list(name)?.map(|(h, _)| h))
     }
 
     /// The members of `name` (`None`: no such set).
     pub fn members(&mut self, name: &str) -> Result<Option<Vec<Member>>, IpsetError> {
+        Ok(self.list(name)?.map(|(_, m)| m))
+    }
+
+    /// `ipset list NAME`: its header and members (`None`: no such set).
+    fn list(&mut self, name: &str) -> Result<Option<(Header, Vec<Member>)>, IpsetError> {
         let msg = request(CMD_LIST, libc::NFPROTO_UNSPEC as u8, name, &[]);
         let replies = match self.nl.dump(msg) {
             Ok(Ok(r)) => r,
@@ -234,19 +264,32 @@ impl Ipset {
             }
         };
         let mut out = Vec::new();
+        let mut header = Header::default();
         for r in &replies {
             // Past the netlink header and nfgenmsg: the command's attributes.
             let Some(attrs) = r.get(20..) else { continue };
             for (kind, value) in tlvs(attrs) {
-                if kind != ATTR_ADT {
-                    continue;
-                }
-                for (_, entry) in tlvs(value) {
-                    out.extend(member(entry));
+                match kind {
+                    ATTR_TYPENAME => header.kind = text(value),
+                    ATTR_FAMILY => header.family = value.first().copied().unwrap_or(0),
+                    ATTR_DATA => {
+                        for (k, v) in tlvs(value) {
+                            if k == ATTR_CADT_FLAGS && v.len() == 4 {
+                                let flags = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                                header.comments = flags & FLAG_WITH_COMMENTS != 0;
+                            }
+                        }
+                    }
+                    ATTR_ADT => {
+                        for (_, entry) in tlvs(value) {
+                            out.extend(member(entry));
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok(Some(out))
+        Ok(Some((header, out)))
     }
 
     /// `ipset add NAME ADDR comment C -exist`: added, or its comment replaced.
@@ -310,10 +353,7 @@ fn member(entry: &[u8]) -> Option<Member> {
                     };
                 }
             }
-            ATTR_COMMENT => {
-                let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
-                comment = String::from_utf8(value[..end].to_vec()).ok();
-            }
+            ATTR_COMMENT => comment = Some(text(value)),
             _ => {}
         }
     }

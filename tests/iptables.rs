@@ -449,6 +449,30 @@ fn host_foreign_ipset_is_a_conflict(v: &str) {
     assert!(err.contains("member 10.244.1.9 of ipset"), "{err}");
 }
 
+/// Twenty pods added at once: every ipset member lands, each with its pod's UID.
+fn host_concurrent_add_pods_all_land(v: &str) {
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let mut adds = String::new();
+    for i in 10..30 {
+        let uid = format!("0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a{i}");
+        let ip = format!("10.244.1.{i}");
+        let add = mt(&[
+            "ambient",
+            "host",
+            "add-pod",
+            "--pod-uid",
+            &uid,
+            "--pod-ip",
+            &ip,
+        ]);
+        adds.push_str(&format!("{add} 2>/dev/null & "));
+    }
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {adds} wait; ipset list istio-inpod-probes-v4 | grep -c 'comment \"0b0d'"
+    ));
+    assert_eq!(stdout(&o).trim(), "20", "{v}: {}", stderr(&o));
+}
+
 /// A test run with one iptables variant.
 type PerVariant = fn(&str);
 
@@ -493,7 +517,11 @@ fn main() {
         "unshare",
         "ipset",
     ]);
-    let host: [(&str, PerVariant); 2] = [
+    let host: [(&str, PerVariant); 3] = [
+        (
+            "ambient::host::concurrent_add_pods_all_land",
+            host_concurrent_add_pods_all_land,
+        ),
         (
             "ambient::host::reruns_check_a_reload_and_clean",
             host_reruns_check_a_reload_and_clean,

@@ -702,6 +702,25 @@ fn host_foreign_objects_are_conflicts() {
     assert!(err.contains("element 10.244.1.9 of set"), "{err}");
 }
 
+/// Twenty pods added at once (the agent's CNI events and informer race): every member lands,
+/// each with its pod's UID.
+fn host_concurrent_add_pods_all_land() {
+    let a = host("apply", &[]);
+    let mut adds = String::new();
+    for i in 10..30 {
+        let uid = format!("0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a{i}");
+        let ip = format!("10.244.1.{i}");
+        adds.push_str(&format!(
+            "{} 2>/dev/null & ",
+            host("add-pod", &["--pod-uid", &uid, "--pod-ip", &ip])
+        ));
+    }
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {adds} wait; nft list set inet istio-ambient-nat istio-inpod-probes-v4 | grep -o 'comment \"0b0d[^\"]*\"' | sort -u | wc -l"
+    ));
+    assert_eq!(stdout(&o).trim(), "20", "{}", stderr(&o));
+}
+
 fn main() {
     let mut t = Trials::new();
     for v6 in [false, true] {
@@ -712,7 +731,11 @@ fn main() {
             move || host_netlink_equals_nft_f(v6),
         );
     }
-    let host_trials: [(&str, fn()); 3] = [
+    let host_trials: [(&str, fn()); 4] = [
+        (
+            "ambient::host::concurrent_add_pods_all_land",
+            host_concurrent_add_pods_all_land,
+        ),
         (
             "ambient::host::reruns_keep_members_and_check_finds_a_flush",
             host_reruns_keep_members_and_check_finds_a_flush,

@@ -24,9 +24,12 @@
 //! caps at 8 KiB. Plots (SVG) of apply time and connection cost against list size go to
 //! `--svg DIR` (default target/bench).
 //!
+//! Also Istio ambient's in-pod rules (`meshtables ambient apply`) against `nft -f`, the
+//! restores and upstream's per-pod sequence.
+//!
 //! Run: `.ci/image-rootfs && cargo bench --bench apply` (`-- --rounds N` for more rounds,
 //! default 21; the 7,000 CIDR scenario runs a third as many; `-- --bin PATH` times another
-//! meshtables binary than the init image's static one).
+//! meshtables binary than the init image's static one; `-- --ambient` runs only ambient's).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -300,7 +303,8 @@ struct Texts {
     v6: Option<PathBuf>,
 }
 
-fn texts(b: &Path, args: &[String], dir: &Path) -> Texts {
+/// `compact`: whether the scheme has `--compact` (ambient's rules have no lists).
+fn texts(b: &Path, args: &[String], dir: &Path, compact: bool) -> Texts {
     let dry = |extra: &[&str]| {
         let o = Command::new(b)
             .args(args)
@@ -314,7 +318,9 @@ fn texts(b: &Path, args: &[String], dir: &Path) -> Texts {
     let nft = dir.join("rules.nft");
     std::fs::write(&nft, dry(&["--native-nftables"])).unwrap();
     let nft_compact = dir.join("rules-compact.nft");
-    std::fs::write(&nft_compact, dry(&["--native-nftables", "--compact"])).unwrap();
+    if compact {
+        std::fs::write(&nft_compact, dry(&["--native-nftables", "--compact"])).unwrap();
+    }
     // The restore text holds both families, each after a "# IPv4"/"# IPv6" line.
     let text = dry(&[]);
     let (v4_text, v6_text) = match text.find("# IPv6") {
@@ -437,7 +443,7 @@ fn run_child(mode: &str, extra: &[String]) -> String {
 /// (`IPT_SO_SET_REPLACE`'s length, read from strace), in a fresh namespace.
 fn replace_blob(b: &Path, args: &[String], dir: &Path) -> Option<usize> {
     which("strace")?;
-    let t = texts(b, args, dir);
+    let t = texts(b, args, dir, true);
     let text = std::fs::read_to_string(&t.v4).ok()?;
     let nat: String = text
         .split("COMMIT")
@@ -474,6 +480,86 @@ fn replace_blob(b: &Path, args: &[String], dir: &Path) -> Option<usize> {
         .max()
 }
 
+/// Istio ambient's in-pod rules (`meshtables ambient apply`), each tool loading the same rules
+/// (meshtables' ambient dry-run text): meshtables over netlink and with its iptables backend,
+/// `nft -f` of the nftables text, `iptables-nft-restore` per family, and upstream's sequence
+/// for one pod: the node agent detected the variant once at start, so per pod it runs the two
+/// saves its state check reads, then one restore per family (its nftables path, one `nft`
+/// process, is the `nft -f` column). Returns the netlink apply's ratio to `nft -f` for the
+/// default configuration (the bound: at most 0.5×).
+fn ambient_section(b: &Path, rounds: usize, tmp: &Path, job: &Path) -> Option<f64> {
+    const AMBIENT_TOOLS: [&str; 6] = [
+        "true",
+        "meshtables ambient netlink",
+        "meshtables ambient iptables",
+        "nft -f",
+        "iptables-nft-restore",
+        "upstream sequence (iptables)",
+    ];
+    let scenarios: [(&str, &[&str]); 2] = [
+        ("ambient default", &[]),
+        (
+            "ambient DNS + IPv6",
+            &["--ambient-dns-capture", "--ambient-ipv6"],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, flags) in scenarios {
+        let mut args = vec!["ambient".to_string(), "apply".to_string()];
+        args.extend(owned(flags));
+        let t = texts(b, &args, tmp, false);
+        let mut saves = vec![
+            step(&["iptables-nft-save"], None),
+            step(&["ip6tables-nft-save"], None),
+        ];
+        saves.extend(restore(&t, "iptables-nft-restore", "ip6tables-nft-restore"));
+        let tools: [Vec<Step>; 6] = [
+            vec![step(&["true"], None)],
+            mesh(b, &args, &["--native-nftables"]),
+            mesh(b, &args, &["--force-iptables-binary", "nft"]),
+            vec![step(&["nft", "-f", t.nft.to_str().unwrap()], None)],
+            restore(&t, "iptables-nft-restore", "ip6tables-nft-restore"),
+            saves,
+        ];
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); tools.len()];
+        for _ in 0..rounds {
+            for (i, tool) in tools.iter().enumerate() {
+                samples[i].push(measure(tool, job).elapsed);
+            }
+        }
+        eprintln!("{name}: {rounds} rounds");
+        rows.push((name, samples.into_iter().map(median).collect::<Vec<_>>()));
+    }
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let added = |t: &[Duration], i: usize| t[i].saturating_sub(t[0]).as_secs_f64();
+    println!(
+        "\nIstio ambient's in-pod rules: median wall time of each tool's processes ({rounds} rounds), then what each adds over `true` as a ratio to what meshtables ambient netlink adds (> 1: meshtables is faster):\n"
+    );
+    println!("| scenario | {} |", AMBIENT_TOOLS.join(" | "));
+    println!("|---|{}", "---|".repeat(AMBIENT_TOOLS.len()));
+    for (name, t) in &rows {
+        let cells: Vec<String> = t.iter().map(|d| ms(*d)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!("\n| scenario | {} |", AMBIENT_TOOLS[2..].join(" | "));
+    println!("|---|{}", "---|".repeat(AMBIENT_TOOLS.len() - 2));
+    for (name, t) in &rows {
+        let cells: Vec<String> = (2..AMBIENT_TOOLS.len())
+            .map(|i| format!("{:.2}", added(t, i) / added(t, 1)))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    let (_, t) = rows.first()?;
+    let ratio = added(t, 1) / added(t, 3);
+    println!(
+        "\nambient default: meshtables ambient netlink adds {:.2} ms, nft -f {:.2} ms: {ratio:.2}× ({} the 0.5× bound)",
+        added(t, 1) * 1e3,
+        added(t, 3) * 1e3,
+        if ratio <= 0.5 { "within" } else { "over" }
+    );
+    Some(ratio)
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
@@ -502,11 +588,16 @@ fn main() {
     let tmp = std::env::temp_dir().join(format!("meshtables-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let job = tmp.join("job.json");
+    if args.iter().any(|a| a == "--ambient") {
+        ambient_section(&b, rounds, &tmp, &job);
+        std::fs::remove_dir_all(&tmp).ok();
+        return;
+    }
 
     let mut times = Vec::new();
     let mut rss = Vec::new();
     for sc in scenarios() {
-        let t = texts(&b, &sc.args, &tmp);
+        let t = texts(&b, &sc.args, &tmp, true);
         let tools: [Vec<Step>; 9] = [
             vec![step(&["true"], None)],
             mesh(&b, &sc.args, &["--native-nftables"]),
@@ -592,6 +683,7 @@ fn main() {
             if ratio <= 0.4 { "within" } else { "over" }
         );
     }
+    ambient_section(&b, rounds, &tmp, &job);
     println!("\nPeak RSS (the largest of the tool's processes):\n");
     println!("| scenario | {} |", TOOLS[1..].join(" | "));
     println!("|---|{}", "---|".repeat(TOOLS.len() - 1));
@@ -669,7 +761,7 @@ fn main() {
             args: excluding(n),
             size: Some(n),
         };
-        let t = texts(&b, &sc.args, &tmp);
+        let t = texts(&b, &sc.args, &tmp, true);
         let mut row = Vec::new();
         for (_, tool) in &conn_tools {
             std::fs::write(&job, serde_json::to_vec(&tool(&sc, &t)).unwrap()).unwrap();

@@ -177,7 +177,7 @@ fn one_line(e: &clap::Error) -> String {
     let flag = arg.split_whitespace().next().unwrap_or("").to_string();
     match e.kind() {
         ErrorKind::UnknownArgument if arg.starts_with('-') => {
-            format!("unknown flag {arg} (see meshtables apply --help)")
+            format!("unknown flag {arg} (see {} --help)", usage_command(e))
         }
         ErrorKind::UnknownArgument => format!(
             "unexpected argument {arg:?}: flags take their value as --flag VALUE or --flag=VALUE, booleans as --flag or --flag=BOOL"
@@ -200,6 +200,27 @@ fn one_line(e: &clap::Error) -> String {
             .unwrap_or("")
             .trim_start_matches("error: ")
             .to_string(),
+    }
+}
+
+/// The command the error is about, from clap's usage line ("meshtables ambient apply"), so the
+/// hint names the help that lists the flags of that command.
+fn usage_command(e: &clap::Error) -> String {
+    let usage = match e.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    let words: Vec<&str> = usage
+        .trim_start()
+        .trim_start_matches("Usage:")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '-', '<']))
+        .collect();
+    match words.first() {
+        None => "meshtables apply".into(),
+        Some(w) if w.starts_with("meshtables") || w.starts_with("istio-") => words.join(" "),
+        // `cni-install` parses its arguments without the program's name.
+        Some(_) => format!("meshtables {}", words.join(" ")),
     }
 }
 

@@ -426,6 +426,19 @@ fn clashes(args: &'static [&'static str], names: &'static [&'static str]) {
     }
 }
 
+/// A flag ambient does not have (`--compact`, the sidecar's) is refused, exit 2, naming the
+/// flag and the help of the command that was run, not the sidecar's.
+fn unknown_flag_points_at_its_help(verb: &str) {
+    let o = run(&["ambient".into(), verb.into(), "--compact".into()], &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("unknown flag --compact")
+            && e.contains(&format!("see meshtables ambient {verb} --help")),
+        "{e}"
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     for (name, args) in configurations() {
@@ -560,6 +573,13 @@ fn main() {
             &["--connmark", "--ztunnel-mark"],
         ),
     ];
+    for verb in ["apply", "clean", "check"] {
+        t.add(
+            format!("bad::unknown_flag_points_at_ambient_{verb}_help"),
+            NOTHING,
+            move || unknown_flag_points_at_its_help(verb),
+        );
+    }
     for (name, args, names) in cross {
         t.add(format!("bad::{name}"), NOTHING, move || {
             clashes(args, names)

@@ -65,7 +65,7 @@ fn golden_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    // Files only: tests/golden/ambient/ is a directory of upstream's ambient goldens.
+    // Files only: `ambient/` holds upstream's ambient goldens, which tests/ambient.rs loads.
     v.retain(|p| p.is_file() && p.to_str().is_some_and(&keep));
     v.sort();
     v

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use super::api::{Backend, BackendError};
 use super::nl::session::{NetlinkError, Nft, check_capability};
 use super::nl::{batch, guard, sets, wire};
-use crate::plan::{Plan, Scheme};
+use crate::plan::Plan;
 use lower::{Existing, Op, clean_ops};
 
 /// The netlink backend.
@@ -29,8 +29,7 @@ impl Backend for Netlink {
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        refuse_foreign(&mut nl, plan)?;
-        let (sent, existing) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
+        let (sent, existing) = transact_unchanged(&mut nl, plan, |existing| {
             faults::inject(
                 plan.ours.scheme,
                 lower::ops(&plan.nft, &plan.sets, existing),
@@ -75,8 +74,7 @@ impl Backend for Netlink {
     fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        refuse_foreign(&mut nl, plan)?;
-        let (_, deleted) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
+        let (_, deleted) = transact_unchanged(&mut nl, plan, |existing| {
             clean_ops(existing).into_iter().map(Ok)
         })?;
         Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
@@ -213,7 +211,7 @@ pub fn element_floor(
 /// messages went and which of our tables existed.
 fn transact_unchanged<'p, I>(
     nl: &mut Nft,
-    scheme: &Scheme,
+    plan: &Plan,
     ops: impl Fn(&Existing) -> I,
 ) -> Result<(usize, Existing), NetlinkError>
 where
@@ -222,7 +220,10 @@ where
     const ATTEMPTS: usize = 20;
     for _ in 0..ATTEMPTS {
         let generation = nl.generation()?;
-        let existing = live::our_tables(nl, scheme)?;
+        // Read under the same generation as the batch: a foreign object added after this
+        // read makes the kernel refuse the batch, and the next attempt sees it.
+        refuse_foreign(nl, plan)?;
+        let existing = live::our_tables(nl, plan.ours.scheme)?;
         let mut w = batch::Writer::new(Some(generation));
         for op in ops(&existing) {
             add_op(&mut w, op?);

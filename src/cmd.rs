@@ -17,10 +17,14 @@ use crate::flags::{self, Flags};
 use crate::host::Host;
 use crate::logging;
 use crate::profile::ambient::flags as ambient;
+use crate::profile::ambient::host::AmbientHost;
+use crate::profile::ambient::host::flags as host_flags;
+use crate::profile::ambient::host::members::{self, MemberVerb};
 use crate::profile::ambient::{Ambient, config as ambient_config};
 use crate::profile::istio::Istio;
 use crate::profile::istio::config::{self, EnvSource, Resolved, Subcommand};
 use crate::profile::istio::flags as istio;
+use crate::run::RunError;
 use crate::run::execute;
 
 /// The subcommand a binary invoked as `istio-iptables` / `istio-clean-iptables` (a symlink,
@@ -57,7 +61,8 @@ pub fn command() -> Command {
     for (name, alias, about) in istio::SUBCOMMANDS {
         cmd = cmd.subcommand(istio::subcommand(name, alias, about));
     }
-    cmd.subcommand(ambient::command())
+    // The node's rules are a verb group of `ambient` (`ambient host ...`).
+    cmd.subcommand(ambient::command().subcommand(host_flags::command()))
         .subcommand(flags::install_command())
         .subcommand(flags::ready_command())
 }
@@ -69,6 +74,11 @@ pub enum Scheme {
     Istio,
     /// `ambient apply|clean|check`.
     Ambient,
+    /// `ambient host apply|clean|check`.
+    AmbientHost,
+    /// `ambient host add-pod|remove-pod` (the verb is the member verb; the subcommand
+    /// returned with it means nothing).
+    AmbientMember(MemberVerb),
 }
 
 fn verb(m: &clap::ArgMatches) -> Result<(Subcommand, &clap::ArgMatches), clap::Error> {
@@ -85,6 +95,21 @@ fn verb(m: &clap::ArgMatches) -> Result<(Subcommand, &clap::ArgMatches), clap::E
 pub fn parse_command(args: Vec<OsString>) -> Result<(Scheme, Subcommand, Flags), clap::Error> {
     let m = command().try_get_matches_from(normalize_args(args))?;
     if let Some(("ambient", am)) = m.subcommand() {
+        if let Some(("host", hm)) = am.subcommand() {
+            let member = |v, sm| {
+                let f = host_flags::from_matches(sm, host_flags::MEMBERS);
+                Ok((Scheme::AmbientMember(v), Subcommand::Apply, f))
+            };
+            return match hm.subcommand() {
+                Some(("add-pod", sm)) => member(MemberVerb::Add, sm),
+                Some(("remove-pod", sm)) => member(MemberVerb::Remove, sm),
+                _ => {
+                    let (sub, sm) = verb(hm)?;
+                    let f = host_flags::from_matches(sm, host_flags::RULES);
+                    Ok((Scheme::AmbientHost, sub, f))
+                }
+            };
+        }
         let (sub, sm) = verb(am)?;
         return Ok((Scheme::Ambient, sub, ambient::from_matches(sm)));
     }
@@ -96,7 +121,7 @@ pub fn parse_command(args: Vec<OsString>) -> Result<(Scheme, Subcommand, Flags),
 pub fn parse_args(args: Vec<OsString>) -> Result<(Subcommand, Flags), clap::Error> {
     match parse_command(args)? {
         (Scheme::Istio, sub, flags) => Ok((sub, flags)),
-        (Scheme::Ambient, ..) => Err(clap::Error::new(ErrorKind::InvalidSubcommand)),
+        _ => Err(clap::Error::new(ErrorKind::InvalidSubcommand)),
     }
 }
 
@@ -120,7 +145,7 @@ pub fn resolve_ambient_args(
 ) -> Result<crate::profile::ambient::config::Resolved, String> {
     let (sub, flags) = match parse_command(args).map_err(|e| one_line(&e))? {
         (Scheme::Ambient, sub, flags) => (sub, flags),
-        (Scheme::Istio, ..) => return Err("not an ambient command line".into()),
+        _ => return Err("not an ambient in-pod command line".into()),
     };
     let early = ambient_config::early(&flags, sub, env).map_err(|e| e.to_string())?;
     ambient_config::resolve(&flags, &early, env, host).map_err(|e| e.to_string())
@@ -323,6 +348,10 @@ pub fn main_with(
     let ran = match scheme {
         Scheme::Istio => execute(&Istio, &flags, sub, env, host, stdout),
         Scheme::Ambient => execute(&Ambient, &flags, sub, env, host, stdout),
+        Scheme::AmbientHost => execute(&AmbientHost, &flags, sub, env, host, stdout),
+        Scheme::AmbientMember(v) => members::resolve(v, &flags, env)
+            .map_err(RunError::from)
+            .and_then(|m| members::run(&m, &flags, env, stdout)),
     };
     match ran {
         Ok(()) => 0,

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use meshtables::flags::Spec;
 use meshtables::profile::ambient::flags;
-use support::ambient::{CONFIGURATIONS, configurations};
+use support::ambient::{CONFIGURATIONS, configurations, host_configurations};
 use support::trials::{NOTHING, Trials};
 use support::{command, diff};
 
@@ -95,6 +95,168 @@ fn iptables_golden(name: &str, args: &[String]) {
         shown == restores,
         "{name} (stdout):\n{}",
         diff(&restores, &shown)
+    );
+}
+
+/// The node's rules: the nft dry run is upstream's host transaction byte for byte (its args
+/// carry `--native-nftables`).
+fn host_nftables_golden(name: &str, args: &[String]) {
+    let mut a = args.to_vec();
+    a.push("--dry-run".into());
+    let got = ok_stdout(&run(&a, &[]));
+    let want = golden("nftables", name);
+    assert!(got == want, "{name}:\n{}", diff(&want, &got));
+}
+
+/// Every `hostprobe*` golden is a host configuration, in both dialects.
+fn every_host_golden_is_a_case() {
+    let names: Vec<String> = host_configurations().into_iter().map(|c| c.0).collect();
+    for dialect in ["iptables", "nftables"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/ambient")
+            .join(dialect);
+        let mut stems: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let f = e.unwrap().file_name().to_string_lossy().into_owned();
+                f.strip_suffix(".golden")
+                    .filter(|s| s.starts_with("hostprobe"))
+                    .map(str::to_string)
+            })
+            .collect();
+        stems.sort();
+        assert_eq!(stems, names, "{dialect}");
+    }
+}
+
+/// The node's clean as a dry run: the table's delete, and per family upstream's commands
+/// (each rule undone in reverse order, then the chain flushed and deleted).
+fn host_clean_dry_runs() {
+    let nft = ok_stdout(&run(
+        &["ambient", "host", "clean", "--dry-run", "--native-nftables"].map(String::from),
+        &[],
+    ));
+    assert_eq!(
+        nft,
+        "add table inet istio-ambient-nat\ndelete table inet istio-ambient-nat\n"
+    );
+    let ipt = ok_stdout(&run(
+        &["ambient", "host", "clean", "--dry-run", "--ambient-ipv6"].map(String::from),
+        &[],
+    ));
+    let cmds: Vec<&str> = ipt.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        cmds,
+        [
+            "iptables -t nat -D ISTIO_POSTRT -m owner --socket-exists -p tcp -m set --match-set istio-inpod-probes-v4 dst -j SNAT --to-source 169.254.7.127",
+            "iptables -t nat -D POSTROUTING -j ISTIO_POSTRT",
+            "iptables -t nat -F ISTIO_POSTRT",
+            "iptables -t nat -X ISTIO_POSTRT",
+            "ip6tables -t nat -D ISTIO_POSTRT -m owner --socket-exists -p tcp -m set --match-set istio-inpod-probes-v6 dst -j SNAT --to-source fd16:9254:7127:1337:ffff:ffff:ffff:ffff",
+            "ip6tables -t nat -D POSTROUTING -j ISTIO_POSTRT",
+            "ip6tables -t nat -F ISTIO_POSTRT",
+            "ip6tables -t nat -X ISTIO_POSTRT",
+        ]
+    );
+}
+
+const UID: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
+
+/// A member's add and remove as a dry run: upstream's element transaction (nftables) or the
+/// `ipset` command that does the same; an IPv6 address with IPv6 off is skipped.
+fn member_dry_runs() {
+    let member = |verb: &str, extra: &[&str]| {
+        let mut a: Vec<String> = ["ambient", "host", verb, "--dry-run", "--pod-uid", UID]
+            .map(String::from)
+            .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        ok_stdout(&run(&a, &[]))
+    };
+    let ips = ["--pod-ip", "10.0.0.5,fd00::5"];
+    let mut nft = ips.to_vec();
+    nft.push("--native-nftables");
+    assert_eq!(
+        member("add-pod", &nft),
+        format!(
+            "add element inet istio-ambient-nat istio-inpod-probes-v4 {{ 10.0.0.5 comment \"{UID}\" }}\n"
+        )
+    );
+    nft.push("--ambient-ipv6");
+    assert_eq!(
+        member("remove-pod", &nft),
+        "delete element inet istio-ambient-nat istio-inpod-probes-v4 { 10.0.0.5 }\ndelete element inet istio-ambient-nat istio-inpod-probes-v6 { fd00::5 }\n"
+    );
+    assert_eq!(
+        member("add-pod", &ips),
+        format!("ipset add istio-inpod-probes-v4 10.0.0.5 comment \"{UID}\" -exist\n")
+    );
+}
+
+/// The JSON plan of the node's rules names the probe sets.
+fn host_json_names_the_sets() {
+    let out = ok_stdout(&run(
+        &[
+            "ambient",
+            "host",
+            "apply",
+            "--dry-run",
+            "--output",
+            "json",
+            "--kubelet-uid",
+            "0",
+            "--ambient-ipv6",
+        ]
+        .map(String::from),
+        &[],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        v["sets"],
+        serde_json::json!([
+            {"name": "istio-inpod-probes-v4", "family": "ipv4"},
+            {"name": "istio-inpod-probes-v6", "family": "ipv6"}
+        ])
+    );
+}
+
+/// One bad value of a host flag: exit 2, nothing on stdout, one line naming the flag and
+/// quoting the value.
+fn host_refused(verb: &'static str, long: &'static str, value: &'static str) {
+    let flag = format!("--{long}={value}");
+    let mut args = vec!["ambient", "host", verb, "--dry-run", &flag];
+    if verb != "apply" {
+        for (f, v) in [("pod-uid", UID), ("pod-ip", "10.0.0.5")] {
+            if f != long {
+                args.extend([
+                    if f == "pod-uid" {
+                        "--pod-uid"
+                    } else {
+                        "--pod-ip"
+                    },
+                    v,
+                ]);
+            }
+        }
+    }
+    let out = command(&args, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains(&format!("--{long}")), "{stderr}");
+    assert!(stderr.contains(&format!("{value:?}")), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// add-pod and remove-pod without a pod UID or addresses: exit 2 naming the flag.
+fn member_flag_required(verb: &'static str, given: &'static [&'static str], missing: &str) {
+    let mut args = vec!["ambient", "host", verb, "--dry-run"];
+    args.extend(given);
+    let out = command(&args, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(missing) && stderr.contains("required"),
+        "{stderr}"
     );
 }
 
@@ -300,6 +462,72 @@ fn main() {
             iptables_golden(&name, &args)
         });
     }
+    for (name, nft, ipt) in host_configurations() {
+        let n = name.clone();
+        t.add(
+            format!("golden::host::{name}::nftables"),
+            NOTHING,
+            move || host_nftables_golden(&n, &nft),
+        );
+        t.add(
+            format!("golden::host::{name}::iptables"),
+            NOTHING,
+            move || iptables_golden(&name, &ipt),
+        );
+    }
+    t.add(
+        "golden::every_host_golden_is_a_case",
+        NOTHING,
+        every_host_golden_is_a_case,
+    );
+    t.add("dry_run::host_clean", NOTHING, host_clean_dry_runs);
+    t.add("dry_run::host_members", NOTHING, member_dry_runs);
+    t.add("dry_run::host_json_sets", NOTHING, host_json_names_the_sets);
+    let host_bad: [(&str, &str, &[&str]); 4] = [
+        ("apply", "network-namespace", &["/var/run/netns/x\ny"]),
+        (
+            "apply",
+            "kubelet-uid",
+            &["-1", "4294967296", "kubelet", "1 2"],
+        ),
+        (
+            "add-pod",
+            "pod-ip",
+            &[
+                "10.0.0.5,10.0.0.5",
+                "127.0.0.1",
+                "224.0.0.1",
+                "10.0.0.0/24",
+                "::",
+                "x",
+            ],
+        ),
+        (
+            "remove-pod",
+            "pod-uid",
+            &[
+                "0B0D8F5E-3C1A-4A47-9A51-2F6C1B7F1A2B",
+                "x\" comment \"y",
+                "0b0d8f5e3c1a4a479a512f6c1b7f1a2b",
+            ],
+        ),
+    ];
+    let host_bad_values: usize = host_bad.iter().map(|(_, _, v)| v.len()).sum();
+    for (verb, long, values) in host_bad {
+        for value in values {
+            t.add(
+                format!("bad::host::{verb}::--{long}={value}"),
+                NOTHING,
+                move || host_refused(verb, long, value),
+            );
+        }
+    }
+    t.add("bad::host::add-pod_without_uid", NOTHING, || {
+        member_flag_required("add-pod", &["--pod-ip", "10.0.0.5"], "--pod-uid")
+    });
+    t.add("bad::host::remove-pod_without_ip", NOTHING, || {
+        member_flag_required("remove-pod", &["--pod-uid", UID], "--pod-ip")
+    });
     t.add(
         "golden::every_in_pod_golden_is_a_case",
         NOTHING,
@@ -369,14 +597,15 @@ fn main() {
             clashes(args, names)
         });
     }
-    // Each configuration × 2 dialects and the golden directory's check; 2 dry runs; the bad
-    // values of every flag and variable, their check, an unknown flag per verb, and the 4
-    // cross-flag clashes.
-    let golden = CONFIGURATIONS * 2 + 1;
-    let bad = BAD_VALUE_TRIALS + 1 + 3 + 4;
+    // Each in-pod and host configuration × 2 dialects and each golden directory's check; 2
+    // in-pod and 3 host dry runs; the bad values of every flag and variable, their check, an
+    // unknown flag per verb, the 4 cross-flag clashes, the host's bad values and its 2 missing
+    // flags.
+    let golden = (CONFIGURATIONS + host_configurations().len()) * 2 + 2;
+    let bad = BAD_VALUE_TRIALS + 1 + 3 + 4 + host_bad_values + 2;
     t.declare(
-        golden + 2 + bad,
-        &[("golden", golden), ("dry_run", 2), ("bad", bad)],
+        golden + 5 + bad,
+        &[("golden", golden), ("dry_run", 5), ("bad", bad)],
     );
     t.run()
 }

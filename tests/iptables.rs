@@ -380,6 +380,105 @@ fn ambient_reruns_reconcile_and_clean(v: &str) {
     );
 }
 
+const POD: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
+
+/// The node's rules with one variant: reruns converge and keep the ipsets' members; a
+/// firewalld reload (every nat chain flushed and deleted, istio/istio#60607) is what `check`
+/// finds and `apply` repairs, members still in; a clean removes the rules and the ipsets.
+fn host_reruns_check_a_reload_and_clean(v: &str) {
+    let save = format!("{{ iptables-{v}-save -t nat; ip6tables-{v}-save -t nat; }} | {STRIP}");
+    let flags = ["--ambient-ipv6", "--force-iptables-binary", v];
+    let a = mt(&[&["ambient", "host", "apply"], &flags[..]].concat());
+    let c = mt(&[&["ambient", "host", "check"], &flags[..]].concat());
+    let add = mt(&[
+        &[
+            "ambient",
+            "host",
+            "add-pod",
+            "--pod-uid",
+            POD,
+            "--pod-ip",
+            "10.244.1.7,fd00::7",
+        ],
+        &flags[..],
+    ]
+    .concat());
+    let clean = mt(&["ambient", "host", "clean"]);
+    let reload =
+        format!("for x in iptables-{v} ip6tables-{v}; do $x -t nat -F && $x -t nat -X; done");
+    let members = "ipset list | grep -c 'comment \"0b0d8f5e'";
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {add} 2>/dev/null; {save} > /tmp/h1-$$; {a} 2>/dev/null && {save} | cmp - /tmp/h1-$$ && echo SAME; {c} 2>/dev/null && echo CHECK-OK
+         {reload}; {c}; echo rc=$?; {a} 2>/dev/null; {c} 2>/dev/null && echo REPAIRED; {save} | cmp - /tmp/h1-$$ && echo AS-BEFORE; {members}
+         {clean} 2>/dev/null; {save} | grep -c ISTIO; ipset list | wc -l; {clean} 2>/dev/null && echo SECOND-CLEAN-OK; rm -f /tmp/h1-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out, "SAME\nCHECK-OK\nrc=1\nREPAIRED\nAS-BEFORE\n2\n0\n0\nSECOND-CLEAN-OK\n",
+        "{v}: {err}"
+    );
+    assert!(err.contains("nat/"), "check names the chains: {err}");
+}
+
+/// An ipset of our name that we did not make (another type) stops the apply before any rule
+/// is written; a member without a comment stops a remove; nothing changes.
+fn host_foreign_ipset_is_a_conflict(v: &str) {
+    let save = format!("iptables-{v}-save -t nat | {STRIP}");
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let c = mt(&["ambient", "host", "check", "--force-iptables-binary", v]);
+    let rm = mt(&[
+        "ambient",
+        "host",
+        "remove-pod",
+        "--pod-uid",
+        POD,
+        "--pod-ip",
+        "10.244.1.9",
+    ]);
+    let o = in_netns(&format!(
+        "ipset create istio-inpod-probes-v4 hash:net; {a}; echo rc=$?; {c}; echo rc=$?; {save} | grep -c ISTIO; ipset list istio-inpod-probes-v4 | grep Type
+         ipset destroy istio-inpod-probes-v4; {a} 2>/dev/null; ipset add istio-inpod-probes-v4 10.244.1.9; {rm}; echo rc=$?; ipset list istio-inpod-probes-v4 | grep -c 10.244.1.9"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out, "rc=1\nrc=1\n0\nType: hash:net\nrc=1\n1\n",
+        "{v}: {err}"
+    );
+    assert!(
+        err.contains("it is hash:net"),
+        "check names what the set is: {err}"
+    );
+    assert!(
+        err.contains("ipset create istio-inpod-probes-v4 hash:ip"),
+        "{err}"
+    );
+    assert!(err.contains("member 10.244.1.9 of ipset"), "{err}");
+}
+
+/// Twenty pods added at once: every ipset member lands, each with its pod's UID.
+fn host_concurrent_add_pods_all_land(v: &str) {
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let mut adds = String::new();
+    for i in 10..30 {
+        let uid = format!("0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a{i}");
+        let ip = format!("10.244.1.{i}");
+        let add = mt(&[
+            "ambient",
+            "host",
+            "add-pod",
+            "--pod-uid",
+            &uid,
+            "--pod-ip",
+            &ip,
+        ]);
+        adds.push_str(&format!("{add} 2>/dev/null & "));
+    }
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {adds} wait; ipset list istio-inpod-probes-v4 | grep -c 'comment \"0b0d'"
+    ));
+    assert_eq!(stdout(&o).trim(), "20", "{v}: {}", stderr(&o));
+}
+
 /// A test run with one iptables variant.
 type PerVariant = fn(&str);
 
@@ -434,7 +533,7 @@ fn main() {
             );
         }
     }
-        let per_variant: [(&str, PerVariant); 5] = [
+    let per_variant: [(&str, PerVariant); 5] = [
         (
             "zero_length_prefixes_rerun_and_check",
             zero_length_prefixes_rerun_and_check,
@@ -458,6 +557,34 @@ fn main() {
             t.add(format!("{name}::{v}"), NEEDS, move || f(v));
         }
     }
+    // The tests read and make ipsets with the ipset tool; meshtables does not use it.
+    let host_needs = root(&[
+        "iptables-legacy-restore",
+        "iptables-nft-restore",
+        "ip6tables-legacy-save",
+        "ip6tables-nft-save",
+        "unshare",
+        "ipset",
+    ]);
+    let host: [(&str, PerVariant); 3] = [
+        (
+            "ambient::host::concurrent_add_pods_all_land",
+            host_concurrent_add_pods_all_land,
+        ),
+        (
+            "ambient::host::reruns_check_a_reload_and_clean",
+            host_reruns_check_a_reload_and_clean,
+        ),
+        (
+            "ambient::host::foreign_ipset_is_a_conflict",
+            host_foreign_ipset_is_a_conflict,
+        ),
+    ];
+    for (name, f) in host {
+        for v in VARIANTS {
+            t.add(format!("{name}::{v}"), host_needs, move || f(v));
+        }
+    }
     t.add(
         "detection_follows_upstream",
         NEEDS,
@@ -472,14 +599,14 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 5 tests per variant (one ambient's); detection; the 10 captured files, each made again
+    // 5 tests per variant (one ambient's) and 3 of the node's; detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 5 * 2 + 1 + 10 + 10 + 9,
+        live + 5 * 2 + 3 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
-            ("ambient", 2),
+            ("ambient", 2 + 3 * 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

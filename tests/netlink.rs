@@ -603,8 +603,182 @@ fn ambient_loopback_without_ipv6() {
     );
 }
 
+/// `meshtables ambient host VERB --native-nftables --kubelet-uid 1000 --ambient-ipv6 ...`.
+fn host(verb: &str, extra: &[&str]) -> String {
+    let mut a = vec!["ambient", "host", verb, "--native-nftables"];
+    if !matches!(verb, "add-pod" | "remove-pod") {
+        a.extend(["--kubelet-uid", "1000"]);
+    }
+    a.push("--ambient-ipv6");
+    a.extend(extra);
+    mt(&a)
+}
+
+const POD_A: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
+const POD_B: &str = "1b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
+
+/// The node's rules over netlink equal `nft -f` of the trace upstream's start writes (its
+/// sets' transaction, then the golden's rules transaction), as text and bytecode.
+fn host_netlink_equals_nft_f(v6: bool) {
+    let v6flag = format!("--ambient-ipv6={v6}");
+    let args = [
+        "ambient",
+        "host",
+        "apply",
+        "--native-nftables",
+        "--kubelet-uid",
+        "1000",
+        &v6flag,
+    ];
+    let list = "nft list ruleset; echo ===; nft --debug=netlink list ruleset | sed -E 's/^(inet [a-z-]+ [a-z-]+)( [0-9]+)+$/\\1/'";
+    let a = in_netns(&format!("{} 2>/dev/null && {{ {list}; }}", mt(&args)));
+    assert!(a.status.success(), "netlink: {}", stderr(&a));
+    let mut dry: Vec<&str> = args.to_vec();
+    dry.push("--dry-run");
+    let b = in_netns(&format!(
+        "DRY_RUN_FILE_PATH=/tmp/mt-$$.nft {} >/dev/null && nft -f /tmp/mt-$$.nft; rc=$?; rm -f /tmp/mt-$$.nft; [ $rc = 0 ] && {{ {list}; }}",
+        mt(&dry)
+    ));
+    assert!(b.status.success(), "nft -f: {}", stderr(&b));
+    let (a, b) = (stdout(&a), stdout(&b));
+    assert!(a.contains("snat ip to 169.254.7.127"), "{a}");
+    assert!(a == b, "rulesets differ\n{}", support::diff(&b, &a));
+}
+
+/// Reruns converge and keep the sets' members; a flush behind our back (a firewalld reload,
+/// istio/istio#60607) is what `check` finds, and `apply` puts the rules back with the members
+/// still in; a clean removes the table, and a second clean has nothing to do.
+fn host_reruns_keep_members_and_check_finds_a_flush() {
+    let (a, c) = (host("apply", &[]), host("check", &[]));
+    let add = host(
+        "add-pod",
+        &["--pod-uid", POD_A, "--pod-ip", "10.244.1.7,fd00::7"],
+    );
+    let clean = mt(&["ambient", "host", "clean", "--native-nftables"]);
+    let o = in_netns(&format!(
+        "set -e; {a} 2>/dev/null; {add} 2>/dev/null; nft list ruleset > /tmp/h1-$$; {a} 2>/dev/null; nft list ruleset > /tmp/h2-$$
+        cmp /tmp/h1-$$ /tmp/h2-$$ && echo SAME-ON-RERUN; {c} 2>/dev/null && echo CHECK-OK
+        nft flush table inet istio-ambient-nat; ! {c}; echo FOUND-FLUSH
+        {a} 2>/dev/null; {c} 2>/dev/null && echo REPAIRED; nft list ruleset > /tmp/h3-$$; cmp /tmp/h1-$$ /tmp/h3-$$ && echo AS-BEFORE
+        {clean} 2>/dev/null; nft list tables | grep -c istio || true; {clean} 2>/dev/null && echo SECOND-CLEAN-OK; rm -f /tmp/h?-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(
+        out, "SAME-ON-RERUN\nCHECK-OK\nFOUND-FLUSH\nREPAIRED\nAS-BEFORE\n0\nSECOND-CLEAN-OK\n",
+        "{err}"
+    );
+    assert!(
+        err.contains("chain inet istio-ambient-nat postrouting has 0 rules, expected 2"),
+        "{err}"
+    );
+}
+
+/// A member is its pod's: an add by another pod takes the address over (upstream's upsert), a
+/// remove by the old pod leaves it, a remove by its pod takes it out.
+fn host_members_are_their_pods() {
+    let a = host("apply", &[]);
+    let member = |verb: &str, pod: &str, ip: &str| host(verb, &["--pod-uid", pod, "--pod-ip", ip]);
+    let list =
+        "nft list set inet istio-ambient-nat istio-inpod-probes-v4 | grep elements || echo none";
+    let o = in_netns(&format!(
+        "set -e; {a} 2>/dev/null; {} 2>/dev/null; {list}; {} 2>/dev/null; {list}; {}; {list}; {} 2>/dev/null; {list}",
+        member("add-pod", POD_A, "10.244.1.7"),
+        member("add-pod", POD_B, "10.244.1.7"),
+        member("remove-pod", POD_A, "10.244.1.7"),
+        member("remove-pod", POD_B, "10.244.1.7"),
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("elements = {{ 10.244.1.7 comment \"{POD_A}\" }}").as_str(),
+            &format!("elements = {{ 10.244.1.7 comment \"{POD_B}\" }}"),
+            &format!("elements = {{ 10.244.1.7 comment \"{POD_B}\" }}"),
+            "none",
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("it is pod {POD_B}'s, not pod {POD_A}'s")),
+        "{err}"
+    );
+}
+
+/// What is not ours in the host's table stops an apply, a clean and a member change, and
+/// nothing changes: a chain of another's, a set of another's, an element without a comment.
+fn host_foreign_objects_are_conflicts() {
+    let a = host("apply", &[]);
+    let clean = mt(&["ambient", "host", "clean", "--native-nftables"]);
+    let rm = host(
+        "remove-pod",
+        &["--pod-uid", POD_A, "--pod-ip", "10.244.1.9"],
+    );
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; nft list ruleset > /tmp/f0-$$
+        nft add chain inet istio-ambient-nat theirs; nft list ruleset > /tmp/f1-$$; {a}; echo rc=$?; {clean}; echo rc=$?; nft list ruleset | cmp - /tmp/f1-$$ && echo UNCHANGED
+        nft delete chain inet istio-ambient-nat theirs; nft add set inet istio-ambient-nat theirs '{{ type ipv4_addr ; }}'; {clean}; echo rc=$?; nft delete set inet istio-ambient-nat theirs
+        nft add element inet istio-ambient-nat istio-inpod-probes-v4 '{{ 10.244.1.9 }}'; {rm}; echo rc=$?; nft list set inet istio-ambient-nat istio-inpod-probes-v4 | grep -c 10.244.1.9; rm -f /tmp/f?-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "rc=1\nrc=1\nUNCHANGED\nrc=1\nrc=1\n1\n", "{err}");
+    assert!(err.contains("chain inet istio-ambient-nat theirs"), "{err}");
+    assert!(err.contains("set inet istio-ambient-nat theirs"), "{err}");
+    assert!(err.contains("element 10.244.1.9 of set"), "{err}");
+}
+
+/// Twenty pods added at once (the agent's CNI events and informer race): every member lands,
+/// each with its pod's UID.
+fn host_concurrent_add_pods_all_land() {
+    let a = host("apply", &[]);
+    let mut adds = String::new();
+    for i in 10..30 {
+        let uid = format!("0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a{i}");
+        let ip = format!("10.244.1.{i}");
+        adds.push_str(&format!(
+            "{} 2>/dev/null & ",
+            host("add-pod", &["--pod-uid", &uid, "--pod-ip", &ip])
+        ));
+    }
+    let o = in_netns(&format!(
+        "{a} 2>/dev/null; {adds} wait; nft list set inet istio-ambient-nat istio-inpod-probes-v4 | grep -o 'comment \"0b0d[^\"]*\"' | sort -u | wc -l"
+    ));
+    assert_eq!(stdout(&o).trim(), "20", "{}", stderr(&o));
+}
+
 fn main() {
     let mut t = Trials::new();
+    for v6 in [false, true] {
+        let name = if v6 { "hostprobe_ipv6" } else { "hostprobe" };
+        t.add(
+            format!("netlink_equals_nft_f::ambient-host-{name}"),
+            NEEDS,
+            move || host_netlink_equals_nft_f(v6),
+        );
+    }
+    let host_trials: [(&str, fn()); 4] = [
+        (
+            "ambient::host::concurrent_add_pods_all_land",
+            host_concurrent_add_pods_all_land,
+        ),
+        (
+            "ambient::host::reruns_keep_members_and_check_finds_a_flush",
+            host_reruns_keep_members_and_check_finds_a_flush,
+        ),
+        (
+            "ambient::host::members_are_their_pods",
+            host_members_are_their_pods,
+        ),
+        (
+            "ambient::host::foreign_objects_are_conflicts",
+            host_foreign_objects_are_conflicts,
+        ),
+    ];
+    for (name, f) in host_trials {
+        t.add(name, NEEDS, f);
+    }
     for (name, args) in configurations() {
         t.add(format!("netlink_equals_nft_f::{name}"), NEEDS, move || {
             netlink_equals_nft_f(&name, &args)
@@ -676,9 +850,10 @@ fn main() {
     // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
     // 6 of ambient's.
     let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
+    // And the node's rules: 2 equal to nft -f, 4 of their own.
     t.declare(
-        equal + 6 + 6,
-        &[("netlink_equals_nft_f", equal), ("ambient", 6)],
+        equal + 2 + 6 + 6 + 4,
+        &[("netlink_equals_nft_f", equal + 2), ("ambient", 6 + 4)],
     );
     t.run()
 }

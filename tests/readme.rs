@@ -102,6 +102,12 @@ fn main() {
     t.add("readme::ambient_flag_table", NOTHING, || {
         check("ambient flag table", ambient::markdown_table())
     });
+    t.add("readme::ambient_host_flag_table", NOTHING, || {
+        check(
+            "ambient host flag table",
+            meshtables::profile::ambient::host::flags::markdown_table(),
+        )
+    });
     t.add("readme::ambient_pod_annotations", NOTHING, || {
         check("ambient pod annotations", ambient::pod_table())
     });
@@ -122,6 +128,6 @@ fn main() {
     t.add("help_lists_every_flag", NOTHING, help_lists_every_flag);
     // Five README tables (Istio's flags, pod fields, the installer's settings, ambient's flags
     // and annotations) and two --help checks (Istio's, ambient's).
-    t.declare(7, &[("readme", 5)]);
+    t.declare(8, &[("readme", 6)]);
     t.run()
 }

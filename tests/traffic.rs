@@ -335,8 +335,168 @@ fn ambient_needs(backend: &str) -> Needs {
     needs(backend)
 }
 
+// ---- Istio ambient: the node's probe SNAT. ----
+
+/// The kubelet's uid in the host trials (the nftables rule keys on it).
+const KUBELET: &str = "4242:4242";
+
+/// What one host trial sends: from the world (the node) as `user` to `dst`:8080 of the pod.
+struct HostProbe {
+    dst: &'static str,
+    user: &'static str,
+    ipv6: bool,
+    /// The source the pod's app must see: the probe address, or the world's own.
+    peer: &'static str,
+}
+
+/// The world plays the node: `ambient host apply` and `add-pod` for the pod's eth0
+/// addresses (not eth1's) run there; a TCP connection from the world to the pod's app
+/// arrives with the source `want.peer`.
+fn host_probe(b: &str, extra: &[&str], probe: &HostProbe) {
+    let mut t = Topo::new();
+    let p = t.pod.clone();
+    t.serve(&p, &["app", "--tcp", "8080", "--as", "1000:1000"]);
+    let v6 = format!("--ambient-ipv6={}", probe.ipv6);
+    let mut apply = vec!["ambient", "host", "apply", "--kubelet-uid", "4242", &v6];
+    apply.extend(extra);
+    t.meshtables_in_world(&apply);
+    let mut add = vec![
+        "ambient",
+        "host",
+        "add-pod",
+        "--pod-uid",
+        "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b",
+        "--pod-ip",
+        "10.244.1.5,fd00:244::5",
+        &v6,
+    ];
+    add.extend(extra);
+    t.meshtables_in_world(&add);
+    if probe.ipv6 {
+        // An IPv6 reply to the probe address is dropped by the node while its link-local
+        // addresses are still tentative (duplicate address detection): a real node's are not.
+        wait_for_link_locals(&t.world);
+        wait_for_link_locals(&t.pod);
+    }
+    let got = t.client_with(&t.world, "tcp", probe.dst, 8080, &["--as", probe.user]);
+    let Some(a) = got else {
+        panic!("{b}: no answer from {}:8080", probe.dst)
+    };
+    assert_eq!(a.at(), "app:8080", "{b}: {a:?}");
+    assert!(
+        a.peer.starts_with(probe.peer),
+        "{b}: the app saw {}, expected {}",
+        a.peer,
+        probe.peer
+    );
+}
+
+/// Waits (10 s at most) until every veth of `ns` has its link-local address and none is
+/// tentative any more.
+fn wait_for_link_locals(ns: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = std::process::Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "scope", "link"])
+            .output()
+            .expect("ip runs");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let links = net::LINKS.len();
+        if text.matches("inet6 fe80").count() >= links && !text.contains("tentative") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}: IPv6 addresses still tentative after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Which backends a host trial runs with: the nftables rule keys on the kubelet's uid,
+/// iptables' on any local socket (`-m owner --socket-exists`), as upstream's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    All,
+    Netlink,
+    Iptables,
+}
+
+/// The host trials: name, what is sent, with which backends.
+fn host_probes() -> Vec<(&'static str, HostProbe, On)> {
+    vec![
+        (
+            "kubelet_to_a_pod_in_the_set_is_snatted",
+            HostProbe {
+                dst: "10.244.1.5",
+                user: KUBELET,
+                ipv6: false,
+                peer: "169.254.7.127:",
+            },
+            On::All,
+        ),
+        (
+            "kubelet_to_an_address_not_in_the_set_is_not",
+            HostProbe {
+                dst: "10.245.0.5",
+                user: KUBELET,
+                ipv6: false,
+                peer: "10.245.0.1:",
+            },
+            On::All,
+        ),
+        (
+            "kubelet_over_ipv6_gets_the_ipv6_probe_address",
+            HostProbe {
+                dst: "fd00:244::5",
+                user: KUBELET,
+                ipv6: true,
+                peer: "[fd16:9254:7127:1337:ffff:ffff:ffff:ffff]:",
+            },
+            On::All,
+        ),
+        (
+            "another_local_socket_is_snatted_by_iptables",
+            HostProbe {
+                dst: "10.244.1.5",
+                user: "0:0",
+                ipv6: false,
+                peer: "169.254.7.127:",
+            },
+            On::Iptables,
+        ),
+        (
+            "another_uid_is_not_snatted_by_nftables",
+            HostProbe {
+                dst: "10.244.1.5",
+                user: "0:0",
+                ipv6: false,
+                peer: "10.244.1.1:",
+            },
+            On::Netlink,
+        ),
+    ]
+}
+
+/// The node's probe trials: 4 cases on each of the 3 backends (each case names the backends
+/// it runs on).
+const HOST_PROBE_TRIALS: usize = 12;
+
 fn main() {
     let mut t = Trials::new();
+    let host_cases: &'static [(&'static str, HostProbe, On)] =
+        Box::leak(host_probes().into_boxed_slice());
+    for (b, extra) in backends() {
+        for (name, probe, on) in host_cases {
+            let netlink = b == "nftables-netlink";
+            if (*on == On::Netlink && !netlink) || (*on == On::Iptables && netlink) {
+                continue;
+            }
+            t.add(format!("ambient::host::{name}::{b}"), needs(b), move || {
+                host_probe(b, extra, probe)
+            });
+        }
+    }
     let scenarios: &'static [Scenario] = Box::leak(scenarios::all().into_boxed_slice());
     for s in scenarios {
         for (b, extra) in backends() {
@@ -387,10 +547,10 @@ fn main() {
     // each (× --compact); validation without rules; ambient's scenarios and its replies trial
     // with each backend.
     t.declare(
-        10 * 3 * 2 + 3 * 2 + 1 + (AMBIENT_SCENARIOS + 1) * 3,
+        10 * 3 * 2 + 3 * 2 + 1 + (AMBIENT_SCENARIOS + 1) * 3 + HOST_PROBE_TRIALS,
         &[
             ("validation_passes_after_apply", 3 * 2),
-            ("ambient", (AMBIENT_SCENARIOS + 1) * 3),
+            ("ambient", (AMBIENT_SCENARIOS + 1) * 3 + HOST_PROBE_TRIALS),
         ],
     );
     t.run()

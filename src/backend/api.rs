@@ -26,3 +26,18 @@ pub trait Backend {
     /// Removes every rule of ours this backend can see; returns what it removed.
     fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError>;
 }
+
+/// What happened to one member of a named address set (an add or a remove of an address
+/// with its owner's comment), for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberOutcome {
+    Added,
+    /// It was there with our comment already.
+    Kept,
+    /// It was another owner's (their comment): it is ours now.
+    TookOver(String),
+    Removed,
+    Absent,
+    /// Another owner's: left in place.
+    LeftOthers(String),
+}

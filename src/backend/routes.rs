@@ -478,10 +478,13 @@ pub fn undo(added: &[Object]) -> Result<(), RouteError> {
 pub fn retire(plan: &Plan) -> Result<Vec<String>, RouteError> {
     let ours = &plan.ours;
     let kept: &[Family] = plan.routes.as_ref().map_or(&[], |r| &r.families);
+    let Some(rule) = &ours.rule else {
+        return Ok(Vec::new());
+    };
     let mut rtnl = Rtnl::open()?;
     let mut removed = Vec::new();
     for f in Family::BOTH.into_iter().filter(|f| !kept.contains(f)) {
-        let s = rtnl.look(f, &ours.rule)?;
+        let s = rtnl.look(f, rule)?;
         for o in s.rules.iter().chain(&s.ours) {
             if rtnl.delete(o)? {
                 removed.push(o.describe());
@@ -537,8 +540,12 @@ pub fn drift(plan: &Plan) -> Result<Vec<String>, RouteError> {
 pub fn clean(ours: &Ownership) -> Result<Vec<String>, RouteError> {
     let mut rtnl = Rtnl::open()?;
     let mut removed = Vec::new();
-    for f in Family::BOTH {
-        let s = rtnl.look(f, &ours.rule)?;
+    // A scheme without policy routing owns no rule (nor the routes of any table).
+    for (f, rule) in Family::BOTH
+        .into_iter()
+        .flat_map(|f| ours.rule.map(|r| (f, r)))
+    {
+        let s = rtnl.look(f, &rule)?;
         // Rules before routes: no moment where a rule leads to a table without our route.
         for o in s.rules.iter().chain(&s.ours) {
             if rtnl.delete(o)? {

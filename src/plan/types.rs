@@ -187,6 +187,7 @@ pub mod builtin {
 
     pub const PREROUTING: Chain = Chain::builtin("PREROUTING", "prerouting");
     pub const OUTPUT: Chain = Chain::builtin("OUTPUT", "output");
+    pub const POSTROUTING: Chain = Chain::builtin("POSTROUTING", "postrouting");
 }
 
 /// Layer-4 protocol.
@@ -328,6 +329,27 @@ pub enum Match {
     ConnMarkMasked {
         mark: MaskedMark,
     },
+    /// `-m owner --socket-exists`: the packet belongs to a local socket (xtables only: nft
+    /// has no word for it, and a scheme's nft walk keys on the socket's owner instead).
+    SocketExists,
+    /// `-m set --match-set NAME dst` / `ip daddr @NAME`: the destination is a member of one
+    /// of the plan's named address sets (`Plan::sets`).
+    DstInSet {
+        set: AddrSet,
+    },
+}
+
+/// A named set of addresses of one family that rules look up and that members are added to
+/// and removed from one by one, each with a comment saying whose it is: an ipset `hash:ip`
+/// with comments in iptables, a named set in the scheme's nat table in nftables. Its name is
+/// the scheme's constant (no user text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AddrSet {
+    pub name: &'static str,
+    pub family: Family,
+    /// The set's own comment in nftables (`comment "..."`), as the scheme's upstream writes it.
+    #[serde(skip)]
+    pub comment: &'static str,
 }
 
 /// What a rule does when it matches.
@@ -372,6 +394,10 @@ pub enum Target {
     RestoreMarkMasked {
         ctmask: u32,
     },
+    /// Source NAT to one address (`-j SNAT --to-source A` / `snat to A`).
+    Snat {
+        to: IpAddr,
+    },
 }
 
 /// How upstream's nft text words a masked mark match (`Match::MarkMasked`) in one rule: its
@@ -401,6 +427,11 @@ pub struct Plan {
     pub routes: Option<PolicyRoutes>,
     /// Whether `::6/128` goes on `lo` (Istio's sidecar: upstream adds it whenever IPv6 is on).
     pub loopback_v6_address: bool,
+    /// The named address sets the rules look up, created by an apply before the rules that
+    /// name them and kept, with their members, across reruns (an nftables table holding one
+    /// is flushed and refilled, not replaced).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<AddrSet>,
     /// What marks our objects, for a clean or a rerun to recognise them.
     #[serde(skip)]
     pub ours: Ownership,
@@ -414,10 +445,14 @@ pub struct Plan {
 pub struct Ownership {
     pub scheme: &'static Scheme,
     pub marks: Vec<Mark>,
-    /// The policy routing rule the scheme makes, with or without this plan.
-    pub rule: MarkRule,
+    /// The policy routing rule the scheme makes, with or without this plan (`None`: the
+    /// scheme makes none, and no rule is its to remove).
+    pub rule: Option<MarkRule>,
     /// Whether `::6/128` on `lo` is one of the scheme's objects.
     pub loopback_v6: bool,
+    /// The named sets that are the scheme's, in every family whether this plan makes them or
+    /// not (a run with IPv6 off still owns, and cleans, the IPv6 set).
+    pub sets: Vec<AddrSet>,
 }
 
 /// Per-family xtables rule lists, in upstream's emission order.

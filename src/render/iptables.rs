@@ -61,6 +61,8 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
                 write!(out, "-m mark {}--mark {mark} ", neg(*negate))
             }
             Match::ConnMarkMasked { mark } => write!(out, "-m connmark --mark {mark} "),
+            Match::SocketExists => write!(out, "-m owner --socket-exists "),
+            Match::DstInSet { set } => write!(out, "-m set --match-set {} dst ", set.name),
         };
     }
     let _ = match &rule.target {
@@ -92,6 +94,7 @@ pub fn write_spec(out: &mut String, rule: &XtRule) {
             out,
             "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask {ctmask:#x}"
         ),
+        Target::Snat { to } => write!(out, "-j SNAT --to-source {}", addr_text(*to)),
     };
 }
 

@@ -5,7 +5,8 @@
 use std::fmt::Write;
 
 use crate::plan::{
-    Chain, Family, MarkWords, Match, NftPlan, NftRule, Position, Scheme, Table, TableLayout, Target,
+    AddrSet, Chain, Family, MarkWords, Match, NftPlan, NftRule, Position, Scheme, Table,
+    TableLayout, Target,
 };
 
 fn ip_kw(f: Family) -> &'static str {
@@ -121,6 +122,10 @@ fn write_match(s: &mut String, m: &Match, meta: &str, words: MarkWords) {
         Match::ConnMarkMasked { mark } => {
             write!(s, "ct mark and {:#x} == {:#x} ", mark.mask(), mark.value())
         }
+        // xtables only: a scheme's nft walk never sends it (nft has no such match), and the
+        // lowering refuses it.
+        Match::SocketExists => Ok(()),
+        Match::DstInSet { set } => write!(s, "{} daddr @{} ", ip_kw(set.family), set.name),
     };
 }
 
@@ -163,6 +168,7 @@ fn write_body(s: &mut String, table: &TableLayout, rule: &NftRule) {
         Target::RestoreMarkMasked { ctmask } => {
             write!(s, "{c}meta mark set ct mark and {ctmask:#x}")
         }
+        Target::Snat { to } => write!(s, "{c}snat to {}", super::iptables::addr_text(*to)),
     };
 }
 
@@ -196,6 +202,18 @@ pub fn chain_line(table: &TableLayout, chain: Chain) -> String {
         ),
         None => format!("add chain inet {t} {c}"),
     }
+}
+
+/// `add set inet TABLE NAME { type ipv4_addr ; comment "..." ; }`: a named address set.
+pub fn set_line(table: &TableLayout, set: &AddrSet) -> String {
+    let kind = match set.family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    };
+    format!(
+        "add set inet {} {} {{ type {kind} ; comment \"{}\" ; }}",
+        table.nft_name, set.name, set.comment
+    )
 }
 
 /// The apply transaction: per table `add table`, `flush table`, chains, rules.

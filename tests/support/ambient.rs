@@ -276,3 +276,31 @@ pub fn packet(f: &Flow) -> super::tracer::Packet {
         connmark: 0,
     }
 }
+
+/// Upstream's `GetCommonHostTestCases` (one case, `hostprobe`; its `RedirectDNS` does not
+/// touch the node's rules), IPv6 off and on: the golden's name and `ambient host apply` for
+/// each dialect. Upstream's nftables test takes `constructTestConfig`'s IPv6 probe address
+/// and a kubelet uid of 1000 from its stub; its iptables test sets the default address.
+pub fn host_configurations() -> Vec<(String, Vec<String>, Vec<String>)> {
+    let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        let v6flag = format!("--ambient-ipv6={v6}");
+        let mut nft = owned(&[
+            "ambient",
+            "host",
+            "apply",
+            "--kubelet-uid",
+            "1000",
+            "--host-probe-snat-ipv6",
+            TEST_PROBE_V6,
+            "--native-nftables",
+        ]);
+        nft.push(v6flag.clone());
+        let mut ipt = owned(&["ambient", "host", "apply"]);
+        ipt.push(v6flag);
+        let name = if v6 { "hostprobe_ipv6" } else { "hostprobe" };
+        out.push((name.to_string(), nft, ipt));
+    }
+    out
+}

@@ -227,6 +227,23 @@ impl Topo {
         o
     }
 
+    /// Runs meshtables in the world (the namespace that plays the node); panics with its
+    /// stderr if it fails.
+    pub fn meshtables_in_world(&self, args: &[&str]) -> Output {
+        let o = self
+            .exec(&self.world)
+            .arg(super::bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "meshtables {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
     /// Runs meshtables in the pod as `uid:gid` without asserting success.
     pub fn meshtables_as(&self, user: &str, args: &[&str]) -> Output {
         let (u, g) = user.split_once(':').unwrap();

@@ -300,6 +300,9 @@ impl Backend for Iptables {
             let text = self.step(plan, &fam, f, interrupted)?;
             fams.push((fam, text));
         }
+        // The ipsets the rules match before the rules (a restore naming a missing set fails);
+        // a set made here and left by a failed restore is empty and matched by nothing.
+        sets::ensure(plan)?;
         let n: usize = fams
             .iter()
             .filter_map(|(_, t)| t.as_deref())
@@ -347,6 +350,12 @@ impl Backend for Iptables {
     /// Succeeds when the live rules (of the variant detection picks) are exactly the plan's,
     /// compared as a rerun compares them, and no interrupted run's guard is up.
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
+        let missing = sets::missing(plan)?;
+        if !missing.is_empty() {
+            return Err(BackendError::Failed(
+                format!("missing: {}", missing.join("; ")).into(),
+            ));
+        }
         for f in plan.xtables.families() {
             let fam = self.read_family(plan, f)?;
             let mut chains = drift(&fam.live, &fam.want, &plan.ours);
@@ -414,11 +423,147 @@ impl Backend for Iptables {
                 Err(e) => failures.push(e.to_string()),
             }
         }
+        // The ipsets after the rules that match them (the kernel refuses to destroy a set in
+        // use).
+        match sets::destroy(plan) {
+            Ok(gone) => done.extend(gone),
+            Err(e) => failures.push(e.to_string()),
+        }
         if failures.is_empty() {
             Ok(done)
         } else {
             Err(BackendError::Clean(failures))
         }
+    }
+}
+
+/// Members of ipsets, each with its owner's comment: an add is `-exist` (another owner's
+/// member becomes ours: its comment is replaced), a remove takes out only a member with our
+/// comment; a member without a comment was not made this way and is a conflict (nothing
+/// changes). Each set must exist (made by an apply).
+pub fn change_members(
+    members: &[(crate::plan::AddrSet, std::net::IpAddr)],
+    comment: &str,
+    add: bool,
+) -> Result<Vec<(std::net::IpAddr, crate::backend::api::MemberOutcome)>, BackendError> {
+    use crate::backend::api::MemberOutcome as O;
+    use crate::backend::nl::ipset::Ipset;
+    let mut s = Ipset::open()?;
+    let mut plan = Vec::new();
+    let mut foreign = Vec::new();
+    for (set, a) in members {
+        let Some(live) = s.members(set.name)? else {
+            return Err(BackendError::Failed(
+                format!(
+                    "ipset {} does not exist: its rules' apply makes it",
+                    set.name
+                )
+                .into(),
+            ));
+        };
+        let theirs = live
+            .iter()
+            .find(|m| m.addr == *a)
+            .map(|m| m.comment.clone());
+        let o = match (add, theirs) {
+            (_, Some(None)) => {
+                foreign.push(format!(
+                    "member {a} of ipset {} (no comment: not made by meshtables or upstream's agent)",
+                    set.name
+                ));
+                continue;
+            }
+            (true, Some(Some(c))) if c == comment => O::Kept,
+            (true, Some(Some(c))) => O::TookOver(c),
+            (true, None) => O::Added,
+            (false, Some(Some(c))) if c == comment => O::Removed,
+            (false, Some(Some(c))) => O::LeftOthers(c),
+            (false, None) => O::Absent,
+        };
+        plan.push((*set, *a, o));
+    }
+    if !foreign.is_empty() {
+        return Err(BackendError::Failed(
+            format!(
+                "not ours, left in place (nothing was changed): {}",
+                foreign.join("; ")
+            )
+            .into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for (set, a, o) in plan {
+        match o {
+            O::Added | O::TookOver(_) => s.add(set.name, a, comment)?,
+            O::Removed => s.del(set.name, a)?,
+            _ => {}
+        }
+        out.push((a, o));
+    }
+    Ok(out)
+}
+
+/// A plan's named sets as ipsets `hash:ip` with comments, over netlink (`nl::ipset`).
+mod sets {
+    use crate::backend::api::BackendError;
+    use crate::backend::nl::ipset::{Ipset, IpsetError};
+    use crate::plan::{Family, Plan};
+
+    impl From<IpsetError> for BackendError {
+        fn from(e: IpsetError) -> Self {
+            BackendError::Failed(Box::new(e))
+        }
+    }
+
+    /// Makes each set the plan's rules match (kept, members and all, when it exists).
+    pub fn ensure(plan: &Plan) -> Result<(), BackendError> {
+        if plan.sets.is_empty() {
+            return Ok(());
+        }
+        let mut s = Ipset::open()?;
+        for set in &plan.sets {
+            s.create_hash_ip(set.name, set.family == Family::V6)?;
+        }
+        Ok(())
+    }
+
+    /// The plan's sets that are missing, or are not what an apply makes.
+    pub fn missing(plan: &Plan) -> Result<Vec<String>, BackendError> {
+        if plan.sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut s = Ipset::open()?;
+        let mut out = Vec::new();
+        for set in &plan.sets {
+            let v6 = set.family == Family::V6;
+            match s.header(set.name)? {
+                None => out.push(format!("ipset {} (hash:ip with comments)", set.name)),
+                Some(h) if !h.is_hash_ip(v6) => out.push(format!(
+                    "ipset {} as an apply makes it, hash:ip with comments of its family (it is {}, nfproto family {}, {})",
+                    set.name,
+                    h.kind,
+                    h.family,
+                    if h.comments { "with comments" } else { "without comments" }
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Destroys each of the scheme's sets that exists, members and all.
+    pub fn destroy(plan: &Plan) -> Result<Vec<String>, BackendError> {
+        if plan.ours.sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut s = Ipset::open()?;
+        let mut out = Vec::new();
+        for set in &plan.ours.sets {
+            if s.destroy(set.name)? {
+                out.push(format!("ipset destroy {}", set.name));
+            }
+        }
+        Ok(out)
     }
 }
 

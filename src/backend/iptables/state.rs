@@ -182,6 +182,8 @@ fn save_matches(matches: &[Match]) -> (String, String) {
                 rest += &format!("-m mark {}--mark {mark} ", neg(*negate))
             }
             Match::ConnMarkMasked { mark } => rest += &format!("-m connmark --mark {mark} "),
+            Match::SocketExists => rest += "-m owner --socket-exists ",
+            Match::DstInSet { set } => rest += &format!("-m set --match-set {} dst ", set.name),
         }
     }
     let ip = [src, dst, iif, oif, proto].into_iter().flatten().collect();
@@ -219,6 +221,7 @@ fn save_target(target: &Target, family: Family) -> String {
         Target::RestoreMarkMasked { ctmask } => {
             format!("-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask {ctmask:#x}")
         }
+        Target::Snat { to } => format!("-j SNAT --to-source {to}"),
     }
 }
 

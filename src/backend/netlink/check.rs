@@ -22,7 +22,7 @@ use crate::plan::{Chain, Plan, TableLayout};
 pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, NetlinkError> {
     let existing = super::live::our_tables(nl, plan.ours.scheme)?;
     let (chains, rules) = nl.chains_and_rules()?;
-    let ops = lower::apply_ops(&plan.nft, &lower::Existing::default())?;
+    let ops = lower::apply_ops(&plan.nft, &plan.sets, &lower::Existing::default())?;
     let mut out = Vec::new();
     if existing.guard {
         out.push(format!(
@@ -50,6 +50,7 @@ pub(super) fn differences(nl: &mut Nft, plan: &Plan) -> Result<Vec<String>, Netl
                     .filter_map(LiveRule::from)
                     .collect();
                 compare_chains(table, &t.chains, &live_chains, &mut out);
+                compare_named_sets(nl, table, &plan.sets, &mut out)?;
                 let sets = live_sets(nl, name, &live_rules)?;
                 compare_rules(table, &ops, &live_rules, &sets, &mut out);
             }
@@ -86,6 +87,41 @@ fn compare_chains(table: &TableLayout, want: &[Chain], live: &[LiveChain], out: 
             out.push(format!("chain inet {t} {} is not planned", l.name));
         }
     }
+}
+
+/// Each named set of the plan exists with the header an apply sends (its members are state,
+/// not compared).
+fn compare_named_sets(
+    nl: &mut Nft,
+    table: &TableLayout,
+    sets: &[crate::plan::AddrSet],
+    out: &mut Vec<String>,
+) -> Result<(), NetlinkError> {
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let t = table.nft_name;
+    let live = nl.sets(t)?;
+    for s in sets {
+        let v6 = s.family == crate::plan::Family::V6;
+        let mut want = wire::set_header_attrs(wire::named_addr_set(t, s.name, v6, s.comment));
+        // The kernel reports no flags attribute (NFTA_SET_FLAGS, 3) for a set without flags.
+        want.retain(|a| wire::u32_of(a, 3) != Some(0));
+        let have = live
+            .iter()
+            .find_map(|m| wire::live_set(m).filter(|(n, _)| n == s.name));
+        match have {
+            None => out.push(format!("set inet {t} {} is missing", s.name)),
+            Some((_, h)) if !want.iter().all(|a| h.iter().any(|b| wire::same_attr(a, b))) => out
+                .push(format!(
+                    "set inet {t} {} differs from '{}'",
+                    s.name,
+                    crate::render::nft::set_line(table, s)
+                )),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A set as `check` compares it: its header attributes in wire form (without name and id)
@@ -229,7 +265,13 @@ fn same_rule(want: &[Expr], have: &LiveRule) -> bool {
                     || w.attrs.iter().all(|a| {
                         // An anonymous set is named by the kernel (`__set0`) and referenced
                         // by a batch-local id when sent: neither can match.
+                        // A named set's lookup carries no id, and its name is compared.
+                        let anonymous = w
+                            .attrs
+                            .iter()
+                            .any(|x| wire::u32_of(x, wire::NFTA_LOOKUP_SET_ID).is_some());
                         let set_ref = w.name == "lookup"
+                            && anonymous
                             && (wire::u32_of(a, wire::NFTA_LOOKUP_SET_ID).is_some()
                                 || wire::str_of(a, wire::NFTA_LOOKUP_SET).is_some());
                         set_ref || l.attrs.iter().any(|b| wire::same_attr(a, b))

@@ -6,8 +6,10 @@
 //! `nft` adds them implicitly in an `inet` table, byte-aligned prefixes load only the prefix
 //! bytes, other prefixes are masked, `!= { a, b }` becomes an inverted lookup in an anonymous
 //! set. Two things differ from the text, with the same resulting ruleset: each table is
-//! created fresh (so `flush table` is not needed), and `insert ... index N` is resolved here,
-//! so every rule is sent as an append in its final position.
+//! created fresh (so `flush table` is not needed), unless the plan has named sets, whose
+//! members are state (then the table is added and flushed, as the text says, and the sets
+//! are added, kept when they exist); and `insert ... index N` is resolved here, so every rule
+//! is sent as an append in its final position.
 
 use libc::c_int;
 use netlink_packet_netfilter::nftables::{Lookup, MetaKey, Register};
@@ -20,14 +22,14 @@ use crate::backend::nl::expr::{
 use crate::backend::nl::guard;
 pub use crate::backend::nl::sets::AnonSet;
 use crate::backend::nl::wire::{
-    Expr, NFTA_REDIR_FLAGS, NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT,
-    attr, be32,
+    Expr, NFTA_NAT_FAMILY, NFTA_NAT_REG_ADDR_MIN, NFTA_NAT_TYPE, NFTA_REDIR_FLAGS,
+    NFTA_REDIR_REG_PROTO_MIN, NFTA_TPROXY_FAMILY, NFTA_TPROXY_REG_PORT, attr, be32,
 };
 use crate::plan::{
-    Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
+    AddrSet, Chain, Cidr, CtState, Family, Group, Hook, Match, NftPlan, NftRule, Position, Proto,
     TableLayout, Target,
 };
-use crate::render::nft::{chain_line, rule_line};
+use crate::render::nft::{chain_line, rule_line, set_line};
 
 // Kernel constants libc has no name for: linux/netfilter/nf_nat.h and the conntrack state
 // bits of nf_conntrack_common.h (`NF_CT_STATE_BIT(IP_CT_ESTABLISHED)`, ...).
@@ -54,6 +56,13 @@ pub enum Op<'a> {
     /// Lower an interrupted iptables run's guard (`nl::guard`).
     DelGuard,
     AddTable(&'static TableLayout),
+    /// Every rule of a table that stays (it holds named sets and their members).
+    FlushTable(&'static TableLayout),
+    /// A named set (created if missing; one that exists is kept, members and all).
+    AddNamedSet {
+        table: &'static TableLayout,
+        set: AddrSet,
+    },
     AddChain {
         table: &'static TableLayout,
         chain: Chain,
@@ -82,6 +91,8 @@ impl Op<'_> {
             Op::DelTable(t) => format!("delete table inet {t}"),
             Op::DelGuard => format!("delete {}", guard::TEXT),
             Op::AddTable(t) => format!("add table inet {}", t.nft_name),
+            Op::FlushTable(t) => format!("flush table inet {}", t.nft_name),
+            Op::AddNamedSet { table, set } => set_line(table, set),
             Op::AddChain { table, chain } => chain_line(table, *chain),
             Op::AddRule { table, rule, .. } => rule_line(table, rule),
             Op::AddSet { table, rule, .. } => rule_line(table, rule),
@@ -99,10 +110,17 @@ pub use super::live::Existing;
 /// in their final order.
 /// A fresh namespace (nothing existing) gets no delete: deleting makes the kernel wait for
 /// an RCU grace period when the socket closes, which a first apply must not pay.
+///
+/// A plan with named sets (`sets`) keeps its tables, which hold the sets' members: each is
+/// added (a no-op when it exists), flushed of its rules when it existed, its sets added
+/// (kept when they exist), then its chains and rules, as the dry-run text says.
 pub fn ops<'a>(
     plan: &'a NftPlan,
+    sets: &'a [AddrSet],
     existing: &Existing,
 ) -> impl Iterator<Item = Result<Op<'a>, LowerError>> + use<'a> {
+    let keep = !sets.is_empty();
+    let existed: Vec<&'static str> = existing.tables.clone();
     // Set ids in text order across the transaction, as `nft` numbers them.
     let mut next = 0u32;
     let ids: Vec<Vec<Option<u32>>> = plan
@@ -120,9 +138,20 @@ pub fn ops<'a>(
                 .collect()
         })
         .collect();
-    let tables = plan.tables.iter().zip(ids).flat_map(|(t, ids)| {
-        let head =
-            std::iter::once(Op::AddTable(t.layout)).chain(t.chains.iter().map(|c| Op::AddChain {
+    let tables = plan.tables.iter().zip(ids).flat_map(move |(t, ids)| {
+        let flush =
+            (keep && existed.contains(&t.layout.nft_name)).then_some(Op::FlushTable(t.layout));
+        let named = sets
+            .iter()
+            .filter(move |_| keep)
+            .map(move |s| Op::AddNamedSet {
+                table: t.layout,
+                set: *s,
+            });
+        let head = std::iter::once(Op::AddTable(t.layout))
+            .chain(flush)
+            .chain(named)
+            .chain(t.chains.iter().map(|c| Op::AddChain {
                 table: t.layout,
                 chain: *c,
             }));
@@ -144,12 +173,20 @@ pub fn ops<'a>(
         });
         head.chain(sets).map(Ok).chain(rules)
     });
-    clean_ops(existing).into_iter().map(Ok).chain(tables)
+    let mut first = clean_ops(existing);
+    if keep {
+        first.retain(|op| matches!(op, Op::DelGuard));
+    }
+    first.into_iter().map(Ok).chain(tables)
 }
 
 /// All of `ops` at once (for `check`, which compares them with the kernel's dumps).
-pub fn apply_ops<'a>(plan: &'a NftPlan, existing: &Existing) -> Result<Vec<Op<'a>>, LowerError> {
-    ops(plan, existing).collect()
+pub fn apply_ops<'a>(
+    plan: &'a NftPlan,
+    sets: &'a [AddrSet],
+    existing: &Existing,
+) -> Result<Vec<Op<'a>>, LowerError> {
+    ops(plan, sets, existing).collect()
 }
 
 /// The operations of a clean: delete each of our tables that exists, and a guard.
@@ -397,6 +434,24 @@ fn lower_match(
             out.push(bitwise(mark.mask().to_ne_bytes().to_vec()));
             out.push(cmp(false, mark.value().to_ne_bytes().to_vec()));
         }
+        Match::SocketExists => return Err(LowerError::XtablesOnly("-m owner --socket-exists")),
+        Match::DstInSet { set } => {
+            // `ip daddr @NAME`: the family's dependency, the address, a lookup of the named
+            // set by name (no batch id: it exists, or is created earlier in the batch).
+            ctx.need_nf(set.family, out);
+            let (offset, len) = match set.family {
+                Family::V4 => (16, 4),
+                Family::V6 => (24, 16),
+            };
+            out.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len));
+            out.push(Expr {
+                name: "lookup",
+                attrs: vec![
+                    attr(&Lookup::SourceRegister(Register::Reg1)),
+                    attr(&Lookup::Set(set.name.into())),
+                ],
+            });
+        }
     }
     Ok(())
 }
@@ -517,6 +572,24 @@ fn lower_target(rule: &NftRule, nf: Option<Family>, out: &mut Vec<Expr>) {
                 out.push(bitwise(ctmask.to_ne_bytes().to_vec()));
             }
             out.push(meta_set(MetaKey::Mark));
+        }
+        Target::Snat { to } => {
+            // `snat to A`: the address in a register, then nat with the address's family
+            // and only the minimum address (nft sends no maximum for one address).
+            let (bytes, f) = match to {
+                std::net::IpAddr::V4(a) => (a.octets().to_vec(), Family::V4),
+                std::net::IpAddr::V6(a) => (a.octets().to_vec(), Family::V6),
+            };
+            out.push(counter());
+            out.push(immediate(bytes));
+            out.push(Expr {
+                name: "nat",
+                attrs: vec![
+                    be32(NFTA_NAT_TYPE, libc::NFT_NAT_SNAT as u32),
+                    be32(NFTA_NAT_FAMILY, u32::from(nfproto(f))),
+                    be32(NFTA_NAT_REG_ADDR_MIN, libc::NFT_REG_1 as u32),
+                ],
+            });
         }
     }
 }

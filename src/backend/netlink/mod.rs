@@ -9,6 +9,7 @@
 mod check;
 mod live;
 pub mod lower;
+pub mod members;
 
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 use nix::errno::Errno;
@@ -16,7 +17,7 @@ use nix::errno::Errno;
 use super::api::{Backend, BackendError};
 use super::nl::session::{NetlinkError, Nft, check_capability};
 use super::nl::{batch, guard, sets, wire};
-use crate::plan::{Plan, Scheme};
+use crate::plan::Plan;
 use lower::{Existing, Op, clean_ops};
 
 /// The netlink backend.
@@ -28,8 +29,11 @@ impl Backend for Netlink {
     fn apply(&self, plan: &Plan) -> Result<String, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (sent, existing) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
-            faults::inject(plan.ours.scheme, lower::ops(&plan.nft, existing))
+        let (sent, existing) = transact_unchanged(&mut nl, plan, |existing| {
+            faults::inject(
+                plan.ours.scheme,
+                lower::ops(&plan.nft, &plan.sets, existing),
+            )
         })?;
         let replaced: Vec<&str> = existing.tables.clone();
         crate::logging::debug_with(|| {
@@ -38,12 +42,18 @@ impl Backend for Netlink {
                 crate::render::nft::transaction(&plan.nft)
             )
         });
+        // A table with named sets is flushed and refilled (its members stay), not replaced.
+        let how = if plan.sets.is_empty() {
+            "replacing"
+        } else {
+            "refilling"
+        };
         Ok(format!(
             "nftables rules programmed: {sent} messages in one transaction{}",
             if replaced.is_empty() {
                 String::new()
             } else {
-                format!(", replacing {}", replaced.join(", "))
+                format!(", {how} {}", replaced.join(", "))
             }
         ))
     }
@@ -64,7 +74,7 @@ impl Backend for Netlink {
     fn clean(&self, plan: &Plan) -> Result<Vec<String>, BackendError> {
         check_capability()?;
         let mut nl = Nft::open()?;
-        let (_, deleted) = transact_unchanged(&mut nl, plan.ours.scheme, |existing| {
+        let (_, deleted) = transact_unchanged(&mut nl, plan, |existing| {
             clean_ops(existing).into_iter().map(Ok)
         })?;
         Ok(clean_ops(&deleted).iter().map(Op::describe).collect())
@@ -201,7 +211,7 @@ pub fn element_floor(
 /// messages went and which of our tables existed.
 fn transact_unchanged<'p, I>(
     nl: &mut Nft,
-    scheme: &Scheme,
+    plan: &Plan,
     ops: impl Fn(&Existing) -> I,
 ) -> Result<(usize, Existing), NetlinkError>
 where
@@ -210,7 +220,10 @@ where
     const ATTEMPTS: usize = 20;
     for _ in 0..ATTEMPTS {
         let generation = nl.generation()?;
-        let existing = live::our_tables(nl, scheme)?;
+        // Read under the same generation as the batch: a foreign object added after this
+        // read makes the kernel refuse the batch, and the next attempt sees it.
+        refuse_foreign(nl, plan)?;
+        let existing = live::our_tables(nl, plan.ours.scheme)?;
         let mut w = batch::Writer::new(Some(generation));
         for op in ops(&existing) {
             add_op(&mut w, op?);
@@ -229,6 +242,46 @@ where
         }
     }
     Err(NetlinkError::KeptChanging(ATTEMPTS))
+}
+
+/// A plan with named sets keeps its tables (their members are state): an apply flushes them
+/// and a clean deletes them, so anything in one that is not the scheme's, a chain it does not
+/// declare or a set it does not make, is a conflict to report, and nothing is changed.
+fn refuse_foreign(nl: &mut Nft, plan: &Plan) -> Result<(), NetlinkError> {
+    if plan.ours.sets.is_empty() {
+        return Ok(());
+    }
+    let existing = live::our_tables(nl, plan.ours.scheme)?;
+    let (chains, _) = nl.chains_and_rules()?;
+    let mut foreign = Vec::new();
+    for layout in plan.ours.scheme.tables {
+        let name = layout.nft_name;
+        if !existing.tables.contains(&name) {
+            continue;
+        }
+        for c in chains.iter().filter(|m| wire::table_of(m) == Some(name)) {
+            let Some(live) = wire::LiveChain::from(c) else {
+                continue;
+            };
+            if !layout.chains.iter().any(|k| k.nft_name() == live.name) {
+                foreign.push(format!("chain inet {name} {}", live.name));
+            }
+        }
+        for m in nl.sets(name)? {
+            let Some((set, _)) = wire::live_set(&m) else {
+                continue;
+            };
+            // Anonymous sets belong to rules (flushed with them); named ones must be ours.
+            if !set.starts_with("__set") && !plan.ours.sets.iter().any(|s| s.name == set) {
+                foreign.push(format!("set inet {name} {set}"));
+            }
+        }
+    }
+    if foreign.is_empty() {
+        Ok(())
+    } else {
+        Err(NetlinkError::NotOurs(foreign))
+    }
 }
 
 /// Writes one operation as its message(s).
@@ -250,6 +303,15 @@ fn add_op<'a>(w: &mut batch::Writer<'a>, op: Op<'a>) {
         Op::AddTable(t) => {
             let msg = NfTablesMessage::NewTable(wire::table(t.nft_name));
             w.put("table", text(&op), inet, msg);
+        }
+        Op::FlushTable(t) => {
+            let msg = NfTablesMessage::DeleteRule(wire::flush_table(t.nft_name));
+            w.put("table flush", text(&op), inet, msg);
+        }
+        Op::AddNamedSet { table, set } => {
+            let v6 = set.family == crate::plan::Family::V6;
+            let msg = wire::named_addr_set(table.nft_name, set.name, v6, set.comment);
+            w.put("set", text(&op), inet, NfTablesMessage::NewSet(msg));
         }
         Op::AddChain { table, chain } => {
             let base = table.base_chain(chain).map(|b| wire::BaseHook {

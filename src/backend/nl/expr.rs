@@ -17,6 +17,10 @@ pub enum LowerError {
     /// Config resolves every owner-group name before a backend runs; a name here is a bug.
     #[error("group {0:?} (in an owner-group rule) was not resolved to a gid")]
     UnresolvedGroup(String),
+    /// A match only xtables has (`-m owner --socket-exists`); a scheme's nft walk never sends
+    /// one, so one here is a bug.
+    #[error("{0} has no nftables form")]
+    XtablesOnly(&'static str),
 }
 
 pub fn meta_load(key: MetaKey) -> Expr {

@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod expr;
 pub mod guard;
+pub mod ipset;
 pub mod probe;
 pub mod session;
 pub mod sets;

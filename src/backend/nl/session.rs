@@ -42,6 +42,12 @@ pub enum NetlinkError {
     Lower(#[from] LowerError),
     #[error("the live nftables rules differ from the requested ones: {}", .0.join("; "))]
     NotInPlace(Vec<String>),
+    /// Something an operation needs is not there (what, and what to do).
+    #[error("{0}")]
+    Missing(String),
+    /// Something in a table of ours that we did not make: left alone, nothing changed.
+    #[error("not ours, left in place (nothing was changed): {}", .0.join("; "))]
+    NotOurs(Vec<String>),
     /// The ruleset changed between our read and our commit (another writer): the kernel
     /// refused the batch whole. Read again and retry.
     #[error("the nftables ruleset kept changing while meshtables tried to commit ({0} attempts)")]

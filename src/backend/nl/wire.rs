@@ -44,6 +44,9 @@ pub const NFTA_CT_SREG: u16 = 4;
 pub const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
 pub const NFTA_REDIR_FLAGS: u16 = 3;
 pub const NFTA_TPROXY_FAMILY: u16 = 1;
+pub const NFTA_NAT_TYPE: u16 = 1;
+pub const NFTA_NAT_FAMILY: u16 = 2;
+pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 pub const NFTA_TPROXY_REG_PORT: u16 = 3;
 pub const NFTA_LOOKUP_SET: u16 = 1;
 pub const NFTA_LOOKUP_SET_ID: u16 = 4;
@@ -354,6 +357,78 @@ pub fn set(table: &str, s: SetHeader) -> SetMessage {
             SetAttribute::Description(vec![SetDescription::Size(s.size)]),
             SetAttribute::UserData(s.userdata),
         ],
+    }
+}
+
+/// libnftnl's set user data TLVs (libnftnl/udata.h): the key's byte order and the comment.
+const UDATA_SET_KEYBYTEORDER: u8 = 0;
+const UDATA_SET_COMMENT: u8 = 7;
+/// libnftnl's element user data TLV for a comment.
+const UDATA_SET_ELEM_COMMENT: u8 = 0;
+/// nft's byte order value for big endian (`BYTEORDER_BIG_ENDIAN`).
+const BYTEORDER_BIG_ENDIAN: u32 = 2;
+/// nft's datatype ids of `ipv4_addr` and `ipv6_addr`.
+const TYPE_IPV4_ADDR: u32 = 7;
+const TYPE_IPV6_ADDR: u32 = 8;
+
+/// A TLV of user data, its text NUL-terminated (as libnftnl writes strings); `None` past the
+/// 255 bytes one can hold.
+fn udata_str(kind: u8, text: &str) -> Option<Vec<u8>> {
+    let len = u8::try_from(text.len() + 1).ok()?;
+    let mut out = vec![kind, len];
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    Some(out)
+}
+
+/// A named set of addresses of one family with a comment, as `nft add set inet T NAME { type
+/// ipv4_addr ; comment "C" ; }` sends it (no flags, no size; batch id 1, which nothing uses).
+pub fn named_addr_set(table: &str, name: &str, v6: bool, comment: &str) -> SetMessage {
+    let mut userdata = vec![UDATA_SET_KEYBYTEORDER, 4];
+    userdata.extend_from_slice(&BYTEORDER_BIG_ENDIAN.to_le_bytes());
+    userdata.extend(udata_str(UDATA_SET_COMMENT, comment).unwrap_or_default());
+    let (key_type, key_len) = if v6 {
+        (TYPE_IPV6_ADDR, 16)
+    } else {
+        (TYPE_IPV4_ADDR, 4)
+    };
+    SetMessage {
+        attributes: vec![
+            SetAttribute::Table(table.into()),
+            SetAttribute::Name(name.into()),
+            SetAttribute::Flags(SetFlags::from_bits_retain(0)),
+            SetAttribute::KeyType(key_type),
+            SetAttribute::KeyLen(key_len),
+            SetAttribute::Id(1),
+            SetAttribute::UserData(userdata),
+        ],
+    }
+}
+
+/// An element's user data holding its comment, as `nft` writes `comment "C"`.
+pub fn element_comment(comment: &str) -> Vec<u8> {
+    udata_str(UDATA_SET_ELEM_COMMENT, comment).unwrap_or_default()
+}
+
+/// The comment in an element's user data, if it has one.
+pub fn comment_of(userdata: &[u8]) -> Option<String> {
+    let mut rest = userdata;
+    while let [kind, len, tail @ ..] = rest {
+        let n = usize::from(*len);
+        let value = tail.get(..n)?;
+        if *kind == UDATA_SET_ELEM_COMMENT {
+            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+            return String::from_utf8(value[..end].to_vec()).ok();
+        }
+        rest = &tail[n..];
+    }
+    None
+}
+
+/// `flush table inet NAME`: delete every rule of the table (chains and sets stay).
+pub fn flush_table(name: &str) -> RuleMessage {
+    RuleMessage {
+        attributes: vec![RuleAttribute::Table(name.into())],
     }
 }
 

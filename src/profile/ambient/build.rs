@@ -36,12 +36,14 @@ pub fn build_for(p: &Policy, dialects: Dialects) -> Plan {
             families: p.routing_families(),
         }),
         loopback_v6_address: false,
+        sets: Vec::new(),
         ours: Ownership {
             scheme: &SCHEME,
             // No bookkeeping rules in built-in chains: only jumps to our chains.
             marks: Vec::new(),
-            rule,
+            rule: Some(rule),
             loopback_v6: false,
+            sets: Vec::new(),
         },
     }
 }

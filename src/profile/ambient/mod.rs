@@ -9,6 +9,7 @@ mod build;
 pub mod chains;
 pub mod config;
 pub mod flags;
+pub mod host;
 pub mod policy;
 pub mod spell;
 pub mod upstream;

@@ -40,13 +40,15 @@ pub fn build_for(policy: &Policy, dialects: Dialects) -> Plan {
         nft: nft.finish(),
         routes,
         loopback_v6_address: policy.ipv6,
+        sets: Vec::new(),
         ours: Ownership {
             scheme,
             // Upstream's TPROXY bookkeeping rules in mangle carry the inbound mark or the
             // outbound one.
             marks: vec![policy.tproxy_mark, crate::values::Mark::OUTBOUND],
-            rule,
+            rule: Some(rule),
             loopback_v6: true,
+            sets: Vec::new(),
         },
     }
 }

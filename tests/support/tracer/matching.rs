@@ -123,5 +123,9 @@ pub fn holds(m: &Match, h: &Headers, dialect: Dialect) -> bool {
         Match::ConnMark { mark } => h.connmark == mark.get(),
         Match::MarkMasked { negate, mark } => mark.matches(h.mark) != *negate,
         Match::ConnMarkMasked { mark } => mark.matches(h.connmark),
+        // A packet of a local socket has an owner.
+        Match::SocketExists => h.owner.is_some(),
+        // The tracer holds no set members (the node's probe sets): nothing is in one.
+        Match::DstInSet { .. } => false,
     }
 }

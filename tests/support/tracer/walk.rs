@@ -149,6 +149,8 @@ impl Flight<'_, '_> {
                 }
                 Target::SetConnMark { mark } => self.h.connmark = mark.apply(self.h.connmark),
                 Target::RestoreMarkMasked { ctmask } => self.h.mark = self.h.connmark & ctmask,
+                // Source NAT ends the nat chain's walk; the tracer follows no new source.
+                Target::Snat { .. } => return Ok(Stop::Accept),
             }
         }
         Ok(Stop::Policy)

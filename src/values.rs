@@ -118,6 +118,11 @@ impl IfName {
         if s.starts_with('-') {
             return Err("starts with '-'");
         }
+        // iptables reads a trailing `+` as "any name with this prefix": alone, every
+        // interface, which is not a name.
+        if s == "+" {
+            return Err("is iptables' wildcard for every interface, not a name");
+        }
         if s.chars().any(forbidden) {
             return Err("contains a character that is not allowed");
         }

@@ -151,6 +151,19 @@ fn configurations() -> Vec<(String, Vec<String>)> {
     for (name, args) in support::ambient::configurations() {
         cases.push((format!("ambient-{name}"), args));
     }
+    // Interface names nft reads otherwise when they are written bare: `x|y`, `x&y` and `x^y`
+    // are expressions (they match y, x and the empty name), `0x1` is the number 1, `eth*` a
+    // wildcard, `a+` (iptables' wildcard) and `c!d` syntax errors (found by the ambient
+    // break run: the dry-run text was not what the netlink apply installed).
+    const NAMES: &str = "eth*,a+,x|y,x&y,x^y,0x1,c!d,e@f,eth0,k6t-eth0";
+    cases.push((
+        "ambient-interface-names-nft-would-misread".into(),
+        owned(&["ambient", "apply", "--reroute-virtual-interfaces", NAMES]),
+    ));
+    cases.push((
+        "interface-names-nft-would-misread".into(),
+        owned(&["apply", "-u", "1337", "-b", "*", "-i", "*", "-c", NAMES]),
+    ));
     cases
 }
 
@@ -847,9 +860,9 @@ fn main() {
         };
         t.add(name, needs, f);
     }
-    // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
-    // 6 of ambient's.
-    let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
+    // Our 10 configurations, ambient's, 2 of hostile interface names, upstream's nftables
+    // cases, 6 tests of their own and 6 of ambient's.
+    let equal = 10 + AMBIENT_CONFIGURATIONS + 2 + UPSTREAM_NFTABLES;
     // And the node's rules: 2 equal to nft -f, 4 of their own.
     t.declare(
         equal + 2 + 6 + 6 + 4,

@@ -455,6 +455,36 @@ fn host_foreign_ipset_is_a_conflict(v: &str) {
     assert!(err.contains("member 10.244.1.9 of ipset"), "{err}");
 }
 
+/// The node's namespace never gets the fail-closed guard: it would drop the node's traffic
+/// and every pod's forwarded traffic while it is up, and a kill would leave the node cut
+/// off (found by the ambient break run: a dual-stack apply and a clean, two commits each,
+/// raised it). `nft monitor` sees every table made; markers before and after tell when it
+/// is listening and when it has seen all.
+fn host_never_raises_the_guard(v: &str) {
+    let a = mt(&[
+        "ambient",
+        "host",
+        "apply",
+        "--ambient-ipv6",
+        "--force-iptables-binary",
+        v,
+    ]);
+    let clean = mt(&["ambient", "host", "clean"]);
+    let wait = |marker: &str| {
+        format!(
+            "i=0; until grep -q '{marker}' /tmp/mon-$$; do i=$((i+1)); [ $i -gt 1000 ] && echo TIMEOUT && break; sleep 0.01; done"
+        )
+    };
+    let o = in_netns(&format!(
+        ": > /tmp/mon-$$; nft monitor tables > /tmp/mon-$$ 2>&1 & m=$!; i=0; until nft add table inet mt-ready 2>/dev/null && grep -q 'add table inet mt-ready' /tmp/mon-$$; do nft delete table inet mt-ready 2>/dev/null; i=$((i+1)); [ $i -gt 1000 ] && echo TIMEOUT && break; sleep 0.01; done
+         {a} 2>/dev/null; echo apply=$?; {clean} 2>/dev/null; echo clean=$?; nft add table inet mt-done; {}
+         kill $m; grep -c meshtables-guard /tmp/mon-$$; rm -f /tmp/mon-$$",
+        wait("add table inet mt-done")
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "apply=0\nclean=0\n0\n", "{v}: {err}");
+}
+
 /// Twenty pods added at once: every ipset member lands, each with its pod's UID.
 fn host_concurrent_add_pods_all_land(v: &str) {
     let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
@@ -566,7 +596,11 @@ fn main() {
         "unshare",
         "ipset",
     ]);
-    let host: [(&str, PerVariant); 3] = [
+    let host: [(&str, PerVariant); 4] = [
+        (
+            "ambient::host::never_raises_the_guard",
+            host_never_raises_the_guard,
+        ),
         (
             "ambient::host::concurrent_add_pods_all_land",
             host_concurrent_add_pods_all_land,
@@ -599,14 +633,14 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 5 tests per variant (one ambient's) and 3 of the node's; detection; the 10 captured files, each made again
+    // 5 tests per variant (one ambient's) and 4 of the node's; detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 5 * 2 + 3 * 2 + 1 + 10 + 10 + 9,
+        live + 5 * 2 + 4 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
-            ("ambient", 2 + 3 * 2),
+            ("ambient", 2 + 4 * 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

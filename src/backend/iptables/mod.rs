@@ -171,10 +171,11 @@ impl Iptables {
         }
     }
 
-    /// Raises the guard for a change of `n` commits; returns whether it is up. Without
-    /// nf_tables the change goes ahead unguarded, with a warning.
-    fn raise_guard_for(&self, n: usize) -> bool {
-        if n < 2 {
+    /// Raises the guard for a change of `n` commits to `plan`'s scheme, if that scheme is
+    /// fail-closed; returns whether it is up. Without nf_tables the change goes ahead
+    /// unguarded, with a warning.
+    fn raise_guard_for(&self, plan: &Plan, n: usize) -> bool {
+        if n < 2 || !plan.ours.scheme.fail_closed {
             return false;
         }
         match self.machine.raise_guard() {
@@ -308,7 +309,7 @@ impl Backend for Iptables {
             .filter_map(|(_, t)| t.as_deref())
             .map(commits)
             .sum();
-        let raised = !interrupted && self.raise_guard_for(n);
+        let raised = !interrupted && self.raise_guard_for(plan, n);
         let mut done = Vec::new();
         for (i, (fam, text)) in fams.iter().enumerate() {
             let Some(text) = text else {
@@ -401,7 +402,7 @@ impl Backend for Iptables {
             }
         }
         let n: usize = writes.iter().map(|(_, t)| commits(t)).sum();
-        let raised = self.raise_guard_for(n);
+        let raised = self.raise_guard_for(plan, n);
         let mut done = Vec::new();
         for (x, text) in &writes {
             match self.restore(x, text, true) {

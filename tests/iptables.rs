@@ -485,6 +485,28 @@ fn host_never_raises_the_guard(v: &str) {
     assert_eq!(out, "apply=0\nclean=0\n0\n", "{v}: {err}");
 }
 
+/// A clean leaves an ipset of our name that is not what an apply makes (another type, with
+/// a member of another's), names it and exits 1 (found by the ambient break run: it was
+/// destroyed, members and all).
+fn host_clean_leaves_a_foreign_ipset(v: &str) {
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let clean = mt(&["ambient", "host", "clean"]);
+    let o = in_netns(&format!(
+        "ipset create istio-inpod-probes-v4 hash:net comment && ipset add istio-inpod-probes-v4 10.9.0.0/16 comment other
+         {clean}; echo rc=$?; ipset list istio-inpod-probes-v4 | grep -E '^Type|10.9.0.0'
+         ipset destroy istio-inpod-probes-v4; {a} 2>/dev/null; {clean} 2>/dev/null; echo rc=$?; ipset list -n | wc -l"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out, "rc=1\nType: hash:net\n10.9.0.0/16 comment \"other\"\nrc=0\n0\n",
+        "{v}: {err}"
+    );
+    assert!(
+        err.contains("not ours, left in place: ipset istio-inpod-probes-v4 is hash:net"),
+        "{err}"
+    );
+}
+
 /// Twenty pods added at once: every ipset member lands, each with its pod's UID.
 fn host_concurrent_add_pods_all_land(v: &str) {
     let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
@@ -596,10 +618,14 @@ fn main() {
         "unshare",
         "ipset",
     ]);
-    let host: [(&str, PerVariant); 4] = [
+    let host: [(&str, PerVariant); 5] = [
         (
             "ambient::host::never_raises_the_guard",
             host_never_raises_the_guard,
+        ),
+        (
+            "ambient::host::clean_leaves_a_foreign_ipset",
+            host_clean_leaves_a_foreign_ipset,
         ),
         (
             "ambient::host::concurrent_add_pods_all_land",
@@ -633,14 +659,14 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 5 tests per variant (one ambient's) and 4 of the node's; detection; the 10 captured files, each made again
+    // 5 tests per variant (one ambient's) and 5 of the node's; detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 5 * 2 + 4 * 2 + 1 + 10 + 10 + 9,
+        live + 5 * 2 + 5 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
-            ("ambient", 2 + 4 * 2),
+            ("ambient", 2 + 5 * 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

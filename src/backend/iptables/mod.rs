@@ -427,7 +427,10 @@ impl Backend for Iptables {
         // The ipsets after the rules that match them (the kernel refuses to destroy a set in
         // use).
         match sets::destroy(plan) {
-            Ok(gone) => done.extend(gone),
+            Ok((gone, left)) => {
+                done.extend(gone);
+                failures.extend(left);
+            }
             Err(e) => failures.push(e.to_string()),
         }
         if failures.is_empty() {
@@ -552,19 +555,32 @@ mod sets {
         Ok(out)
     }
 
-    /// Destroys each of the scheme's sets that exists, members and all.
-    pub fn destroy(plan: &Plan) -> Result<Vec<String>, BackendError> {
+    /// Destroys each of the scheme's sets that exists and is what an apply makes (`hash:ip`
+    /// with comments, of its family), members and all; a set of our name of another type or
+    /// family is another's, left and named in the second list.
+    pub fn destroy(plan: &Plan) -> Result<(Vec<String>, Vec<String>), BackendError> {
         if plan.ours.sets.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut s = Ipset::open()?;
-        let mut out = Vec::new();
+        let (mut gone, mut left) = (Vec::new(), Vec::new());
         for set in &plan.ours.sets {
-            if s.destroy(set.name)? {
-                out.push(format!("ipset destroy {}", set.name));
+            match s.header(set.name)? {
+                None => {}
+                Some(h) if !h.is_hash_ip(set.family == Family::V6) => left.push(format!(
+                    "not ours, left in place: ipset {} is {}, nfproto family {}, {} (an apply makes hash:ip with comments of its family)",
+                    set.name,
+                    h.kind,
+                    h.family,
+                    if h.comments { "with comments" } else { "without comments" }
+                )),
+                Some(_) if s.destroy(set.name)? => {
+                    gone.push(format!("ipset destroy {}", set.name));
+                }
+                Some(_) => {}
             }
         }
-        Ok(out)
+        Ok((gone, left))
     }
 }
 

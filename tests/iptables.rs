@@ -380,6 +380,40 @@ fn ambient_reruns_reconcile_and_clean(v: &str) {
     );
 }
 
+/// In a sidecar's pod, ambient's apply (even with `--reconcile`), check and clean leave the
+/// sidecar's rules byte-identical and exit 1 naming its nat `ISTIO_OUTPUT`, which both
+/// schemes name (found by the ambient break run: the clean removed that chain and its jump,
+/// leaving the sidecar's inbound capture without its outbound one, and exited 0).
+fn ambient_leaves_a_sidecars_rules(v: &str) {
+    let save = format!("{{ iptables-{v}-save; ip6tables-{v}-save; }} | {STRIP}");
+    let sidecar = mt(&[
+        "apply",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-b",
+        "*",
+        "--force-iptables-binary",
+        v,
+    ]);
+    let flags = ["--force-iptables-binary", v];
+    let a = mt(&[&["ambient", "apply", "--reconcile"], &flags[..]].concat());
+    let c = mt(&[&["ambient", "check"], &flags[..]].concat());
+    let clean = mt(&["ambient", "clean"]);
+    let o = in_netns(&format!(
+        "{sidecar} 2>/dev/null; {save} > /tmp/sc-$$; {a}; echo rc=$?; {c} 2>/dev/null; echo rc=$?; {clean}; echo rc=$?; {save} | cmp - /tmp/sc-$$ && echo UNCHANGED; rm -f /tmp/sc-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "rc=1\nrc=1\nrc=1\nUNCHANGED\n", "{v}: {err}");
+    assert!(
+        err.contains("nat/ISTIO_OUTPUT -> ISTIO_REDIRECT") && err.contains("not ours"),
+        "{v}: {err}"
+    );
+}
+
 const POD: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
 
 /// The node's rules with one variant: reruns converge and keep the ipsets' members; a
@@ -585,7 +619,11 @@ fn main() {
             );
         }
     }
-    let per_variant: [(&str, PerVariant); 5] = [
+    let per_variant: [(&str, PerVariant); 6] = [
+        (
+            "ambient::leaves_a_sidecars_rules",
+            ambient_leaves_a_sidecars_rules,
+        ),
         (
             "zero_length_prefixes_rerun_and_check",
             zero_length_prefixes_rerun_and_check,
@@ -659,14 +697,14 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 5 tests per variant (one ambient's) and 5 of the node's; detection; the 10 captured files, each made again
+    // 6 tests per variant (two ambient's) and 5 of the node's; detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 5 * 2 + 5 * 2 + 1 + 10 + 10 + 9,
+        live + 6 * 2 + 5 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
-            ("ambient", 2 + 5 * 2),
+            ("ambient", 2 * 2 + 5 * 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

@@ -108,6 +108,13 @@ impl Iptables {
             None => self.machine.run(&x.save, &[], None, &[])?,
         };
         let live = parse_save(&before);
+        let foreign = state::namesakes(&live, &plan.ours);
+        if !foreign.is_empty() {
+            return Err(IptError::Namesakes {
+                family: f,
+                chains: foreign,
+            });
+        }
         let want = expected(&rules, f);
         Ok(FamilyState {
             x,
@@ -257,6 +264,14 @@ impl Iptables {
             .run(&save, &[], None, &[])
             .map(|text| parse_save(&text))
             .map_err(|e| format!("{name}: cannot read its rules, so cannot clean them: {e}"))?;
+        let foreign = state::namesakes(&live, &plan.ours);
+        if !foreign.is_empty() {
+            let e = IptError::Namesakes {
+                family: f,
+                chains: foreign,
+            };
+            return Err(format!("{name}: {e}"));
+        }
         let Some(text) = replace_text(&live, planned, None, &plan.ours) else {
             return Ok(None);
         };

@@ -118,6 +118,11 @@ impl IfName {
         if s.starts_with('-') {
             return Err("starts with '-'");
         }
+        // iptables reads a trailing `+` as "any name with this prefix": alone, every
+        // interface, which is not a name.
+        if s == "+" {
+            return Err("is iptables' wildcard for every interface, not a name");
+        }
         if s.chars().any(forbidden) {
             return Err("contains a character that is not allowed");
         }
@@ -667,7 +672,9 @@ pub fn rule_priority(s: &str) -> Result<RulePriority, Problem> {
 }
 
 /// A unicast address of one family that a packet can carry as its source (SNAT's
-/// `--to-source`): not unspecified, loopback or multicast (nor broadcast for IPv4).
+/// `--to-source`): not unspecified, loopback or multicast (nor broadcast for IPv4), and for
+/// IPv6 not an IPv4-mapped address (`::ffff:a.b.c.d`), which is an IPv4 address in IPv6's
+/// notation: no IPv6 packet carries it on the wire.
 fn unicast(s: &str, v6: bool) -> Result<IpAddr, Problem> {
     let family = if v6 { "IPv6" } else { "IPv4" };
     let bad = || {
@@ -685,7 +692,12 @@ fn unicast(s: &str, v6: bool) -> Result<IpAddr, Problem> {
         IpAddr::V4(a) if !v6 => {
             !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
         }
-        IpAddr::V6(a) if v6 => !(a.is_unspecified() || a.is_loopback() || a.is_multicast()),
+        IpAddr::V6(a) if v6 => {
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.to_ipv4_mapped().is_some())
+        }
         _ => false,
     };
     if ok { Ok(a) } else { Err(bad()) }

@@ -349,7 +349,14 @@ fn bad_values(spec: &Spec) -> &'static [&'static str] {
     }
     match spec.value {
         "IPv4 address" => &["169.254.7.127/32", "::1", "0.0.0.0", "127.0.0.1", "a.b.c.d"],
-        "IPv6 address" => &["169.254.7.127", "::1", "ff02::1", "fd16::/64"],
+        "IPv6 address" => &[
+            "169.254.7.127",
+            "::1",
+            "ff02::1",
+            "fd16::/64",
+            // IPv4-mapped: an IPv4 address in IPv6's notation.
+            "::ffff:169.254.7.127",
+        ],
         "port" => &["0", "70000", "15001;", "", "-1"],
         "interfaces" => &[
             // Upstream's own "various manglings" annotation, which it puts in rules.
@@ -358,6 +365,8 @@ fn bad_values(spec: &Spec) -> &'static [&'static str] {
             "averyveryverylongname0",
             "a/b",
             "-i",
+            // iptables' wildcard for every interface.
+            "+",
         ],
         "VALUE/MASK (decimal or 0x hex)" => &["0x1539/0xfff", "0x539", "0x539/0", "0/0xfff", "x/y"],
         "table id (not 253-255)" => &["254", "0", "x"],
@@ -448,7 +457,7 @@ fn unknown_flag_points_at_its_help(verb: &str) {
 /// The `bad::--FLAG=VALUE` and `bad::VAR=VALUE` trials: `bad_values` of each flag of the
 /// table, given as the flag and in each of its variables (an empty value only as the flag).
 /// A flag, a variable or a value added changes it, on purpose.
-const BAD_VALUE_TRIALS: usize = 92;
+const BAD_VALUE_TRIALS: usize = 95;
 
 fn main() {
     let mut t = Trials::new();

@@ -397,6 +397,49 @@ fn cni_mode_does_not_take_the_global_lock() {
     );
 }
 
+/// `ambient host apply --native-nftables --dry-run` without `--kubelet-uid`, in a pid
+/// namespace of its own (its /proc mounted) holding two processes named `kubelet` (a copy of
+/// sh, "kubelet" in its path), of uids 0 and `other`: the stdout and stderr, and the status.
+fn kubelet_scan(other: u32) -> (String, String, Option<i32>) {
+    let script = format!(
+        "d=$(mktemp -d) && chmod 755 $d && cp /bin/sh $d/kubelet && \
+         {{ $d/kubelet -c 'sleep 30; :' & }} && \
+         {{ setpriv --reuid {other} --regid {other} --clear-groups $d/kubelet -c 'sleep 30; :' & }} && \
+         i=0; until [ $(cat /proc/[0-9]*/comm 2>/dev/null | grep -cx kubelet) -ge 2 ]; do i=$((i+1)); [ $i -gt 500 ] && break; sleep 0.01; done; \
+         \"$B\" ambient host apply --native-nftables --dry-run; echo \"rc=$?\" >&2; rm -rf $d"
+    );
+    let o = support::clear_our_env(&mut std::process::Command::new("unshare"))
+        .args(["-p", "-f", "-m", "--mount-proc", "sh", "-c", &script])
+        .env("B", support::bin())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        err(&o),
+        o.status.code(),
+    )
+}
+
+/// Two kubelet processes of one uid: the nftables rule keys on it.
+fn kubelet_uid_is_found_in_proc() {
+    let (out, e, _) = kubelet_scan(0);
+    assert!(e.contains("rc=0"), "{e}");
+    assert!(out.contains(" skuid 0 "), "{out}");
+}
+
+/// A `kubelet` of another uid beside the kubelet (anyone can start one): refused, exit 2,
+/// naming --kubelet-uid and both, not the first taken as upstream does (its uid's TCP would be
+/// SNATed to the probe address, which ambient pods let in uncaptured).
+fn kubelets_of_two_uids_are_refused() {
+    let (out, e, _) = kubelet_scan(1000);
+    assert!(e.contains("rc=2"), "{e}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        e.contains("--kubelet-uid") && e.contains("uid 0") && e.contains("uid 1000"),
+        "{e}"
+    );
+}
+
 /// A held xtables lock is reported as one, naming the lock file, after iptables' 30 s wait.
 fn a_held_lock_is_named() {
     let ns = Netns::new("locked");
@@ -619,10 +662,21 @@ fn main() {
         NEEDS,
         thread_spawn_failure_is_an_error,
     );
+    let kubelet = root(&["unshare", "setpriv", "sh"]);
+    t.add(
+        "inputs::kubelet_uid_is_found_in_proc",
+        kubelet,
+        kubelet_uid_is_found_in_proc,
+    );
+    t.add(
+        "inputs::kubelets_of_two_uids_are_refused",
+        kubelet,
+        kubelets_of_two_uids_are_refused,
+    );
     t.declare(
-        36,
+        38,
         &[
-            ("inputs", 2 + 5 + 1),
+            ("inputs", 2 + 5 + 1 + 2),
             ("routes", 3 * 5),
             ("undo", 2 * 2),
             ("failures", 2 * 2),

@@ -380,6 +380,40 @@ fn ambient_reruns_reconcile_and_clean(v: &str) {
     );
 }
 
+/// In a sidecar's pod, ambient's apply (even with `--reconcile`), check and clean leave the
+/// sidecar's rules byte-identical and exit 1 naming its nat `ISTIO_OUTPUT`, which both
+/// schemes name (found by the ambient break run: the clean removed that chain and its jump,
+/// leaving the sidecar's inbound capture without its outbound one, and exited 0).
+fn ambient_leaves_a_sidecars_rules(v: &str) {
+    let save = format!("{{ iptables-{v}-save; ip6tables-{v}-save; }} | {STRIP}");
+    let sidecar = mt(&[
+        "apply",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-b",
+        "*",
+        "--force-iptables-binary",
+        v,
+    ]);
+    let flags = ["--force-iptables-binary", v];
+    let a = mt(&[&["ambient", "apply", "--reconcile"], &flags[..]].concat());
+    let c = mt(&[&["ambient", "check"], &flags[..]].concat());
+    let clean = mt(&["ambient", "clean"]);
+    let o = in_netns(&format!(
+        "{sidecar} 2>/dev/null; {save} > /tmp/sc-$$; {a}; echo rc=$?; {c} 2>/dev/null; echo rc=$?; {clean}; echo rc=$?; {save} | cmp - /tmp/sc-$$ && echo UNCHANGED; rm -f /tmp/sc-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "rc=1\nrc=1\nrc=1\nUNCHANGED\n", "{v}: {err}");
+    assert!(
+        err.contains("nat/ISTIO_OUTPUT -> ISTIO_REDIRECT") && err.contains("not ours"),
+        "{v}: {err}"
+    );
+}
+
 const POD: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
 
 /// The node's rules with one variant: reruns converge and keep the ipsets' members; a
@@ -453,6 +487,58 @@ fn host_foreign_ipset_is_a_conflict(v: &str) {
         "{err}"
     );
     assert!(err.contains("member 10.244.1.9 of ipset"), "{err}");
+}
+
+/// The node's namespace never gets the fail-closed guard: it would drop the node's traffic
+/// and every pod's forwarded traffic while it is up, and a kill would leave the node cut
+/// off (found by the ambient break run: a dual-stack apply and a clean, two commits each,
+/// raised it). `nft monitor` sees every table made; markers before and after tell when it
+/// is listening and when it has seen all.
+fn host_never_raises_the_guard(v: &str) {
+    let a = mt(&[
+        "ambient",
+        "host",
+        "apply",
+        "--ambient-ipv6",
+        "--force-iptables-binary",
+        v,
+    ]);
+    let clean = mt(&["ambient", "host", "clean"]);
+    let wait = |marker: &str| {
+        format!(
+            "i=0; until grep -q '{marker}' /tmp/mon-$$; do i=$((i+1)); [ $i -gt 1000 ] && echo TIMEOUT && break; sleep 0.01; done"
+        )
+    };
+    let o = in_netns(&format!(
+        ": > /tmp/mon-$$; nft monitor tables > /tmp/mon-$$ 2>&1 & m=$!; i=0; until nft add table inet mt-ready 2>/dev/null && grep -q 'add table inet mt-ready' /tmp/mon-$$; do nft delete table inet mt-ready 2>/dev/null; i=$((i+1)); [ $i -gt 1000 ] && echo TIMEOUT && break; sleep 0.01; done
+         {a} 2>/dev/null; echo apply=$?; {clean} 2>/dev/null; echo clean=$?; nft add table inet mt-done; {}
+         kill $m; grep -c meshtables-guard /tmp/mon-$$; rm -f /tmp/mon-$$",
+        wait("add table inet mt-done")
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "apply=0\nclean=0\n0\n", "{v}: {err}");
+}
+
+/// A clean leaves an ipset of our name that is not what an apply makes (another type, with
+/// a member of another's), names it and exits 1 (found by the ambient break run: it was
+/// destroyed, members and all).
+fn host_clean_leaves_a_foreign_ipset(v: &str) {
+    let a = mt(&["ambient", "host", "apply", "--force-iptables-binary", v]);
+    let clean = mt(&["ambient", "host", "clean"]);
+    let o = in_netns(&format!(
+        "ipset create istio-inpod-probes-v4 hash:net comment && ipset add istio-inpod-probes-v4 10.9.0.0/16 comment other
+         {clean}; echo rc=$?; ipset list istio-inpod-probes-v4 | grep -E '^Type|10.9.0.0'
+         ipset destroy istio-inpod-probes-v4; {a} 2>/dev/null; {clean} 2>/dev/null; echo rc=$?; ipset list -n | wc -l"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        out, "rc=1\nType: hash:net\n10.9.0.0/16 comment \"other\"\nrc=0\n0\n",
+        "{v}: {err}"
+    );
+    assert!(
+        err.contains("not ours, left in place: ipset istio-inpod-probes-v4 is hash:net"),
+        "{err}"
+    );
 }
 
 /// Twenty pods added at once: every ipset member lands, each with its pod's UID.
@@ -533,7 +619,11 @@ fn main() {
             );
         }
     }
-    let per_variant: [(&str, PerVariant); 5] = [
+    let per_variant: [(&str, PerVariant); 6] = [
+        (
+            "ambient::leaves_a_sidecars_rules",
+            ambient_leaves_a_sidecars_rules,
+        ),
         (
             "zero_length_prefixes_rerun_and_check",
             zero_length_prefixes_rerun_and_check,
@@ -566,7 +656,15 @@ fn main() {
         "unshare",
         "ipset",
     ]);
-    let host: [(&str, PerVariant); 3] = [
+    let host: [(&str, PerVariant); 5] = [
+        (
+            "ambient::host::never_raises_the_guard",
+            host_never_raises_the_guard,
+        ),
+        (
+            "ambient::host::clean_leaves_a_foreign_ipset",
+            host_clean_leaves_a_foreign_ipset,
+        ),
         (
             "ambient::host::concurrent_add_pods_all_land",
             host_concurrent_add_pods_all_land,
@@ -599,14 +697,14 @@ fn main() {
     }
     decisions::add(&mut t);
     // Our 6 configurations, ambient's and upstream's iptables cases, each with both variants;
-    // 5 tests per variant (one ambient's) and 3 of the node's; detection; the 10 captured files, each made again
+    // 6 tests per variant (two ambient's) and 5 of the node's; detection; the 10 captured files, each made again
     // (root) and parsed; 9 decisions on them.
     let live = (6 + AMBIENT_CONFIGURATIONS + UPSTREAM_IPTABLES) * 2;
     t.declare(
-        live + 5 * 2 + 3 * 2 + 1 + 10 + 10 + 9,
+        live + 6 * 2 + 5 * 2 + 1 + 10 + 10 + 9,
         &[
             ("live_rules_equal_the_plan", live),
-            ("ambient", 2 + 3 * 2),
+            ("ambient", 2 * 2 + 5 * 2),
             ("fixtures", 10),
             ("parse", 10),
             ("decisions", 9),

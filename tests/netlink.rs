@@ -151,6 +151,19 @@ fn configurations() -> Vec<(String, Vec<String>)> {
     for (name, args) in support::ambient::configurations() {
         cases.push((format!("ambient-{name}"), args));
     }
+    // Interface names nft reads otherwise when they are written bare: `x|y`, `x&y` and `x^y`
+    // are expressions (they match y, x and the empty name), `0x1` is the number 1, `eth*` a
+    // wildcard, `a+` (iptables' wildcard) and `c!d` syntax errors (found by the ambient
+    // break run: the dry-run text was not what the netlink apply installed).
+    const NAMES: &str = "eth*,a+,x|y,x&y,x^y,0x1,c!d,e@f,eth0,k6t-eth0";
+    cases.push((
+        "ambient-interface-names-nft-would-misread".into(),
+        owned(&["ambient", "apply", "--reroute-virtual-interfaces", NAMES]),
+    ));
+    cases.push((
+        "interface-names-nft-would-misread".into(),
+        owned(&["apply", "-u", "1337", "-b", "*", "-i", "*", "-c", NAMES]),
+    ));
     cases
 }
 
@@ -617,6 +630,26 @@ fn host(verb: &str, extra: &[&str]) -> String {
 const POD_A: &str = "0b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
 const POD_B: &str = "1b0d8f5e-3c1a-4a47-9a51-2f6c1b7f1a2b";
 
+/// The in-pod rules run by mistake in the node's namespace, where `inet istio-ambient-nat` is
+/// the node's table with the probe sets: `ambient clean` and `ambient apply --reconcile` exit
+/// 1 naming the set and leave the ruleset byte-identical, members and all (found by the
+/// ambient break run: the clean deleted the node's table, the apply replaced it, exit 0).
+fn in_pod_rules_leave_the_nodes_table() {
+    let apply = host("apply", &[]);
+    let add = host("add-pod", &["--pod-uid", POD_A, "--pod-ip", "10.244.1.7"]);
+    let clean = mt(&["ambient", "clean"]);
+    let in_pod = mt(&["ambient", "apply", "--native-nftables", "--reconcile"]);
+    let o = in_netns(&format!(
+        "{apply} 2>/dev/null && {add} 2>/dev/null && nft list ruleset > /tmp/node-$$; {clean}; echo rc=$?; {in_pod}; echo rc=$?; nft list ruleset | cmp - /tmp/node-$$ && echo UNCHANGED; grep -c 10.244.1.7 /tmp/node-$$; rm -f /tmp/node-$$"
+    ));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(out, "rc=1\nrc=1\nUNCHANGED\n1\n", "{err}");
+    assert!(
+        err.contains("not ours, left in place (nothing was changed): set inet istio-ambient-nat istio-inpod-probes-v4"),
+        "{err}"
+    );
+}
+
 /// The node's rules over netlink equal `nft -f` of the trace upstream's start writes (its
 /// sets' transaction, then the golden's rules transaction), as text and bytecode.
 fn host_netlink_equals_nft_f(v6: bool) {
@@ -813,7 +846,11 @@ fn main() {
         ),
         ("needs_only_net_admin", needs_only_net_admin),
     ];
-    let ambient: [(&str, fn()); 6] = [
+    let ambient: [(&str, fn()); 7] = [
+        (
+            "ambient::in_pod_rules_leave_the_nodes_table",
+            in_pod_rules_leave_the_nodes_table,
+        ),
         (
             "ambient::check_does_not_call_its_routing_tproxy",
             ambient_check_does_not_call_its_routing_tproxy,
@@ -847,13 +884,13 @@ fn main() {
         };
         t.add(name, needs, f);
     }
-    // Our 10 configurations, ambient's, upstream's nftables cases, 6 tests of their own and
-    // 6 of ambient's.
-    let equal = 10 + AMBIENT_CONFIGURATIONS + UPSTREAM_NFTABLES;
+    // Our 10 configurations, ambient's, 2 of hostile interface names, upstream's nftables
+    // cases, 6 tests of their own and 7 of ambient's.
+    let equal = 10 + AMBIENT_CONFIGURATIONS + 2 + UPSTREAM_NFTABLES;
     // And the node's rules: 2 equal to nft -f, 4 of their own.
     t.declare(
-        equal + 2 + 6 + 6 + 4,
-        &[("netlink_equals_nft_f", equal + 2), ("ambient", 6 + 4)],
+        equal + 2 + 6 + 7 + 4,
+        &[("netlink_equals_nft_f", equal + 2), ("ambient", 7 + 4)],
     );
     t.run()
 }

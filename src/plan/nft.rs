@@ -155,6 +155,7 @@ mod tests {
             },
         ],
         xt_chains: XtChains::Prefix("TEST_"),
+        fail_closed: true,
     };
 
     #[test]

@@ -59,6 +59,12 @@ pub struct Scheme {
     pub tables: &'static [TableLayout],
     /// Which iptables chains are the scheme's.
     pub xt_chains: XtChains,
+    /// Whether an iptables change of more than one commit raises the fail-closed guard. A
+    /// pod's interception does (half written, it would intercept some traffic and not the
+    /// rest); the node's probe SNAT does not: in the node's namespace the guard would drop
+    /// the node's and every pod's forwarded traffic, and a kill would leave the node cut off,
+    /// while a half-written change only leaves one family's probes without their SNAT.
+    pub fail_closed: bool,
 }
 
 /// How a scheme names its iptables chains, so a rerun or a clean can tell them from others'.

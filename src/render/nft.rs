@@ -40,13 +40,34 @@ fn addr_family(a: std::net::IpAddr) -> Family {
     if a.is_ipv6() { Family::V6 } else { Family::V4 }
 }
 
+/// An interface name as nft reads it back as the same match. Bare when it is one token of
+/// nft's `string` (a letter, then letters, digits, `_`, `.`, `-`), as upstream writes every
+/// name; else quoted, because bare `x|y`, `x&y`, `x^y` are expressions (they match `y`, `x`,
+/// and the empty name), `0x1` is the number 1 and `eth*` a wildcard. In quotes a `*` is
+/// nft's wildcard, so a literal one is escaped, and iptables' trailing `+` (every name with
+/// that prefix, which the netlink lowering matches as the prefix) becomes nft's `*`.
+fn ifname(name: &crate::plan::IfName) -> String {
+    let n = name.as_str();
+    let bare = n.starts_with(|c: char| c.is_ascii_alphabetic())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if bare {
+        return n.to_string();
+    }
+    let (body, wildcard) = match n.strip_suffix('+') {
+        Some(prefix) => (prefix, "*"),
+        None => (n, ""),
+    };
+    format!("\"{}{wildcard}\"", body.replace('*', "\\*"))
+}
+
 /// One match, in nft's words (`words`: how this rule words a masked mark).
 fn write_match(s: &mut String, m: &Match, meta: &str, words: MarkWords) {
     // Writing to a String cannot fail.
     let _ = match m {
-        Match::InIface { name } => write!(s, "iifname {name} "),
-        Match::OutIface { name } => write!(s, "oifname {name} "),
-        Match::NotOutIface { name } => write!(s, "oifname != {name} "),
+        Match::InIface { name } => write!(s, "iifname {} ", ifname(name)),
+        Match::OutIface { name } => write!(s, "oifname {} ", ifname(name)),
+        Match::NotOutIface { name } => write!(s, "oifname != {} ", ifname(name)),
         Match::SrcAddr { addr } => write!(
             s,
             "{} saddr {} ",

@@ -47,6 +47,12 @@ pub enum IptError {
         chains.join(", ")
     )]
     NotInPlace { family: Family, chains: Vec<String> },
+    #[error(
+        "not ours, left in place: {} chains of our name jump to chains that are not ours ({}): another scheme's (a pod is the sidecar's or ambient's, not both); nothing of this family was changed",
+        binary_family(*family),
+        chains.join(", ")
+    )]
+    Namesakes { family: Family, chains: Vec<String> },
     /// Config resolves every owner-group name before a backend runs; a name here is a bug.
     #[error("group {0:?} (in an owner-group rule) was not resolved to a gid")]
     UnresolvedGroup(String),

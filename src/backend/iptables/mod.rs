@@ -108,6 +108,13 @@ impl Iptables {
             None => self.machine.run(&x.save, &[], None, &[])?,
         };
         let live = parse_save(&before);
+        let foreign = state::namesakes(&live, &plan.ours);
+        if !foreign.is_empty() {
+            return Err(IptError::Namesakes {
+                family: f,
+                chains: foreign,
+            });
+        }
         let want = expected(&rules, f);
         Ok(FamilyState {
             x,
@@ -171,10 +178,11 @@ impl Iptables {
         }
     }
 
-    /// Raises the guard for a change of `n` commits; returns whether it is up. Without
-    /// nf_tables the change goes ahead unguarded, with a warning.
-    fn raise_guard_for(&self, n: usize) -> bool {
-        if n < 2 {
+    /// Raises the guard for a change of `n` commits to `plan`'s scheme, if that scheme is
+    /// fail-closed; returns whether it is up. Without nf_tables the change goes ahead
+    /// unguarded, with a warning.
+    fn raise_guard_for(&self, plan: &Plan, n: usize) -> bool {
+        if n < 2 || !plan.ours.scheme.fail_closed {
             return false;
         }
         match self.machine.raise_guard() {
@@ -256,6 +264,14 @@ impl Iptables {
             .run(&save, &[], None, &[])
             .map(|text| parse_save(&text))
             .map_err(|e| format!("{name}: cannot read its rules, so cannot clean them: {e}"))?;
+        let foreign = state::namesakes(&live, &plan.ours);
+        if !foreign.is_empty() {
+            let e = IptError::Namesakes {
+                family: f,
+                chains: foreign,
+            };
+            return Err(format!("{name}: {e}"));
+        }
         let Some(text) = replace_text(&live, planned, None, &plan.ours) else {
             return Ok(None);
         };
@@ -308,7 +324,7 @@ impl Backend for Iptables {
             .filter_map(|(_, t)| t.as_deref())
             .map(commits)
             .sum();
-        let raised = !interrupted && self.raise_guard_for(n);
+        let raised = !interrupted && self.raise_guard_for(plan, n);
         let mut done = Vec::new();
         for (i, (fam, text)) in fams.iter().enumerate() {
             let Some(text) = text else {
@@ -401,7 +417,7 @@ impl Backend for Iptables {
             }
         }
         let n: usize = writes.iter().map(|(_, t)| commits(t)).sum();
-        let raised = self.raise_guard_for(n);
+        let raised = self.raise_guard_for(plan, n);
         let mut done = Vec::new();
         for (x, text) in &writes {
             match self.restore(x, text, true) {
@@ -426,7 +442,10 @@ impl Backend for Iptables {
         // The ipsets after the rules that match them (the kernel refuses to destroy a set in
         // use).
         match sets::destroy(plan) {
-            Ok(gone) => done.extend(gone),
+            Ok((gone, left)) => {
+                done.extend(gone);
+                failures.extend(left);
+            }
             Err(e) => failures.push(e.to_string()),
         }
         if failures.is_empty() {
@@ -551,19 +570,32 @@ mod sets {
         Ok(out)
     }
 
-    /// Destroys each of the scheme's sets that exists, members and all.
-    pub fn destroy(plan: &Plan) -> Result<Vec<String>, BackendError> {
+    /// Destroys each of the scheme's sets that exists and is what an apply makes (`hash:ip`
+    /// with comments, of its family), members and all; a set of our name of another type or
+    /// family is another's, left and named in the second list.
+    pub fn destroy(plan: &Plan) -> Result<(Vec<String>, Vec<String>), BackendError> {
         if plan.ours.sets.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut s = Ipset::open()?;
-        let mut out = Vec::new();
+        let (mut gone, mut left) = (Vec::new(), Vec::new());
         for set in &plan.ours.sets {
-            if s.destroy(set.name)? {
-                out.push(format!("ipset destroy {}", set.name));
+            match s.header(set.name)? {
+                None => {}
+                Some(h) if !h.is_hash_ip(set.family == Family::V6) => left.push(format!(
+                    "not ours, left in place: ipset {} is {}, nfproto family {}, {} (an apply makes hash:ip with comments of its family)",
+                    set.name,
+                    h.kind,
+                    h.family,
+                    if h.comments { "with comments" } else { "without comments" }
+                )),
+                Some(_) if s.destroy(set.name)? => {
+                    gone.push(format!("ipset destroy {}", set.name));
+                }
+                Some(_) => {}
             }
         }
-        Ok(out)
+        Ok((gone, left))
     }
 }
 

@@ -318,6 +318,40 @@ pub fn drift(live: &State, want: &State, ours: &Ownership) -> Vec<String> {
     out
 }
 
+/// Chains of ours by name that jump to a chain of the same table that is not ours, as
+/// `table/CHAIN -> TARGET`: another scheme's chain of the same name, such as the sidecar's nat
+/// `ISTIO_OUTPUT` (jumping to its `ISTIO_REDIRECT`) under ambient, whose chains jump to none.
+/// Only for a scheme that owns chains by exact name: one owning a prefix (the sidecar's
+/// `ISTIO_`) takes every chain of it as its own, whatever it jumps to.
+pub fn namesakes(live: &State, ours: &Ownership) -> Vec<String> {
+    let mut out = Vec::new();
+    if !matches!(ours.scheme.xt_chains, crate::plan::XtChains::Named(_)) {
+        return out;
+    }
+    for (t, ts) in live {
+        for (c, rules) in ts
+            .chains
+            .iter()
+            .filter(|(c, _)| ours.scheme.owns_xt_chain(c))
+        {
+            for r in rules {
+                let words: Vec<&str> = r.split_whitespace().collect();
+                for w in words.windows(2) {
+                    let other = w[1];
+                    if matches!(w[0], "-j" | "-g")
+                        && ts.chains.contains_key(other)
+                        && !ours.scheme.owns_xt_chain(other)
+                    {
+                        out.push(format!("{t}/{c} -> {other}"));
+                    }
+                }
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
 /// Whether the live state holds anything of ours.
 pub fn has_ours(live: &State, ours: &Ownership) -> bool {
     live.values().any(|ts| {

@@ -246,13 +246,21 @@ where
 
 /// A plan with named sets keeps its tables (their members are state): an apply flushes them
 /// and a clean deletes them, so anything in one that is not the scheme's, a chain it does not
-/// declare or a set it does not make, is a conflict to report, and nothing is changed.
+/// declare or a set it does not make, is a conflict to report, and nothing is changed. A
+/// scheme without named sets replaces its tables whole, but a named set in one is not its
+/// own either: it is another scheme's table of the same name (the node's `inet
+/// istio-ambient-nat` with its probe sets, met by the in-pod rules run in the node's
+/// namespace), and replacing or deleting it would drop the node's probe SNAT and its members.
 fn refuse_foreign(nl: &mut Nft, plan: &Plan) -> Result<(), NetlinkError> {
-    if plan.ours.sets.is_empty() {
+    let existing = live::our_tables(nl, plan.ours.scheme)?;
+    if existing.tables.is_empty() {
         return Ok(());
     }
-    let existing = live::our_tables(nl, plan.ours.scheme)?;
-    let (chains, _) = nl.chains_and_rules()?;
+    let with_sets = !plan.ours.sets.is_empty();
+    let chains = match with_sets {
+        true => nl.chains_and_rules()?.0,
+        false => Vec::new(),
+    };
     let mut foreign = Vec::new();
     for layout in plan.ours.scheme.tables {
         let name = layout.nft_name;

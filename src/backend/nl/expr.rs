@@ -142,7 +142,13 @@ pub fn counter() -> Expr {
     }
 }
 
+/// The bytes an interface name match compares: the name NUL-padded to IFNAMSIZ, or for a
+/// name ending in `+` (iptables' wildcard: every interface whose name starts with the rest)
+/// only the prefix, as nft compiles `iifname "eth*"` and iptables-nft `-i eth+`.
 pub fn ifname(name: &str) -> Vec<u8> {
+    if let Some(prefix) = name.strip_suffix('+') {
+        return prefix.as_bytes().to_vec();
+    }
     let mut b = vec![0u8; 16];
     b[..name.len()].copy_from_slice(name.as_bytes());
     b

@@ -12,6 +12,7 @@ pub static SCHEME: Scheme = Scheme {
     name: "ambient",
     tables: &[NAT, MANGLE, RAW],
     xt_chains: XtChains::Named(&["ISTIO_PRERT", "ISTIO_OUTPUT"]),
+    fail_closed: true,
 };
 
 const fn base(kind: ChainType, hook: Hook, priority: i32) -> BaseChain {

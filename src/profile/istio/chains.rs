@@ -9,6 +9,7 @@ pub static SCHEME: Scheme = Scheme {
     name: "istio",
     tables: &[NAT, MANGLE, RAW],
     xt_chains: XtChains::Prefix("ISTIO_"),
+    fail_closed: true,
 };
 
 const fn base(kind: ChainType, hook: Hook, priority: i32) -> BaseChain {

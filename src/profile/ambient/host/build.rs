@@ -27,6 +27,8 @@ pub static SCHEME: Scheme = Scheme {
     name: "ambient-host",
     tables: &[NAT],
     xt_chains: XtChains::Named(&["ISTIO_POSTRT"]),
+    // The node's namespace: never the guard (see `Scheme::fail_closed`).
+    fail_closed: false,
 };
 
 /// nat with its postrouting base chain at knftables' SNATPriority (100).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::build::Policy;
 use super::flags as host;
+use super::kubelet::NotFound;
 use crate::flags::Flags;
 use crate::host::Host;
 use crate::options::{Action, BackendChoice, Early, RunOptions, Subcommand, Verb};
@@ -57,12 +58,23 @@ pub fn resolve(
         && (backend == BackendChoice::Netlink || output == OutputFormat::Json);
     let kubelet_uid = match r.get(&host::KUBELET_UID)? {
         Some(u) => Some(u),
-        None if needs_uid => Some(super::kubelet::find(Path::new(PROC)).ok_or_else(|| {
+        None if needs_uid => Some(super::kubelet::find(Path::new(PROC)).map_err(|e| {
+            let shows = match e {
+                NotFound::None => "no kubelet, kubelite or k3s process".to_string(),
+                NotFound::Ambiguous(found) => format!(
+                    "such processes of different uids ({}), any of which may not be the kubelet",
+                    found
+                        .iter()
+                        .map(|(pid, uid)| format!("pid {pid} uid {}", uid.0))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             ConfigError::Invalid {
                 origin: Origin::Default("kubelet-uid"),
                 value: String::new(),
                 problem: format!(
-                    "leaves the kubelet's uid to be found, and {PROC} shows no kubelet, kubelite or k3s process (expected the kubelet's uid, which the nftables rule keys on)"
+                    "leaves the kubelet's uid to be found, and {PROC} shows {shows} (expected the kubelet's uid, which the nftables rule keys on)"
                 ),
             }
         })?),

@@ -1,7 +1,10 @@
 //! The kubelet's uid, found as upstream finds it (`kubeletuid_linux.go`): the first process
 //! in /proc whose `comm` is `kubelet` or `kubelite` with "kubelet" in an argument, or `k3s`,
 //! in that order of preference per process; its real uid. Every read is bounded, and a process
-//! that exits while it is read is skipped.
+//! that exits while it is read is skipped. Unlike upstream, which takes the first, every such
+//! process must have the same uid: any user can start a process named `kubelet` with
+//! "kubelet" in its arguments, and the uid found is the one whose TCP to ambient pods is
+//! SNATed to the probe address, which the pods let in uncaptured.
 
 use std::io::Read;
 use std::path::Path;
@@ -52,20 +55,37 @@ fn is_kubelet(dir: &Path) -> bool {
     })
 }
 
-/// The kubelet's uid under `proc` (normally `/proc`).
-pub fn find(proc: &Path) -> Option<Uid> {
+/// Why no uid was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFound {
+    /// No kubelet, kubelite or k3s process.
+    None,
+    /// Such processes with different uids, as `(pid, uid)`, in pid order.
+    Ambiguous(Vec<(u32, Uid)>),
+}
+
+/// The kubelet's uid under `proc` (normally `/proc`): the one uid of every kubelet process.
+pub fn find(proc: &Path) -> Result<Uid, NotFound> {
     let mut pids: Vec<u32> = std::fs::read_dir(proc)
-        .ok()?
+        .map_err(|_| NotFound::None)?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    pids.into_iter().find_map(|pid| {
-        let dir = proc.join(pid.to_string());
-        if !is_kubelet(&dir) {
-            return None;
-        }
-        real_uid(&read(&dir.join("status"))?)
-    })
+    let found: Vec<(u32, Uid)> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let dir = proc.join(pid.to_string());
+            if !is_kubelet(&dir) {
+                return None;
+            }
+            Some((pid, real_uid(&read(&dir.join("status"))?)?))
+        })
+        .collect();
+    match found.first() {
+        None => Err(NotFound::None),
+        Some((_, uid)) if found.iter().all(|(_, u)| u == uid) => Ok(*uid),
+        Some(_) => Err(NotFound::Ambiguous(found)),
+    }
 }
 
 #[cfg(test)]
@@ -89,12 +109,16 @@ mod tests {
         let root = std::env::temp_dir().join(format!("mt-kubelet-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("self")).unwrap();
-        assert_eq!(find(&root), None);
+        assert_eq!(find(&root), Err(NotFound::None));
         // A process named kubelet without the word in its arguments is not taken.
         process(&root, 10, "kubelet", &["/bin/sleep", "1"], 5);
-        assert_eq!(find(&root), None);
+        assert_eq!(find(&root), Err(NotFound::None));
         process(&root, 20, "k3s", &["k3s", "agent"], 7);
-        assert_eq!(find(&root), Some(Uid(7)));
+        assert_eq!(find(&root), Ok(Uid(7)));
+        process(&root, 21, "k3s", &["k3s", "agent"], 7);
+        assert_eq!(find(&root), Ok(Uid(7)), "several, one uid");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
         process(
             &root,
             15,
@@ -102,9 +126,21 @@ mod tests {
             &["kubelite", "--kubelet-args-file=/k"],
             9,
         );
-        assert_eq!(find(&root), Some(Uid(9)));
+        assert_eq!(find(&root), Ok(Uid(9)));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn kubelets_of_different_uids_are_ambiguous() {
+        // Anyone can start a `kubelet --kubelet` of their own; upstream takes the first.
+        let root = std::env::temp_dir().join(format!("mt-kubelet2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
         process(&root, 12, "kubelet", &["/usr/bin/kubelet", "--config=x"], 0);
-        assert_eq!(find(&root), Some(Uid(0)));
+        process(&root, 40, "kubelet", &["./kubelet", "--kubelet"], 1000);
+        assert_eq!(
+            find(&root),
+            Err(NotFound::Ambiguous(vec![(12, Uid(0)), (40, Uid(1000))]))
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -51,10 +51,11 @@ pub fn pod_uid(s: &str) -> Result<Option<PodUid>, Problem> {
     }
 }
 
-/// Unicast pod addresses, comma separated, each at most once (empty: none).
+/// A pod's unicast addresses, comma separated: at most one per family, as a pod's status has
+/// them (empty: none).
 pub fn pod_ips(s: &str) -> Result<Vec<IpAddr>, Problem> {
     let bad = || -> Problem {
-        "is not a list of pod addresses (expected unicast IPv4 or IPv6 addresses, comma separated, each once)".into()
+        "is not a pod's addresses (expected unicast addresses, comma separated, at most one IPv4 and one IPv6)".into()
     };
     let mut out: Vec<IpAddr> = Vec::new();
     for item in v::items(s) {
@@ -68,7 +69,7 @@ pub fn pod_ips(s: &str) -> Result<Vec<IpAddr>, Problem> {
             IpAddr::V4(x) => !(x.is_unspecified() || x.is_multicast() || x.is_broadcast()),
             IpAddr::V6(x) => !(x.is_unspecified() || x.is_multicast()),
         };
-        if !unicast || a.is_loopback() || out.contains(&a) {
+        if !unicast || a.is_loopback() || out.iter().any(|o| o.is_ipv4() == a.is_ipv4()) {
             return Err(bad());
         }
         out.push(a);
@@ -236,13 +237,15 @@ mod tests {
         assert!(pod_uid("0B0D8F5E-3c1a-4a47-9a51-2f6c1b7f1a2b").is_err());
         assert!(pod_uid("x\" comment \"y").is_err());
         assert_eq!(
-            pod_ips("10.0.0.5,::ffff:10.0.0.6").unwrap(),
+            pod_ips("::ffff:10.0.0.6,fd00::6").unwrap(),
             [
-                "10.0.0.5".parse::<IpAddr>().unwrap(),
-                "10.0.0.6".parse().unwrap()
+                "10.0.0.6".parse::<IpAddr>().unwrap(),
+                "fd00::6".parse().unwrap()
             ]
         );
         assert!(pod_ips("10.0.0.5,10.0.0.5").is_err());
+        assert!(pod_ips("10.0.0.5,10.0.0.6").is_err());
+        assert!(pod_ips("10.0.0.5,fd00::5").is_ok());
         assert!(pod_ips("127.0.0.1").is_err());
         assert_eq!(kubelet_uid("0").unwrap(), Some(Uid(0)));
         assert!(kubelet_uid("4294967296").is_err());

@@ -224,19 +224,31 @@ fn usage_command(e: &clap::Error) -> String {
     }
 }
 
+/// A subcommand's arguments (after the program's name and the subcommand's) parsed by `cmd`;
+/// `Err` is the exit code after help or version (stdout, 0) or a one-line error (stderr, 2).
+fn matches(
+    cmd: clap::Command,
+    args: Vec<OsString>,
+    stdout: &mut dyn Write,
+) -> Result<clap::ArgMatches, i32> {
+    cmd.try_get_matches_from(args.into_iter().skip(1))
+        .map_err(|e| {
+            if e.use_stderr() {
+                let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
+                2
+            } else {
+                let _ = write!(stdout, "{e}");
+                0
+            }
+        })
+}
+
 /// `meshtables cni-install`: settings (bad ones exit 2, one line naming the flag or variable),
 /// then the installer until SIGTERM (a failure exits 1).
 fn install_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write) -> i32 {
-    let m = match flags::install_command().try_get_matches_from(args.into_iter().skip(1)) {
+    let m = match matches(flags::install_command(), args, stdout) {
         Ok(m) => m,
-        Err(e) if e.use_stderr() => {
-            let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
-            return 2;
-        }
-        Err(e) => {
-            let _ = write!(stdout, "{e}");
-            return 0;
-        }
+        Err(code) => return code,
     };
     logging::init(logging::Level::Info, false);
     #[cfg(feature = "kubernetes")]
@@ -275,16 +287,9 @@ fn install_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write
 /// `meshtables cni-ready`: the installer's readiness probe (exit 0 ready, 1 not ready and why
 /// on stdout, where the kubelet records it; 2 bad settings).
 fn ready_main(args: Vec<OsString>, env: &dyn EnvSource, stdout: &mut dyn Write) -> i32 {
-    let m = match flags::ready_command().try_get_matches_from(args.into_iter().skip(1)) {
+    let m = match matches(flags::ready_command(), args, stdout) {
         Ok(m) => m,
-        Err(e) if e.use_stderr() => {
-            let _ = writeln!(std::io::stderr(), "meshtables: {}", one_line(&e));
-            return 2;
-        }
-        Err(e) => {
-            let _ = write!(stdout, "{e}");
-            return 0;
-        }
+        Err(code) => return code,
     };
     logging::init(logging::Level::Info, false);
     #[cfg(feature = "kubernetes")]

@@ -15,6 +15,8 @@
 //! Front ends call the engine from above, handing it a scheme (`run::Profile`): `cmd` (the
 //! CLI), `cni` (the plugin), `install`.
 
+#[cfg(feature = "agent")]
+pub mod agent; // the node agent: the ZDS server that hands pods' netns to ztunnel
 pub mod backend; // the Backend trait; netlink and iptables siblings over one kernel layer (nl)
 pub mod cmd; // the CLI front end: argv + env + host → exit code
 pub mod cni; // the CNI front end (argv[0] meshtables-cni): conf, pod semantics, API client

@@ -1,0 +1,690 @@
+//! The ZDS server (src/agent/server.rs) against a stand-in ztunnel speaking the protocol as
+//! ztunnel's `src/inpod/protocol.rs` does: a SOCK_SEQPACKET client that sends its hello,
+//! reads each request into 1024 bytes with room for one fd, and acks. Each case is a trial:
+//!
+//! - wire: the messages' bytes carry zds.proto's field numbers (del's uid is field 2, keep is
+//!   payload 5);
+//! - handshake: the snapshot (adds with a netns fd, keeps without, then snapshot_sent), an
+//!   add whose fd is this process's own network namespace, a fresh snapshot on reconnect;
+//! - ack: ztunnel's error text comes back, a missing ack is a timeout, a close mid-request
+//!   is named;
+//! - hostile: oversized, garbage and unknown-oneof acks; no hello, an oversized, garbage or
+//!   wrong-version hello; a silent peer does not stall another ztunnel;
+//! - upgrade: adds go to the newest connection, deletes to all, a closed newest falls back;
+//! - request and bind: a request over 1024 bytes is refused unsent, no ztunnel, the socket
+//!   path (a stale socket replaced, a regular file refused, ours removed on drop).
+//!
+//! No root: the netns fd is `/proc/self/ns/net`, which any process may open.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
+#![cfg(feature = "agent")]
+
+mod support;
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshtables::agent::server::{Deadlines, ZdsError, ZdsServer};
+use meshtables::agent::zds::{
+    Ack, AddWorkload, DelWorkload, KeepWorkload, RequestPayload, ResponsePayload, SnapshotSent,
+    Version, WorkloadInfo, WorkloadRequest, WorkloadResponse, ZdsHello,
+};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect, recvmsg,
+    sendmsg, socket,
+};
+use prost::Message;
+use support::trials::{NOTHING, Trials};
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// A server on a socket in a fresh temporary directory.
+struct Node {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    server: Arc<ZdsServer>,
+}
+
+fn node(deadlines: Deadlines) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ztunnel.sock");
+    let server = Arc::new(ZdsServer::bind(&path, deadlines).unwrap());
+    Node {
+        _dir: dir,
+        path,
+        server,
+    }
+}
+
+fn short_acks() -> Deadlines {
+    Deadlines {
+        hello: LONG,
+        ack: Duration::from_millis(300),
+    }
+}
+
+fn info(name: &str) -> WorkloadInfo {
+    WorkloadInfo {
+        name: name.into(),
+        namespace: "default".into(),
+        service_account: "sa".into(),
+    }
+}
+
+fn own_netns() -> OwnedFd {
+    std::fs::File::open("/proc/self/ns/net").unwrap().into()
+}
+
+/// Polls `cond` until it holds (a state, not a fixed sleep), failing after `LONG`.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < LONG, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What the stand-in ztunnel received: a request, or the server's close.
+#[derive(Debug)]
+enum Got {
+    Request(WorkloadRequest, Option<RawFd>),
+    Closed,
+}
+
+/// The stand-in ztunnel.
+struct Ztunnel {
+    stream: UnixStream,
+}
+
+impl Ztunnel {
+    fn connect(path: &Path) -> Ztunnel {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+        let stream = UnixStream::from(fd);
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        Ztunnel { stream }
+    }
+
+    /// Connects, says hello and acks an empty snapshot.
+    fn ready(path: &Path) -> Ztunnel {
+        let z = Ztunnel::connect(path);
+        z.hello();
+        assert_eq!(z.snapshot(), vec![]);
+        z
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        sendmsg::<()>(
+            self.stream.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .unwrap();
+    }
+
+    fn hello(&self) {
+        self.send(
+            &ZdsHello {
+                version: Version::V1 as i32,
+            }
+            .encode_to_vec(),
+        );
+    }
+
+    fn ack(&self, error: &str) {
+        self.send(
+            &WorkloadResponse {
+                payload: Some(ResponsePayload::Ack(Ack {
+                    error: error.into(),
+                })),
+            }
+            .encode_to_vec(),
+        );
+    }
+
+    /// One datagram, read as ztunnel reads it (1024 bytes, room for one fd).
+    fn recv(&self) -> Got {
+        let mut buf = [0u8; 1024];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!(RawFd);
+        let msg = match recvmsg::<()>(
+            self.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::ECONNRESET) => return Got::Closed,
+            Err(e) => panic!("recvmsg: {e}"),
+        };
+        assert!(
+            !msg.flags.contains(MsgFlags::MSG_TRUNC),
+            "truncated request"
+        );
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(f) = c {
+                fds.extend(f);
+            }
+        }
+        let len = msg.bytes;
+        if len == 0 {
+            return Got::Closed;
+        }
+        assert!(fds.len() <= 1, "more than one fd: {fds:?}");
+        Got::Request(
+            WorkloadRequest::decode(&buf[..len]).unwrap(),
+            fds.first().copied(),
+        )
+    }
+
+    fn request(&self) -> (RequestPayload, Option<RawFd>) {
+        match self.recv() {
+            Got::Request(r, fd) => (r.payload.expect("a request with a payload"), fd),
+            Got::Closed => panic!("the server closed the connection"),
+        }
+    }
+
+    /// Reads and acks a snapshot: (uid, had a netns fd) per pod, in order.
+    fn snapshot(&self) -> Vec<(String, bool)> {
+        let mut pods = Vec::new();
+        loop {
+            let (p, fd) = self.request();
+            match p {
+                RequestPayload::Add(AddWorkload { uid, .. }) => {
+                    let fd = fd.expect("an add without a netns fd");
+                    assert_is_own_netns(fd);
+                    pods.push((uid, true));
+                }
+                RequestPayload::Keep(KeepWorkload { uid }) => {
+                    assert_eq!(fd, None, "a keep with an fd");
+                    pods.push((uid, false));
+                }
+                RequestPayload::SnapshotSent(_) => {
+                    assert_eq!(fd, None);
+                    self.ack("");
+                    return pods;
+                }
+                other => panic!("{other:?} in a snapshot"),
+            }
+            self.ack("");
+        }
+    }
+
+    /// Nothing is waiting to be read.
+    fn idle(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.stream.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 0
+    }
+}
+
+/// `fd` (received, so ours to close) is this process's network namespace: the same nsfs
+/// inode as `/proc/self/ns/net`.
+fn assert_is_own_netns(fd: RawFd) {
+    let got = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    let want = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(got.to_string_lossy().starts_with("net:["), "{got:?}");
+    assert_eq!(got, want);
+    nix::unistd::close(fd).unwrap();
+}
+
+/// Runs `f` on the server in a thread (it blocks until ztunnel acks).
+fn spawn<T: Send + 'static>(
+    n: &Node,
+    f: impl FnOnce(&ZdsServer) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let s = n.server.clone();
+    std::thread::spawn(move || f(&s))
+}
+
+fn add(n: &Node, uid: &'static str) -> std::thread::JoinHandle<Result<(), ZdsError>> {
+    spawn(n, move |s| s.add(uid, info(uid), own_netns().as_fd()))
+}
+
+// --- wire ---
+
+fn wire_del_uid_is_field_2() {
+    let del = WorkloadRequest {
+        payload: Some(RequestPayload::Del(DelWorkload { uid: "x".into() })),
+    };
+    // payload field 2 (len 3) holding field 2 "x".
+    assert_eq!(del.encode_to_vec(), [0x12, 3, 0x12, 1, b'x']);
+}
+
+fn wire_keep_is_payload_5_and_snapshot_3() {
+    let keep = WorkloadRequest {
+        payload: Some(RequestPayload::Keep(KeepWorkload { uid: "u".into() })),
+    };
+    assert_eq!(keep.encode_to_vec(), [0x2a, 3, 0x0a, 1, b'u']);
+    let done = WorkloadRequest {
+        payload: Some(RequestPayload::SnapshotSent(SnapshotSent {})),
+    };
+    assert_eq!(done.encode_to_vec(), [0x1a, 0]);
+}
+
+fn wire_add_carries_workload_info_fields_1_to_3() {
+    let add = WorkloadRequest {
+        payload: Some(RequestPayload::Add(AddWorkload {
+            uid: "u".into(),
+            workload_info: Some(WorkloadInfo {
+                name: "n".into(),
+                namespace: "s".into(),
+                service_account: "a".into(),
+            }),
+        })),
+    };
+    let inner = [0x0a, 1, b'n', 0x12, 1, b's', 0x1a, 1, b'a'];
+    let mut add_body = vec![0x0a, 1, b'u', 0x12, inner.len() as u8];
+    add_body.extend(inner);
+    let mut want = vec![0x0a, add_body.len() as u8];
+    want.extend(add_body);
+    assert_eq!(add.encode_to_vec(), want);
+}
+
+// --- handshake ---
+
+fn handshake_add_passes_the_netns_fd() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "pod-1");
+    let (p, fd) = z.request();
+    let RequestPayload::Add(a) = p else {
+        panic!("{p:?}")
+    };
+    assert_eq!(a.uid, "pod-1");
+    assert_eq!(a.workload_info, Some(info("pod-1")));
+    assert_is_own_netns(fd.expect("an add carries the netns fd"));
+    z.ack("");
+    h.join().unwrap().unwrap();
+}
+
+fn handshake_snapshot_carries_known_pods() {
+    let n = node(Deadlines::default());
+    assert!(matches!(
+        n.server.add("a", info("a"), own_netns().as_fd()),
+        Err(ZdsError::NoZtunnel)
+    ));
+    n.server.keep("b", info("b"));
+    let z = Ztunnel::connect(&n.path);
+    z.hello();
+    assert_eq!(z.snapshot(), vec![("a".into(), true), ("b".into(), false)]);
+}
+
+fn handshake_reconnect_gets_a_fresh_snapshot() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    for uid in ["a", "b"] {
+        let h = add(&n, uid);
+        z.request();
+        z.ack("");
+        h.join().unwrap().unwrap();
+    }
+    let h = spawn(&n, |s| s.del("a"));
+    assert!(matches!(z.request().0, RequestPayload::Del(_)));
+    z.ack("");
+    h.join().unwrap().unwrap();
+    drop(z);
+    wait_for("the closed connection to go", || {
+        n.server.connections() == 0
+    });
+    let z = Ztunnel::connect(&n.path);
+    z.hello();
+    assert_eq!(z.snapshot(), vec![("b".into(), true)]);
+}
+
+// --- ack ---
+
+fn ack_error_text_comes_back() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "p");
+    z.request();
+    z.ack("failed to enter netns");
+    match h.join().unwrap() {
+        Err(ZdsError::Nack(e)) => assert_eq!(e, "failed to enter netns"),
+        other => panic!("{other:?}"),
+    }
+    // A refusal leaves the stream in step: the connection stays.
+    assert_eq!(n.server.connections(), 1);
+}
+
+fn ack_missing_is_a_timeout_and_drops_the_connection() {
+    let n = node(short_acks());
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "p");
+    z.request();
+    let r = h.join().unwrap();
+    assert!(matches!(r, Err(ZdsError::Timeout(..))), "{r:?}");
+    assert_eq!(n.server.connections(), 0);
+    // A late ack cannot be mistaken for the next request's: the server closed its end.
+    assert!(matches!(z.recv(), Got::Closed));
+}
+
+fn ack_peer_closing_mid_request_is_named() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "p");
+    z.request();
+    drop(z);
+    let r = h.join().unwrap();
+    assert!(matches!(r, Err(ZdsError::PeerClosed { .. })), "{r:?}");
+    assert_eq!(n.server.connections(), 0);
+}
+
+// --- hostile ---
+
+fn hostile_reply(reply: &'static [u8]) -> Result<(), ZdsError> {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "p");
+    z.request();
+    z.send(reply);
+    let r = h.join().unwrap();
+    assert_eq!(
+        n.server.connections(),
+        0,
+        "a protocol error drops the connection"
+    );
+    r
+}
+
+fn hostile_oversized_ack() {
+    static BIG: [u8; 2000] = [0x0a; 2000];
+    let r = hostile_reply(&BIG);
+    assert!(matches!(r, Err(ZdsError::Oversized(_))), "{r:?}");
+}
+
+fn hostile_garbage_ack() {
+    let r = hostile_reply(&[0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(r, Err(ZdsError::Garbage { .. })), "{r:?}");
+}
+
+fn hostile_truncated_ack() {
+    // An Ack field that claims 5 bytes and has 1.
+    let r = hostile_reply(&[0x0a, 5, 0x0a]);
+    assert!(matches!(r, Err(ZdsError::Garbage { .. })), "{r:?}");
+}
+
+fn hostile_unknown_oneof_ack() {
+    // WorkloadResponse field 2: no such payload in zds.proto.
+    let r = hostile_reply(&[0x12, 0]);
+    assert!(matches!(r, Err(ZdsError::UnknownMessage(_))), "{r:?}");
+}
+
+/// A hello the server must refuse: it closes the connection and sends no snapshot.
+fn refused_hello(hello: &[u8]) {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::connect(&n.path);
+    z.send(hello);
+    assert!(matches!(z.recv(), Got::Closed));
+    assert_eq!(n.server.connections(), 0);
+}
+
+fn hostile_oversized_hello() {
+    refused_hello(&[0x08; 2000]);
+}
+
+fn hostile_garbage_hello() {
+    refused_hello(&[0xff, 0xff, 0xff]);
+}
+
+fn hostile_wrong_version_hello() {
+    refused_hello(&[0x08, 0x02]);
+}
+
+fn hostile_no_hello_is_closed_at_the_deadline() {
+    let n = node(Deadlines {
+        hello: Duration::from_millis(200),
+        ack: LONG,
+    });
+    let start = Instant::now();
+    let z = Ztunnel::connect(&n.path);
+    assert!(matches!(z.recv(), Got::Closed));
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!(n.server.connections(), 0);
+}
+
+fn hostile_silent_peer_does_not_stall_ztunnel() {
+    // The hello deadline is long: the stranger is still connected throughout.
+    let n = node(Deadlines {
+        hello: Duration::from_secs(60),
+        ack: LONG,
+    });
+    let stranger = Ztunnel::connect(&n.path);
+    let z = Ztunnel::ready(&n.path);
+    let h = add(&n, "p");
+    assert!(matches!(z.request().0, RequestPayload::Add(_)));
+    z.ack("");
+    h.join().unwrap().unwrap();
+    assert_eq!(n.server.connections(), 1, "the stranger is not a ztunnel");
+    assert!(stranger.idle(), "the stranger got nothing");
+}
+
+// --- upgrade ---
+
+fn upgrade_adds_go_to_the_newest() {
+    let n = node(Deadlines::default());
+    let old = Ztunnel::ready(&n.path);
+    let new = Ztunnel::ready(&n.path);
+    wait_for("two connections", || n.server.connections() == 2);
+    let h = add(&n, "p");
+    assert!(matches!(new.request().0, RequestPayload::Add(_)));
+    new.ack("");
+    h.join().unwrap().unwrap();
+    assert!(old.idle(), "the old ztunnel got the add too");
+}
+
+fn upgrade_deletes_go_to_all() {
+    let n = node(Deadlines::default());
+    let old = Ztunnel::ready(&n.path);
+    let new = Ztunnel::ready(&n.path);
+    wait_for("two connections", || n.server.connections() == 2);
+    let h = spawn(&n, |s| s.del("p"));
+    for z in [&old, &new] {
+        match z.request().0 {
+            RequestPayload::Del(d) => assert_eq!(d.uid, "p"),
+            other => panic!("{other:?}"),
+        }
+        z.ack("");
+    }
+    h.join().unwrap().unwrap();
+}
+
+fn upgrade_closed_newest_falls_back_to_the_old() {
+    let n = node(Deadlines::default());
+    let old = Ztunnel::ready(&n.path);
+    let new = Ztunnel::ready(&n.path);
+    wait_for("two connections", || n.server.connections() == 2);
+    drop(new);
+    let h = add(&n, "p");
+    assert!(matches!(old.request().0, RequestPayload::Add(_)));
+    old.ack("");
+    h.join().unwrap().unwrap();
+}
+
+// --- request ---
+
+fn request_too_large_is_refused_unsent() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let uid = "u".repeat(1100);
+    let r = n.server.add(&uid, info("p"), own_netns().as_fd());
+    assert!(matches!(r, Err(ZdsError::RequestTooLarge { .. })), "{r:?}");
+    assert!(z.idle());
+    assert_eq!(n.server.connections(), 1);
+}
+
+fn request_without_ztunnel() {
+    let n = node(Deadlines::default());
+    let r = n.server.add("p", info("p"), own_netns().as_fd());
+    assert!(matches!(r, Err(ZdsError::NoZtunnel)), "{r:?}");
+    n.server.del("p").unwrap();
+}
+
+// --- bind ---
+
+fn bind_replaces_a_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ztunnel.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists(), "the stale socket is left behind");
+    let server = ZdsServer::bind(&path, Deadlines::default()).unwrap();
+    let _z = Ztunnel::connect(&path);
+    drop(server);
+}
+
+fn bind_refuses_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ztunnel.sock");
+    std::fs::write(&path, "not ours").unwrap();
+    let r = ZdsServer::bind(&path, Deadlines::default());
+    assert!(matches!(r, Err(ZdsError::NotASocket { .. })));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not ours");
+}
+
+fn bind_drop_removes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ztunnel.sock");
+    let server = ZdsServer::bind(&path, Deadlines::default()).unwrap();
+    assert!(path.exists());
+    drop(server);
+    assert!(!path.exists());
+}
+
+fn main() {
+    let mut t = Trials::new();
+    t.add("wire::del_uid_is_field_2", NOTHING, wire_del_uid_is_field_2);
+    t.add(
+        "wire::keep_is_payload_5_and_snapshot_3",
+        NOTHING,
+        wire_keep_is_payload_5_and_snapshot_3,
+    );
+    t.add(
+        "wire::add_carries_workload_info_fields_1_to_3",
+        NOTHING,
+        wire_add_carries_workload_info_fields_1_to_3,
+    );
+    t.add(
+        "handshake::add_passes_the_netns_fd",
+        NOTHING,
+        handshake_add_passes_the_netns_fd,
+    );
+    t.add(
+        "handshake::snapshot_carries_known_pods",
+        NOTHING,
+        handshake_snapshot_carries_known_pods,
+    );
+    t.add(
+        "handshake::reconnect_gets_a_fresh_snapshot",
+        NOTHING,
+        handshake_reconnect_gets_a_fresh_snapshot,
+    );
+    t.add(
+        "ack::error_text_comes_back",
+        NOTHING,
+        ack_error_text_comes_back,
+    );
+    t.add(
+        "ack::missing_is_a_timeout_and_drops_the_connection",
+        NOTHING,
+        ack_missing_is_a_timeout_and_drops_the_connection,
+    );
+    t.add(
+        "ack::peer_closing_mid_request_is_named",
+        NOTHING,
+        ack_peer_closing_mid_request_is_named,
+    );
+    t.add("hostile::oversized_ack", NOTHING, hostile_oversized_ack);
+    t.add("hostile::garbage_ack", NOTHING, hostile_garbage_ack);
+    t.add("hostile::truncated_ack", NOTHING, hostile_truncated_ack);
+    t.add(
+        "hostile::unknown_oneof_ack",
+        NOTHING,
+        hostile_unknown_oneof_ack,
+    );
+    t.add("hostile::oversized_hello", NOTHING, hostile_oversized_hello);
+    t.add("hostile::garbage_hello", NOTHING, hostile_garbage_hello);
+    t.add(
+        "hostile::wrong_version_hello",
+        NOTHING,
+        hostile_wrong_version_hello,
+    );
+    t.add(
+        "hostile::no_hello_is_closed_at_the_deadline",
+        NOTHING,
+        hostile_no_hello_is_closed_at_the_deadline,
+    );
+    t.add(
+        "hostile::silent_peer_does_not_stall_ztunnel",
+        NOTHING,
+        hostile_silent_peer_does_not_stall_ztunnel,
+    );
+    t.add(
+        "upgrade::adds_go_to_the_newest",
+        NOTHING,
+        upgrade_adds_go_to_the_newest,
+    );
+    t.add(
+        "upgrade::deletes_go_to_all",
+        NOTHING,
+        upgrade_deletes_go_to_all,
+    );
+    t.add(
+        "upgrade::closed_newest_falls_back_to_the_old",
+        NOTHING,
+        upgrade_closed_newest_falls_back_to_the_old,
+    );
+    t.add(
+        "request::too_large_is_refused_unsent",
+        NOTHING,
+        request_too_large_is_refused_unsent,
+    );
+    t.add("request::without_ztunnel", NOTHING, request_without_ztunnel);
+    t.add(
+        "bind::replaces_a_stale_socket",
+        NOTHING,
+        bind_replaces_a_stale_socket,
+    );
+    t.add(
+        "bind::refuses_a_regular_file",
+        NOTHING,
+        bind_refuses_a_regular_file,
+    );
+    t.add(
+        "bind::drop_removes_the_socket",
+        NOTHING,
+        bind_drop_removes_the_socket,
+    );
+    t.declare(
+        26,
+        &[
+            ("wire", 3),
+            ("handshake", 3),
+            ("ack", 3),
+            ("hostile", 9),
+            ("upgrade", 3),
+            ("request", 2),
+            ("bind", 3),
+        ],
+    );
+    t.run()
+}

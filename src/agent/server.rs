@@ -74,6 +74,10 @@ pub enum ZdsError {
     NotASocket { path: PathBuf },
     #[error("no ztunnel is connected")]
     NoZtunnel,
+    #[error(
+        "ztunnel closed the connection, or sent a message nobody asked for, before the request"
+    )]
+    Stale,
     #[error("ztunnel closed the connection {during}")]
     PeerClosed { during: &'static str },
     #[error("ztunnel sent nothing within {0:?} {1}")]
@@ -229,10 +233,16 @@ impl ZdsServer {
                 netns: Some(own),
             },
         );
-        prune(&self.shared);
-        let newest = lock(&self.shared.conns).last().cloned();
-        let conn = newest.ok_or(ZdsError::NoZtunnel)?;
-        request(&self.shared, &conn, &req, Some(netns), "after an add")
+        // Newest first; one found closed is dropped and the next newest tried (during an
+        // upgrade the new ztunnel may die before the old one).
+        let conns: Vec<Arc<Conn>> = lock(&self.shared.conns).clone();
+        for conn in conns.iter().rev() {
+            match request(&self.shared, conn, &req, Some(netns), "after an add") {
+                Err(ZdsError::Stale) => continue,
+                other => return other,
+            }
+        }
+        Err(ZdsError::NoZtunnel)
     }
 
     /// Deletes a pod: forgets it and tells every connected ztunnel (the old one during an
@@ -245,11 +255,12 @@ impl ZdsServer {
             })),
         };
         check_size(uid, &req)?;
-        prune(&self.shared);
         let conns: Vec<Arc<Conn>> = lock(&self.shared.conns).clone();
+        // A connection found closed is no error: that ztunnel and its proxies are gone.
         let mut errors: Vec<ZdsError> = conns
             .iter()
             .filter_map(|c| request(&self.shared, c, &req, None, "after a delete").err())
+            .filter(|e| !matches!(e, ZdsError::Stale))
             .collect();
         match errors.len() {
             0 => Ok(()),
@@ -419,7 +430,16 @@ fn request(
     fd: Option<BorrowedFd<'_>>,
     during: &'static str,
 ) -> Result<(), ZdsError> {
-    let result = exchange(&lock(&conn.stream), shared.deadlines.ack, req, fd, during);
+    let stream = lock(&conn.stream);
+    // Checked under the lock, right before sending: the connection's previous exchange is
+    // over, so anything readable now is a close or a message nobody asked for.
+    if !quiet(&stream) {
+        drop(stream);
+        remove(shared, conn.id);
+        return Err(ZdsError::Stale);
+    }
+    let result = exchange(&stream, shared.deadlines.ack, req, fd, during);
+    drop(stream);
     if let Err(e) = &result
         && !matches!(e, ZdsError::Nack(_))
     {
@@ -433,24 +453,30 @@ fn remove(shared: &Shared, id: u64) {
 }
 
 /// Drops connections that ztunnel closed, or that hold a message nobody asked for (a
-/// protocol error, as istio-cni's keepalive treats it), so `add` picks a live one.
+/// protocol error, as istio-cni's keepalive treats it). For counting only: a connection busy
+/// with a request is skipped; `request` checks again under the lock.
 fn prune(shared: &Shared) {
     let conns: Vec<Arc<Conn>> = lock(&shared.conns).clone();
     for c in conns {
-        // A connection busy with a request is alive by definition; skip it.
         let Ok(stream) = c.stream.try_lock() else {
             continue;
         };
-        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-        let dead = match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(0) => false,
-            Ok(_) => fds[0].revents().is_some_and(|r| !r.is_empty()),
-            Err(_) => false,
-        };
+        let dead = !quiet(&stream);
         drop(stream);
         if dead {
             remove(shared, c.id);
         }
+    }
+}
+
+/// Nothing to read and no hang-up on an idle connection.
+fn quiet(stream: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => true,
+        Ok(_) => fds[0].revents().is_none_or(|r| r.is_empty()),
+        // EINTR or ENOMEM: no verdict; the exchange itself will tell.
+        Err(_) => true,
     }
 }
 

@@ -4,12 +4,14 @@
 //!
 //! - wire: the messages' bytes carry zds.proto's field numbers (del's uid is field 2, keep is
 //!   payload 5);
-//! - handshake: the snapshot (adds with a netns fd, keeps without, then snapshot_sent), an
-//!   add whose fd is this process's own network namespace, a fresh snapshot on reconnect;
+//! - handshake: the snapshot (adds with a netns fd, keeps without, then snapshot_sent; a
+//!   refused pod does not end it), an add whose fd is this process's own network namespace,
+//!   a fresh snapshot on reconnect;
 //! - ack: ztunnel's error text comes back, a missing ack is a timeout, a close mid-request
 //!   is named;
 //! - hostile: oversized, garbage and unknown-oneof acks; no hello, an oversized, garbage or
-//!   wrong-version hello; a silent peer does not stall another ztunnel;
+//!   wrong-version hello, a hello with an fd, a message nobody asked for; a silent peer does
+//!   not stall another ztunnel;
 //! - upgrade: adds go to the newest connection, deletes to all, a closed newest falls back;
 //! - request and bind: a request over 1024 bytes is refused unsent, no ztunnel, the socket
 //!   path (a stale socket replaced, a regular file refused, ours removed on drop).
@@ -38,8 +40,8 @@ use meshtables::agent::zds::{
     Version, WorkloadInfo, WorkloadRequest, WorkloadResponse, ZdsHello,
 };
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect, recvmsg,
-    sendmsg, socket,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, recvmsg, sendmsg, socket,
 };
 use prost::Message;
 use support::trials::{NOTHING, Trials};
@@ -201,6 +203,15 @@ impl Ztunnel {
         }
     }
 
+    /// The next request; its fd, if any, is checked to be a netns and closed.
+    fn next(&self) -> RequestPayload {
+        let (p, fd) = self.request();
+        if let Some(fd) = fd {
+            assert_is_own_netns(fd);
+        }
+        p
+    }
+
     /// Reads and acks a snapshot: (uid, had a netns fd) per pod, in order.
     fn snapshot(&self) -> Vec<(String, bool)> {
         let mut pods = Vec::new();
@@ -334,12 +345,12 @@ fn handshake_reconnect_gets_a_fresh_snapshot() {
     let z = Ztunnel::ready(&n.path);
     for uid in ["a", "b"] {
         let h = add(&n, uid);
-        z.request();
+        z.next();
         z.ack("");
         h.join().unwrap().unwrap();
     }
     let h = spawn(&n, |s| s.del("a"));
-    assert!(matches!(z.request().0, RequestPayload::Del(_)));
+    assert!(matches!(z.next(), RequestPayload::Del(_)));
     z.ack("");
     h.join().unwrap().unwrap();
     drop(z);
@@ -357,7 +368,7 @@ fn ack_error_text_comes_back() {
     let n = node(Deadlines::default());
     let z = Ztunnel::ready(&n.path);
     let h = add(&n, "p");
-    z.request();
+    z.next();
     z.ack("failed to enter netns");
     match h.join().unwrap() {
         Err(ZdsError::Nack(e)) => assert_eq!(e, "failed to enter netns"),
@@ -371,7 +382,7 @@ fn ack_missing_is_a_timeout_and_drops_the_connection() {
     let n = node(short_acks());
     let z = Ztunnel::ready(&n.path);
     let h = add(&n, "p");
-    z.request();
+    z.next();
     let r = h.join().unwrap();
     assert!(matches!(r, Err(ZdsError::Timeout(..))), "{r:?}");
     assert_eq!(n.server.connections(), 0);
@@ -383,7 +394,7 @@ fn ack_peer_closing_mid_request_is_named() {
     let n = node(Deadlines::default());
     let z = Ztunnel::ready(&n.path);
     let h = add(&n, "p");
-    z.request();
+    z.next();
     drop(z);
     let r = h.join().unwrap();
     assert!(matches!(r, Err(ZdsError::PeerClosed { .. })), "{r:?}");
@@ -396,7 +407,7 @@ fn hostile_reply(reply: &'static [u8]) -> Result<(), ZdsError> {
     let n = node(Deadlines::default());
     let z = Ztunnel::ready(&n.path);
     let h = add(&n, "p");
-    z.request();
+    z.next();
     z.send(reply);
     let r = h.join().unwrap();
     assert_eq!(
@@ -472,11 +483,63 @@ fn hostile_silent_peer_does_not_stall_ztunnel() {
     let stranger = Ztunnel::connect(&n.path);
     let z = Ztunnel::ready(&n.path);
     let h = add(&n, "p");
-    assert!(matches!(z.request().0, RequestPayload::Add(_)));
+    assert!(matches!(z.next(), RequestPayload::Add(_)));
     z.ack("");
     h.join().unwrap().unwrap();
     assert_eq!(n.server.connections(), 1, "the stranger is not a ztunnel");
     assert!(stranger.idle(), "the stranger got nothing");
+}
+
+fn hostile_hello_with_an_fd() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::connect(&n.path);
+    let netns = own_netns();
+    let hello = ZdsHello {
+        version: Version::V1 as i32,
+    }
+    .encode_to_vec();
+    sendmsg::<()>(
+        z.stream.as_raw_fd(),
+        &[IoSlice::new(&hello)],
+        &[ControlMessage::ScmRights(&[netns.as_raw_fd()])],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .unwrap();
+    assert!(matches!(z.recv(), Got::Closed));
+    assert_eq!(n.server.connections(), 0);
+}
+
+fn hostile_unsolicited_message_drops_the_connection() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    z.ack("");
+    // Found under the connection's lock before the add is sent: no request goes out.
+    let r = n.server.add("p", info("p"), own_netns().as_fd());
+    assert!(matches!(r, Err(ZdsError::NoZtunnel)), "{r:?}");
+    assert!(matches!(z.recv(), Got::Closed));
+}
+
+fn handshake_snapshot_goes_on_after_a_refused_pod() {
+    let n = node(Deadlines::default());
+    for uid in ["a", "b"] {
+        let _ = n.server.add(uid, info(uid), own_netns().as_fd());
+    }
+    let z = Ztunnel::connect(&n.path);
+    z.hello();
+    let RequestPayload::Add(a) = z.next() else {
+        panic!("not an add")
+    };
+    assert_eq!(a.uid, "a");
+    z.ack("failed to start proxy");
+    let RequestPayload::Add(b) = z.next() else {
+        panic!("not an add")
+    };
+    assert_eq!(b.uid, "b");
+    z.ack("");
+    assert!(matches!(z.next(), RequestPayload::SnapshotSent(_)));
+    z.ack("");
+    wait_for("the connection", || n.server.connections() == 1);
 }
 
 // --- upgrade ---
@@ -487,7 +550,7 @@ fn upgrade_adds_go_to_the_newest() {
     let new = Ztunnel::ready(&n.path);
     wait_for("two connections", || n.server.connections() == 2);
     let h = add(&n, "p");
-    assert!(matches!(new.request().0, RequestPayload::Add(_)));
+    assert!(matches!(new.next(), RequestPayload::Add(_)));
     new.ack("");
     h.join().unwrap().unwrap();
     assert!(old.idle(), "the old ztunnel got the add too");
@@ -500,7 +563,7 @@ fn upgrade_deletes_go_to_all() {
     wait_for("two connections", || n.server.connections() == 2);
     let h = spawn(&n, |s| s.del("p"));
     for z in [&old, &new] {
-        match z.request().0 {
+        match z.next() {
             RequestPayload::Del(d) => assert_eq!(d.uid, "p"),
             other => panic!("{other:?}"),
         }
@@ -516,7 +579,7 @@ fn upgrade_closed_newest_falls_back_to_the_old() {
     wait_for("two connections", || n.server.connections() == 2);
     drop(new);
     let h = add(&n, "p");
-    assert!(matches!(old.request().0, RequestPayload::Add(_)));
+    assert!(matches!(old.next(), RequestPayload::Add(_)));
     old.ack("");
     h.join().unwrap().unwrap();
 }
@@ -599,6 +662,11 @@ fn main() {
         handshake_reconnect_gets_a_fresh_snapshot,
     );
     t.add(
+        "handshake::snapshot_goes_on_after_a_refused_pod",
+        NOTHING,
+        handshake_snapshot_goes_on_after_a_refused_pod,
+    );
+    t.add(
         "ack::error_text_comes_back",
         NOTHING,
         ack_error_text_comes_back,
@@ -639,6 +707,16 @@ fn main() {
         hostile_silent_peer_does_not_stall_ztunnel,
     );
     t.add(
+        "hostile::hello_with_an_fd",
+        NOTHING,
+        hostile_hello_with_an_fd,
+    );
+    t.add(
+        "hostile::unsolicited_message_drops_the_connection",
+        NOTHING,
+        hostile_unsolicited_message_drops_the_connection,
+    );
+    t.add(
         "upgrade::adds_go_to_the_newest",
         NOTHING,
         upgrade_adds_go_to_the_newest,
@@ -675,12 +753,12 @@ fn main() {
         bind_drop_removes_the_socket,
     );
     t.declare(
-        26,
+        29,
         &[
             ("wire", 3),
-            ("handshake", 3),
+            ("handshake", 4),
             ("ack", 3),
-            ("hostile", 9),
+            ("hostile", 11),
             ("upgrade", 3),
             ("request", 2),
             ("bind", 3),

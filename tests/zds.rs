@@ -11,7 +11,7 @@
 //!   is named;
 //! - hostile: oversized, garbage and unknown-oneof acks; no hello, an oversized, garbage or
 //!   wrong-version hello, a hello with an fd, a message nobody asked for; a silent peer does
-//!   not stall another ztunnel;
+//!   not stall another ztunnel, nor does a flood of them;
 //! - upgrade: adds go to the newest connection, deletes to all, a closed newest falls back;
 //! - request and bind: a request over 1024 bytes is refused unsent, no ztunnel, the socket
 //!   path (a stale socket replaced, a regular file refused, ours removed on drop).
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshtables::agent::server::{Deadlines, ZdsError, ZdsServer};
+use meshtables::agent::server::{Deadlines, MAX_HANDSHAKING, ZdsError, ZdsServer};
 use meshtables::agent::zds::{
     Ack, AddWorkload, DelWorkload, KeepWorkload, RequestPayload, ResponsePayload, SnapshotSent,
     Version, WorkloadInfo, WorkloadRequest, WorkloadResponse, ZdsHello,
@@ -542,6 +542,24 @@ fn handshake_snapshot_goes_on_after_a_refused_pod() {
     wait_for("the connection", || n.server.connections() == 1);
 }
 
+fn hostile_silent_flood_does_not_lock_out_ztunnel() {
+    let n = node(Deadlines {
+        hello: Duration::from_secs(60),
+        ack: LONG,
+    });
+    // As many silent peers as the server waits for, then ztunnel: the oldest is closed.
+    let strangers: Vec<Ztunnel> = (0..MAX_HANDSHAKING)
+        .map(|_| Ztunnel::connect(&n.path))
+        .collect();
+    let z = Ztunnel::ready(&n.path);
+    assert!(matches!(strangers[0].recv(), Got::Closed));
+    assert!(strangers[1..].iter().all(Ztunnel::idle));
+    let h = add(&n, "p");
+    assert!(matches!(z.next(), RequestPayload::Add(_)));
+    z.ack("");
+    h.join().unwrap().unwrap();
+}
+
 // --- upgrade ---
 
 fn upgrade_adds_go_to_the_newest() {
@@ -717,6 +735,11 @@ fn main() {
         hostile_unsolicited_message_drops_the_connection,
     );
     t.add(
+        "hostile::silent_flood_does_not_lock_out_ztunnel",
+        NOTHING,
+        hostile_silent_flood_does_not_lock_out_ztunnel,
+    );
+    t.add(
         "upgrade::adds_go_to_the_newest",
         NOTHING,
         upgrade_adds_go_to_the_newest,
@@ -753,12 +776,12 @@ fn main() {
         bind_drop_removes_the_socket,
     );
     t.declare(
-        29,
+        30,
         &[
             ("wire", 3),
             ("handshake", 4),
             ("ack", 3),
-            ("hostile", 11),
+            ("hostile", 12),
             ("upgrade", 3),
             ("request", 2),
             ("bind", 3),

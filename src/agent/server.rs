@@ -1,12 +1,12 @@
 //! The ZDS server: the unix SOCK_SEQPACKET listener ztunnel connects to (docs/zds.md). Each
 //! connection gets a thread that reads ztunnel's hello (one datagram, at most 1024 bytes, a
-//! deadline, so a silent or hostile peer holds only its own thread) and then the snapshot of
-//! every pod the server knows; afterwards `add` goes to the newest connection and `del` to all.
+//! deadline; at most `MAX_HANDSHAKING` such threads, a new connection closing the oldest
+//! silent one, so a silent or hostile peer stalls nobody) and then sends the snapshot of every
+//! pod the server knows; afterwards `add` goes to the newest connection and `del` to all.
 //! Every request waits for its ack with a deadline, one request in flight per connection
 //! (acks correlate by order only). A connection that breaks the protocol (timeout, closed,
 //! oversized, garbage) is dropped: a late ack would be taken for the next request's, and
 //! ztunnel reconnects and gets a fresh snapshot. Safe code only: nix for the socket calls.
-
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -14,7 +14,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,8 +55,13 @@ impl Default for Deadlines {
     }
 }
 
-/// At most this many connections at once (handshaking or established); more are closed at
-/// accept. During an upgrade ztunnel has two; the cap keeps a flood from taking threads.
+/// At most this many connections waiting for their hello, a thread each. A new one beyond
+/// it closes the oldest, not itself: a flood of silent peers then delays a real ztunnel by
+/// nothing, where refusing newcomers would lock it out until the strangers' deadlines.
+pub const MAX_HANDSHAKING: usize = 4;
+
+/// At most this many established connections (hello received); a new one beyond it drops
+/// the oldest. During an upgrade ztunnel has two.
 pub const MAX_CONNECTIONS: usize = 8;
 
 /// What went wrong, named.
@@ -122,8 +127,9 @@ struct Shared {
     pods: Mutex<BTreeMap<String, Pod>>,
     /// Established connections (hello received), oldest first.
     conns: Mutex<Vec<Arc<Conn>>>,
-    /// Connections still handshaking (a thread each); with `conns`, for `MAX_CONNECTIONS`.
-    live: AtomicUsize,
+    /// Connections still waiting for their hello, oldest first: a second handle on each, to
+    /// shut it down when `MAX_HANDSHAKING` is reached.
+    handshaking: Mutex<Vec<(u64, UnixStream)>>,
     next_id: AtomicU64,
     deadlines: Deadlines,
 }
@@ -182,7 +188,7 @@ impl ZdsServer {
         let shared = Arc::new(Shared {
             pods: Mutex::new(BTreeMap::new()),
             conns: Mutex::new(Vec::new()),
-            live: AtomicUsize::new(0),
+            handshaking: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             deadlines,
         });
@@ -322,45 +328,61 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                 return;
             }
         };
-        // Only this thread raises `live`, so the check cannot race past the cap.
-        if shared.live.load(Ordering::SeqCst) + lock(&shared.conns).len() >= MAX_CONNECTIONS {
-            crate::logging::warn(&format!(
-                "ZDS: {MAX_CONNECTIONS} connections already; closing a new one"
-            ));
+        let Ok(handle) = stream.try_clone() else {
             continue;
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut waiting = lock(&shared.handshaking);
+            if waiting.len() >= MAX_HANDSHAKING {
+                let (_, oldest) = waiting.remove(0);
+                crate::logging::warn(&format!(
+                    "ZDS: {MAX_HANDSHAKING} connections without a hello; closing the oldest"
+                ));
+                // Its thread's read returns at once and the thread ends.
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+            }
+            waiting.push((id, handle));
         }
-        shared.live.fetch_add(1, Ordering::SeqCst);
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("zds-conn".into())
             .spawn(move || {
-                if let Err(e) = serve(&s, stream) {
+                if let Err(e) = serve(&s, id, stream) {
                     crate::logging::warn(&format!("ZDS: dropping a ztunnel connection: {e}"));
                 }
-                s.live.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
-            shared.live.fetch_sub(1, Ordering::SeqCst);
+            lock(&shared.handshaking).retain(|(i, _)| *i != id);
         }
     }
 }
 
 /// One connection: hello, register, snapshot. Afterwards the connection lives in the list
 /// and requests reach it from `add` / `del`.
-fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), ZdsError> {
-    let hello: ZdsHello = read_msg(&stream, shared.deadlines.hello, "hello", "before its hello")?;
+fn serve(shared: &Arc<Shared>, id: u64, stream: UnixStream) -> Result<(), ZdsError> {
+    let hello = read_msg::<ZdsHello>(&stream, shared.deadlines.hello, "hello", "before its hello");
+    lock(&shared.handshaking).retain(|(i, _)| *i != id);
+    let hello = hello?;
     if hello.version != Version::V1 as i32 {
         return Err(ZdsError::Version(hello.version));
     }
     let conn = Arc::new(Conn {
-        id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+        id,
         stream: Mutex::new(stream),
     });
     // Hold the stream through the snapshot: an add racing with it waits and follows it.
     // Registered before the pods are read, so a pod added meanwhile is either in the
     // snapshot or sent to this connection afterwards, never lost.
     let guard = lock(&conn.stream);
-    lock(&shared.conns).push(conn.clone());
+    {
+        let mut conns = lock(&shared.conns);
+        conns.push(conn.clone());
+        if conns.len() > MAX_CONNECTIONS {
+            // The oldest ztunnel: closed once no request holds it.
+            conns.remove(0);
+        }
+    }
     let result = snapshot(shared, &guard);
     drop(guard);
     if result.is_err() {

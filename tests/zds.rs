@@ -13,7 +13,8 @@
 //!   wrong-version hello, a hello with an fd, a message nobody asked for; a silent peer does
 //!   not stall another ztunnel, nor does a flood of them;
 //! - upgrade: adds go to the newest connection, deletes to all, a closed newest falls back;
-//! - request and bind: a request over 1024 bytes is refused unsent, no ztunnel, the socket
+//! - request and bind: a request over 1024 bytes or with an fd that is no namespace is
+//!   refused unsent, no ztunnel, the socket
 //!   path (a stale socket replaced, a regular file refused, ours removed on drop).
 //!
 //! No root: the netns fd is `/proc/self/ns/net`, which any process may open.
@@ -614,6 +615,24 @@ fn request_too_large_is_refused_unsent() {
     assert_eq!(n.server.connections(), 1);
 }
 
+fn request_with_a_file_for_netns_is_refused_unsent() {
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let r = n.server.add("p", info("p"), file.as_fd());
+    assert!(matches!(r, Err(ZdsError::NotANetns { .. })), "{r:?}");
+    let tmp = tempfile::tempfile().unwrap();
+    let r = n.server.add("p", info("p"), tmp.as_fd());
+    assert!(matches!(r, Err(ZdsError::NotANetns { .. })), "{r:?}");
+    assert!(z.idle());
+    // Not remembered either: a new connection's snapshot is empty.
+    drop(z);
+    wait_for("the closed connection to go", || {
+        n.server.connections() == 0
+    });
+    Ztunnel::ready(&n.path);
+}
+
 fn request_without_ztunnel() {
     let n = node(Deadlines::default());
     let r = n.server.add("p", info("p"), own_netns().as_fd());
@@ -759,6 +778,11 @@ fn main() {
         NOTHING,
         request_too_large_is_refused_unsent,
     );
+    t.add(
+        "request::a_file_for_netns_is_refused_unsent",
+        NOTHING,
+        request_with_a_file_for_netns_is_refused_unsent,
+    );
     t.add("request::without_ztunnel", NOTHING, request_without_ztunnel);
     t.add(
         "bind::replaces_a_stale_socket",
@@ -776,14 +800,14 @@ fn main() {
         bind_drop_removes_the_socket,
     );
     t.declare(
-        30,
+        31,
         &[
             ("wire", 3),
             ("handshake", 4),
             ("ack", 3),
             ("hostile", 12),
             ("upgrade", 3),
-            ("request", 2),
+            ("request", 3),
             ("bind", 3),
         ],
     );

@@ -104,6 +104,10 @@ pub enum ZdsError {
     Version(i32),
     #[error("the request for pod {uid} is {len} bytes; ztunnel reads at most {MAX_DATAGRAM}")]
     RequestTooLarge { uid: String, len: usize },
+    #[error(
+        "the netns fd for pod {uid} is not a namespace (expected an nsfs file such as /proc/<pid>/ns/net)"
+    )]
+    NotANetns { uid: String },
     #[error("ZDS connection: {what}: {errno}")]
     Io { what: &'static str, errno: Errno },
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
@@ -226,6 +230,7 @@ impl ZdsServer {
         info: WorkloadInfo,
         netns: BorrowedFd<'_>,
     ) -> Result<(), ZdsError> {
+        check_netns(uid, netns)?;
         let own = netns.try_clone_to_owned().map_err(|e| ZdsError::Io {
             what: "duplicating the netns fd",
             errno: io_errno(&e),
@@ -289,6 +294,27 @@ impl Drop for ZdsServer {
 
 fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+/// The fd is a namespace: a file of nsfs, which is what opening `/proc/<pid>/ns/net` or a
+/// bind mount of it gives since Linux 3.19 (ztunnel's `validate_ns` also accepts procfs, for
+/// older kernels; so would any /proc file, hence not here). Which namespace type it is needs
+/// the NS_GET_NSTYPE ioctl, unsafe code this crate does not have; ztunnel's `setns` with
+/// CLONE_NEWNET refuses another type.
+fn check_netns(uid: &str, netns: BorrowedFd<'_>) -> Result<(), ZdsError> {
+    use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+    let fs = fstatfs(netns)
+        .map_err(|errno| ZdsError::Io {
+            what: "fstatfs on the netns fd",
+            errno,
+        })?
+        .filesystem_type();
+    if fs != NSFS_MAGIC {
+        return Err(ZdsError::NotANetns {
+            uid: uid.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn add_request(uid: &str, info: &WorkloadInfo) -> WorkloadRequest {

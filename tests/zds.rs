@@ -5,8 +5,8 @@
 //! - wire: the messages' bytes carry zds.proto's field numbers (del's uid is field 2, keep is
 //!   payload 5);
 //! - handshake: the snapshot (adds with a netns fd, keeps without, then snapshot_sent; a
-//!   refused pod does not end it), an add whose fd is this process's own network namespace,
-//!   a fresh snapshot on reconnect;
+//!   refused pod does not end it), an add whose fd is this process's own network namespace
+//!   or a pod's, a fresh snapshot on reconnect;
 //! - ack: ztunnel's error text comes back, a missing ack is a timeout, a close mid-request
 //!   is named;
 //! - hostile: oversized, garbage and unknown-oneof acks; no hello, an oversized, garbage or
@@ -17,7 +17,8 @@
 //!   refused unsent, no ztunnel, the socket
 //!   path (a stale socket replaced, a regular file refused, ours removed on drop).
 //!
-//! No root: the netns fd is `/proc/self/ns/net`, which any process may open.
+//! No root but for one trial: the netns fd is `/proc/self/ns/net`, which any process may
+//! open; `handshake::add_passes_a_pod_netns` (root, `ip`) passes a namespace of its own.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -45,7 +46,7 @@ use nix::sys::socket::{
     connect, recvmsg, sendmsg, socket,
 };
 use prost::Message;
-use support::trials::{NOTHING, Trials};
+use support::trials::{NOTHING, Trials, root};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -325,6 +326,29 @@ fn handshake_add_passes_the_netns_fd() {
     assert_eq!(a.uid, "pod-1");
     assert_eq!(a.workload_info, Some(info("pod-1")));
     assert_is_own_netns(fd.expect("an add carries the netns fd"));
+    z.ack("");
+    h.join().unwrap().unwrap();
+}
+
+/// With a pod's own namespace (not the test's), what ztunnel receives is that namespace.
+fn handshake_add_passes_a_pod_netns() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = support::netns::Netns::new("zds");
+    let pod: OwnedFd = std::fs::File::open(ns.path()).unwrap().into();
+    let inode = std::fs::metadata(ns.path()).unwrap().ino();
+    let n = node(Deadlines::default());
+    let z = Ztunnel::ready(&n.path);
+    let h = spawn(&n, move |s| s.add("pod", info("pod"), pod.as_fd()));
+    let (p, fd) = z.request();
+    assert!(matches!(p, RequestPayload::Add(_)));
+    let fd = fd.expect("an add carries the netns fd");
+    // Its link names the mount path, so compare the namespace's inode (stat follows it).
+    let got = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .unwrap()
+        .ino();
+    assert_eq!(got, inode);
+    assert_ne!(got, std::fs::metadata("/proc/self/ns/net").unwrap().ino());
+    nix::unistd::close(fd).unwrap();
     z.ack("");
     h.join().unwrap().unwrap();
 }
@@ -689,6 +713,11 @@ fn main() {
         handshake_add_passes_the_netns_fd,
     );
     t.add(
+        "handshake::add_passes_a_pod_netns",
+        root(&["ip"]),
+        handshake_add_passes_a_pod_netns,
+    );
+    t.add(
         "handshake::snapshot_carries_known_pods",
         NOTHING,
         handshake_snapshot_carries_known_pods,
@@ -800,10 +829,10 @@ fn main() {
         bind_drop_removes_the_socket,
     );
     t.declare(
-        31,
+        32,
         &[
             ("wire", 3),
-            ("handshake", 4),
+            ("handshake", 5),
             ("ack", 3),
             ("hostile", 12),
             ("upgrade", 3),

@@ -359,7 +359,7 @@ fn handshake_snapshot_carries_known_pods() {
         n.server.add("a", info("a"), own_netns().as_fd()),
         Err(ZdsError::NoZtunnel)
     ));
-    n.server.keep("b", info("b"));
+    n.server.keep("b", info("b")).unwrap();
     let z = Ztunnel::connect(&n.path);
     z.hello();
     assert_eq!(z.snapshot(), vec![("a".into(), true), ("b".into(), false)]);
@@ -657,6 +657,14 @@ fn request_with_a_file_for_netns_is_refused_unsent() {
     Ztunnel::ready(&n.path);
 }
 
+fn request_keep_too_large_is_refused() {
+    let n = node(Deadlines::default());
+    let r = n.server.keep(&"u".repeat(1100), info("p"));
+    assert!(matches!(r, Err(ZdsError::RequestTooLarge { .. })), "{r:?}");
+    // Not remembered: the snapshot is empty.
+    Ztunnel::ready(&n.path);
+}
+
 fn request_without_ztunnel() {
     let n = node(Deadlines::default());
     let r = n.server.add("p", info("p"), own_netns().as_fd());
@@ -812,6 +820,11 @@ fn main() {
         NOTHING,
         request_with_a_file_for_netns_is_refused_unsent,
     );
+    t.add(
+        "request::keep_too_large_is_refused",
+        NOTHING,
+        request_keep_too_large_is_refused,
+    );
     t.add("request::without_ztunnel", NOTHING, request_without_ztunnel);
     t.add(
         "bind::replaces_a_stale_socket",
@@ -829,14 +842,14 @@ fn main() {
         bind_drop_removes_the_socket,
     );
     t.declare(
-        32,
+        33,
         &[
             ("wire", 3),
             ("handshake", 5),
             ("ack", 3),
             ("hostile", 12),
             ("upgrade", 3),
-            ("request", 3),
+            ("request", 4),
             ("bind", 3),
         ],
     );

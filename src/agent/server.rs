@@ -216,9 +216,12 @@ impl ZdsServer {
     }
 
     /// Remembers a pod whose netns the agent cannot open (it still exists): new connections'
-    /// snapshots say `keep` for it, so ztunnel does not drop its proxy.
-    pub fn keep(&self, uid: &str, info: WorkloadInfo) {
+    /// snapshots say `keep` for it, so ztunnel does not drop its proxy. A uid too long for one
+    /// datagram is refused here: in a snapshot it would make ztunnel fail and reconnect forever.
+    pub fn keep(&self, uid: &str, info: WorkloadInfo) -> Result<(), ZdsError> {
+        check_size(uid, &keep_request(uid))?;
         lock(&self.shared.pods).insert(uid.to_string(), Pod { info, netns: None });
+        Ok(())
     }
 
     /// Adds a pod: remembers it (with a duplicate of `netns`) for every later snapshot, and
@@ -326,6 +329,14 @@ fn add_request(uid: &str, info: &WorkloadInfo) -> WorkloadRequest {
     }
 }
 
+fn keep_request(uid: &str) -> WorkloadRequest {
+    WorkloadRequest {
+        payload: Some(RequestPayload::Keep(KeepWorkload {
+            uid: uid.to_string(),
+        })),
+    }
+}
+
 fn check_size(uid: &str, req: &WorkloadRequest) -> Result<(), ZdsError> {
     let len = req.encoded_len();
     if len > MAX_DATAGRAM {
@@ -418,7 +429,9 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: UnixStream) -> Result<(), ZdsErr
 }
 
 fn snapshot(shared: &Shared, stream: &UnixStream) -> Result<(), ZdsError> {
-    // Duplicate the fds so the pod map is not locked while ztunnel acks.
+    // Duplicate the fds so the pod map is not locked while ztunnel acks. A pod whose fd
+    // cannot be duplicated (EMFILE) goes as `keep`: ztunnel keeps what it runs for it, and
+    // the next snapshot tries again.
     let pods: Vec<(String, WorkloadInfo, Option<OwnedFd>)> = lock(&shared.pods)
         .iter()
         .map(|(uid, p)| {
@@ -429,12 +442,7 @@ fn snapshot(shared: &Shared, stream: &UnixStream) -> Result<(), ZdsError> {
     for (uid, info, netns) in pods {
         let (req, fd) = match &netns {
             Some(fd) => (add_request(&uid, &info), Some(fd.as_fd())),
-            None => (
-                WorkloadRequest {
-                    payload: Some(RequestPayload::Keep(KeepWorkload { uid: uid.clone() })),
-                },
-                None,
-            ),
+            None => (keep_request(&uid), None),
         };
         match exchange(
             stream,

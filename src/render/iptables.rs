@@ -134,6 +134,29 @@ fn write_line(out: &mut String, rule: &XtRule) {
     write_spec(out, rule);
 }
 
+/// Upstream's teardown of its own chains, as argument lists without the binary: `-F` then
+/// `-X` for every chain that is not built in, in reverse order of first appearance in `rules`
+/// (istio-clean-iptables and the node agent's `DeleteHostRules` both end this way).
+pub fn chain_teardown(rules: &[XtRule]) -> Vec<Vec<String>> {
+    let mut cmds = Vec::new();
+    let mut seen: Vec<(Table, Chain)> = Vec::new();
+    for r in rules.iter().rev() {
+        if r.chain.is_builtin() || seen.contains(&(r.table, r.chain)) {
+            continue;
+        }
+        seen.push((r.table, r.chain));
+        for op in ["-F", "-X"] {
+            cmds.push(vec![
+                "-t".into(),
+                r.table.xt_name().into(),
+                op.into(),
+                r.chain.xt_name().into(),
+            ]);
+        }
+    }
+    cmds
+}
+
 /// The chain a rule jumps to, if it is a jump.
 pub fn jump_target(rule: &XtRule) -> Option<Chain> {
     match rule.target {

@@ -5,7 +5,7 @@
 //! commands as the binary and its arguments).
 
 use crate::options::{BackendChoice, Verb};
-use crate::plan::{Chain, Family, Plan, Table, XtRule, XtablesPlan};
+use crate::plan::{Family, Plan, XtRule, XtablesPlan};
 use crate::render::iptables::{self, binary, restore};
 use crate::render::{self, nft};
 use crate::values::OutputFormat;
@@ -79,21 +79,7 @@ pub fn cleanup_commands(rules: &[XtRule]) -> Vec<Vec<String>> {
         c.extend(iptables::rule_spec(r));
         cmds.push(c);
     }
-    let mut seen: Vec<(Table, Chain)> = Vec::new();
-    for r in rules.iter().rev() {
-        if r.chain.is_builtin() || seen.contains(&(r.table, r.chain)) {
-            continue;
-        }
-        seen.push((r.table, r.chain));
-        for op in ["-F", "-X"] {
-            cmds.push(vec![
-                "-t".into(),
-                r.table.xt_name().into(),
-                op.into(),
-                r.chain.xt_name().into(),
-            ]);
-        }
-    }
+    cmds.extend(iptables::chain_teardown(rules));
     cmds
 }
 
@@ -141,6 +127,7 @@ mod tests {
     use super::super::build;
     use super::super::testing::policy;
     use super::*;
+    use crate::plan::Table;
     use crate::render::nft::{chain_line, cleanup_transaction, transaction};
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use super::flags::PodUid;
 use crate::options::{BackendChoice, Verb};
 use crate::plan::{AddrSet, Family, Plan, XtRule};
-use crate::render::iptables::{binary, restore, rule_spec};
+use crate::render::iptables::{binary, chain_teardown, restore, rule_spec};
 use crate::render::{self, nft};
 use crate::values::OutputFormat;
 
@@ -22,21 +22,7 @@ pub fn cleanup_commands(rules: &[XtRule]) -> Vec<Vec<String>> {
         c.extend(rule_spec(r));
         cmds.push(c);
     }
-    let mut seen = Vec::new();
-    for r in rules.iter().rev() {
-        if r.chain.is_builtin() || seen.contains(&(r.table, r.chain)) {
-            continue;
-        }
-        seen.push((r.table, r.chain));
-        for op in ["-F", "-X"] {
-            cmds.push(vec![
-                "-t".into(),
-                r.table.xt_name().into(),
-                op.into(),
-                r.chain.xt_name().into(),
-            ]);
-        }
-    }
+    cmds.extend(chain_teardown(rules));
     cmds
 }
 

@@ -15,32 +15,75 @@ use crate::values::parse_bool;
 
 /// The parts of a Pod object (API `v1`) Istio's semantics read. Unknown fields are ignored;
 /// a field of the wrong JSON type makes the whole answer "not a pod".
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Pod {
     pub metadata: Metadata,
     pub spec: PodSpec,
+    pub status: PodStatus,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// An object's metadata: what the sidecar semantics read (labels, annotations) and what the
+/// node agent needs to name a pod and tell one incarnation from the next (name, namespace,
+/// uid, deletion).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Metadata {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub namespace: String,
+    #[serde(deserialize_with = "null_default")]
+    pub uid: String,
+    #[serde(deserialize_with = "null_default")]
+    pub resource_version: String,
+    pub deletion_timestamp: Option<String>,
     #[serde(deserialize_with = "null_default")]
     pub labels: BTreeMap<String, String>,
     #[serde(deserialize_with = "null_default")]
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PodSpec {
     #[serde(deserialize_with = "null_default")]
     pub containers: Vec<Container>,
     #[serde(deserialize_with = "null_default")]
     pub init_containers: Vec<Container>,
+    #[serde(deserialize_with = "null_default")]
+    pub node_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub service_account_name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub host_network: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The status the node agent reads: the pod's addresses and phase.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(deserialize_with = "null_default")]
+    pub phase: String,
+    #[serde(deserialize_with = "null_default")]
+    pub pod_ips: Vec<PodIp>,
+}
+
+/// A Namespace object (API `v1`): its labels say whether its pods are ambient.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Namespace {
+    pub metadata: Metadata,
+}
+
+/// One of `status.podIPs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PodIp {
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
@@ -52,14 +95,14 @@ pub struct Container {
 }
 
 /// An env entry; `valueFrom` entries have no value here (istio-cni reads `value` only).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct EnvVar {
     pub name: String,
     pub value: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SecurityContext {
     pub run_as_user: Option<i64>,

@@ -1,7 +1,13 @@
-//! One HTTPS `GET` to the API server, with ureq doing HTTP/1.1 (framing, chunked bodies,
-//! limits) and this module supplying only what ureq cannot know: the TLS configuration built
-//! from the kubeconfig (its CA, client certificate, `tls-server-name`), given to rustls
-//! through a ureq connector, and name resolution without NSS (`dns`).
+//! HTTPS requests to the API server, with ureq doing HTTP/1.1 (framing, chunked bodies,
+//! limits, query encoding) and this module supplying only what ureq cannot know: the TLS
+//! configuration built from the kubeconfig (its CA, client certificate, `tls-server-name`),
+//! given to rustls through a ureq connector, and name resolution without NSS (`dns`).
+//!
+//! Two shapes of exchange: `request` (a GET or a PATCH whose answer is read whole, bounded by
+//! `MAX_BODY`, the whole exchange bounded by the client's timeout) and `stream` (a watch: the
+//! answer is handed back as a reader to be consumed incrementally; only connecting and the
+//! response headers are bounded by the client's timeout, then each transport read by the
+//! caller's `per_read`, never the whole body, which a watch keeps open for minutes).
 //!
 //! Failures are classified by what the runtime should do about them: a certificate the CA
 //! does not verify is a configuration error (`CertRejected`); everything else that keeps a
@@ -30,6 +36,30 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// A streamed response: status code and a reader of the (de-chunked) body.
+pub struct Streamed {
+    pub status: u16,
+    pub body: ureq::BodyReader<'static>,
+}
+
+/// The methods the Kubernetes client uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    Get,
+    /// With a body and its content type.
+    Patch,
+}
+
+/// A request: method, path, query pairs (ureq percent-encodes them, so a value cannot add a
+/// parameter), extra headers, and for a PATCH the body and its content type.
+pub struct Request<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: &'a [(&'a str, &'a str)],
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -47,11 +77,13 @@ pub enum HttpError {
 #[error("{0}")]
 struct CertRejected(String);
 
-/// A GET client for one server.
+/// A client for one server.
 pub struct Client {
     agent: ureq::Agent,
     /// `https://host:port`, as the request URL starts.
     base: String,
+    /// The bound on one whole exchange, and on connecting and headers of a stream.
+    timeout: Duration,
 }
 
 impl Client {
@@ -82,16 +114,23 @@ impl Client {
         Client {
             agent: ureq::Agent::with_parts(config, connector, NssFreeResolver),
             base: format!("https://{authority}"),
+            timeout,
         }
     }
 
-    /// `GET path` with extra headers; the body is read whole, up to `MAX_BODY`.
-    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, HttpError> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+    /// One exchange, bounded by the client's timeout; the body is read whole, up to `MAX_BODY`.
+    pub fn request(&self, r: &Request) -> Result<Response, HttpError> {
+        let url = format!("{}{}", self.base, r.path);
+        let mut resp = match (r.method, r.body) {
+            (Method::Get, _) => prepare(self.agent.get(url), r).call(),
+            (Method::Patch, body) => {
+                let (content_type, body) = body.unwrap_or(("application/json", b""));
+                prepare(self.agent.patch(url), r)
+                    .content_type(content_type)
+                    .send(body)
+            }
         }
-        let mut resp = req.call().map_err(classify)?;
+        .map_err(classify)?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -101,6 +140,38 @@ impl Client {
             .map_err(classify)?;
         Ok(Response { status, body })
     }
+
+    /// A `GET` whose body is a stream: connecting, the handshake and the response headers are
+    /// bounded by the client's timeout; after that no total bound applies, only `per_read` to
+    /// each transport read. The caller bounds what it buffers.
+    pub fn stream(&self, r: &Request, per_read: Duration) -> Result<Streamed, HttpError> {
+        let url = format!("{}{}", self.base, r.path);
+        let resp = prepare(self.agent.get(url), r)
+            .config()
+            .timeout_global(None)
+            .timeout_connect(Some(self.timeout))
+            .timeout_send_request(Some(self.timeout))
+            .timeout_recv_response(Some(self.timeout))
+            .timeout_per_read(Some(per_read))
+            .build()
+            .call()
+            .map_err(classify)?;
+        let status = resp.status().as_u16();
+        Ok(Streamed {
+            status,
+            body: resp.into_body().into_reader(),
+        })
+    }
+}
+
+fn prepare<B>(mut req: ureq::RequestBuilder<B>, r: &Request) -> ureq::RequestBuilder<B> {
+    for (k, v) in r.query {
+        req = req.query(*k, *v);
+    }
+    for (k, v) in r.headers {
+        req = req.header(*k, *v);
+    }
+    req
 }
 
 fn classify(e: ureq::Error) -> HttpError {

@@ -222,7 +222,12 @@ impl Client {
             object: Some(format!("namespace {name}")),
             may: "get namespaces",
         };
-        self.get(&op, &format!("/api/v1/namespaces/{name}"), &[], "a namespace")
+        self.get(
+            &op,
+            &format!("/api/v1/namespaces/{name}"),
+            &[],
+            "a namespace",
+        )
     }
 
     /// `PATCH /api/v1/namespaces/NS/pods/NAME/status` with `patch` as a JSON merge patch.
@@ -379,7 +384,7 @@ impl Client {
     /// ADDED, MODIFIED and DELETED go to `on_event` in order, and their object's resource
     /// version becomes the one to resume from; a BOOKMARK only moves that version. What
     /// client-go's reflector does with the rest, this does too: an ERROR event with code 410
-    /// (too old resource version) is `Expired` (list again); any other ERROR event, and an
+    /// or reason Expired/Gone (too old resource version) is `Expired` (list again); any other ERROR event, and an
     /// event that does not decode (not JSON, an unknown type, an object not of the watched
     /// kind), ends the watch with an error: client-go's stream watcher turns a decode failure
     /// into an ERROR event and stops, and the reflector lists again rather than skip an event
@@ -464,7 +469,8 @@ impl Client {
                 "ERROR" => {
                     let status: Status = serde_json::from_value(event.object)
                         .map_err(|e| bad(format!("an ERROR that is not a Status: {e}")))?;
-                    if status.code == 410 {
+                    // client-go's isExpiredError: reason Expired or Gone, or code 410.
+                    if status.code == 410 || status.reason == "Expired" || status.reason == "Gone" {
                         return Ok(WatchEnd::Expired);
                     }
                     return Err(bad(format!(

@@ -253,13 +253,11 @@ impl Client {
         let body = serde_json::to_vec(patch)
             .map_err(|e| self.unavailable(&op, format!("the patch does not serialize: {e}")))?;
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}/status");
-        let resp = self.send(
-            &op,
-            http::Method::Patch,
-            &path,
-            &[],
-            Some((MERGE_PATCH, &body)),
-        )?;
+        let method = http::Method::Patch {
+            content_type: MERGE_PATCH,
+            body: &body,
+        };
+        let resp = self.send(&op, method, &path, &[])?;
         match resp.status {
             200..=299 => Ok(()),
             status @ (409 | 422) => Err(PatchError::Refused {
@@ -342,7 +340,7 @@ impl Client {
         query: &[(&str, &str)],
         what: &str,
     ) -> Result<T, KubeError> {
-        let resp = self.send(op, http::Method::Get, path, query, None)?;
+        let resp = self.send(op, http::Method::Get, path, query)?;
         match resp.status {
             200 => serde_json::from_slice(&resp.body)
                 .map_err(|e| self.unavailable(op, format!("the answer is not {what}: {e}"))),
@@ -505,22 +503,20 @@ impl Client {
         method: http::Method,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
     ) -> Result<http::Response, KubeError> {
         let auth = self.authorization()?;
         let headers = headers(&auth);
+        let request = http::Request {
+            path,
+            query,
+            headers: &headers,
+        };
         self.http
-            .request(&http::Request {
-                method,
-                path,
-                query,
-                headers: &headers,
-                body,
-            })
+            .request(method, &request)
             .map_err(|e| self.transport_error(op, e))
     }
 
-    /// `send` for a stream: the body is left to read, each read bounded by `per_read`.
+    /// `send` for a stream (a GET): the body is left to read, each read bounded by `per_read`.
     fn open(
         &self,
         op: &Op,
@@ -531,11 +527,9 @@ impl Client {
         let auth = self.authorization()?;
         let headers = headers(&auth);
         let request = http::Request {
-            method: http::Method::Get,
             path,
             query,
             headers: &headers,
-            body: None,
         };
         self.http
             .stream(&request, per_read)

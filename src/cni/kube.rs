@@ -101,8 +101,8 @@ pub enum WatchEnd {
         resource_version: String,
         problem: String,
     },
-    /// The resource version is too old (HTTP 410 or an ERROR event with code 410): list
-    /// again.
+    /// The resource version is too old (HTTP 410, or an ERROR event with code 410 or reason
+    /// Expired/Gone): list again.
     Expired,
     /// `on_event` asked to stop.
     Stopped { resource_version: String },

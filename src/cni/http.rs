@@ -27,7 +27,7 @@ use ureq::unversioned::transport::{
     TransportAdapter,
 };
 
-/// The largest response accepted: a pod is a few KB.
+/// The largest response read whole: a pod is a few KB, the list of a node's pods a few MB.
 pub const MAX_BODY: u64 = 16 << 20;
 
 /// A response: status code and body.
@@ -42,22 +42,22 @@ pub struct Streamed {
     pub body: ureq::BodyReader<'static>,
 }
 
-/// The methods the Kubernetes client uses.
+/// The methods the Kubernetes client uses, a PATCH with its body.
 #[derive(Debug, Clone, Copy)]
-pub enum Method {
+pub enum Method<'a> {
     Get,
-    /// With a body and its content type.
-    Patch,
+    Patch {
+        content_type: &'a str,
+        body: &'a [u8],
+    },
 }
 
-/// A request: method, path, query pairs (ureq percent-encodes them, so a value cannot add a
-/// parameter), extra headers, and for a PATCH the body and its content type.
+/// What a request asks for: path, query pairs (ureq percent-encodes them, so a value cannot
+/// add a parameter) and extra headers.
 pub struct Request<'a> {
-    pub method: Method,
     pub path: &'a str,
     pub query: &'a [(&'a str, &'a str)],
     pub headers: &'a [(&'a str, &'a str)],
-    pub body: Option<(&'a str, &'a [u8])>,
 }
 
 /// Why a request failed.
@@ -119,16 +119,13 @@ impl Client {
     }
 
     /// One exchange, bounded by the client's timeout; the body is read whole, up to `MAX_BODY`.
-    pub fn request(&self, r: &Request) -> Result<Response, HttpError> {
+    pub fn request(&self, method: Method, r: &Request) -> Result<Response, HttpError> {
         let url = format!("{}{}", self.base, r.path);
-        let mut resp = match (r.method, r.body) {
-            (Method::Get, _) => prepare(self.agent.get(url), r).call(),
-            (Method::Patch, body) => {
-                let (content_type, body) = body.unwrap_or(("application/json", b""));
-                prepare(self.agent.patch(url), r)
-                    .content_type(content_type)
-                    .send(body)
-            }
+        let mut resp = match method {
+            Method::Get => prepare(self.agent.get(url), r).call(),
+            Method::Patch { content_type, body } => prepare(self.agent.patch(url), r)
+                .content_type(content_type)
+                .send(body),
         }
         .map_err(classify)?;
         let status = resp.status().as_u16();

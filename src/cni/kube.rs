@@ -101,8 +101,8 @@ pub enum WatchEnd {
         resource_version: String,
         problem: String,
     },
-    /// The resource version is too old (HTTP 410 or an ERROR event with code 410): list
-    /// again.
+    /// The resource version is too old (HTTP 410, or an ERROR event with code 410 or reason
+    /// Expired/Gone): list again.
     Expired,
     /// `on_event` asked to stop.
     Stopped { resource_version: String },
@@ -222,7 +222,12 @@ impl Client {
             object: Some(format!("namespace {name}")),
             may: "get namespaces",
         };
-        self.get(&op, &format!("/api/v1/namespaces/{name}"), &[], "a namespace")
+        self.get(
+            &op,
+            &format!("/api/v1/namespaces/{name}"),
+            &[],
+            "a namespace",
+        )
     }
 
     /// `PATCH /api/v1/namespaces/NS/pods/NAME/status` with `patch` as a JSON merge patch.
@@ -248,13 +253,11 @@ impl Client {
         let body = serde_json::to_vec(patch)
             .map_err(|e| self.unavailable(&op, format!("the patch does not serialize: {e}")))?;
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}/status");
-        let resp = self.send(
-            &op,
-            http::Method::Patch,
-            &path,
-            &[],
-            Some((MERGE_PATCH, &body)),
-        )?;
+        let method = http::Method::Patch {
+            content_type: MERGE_PATCH,
+            body: &body,
+        };
+        let resp = self.send(&op, method, &path, &[])?;
         match resp.status {
             200..=299 => Ok(()),
             status @ (409 | 422) => Err(PatchError::Refused {
@@ -337,7 +340,7 @@ impl Client {
         query: &[(&str, &str)],
         what: &str,
     ) -> Result<T, KubeError> {
-        let resp = self.send(op, http::Method::Get, path, query, None)?;
+        let resp = self.send(op, http::Method::Get, path, query)?;
         match resp.status {
             200 => serde_json::from_slice(&resp.body)
                 .map_err(|e| self.unavailable(op, format!("the answer is not {what}: {e}"))),
@@ -379,7 +382,7 @@ impl Client {
     /// ADDED, MODIFIED and DELETED go to `on_event` in order, and their object's resource
     /// version becomes the one to resume from; a BOOKMARK only moves that version. What
     /// client-go's reflector does with the rest, this does too: an ERROR event with code 410
-    /// (too old resource version) is `Expired` (list again); any other ERROR event, and an
+    /// or reason Expired/Gone (too old resource version) is `Expired` (list again); any other ERROR event, and an
     /// event that does not decode (not JSON, an unknown type, an object not of the watched
     /// kind), ends the watch with an error: client-go's stream watcher turns a decode failure
     /// into an ERROR event and stops, and the reflector lists again rather than skip an event
@@ -464,7 +467,8 @@ impl Client {
                 "ERROR" => {
                     let status: Status = serde_json::from_value(event.object)
                         .map_err(|e| bad(format!("an ERROR that is not a Status: {e}")))?;
-                    if status.code == 410 {
+                    // client-go's isExpiredError: reason Expired or Gone, or code 410.
+                    if status.code == 410 || status.reason == "Expired" || status.reason == "Gone" {
                         return Ok(WatchEnd::Expired);
                     }
                     return Err(bad(format!(
@@ -499,22 +503,20 @@ impl Client {
         method: http::Method,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
     ) -> Result<http::Response, KubeError> {
         let auth = self.authorization()?;
         let headers = headers(&auth);
+        let request = http::Request {
+            path,
+            query,
+            headers: &headers,
+        };
         self.http
-            .request(&http::Request {
-                method,
-                path,
-                query,
-                headers: &headers,
-                body,
-            })
+            .request(method, &request)
             .map_err(|e| self.transport_error(op, e))
     }
 
-    /// `send` for a stream: the body is left to read, each read bounded by `per_read`.
+    /// `send` for a stream (a GET): the body is left to read, each read bounded by `per_read`.
     fn open(
         &self,
         op: &Op,
@@ -525,11 +527,9 @@ impl Client {
         let auth = self.authorization()?;
         let headers = headers(&auth);
         let request = http::Request {
-            method: http::Method::Get,
             path,
             query,
             headers: &headers,
-            body: None,
         };
         self.http
             .stream(&request, per_read)

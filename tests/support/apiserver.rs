@@ -1,7 +1,10 @@
-//! A fake Kubernetes API server for CNI tests: HTTPS (a throwaway CA and a server certificate
-//! for 127.0.0.1, made with rcgen), bearer-token auth, and `GET
-//! /api/v1/namespaces/NS/pods/NAME` answered from a map of pod JSON. It writes the kubeconfig
-//! a CNI plugin would be given, and counts requests.
+//! Fake Kubernetes API servers for CNI and client tests, all HTTPS (a throwaway CA and a server
+//! certificate for 127.0.0.1, made with rcgen): `ApiServer` (bearer-token auth, `GET
+//! /api/v1/namespaces/NS/pods/NAME` answered from a map of pod JSON, requests counted),
+//! `RawServer` (each connection answered with queued raw bytes, for fuzzing the response
+//! reader) and `ScriptedServer` (each connection answered by a queued script of bytes, stalls
+//! and a clean close, every request recorded with its method, path, query, headers and body:
+//! patches, lists and watch streams). It writes the kubeconfig a CNI plugin would be given.
 
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
@@ -201,4 +204,189 @@ pub fn kubeconfig_for(dir: &Path, name: &str, port: u16, ca_pem: &str) -> PathBu
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// One step of a scripted answer.
+pub enum Step {
+    /// These bytes, as they are.
+    Send(Vec<u8>),
+    /// Nothing for this long, the connection held open.
+    Stall(std::time::Duration),
+    /// TLS close_notify: a clean end of the connection.
+    CloseNotify,
+}
+
+/// A request as the scripted server read it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query (after `?`), as sent.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// A header's value (names are case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The query's pairs, percent-decoded (`+` is a space, as Go's url.ParseQuery reads it).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        if self.query.is_empty() {
+            return Vec::new();
+        }
+        self.query
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A TLS server that answers each connection with the next queued script (bytes, stalls, a
+/// clean close) after reading the whole request (head, and a body by its Content-Length),
+/// and records every request. For the client's PATCH, list and watch paths.
+pub struct ScriptedServer {
+    pub port: u16,
+    pub ca_pem: String,
+    scripts: std::sync::mpsc::Sender<Vec<Step>>,
+    seen: Mutex<std::sync::mpsc::Receiver<Seen>>,
+}
+
+impl ScriptedServer {
+    pub fn start() -> ScriptedServer {
+        let (config, ca_pem) = tls_server();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Step>>();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<Seen>();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let Ok(script) = rx.recv() else {
+                    return;
+                };
+                let (config, seen_tx) = (config.clone(), seen_tx.clone());
+                // Each connection on its own thread: a stalled one does not hold the next.
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    let Some(seen) = read_request(&mut tls) else {
+                        return;
+                    };
+                    let _ = seen_tx.send(seen);
+                    for step in script {
+                        match step {
+                            Step::Send(bytes) => {
+                                if tls.write_all(&bytes).and_then(|()| tls.flush()).is_err() {
+                                    return;
+                                }
+                            }
+                            Step::Stall(d) => std::thread::sleep(d),
+                            Step::CloseNotify => {
+                                tls.conn.send_close_notify();
+                                let _ = tls.flush();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedServer {
+            port,
+            ca_pem,
+            scripts: tx,
+            seen: Mutex::new(seen_rx),
+        }
+    }
+
+    /// The next connection gets `script`.
+    pub fn queue(&self, script: Vec<Step>) {
+        self.scripts.send(script).unwrap();
+    }
+
+    /// The next request the server read (waits up to 10 s for it).
+    pub fn seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a request reached the server")
+    }
+}
+
+/// Reads a request's head and, by its Content-Length, its body.
+fn read_request(tls: &mut impl Read) -> Option<Seen> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+        if head.len() > 64 << 10 {
+            return None;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target, String::new()),
+    };
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length.min(1 << 20)];
+    tls.read_exact(&mut body).ok()?;
+    Some(Seen {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    })
 }

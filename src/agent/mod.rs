@@ -2,5 +2,9 @@
 //! ztunnel which pods to proxy. So far its ZDS server: `zds` holds the protocol's messages,
 //! `server` the unix SOCK_SEQPACKET listener that ztunnel connects to (docs/zds.md).
 
+pub mod eligible;
+pub mod enrol;
+pub mod events;
+pub mod node;
 pub mod server;
 pub mod zds;

@@ -1,0 +1,303 @@
+//! Enrolment: what the agent does for an ambient pod, in istio-cni's order
+//! (`meshDataplane.AddPodToMesh`): the in-pod rules, ztunnel's ack over ZDS, the pod's
+//! addresses in the node's probe set, and last the `ambient.istio.io/redirection: enabled`
+//! annotation through pods/status (istiod sends HBONE only to pods marked so). When ztunnel
+//! does not ack, the rules are in but the pod is not proxied: it is annotated `pending` (a
+//! removal must still undo the rules) and the ADD fails, so the runtime retries and no pod
+//! runs redirected to nothing unnoticed. Removal runs the other way (`RemovePodFromMesh`):
+//! probe set first, ztunnel's Del, then the annotation.
+//!
+//! The rules are written by the same engine as `meshtables ambient apply` (the ambient
+//! profile, its flag table and env names, the pod's annotations as its pod flags), into the
+//! namespace behind the one fd the agent opened: the fd ztunnel gets is the namespace that
+//! was programmed, whatever happens to the runtime's path meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::eligible::{self, ENABLED, PENDING, REDIRECTION, Scope, Verdict};
+use super::events::{Handler, PodEvent, Request};
+use super::server::{ZdsError, ZdsServer};
+use super::zds::WorkloadInfo;
+use crate::cni::kube::{Client, KubeError};
+use crate::cni::pod::Pod;
+use crate::flags::Flags;
+use crate::logging;
+use crate::options::Subcommand;
+use crate::profile::ambient::Ambient;
+use crate::profile::ambient::flags as ambient;
+use crate::profile::ambient::host::flags as host;
+use crate::profile::ambient::host::members::{self, MemberVerb};
+use crate::run;
+use crate::values::{NamespaceName, PodName};
+
+/// A pod the agent enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub uid: String,
+    pub ips: Vec<IpAddr>,
+    /// The namespace's identity (device, inode) when it was enrolled.
+    pub netns: (u64, u64),
+}
+
+/// The agent: its ZDS server, its API client, what it enrolled.
+pub struct Agent {
+    pub zds: ZdsServer,
+    kube: Client,
+    scope: Scope,
+    /// The environment the ambient engine resolves its settings from (the DaemonSet's:
+    /// AMBIENT_DNS_CAPTURE, AMBIENT_IPV6, NATIVE_NFTABLES...).
+    env: HashMap<String, String>,
+    /// Enrolled pods by `namespace/name`.
+    pods: Mutex<BTreeMap<String, Enrolled>>,
+}
+
+/// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
+/// may lag (istio-cni retries 10 × 10 ms); ours asks the server, so a blip is what is left.
+const POD_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Agent {
+    pub fn new(zds: ZdsServer, kube: Client, scope: Scope, env: HashMap<String, String>) -> Agent {
+        Agent {
+            zds,
+            kube,
+            scope,
+            env,
+            pods: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The pods enrolled now, by `namespace/name`.
+    pub fn enrolled(&self) -> BTreeMap<String, Enrolled> {
+        lock(&self.pods).clone()
+    }
+
+    fn pod(&self, ns: &NamespaceName, name: &PodName) -> Result<Pod, String> {
+        let mut waits = POD_RETRIES.iter();
+        loop {
+            match self.kube.pod(ns, name) {
+                Ok(p) => return Ok(p),
+                Err(KubeError::Unavailable { .. }) if waits.len() > 0 => {
+                    if let Some(w) = waits.next() {
+                        std::thread::sleep(*w);
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Whether `pod` is ambient, reading its namespace only when its labels do not decide.
+    fn verdict(&self, pod: &Pod) -> Result<Verdict, String> {
+        let labels = if eligible::decided_without_namespace(pod) {
+            BTreeMap::new()
+        } else {
+            let ns = NamespaceName::parse(&pod.metadata.namespace)
+                .map_err(|p| format!("pod namespace {:?} {p}", pod.metadata.namespace))?;
+            self.kube
+                .namespace(&ns)
+                .map_err(|e| e.to_string())?
+                .metadata
+                .labels
+        };
+        Ok(eligible::verdict(pod, &labels, &self.scope))
+    }
+
+    /// ADD of an ambient pod, from the plugin.
+    pub fn add(&self, ev: &PodEvent) -> Result<(), String> {
+        let (ns, name) = names(ev)?;
+        let id = format!("{ns}/{name}");
+        let pod = self.pod(&ns, &name)?;
+        if let Verdict::Not(why) = self.verdict(&pod)? {
+            return Err(format!("pod {id} is not ambient: {why}"));
+        }
+        let uid = pod.metadata.uid.clone();
+        if uid.is_empty() {
+            return Err(format!("pod {id}: the API server gave no metadata.uid"));
+        }
+        // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
+        let netns = File::open(&ev.netns)
+            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+        let identity = netns
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+        crate::netns::refuse_own(&by_fd).map_err(|e| format!("pod {id}: {e}"))?;
+        self.rules(&pod, &by_fd)
+            .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;
+        let info = WorkloadInfo {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            service_account: pod.spec.service_account_name.clone(),
+        };
+        if let Err(e) = self.zds.add(&uid, info, netns.as_fd()) {
+            let pending = self.annotate(&ns, &name, Some(PENDING));
+            let why = match e {
+                ZdsError::NoZtunnel => {
+                    "no ztunnel is connected (it gets the pod when it connects)".to_string()
+                }
+                e => e.to_string(),
+            };
+            return Err(match pending {
+                Ok(()) => format!("pod {id}: rules in, but ztunnel did not take it: {why}"),
+                Err(p) => format!(
+                    "pod {id}: rules in, but ztunnel did not take it: {why}; and marking it {PENDING} failed: {p}"
+                ),
+            });
+        }
+        let ips = if ev.ips.is_empty() {
+            pod_ips(&pod)
+        } else {
+            ev.ips.clone()
+        };
+        self.probe_set(MemberVerb::Add, &uid, &ips)
+            .map_err(|e| format!("pod {id}: the node's probe set: {e}"))?;
+        self.annotate(&ns, &name, Some(ENABLED))
+            .map_err(|e| format!("pod {id}: marking it {ENABLED}: {e}"))?;
+        lock(&self.pods).insert(
+            id.clone(),
+            Enrolled {
+                uid: uid.clone(),
+                ips: ips.clone(),
+                netns: identity,
+            },
+        );
+        logging::info(&format!(
+            "pod {id} ({uid}) enrolled: rules in, ztunnel acked, probe set has {}, {REDIRECTION}={ENABLED}",
+            list(&ips)
+        ));
+        Ok(())
+    }
+
+    /// DEL from the plugin: ztunnel lets the pod go, its addresses leave the probe set. The
+    /// rules go with the namespace; the pod is being deleted, so no annotation is written.
+    /// Every step is tried; the failures are reported together.
+    pub fn del(&self, ev: &PodEvent) -> Result<(), String> {
+        let (ns, name) = names(ev)?;
+        let id = format!("{ns}/{name}");
+        let Some(e) = lock(&self.pods).remove(&id) else {
+            logging::debug(&format!("DEL of pod {id}: not enrolled here"));
+            return Ok(());
+        };
+        let mut failures = Vec::new();
+        if let Err(err) = self.probe_set(MemberVerb::Remove, &e.uid, &e.ips) {
+            failures.push(format!("the probe set: {err}"));
+        }
+        if let Err(err) = self.zds.del(&e.uid) {
+            failures.push(format!("ztunnel: {err}"));
+        }
+        if failures.is_empty() {
+            logging::info(&format!("pod {id} ({}) removed from the mesh", e.uid));
+            Ok(())
+        } else {
+            Err(format!("removing pod {id}: {}", failures.join("; ")))
+        }
+    }
+
+    /// The in-pod rules, through the ambient engine, inside the namespace at `netns`.
+    fn rules(&self, pod: &Pod, netns: &Path) -> Result<(), String> {
+        let mut flags = Flags::default();
+        for spec in ambient::ALL {
+            if let Some(key) = ambient::annotation_of(spec)
+                && let Some(value) = pod.metadata.annotations.get(key)
+            {
+                flags.set(spec, value.clone());
+            }
+        }
+        flags.set(
+            &ambient::NETWORK_NAMESPACE.spec,
+            netns.display().to_string(),
+        );
+        // A retried ADD finds its own rules (identical: nothing to do) or an earlier
+        // version's, which the agent owns and replaces, as upstream's agent does.
+        flags.set(&ambient::RECONCILE.spec, "true");
+        let mut out = Vec::new();
+        run::execute(
+            &Ambient,
+            &flags,
+            Subcommand::Apply,
+            &self.env,
+            &crate::host::System,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn probe_set(&self, verb: MemberVerb, uid: &str, ips: &[IpAddr]) -> Result<(), String> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let mut flags = Flags::default();
+        flags.set(&host::POD_UID.spec, uid);
+        flags.set(&host::POD_IPS.spec, list(ips));
+        let m = members::resolve(verb, &flags, &self.env).map_err(|e| e.to_string())?;
+        members::run(&m, &flags, &self.env, &mut Vec::new()).map_err(|e| e.to_string())
+    }
+
+    /// Sets (or with `None` removes) the pod's redirection annotation through pods/status.
+    fn annotate(
+        &self,
+        ns: &NamespaceName,
+        name: &PodName,
+        value: Option<&str>,
+    ) -> Result<(), String> {
+        let patch = serde_json::json!({"metadata": {"annotations": {REDIRECTION: value}}});
+        match self.kube.patch_pod_status(ns, name, &patch) {
+            Ok(()) => Ok(()),
+            // Unenrolling a pod that is gone: nothing left to mark.
+            Err(crate::cni::kube::PatchError::Kube(KubeError::NotFound(_))) if value.is_none() => {
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Handler for Agent {
+    fn handle(&self, req: Request) -> Result<(), String> {
+        let outcome = match &req {
+            Request::Add(ev) => self.add(ev),
+            Request::Del(ev) => self.del(ev),
+            Request::Ping(_) => Ok(()),
+        };
+        if let Err(e) = &outcome {
+            logging::warn(e);
+        }
+        outcome
+    }
+}
+
+fn names(ev: &PodEvent) -> Result<(NamespaceName, PodName), String> {
+    let ns = NamespaceName::parse(&ev.namespace)
+        .map_err(|p| format!("pod namespace {:?} {p}", ev.namespace))?;
+    let name = PodName::parse(&ev.name).map_err(|p| format!("pod name {:?} {p}", ev.name))?;
+    Ok((ns, name))
+}
+
+/// The pod's addresses from its status (the runtime's are preferred: the API server has
+/// none yet during the ADD).
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    pod.status
+        .pod_ips
+        .iter()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect()
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

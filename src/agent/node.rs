@@ -1,0 +1,158 @@
+//! The agent as the DaemonSet's process runs it, beside the installer (`cni-install
+//! --ambient-enabled`): the node's probe rules first (istio-cni installs them at start), then
+//! the ZDS socket for ztunnel, then the socket the plugin's ADD and DEL talk to. The agent's
+//! kubeconfig reads the service account's token and CA from their projected files at every
+//! request, so a rotated token is picked up without a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::eligible::Scope;
+use super::enrol::Agent;
+use super::events::{self, Listener};
+use super::server::{Deadlines, ZdsServer};
+use crate::flags::Flags;
+use crate::options::Subcommand;
+use crate::profile::ambient::flags as ambient;
+use crate::profile::ambient::host::AmbientHost;
+
+/// What the agent needs from the installer's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// ztunnel's socket (`ZTUNNEL_UDS_ADDRESS`).
+    pub zds_socket: PathBuf,
+    /// Where the plugin's socket and the agent's kubeconfig live (`CNI_AGENT_RUN_DIR`): a
+    /// host directory mounted at the same path, since the plugin connects from the host.
+    pub run_dir: PathBuf,
+    /// The service account's projected token and CA.
+    pub sa_dir: PathBuf,
+    pub scope: Scope,
+}
+
+impl Config {
+    /// The plugin's socket: what the installer writes into the plugin's entry.
+    pub fn plugin_socket(&self) -> PathBuf {
+        self.run_dir.join(events::SOCKET_NAME)
+    }
+}
+
+/// The running agent; dropping it closes both sockets.
+pub struct Running {
+    pub agent: Arc<Agent>,
+    _listener: Listener,
+}
+
+/// Why the agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the node's probe rules: {0}")]
+    HostRules(String),
+    #[error("{0}")]
+    Zds(#[from] super::server::ZdsError),
+    #[error("{0}")]
+    Listen(#[from] events::ListenError),
+    #[error("the agent's kubeconfig {path}: {problem}")]
+    Kubeconfig { path: PathBuf, problem: String },
+    #[error("the agent's run directory {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the agent: host rules, ZDS, the plugin's socket. `env` is the process's
+/// environment (the ambient engine's settings, the API server's address).
+pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, StartError> {
+    host_rules(&env)?;
+    std::fs::create_dir_all(&cfg.run_dir).map_err(|source| StartError::RunDir {
+        path: cfg.run_dir.clone(),
+        source,
+    })?;
+    let kubeconfig = write_kubeconfig(cfg, &env)?;
+    let kube = crate::cni::kube::Client::from_kubeconfig(&kubeconfig).map_err(|e| {
+        StartError::Kubeconfig {
+            path: kubeconfig.clone(),
+            problem: e.to_string(),
+        }
+    })?;
+    if let Some(dir) = cfg.zds_socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::RunDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let zds = ZdsServer::bind(&cfg.zds_socket, Deadlines::default())?;
+    let agent = Arc::new(Agent::new(zds, kube, cfg.scope.clone(), env));
+    let listener = Listener::bind(&cfg.plugin_socket(), agent.clone())?;
+    crate::logging::info(&format!(
+        "node agent: ztunnel's socket {}, the plugin's {}",
+        cfg.zds_socket.display(),
+        cfg.plugin_socket().display()
+    ));
+    Ok(Running {
+        agent,
+        _listener: listener,
+    })
+}
+
+/// The node's probe rules and sets, as `meshtables ambient host apply --reconcile` installs
+/// them, in this (the node's) namespace.
+fn host_rules(env: &HashMap<String, String>) -> Result<(), StartError> {
+    let mut flags = Flags::default();
+    flags.set(&ambient::RECONCILE.spec, "true");
+    crate::run::execute(
+        &AmbientHost,
+        &flags,
+        Subcommand::Apply,
+        env,
+        &crate::host::System,
+        &mut Vec::new(),
+    )
+    .map_err(|e| StartError::HostRules(e.to_string()))
+}
+
+/// A kubeconfig naming the service account's files (not copies): the API server from
+/// `KUBERNETES_SERVICE_HOST`/`PORT`, as the plugin's.
+fn write_kubeconfig(cfg: &Config, env: &HashMap<String, String>) -> Result<PathBuf, StartError> {
+    let path = cfg.run_dir.join("agent.kubeconfig");
+    let fail = |problem: String| StartError::Kubeconfig {
+        path: path.clone(),
+        problem,
+    };
+    let server = crate::install::kubeconfig::server(env).map_err(|e| fail(e.to_string()))?;
+    let file = |name: &str| -> String { abs(&cfg.sa_dir.join(name)) };
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server,
+            "certificate-authority": file("ca.crt"),
+        }}],
+        "users": [{"name": "meshtables-agent", "user": {"tokenFile": file("token")}}],
+        "contexts": [{"name": "meshtables-agent", "context": {"cluster": "local", "user": "meshtables-agent"}}],
+        "current-context": "meshtables-agent",
+    });
+    let bytes = serde_json::to_vec_pretty(&config).map_err(|e| fail(e.to_string()))?;
+    // Ours alone (one agent per node; a second during an upgrade writes the same bytes):
+    // written under a unique name and renamed, so a reader never sees half of it.
+    let tmp = cfg.run_dir.join(format!(
+        ".agent.kubeconfig.{}.{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            fail(e.to_string())
+        })?;
+    Ok(path)
+}
+
+fn abs(p: &Path) -> String {
+    p.display().to_string()
+}

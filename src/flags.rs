@@ -273,6 +273,14 @@ pub mod install {
         UNINSTALL: bool = v::boolean, boolean("uninstall", None, &["UNINSTALL"],
             "On SIGTERM, take the plugin out of the chain and remove its binary and kubeconfig (default true).")
             .default_true();
+        AMBIENT_ENABLED: bool = v::boolean, boolean("ambient-enabled", None, &["AMBIENT_ENABLED"],
+            "Run the ambient node agent beside the installer: the node's probe rules, ztunnel's ZDS socket, and ambient pods redirected at their ADD (needs --kubernetes; the in-pod settings are the ambient table's env: AMBIENT_DNS_CAPTURE, AMBIENT_IPV6, NATIVE_NFTABLES...).");
+        ZTUNNEL_UDS_ADDRESS: std::path::PathBuf = v::absolute_path, value("ztunnel-uds-address", None, &["ZTUNNEL_UDS_ADDRESS"], Some("/var/run/ztunnel/ztunnel.sock"), "path",
+            "The socket ztunnel connects to for its pods (ZDS), shared with the ztunnel DaemonSet.");
+        CNI_AGENT_RUN_DIR: std::path::PathBuf = v::absolute_path, value("cni-agent-run-dir", None, &["CNI_AGENT_RUN_DIR"], Some("/var/run/meshtables"), "path",
+            "The agent's directory: the plugin's socket (agent.sock) and the agent's kubeconfig. A host directory mounted at the same path, since the plugin connects from the host.");
+        POD_NAMESPACE: String = v::namespace_name, value("pod-namespace", None, &["POD_NAMESPACE"], Some("istio-system"), "namespace",
+            "Istio's namespace, where ztunnel runs (its pods, labelled app=ztunnel, are never enrolled).");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",
             "The installer's log level: debug, info, warn, error or none (logs go to stderr).");
         LOG_AS_JSON: bool = v::boolean, boolean("log-as-json", None, &["LOG_AS_JSON"],

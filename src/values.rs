@@ -933,6 +933,16 @@ pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
         .collect()
 }
 
+/// One Kubernetes namespace name (a DNS-1123 label).
+pub fn namespace_name(s: &str) -> Result<String, Problem> {
+    let n = s.trim();
+    if is_dns1123_label(n) {
+        Ok(n.to_string())
+    } else {
+        Err("is not a namespace name (lowercase letters, digits and -, at most 63)".into())
+    }
+}
+
 /// A JSON object (settings for the chained plugin entry).
 pub fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
     if s.trim().is_empty() {

@@ -49,7 +49,14 @@ pub fn is_reserved(key: &str) -> bool {
 pub struct Kubernetes {
     pub kubeconfig: PathBuf,
     pub exclude_namespaces: Vec<String>,
+    /// Ambient mode: the node agent's socket (`ambient-agent`); ambient pods are handed to it.
+    pub ambient_agent: Option<PathBuf>,
+    /// Istio's namespace (`system-namespace`, default istio-system): where ztunnel runs.
+    pub system_namespace: String,
 }
+
+/// Istio's namespace when the configuration names none.
+pub const DEFAULT_SYSTEM_NAMESPACE: &str = "istio-system";
 
 /// A parsed network configuration.
 #[derive(Debug, Clone)]
@@ -159,6 +166,15 @@ pub fn ownership_settings(stdin: &[u8]) -> Flags {
     flags
 }
 
+/// The node agent's socket of a configuration that may not parse fully (DEL reads it
+/// leniently: it must not fail on the configuration): `kubernetes.ambient-agent` when it is an
+/// absolute path.
+pub fn ambient_agent_of(stdin: &[u8]) -> Option<PathBuf> {
+    let v: Value = serde_json::from_slice(stdin).ok()?;
+    let p = v.get("kubernetes")?.get("ambient-agent")?.as_str()?;
+    p.starts_with('/').then(|| PathBuf::from(p))
+}
+
 fn invalid(key: &str, value: &Value, expected: &str) -> CniError {
     CniError::new(
         code::INVALID_CONFIG,
@@ -202,8 +218,32 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
     let obj: &Map<String, Value> = obj;
     let mut kubeconfig = None;
     let mut exclude_namespaces = Vec::new();
+    let mut ambient_agent = None;
+    let mut system_namespace = DEFAULT_SYSTEM_NAMESPACE.to_string();
     for (key, v) in obj {
         match (key.as_str(), v) {
+            ("ambient-agent", Value::String(p)) if p.starts_with('/') => {
+                ambient_agent = Some(PathBuf::from(p))
+            }
+            ("ambient-agent", _) => {
+                return Err(invalid(
+                    "kubernetes.ambient-agent",
+                    v,
+                    "expected the node agent's socket, an absolute path",
+                ));
+            }
+            ("system-namespace", Value::String(ns))
+                if crate::values::NamespaceName::parse(ns).is_ok() =>
+            {
+                system_namespace = ns.clone()
+            }
+            ("system-namespace", _) => {
+                return Err(invalid(
+                    "kubernetes.system-namespace",
+                    v,
+                    "expected a namespace name (Istio's, where ztunnel runs)",
+                ));
+            }
             ("kubeconfig", Value::String(p)) if !p.is_empty() => {
                 kubeconfig = Some(PathBuf::from(p))
             }
@@ -236,7 +276,7 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
                     code::UNSUPPORTED_FIELD,
                     "unsupported field in the network configuration",
                     format!(
-                        "unknown key \"kubernetes.{key}\" = {v} (known: kubeconfig, exclude-namespaces)"
+                        "unknown key \"kubernetes.{key}\" = {v} (known: kubeconfig, exclude-namespaces, ambient-agent, system-namespace)"
                     ),
                 ));
             }
@@ -252,6 +292,8 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
     Ok(Kubernetes {
         kubeconfig,
         exclude_namespaces,
+        ambient_agent,
+        system_namespace,
     })
 }
 

@@ -20,6 +20,8 @@
 //! 50 not available (STATUS); and ours: 100 applying or removing rules failed, 101 CHECK found
 //! a difference.
 
+#[cfg(feature = "agent")]
+pub mod ambient;
 pub mod conf;
 #[cfg(feature = "kubernetes")]
 pub mod dns;
@@ -217,6 +219,12 @@ fn dispatch(
 /// What ADD and CHECK do for this pod: leave it alone, or program it with these flags.
 enum Intent {
     Skip(String),
+    /// An ambient pod: the node agent at this socket redirects it.
+    #[cfg_attr(not(feature = "agent"), allow(dead_code))]
+    Ambient {
+        socket: std::path::PathBuf,
+        pod: Box<pod::Pod>,
+    },
     Program {
         flags: Box<Flags>,
         /// Flag → the pod field that set it, for error messages.
@@ -284,6 +292,20 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
             return Ok(Intent::Skip(format!("namespace {ns} is excluded")));
         }
         let pod = read_pod(&k.kubeconfig, &ns, &name)?;
+        #[cfg(feature = "agent")]
+        if let Some(socket) = &k.ambient_agent {
+            match ambient::verdict(k, &pod)? {
+                crate::agent::eligible::Verdict::Ambient => {
+                    return Ok(Intent::Ambient {
+                        socket: socket.clone(),
+                        pod: Box::new(pod),
+                    });
+                }
+                crate::agent::eligible::Verdict::Not(why) => {
+                    logging::debug(&format!("pod {ns}/{name} is not ambient: {why}"));
+                }
+            }
+        }
         match pod::evaluate(&pod, &mut flags) {
             pod::Verdict::Skip(why) => return Ok(Intent::Skip(format!("pod {ns}/{name}: {why}"))),
             pod::Verdict::Intercept { from_pod: f } => from_pod = f,
@@ -473,6 +495,23 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
     };
     match plan_for(inv, conf)? {
         Intent::Skip(why) => logging::info(&format!("left alone: {why}")),
+        #[cfg(feature = "agent")]
+        Intent::Ambient { socket, pod } => {
+            let ev = crate::agent::events::PodEvent {
+                namespace: pod.metadata.namespace.clone(),
+                name: pod.metadata.name.clone(),
+                netns: inv.netns.clone().unwrap_or_default(),
+                ips: prev.ips(),
+                container_id: inv.container_id.clone().unwrap_or_default(),
+            };
+            ambient::add(&socket, ev)?;
+            logging::info(&format!(
+                "ambient pod {}/{}: redirected to ztunnel by the node agent",
+                pod.metadata.namespace, pod.metadata.name
+            ));
+        }
+        #[cfg(not(feature = "agent"))]
+        Intent::Ambient { .. } => {}
         Intent::Program { flags, from_pod } => {
             run::execute(
                 &Istio,
@@ -501,6 +540,8 @@ fn add(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<Option<Value
 /// anything else in the configuration (interception settings, unknown keys, `kubernetes`) is
 /// ignored. A missing, empty or vanished namespace is success, as is a second DEL.
 fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> {
+    #[cfg(feature = "agent")]
+    tell_the_agent(inv, input);
     let Some(netns) = &inv.netns else {
         logging::info("DEL without CNI_NETNS: the namespace is gone, nothing to remove");
         return Ok(());
@@ -542,6 +583,29 @@ fn del(inv: &Invocation, host: &dyn Host, input: &[u8]) -> Result<(), CniError> 
     ))
 }
 
+/// DEL with a node agent configured: it lets the pod go (ztunnel's Del, the probe set) if it
+/// enrolled it. Whatever happens, DEL goes on.
+#[cfg(feature = "agent")]
+fn tell_the_agent(inv: &Invocation, input: &[u8]) {
+    let Some(socket) = conf::ambient_agent_of(input) else {
+        return;
+    };
+    let Ok(args) = inv.args() else { return };
+    let (Some(ns), Some(name)) = (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) else {
+        return;
+    };
+    ambient::del(
+        &socket,
+        crate::agent::events::PodEvent {
+            namespace: ns.clone(),
+            name: name.clone(),
+            netns: inv.netns.clone().unwrap_or_default(),
+            ips: Vec::new(),
+            container_id: inv.container_id.clone().unwrap_or_default(),
+        },
+    );
+}
+
 fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniError> {
     if conf.prev_result.is_none() {
         return Err(CniError::new(
@@ -553,6 +617,13 @@ fn check(inv: &Invocation, host: &dyn Host, conf: &NetConf) -> Result<(), CniErr
     match plan_for(inv, conf)? {
         Intent::Skip(why) => {
             logging::info(&format!("nothing to check: {why}"));
+            Ok(())
+        }
+        Intent::Ambient { pod, .. } => {
+            logging::info(&format!(
+                "nothing to check here: ambient pod {}/{} is checked by the node agent",
+                pod.metadata.namespace, pod.metadata.name
+            ));
             Ok(())
         }
         Intent::Program { flags, from_pod } => run::execute(

@@ -273,6 +273,11 @@ impl CniResult {
         (!self.ips.is_empty()).then(|| self.ips.iter().any(|ip| ip.address.addr().is_ipv6()))
     }
 
+    /// The addresses (without their prefix lengths), in the result's order.
+    pub fn ips(&self) -> Vec<std::net::IpAddr> {
+        self.ips.iter().map(|ip| ip.address.addr()).collect()
+    }
+
     /// The result as version `v` prints it.
     pub fn to_json(&self, v: Version) -> Value {
         let shape = v.shape();

@@ -17,6 +17,8 @@ pub enum InstallError {
     Kubeconfig(#[from] super::kubeconfig::KubeconfigError),
     #[error("{0}")]
     Watch(String),
+    #[error("the node agent did not start: {0}")]
+    Agent(String),
 }
 
 pub fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {

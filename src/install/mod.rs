@@ -22,7 +22,7 @@ mod error;
 mod files;
 pub mod gojson;
 mod installer;
-mod kubeconfig;
+pub(crate) mod kubeconfig;
 pub mod libcni;
 mod presence;
 pub mod ready;
@@ -37,7 +37,33 @@ pub use settings::{Settings, entry, settings};
 use crate::profile::istio::config::EnvSource;
 
 /// Runs the installer until SIGTERM or SIGINT.
+/// With `--ambient-enabled`, the node agent starts first and runs until the installer stops:
+/// the plugin's entry names the agent's socket, so it must answer before the entry exists.
 pub fn run(s: Settings, env: &dyn EnvSource) -> Result<(), InstallError> {
+    #[cfg(feature = "agent")]
+    let _agent = if s.ambient_enabled {
+        Some(start_agent(&s)?)
+    } else {
+        None
+    };
     let mut inst = installer::Installer::new(s)?;
     watch::serve(&mut inst, env)
+}
+
+#[cfg(feature = "agent")]
+fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError> {
+    let cfg = crate::agent::node::Config {
+        zds_socket: s.ztunnel_uds_address.clone(),
+        run_dir: s.cni_agent_run_dir.clone(),
+        sa_dir: s.sa_dir.clone(),
+        scope: crate::agent::eligible::Scope {
+            system_namespace: s.pod_namespace.clone(),
+            exclude_namespaces: s.exclude_namespaces.clone(),
+        },
+    };
+    // Variables that are not UTF-8 are no setting of ours (and `vars()` would panic on them).
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    crate::agent::node::start(&cfg, env).map_err(|e| InstallError::Agent(e.to_string()))
 }

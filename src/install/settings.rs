@@ -27,6 +27,10 @@ pub struct Settings {
     pub compact: bool,
     pub plugin_settings: Map<String, Value>,
     pub uninstall: bool,
+    pub ambient_enabled: bool,
+    pub ztunnel_uds_address: PathBuf,
+    pub cni_agent_run_dir: PathBuf,
+    pub pod_namespace: String,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
 }
@@ -61,9 +65,28 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         compact: r.get(&f::COMPACT)?,
         plugin_settings,
         uninstall: r.get(&f::UNINSTALL)?,
+        ambient_enabled: r.get(&f::AMBIENT_ENABLED)?,
+        ztunnel_uds_address: r.get(&f::ZTUNNEL_UDS_ADDRESS)?,
+        cni_agent_run_dir: r.get(&f::CNI_AGENT_RUN_DIR)?,
+        pod_namespace: r.get(&f::POD_NAMESPACE)?,
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
     };
+    if s.ambient_enabled && cfg!(not(feature = "agent")) {
+        return Err(ConfigError::Invalid {
+            origin: r.origin(&f::AMBIENT_ENABLED.spec),
+            value: "true".into(),
+            problem: "this build of meshtables has no node agent (cargo feature `agent`)".into(),
+        });
+    }
+    if s.ambient_enabled && !s.kubernetes {
+        return Err(ConfigError::Invalid {
+            origin: r.origin(&f::AMBIENT_ENABLED.spec),
+            value: "true".into(),
+            problem: "needs --kubernetes (the agent reads pods and namespaces from the API server)"
+                .into(),
+        });
+    }
     if s.kubernetes {
         // The API server the kubeconfig names: what the kubelet set must be usable.
         kubeconfig::server(env).map_err(|e| {
@@ -102,18 +125,30 @@ pub fn entry_with(s: &Settings, kubeconfig: &Path) -> Result<Map<String, Value>,
         e.insert(k.clone(), v.clone());
     }
     if s.kubernetes {
-        e.insert(
-            "kubernetes".into(),
-            serde_json::json!({
-                "kubeconfig": kubeconfig.display().to_string(),
-                "exclude-namespaces": s.exclude_namespaces,
-            }),
-        );
+        let mut k = serde_json::json!({
+            "kubeconfig": kubeconfig.display().to_string(),
+            "exclude-namespaces": s.exclude_namespaces,
+        });
+        if s.ambient_enabled {
+            k["ambient-agent"] = agent_socket(s).display().to_string().into();
+            k["system-namespace"] = s.pod_namespace.clone().into();
+        }
+        e.insert("kubernetes".into(), k);
     }
     let conf = as_plugin_conf(&e).map_err(|err| InstallError::Entry(err.to_string()))?;
     crate::cni::validate_settings(&conf)
         .map_err(|err| InstallError::Entry(format!("{}: {}", err.msg, err.details)))?;
     Ok(e)
+}
+
+/// The agent's socket for the plugin (the same path in the installer's container and on the
+/// host: the run directory is mounted at its own path).
+pub fn agent_socket(s: &Settings) -> PathBuf {
+    #[cfg(feature = "agent")]
+    let name = crate::agent::events::SOCKET_NAME;
+    #[cfg(not(feature = "agent"))]
+    let name = "agent.sock";
+    s.cni_agent_run_dir.join(name)
 }
 
 /// The entry as the plugin parses it (in the newest version it speaks).

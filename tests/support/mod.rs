@@ -21,6 +21,8 @@ pub mod scenarios;
 pub mod topo;
 pub mod tracer;
 pub mod trials;
+#[cfg(feature = "agent")]
+pub mod ztunnel;
 
 /// A machine with chosen addresses and files.
 #[derive(Default, Clone)]

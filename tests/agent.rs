@@ -1,0 +1,982 @@
+//! The node agent as a node runs it: `meshtables cni-install --ambient-enabled` (the
+//! DaemonSet's process) in a namespace that plays the node, a fake API server inside that
+//! namespace, a stand-in ztunnel on the ZDS socket, and the plugin the installer copied,
+//! invoked as the runtime invokes it (in the node's namespace, `CNI_NETNS` a pod's). Each case
+//! is a trial:
+//!
+//! - add: an ambient pod (by its label, or its namespace's) is redirected (the rules `ambient
+//!   check` finds), handed to ztunnel with the pod's own namespace (the same inode; the
+//!   stand-in opens a listener in it and the pod's outbound TCP reaches it), its address
+//!   joins the node's probe set and it is annotated `enabled` through pods/status; without a
+//!   ztunnel, or when ztunnel refuses, the ADD fails and the pod is marked `pending`, and a
+//!   ztunnel that connects later gets it in its snapshot; an unlabelled pod, a `none` pod and
+//!   a sidecar pod never reach the agent; an agent that is down is "try again later" (11);
+//!   the node's own namespace is refused;
+//! - del: ztunnel is told, and the probe set loses the address;
+//! - socket: a request that is not one, or too large, is answered no; silent clients do not
+//!   hold up an ADD; a non-root client is refused;
+//! - start: the node's probe rules are installed before the plugin's entry names the agent.
+//!
+//! Every trial needs root (namespaces, netfilter) and `ip`/`nft`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test: a failed unwrap or assertion fails the trial"
+)]
+#![cfg(feature = "agent")]
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshtables::agent::zds::{AddWorkload, DelWorkload, RequestPayload};
+use serde_json::{Value, json};
+use support::netns::{Netns, sh};
+use support::trials::{Trials, root};
+use support::ztunnel::{Got, Ztunnel};
+
+const LONG: Duration = Duration::from_secs(15);
+const POD_UID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+
+// ---------------------------------------------------------------------------------------
+// The fake API server: pods and namespaces by name, PATCH pods/NAME/status recorded and
+// applied (a JSON merge patch of the annotations), served over TLS inside the node's
+// namespace.
+
+#[derive(Default)]
+struct ApiState {
+    pods: HashMap<String, Value>,
+    namespaces: HashMap<String, Value>,
+    /// (content type, body) of every PATCH of a pod's status, in order.
+    patches: Vec<(String, String, Value)>,
+}
+
+struct Api {
+    port: u16,
+    ca_pem: String,
+    state: Arc<Mutex<ApiState>>,
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl Api {
+    /// Listens on 127.0.0.1 inside `node` (the socket stays in that namespace).
+    fn start(node: &Netns) -> Api {
+        let (config, ca_pem) = apiserver::tls_server();
+        let path = node.path();
+        let listener = std::thread::spawn(move || {
+            let ns = std::fs::File::open(path).unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        })
+        .join()
+        .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state: Arc<Mutex<ApiState>> = Arc::default();
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (config, state) = (config.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    serve(&mut tls, &state);
+                });
+            }
+        });
+        Api {
+            port,
+            ca_pem,
+            state,
+        }
+    }
+
+    fn add_pod(&self, pod: Value) {
+        let key = format!(
+            "{}/{}",
+            pod["metadata"]["namespace"].as_str().unwrap(),
+            pod["metadata"]["name"].as_str().unwrap()
+        );
+        self.state.lock().unwrap().pods.insert(key, pod);
+    }
+
+    fn add_namespace(&self, name: &str, labels: Value) {
+        let ns = json!({"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "labels": labels}});
+        self.state
+            .lock()
+            .unwrap()
+            .namespaces
+            .insert(name.into(), ns);
+    }
+
+    /// The values the pod's redirection annotation was patched to, in order (None: removed).
+    fn redirections(&self) -> Vec<Option<String>> {
+        self.state
+            .lock()
+            .unwrap()
+            .patches
+            .iter()
+            .map(|(_, _, body)| {
+                body["metadata"]["annotations"]["ambient.istio.io/redirection"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    fn patches(&self) -> Vec<(String, String, Value)> {
+        self.state.lock().unwrap().patches.clone()
+    }
+}
+
+fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut words = head.split_whitespace();
+    let (method, path) = (
+        words.next().unwrap_or("").to_string(),
+        words.next().unwrap_or("").to_string(),
+    );
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let authorized = header("authorization") == Some(format!("Bearer {}", apiserver::TOKEN));
+    let len: usize = header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if tls.read_exact(&mut body).is_err() {
+        return;
+    }
+    let not_found = (404, json!({"kind": "Status", "message": "not found"}));
+    let (status, reply) = if !authorized {
+        (401, json!({"kind": "Status", "message": "Unauthorized"}))
+    } else {
+        let rest = path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .strip_prefix("/api/v1/namespaces/")
+            .unwrap_or("")
+            .to_string();
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut st = state.lock().unwrap();
+        match (method.as_str(), parts.as_slice()) {
+            ("GET", [ns]) => st
+                .namespaces
+                .get(*ns)
+                .cloned()
+                .map_or(not_found, |n| (200, n)),
+            ("GET", [ns, "pods", name]) => st
+                .pods
+                .get(&format!("{ns}/{name}"))
+                .cloned()
+                .map_or(not_found, |p| (200, p)),
+            ("PATCH", [ns, "pods", name, "status"]) => {
+                let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                st.patches.push((
+                    header("content-type").unwrap_or_default(),
+                    format!("{ns}/{name}"),
+                    patch.clone(),
+                ));
+                match st.pods.get_mut(&format!("{ns}/{name}")) {
+                    Some(p) => {
+                        merge(p, &patch);
+                        (200, p.clone())
+                    }
+                    None => not_found,
+                }
+            }
+            _ => not_found,
+        }
+    };
+    let body = reply.to_string();
+    let text = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Not Found",
+    };
+    let out = format!(
+        "HTTP/1.1 {status} {text}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(out.as_bytes());
+    let _ = tls.flush();
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+// ---------------------------------------------------------------------------------------
+// The node: its namespace, directories, API server and the installer running the agent.
+
+struct Node {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    api: Api,
+    installer: Option<Child>,
+    /// A process named kubelet (root's, as real kubelets are): the node's nft probe rule
+    /// keys on the kubelet's uid, found in /proc as upstream finds it.
+    kubelet: Child,
+}
+
+fn pod(ns: &str, name: &str, labels: Value, annotations: Value) -> Value {
+    json!({
+        "kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": ns, "uid": POD_UID,
+            "labels": labels, "annotations": annotations},
+        "spec": {"nodeName": "node-1", "serviceAccountName": "cart-sa",
+            "containers": [{"name": "cart", "image": "cart:1"}]},
+        "status": {"phase": "Pending"}
+    })
+}
+
+impl Node {
+    /// A node with an ambient namespace `mesh` and a plain one `plain`; the installer is not
+    /// started (`start`).
+    fn new(tag: &str) -> Node {
+        let ns = Netns::new(&format!("node-{tag}"));
+        let api = Api::start(&ns);
+        api.add_namespace("mesh", json!({"istio.io/dataplane-mode": "ambient"}));
+        api.add_namespace("plain", json!({}));
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["net", "bin", "sa", "run", "ztunnel"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("sa/token"), apiserver::TOKEN).unwrap();
+        std::fs::write(dir.path().join("sa/ca.crt"), &api.ca_pem).unwrap();
+        std::fs::write(
+            dir.path().join("net/10-test.conflist"),
+            r#"{"cniVersion": "1.0.0", "name": "test", "plugins": [{"type": "ptp"}]}"#,
+        )
+        .unwrap();
+        let kubelet_bin = dir.path().join("kubelet");
+        std::fs::copy("/bin/sleep", &kubelet_bin).unwrap();
+        let kubelet = Command::new(&kubelet_bin).arg("600").spawn().unwrap();
+        Node {
+            ns,
+            dir,
+            api,
+            installer: None,
+            kubelet,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn zds(&self) -> PathBuf {
+        self.path("ztunnel/ztunnel.sock")
+    }
+
+    fn agent_socket(&self) -> PathBuf {
+        self.path("run/agent.sock")
+    }
+
+    /// Starts `cni-install --ambient-enabled` in the node's namespace and waits until the
+    /// chain names the agent.
+    fn start(&mut self) {
+        let d = self.dir.path().display().to_string();
+        let log = std::fs::File::create(self.path("installer.log")).unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns.name])
+            .arg(support::bin())
+            .args(["cni-install", "--ambient-enabled"])
+            .args(["--cni-bin-dir", &format!("{d}/bin")])
+            .args(["--cni-conf-dir", &format!("{d}/net")])
+            .args(["--host-cni-conf-dir", &format!("{d}/net")])
+            .args(["--service-account-dir", &format!("{d}/sa")])
+            .args(["--cni-agent-run-dir", &format!("{d}/run")])
+            .args(["--ztunnel-uds-address", &self.zds().display().to_string()])
+            .args(["--exclude-namespaces", "kube-system"]);
+        support::clear_our_env(&mut c);
+        c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", self.api.port.to_string())
+            .env("NATIVE_NFTABLES", "true")
+            .env("AMBIENT_DNS_CAPTURE", "true")
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.installer = Some(c.spawn().unwrap());
+        let conflist = self.path("net/10-test.conflist");
+        let start = Instant::now();
+        while !std::fs::read_to_string(&conflist).is_ok_and(|t| t.contains("ambient-agent")) {
+            assert!(!self.exited(), "the installer exited: {}", self.log());
+            assert!(
+                start.elapsed() < LONG,
+                "no agent in the chain: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            self.agent_socket().exists(),
+            "no agent socket: {}",
+            self.log()
+        );
+    }
+
+    fn exited(&mut self) -> bool {
+        self.installer
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("installer.log")).unwrap_or_default()
+    }
+
+    /// Our entry of the chain, as the runtime hands it to the plugin, with a prevResult of
+    /// the pod's address.
+    fn plugin_conf(&self) -> Value {
+        let list: Value = serde_json::from_str(
+            &std::fs::read_to_string(self.path("net/10-test.conflist")).unwrap(),
+        )
+        .unwrap();
+        let mut entry = list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "meshtables-cni")
+            .cloned()
+            .unwrap();
+        entry["cniVersion"] = json!("1.0.0");
+        entry["name"] = json!("test");
+        entry["prevResult"] = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/x"}],
+            "ips": [{"address": "10.244.1.5/24", "interface": 0}]});
+        entry
+    }
+
+    /// The plugin the installer copied, run as the runtime runs it: in the node's namespace.
+    fn plugin(&self, command: &str, pod_ns: &str, pod_name: &str, netns: &str) -> Output {
+        self.plugin_with(command, pod_ns, pod_name, netns, &self.plugin_conf())
+    }
+
+    fn plugin_with(
+        &self,
+        command: &str,
+        pod_ns: &str,
+        pod_name: &str,
+        netns: &str,
+        conf: &Value,
+    ) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns.name])
+            .arg(self.path("bin/meshtables-cni"));
+        support::clear_our_env(&mut c);
+        c.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "c0ffee")
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", self.path("bin"))
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={pod_ns};K8S_POD_NAME={pod_name}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// The node's IPv4 probe set's members (nft, in the node's namespace).
+    fn probe_set(&self) -> String {
+        let o = self.ns.run(
+            "nft",
+            &[
+                "list",
+                "set",
+                "inet",
+                "istio-ambient-nat",
+                "istio-inpod-probes-v4",
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.kubelet.kill();
+        let _ = self.kubelet.wait();
+        if let Some(mut c) = self.installer.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + LONG;
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn inode(path: &Path) -> (u64, u64) {
+    let m = std::fs::metadata(path).unwrap();
+    (m.dev(), m.ino())
+}
+
+fn fd_inode(fd: RawFd) -> (u64, u64) {
+    inode(Path::new(&format!("/proc/self/fd/{fd}")))
+}
+
+/// The stand-in ztunnel's next request after its (empty) snapshot. An add's fd, received,
+/// is reopened through /proc (a file of our own on the same namespace) and closed.
+fn next_request(z: &Ztunnel) -> (RequestPayload, Option<std::fs::File>) {
+    match z.recv() {
+        Got::Request(r, fd) => {
+            let file = fd.map(|f| {
+                let file = std::fs::File::open(format!("/proc/self/fd/{f}")).unwrap();
+                nix::unistd::close(f).unwrap();
+                file
+            });
+            (r.payload.expect("a request with a payload"), file)
+        }
+        Got::Closed => panic!("the agent closed ztunnel's connection"),
+    }
+}
+
+/// Runs the plugin's ADD on a thread while the stand-in takes the request and acks it with
+/// `ack`; returns the plugin's output and what ztunnel received.
+fn add_with_ztunnel(
+    n: &Node,
+    z: &Ztunnel,
+    pod_ns: &str,
+    name: &str,
+    netns: &str,
+    ack: &str,
+) -> (Output, RequestPayload, Option<std::fs::File>) {
+    std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("ADD", pod_ns, name, netns));
+        let (req, fd) = next_request(z);
+        z.ack(ack);
+        (plugin.join().unwrap(), req, fd)
+    })
+}
+
+fn ok(o: &Output) -> bool {
+    o.status.success()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout {}\nstderr {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn cni_code(o: &Output) -> Option<u64> {
+    serde_json::from_slice::<Value>(&o.stdout)
+        .ok()?
+        .get("code")?
+        .as_u64()
+}
+
+fn ambient_check(netns: &str) -> Output {
+    let mut c = support::command(
+        &[
+            "ambient",
+            "check",
+            "--network-namespace",
+            netns,
+            "--native-nftables",
+        ],
+        &[("AMBIENT_DNS_CAPTURE", "true")],
+    );
+    c.output().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Trials.
+
+fn add_labelled_pod_is_redirected_acked_and_enabled() {
+    let mut n = Node::new("add");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod(
+        "shop",
+        "cart",
+        json!({"istio.io/dataplane-mode": "ambient"}),
+        json!({}),
+    ));
+    n.api.add_namespace("shop", json!({}));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, req, fd) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        out["ips"][0]["address"], "10.244.1.5/24",
+        "prevResult passed on"
+    );
+    match req {
+        RequestPayload::Add(AddWorkload { uid, workload_info }) => {
+            assert_eq!(uid, POD_UID);
+            let w = workload_info.unwrap();
+            assert_eq!((w.name.as_str(), w.namespace.as_str()), ("cart", "shop"));
+            assert_eq!(w.service_account, "cart-sa");
+        }
+        other => panic!("ztunnel got {other:?}, not an add"),
+    }
+    let fd = fd.expect("an add carries the pod's netns fd");
+    assert_eq!(fd_inode(fd.as_raw_fd()), inode(Path::new(&pod_ns.path())));
+    let check = ambient_check(&pod_ns.path());
+    assert!(ok(&check), "ambient check in the pod: {}", show(&check));
+    assert!(
+        n.probe_set().contains("10.244.1.5"),
+        "probe set: {}",
+        n.probe_set()
+    );
+    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+    let (ctype, who, _) = n.api.patches()[0].clone();
+    assert_eq!(ctype, "application/merge-patch+json");
+    assert_eq!(who, "shop/cart");
+}
+
+fn add_namespace_label_makes_a_pod_ambient() {
+    let mut n = Node::new("nslabel");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, req, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+}
+
+/// Pods the shared decision leaves out never reach the agent: ztunnel gets nothing and no
+/// annotation is written.
+fn add_not_ambient(labels: Value, annotations: Value, namespace: &'static str) -> impl FnOnce() {
+    move || {
+        let mut n = Node::new("notamb");
+        let pod_ns = Netns::new("pod");
+        n.api.add_pod(pod(namespace, "cart", labels, annotations));
+        n.start();
+        let z = Ztunnel::ready(&n.zds());
+        let o = n.plugin("ADD", namespace, "cart", &pod_ns.path());
+        assert!(ok(&o), "ADD: {}", show(&o));
+        assert!(z.idle(), "ztunnel was sent something");
+        assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+        assert!(
+            !ok(&ambient_check(&pod_ns.path())),
+            "ambient rules in a pod that is not ambient"
+        );
+    }
+}
+
+fn add_without_ztunnel_fails_marks_pending_and_the_snapshot_carries_it() {
+    let mut n = Node::new("noz");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert!(!ok(&o), "ADD without ztunnel succeeded: {}", show(&o));
+    assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ztunnel"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(n.api.redirections(), vec![Some("pending".to_string())]);
+    // The rules are in (a removal must undo them): what `pending` says.
+    assert!(ok(&ambient_check(&pod_ns.path())));
+    // ztunnel connecting now gets the pod in its snapshot, with its namespace.
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    let (req, fd) = next_request(&z);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("snapshot began with {other:?}"),
+    }
+    assert_eq!(
+        fd_inode(fd.expect("the snapshot's add has the fd").as_raw_fd()),
+        inode(Path::new(&pod_ns.path()))
+    );
+}
+
+fn add_ztunnel_refusal_fails_the_add() {
+    let mut n = Node::new("nack");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "no workload info");
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no workload info"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(n.api.redirections(), vec![Some("pending".to_string())]);
+}
+
+fn add_agent_down_is_try_again_later() {
+    let mut n = Node::new("down");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let conf = n.plugin_conf();
+    let mut conf = conf.clone();
+    conf["kubernetes"]["ambient-agent"] = json!(n.path("run/nobody.sock").display().to_string());
+    let o = n.plugin_with("ADD", "mesh", "cart", &pod_ns.path(), &conf);
+    assert!(!ok(&o));
+    assert_eq!(cni_code(&o), Some(11), "{}", show(&o));
+    assert!(!ok(&ambient_check(&pod_ns.path())));
+}
+
+fn add_the_node_namespace_is_refused() {
+    let mut n = Node::new("own");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let _z = Ztunnel::ready(&n.zds());
+    let o = n.plugin("ADD", "mesh", "cart", &n.ns.path());
+    assert!(!ok(&o), "{}", show(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("own network namespace") || text.contains("its own"),
+        "{}",
+        show(&o)
+    );
+    assert!(n.api.patches().is_empty());
+}
+
+fn add_traffic_reaches_the_ztunnel_given_the_fd() {
+    let mut n = Node::new("traffic");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, fd) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    let fd = fd.unwrap();
+    // The stand-in opens its outbound listener inside the namespace it was given, with
+    // ztunnel's mark on its own sockets, as ztunnel does.
+    let listener = std::thread::spawn(move || {
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        std::net::TcpListener::bind("0.0.0.0:15001").unwrap()
+    })
+    .join()
+    .unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let name = pod_ns.name.clone();
+    let o = sh(&format!(
+        "ip -n {name} link set veth0 up && ip -n {name} route add default dev eth0"
+    ));
+    assert!(o.status.success(), "{}", show(&o));
+    // The app: any process of the pod (not ztunnel's mark) connecting out.
+    let app = std::thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c"])
+            .arg("import socket; socket.create_connection(('192.0.2.1', 80), 5).close()")
+            .output()
+            .unwrap()
+    });
+    let (conn, peer) = listener.accept().unwrap();
+    assert!(peer.ip().to_string() == "10.244.1.5", "from {peer}");
+    let orig = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::OriginalDst).unwrap();
+    assert_eq!(
+        std::net::Ipv4Addr::from(u32::from_be(orig.sin_addr.s_addr)).to_string(),
+        "192.0.2.1"
+    );
+    drop(conn);
+    let o = app.join().unwrap();
+    assert!(o.status.success(), "the app's connect: {}", show(&o));
+}
+
+fn del_tells_ztunnel_and_empties_the_probe_set() {
+    let mut n = Node::new("del");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    assert!(n.probe_set().contains("10.244.1.5"));
+    let del = std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("DEL", "mesh", "cart", &pod_ns.path()));
+        let (req, _) = next_request(&z);
+        z.ack("");
+        match req {
+            RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+            other => panic!("ztunnel got {other:?}, not a del"),
+        }
+        plugin.join().unwrap()
+    });
+    assert!(ok(&del), "DEL: {}", show(&del));
+    assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+}
+
+fn del_with_the_agent_down_still_succeeds() {
+    let mut n = Node::new("deldown");
+    let pod_ns = Netns::new("pod");
+    n.start();
+    let mut conf = n.plugin_conf();
+    conf["kubernetes"]["ambient-agent"] = json!(n.path("run/nobody.sock").display().to_string());
+    let o = n.plugin_with("DEL", "mesh", "cart", &pod_ns.path(), &conf);
+    assert!(ok(&o), "{}", show(&o));
+}
+
+fn raw_request(path: &Path, bytes: &[u8]) -> Option<Value> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, socket,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).ok()?;
+    let _ = send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL);
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = recv(s.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+    serde_json::from_slice(&buf[..n]).ok()
+}
+
+fn socket_garbage_and_oversized_requests_are_answered_no() {
+    let mut n = Node::new("garbage");
+    n.start();
+    for bytes in [
+        b"not json".to_vec(),
+        br#"{"verb":"add"}"#.to_vec(),
+        br#"{"verb":"ping","extra":1}"#.to_vec(),
+        vec![b' '; 100 << 10],
+    ] {
+        let reply = raw_request(&n.agent_socket(), &bytes).expect("a reply");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+    let ping = raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).unwrap();
+    assert!(ping["error"].is_null(), "{ping}");
+}
+
+fn socket_silent_clients_do_not_hold_up_an_add() {
+    let mut n = Node::new("silent");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .filter_map(|_| {
+            use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .ok()?;
+            connect(fd.as_raw_fd(), &UnixAddr::new(&n.agent_socket()).ok()?).ok()?;
+            Some(std::os::unix::net::UnixStream::from(fd))
+        })
+        .collect();
+    assert!(
+        silent.len() >= 16,
+        "only {} silent clients connected",
+        silent.len()
+    );
+    let start = Instant::now();
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    // Each silent client is closed at the request deadline (2 s); the ADD waits for at most
+    // a slot, not for all of them one after the other.
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "ADD took {:?}",
+        start.elapsed()
+    );
+    drop(silent);
+}
+
+fn socket_a_non_root_client_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = Node::new("nonroot");
+    n.start();
+    let sock = n.agent_socket();
+    let mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the agent's socket is root's only");
+    // Opened up as a careless host path could be: the agent's peer check still refuses.
+    for d in [n.dir.path().to_path_buf(), n.path("run")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let python = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\ns.connect({:?})\ntry:\n s.send(b'{{\"verb\":\"ping\"}}')\nexcept BrokenPipeError:\n pass\nprint(s.recv(4096).decode())",
+        sock.display().to_string()
+    );
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &python,
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("only root"), "{}", show(&o));
+}
+
+fn start_installs_the_node_probe_rules() {
+    let mut n = Node::new("start");
+    n.start();
+    let o =
+        n.ns.run("nft", &["list", "table", "inet", "istio-ambient-nat"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("istio-inpod-probes-v4"),
+        "{text}"
+    );
+    assert!(text.contains("169.254.7.127"), "{text}");
+}
+
+fn main() {
+    let mut t = Trials::new();
+    let needs = root(&["ip", "nft", "setpriv", "python3"]);
+    t.add(
+        "add::labelled_pod_is_redirected_acked_and_enabled",
+        needs,
+        add_labelled_pod_is_redirected_acked_and_enabled,
+    );
+    t.add(
+        "add::namespace_label_makes_a_pod_ambient",
+        needs,
+        add_namespace_label_makes_a_pod_ambient,
+    );
+    t.add(
+        "add::unlabelled_pod_never_reaches_the_agent",
+        needs,
+        add_not_ambient(json!({}), json!({}), "plain"),
+    );
+    t.add(
+        "add::pod_labelled_none_in_an_ambient_namespace_never_reaches_the_agent",
+        needs,
+        add_not_ambient(
+            json!({"istio.io/dataplane-mode": "none"}),
+            json!({}),
+            "mesh",
+        ),
+    );
+    t.add(
+        "add::excluded_namespace_never_reaches_the_agent",
+        needs,
+        add_not_ambient(
+            json!({"istio.io/dataplane-mode": "ambient"}),
+            json!({}),
+            "kube-system",
+        ),
+    );
+    t.add(
+        "add::without_ztunnel_fails_marks_pending_and_the_snapshot_carries_it",
+        needs,
+        add_without_ztunnel_fails_marks_pending_and_the_snapshot_carries_it,
+    );
+    t.add(
+        "add::ztunnel_refusal_fails_the_add",
+        needs,
+        add_ztunnel_refusal_fails_the_add,
+    );
+    t.add(
+        "add::agent_down_is_try_again_later",
+        needs,
+        add_agent_down_is_try_again_later,
+    );
+    t.add(
+        "add::the_node_namespace_is_refused",
+        needs,
+        add_the_node_namespace_is_refused,
+    );
+    t.add(
+        "add::traffic_reaches_the_ztunnel_given_the_fd",
+        needs,
+        add_traffic_reaches_the_ztunnel_given_the_fd,
+    );
+    t.add(
+        "del::tells_ztunnel_and_empties_the_probe_set",
+        needs,
+        del_tells_ztunnel_and_empties_the_probe_set,
+    );
+    t.add(
+        "del::with_the_agent_down_still_succeeds",
+        needs,
+        del_with_the_agent_down_still_succeeds,
+    );
+    t.add(
+        "socket::garbage_and_oversized_requests_are_answered_no",
+        needs,
+        socket_garbage_and_oversized_requests_are_answered_no,
+    );
+    t.add(
+        "socket::silent_clients_do_not_hold_up_an_add",
+        needs,
+        socket_silent_clients_do_not_hold_up_an_add,
+    );
+    t.add(
+        "socket::a_non_root_client_is_refused",
+        needs,
+        socket_a_non_root_client_is_refused,
+    );
+    t.add(
+        "start::installs_the_node_probe_rules",
+        needs,
+        start_installs_the_node_probe_rules,
+    );
+    t.declare(16, &[("add", 10), ("del", 2), ("socket", 3), ("start", 1)]);
+    t.run()
+}

@@ -933,6 +933,14 @@ pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
         .collect()
 }
 
+/// Whole seconds, 0 to a day (0: off).
+pub fn seconds(s: &str) -> Result<u64, Problem> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n <= 86_400 => Ok(n),
+        _ => Err("is not a number of seconds (expected 0 to 86400; 0 turns it off)".into()),
+    }
+}
+
 /// One Kubernetes namespace name (a DNS-1123 label).
 pub fn namespace_name(s: &str) -> Result<String, Problem> {
     let n = s.trim();

@@ -323,7 +323,8 @@ impl Node {
             .args(["--service-account-dir", &format!("{d}/sa")])
             .args(["--cni-agent-run-dir", &format!("{d}/run")])
             .args(["--ztunnel-uds-address", &self.zds().display().to_string()])
-            .args(["--exclude-namespaces", "kube-system"]);
+            .args(["--exclude-namespaces", "kube-system"])
+            .args(["--drift-check-interval", "1"]);
         support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", self.api.port.to_string())
@@ -886,6 +887,94 @@ fn start_installs_the_node_probe_rules() {
     assert!(text.contains("169.254.7.127"), "{text}");
 }
 
+/// Enrols `shop/cart` (labelled ambient) in a fresh pod namespace; returns the node, the
+/// pod's namespace and the stand-in ztunnel.
+fn enrolled(tag: &str) -> (Node, Netns, Ztunnel) {
+    let mut n = Node::new(tag);
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    (n, pod_ns, z)
+}
+
+fn drift_pod_rules_flushed_are_put_back() {
+    let (n, pod_ns, _z) = enrolled("driftpod");
+    let o = pod_ns.run("nft", &["flush", "ruleset"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "flushed rules still check"
+    );
+    let start = Instant::now();
+    while !ok(&ambient_check(&pod_ns.path())) {
+        assert!(start.elapsed() < LONG, "rules not put back: {}", n.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(n.log().contains("put back"), "{}", n.log());
+}
+
+fn drift_node_rules_flushed_are_put_back_with_the_members() {
+    let (n, _pod_ns, _z) = enrolled("driftnode");
+    let o = n.ns.run("nft", &["flush", "ruleset"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let start = Instant::now();
+    while !n.probe_set().contains("10.244.1.5") {
+        assert!(
+            start.elapsed() < LONG,
+            "probe set not put back: {}",
+            n.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rules =
+        n.ns.run("nft", &["list", "table", "inet", "istio-ambient-nat"]);
+    assert!(String::from_utf8_lossy(&rules.stdout).contains("169.254.7.127"));
+}
+
+fn ready_says_the_agent_answers() {
+    let mut n = Node::new("ready");
+    n.start();
+    let d = n.dir.path().display().to_string();
+    let ready = |extra: &[&str]| {
+        let mut c = Command::new(support::bin());
+        c.args(["cni-ready", "--ambient-enabled"])
+            .args(["--cni-bin-dir", &format!("{d}/bin")])
+            .args(["--cni-conf-dir", &format!("{d}/net")])
+            .args(["--host-cni-conf-dir", &format!("{d}/net")])
+            .args(["--service-account-dir", &format!("{d}/sa")])
+            .args(["--exclude-namespaces", "kube-system"])
+            .args(extra);
+        support::clear_our_env(&mut c);
+        c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", n.api.port.to_string())
+            .env("NATIVE_NFTABLES", "true")
+            .output()
+            .unwrap()
+    };
+    let here = format!("{d}/run");
+    let o = ready(&["--cni-agent-run-dir", &here]);
+    assert!(ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("node agent answers"),
+        "{}",
+        show(&o)
+    );
+    // An agent that does not answer (its socket moved away): not ready, and it says why.
+    let aside = n.path("run/aside.sock");
+    std::fs::rename(n.agent_socket(), &aside).unwrap();
+    let o = ready(&["--cni-agent-run-dir", &here]);
+    std::fs::rename(&aside, n.agent_socket()).unwrap();
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("node agent"),
+        "{}",
+        show(&o)
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -977,6 +1066,30 @@ fn main() {
         needs,
         start_installs_the_node_probe_rules,
     );
-    t.declare(16, &[("add", 10), ("del", 2), ("socket", 3), ("start", 1)]);
+    t.add(
+        "drift::pod_rules_flushed_are_put_back",
+        needs,
+        drift_pod_rules_flushed_are_put_back,
+    );
+    t.add(
+        "drift::node_rules_flushed_are_put_back_with_the_members",
+        needs,
+        drift_node_rules_flushed_are_put_back_with_the_members,
+    );
+    t.add(
+        "start::ready_says_the_agent_answers",
+        needs,
+        ready_says_the_agent_answers,
+    );
+    t.declare(
+        19,
+        &[
+            ("add", 10),
+            ("del", 2),
+            ("socket", 3),
+            ("start", 2),
+            ("drift", 2),
+        ],
+    );
     t.run()
 }

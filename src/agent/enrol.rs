@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::eligible::{self, ENABLED, PENDING, REDIRECTION, Scope, Verdict};
@@ -46,6 +46,25 @@ pub struct Enrolled {
     pub netns: (u64, u64),
 }
 
+/// What the agent holds for an enrolled pod: its namespace open (the drift check runs in
+/// exactly that one), and the flags its rules were written with.
+struct Member {
+    enrolled: Enrolled,
+    netns: Arc<File>,
+    flags: Flags,
+}
+
+/// What a drift pass found missing and put back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Repairs {
+    /// The node's probe rules or sets (a firewalld reload, `nft flush ruleset`).
+    pub host: u64,
+    /// A pod's in-pod rules or routes.
+    pub pod_rules: u64,
+    /// Checks that could not run or repairs that failed (logged).
+    pub failed: u64,
+}
+
 /// The agent: its ZDS server, its API client, what it enrolled.
 pub struct Agent {
     pub zds: ZdsServer,
@@ -55,7 +74,9 @@ pub struct Agent {
     /// AMBIENT_DNS_CAPTURE, AMBIENT_IPV6, NATIVE_NFTABLES...).
     env: HashMap<String, String>,
     /// Enrolled pods by `namespace/name`.
-    pods: Mutex<BTreeMap<String, Enrolled>>,
+    pods: Mutex<BTreeMap<String, Member>>,
+    /// Repairs since start, by cause.
+    repaired: Mutex<Repairs>,
 }
 
 /// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
@@ -74,12 +95,77 @@ impl Agent {
             scope,
             env,
             pods: Mutex::new(BTreeMap::new()),
+            repaired: Mutex::new(Repairs::default()),
         }
     }
 
     /// The pods enrolled now, by `namespace/name`.
     pub fn enrolled(&self) -> BTreeMap<String, Enrolled> {
-        lock(&self.pods).clone()
+        lock(&self.pods)
+            .iter()
+            .map(|(k, m)| (k.clone(), m.enrolled.clone()))
+            .collect()
+    }
+
+    /// Repairs since start.
+    pub fn repaired(&self) -> Repairs {
+        *lock(&self.repaired)
+    }
+
+    /// One drift pass: the node's rules (put back, with every enrolled pod's probe-set
+    /// members, when they are gone) and each enrolled pod's rules, checked in the namespace
+    /// the agent holds open (one netlink dump each) and put back when they differ.
+    pub fn check_drift(&self) -> Repairs {
+        let mut found = Repairs::default();
+        if host_rules(&self.env, Subcommand::Check).is_err() {
+            match host_rules(&self.env, Subcommand::Apply) {
+                Ok(()) => {
+                    found.host += 1;
+                    logging::warn("drift: the node's probe rules were gone or changed; put back");
+                    let members: Vec<Enrolled> = self.enrolled().into_values().collect();
+                    for e in members {
+                        if let Err(err) = self.probe_set(MemberVerb::Add, &e.uid, &e.ips) {
+                            found.failed += 1;
+                            logging::warn(&format!(
+                                "drift: pod {}'s probe-set member: {err}",
+                                e.uid
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    found.failed += 1;
+                    logging::warn(&format!("drift: the node's probe rules: {e}"));
+                }
+            }
+        }
+        let members: Vec<(String, Arc<File>, Flags)> = lock(&self.pods)
+            .iter()
+            .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone()))
+            .collect();
+        for (id, netns, flags) in members {
+            let by_fd = fd_path(&netns);
+            if self.run_rules(&flags, &by_fd, Subcommand::Check).is_ok() {
+                continue;
+            }
+            match self.run_rules(&flags, &by_fd, Subcommand::Apply) {
+                Ok(()) => {
+                    found.pod_rules += 1;
+                    logging::warn(&format!(
+                        "drift: pod {id}'s rules were gone or changed; put back"
+                    ));
+                }
+                Err(e) => {
+                    found.failed += 1;
+                    logging::warn(&format!("drift: pod {id}'s rules: {e}"));
+                }
+            }
+        }
+        let mut total = lock(&self.repaired);
+        total.host += found.host;
+        total.pod_rules += found.pod_rules;
+        total.failed += found.failed;
+        found
     }
 
     fn pod(&self, ns: &NamespaceName, name: &PodName) -> Result<Pod, String> {
@@ -132,9 +218,10 @@ impl Agent {
             .metadata()
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
-        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+        let by_fd = fd_path(&netns);
         crate::netns::refuse_own(&by_fd).map_err(|e| format!("pod {id}: {e}"))?;
-        self.rules(&pod, &by_fd)
+        let flags = rule_flags(&pod);
+        self.run_rules(&flags, &by_fd, Subcommand::Apply)
             .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;
         let info = WorkloadInfo {
             name: pod.metadata.name.clone(),
@@ -167,10 +254,14 @@ impl Agent {
             .map_err(|e| format!("pod {id}: marking it {ENABLED}: {e}"))?;
         lock(&self.pods).insert(
             id.clone(),
-            Enrolled {
-                uid: uid.clone(),
-                ips: ips.clone(),
-                netns: identity,
+            Member {
+                enrolled: Enrolled {
+                    uid: uid.clone(),
+                    ips: ips.clone(),
+                    netns: identity,
+                },
+                netns: Arc::new(netns),
+                flags,
             },
         );
         logging::info(&format!(
@@ -186,7 +277,7 @@ impl Agent {
     pub fn del(&self, ev: &PodEvent) -> Result<(), String> {
         let (ns, name) = names(ev)?;
         let id = format!("{ns}/{name}");
-        let Some(e) = lock(&self.pods).remove(&id) else {
+        let Some(Member { enrolled: e, .. }) = lock(&self.pods).remove(&id) else {
             logging::debug(&format!("DEL of pod {id}: not enrolled here"));
             return Ok(());
         };
@@ -205,31 +296,21 @@ impl Agent {
         }
     }
 
-    /// The in-pod rules, through the ambient engine, inside the namespace at `netns`.
-    fn rules(&self, pod: &Pod, netns: &Path) -> Result<(), String> {
-        let mut flags = Flags::default();
-        for spec in ambient::ALL {
-            if let Some(key) = ambient::annotation_of(spec)
-                && let Some(value) = pod.metadata.annotations.get(key)
-            {
-                flags.set(spec, value.clone());
-            }
-        }
+    /// The in-pod rules (`flags`), through the ambient engine, inside the namespace at
+    /// `netns`: applied, or checked.
+    fn run_rules(&self, flags: &Flags, netns: &Path, sub: Subcommand) -> Result<(), String> {
+        let mut flags = flags.clone();
         flags.set(
             &ambient::NETWORK_NAMESPACE.spec,
             netns.display().to_string(),
         );
-        // A retried ADD finds its own rules (identical: nothing to do) or an earlier
-        // version's, which the agent owns and replaces, as upstream's agent does.
-        flags.set(&ambient::RECONCILE.spec, "true");
-        let mut out = Vec::new();
         run::execute(
             &Ambient,
             &flags,
-            Subcommand::Apply,
+            sub,
             &self.env,
             &crate::host::System,
-            &mut out,
+            &mut Vec::new(),
         )
         .map_err(|e| e.to_string())
     }
@@ -276,6 +357,45 @@ impl Handler for Agent {
         }
         outcome
     }
+}
+
+/// The ambient flags of a pod: its annotations as the table's pod flags, and `--reconcile`:
+/// a retried ADD finds its own rules (identical: nothing to do) or an earlier version's,
+/// which the agent owns and replaces, as upstream's agent does.
+fn rule_flags(pod: &Pod) -> Flags {
+    let mut flags = Flags::default();
+    for spec in ambient::ALL {
+        if let Some(key) = ambient::annotation_of(spec)
+            && let Some(value) = pod.metadata.annotations.get(key)
+        {
+            flags.set(spec, value.clone());
+        }
+    }
+    flags.set(&ambient::RECONCILE.spec, "true");
+    flags
+}
+
+/// The path of an open namespace, through this process's fd table.
+fn fd_path(netns: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()))
+}
+
+/// The node's probe rules, as `meshtables ambient host apply --reconcile` (or `check`)
+/// handles them, in this (the node's) namespace.
+pub fn host_rules(env: &HashMap<String, String>, sub: Subcommand) -> Result<(), String> {
+    let mut flags = Flags::default();
+    if sub == Subcommand::Apply {
+        flags.set(&ambient::RECONCILE.spec, "true");
+    }
+    run::execute(
+        &crate::profile::ambient::host::AmbientHost,
+        &flags,
+        sub,
+        env,
+        &crate::host::System,
+        &mut Vec::new(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn names(ev: &PodEvent) -> Result<(NamespaceName, PodName), String> {

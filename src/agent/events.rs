@@ -286,19 +286,8 @@ fn serve(conn: &UnixStream, handler: &dyn Handler) {
         let body = serde_json::to_vec(&Reply { error }).unwrap_or_default();
         let _ = send(conn.as_raw_fd(), &body, MsgFlags::MSG_NOSIGNAL);
     };
-    let me = nix::unistd::geteuid().as_raw();
-    match getsockopt(conn, sockopt::PeerCredentials) {
-        Ok(c) if c.uid() == 0 || c.uid() == me => {}
-        Ok(c) => {
-            crate::logging::warn(&format!(
-                "agent socket: refusing a client of uid {} (pid {}): only root may enrol pods",
-                c.uid(),
-                c.pid()
-            ));
-            return reply(Some("only root may talk to the node agent".into()));
-        }
-        Err(e) => return crate::logging::warn(&format!("agent socket: SO_PEERCRED: {e}")),
-    }
+    // The request is read before the peer is judged: closing a connection with a datagram
+    // unread resets it, and the refusal would never arrive.
     let bytes = match recv_within(conn, REQUEST_DEADLINE) {
         Ok(Some(b)) => b,
         Ok(None) => {
@@ -313,6 +302,19 @@ fn serve(conn: &UnixStream, handler: &dyn Handler) {
         }
         Err(_) => return,
     };
+    let me = nix::unistd::geteuid().as_raw();
+    match getsockopt(conn, sockopt::PeerCredentials) {
+        Ok(c) if c.uid() == 0 || c.uid() == me => {}
+        Ok(c) => {
+            crate::logging::warn(&format!(
+                "agent socket: refusing a client of uid {} (pid {}): only root may enrol pods",
+                c.uid(),
+                c.pid()
+            ));
+            return reply(Some("only root may talk to the node agent".into()));
+        }
+        Err(e) => return crate::logging::warn(&format!("agent socket: SO_PEERCRED: {e}")),
+    }
     match serde_json::from_slice::<Request>(&bytes) {
         Ok(req) => reply(handler.handle(req).err()),
         Err(e) => reply(Some(format!("not a request: {e}"))),

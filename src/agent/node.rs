@@ -12,10 +12,7 @@ use super::eligible::Scope;
 use super::enrol::Agent;
 use super::events::{self, Listener};
 use super::server::{Deadlines, ZdsServer};
-use crate::flags::Flags;
 use crate::options::Subcommand;
-use crate::profile::ambient::flags as ambient;
-use crate::profile::ambient::host::AmbientHost;
 
 /// What the agent needs from the installer's settings.
 #[derive(Debug, Clone)]
@@ -28,6 +25,8 @@ pub struct Config {
     /// The service account's projected token and CA.
     pub sa_dir: PathBuf,
     pub scope: Scope,
+    /// How often every enrolled pod's rules and the node's are checked (none: never).
+    pub drift_interval: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -64,7 +63,7 @@ pub enum StartError {
 /// Starts the agent: host rules, ZDS, the plugin's socket. `env` is the process's
 /// environment (the ambient engine's settings, the API server's address).
 pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, StartError> {
-    host_rules(&env)?;
+    super::enrol::host_rules(&env, Subcommand::Apply).map_err(StartError::HostRules)?;
     std::fs::create_dir_all(&cfg.run_dir).map_err(|source| StartError::RunDir {
         path: cfg.run_dir.clone(),
         source,
@@ -85,6 +84,16 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
     let zds = ZdsServer::bind(&cfg.zds_socket, Deadlines::default())?;
     let agent = Arc::new(Agent::new(zds, kube, cfg.scope.clone(), env));
     let listener = Listener::bind(&cfg.plugin_socket(), agent.clone())?;
+    if let Some(every) = cfg.drift_interval {
+        let a = Arc::downgrade(&agent);
+        std::thread::Builder::new()
+            .name("agent-drift".into())
+            .spawn(move || drift_loop(&a, every))
+            .map_err(|source| StartError::RunDir {
+                path: cfg.run_dir.clone(),
+                source,
+            })?;
+    }
     crate::logging::info(&format!(
         "node agent: ztunnel's socket {}, the plugin's {}",
         cfg.zds_socket.display(),
@@ -94,22 +103,6 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
         agent,
         _listener: listener,
     })
-}
-
-/// The node's probe rules and sets, as `meshtables ambient host apply --reconcile` installs
-/// them, in this (the node's) namespace.
-fn host_rules(env: &HashMap<String, String>) -> Result<(), StartError> {
-    let mut flags = Flags::default();
-    flags.set(&ambient::RECONCILE.spec, "true");
-    crate::run::execute(
-        &AmbientHost,
-        &flags,
-        Subcommand::Apply,
-        env,
-        &crate::host::System,
-        &mut Vec::new(),
-    )
-    .map_err(|e| StartError::HostRules(e.to_string()))
 }
 
 /// A kubeconfig naming the service account's files (not copies): the API server from
@@ -155,4 +148,19 @@ fn write_kubeconfig(cfg: &Config, env: &HashMap<String, String>) -> Result<PathB
 
 fn abs(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Every `every`, a drift pass, until the agent is dropped.
+fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Some(a) = agent.upgrade() else { return };
+        let found = a.check_drift();
+        if found != super::enrol::Repairs::default() {
+            crate::logging::info(&format!(
+                "drift pass: {} node repair(s), {} pod repair(s), {} failure(s)",
+                found.host, found.pod_rules, found.failed
+            ));
+        }
+    }
 }

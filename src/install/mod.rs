@@ -60,6 +60,8 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
             system_namespace: s.pod_namespace.clone(),
             exclude_namespaces: s.exclude_namespaces.clone(),
         },
+        drift_interval: (s.drift_check_interval > 0)
+            .then(|| std::time::Duration::from_secs(s.drift_check_interval)),
     };
     // Variables that are not UTF-8 are no setting of ours (and `vars()` would panic on them).
     let env = std::env::vars_os()

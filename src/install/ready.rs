@@ -59,8 +59,35 @@ pub fn inspect(s: &Settings, env: &dyn EnvSource) -> Result<String, String> {
     let conf = as_plugin_conf(&local)?;
     crate::cni::status_of_settings(&conf)
         .map_err(|e| format!("the plugin's STATUS fails: {}", e.details))?;
+    let agent = if s.ambient_enabled {
+        agent_answers(s)?;
+        ", and the node agent answers"
+    } else {
+        ""
+    };
     Ok(format!(
-        "ready: the chain of {} ends with meshtables-cni, and its binary and kubeconfig are whole",
+        "ready: the chain of {} ends with meshtables-cni, and its binary and kubeconfig are whole{agent}",
         file.display()
     ))
+}
+
+/// The node agent answers a ping on the plugin's socket: it started, installed the node's
+/// rules and reconciled the pods it found, so an ambient pod's ADD can be served.
+fn agent_answers(s: &Settings) -> Result<(), String> {
+    #[cfg(feature = "agent")]
+    {
+        use crate::agent::events::{Empty, Request, call};
+        let socket = super::settings::agent_socket(s);
+        call(
+            &socket,
+            &Request::Ping(Empty {}),
+            std::time::Duration::from_secs(2),
+        )
+        .map_err(|e| e.to_string())
+    }
+    #[cfg(not(feature = "agent"))]
+    {
+        let _ = s;
+        Err("this build has no node agent".into())
+    }
 }

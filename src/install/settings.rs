@@ -31,6 +31,7 @@ pub struct Settings {
     pub ztunnel_uds_address: PathBuf,
     pub cni_agent_run_dir: PathBuf,
     pub pod_namespace: String,
+    pub drift_check_interval: u64,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
 }
@@ -69,6 +70,7 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         ztunnel_uds_address: r.get(&f::ZTUNNEL_UDS_ADDRESS)?,
         cni_agent_run_dir: r.get(&f::CNI_AGENT_RUN_DIR)?,
         pod_namespace: r.get(&f::POD_NAMESPACE)?,
+        drift_check_interval: r.get(&f::DRIFT_CHECK_INTERVAL)?,
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
     };

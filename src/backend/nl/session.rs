@@ -88,7 +88,40 @@ impl Nft {
                 }
             }
         })?;
-        Ok(Nft { t })
+        let mut nft = Nft { t };
+        nft.await_nf_tables()?;
+        Ok(nft)
+    }
+
+    /// Waits (briefly) for nf_tables to be there. nfnetlink answers EINVAL for a subsystem
+    /// that is not registered, after asking for the module; a module another process's
+    /// request is still loading counts as loaded for a second modprobe (busybox's and kmod's
+    /// alike), so the first nf_tables users on a fresh node can see EINVAL for a few
+    /// milliseconds (seen under qemu, two trials at once). Still EINVAL after the retries:
+    /// nf_tables is missing and could not be loaded.
+    fn await_nf_tables(&mut self) -> Result<(), NetlinkError> {
+        const TRIES: u32 = 10;
+        const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+        let context = "reading the ruleset generation";
+        for attempt in 1..=TRIES {
+            let request = NfTablesMessage::GetGen(GenMessage { attributes: vec![] });
+            match self
+                .t
+                .get(wire::request(request))
+                .map_err(io_err(context))?
+            {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINVAL) if attempt < TRIES => std::thread::sleep(PAUSE),
+                Err(Errno::EINVAL) => return Err(NetlinkError::NoNfTables),
+                Err(e) => {
+                    return Err(NetlinkError::Io {
+                        context,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        Err(NetlinkError::NoNfTables)
     }
 
     /// Every `inet` object of one kind (the dump `request` asks for), parsed, in the

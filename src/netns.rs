@@ -66,8 +66,9 @@ impl NetnsError {
 }
 
 /// Opens a namespace file without blocking (a FIFO named here must not hang the run) and
-/// checks that it is one.
-fn open(path: &Path) -> Result<File, NetnsError> {
+/// checks that it is one. Callers that keep the namespace (the node agent holds a pod's fd
+/// for as long as the pod is enrolled) open it here and enter it with `run_in_file`.
+pub fn open(path: &Path) -> Result<File, NetnsError> {
     let open_err = |source| NetnsError::Open {
         path: path.to_path_buf(),
         source,
@@ -109,6 +110,17 @@ pub fn refuse_own(path: &Path) -> Result<(), NetnsError> {
 /// returns its result. A panic in `work` propagates to the caller.
 pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
     let file = open(path)?;
+    run_in_file(&file, path, work)
+}
+
+/// `run_in` for a namespace already open (by `open`): the thread enters exactly the namespace
+/// `file` is, whatever `path` names by now (a `/proc/PID` whose process exited and whose PID
+/// was reused). `path` only names the namespace in errors.
+pub fn run_in_file<T: Send>(
+    file: &File,
+    path: &Path,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, NetnsError> {
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("netns".into())
@@ -116,7 +128,7 @@ pub fn run_in<T: Send>(path: &Path, work: impl FnOnce() -> T + Send) -> Result<T
                 // The kernel compares the file's namespace type with CLONE_NEWNET: EINVAL
                 // from a file `open` accepted (nsfs or procfs) means a namespace of another
                 // type (`/proc/PID/ns/mnt`) or a /proc file that is no namespace at all.
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+                setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
                     nix::errno::Errno::EINVAL => {
                         NetnsError::NotANetworkNamespace(path.to_path_buf())
                     }

@@ -1,10 +1,15 @@
-//! The node agent (Istio ambient's istio-cni agent, issue #23): the node-side half that tells
-//! ztunnel which pods to proxy. So far its ZDS server: `zds` holds the protocol's messages,
-//! `server` the unix SOCK_SEQPACKET listener that ztunnel connects to (docs/zds.md).
+//! The node agent (Istio ambient's istio-cni agent, issue #23; docs/agent.md): the node-side
+//! half that tells ztunnel which pods to proxy. `zds` holds the protocol's messages and
+//! `server` the unix SOCK_SEQPACKET listener ztunnel connects to (docs/zds.md); `eligible` is
+//! the one decision of which pods are ambient; `events` the socket the plugin's ADD and DEL
+//! talk to; `enrol` what is done for a pod (rules, ztunnel, probe set, annotation) and the
+//! drift pass; `netns_scan` finds a running pod's namespace in /proc; `node` starts it all
+//! beside the installer.
 
 pub mod eligible;
 pub mod enrol;
 pub mod events;
+pub mod netns_scan;
 pub mod node;
 pub mod server;
 pub mod zds;

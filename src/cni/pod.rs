@@ -369,7 +369,7 @@ mod decoding {
     #[test]
     fn nulls_are_empty_and_wrong_types_are_errors() {
         let p: Pod = serde_json::from_str(
-            r#"{"metadata": {"labels": null, "annotations": {"a": "b"}, "uid": 5},
+            r#"{"metadata": {"labels": null, "annotations": {"a": "b"}, "generation": 5},
                 "spec": {"containers": [{"name": "istio-proxy", "env": null,
                          "securityContext": {"runAsUser": 1337}}]}}"#,
         )
@@ -385,6 +385,7 @@ mod decoding {
         );
         for bad in [
             r#"{"metadata": {"annotations": {"a": 1}}}"#,
+            r#"{"metadata": {"uid": 5}}"#,
             r#"{"spec": {"containers": {"name": "x"}}}"#,
             r#"{"spec": {"containers": [{"securityContext": {"runAsUser": "root"}}]}}"#,
             r#""a pod""#,

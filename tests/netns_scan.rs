@@ -424,121 +424,21 @@ fn skip_a_fifo_for_ns_net() {
 
 /// A cgroup hierarchy this process may create groups in: cgroup v2 (at /sys/fs/cgroup or
 /// /sys/fs/cgroup/unified) or v1's pids controller.
-fn writable_hierarchy() -> Option<PathBuf> {
-    [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/pids",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| {
-        p.join("cgroup.procs").exists() && {
-            let probe = p.join(format!("mt-probe-{}", std::process::id()));
-            let ok = std::fs::create_dir(&probe).is_ok();
-            let _ = std::fs::remove_dir(&probe);
-            ok
-        }
-    })
-}
-
 fn real_proc_can_run() -> Option<String> {
-    if writable_hierarchy().is_none() {
+    if support::podproc::writable_hierarchy().is_none() {
         return Some("needs a writable cgroup hierarchy under /sys/fs/cgroup".into());
     }
     None
 }
 
-/// Set in the child that runs the real-/proc trial in a PID namespace of its own.
-const IN_PID_NS: &str = "MESHTABLES_TEST_SCAN_IN_PID_NS";
-
-/// Where /proc/1/ns/net cannot be read (a sandbox that hides the machine's PID 1 even from
-/// root), the trial runs again in a PID namespace of its own (`unshare -p -f --mount-proc`),
-/// whose PID 1 is readable and in the node's network namespace, as on a node.
-fn real_proc_in_a_pid_namespace(name: &str) -> bool {
-    if std::fs::metadata("/proc/1/ns/net").is_ok() || std::env::var_os(IN_PID_NS).is_some() {
-        return false;
-    }
-    let me = std::env::current_exe().unwrap();
-    let o = Command::new("unshare")
-        .args(["-p", "-f", "--mount-proc"])
-        .arg(&me)
-        .args([name, "--exact", "--test-threads", "1"])
-        .env(IN_PID_NS, "1")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.contains("1 passed; 0 failed; 0 ignored"),
-        "{name} in a PID namespace of its own: {out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    true
-}
-
-/// A child in `ns`, moved into the cgroupfs driver's `kubepods/besteffort/pod<UID>/<ID>`
-/// group; the groups are removed and the child killed on drop.
-struct PodProcess {
-    child: Child,
-    groups: Vec<PathBuf>,
-}
-
-impl Drop for PodProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for g in self.groups.iter().rev() {
-            // A group empties once its last process is reaped: wait for that.
-            let t = Instant::now();
-            while std::fs::remove_dir(g).is_err() && t.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-fn pod_process(ns: &Netns, uid: &str) -> PodProcess {
-    let base = writable_hierarchy().unwrap();
-    let mut groups = Vec::new();
-    let mut g = base.clone();
-    for part in [
-        format!("mt-test-{}", std::process::id()),
-        "kubepods".into(),
-        "besteffort".into(),
-        format!("pod{uid}"),
-        format!("{:064x}", std::process::id()),
-    ] {
-        g = g.join(part);
-        std::fs::create_dir(&g).unwrap();
-        groups.push(g.clone());
-    }
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "sleep", "60"])
-        .spawn()
-        .unwrap();
-    let p = PodProcess { child, groups };
-    std::fs::write(g.join("cgroup.procs"), p.child.id().to_string()).unwrap();
-    // `ip netns exec` execs sleep once it has entered the namespace: wait for that.
-    let t = Instant::now();
-    let target = id_of(&ns.path());
-    while id_of(&format!("/proc/{}/ns/net", p.child.id())) != target {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "child never entered the namespace"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    p
-}
-
 fn real_proc_finds_a_child_in_a_pod_cgroup() {
-    if real_proc_in_a_pid_namespace("real_proc::finds_a_child_in_a_pod_cgroup") {
+    if support::podproc::in_a_pid_namespace("real_proc::finds_a_child_in_a_pod_cgroup") {
         return;
     }
     let ns = Netns::new("scan-real");
     // A UID of this run's own, so that concurrent runs do not see each other's process.
     let uid = format!("{:08x}-6c40-4f8a-b5d2-90a7c61e4f38", std::process::id());
-    let child = pod_process(&ns, &uid);
+    let child = support::podproc::pod_process(&ns, &uid);
     let text = std::fs::read_to_string(format!("/proc/{}/cgroup", child.child.id())).unwrap();
     assert_eq!(
         meshtables::agent::netns_scan::pod_uid_from_cgroup(&text).as_deref(),

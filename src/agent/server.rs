@@ -136,6 +136,10 @@ struct Shared {
     handshaking: Mutex<Vec<(u64, UnixStream)>>,
     next_id: AtomicU64,
     deadlines: Deadlines,
+    /// Whether snapshots may be sent: closed while the agent rebuilds what it knows at start,
+    /// so that ztunnel's first snapshot after a restart holds every running pod (ztunnel
+    /// drops the workloads a snapshot does not name).
+    open: (Mutex<bool>, std::sync::Condvar),
 }
 
 /// The server: listening, accepting on a thread of its own. Dropping it stops accepting and
@@ -157,6 +161,14 @@ impl ZdsServer {
     /// Listens on `path`, replacing a socket an earlier agent left there (anything else at
     /// the path is refused).
     pub fn bind(path: &Path, deadlines: Deadlines) -> Result<ZdsServer, ZdsError> {
+        let s = ZdsServer::bind_closed(path, deadlines)?;
+        s.open();
+        Ok(s)
+    }
+
+    /// Listens as `bind` does, but sends no snapshot until `open`: ztunnel's hello is read
+    /// and it waits for the snapshot while the agent finds the pods it must name.
+    pub fn bind_closed(path: &Path, deadlines: Deadlines) -> Result<ZdsServer, ZdsError> {
         let sock_err = |what, errno| ZdsError::Socket {
             path: path.to_path_buf(),
             what,
@@ -195,6 +207,7 @@ impl ZdsServer {
             handshaking: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             deadlines,
+            open: (Mutex::new(false), std::sync::Condvar::new()),
         });
         let (l, s) = (listener.clone(), shared.clone());
         std::thread::Builder::new()
@@ -207,6 +220,13 @@ impl ZdsServer {
             path: path.to_path_buf(),
             inode,
         })
+    }
+
+    /// Lets snapshots go (see `bind_closed`).
+    pub fn open(&self) {
+        let (flag, cv) = &self.shared.open;
+        *lock(flag) = true;
+        cv.notify_all();
     }
 
     /// How many ztunnels have sent their hello and are connected.
@@ -403,6 +423,13 @@ fn serve(shared: &Arc<Shared>, id: u64, stream: UnixStream) -> Result<(), ZdsErr
     let hello = hello?;
     if hello.version != Version::V1 as i32 {
         return Err(ZdsError::Version(hello.version));
+    }
+    {
+        let (flag, cv) = &shared.open;
+        let mut open = lock(flag);
+        while !*open {
+            open = cv.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
     }
     let conn = Arc::new(Conn {
         id,

@@ -16,6 +16,7 @@ pub mod ambient;
 pub mod mutate;
 pub mod net;
 pub mod netns;
+pub mod podproc;
 pub mod rng;
 pub mod scenarios;
 pub mod topo;

@@ -281,6 +281,8 @@ pub mod install {
             "The agent's directory: the plugin's socket (agent.sock) and the agent's kubeconfig. A host directory mounted at the same path, since the plugin connects from the host.");
         DRIFT_CHECK_INTERVAL: u64 = v::seconds, value("drift-check-interval", None, &["AMBIENT_DRIFT_CHECK_INTERVAL"], Some("10"), "seconds",
             "With --ambient-enabled: how often the agent checks every enrolled pod's rules (one netlink dump each) and the node's probe rules, and puts back what is gone (0: never).");
+        NODE_NAME: String = v::optional_node_name, value("node-name", None, &["NODE_NAME"], Some(""), "node name",
+            "With --ambient-enabled (required then): this node's name (the pod's spec.nodeName, from the downward API), whose pods the agent lists and watches.");
         POD_NAMESPACE: String = v::namespace_name, value("pod-namespace", None, &["POD_NAMESPACE"], Some("istio-system"), "namespace",
             "Istio's namespace, where ztunnel runs (its pods, labelled app=ztunnel, are never enrolled).");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",

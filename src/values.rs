@@ -933,6 +933,24 @@ pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
         .collect()
 }
 
+/// A node's name (a DNS-1123 subdomain, as Kubernetes names nodes), or empty.
+pub fn optional_node_name(s: &str) -> Result<String, Problem> {
+    let n = s.trim();
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if n.is_empty() || (n.len() <= 253 && n.split('.').all(label)) {
+        Ok(n.to_string())
+    } else {
+        Err("is not a node name (lowercase letters, digits, - and ., at most 253)".into())
+    }
+}
+
 /// Whole seconds, 0 to a day (0: off).
 pub fn seconds(s: &str) -> Result<u64, Problem> {
     match s.trim().parse::<u64>() {

@@ -59,6 +59,19 @@ struct ApiState {
     namespaces: HashMap<String, Value>,
     /// (content type, body) of every PATCH of a pod's status, in order.
     patches: Vec<(String, String, Value)>,
+    /// The resource version: one more per change.
+    rv: u64,
+    /// Every change: (version, "pods" or "namespaces", ADDED|MODIFIED|DELETED, object).
+    events: Vec<(u64, &'static str, &'static str, Value)>,
+}
+
+impl ApiState {
+    /// Records a change of `object` (its resourceVersion set to the new version).
+    fn change(&mut self, kind: &'static str, what: &'static str, object: &mut Value) {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.events.push((self.rv, kind, what, object.clone()));
+    }
 }
 
 struct Api {
@@ -114,23 +127,52 @@ impl Api {
         }
     }
 
-    fn add_pod(&self, pod: Value) {
+    fn add_pod(&self, mut pod: Value) {
         let key = format!(
             "{}/{}",
             pod["metadata"]["namespace"].as_str().unwrap(),
             pod["metadata"]["name"].as_str().unwrap()
         );
-        self.state.lock().unwrap().pods.insert(key, pod);
+        let mut st = self.state.lock().unwrap();
+        let what = if st.pods.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.change("pods", what, &mut pod);
+        st.pods.insert(key, pod);
+    }
+
+    /// Changes pod `ns/name` with `f` (a watch sees it MODIFIED).
+    fn modify_pod(&self, key: &str, f: impl FnOnce(&mut Value)) {
+        let mut st = self.state.lock().unwrap();
+        let mut pod = st.pods.get(key).cloned().unwrap();
+        f(&mut pod);
+        st.change("pods", "MODIFIED", &mut pod);
+        st.pods.insert(key.into(), pod);
+    }
+
+    fn delete_pod(&self, key: &str) {
+        let mut st = self.state.lock().unwrap();
+        let mut pod = st.pods.remove(key).unwrap();
+        st.change("pods", "DELETED", &mut pod);
+    }
+
+    fn pod(&self, key: &str) -> Value {
+        self.state.lock().unwrap().pods.get(key).cloned().unwrap()
     }
 
     fn add_namespace(&self, name: &str, labels: Value) {
-        let ns = json!({"kind": "Namespace", "apiVersion": "v1",
+        let mut ns = json!({"kind": "Namespace", "apiVersion": "v1",
             "metadata": {"name": name, "labels": labels}});
-        self.state
-            .lock()
-            .unwrap()
-            .namespaces
-            .insert(name.into(), ns);
+        let mut st = self.state.lock().unwrap();
+        let what = if st.namespaces.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.change("namespaces", what, &mut ns);
+        st.namespaces.insert(name.into(), ns);
     }
 
     /// The values the pod's redirection annotation was patched to, in order (None: removed).
@@ -183,6 +225,46 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>) {
         return;
     }
     let not_found = (404, json!({"kind": "Status", "message": "not found"}));
+    let query = path
+        .split_once('?')
+        .map(|(_, q)| q.to_string())
+        .unwrap_or_default();
+    let param = |k: &str| {
+        query.split('&').find_map(|kv| {
+            let (a, b) = kv.split_once('=')?;
+            (a == k).then(|| b.to_string())
+        })
+    };
+    let route = path.split('?').next().unwrap_or("").to_string();
+    let list_kind = match route.as_str() {
+        "/api/v1/pods" => Some("pods"),
+        "/api/v1/namespaces" => Some("namespaces"),
+        _ => None,
+    };
+    if authorized && let Some(kind) = list_kind {
+        if param("watch").is_some() {
+            let from: u64 = param("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return watch(tls, state, kind, from);
+        }
+        let st = state.lock().unwrap();
+        let items: Vec<Value> = match kind {
+            "pods" => st.pods.values().cloned().collect(),
+            _ => st.namespaces.values().cloned().collect(),
+        };
+        let list = json!({"kind": "List", "apiVersion": "v1",
+            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        drop(st);
+        let body = list.to_string();
+        let out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tls.write_all(out.as_bytes());
+        let _ = tls.flush();
+        return;
+    }
     let (status, reply) = if !authorized {
         (401, json!({"kind": "Status", "message": "Unauthorized"}))
     } else {
@@ -213,10 +295,12 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>) {
                     format!("{ns}/{name}"),
                     patch.clone(),
                 ));
-                match st.pods.get_mut(&format!("{ns}/{name}")) {
-                    Some(p) => {
-                        merge(p, &patch);
-                        (200, p.clone())
+                match st.pods.get(&format!("{ns}/{name}")).cloned() {
+                    Some(mut p) => {
+                        merge(&mut p, &patch);
+                        st.change("pods", "MODIFIED", &mut p);
+                        st.pods.insert(format!("{ns}/{name}"), p.clone());
+                        (200, p)
                     }
                     None => not_found,
                 }
@@ -238,6 +322,40 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>) {
     let _ = tls.flush();
 }
 
+/// A watch: the events of `kind` after version `from`, as a chunked stream of JSON lines,
+/// for up to a second (then the stream ends and the client watches again from the last).
+fn watch(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, kind: &str, mut from: u64) {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    if tls.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        let lines: Vec<(u64, String)> = state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|(v, k, _, _)| *v > from && *k == kind)
+            .map(|(v, _, what, obj)| (*v, json!({"type": what, "object": obj}).to_string() + "\n"))
+            .collect();
+        for (v, line) in lines {
+            let chunk = format!("{:x}\r\n{line}\r\n", line.len());
+            if tls
+                .write_all(chunk.as_bytes())
+                .and_then(|()| tls.flush())
+                .is_err()
+            {
+                return;
+            }
+            from = v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = tls.write_all(b"0\r\n\r\n");
+    let _ = tls.flush();
+}
+
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
@@ -252,6 +370,37 @@ struct Node {
     /// A process named kubelet (root's, as real kubelets are): the node's nft probe rule
     /// keys on the kubelet's uid, found in /proc as upstream finds it.
     kubelet: Child,
+}
+
+/// A process whose name is `kubelet` (a copy of sleep, made once per test process). Exec
+/// can meet ETXTBSY while another trial's fork still holds the copy's write fd: retried.
+fn fake_kubelet() -> Child {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let bin = BIN.get_or_init(|| {
+        // Unique also among trials that are each PID 1 of a PID namespace of their own.
+        let dir = std::env::temp_dir().join(format!(
+            "mt-agent-kubelet-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("kubelet");
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        bin
+    });
+    let start = Instant::now();
+    loop {
+        match Command::new(bin).arg("600").spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && start.elapsed() < LONG => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("starting the fake kubelet: {e}"),
+        }
+    }
 }
 
 fn pod(ns: &str, name: &str, labels: Value, annotations: Value) -> Value {
@@ -284,9 +433,7 @@ impl Node {
             r#"{"cniVersion": "1.0.0", "name": "test", "plugins": [{"type": "ptp"}]}"#,
         )
         .unwrap();
-        let kubelet_bin = dir.path().join("kubelet");
-        std::fs::copy("/bin/sleep", &kubelet_bin).unwrap();
-        let kubelet = Command::new(&kubelet_bin).arg("600").spawn().unwrap();
+        let kubelet = fake_kubelet();
         Node {
             ns,
             dir,
@@ -324,7 +471,9 @@ impl Node {
             .args(["--cni-agent-run-dir", &format!("{d}/run")])
             .args(["--ztunnel-uds-address", &self.zds().display().to_string()])
             .args(["--exclude-namespaces", "kube-system"])
-            .args(["--drift-check-interval", "1"]);
+            .args(["--drift-check-interval", "1"])
+            .args(["--node-name", "node-1"])
+            .args(["--log-level", "debug"]);
         support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", self.api.port.to_string())
@@ -335,7 +484,11 @@ impl Node {
         self.installer = Some(c.spawn().unwrap());
         let conflist = self.path("net/10-test.conflist");
         let start = Instant::now();
-        while !std::fs::read_to_string(&conflist).is_ok_and(|t| t.contains("ambient-agent")) {
+        // The chain names the agent and this installer's agent answers (a ping: even "not
+        // ready yet" is an answer), so its sockets are bound.
+        while !std::fs::read_to_string(&conflist).is_ok_and(|t| t.contains("ambient-agent"))
+            || raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#).is_none()
+        {
             assert!(!self.exited(), "the installer exited: {}", self.log());
             assert!(
                 start.elapsed() < LONG,
@@ -946,6 +1099,7 @@ fn ready_says_the_agent_answers() {
             .args(["--host-cni-conf-dir", &format!("{d}/net")])
             .args(["--service-account-dir", &format!("{d}/sa")])
             .args(["--exclude-namespaces", "kube-system"])
+            .args(["--node-name", "node-1"])
             .args(extra);
         support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
@@ -973,6 +1127,163 @@ fn ready_says_the_agent_answers() {
         "{}",
         show(&o)
     );
+}
+
+/// The pod running with its address, as the API has it once the ADD returned.
+fn running(pod: &mut Value) {
+    pod["status"] =
+        json!({"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]});
+}
+
+/// Waits for the stand-in's next request, acks it, and returns it (with its fd).
+fn take(z: &Ztunnel, n: &Node) -> (RequestPayload, Option<std::fs::File>) {
+    wait_until("a request to ztunnel", n, || !z.idle());
+    let (req, fd) = next_request(z);
+    z.ack("");
+    (req, fd)
+}
+
+fn wait_until(what: &str, n: &Node, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LONG,
+            "timed out waiting for {what}: {}",
+            n.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn restart_the_first_snapshot_names_the_running_pod() {
+    if support::podproc::in_a_pid_namespace("restart::the_first_snapshot_names_the_running_pod") {
+        return;
+    }
+    let (mut n, pod_ns, z) = enrolled("restart");
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    n.api.modify_pod("mesh/cart", running);
+    drop(z);
+    // The agent dies without a word (SIGKILL at the end of a grace period), and comes back.
+    let mut old = n.installer.take().unwrap();
+    old.kill().unwrap();
+    old.wait().unwrap();
+    n.start();
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    let (req, fd) = take(&z, &n);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("the first snapshot began with {other:?}: {}", n.log()),
+    }
+    assert_eq!(
+        fd_inode(fd.expect("the snapshot's add has the fd").as_raw_fd()),
+        inode(Path::new(&pod_ns.path()))
+    );
+    match next_request(&z).0 {
+        RequestPayload::SnapshotSent(_) => z.ack(""),
+        other => panic!("after the pod: {other:?}"),
+    }
+    assert!(ok(&ambient_check(&pod_ns.path())));
+}
+
+fn watch_a_pod_labelled_later_is_enrolled() {
+    if support::podproc::in_a_pid_namespace("watch::a_pod_labelled_later_is_enrolled") {
+        return;
+    }
+    let mut n = Node::new("later");
+    let pod_ns = Netns::new("pod");
+    let mut p = pod("plain", "cart", json!({}), json!({}));
+    running(&mut p);
+    n.api.add_pod(p);
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    assert!(!ok(&ambient_check(&pod_ns.path())));
+    n.api.modify_pod("plain/cart", |p| {
+        p["metadata"]["labels"]["istio.io/dataplane-mode"] = json!("ambient");
+    });
+    let (req, fd) = take(&z, &n);
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert_eq!(
+        fd_inode(fd.unwrap().as_raw_fd()),
+        inode(Path::new(&pod_ns.path()))
+    );
+    wait_until("the enabled annotation", &n, || {
+        n.api.redirections().last() == Some(&Some("enabled".to_string()))
+    });
+    assert!(ok(&ambient_check(&pod_ns.path())));
+    assert!(n.probe_set().contains("10.244.1.5"));
+}
+
+fn watch_a_namespace_labelled_later_enrols_its_pods() {
+    if support::podproc::in_a_pid_namespace("watch::a_namespace_labelled_later_enrols_its_pods") {
+        return;
+    }
+    let mut n = Node::new("nslater");
+    let pod_ns = Netns::new("pod");
+    let mut p = pod("plain", "cart", json!({}), json!({}));
+    running(&mut p);
+    n.api.add_pod(p);
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    n.api
+        .add_namespace("plain", json!({"istio.io/dataplane-mode": "ambient"}));
+    let (req, _) = take(&z, &n);
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    wait_until("the rules", &n, || ok(&ambient_check(&pod_ns.path())));
+}
+
+fn watch_an_unlabelled_pod_is_removed() {
+    let mut n = Node::new("unlabel");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod(
+        "shop",
+        "cart",
+        json!({"istio.io/dataplane-mode": "ambient"}),
+        json!({}),
+    ));
+    n.api.add_namespace("shop", json!({}));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    n.api.modify_pod("shop/cart", |p| {
+        running(p);
+        p["metadata"]["labels"] = json!({});
+    });
+    match take(&z, &n).0 {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not a del: {}", n.log()),
+    }
+    wait_until("the annotation removed", &n, || {
+        n.api.pod("shop/cart")["metadata"]["annotations"]
+            .get("ambient.istio.io/redirection")
+            .is_none()
+    });
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules left in an unlabelled pod"
+    );
+    assert!(!n.probe_set().contains("10.244.1.5"));
+}
+
+fn watch_a_deleted_pod_is_let_go() {
+    let (n, _pod_ns, z) = enrolled("deleted");
+    n.api.delete_pod("mesh/cart");
+    match take(&z, &n).0 {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not a del: {}", n.log()),
+    }
+    wait_until("the probe set emptied", &n, || {
+        !n.probe_set().contains("10.244.1.5")
+    });
+}
+
+fn cgroups() -> Option<String> {
+    support::podproc::writable_hierarchy()
+        .is_none()
+        .then(|| "needs a writable cgroup hierarchy under /sys/fs/cgroup".into())
 }
 
 fn main() {
@@ -1081,14 +1392,45 @@ fn main() {
         needs,
         ready_says_the_agent_answers,
     );
+    let scan = root(&["ip", "nft", "unshare"]);
+    t.add_if(
+        "restart::the_first_snapshot_names_the_running_pod",
+        scan,
+        cgroups,
+        restart_the_first_snapshot_names_the_running_pod,
+    );
+    t.add_if(
+        "watch::a_pod_labelled_later_is_enrolled",
+        scan,
+        cgroups,
+        watch_a_pod_labelled_later_is_enrolled,
+    );
+    t.add_if(
+        "watch::a_namespace_labelled_later_enrols_its_pods",
+        scan,
+        cgroups,
+        watch_a_namespace_labelled_later_enrols_its_pods,
+    );
+    t.add(
+        "watch::an_unlabelled_pod_is_removed",
+        needs,
+        watch_an_unlabelled_pod_is_removed,
+    );
+    t.add(
+        "watch::a_deleted_pod_is_let_go",
+        needs,
+        watch_a_deleted_pod_is_let_go,
+    );
     t.declare(
-        19,
+        24,
         &[
             ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 2),
             ("drift", 2),
+            ("restart", 1),
+            ("watch", 4),
         ],
     );
     t.run()

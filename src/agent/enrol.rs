@@ -54,6 +54,16 @@ struct Member {
     flags: Flags,
 }
 
+/// Why a pod leaves the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Deleted (DEL, or the API says so): its rules go with its namespace.
+    Deleted,
+    /// It stays but is no longer ambient (unlabelled, or its namespace was): rules out,
+    /// annotation removed.
+    Unlabelled,
+}
+
 /// What a drift pass found missing and put back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Repairs {
@@ -77,6 +87,11 @@ pub struct Agent {
     pods: Mutex<BTreeMap<String, Member>>,
     /// Repairs since start, by cause.
     repaired: Mutex<Repairs>,
+    /// Enrolments and removals one at a time (the plugin's ADDs, the watch's changes), so a
+    /// pod is never enrolled twice at once or removed while it is being enrolled.
+    pub(crate) one_at_a_time: Mutex<()>,
+    /// Set once the start-up reconcile is done: until then a ping (readiness) says so.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
@@ -96,7 +111,19 @@ impl Agent {
             env,
             pods: Mutex::new(BTreeMap::new()),
             repaired: Mutex::new(Repairs::default()),
+            one_at_a_time: Mutex::new(()),
+            ready: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Which namespaces are left alone, and Istio's.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The start-up reconcile is done: readiness may say yes.
+    pub fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The pods enrolled now, by `namespace/name`.
@@ -207,20 +234,47 @@ impl Agent {
         if let Verdict::Not(why) = self.verdict(&pod)? {
             return Err(format!("pod {id} is not ambient: {why}"));
         }
+        // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
+        let netns = File::open(&ev.netns)
+            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+        let ips = if ev.ips.is_empty() {
+            pod_ips(&pod)
+        } else {
+            ev.ips.clone()
+        };
+        let _one = lock(&self.one_at_a_time);
+        self.enrol_in(&pod, netns, ips, true)
+    }
+
+    /// Enrols `pod`, whose namespace is `netns`: rules, ztunnel, probe set, `enabled`. The
+    /// pod is remembered even when ztunnel does not ack (its rules are in; it is marked
+    /// `pending`), so a DEL or a removal undoes it, and ztunnel's next snapshot carries it.
+    /// With `need_ack` false (the start-up reconcile, before ztunnel may connect) no ztunnel
+    /// connected is no failure: the pod goes in the first snapshot.
+    pub(crate) fn enrol_in(
+        &self,
+        pod: &Pod,
+        netns: File,
+        ips: Vec<IpAddr>,
+        need_ack: bool,
+    ) -> Result<(), String> {
+        let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
+        let (ns, name) = (
+            NamespaceName::parse(&pod.metadata.namespace)
+                .map_err(|p| format!("pod {id}: namespace {p}"))?,
+            PodName::parse(&pod.metadata.name).map_err(|p| format!("pod {id}: name {p}"))?,
+        );
         let uid = pod.metadata.uid.clone();
         if uid.is_empty() {
             return Err(format!("pod {id}: the API server gave no metadata.uid"));
         }
-        // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
-        let netns = File::open(&ev.netns)
-            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
         let identity = netns
             .metadata()
             .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+            .map_err(|e| format!("pod {id}: its network namespace: {e}"))?;
         let by_fd = fd_path(&netns);
         crate::netns::refuse_own(&by_fd).map_err(|e| format!("pod {id}: {e}"))?;
-        let flags = rule_flags(&pod);
+        let flags = rule_flags(pod);
         self.run_rules(&flags, &by_fd, Subcommand::Apply)
             .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;
         let info = WorkloadInfo {
@@ -228,7 +282,23 @@ impl Agent {
             namespace: pod.metadata.namespace.clone(),
             service_account: pod.spec.service_account_name.clone(),
         };
-        if let Err(e) = self.zds.add(&uid, info, netns.as_fd()) {
+        let acked = match self.zds.add(&uid, info, netns.as_fd()) {
+            Err(ZdsError::NoZtunnel) if !need_ack => Ok(()),
+            other => other,
+        };
+        lock(&self.pods).insert(
+            id.clone(),
+            Member {
+                enrolled: Enrolled {
+                    uid: uid.clone(),
+                    ips: ips.clone(),
+                    netns: identity,
+                },
+                netns: Arc::new(netns),
+                flags,
+            },
+        );
+        if let Err(e) = acked {
             let pending = self.annotate(&ns, &name, Some(PENDING));
             let why = match e {
                 ZdsError::NoZtunnel => {
@@ -243,27 +313,10 @@ impl Agent {
                 ),
             });
         }
-        let ips = if ev.ips.is_empty() {
-            pod_ips(&pod)
-        } else {
-            ev.ips.clone()
-        };
         self.probe_set(MemberVerb::Add, &uid, &ips)
             .map_err(|e| format!("pod {id}: the node's probe set: {e}"))?;
         self.annotate(&ns, &name, Some(ENABLED))
             .map_err(|e| format!("pod {id}: marking it {ENABLED}: {e}"))?;
-        lock(&self.pods).insert(
-            id.clone(),
-            Member {
-                enrolled: Enrolled {
-                    uid: uid.clone(),
-                    ips: ips.clone(),
-                    netns: identity,
-                },
-                netns: Arc::new(netns),
-                flags,
-            },
-        );
         logging::info(&format!(
             "pod {id} ({uid}) enrolled: rules in, ztunnel acked, probe set has {}, {REDIRECTION}={ENABLED}",
             list(&ips)
@@ -276,17 +329,47 @@ impl Agent {
     /// Every step is tried; the failures are reported together.
     pub fn del(&self, ev: &PodEvent) -> Result<(), String> {
         let (ns, name) = names(ev)?;
-        let id = format!("{ns}/{name}");
-        let Some(Member { enrolled: e, .. }) = lock(&self.pods).remove(&id) else {
-            logging::debug(&format!("DEL of pod {id}: not enrolled here"));
+        let _one = lock(&self.one_at_a_time);
+        self.remove(&format!("{ns}/{name}"), Removal::Deleted)
+    }
+
+    /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.
+    pub(crate) fn enrolled_uid(&self, id: &str) -> Option<String> {
+        lock(&self.pods).get(id).map(|m| m.enrolled.uid.clone())
+    }
+
+    /// Takes pod `id` out of the mesh (istio-cni's `RemovePodFromMesh`): its probe-set
+    /// members first, then ztunnel's Del; a pod that stays (unlabelled) also loses its rules
+    /// (in the namespace the agent holds) and then its annotation. Every step is tried; the
+    /// failures are reported together.
+    pub(crate) fn remove(&self, id: &str, how: Removal) -> Result<(), String> {
+        let Some(m) = lock(&self.pods).remove(id) else {
+            logging::debug(&format!("pod {id}: not enrolled here"));
             return Ok(());
         };
+        let e = &m.enrolled;
         let mut failures = Vec::new();
         if let Err(err) = self.probe_set(MemberVerb::Remove, &e.uid, &e.ips) {
             failures.push(format!("the probe set: {err}"));
         }
         if let Err(err) = self.zds.del(&e.uid) {
             failures.push(format!("ztunnel: {err}"));
+        }
+        if how == Removal::Unlabelled {
+            if let Err(err) = self.run_rules(&m.flags, &fd_path(&m.netns), Subcommand::Clean) {
+                failures.push(format!("the in-pod rules: {err}"));
+            }
+            let names = id.split_once('/').and_then(|(ns, n)| {
+                Some((NamespaceName::parse(ns).ok()?, PodName::parse(n).ok()?))
+            });
+            match names {
+                Some((ns, name)) if failures.is_empty() => {
+                    if let Err(err) = self.annotate(&ns, &name, None) {
+                        failures.push(format!("removing {REDIRECTION}: {err}"));
+                    }
+                }
+                _ => {}
+            }
         }
         if failures.is_empty() {
             logging::info(&format!("pod {id} ({}) removed from the mesh", e.uid));
@@ -350,7 +433,11 @@ impl Handler for Agent {
         let outcome = match &req {
             Request::Add(ev) => self.add(ev),
             Request::Del(ev) => self.del(ev),
-            Request::Ping(_) => Ok(()),
+            Request::Ping(_) if self.ready.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Request::Ping(_) => Err(
+                "starting: the node's pods are not reconciled yet (the API server is being listed)"
+                    .into(),
+            ),
         };
         if let Err(e) = &outcome {
             logging::warn(e);

@@ -4,7 +4,8 @@
 //! the one decision of which pods are ambient; `events` the socket the plugin's ADD and DEL
 //! talk to; `enrol` what is done for a pod (rules, ztunnel, probe set, annotation) and the
 //! drift pass; `netns_scan` finds a running pod's namespace in /proc; `node` starts it all
-//! beside the installer.
+//! beside the installer; `watch` lists and watches this node's pods
+//! and namespaces through the API server and syncs each pod with the decision.
 
 pub mod eligible;
 pub mod enrol;
@@ -12,4 +13,5 @@ pub mod events;
 pub mod netns_scan;
 pub mod node;
 pub mod server;
+pub mod watch;
 pub mod zds;

@@ -12,6 +12,7 @@ use super::eligible::Scope;
 use super::enrol::Agent;
 use super::events::{self, Listener};
 use super::server::{Deadlines, ZdsServer};
+use super::watch::Watcher;
 use crate::options::Subcommand;
 
 /// What the agent needs from the installer's settings.
@@ -25,6 +26,8 @@ pub struct Config {
     /// The service account's projected token and CA.
     pub sa_dir: PathBuf,
     pub scope: Scope,
+    /// This node's name (`NODE_NAME`): whose pods are watched.
+    pub node_name: String,
     /// How often every enrolled pod's rules and the node's are checked (none: never).
     pub drift_interval: Option<std::time::Duration>,
 }
@@ -81,9 +84,30 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
             source,
         })?;
     }
-    let zds = ZdsServer::bind(&cfg.zds_socket, Deadlines::default())?;
+    let watch_client = crate::cni::kube::Client::from_kubeconfig(&kubeconfig).map_err(|e| {
+        StartError::Kubeconfig {
+            path: kubeconfig.clone(),
+            problem: e.to_string(),
+        }
+    })?;
+    // ztunnel may connect at once; its snapshot waits for the reconcile below.
+    let zds = ZdsServer::bind_closed(&cfg.zds_socket, Deadlines::default())?;
     let agent = Arc::new(Agent::new(zds, kube, cfg.scope.clone(), env));
     let listener = Listener::bind(&cfg.plugin_socket(), agent.clone())?;
+    let watcher = Arc::new(Watcher::new(
+        &agent,
+        watch_client,
+        cfg.node_name.clone(),
+        super::watch::proc_root().to_path_buf(),
+    ));
+    let a = Arc::downgrade(&agent);
+    std::thread::Builder::new()
+        .name("agent-watch".into())
+        .spawn(move || start_watching(&a, &watcher))
+        .map_err(|source| StartError::RunDir {
+            path: cfg.run_dir.clone(),
+            source,
+        })?;
     if let Some(every) = cfg.drift_interval {
         let a = Arc::downgrade(&agent);
         std::thread::Builder::new()
@@ -148,6 +172,40 @@ fn write_kubeconfig(cfg: &Config, env: &HashMap<String, String>) -> Result<PathB
 
 fn abs(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// The start-up reconcile, retried until the API server answers (ztunnel's snapshot and
+/// readiness wait for it), then the watches.
+fn start_watching(agent: &std::sync::Weak<Agent>, watcher: &Arc<Watcher>) {
+    let mut wait = std::time::Duration::from_millis(500);
+    let (pods_rv, ns_rv) = loop {
+        match watcher.reconcile(true) {
+            Ok(v) => break v,
+            Err(e) => {
+                crate::logging::warn(&format!(
+                    "start-up reconcile: {e}; ztunnel's snapshot and readiness wait; retrying in {wait:?}"
+                ));
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    };
+    let Some(a) = agent.upgrade() else { return };
+    a.zds.open();
+    a.set_ready();
+    crate::logging::info(&format!(
+        "start-up reconcile done: {} pod(s) enrolled on this node; ztunnel's snapshot goes",
+        a.enrolled().len()
+    ));
+    drop(a);
+    let w = watcher.clone();
+    let spawned = std::thread::Builder::new()
+        .name("agent-watch-ns".into())
+        .spawn(move || w.watch_namespaces(ns_rv));
+    if let Err(e) = spawned {
+        crate::logging::error(&format!("the namespace watch did not start: {e}"));
+    }
+    watcher.watch_pods(pods_rv);
 }
 
 /// Every `every`, a drift pass, until the agent is dropped.

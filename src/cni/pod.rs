@@ -65,7 +65,8 @@ pub struct PodSpec {
 pub struct PodStatus {
     #[serde(deserialize_with = "null_default")]
     pub phase: String,
-    #[serde(deserialize_with = "null_default")]
+    /// `podIPs` (serde's camelCase would say `podIps`).
+    #[serde(rename = "podIPs", deserialize_with = "null_default")]
     pub pod_ips: Vec<PodIp>,
 }
 
@@ -375,6 +376,12 @@ mod decoding {
         )
         .unwrap();
         assert!(p.metadata.labels.is_empty());
+        let ips: Pod =
+            serde_json::from_str(r#"{"status": {"podIPs": [{"ip": "10.0.0.5"}]}}"#).unwrap();
+        assert_eq!(
+            ips.status.pod_ips[0].ip, "10.0.0.5",
+            "status.podIPs, as the API spells it"
+        );
         assert_eq!(
             p.spec.containers[0]
                 .security_context
@@ -386,6 +393,7 @@ mod decoding {
         for bad in [
             r#"{"metadata": {"annotations": {"a": 1}}}"#,
             r#"{"metadata": {"uid": 5}}"#,
+            r#"{"status": {"podIPs": [{"ip": 5}]}}"#,
             r#"{"spec": {"containers": {"name": "x"}}}"#,
             r#"{"spec": {"containers": [{"securityContext": {"runAsUser": "root"}}]}}"#,
             r#""a pod""#,

@@ -60,6 +60,7 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
             system_namespace: s.pod_namespace.clone(),
             exclude_namespaces: s.exclude_namespaces.clone(),
         },
+        node_name: s.node_name.clone(),
         drift_interval: (s.drift_check_interval > 0)
             .then(|| std::time::Duration::from_secs(s.drift_check_interval)),
     };

@@ -32,6 +32,7 @@ pub struct Settings {
     pub cni_agent_run_dir: PathBuf,
     pub pod_namespace: String,
     pub drift_check_interval: u64,
+    pub node_name: String,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
 }
@@ -71,6 +72,7 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         cni_agent_run_dir: r.get(&f::CNI_AGENT_RUN_DIR)?,
         pod_namespace: r.get(&f::POD_NAMESPACE)?,
         drift_check_interval: r.get(&f::DRIFT_CHECK_INTERVAL)?,
+        node_name: r.get(&f::NODE_NAME)?,
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
     };
@@ -79,6 +81,13 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
             origin: r.origin(&f::AMBIENT_ENABLED.spec),
             value: "true".into(),
             problem: "this build of meshtables has no node agent (cargo feature `agent`)".into(),
+        });
+    }
+    if s.ambient_enabled && s.node_name.is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: r.origin(&f::NODE_NAME.spec),
+            value: String::new(),
+            problem: "is required by --ambient-enabled (the agent watches this node's pods; set NODE_NAME from the downward API, spec.nodeName)".into(),
         });
     }
     if s.ambient_enabled && !s.kubernetes {

@@ -15,10 +15,23 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
+        // The process id, a counter, and (for test processes that are PID 1 of PID
+        // namespaces of their own, which share /run/netns) the clock's microseconds.
         let name = format!(
-            "mt-{tag}-{}-{}",
+            "mt-{tag}-{}-{}{}",
             std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
+            N.fetch_add(1, Ordering::Relaxed),
+            if std::process::id() == 1 {
+                format!(
+                    "-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_micros())
+                        .unwrap_or(0)
+                )
+            } else {
+                String::new()
+            }
         );
         let setup = format!(
             "ip netns add {name} && ip -n {name} link set lo up && \

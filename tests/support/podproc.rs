@@ -81,7 +81,15 @@ pub fn pod_process(ns: &Netns, uid: &str) -> PodProcess {
     let mut groups = Vec::new();
     let mut g = base.clone();
     for part in [
-        format!("mt-test-{}", std::process::id()),
+        // Unique across test processes, also those that are PID 1 of a PID namespace.
+        format!(
+            "mt-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ),
         "kubepods".into(),
         "besteffort".into(),
         format!("pod{uid}"),

@@ -1,0 +1,312 @@
+//! The agent's view of this node's pods, from the API server: a list at start (before
+//! ztunnel gets its first snapshot, so a restarted agent names every running pod and
+//! ztunnel drops none), then a watch of the node's pods and one of namespaces, with resource
+//! versions, bookmarks, a relist when the version expired (410) and backoff on errors.
+//!
+//! Each pod seen is synced with the one decision (`eligible`): an ambient pod that is
+//! running and has addresses but is not enrolled here (the agent restarted, or it was
+//! labelled later) is enrolled, its namespace found by the /proc scan (`netns_scan`, which
+//! checks that the namespace holds one of the pod's addresses); an enrolled pod that is no
+//! longer ambient is removed (rules, probe set, ztunnel, annotation); a deleted or finished
+//! pod is let go. A namespace whose labels change re-syncs its pods.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::eligible::{self, Verdict};
+use super::enrol::{Agent, Removal};
+use super::netns_scan;
+use crate::cni::kube::{Client, WatchEnd, WatchEvent};
+use crate::cni::pod::{Namespace, Pod};
+use crate::logging;
+
+/// How long one watch request lasts before the server closes it and we re-watch.
+const WATCH_SECONDS: u32 = 300;
+/// Backoff after an error: doubling from the first, up to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+/// What the watches have seen.
+#[derive(Default)]
+struct Cache {
+    pods: BTreeMap<String, Pod>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The node's pods, synced.
+pub struct Watcher {
+    agent: Weak<Agent>,
+    kube: Client,
+    node: String,
+    proc_root: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Watcher {
+    pub fn new(agent: &Arc<Agent>, kube: Client, node: String, proc_root: PathBuf) -> Watcher {
+        Watcher {
+            agent: Arc::downgrade(agent),
+            kube,
+            node,
+            proc_root,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    fn selector(&self) -> String {
+        format!("spec.nodeName={}", self.node)
+    }
+
+    /// Lists namespaces and this node's pods and syncs every pod; returns the resource
+    /// versions to watch from (pods, namespaces). `at_start`: before ztunnel's first snapshot
+    /// (a pod enrolled then needs no ack: the snapshot carries it).
+    pub fn reconcile(&self, at_start: bool) -> Result<(String, String), String> {
+        let (namespaces, ns_rv) = self.kube.list_namespaces().map_err(|e| e.to_string())?;
+        let (pods, pod_rv) = self
+            .kube
+            .list_pods(&self.selector(), None)
+            .map_err(|e| e.to_string())?;
+        {
+            let mut c = lock(&self.cache);
+            c.namespaces = namespaces
+                .into_iter()
+                .map(|n| (n.metadata.name, n.metadata.labels))
+                .collect();
+            c.pods = pods.iter().map(|p| (id(p), p.clone())).collect();
+        }
+        let Some(agent) = self.agent.upgrade() else {
+            return Ok((pod_rv, ns_rv));
+        };
+        // Enrolled pods the list no longer has were deleted while nobody watched.
+        let listed: Vec<String> = pods.iter().map(id).collect();
+        for gone in agent.enrolled().keys().filter(|k| !listed.contains(k)) {
+            let _one = lock(&agent.one_at_a_time);
+            if let Err(e) = agent.remove(gone, Removal::Deleted) {
+                logging::warn(&e);
+            }
+        }
+        for p in &pods {
+            self.sync(&agent, p, at_start);
+        }
+        Ok((pod_rv, ns_rv))
+    }
+
+    /// One pod, against the decision.
+    fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+        let pid = id(pod);
+        let labels = lock(&self.cache)
+            .namespaces
+            .get(&pod.metadata.namespace)
+            .cloned()
+            .unwrap_or_default();
+        let finished = pod.metadata.deletion_timestamp.is_some()
+            || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed");
+        let ambient = eligible::verdict(pod, &labels, agent.scope()) == Verdict::Ambient;
+        let _one = lock(&agent.one_at_a_time);
+        let here = agent.enrolled_uid(&pid);
+        // Another pod of the same name (deleted and created again): the old one goes.
+        if here.as_deref().is_some_and(|u| u != pod.metadata.uid)
+            && let Err(e) = agent.remove(&pid, Removal::Deleted)
+        {
+            logging::warn(&e);
+        }
+        let here = agent.enrolled_uid(&pid).is_some();
+        logging::debug(&format!(
+            "pod {pid}: ambient {ambient}, finished {finished}, enrolled here {here}, phase {:?}",
+            pod.status.phase
+        ));
+        match (ambient && !finished, here) {
+            (true, true) | (false, false) => {}
+            (false, true) => {
+                let how = if finished {
+                    Removal::Deleted
+                } else {
+                    Removal::Unlabelled
+                };
+                if let Err(e) = agent.remove(&pid, how) {
+                    logging::warn(&e);
+                }
+            }
+            (true, false) => self.enrol_running(agent, pod, at_start),
+        }
+    }
+
+    /// Enrols a running pod found through /proc. A pod with no addresses yet is the plugin's
+    /// ADD in progress (the API has no IPs until it returns): left to the ADD.
+    fn enrol_running(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+        let pid = id(pod);
+        let ips: Vec<std::net::IpAddr> = pod
+            .status
+            .pod_ips
+            .iter()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        if ips.is_empty() || pod.status.phase != "Running" {
+            return;
+        }
+        match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
+            Ok(found) => {
+                if let Err(e) =
+                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start)
+                {
+                    logging::warn(&e);
+                }
+            }
+            Err(e) => logging::warn(&format!(
+                "pod {pid} is ambient and running but its network namespace was not found: {e}"
+            )),
+        }
+    }
+
+    fn pod_event(&self, ev: WatchEvent<Pod>) {
+        let Some(agent) = self.agent.upgrade() else {
+            return;
+        };
+        match ev {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                lock(&self.cache).pods.insert(id(&p), p.clone());
+                self.sync(&agent, &p, false);
+            }
+            WatchEvent::Deleted(p) => {
+                let pid = id(&p);
+                lock(&self.cache).pods.remove(&pid);
+                let _one = lock(&agent.one_at_a_time);
+                if agent.enrolled_uid(&pid).as_deref() == Some(p.metadata.uid.as_str())
+                    && let Err(e) = agent.remove(&pid, Removal::Deleted)
+                {
+                    logging::warn(&e);
+                }
+            }
+        }
+    }
+
+    fn namespace_event(&self, ev: WatchEvent<Namespace>) {
+        let Some(agent) = self.agent.upgrade() else {
+            return;
+        };
+        let (name, labels) = match ev {
+            WatchEvent::Added(n) | WatchEvent::Modified(n) => (n.metadata.name, n.metadata.labels),
+            WatchEvent::Deleted(n) => (n.metadata.name, BTreeMap::new()),
+        };
+        let pods: Vec<Pod> = {
+            let mut c = lock(&self.cache);
+            if c.namespaces.get(&name) == Some(&labels) {
+                return;
+            }
+            c.namespaces.insert(name.clone(), labels);
+            c.pods
+                .values()
+                .filter(|p| p.metadata.namespace == name)
+                .cloned()
+                .collect()
+        };
+        for p in &pods {
+            self.sync(&agent, p, false);
+        }
+    }
+
+    /// Watches pods until the agent is gone: re-watching from the last version when a watch
+    /// ends, relisting when the version expired, backing off on errors.
+    pub fn watch_pods(&self, mut rv: String) {
+        let mut backoff = BACKOFF.0;
+        while self.agent.strong_count() > 0 {
+            let end = self
+                .kube
+                .watch_pods(&self.selector(), &rv, WATCH_SECONDS, &mut |ev| {
+                    self.pod_event(ev);
+                    ControlFlow::Continue(())
+                });
+            rv = match self.next(end, rv, &mut backoff, "pods") {
+                Some(v) => v,
+                None => match self.reconcile(false) {
+                    Ok((pods, _)) => pods,
+                    Err(e) => {
+                        logging::warn(&format!("relisting pods: {e}"));
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                        String::new()
+                    }
+                },
+            };
+        }
+    }
+
+    /// Watches namespaces until the agent is gone.
+    pub fn watch_namespaces(&self, mut rv: String) {
+        let mut backoff = BACKOFF.0;
+        while self.agent.strong_count() > 0 {
+            let end = self.kube.watch_namespaces(&rv, WATCH_SECONDS, &mut |ev| {
+                self.namespace_event(ev);
+                ControlFlow::Continue(())
+            });
+            rv = match self.next(end, rv, &mut backoff, "namespaces") {
+                Some(v) => v,
+                None => match self.kube.list_namespaces() {
+                    Ok((list, v)) => {
+                        for n in list {
+                            self.namespace_event(WatchEvent::Modified(n));
+                        }
+                        v
+                    }
+                    Err(e) => {
+                        logging::warn(&format!("relisting namespaces: {e}"));
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                        String::new()
+                    }
+                },
+            };
+        }
+    }
+
+    /// Where a watch goes on from: the version to re-watch from, or `None` to relist.
+    fn next(
+        &self,
+        end: Result<WatchEnd, crate::cni::kube::KubeError>,
+        rv: String,
+        backoff: &mut Duration,
+        what: &str,
+    ) -> Option<String> {
+        match end {
+            Ok(WatchEnd::Closed { resource_version }) => {
+                *backoff = BACKOFF.0;
+                Some(resource_version)
+            }
+            Ok(WatchEnd::Broken {
+                resource_version,
+                problem,
+            }) => {
+                logging::debug(&format!(
+                    "the watch of {what} broke ({problem}); watching again"
+                ));
+                Some(resource_version)
+            }
+            Ok(WatchEnd::Stopped { resource_version }) => Some(resource_version),
+            Ok(WatchEnd::Expired) => {
+                logging::info(&format!("the watch of {what} expired (410); relisting"));
+                None
+            }
+            Err(e) => {
+                logging::warn(&format!("watching {what}: {e}"));
+                std::thread::sleep(*backoff);
+                *backoff = (*backoff * 2).min(BACKOFF.1);
+                if rv.is_empty() { None } else { Some(rv) }
+            }
+        }
+    }
+}
+
+fn id(p: &Pod) -> String {
+    format!("{}/{}", p.metadata.namespace, p.metadata.name)
+}
+
+/// The proc root the scan reads (the node's /proc: the DaemonSet runs with hostPID).
+pub fn proc_root() -> &'static Path {
+    Path::new("/proc")
+}

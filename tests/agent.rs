@@ -63,6 +63,10 @@ struct ApiState {
     rv: u64,
     /// Every change: (version, "pods" or "namespaces", ADDED|MODIFIED|DELETED, object).
     events: Vec<(u64, &'static str, &'static str, Value)>,
+    /// Pod watches still to answer with an ERROR 410 (the version expired), and how many
+    /// were answered so.
+    expire_pod_watches: usize,
+    expired: usize,
 }
 
 impl ApiState {
@@ -156,6 +160,16 @@ impl Api {
         let mut st = self.state.lock().unwrap();
         let mut pod = st.pods.remove(key).unwrap();
         st.change("pods", "DELETED", &mut pod);
+    }
+
+    /// The next `n` pod watches answer 410.
+    fn expire_pod_watches(&self, n: usize) {
+        self.state.lock().unwrap().expire_pod_watches = n;
+    }
+
+    /// How many pod watches were answered 410.
+    fn expired(&self) -> usize {
+        self.state.lock().unwrap().expired
     }
 
     fn pod(&self, key: &str) -> Value {
@@ -328,6 +342,21 @@ fn watch(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, kind: &str, mut from
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     if tls.write_all(head.as_bytes()).is_err() {
         return;
+    }
+    {
+        let mut st = state.lock().unwrap();
+        if kind == "pods" && st.expire_pod_watches > 0 {
+            st.expire_pod_watches -= 1;
+            st.expired += 1;
+            let line = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": "too old resource version"}})
+            .to_string()
+                + "\n";
+            let _ = tls.write_all(format!("{:x}\r\n{line}\r\n0\r\n\r\n", line.len()).as_bytes());
+            let _ = tls.flush();
+            return;
+        }
     }
     let end = Instant::now() + Duration::from_secs(1);
     while Instant::now() < end {
@@ -730,7 +759,11 @@ fn add_labelled_pod_is_redirected_acked_and_enabled() {
         "probe set: {}",
         n.probe_set()
     );
-    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+    // pending once the rules are in, enabled once ztunnel acked.
+    assert_eq!(
+        n.api.redirections(),
+        vec![Some("pending".to_string()), Some("enabled".to_string())]
+    );
     let (ctype, who, _) = n.api.patches()[0].clone();
     assert_eq!(ctype, "application/merge-patch+json");
     assert_eq!(who, "shop/cart");
@@ -745,7 +778,11 @@ fn add_namespace_label_makes_a_pod_ambient() {
     let (o, req, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
     assert!(ok(&o), "ADD: {}", show(&o));
     assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
-    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+    // pending once the rules are in, enabled once ztunnel acked.
+    assert_eq!(
+        n.api.redirections(),
+        vec![Some("pending".to_string()), Some("enabled".to_string())]
+    );
 }
 
 /// Pods the shared decision leaves out never reach the agent: ztunnel gets nothing and no
@@ -1266,6 +1303,15 @@ fn watch_an_unlabelled_pod_is_removed() {
         "rules left in an unlabelled pod"
     );
     assert!(!n.probe_set().contains("10.244.1.5"));
+    // The whole walk: pending (rules in), enabled (ztunnel acked), removed.
+    assert_eq!(
+        n.api.redirections(),
+        vec![
+            Some("pending".to_string()),
+            Some("enabled".to_string()),
+            None
+        ]
+    );
 }
 
 fn watch_a_deleted_pod_is_let_go() {
@@ -1278,6 +1324,77 @@ fn watch_a_deleted_pod_is_let_go() {
     wait_until("the probe set emptied", &n, || {
         !n.probe_set().contains("10.244.1.5")
     });
+}
+
+fn restart_ztunnel_reconnecting_gets_the_pod_in_its_snapshot() {
+    let (n, pod_ns, z) = enrolled("zrestart");
+    drop(z);
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    let (req, fd) = take(&z, &n);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("the new connection's snapshot began with {other:?}"),
+    }
+    assert_eq!(
+        fd_inode(fd.unwrap().as_raw_fd()),
+        inode(Path::new(&pod_ns.path()))
+    );
+    assert!(matches!(take(&z, &n).0, RequestPayload::SnapshotSent(_)));
+}
+
+fn watch_an_expired_watch_relists() {
+    let (n, _pod_ns, z) = enrolled("expired");
+    n.api.expire_pod_watches(3);
+    wait_until("three expired watches", &n, || n.api.expired() >= 3);
+    n.api.delete_pod("mesh/cart");
+    match take(&z, &n).0 {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not a del: {}", n.log()),
+    }
+    assert!(n.log().contains("expired"), "{}", n.log());
+}
+
+fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
+    if support::podproc::in_a_pid_namespace(
+        "restart::a_pod_unlabelled_while_no_agent_ran_loses_its_rules",
+    ) {
+        return;
+    }
+    let mut n = Node::new("stranded");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod(
+        "shop",
+        "cart",
+        json!({"istio.io/dataplane-mode": "ambient"}),
+        json!({}),
+    ));
+    n.api.add_namespace("shop", json!({}));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let mut old = n.installer.take().unwrap();
+    old.kill().unwrap();
+    old.wait().unwrap();
+    drop(z);
+    n.api.modify_pod("shop/cart", |p| {
+        running(p);
+        p["metadata"]["labels"] = json!({});
+    });
+    n.start();
+    wait_until("the annotation removed", &n, || {
+        n.api.pod("shop/cart")["metadata"]["annotations"]
+            .get("ambient.istio.io/redirection")
+            .is_none()
+    });
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules left: {}",
+        n.log()
+    );
+    assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
 }
 
 fn cgroups() -> Option<String> {
@@ -1421,16 +1538,32 @@ fn main() {
         needs,
         watch_a_deleted_pod_is_let_go,
     );
+    t.add(
+        "restart::ztunnel_reconnecting_gets_the_pod_in_its_snapshot",
+        needs,
+        restart_ztunnel_reconnecting_gets_the_pod_in_its_snapshot,
+    );
+    t.add_if(
+        "restart::a_pod_unlabelled_while_no_agent_ran_loses_its_rules",
+        scan,
+        cgroups,
+        restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules,
+    );
+    t.add(
+        "watch::an_expired_watch_relists",
+        needs,
+        watch_an_expired_watch_relists,
+    );
     t.declare(
-        24,
+        27,
         &[
             ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 2),
             ("drift", 2),
-            ("restart", 1),
-            ("watch", 4),
+            ("restart", 3),
+            ("watch", 5),
         ],
     );
     t.run()

@@ -282,6 +282,13 @@ impl Agent {
             namespace: pod.metadata.namespace.clone(),
             service_account: pod.spec.service_account_name.clone(),
         };
+        // Rules in, not yet acked: `pending` tells whoever comes next (this agent after a
+        // crash, a removal) that the pod has rules to undo. A pod already `enabled` (a new
+        // sandbox, the start-up reconcile) keeps it: istiod would stop sending it HBONE.
+        if eligible::redirection(pod) != Some(ENABLED) {
+            self.annotate(&ns, &name, Some(PENDING))
+                .map_err(|e| format!("pod {id}: rules in; marking it {PENDING}: {e}"))?;
+        }
         let acked = match self.zds.add(&uid, info, netns.as_fd()) {
             Err(ZdsError::NoZtunnel) if !need_ack => Ok(()),
             other => other,
@@ -299,19 +306,15 @@ impl Agent {
             },
         );
         if let Err(e) = acked {
-            let pending = self.annotate(&ns, &name, Some(PENDING));
             let why = match e {
                 ZdsError::NoZtunnel => {
                     "no ztunnel is connected (it gets the pod when it connects)".to_string()
                 }
                 e => e.to_string(),
             };
-            return Err(match pending {
-                Ok(()) => format!("pod {id}: rules in, but ztunnel did not take it: {why}"),
-                Err(p) => format!(
-                    "pod {id}: rules in, but ztunnel did not take it: {why}; and marking it {PENDING} failed: {p}"
-                ),
-            });
+            return Err(format!(
+                "pod {id}: rules in (marked {PENDING}), but ztunnel did not take it: {why}"
+            ));
         }
         self.probe_set(MemberVerb::Add, &uid, &ips)
             .map_err(|e| format!("pod {id}: the node's probe set: {e}"))?;
@@ -336,6 +339,38 @@ impl Agent {
     /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.
     pub(crate) fn enrolled_uid(&self, id: &str) -> Option<String> {
         lock(&self.pods).get(id).map(|m| m.enrolled.uid.clone())
+    }
+
+    /// A pod marked as redirected (`pending` or `enabled`) that this agent does not hold and
+    /// that is no longer ambient (unlabelled while no agent ran): its rules are taken out of
+    /// the namespace found at `netns` (if any), its probe-set members by its UID, and its
+    /// annotation removed.
+    pub(crate) fn unenrol_stranded(&self, pod: &Pod, netns: Option<File>) -> Result<(), String> {
+        let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
+        let mut failures = Vec::new();
+        let ips = pod_ips(pod);
+        if let Err(e) = self.probe_set(MemberVerb::Remove, &pod.metadata.uid, &ips) {
+            failures.push(format!("the probe set: {e}"));
+        }
+        if let Some(ns) = &netns
+            && let Err(e) = self.run_rules(&rule_flags(pod), &fd_path(ns), Subcommand::Clean)
+        {
+            failures.push(format!("the in-pod rules: {e}"));
+        }
+        if failures.is_empty() {
+            let ns = NamespaceName::parse(&pod.metadata.namespace)
+                .map_err(|p| format!("pod {id}: namespace {p}"))?;
+            let name =
+                PodName::parse(&pod.metadata.name).map_err(|p| format!("pod {id}: name {p}"))?;
+            self.annotate(&ns, &name, None)
+                .map_err(|e| format!("pod {id}: removing {REDIRECTION}: {e}"))?;
+            logging::info(&format!(
+                "pod {id} is no longer ambient: its rules and {REDIRECTION} removed"
+            ));
+            Ok(())
+        } else {
+            Err(format!("pod {id}: {}", failures.join("; ")))
+        }
     }
 
     /// Takes pod `id` out of the mesh (istio-cni's `RemovePodFromMesh`): its probe-set

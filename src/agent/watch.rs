@@ -122,7 +122,12 @@ impl Watcher {
             pod.status.phase
         ));
         match (ambient && !finished, here) {
-            (true, true) | (false, false) => {}
+            (true, true) => {}
+            (false, false) => {
+                if !finished && eligible::redirection(pod).is_some() {
+                    self.unenrol_stranded(agent, pod);
+                }
+            }
             (false, true) => {
                 let how = if finished {
                     Removal::Deleted
@@ -161,6 +166,22 @@ impl Watcher {
             Err(e) => logging::warn(&format!(
                 "pod {pid} is ambient and running but its network namespace was not found: {e}"
             )),
+        }
+    }
+
+    /// A pod still marked redirected that nobody here holds and that is not ambient any more.
+    fn unenrol_stranded(&self, agent: &Agent, pod: &Pod) {
+        let ips: Vec<std::net::IpAddr> = pod
+            .status
+            .pod_ips
+            .iter()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        let netns = netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips)
+            .ok()
+            .map(|f| std::fs::File::from(f.netns));
+        if let Err(e) = agent.unenrol_stranded(pod, netns) {
+            logging::warn(&e);
         }
     }
 

@@ -13,6 +13,8 @@ use std::process::Command;
 use meshtables::host::{Host, HostError};
 
 pub mod ambient;
+#[cfg(feature = "agent")]
+pub mod kubeapi;
 pub mod mutate;
 pub mod net;
 pub mod netns;

@@ -64,8 +64,36 @@ pub fn init(level: Level, json: bool) {
     JSON.store(json, Ordering::Relaxed);
 }
 
+thread_local! {
+    /// A floor for this thread on top of the process's level (`quieter`).
+    static FLOOR: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `work` with this thread's records below `floor` left out: the node agent's drift
+/// pass checks every pod every few seconds, and "the rules are in place" per pod per pass
+/// would bury what matters. Threads a namespace entry spawns carry it over (`floor`).
+pub fn quieter<T>(floor: Level, work: impl FnOnce() -> T) -> T {
+    let old = FLOOR.with(|f| f.replace(floor as u8));
+    let out = work();
+    FLOOR.with(|f| f.set(old));
+    out
+}
+
+/// This thread's floor, for a thread that works on its behalf (`quieter` there too).
+pub fn floor() -> Level {
+    match FLOOR.with(std::cell::Cell::get) {
+        0 => Level::Debug,
+        1 => Level::Info,
+        2 => Level::Warn,
+        3 => Level::Error,
+        _ => Level::None,
+    }
+}
+
 pub fn enabled(level: Level) -> bool {
-    level as u8 >= LEVEL.load(Ordering::Relaxed) && level != Level::None
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
+        && level as u8 >= FLOOR.with(std::cell::Cell::get)
+        && level != Level::None
 }
 
 /// `c`, or its escape when it is a control character (`\n`, `\u{1b}`).

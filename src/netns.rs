@@ -121,23 +121,12 @@ pub fn run_in_file<T: Send>(
     path: &Path,
     work: impl FnOnce() -> T + Send,
 ) -> Result<T, NetnsError> {
+    let floor = crate::logging::floor();
     std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(s, move || {
-                // The kernel compares the file's namespace type with CLONE_NEWNET: EINVAL
-                // from a file `open` accepted (nsfs or procfs) means a namespace of another
-                // type (`/proc/PID/ns/mnt`) or a /proc file that is no namespace at all.
-                setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
-                    nix::errno::Errno::EINVAL => {
-                        NetnsError::NotANetworkNamespace(path.to_path_buf())
-                    }
-                    e => NetnsError::Enter {
-                        path: path.to_path_buf(),
-                        source: e.into(),
-                    },
-                })?;
-                Ok(work())
+                crate::logging::quieter(floor, || enter_and_work(file, path, work))
             })
             .map_err(|source| NetnsError::Thread {
                 path: path.to_path_buf(),
@@ -148,4 +137,18 @@ pub fn run_in_file<T: Send>(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+fn enter_and_work<T>(file: &File, path: &Path, work: impl FnOnce() -> T) -> Result<T, NetnsError> {
+    // The kernel compares the file's namespace type with CLONE_NEWNET: EINVAL from a file
+    // `open` accepted (nsfs or procfs) means a namespace of another type (`/proc/PID/ns/mnt`)
+    // or a /proc file that is no namespace at all.
+    setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+        nix::errno::Errno::EINVAL => NetnsError::NotANetworkNamespace(path.to_path_buf()),
+        e => NetnsError::Enter {
+            path: path.to_path_buf(),
+            source: e.into(),
+        },
+    })?;
+    Ok(work())
 }

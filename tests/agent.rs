@@ -763,6 +763,12 @@ fn drift_pod_rules_flushed_are_put_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(n.log().contains("put back"), "{}", n.log());
+    // The passes that found the rules in place said nothing.
+    assert!(
+        !n.log().contains("exactly the requested ones"),
+        "{}",
+        n.log()
+    );
 }
 
 fn drift_node_rules_flushed_are_put_back_with_the_members() {

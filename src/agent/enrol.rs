@@ -144,7 +144,11 @@ impl Agent {
     /// the agent holds open (one netlink dump each) and put back when they differ.
     pub fn check_drift(&self) -> Repairs {
         let mut found = Repairs::default();
-        if host_rules(&self.env, Subcommand::Check).is_err() {
+        if logging::quieter(logging::Level::Warn, || {
+            host_rules(&self.env, Subcommand::Check)
+        })
+        .is_err()
+        {
             match host_rules(&self.env, Subcommand::Apply) {
                 Ok(()) => {
                     found.host += 1;
@@ -172,7 +176,12 @@ impl Agent {
             .collect();
         for (id, netns, flags) in members {
             let by_fd = fd_path(&netns);
-            if self.run_rules(&flags, &by_fd, Subcommand::Check).is_ok() {
+            // A check that finds the rules in place says so at info: once per pod per pass
+            // is noise, so only what is wrong (warn) comes out of it.
+            let checked = logging::quieter(logging::Level::Warn, || {
+                self.run_rules(&flags, &by_fd, Subcommand::Check)
+            });
+            if checked.is_ok() {
                 continue;
             }
             match self.run_rules(&flags, &by_fd, Subcommand::Apply) {

@@ -1062,6 +1062,31 @@ fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
     assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
 }
 
+fn add_a_fifo_as_cni_netns_is_refused_at_once() {
+    let mut n = Node::new("fifo");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let _z = Ztunnel::ready(&n.zds());
+    let fifo = n.path("netns-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let start = Instant::now();
+    let o = n.plugin("ADD", "mesh", "cart", &fifo.display().to_string());
+    assert!(!ok(&o), "{}", show(&o));
+    assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("not a namespace"),
+        "{}",
+        show(&o)
+    );
+    // Refused, not timed out waiting for a writer.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(n.api.patches().is_empty());
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1118,6 +1143,11 @@ fn main() {
         "add::agent_down_is_try_again_later",
         needs,
         add_agent_down_is_try_again_later,
+    );
+    t.add(
+        "add::a_fifo_as_cni_netns_is_refused_at_once",
+        needs,
+        add_a_fifo_as_cni_netns_is_refused_at_once,
     );
     t.add(
         "add::the_node_namespace_is_refused",
@@ -1220,9 +1250,9 @@ fn main() {
         watch_an_expired_watch_relists,
     );
     t.declare(
-        27,
+        28,
         &[
-            ("add", 10),
+            ("add", 11),
             ("del", 2),
             ("socket", 3),
             ("start", 2),

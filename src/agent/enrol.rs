@@ -244,8 +244,9 @@ impl Agent {
             return Err(format!("pod {id} is not ambient: {why}"));
         }
         // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
-        let netns = File::open(&ev.netns)
-            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+        // Without blocking on a FIFO, and only a namespace file.
+        let netns =
+            crate::netns::open(Path::new(&ev.netns)).map_err(|e| format!("pod {id}: {e}"))?;
         let ips = if ev.ips.is_empty() {
             pod_ips(&pod)
         } else {

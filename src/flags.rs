@@ -283,6 +283,9 @@ pub mod install {
             "With --ambient-enabled: how often the agent checks every enrolled pod's rules (one netlink dump each) and the node's probe rules, and puts back what is gone (0: never).");
         NODE_NAME: String = v::optional_node_name, value("node-name", None, &["NODE_NAME"], Some(""), "node name",
             "With --ambient-enabled (required then): this node's name (the pod's spec.nodeName, from the downward API), whose pods the agent lists and watches.");
+        METRICS_ADDRESS: Option<std::net::SocketAddr> = v::optional_listen_address, value("metrics-address", None, &["AMBIENT_METRICS_ADDRESS"], Some(""), "IP:PORT",
+            "With --ambient-enabled: serve the agent's Prometheus metrics (GET /metrics) there; empty (the default): no listener. The DaemonSet is on the host's network: choose a loopback or node-internal address.")
+            .doc("(off)");
         POD_NAMESPACE: String = v::namespace_name, value("pod-namespace", None, &["POD_NAMESPACE"], Some("istio-system"), "namespace",
             "Istio's namespace, where ztunnel runs (its pods, labelled app=ztunnel, are never enrolled).");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",

@@ -951,6 +951,17 @@ pub fn optional_node_name(s: &str) -> Result<String, Problem> {
     }
 }
 
+/// `HOST:PORT` to listen on (an IP address, not a name), or empty: off.
+pub fn optional_listen_address(s: &str) -> Result<Option<std::net::SocketAddr>, Problem> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.parse().map(Some).map_err(|_| {
+        "is not an address to listen on (expected IP:PORT, e.g. 127.0.0.1:15014 or [::1]:15014; empty: off)".into()
+    })
+}
+
 /// Whole seconds, 0 to a day (0: off).
 pub fn seconds(s: &str) -> Result<u64, Problem> {
     match s.trim().parse::<u64>() {

@@ -146,6 +146,11 @@ impl Node {
     /// Starts `cni-install --ambient-enabled` in the node's namespace and waits until the
     /// chain names the agent.
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// `start` with more installer settings.
+    fn start_with(&mut self, extra: &[&str]) {
         let d = self.dir.path().display().to_string();
         let log = std::fs::File::create(self.path("installer.log")).unwrap();
         let mut c = Command::new("ip");
@@ -161,7 +166,8 @@ impl Node {
             .args(["--exclude-namespaces", "kube-system"])
             .args(["--drift-check-interval", "1"])
             .args(["--node-name", "node-1"])
-            .args(["--log-level", "debug"]);
+            .args(["--log-level", "debug"])
+            .args(extra);
         support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", self.api.port.to_string())
@@ -1087,6 +1093,36 @@ fn add_a_fifo_as_cni_netns_is_refused_at_once() {
     assert!(n.api.patches().is_empty());
 }
 
+fn metrics_count_what_the_agent_did() {
+    let mut n = Node::new("metrics");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start_with(&["--metrics-address", "127.0.0.1:0"]);
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    let log = n.log();
+    let url = log
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address logged: {log}"))
+        .to_string();
+    let o = n.ns.run(
+        "/usr/bin/python3",
+        &["-c", &format!("import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).read().decode())")],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    for line in [
+        "meshtables_agent_enrolled_pods 1",
+        "meshtables_agent_ztunnel_connections 1",
+        "meshtables_agent_enrolments_total 1",
+        "meshtables_agent_repairs_total{cause=\"pod_rules\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1249,13 +1285,18 @@ fn main() {
         needs,
         watch_an_expired_watch_relists,
     );
+    t.add(
+        "start::metrics_count_what_the_agent_did",
+        needs,
+        metrics_count_what_the_agent_did,
+    );
     t.declare(
-        28,
+        29,
         &[
             ("add", 11),
             ("del", 2),
             ("socket", 3),
-            ("start", 2),
+            ("start", 3),
             ("drift", 2),
             ("restart", 3),
             ("watch", 5),

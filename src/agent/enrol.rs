@@ -54,6 +54,14 @@ struct Member {
     flags: Flags,
 }
 
+/// Counters for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub enrolments: u64,
+    pub removals: u64,
+    pub api_errors: u64,
+}
+
 /// Why a pod leaves the mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -92,6 +100,7 @@ pub struct Agent {
     pub(crate) one_at_a_time: Mutex<()>,
     /// Set once the start-up reconcile is done: until then a ping (readiness) says so.
     ready: std::sync::atomic::AtomicBool,
+    counts: Mutex<Counts>,
 }
 
 /// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
@@ -113,6 +122,7 @@ impl Agent {
             repaired: Mutex::new(Repairs::default()),
             one_at_a_time: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
@@ -132,6 +142,16 @@ impl Agent {
             .iter()
             .map(|(k, m)| (k.clone(), m.enrolled.clone()))
             .collect()
+    }
+
+    /// Enrolments, removals and API errors since start.
+    pub fn counts(&self) -> Counts {
+        *lock(&self.counts)
+    }
+
+    /// A request to the API server failed (the watches count theirs here too).
+    pub fn api_error(&self) {
+        lock(&self.counts).api_errors += 1;
     }
 
     /// Repairs since start.
@@ -214,7 +234,10 @@ impl Agent {
                         std::thread::sleep(*w);
                     }
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    self.api_error();
+                    return Err(e.to_string());
+                }
             }
         }
     }
@@ -228,7 +251,10 @@ impl Agent {
                 .map_err(|p| format!("pod namespace {:?} {p}", pod.metadata.namespace))?;
             self.kube
                 .namespace(&ns)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    self.api_error();
+                    e.to_string()
+                })?
                 .metadata
                 .labels
         };
@@ -330,6 +356,7 @@ impl Agent {
             .map_err(|e| format!("pod {id}: the node's probe set: {e}"))?;
         self.annotate(&ns, &name, Some(ENABLED))
             .map_err(|e| format!("pod {id}: marking it {ENABLED}: {e}"))?;
+        lock(&self.counts).enrolments += 1;
         logging::info(&format!(
             "pod {id} ({uid}) enrolled: rules in, ztunnel acked, probe set has {}, {REDIRECTION}={ENABLED}",
             list(&ips)
@@ -417,6 +444,7 @@ impl Agent {
             }
         }
         if failures.is_empty() {
+            lock(&self.counts).removals += 1;
             logging::info(&format!("pod {id} ({}) removed from the mesh", e.uid));
             Ok(())
         } else {
@@ -468,7 +496,10 @@ impl Agent {
             Err(crate::cni::kube::PatchError::Kube(KubeError::NotFound(_))) if value.is_none() => {
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                self.api_error();
+                Err(e.to_string())
+            }
         }
     }
 }

@@ -5,11 +5,13 @@
 //! talk to; `enrol` what is done for a pod (rules, ztunnel, probe set, annotation) and the
 //! drift pass; `netns_scan` finds a running pod's namespace in /proc; `node` starts it all
 //! beside the installer; `watch` lists and watches this node's pods
-//! and namespaces through the API server and syncs each pod with the decision.
+//! and namespaces through the API server and syncs each pod with the decision; `metrics`
+//! serves its counters to Prometheus.
 
 pub mod eligible;
 pub mod enrol;
 pub mod events;
+pub mod metrics;
 pub mod netns_scan;
 pub mod node;
 pub mod server;

@@ -28,6 +28,8 @@ pub struct Config {
     pub scope: Scope,
     /// This node's name (`NODE_NAME`): whose pods are watched.
     pub node_name: String,
+    /// Where to serve the metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
     /// How often every enrolled pod's rules and the node's are checked (none: never).
     pub drift_interval: Option<std::time::Duration>,
 }
@@ -56,6 +58,11 @@ pub enum StartError {
     Listen(#[from] events::ListenError),
     #[error("the agent's kubeconfig {path}: {problem}")]
     Kubeconfig { path: PathBuf, problem: String },
+    #[error("the metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the agent's run directory {path}: {source}")]
     RunDir {
         path: PathBuf,
@@ -108,6 +115,11 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
             path: cfg.run_dir.clone(),
             source,
         })?;
+    if let Some(addr) = cfg.metrics {
+        let bound = super::metrics::serve(addr, Arc::downgrade(&agent))
+            .map_err(|source| StartError::Metrics { addr, source })?;
+        crate::logging::info(&format!("node agent: metrics on http://{bound}/metrics"));
+    }
     if let Some(every) = cfg.drift_interval {
         let a = Arc::downgrade(&agent);
         std::thread::Builder::new()

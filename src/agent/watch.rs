@@ -67,11 +67,17 @@ impl Watcher {
     /// versions to watch from (pods, namespaces). `at_start`: before ztunnel's first snapshot
     /// (a pod enrolled then needs no ack: the snapshot carries it).
     pub fn reconcile(&self, at_start: bool) -> Result<(String, String), String> {
-        let (namespaces, ns_rv) = self.kube.list_namespaces().map_err(|e| e.to_string())?;
+        let failed = |e: crate::cni::kube::KubeError| {
+            if let Some(a) = self.agent.upgrade() {
+                a.api_error();
+            }
+            e.to_string()
+        };
+        let (namespaces, ns_rv) = self.kube.list_namespaces().map_err(failed)?;
         let (pods, pod_rv) = self
             .kube
             .list_pods(&self.selector(), None)
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         {
             let mut c = lock(&self.cache);
             c.namespaces = namespaces
@@ -314,6 +320,9 @@ impl Watcher {
                 None
             }
             Err(e) => {
+                if let Some(a) = self.agent.upgrade() {
+                    a.api_error();
+                }
                 logging::warn(&format!("watching {what}: {e}"));
                 std::thread::sleep(*backoff);
                 *backoff = (*backoff * 2).min(BACKOFF.1);

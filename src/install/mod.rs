@@ -61,6 +61,7 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
             exclude_namespaces: s.exclude_namespaces.clone(),
         },
         node_name: s.node_name.clone(),
+        metrics: s.metrics_address,
         drift_interval: (s.drift_check_interval > 0)
             .then(|| std::time::Duration::from_secs(s.drift_check_interval)),
     };

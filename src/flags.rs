@@ -286,6 +286,9 @@ pub mod install {
         METRICS_ADDRESS: Option<std::net::SocketAddr> = v::optional_listen_address, value("metrics-address", None, &["AMBIENT_METRICS_ADDRESS"], Some(""), "IP:PORT",
             "With --ambient-enabled: serve the agent's Prometheus metrics (GET /metrics) there; empty (the default): no listener. The DaemonSet is on the host's network: choose a loopback or node-internal address.")
             .doc("(off)");
+        REPAIR_ENABLED: bool = v::boolean, boolean("repair-enabled", None, &["REPAIR_ENABLED"],
+            "With --ambient-enabled: a sidecar pod of this node that relies on the plugin (istio-validation) but has no interception rules (it started while the plugin was not in the chain) gets them written in place (default true).")
+            .default_true();
         POD_NAMESPACE: String = v::namespace_name, value("pod-namespace", None, &["POD_NAMESPACE"], Some("istio-system"), "namespace",
             "Istio's namespace, where ztunnel runs (its pods, labelled app=ztunnel, are never enrolled).");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",

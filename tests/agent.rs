@@ -1123,6 +1123,38 @@ fn metrics_count_what_the_agent_did() {
     }
 }
 
+fn repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules() {
+    if support::podproc::in_a_pid_namespace(
+        "repair::a_sidecar_pod_started_without_the_plugin_gets_its_rules",
+    ) {
+        return;
+    }
+    let mut n = Node::new("repair");
+    let pod_ns = Netns::new("pod");
+    // Injected for CNI (istio-validation, not istio-init), running, and never given rules:
+    // it started while the plugin was not in the chain.
+    let mut p = pod(
+        "plain",
+        "web",
+        json!({}),
+        json!({"sidecar.istio.io/status": "{}"}),
+    );
+    p["spec"]["initContainers"] = json!([{"name": "istio-validation"}]);
+    p["spec"]["containers"] = json!([{"name": "web", "image": "web:1"},
+        {"name": "istio-proxy", "args": ["proxy", "sidecar"]}]);
+    running(&mut p);
+    n.api.add_pod(p);
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let tables =
+        || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
+    assert!(!tables().contains("istio-proxy-nat"));
+    n.start();
+    wait_until("the sidecar's rules", &n, || {
+        tables().contains("istio-proxy-nat")
+    });
+    assert!(n.log().contains("istio-validation passes"), "{}", n.log());
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1290,8 +1322,14 @@ fn main() {
         needs,
         metrics_count_what_the_agent_did,
     );
+    t.add_if(
+        "repair::a_sidecar_pod_started_without_the_plugin_gets_its_rules",
+        scan,
+        cgroups,
+        repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules,
+    );
     t.declare(
-        29,
+        30,
         &[
             ("add", 11),
             ("del", 2),
@@ -1300,6 +1338,7 @@ fn main() {
             ("drift", 2),
             ("restart", 3),
             ("watch", 5),
+            ("repair", 1),
         ],
     );
     t.run()

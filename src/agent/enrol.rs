@@ -79,6 +79,8 @@ pub struct Repairs {
     pub host: u64,
     /// A pod's in-pod rules or routes.
     pub pod_rules: u64,
+    /// A sidecar pod's interception rules, missing (it started without the plugin).
+    pub sidecars: u64,
     /// Checks that could not run or repairs that failed (logged).
     pub failed: u64,
 }
@@ -152,6 +154,11 @@ impl Agent {
     /// A request to the API server failed (the watches count theirs here too).
     pub fn api_error(&self) {
         lock(&self.counts).api_errors += 1;
+    }
+
+    /// A sidecar pod was repaired (`repair`).
+    pub fn sidecar_repaired(&self) {
+        lock(&self.repaired).sidecars += 1;
     }
 
     /// Repairs since start.

@@ -108,6 +108,7 @@ pub fn text(agent: &Agent) -> String {
         &[
             ("{cause=\"node_rules\"}".into(), r.host),
             ("{cause=\"pod_rules\"}".into(), r.pod_rules),
+            ("{cause=\"sidecar\"}".into(), r.sidecars),
         ],
     );
     metric(

@@ -6,7 +6,8 @@
 //! drift pass; `netns_scan` finds a running pod's namespace in /proc; `node` starts it all
 //! beside the installer; `watch` lists and watches this node's pods
 //! and namespaces through the API server and syncs each pod with the decision; `metrics`
-//! serves its counters to Prometheus.
+//! serves its counters to Prometheus; `repair` puts a sidecar pod's
+//! missing rules in (it started while the plugin was not in the chain).
 
 pub mod eligible;
 pub mod enrol;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod metrics;
 pub mod netns_scan;
 pub mod node;
+pub mod repair;
 pub mod server;
 pub mod watch;
 pub mod zds;

@@ -30,6 +30,8 @@ pub struct Config {
     pub node_name: String,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The plugin's configuration (its entry in the chain), when sidecar pods are repaired.
+    pub sidecar_repair: Option<crate::cni::conf::NetConf>,
     /// How often every enrolled pod's rules and the node's are checked (none: never).
     pub drift_interval: Option<std::time::Duration>,
 }
@@ -106,6 +108,7 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
         watch_client,
         cfg.node_name.clone(),
         super::watch::proc_root().to_path_buf(),
+        cfg.sidecar_repair.clone(),
     ));
     let a = Arc::downgrade(&agent);
     std::thread::Builder::new()

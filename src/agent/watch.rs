@@ -42,6 +42,8 @@ pub struct Watcher {
     node: String,
     proc_root: PathBuf,
     cache: Mutex<Cache>,
+    /// The plugin's configuration, when sidecar pods are repaired (`repair`).
+    plugin: Option<crate::cni::conf::NetConf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,13 +51,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Watcher {
-    pub fn new(agent: &Arc<Agent>, kube: Client, node: String, proc_root: PathBuf) -> Watcher {
+    pub fn new(
+        agent: &Arc<Agent>,
+        kube: Client,
+        node: String,
+        proc_root: PathBuf,
+        plugin: Option<crate::cni::conf::NetConf>,
+    ) -> Watcher {
         Watcher {
             agent: Arc::downgrade(agent),
             kube,
             node,
             proc_root,
             cache: Mutex::new(Cache::default()),
+            plugin,
+        }
+    }
+
+    /// A sidecar pod that relies on the plugin: its rules checked, and written when missing.
+    fn repair_sidecar(&self, agent: &Agent, pod: &Pod) {
+        let Some(plugin) = &self.plugin else { return };
+        if !super::repair::relies_on_the_plugin(pod) {
+            return;
+        }
+        let ips: Vec<std::net::IpAddr> = pod
+            .status
+            .pod_ips
+            .iter()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        let found = match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
+            Ok(f) => std::fs::File::from(f.netns),
+            Err(e) => {
+                return logging::debug(&format!(
+                    "sidecar pod {}: not checked, its namespace was not found: {e}",
+                    id(pod)
+                ));
+            }
+        };
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&found)
+        ));
+        match super::repair::repair(plugin, pod, &path, &ips) {
+            Ok(super::repair::Outcome::Repaired) => agent.sidecar_repaired(),
+            Ok(_) => {}
+            Err(e) => logging::warn(&e),
         }
     }
 
@@ -105,6 +146,7 @@ impl Watcher {
 
     /// One pod, against the decision.
     fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+        self.repair_sidecar(agent, pod);
         let pid = id(pod);
         let labels = lock(&self.cache)
             .namespaces

@@ -311,10 +311,21 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
             pod::Verdict::Intercept { from_pod: f } => from_pod = f,
         }
     }
-    // IPv6 follows the addresses the primary plugin gave the pod: a dual-stack pod gets both
-    // families (istio-cni decides from the first address only, and misses IPv6; docs/upstream.md, "CNI").
+    let ipv6 = conf.prev_result.as_ref().and_then(|r| r.has_ipv6());
+    finish(&mut flags, ipv6, inv.netns.clone())?;
+    Ok(Intent::Program {
+        flags: Box::new(flags),
+        from_pod,
+    })
+}
+
+/// The last of a sidecar pod's settings: IPv6 follows the pod's addresses (`ipv6`, from the
+/// primary plugin's result) unless set: a dual-stack pod gets both families (istio-cni decides
+/// from the first address only, and misses IPv6; docs/upstream.md, "CNI"); DNS redirection
+/// needs its servers; and what every plugin run sets (`in_pod`).
+fn finish(flags: &mut Flags, ipv6: Option<bool>, netns: Option<String>) -> Result<(), CniError> {
     if !flags.is_set(&flags::ENABLE_IPV6.spec)
-        && let Some(v6) = conf.prev_result.as_ref().and_then(|r| r.has_ipv6())
+        && let Some(v6) = ipv6
     {
         flags.set(&flags::ENABLE_IPV6.spec, v6.to_string());
     }
@@ -329,11 +340,25 @@ fn plan_for(inv: &Invocation, conf: &NetConf) -> Result<Intent, CniError> {
             "redirect-dns needs capture-all-dns or dns-servers: the host's resolv.conf is not the pod's",
         ));
     }
-    in_pod(&mut flags, inv.netns.clone());
-    Ok(Intent::Program {
-        flags: Box::new(flags),
-        from_pod,
-    })
+    in_pod(flags, netns);
+    Ok(())
+}
+
+/// The flags the plugin's ADD programs a sidecar pod with, for the node agent's repair of a
+/// pod that started without them: `None` when Istio's semantics leave the pod alone.
+pub fn sidecar_flags(
+    conf: &NetConf,
+    pod: &pod::Pod,
+    netns: String,
+    ipv6: Option<bool>,
+) -> Result<Option<Flags>, CniError> {
+    validate_settings(conf)?;
+    let mut flags = conf.flags.clone();
+    if let pod::Verdict::Skip(_) = pod::evaluate(pod, &mut flags) {
+        return Ok(None);
+    }
+    finish(&mut flags, ipv6, Some(netns))?;
+    Ok(Some(flags))
 }
 
 /// What every plugin run sets on top of the configuration: the pod's namespace, CNI mode

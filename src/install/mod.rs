@@ -62,6 +62,12 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
         },
         node_name: s.node_name.clone(),
         metrics: s.metrics_address,
+        sidecar_repair: if s.repair_enabled {
+            let entry = settings::entry(s)?;
+            Some(settings::as_plugin_conf(&entry).map_err(InstallError::Entry)?)
+        } else {
+            None
+        },
         drift_interval: (s.drift_check_interval > 0)
             .then(|| std::time::Duration::from_secs(s.drift_check_interval)),
     };

@@ -34,6 +34,7 @@ pub struct Settings {
     pub drift_check_interval: u64,
     pub node_name: String,
     pub metrics_address: Option<std::net::SocketAddr>,
+    pub repair_enabled: bool,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
 }
@@ -75,6 +76,7 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         drift_check_interval: r.get(&f::DRIFT_CHECK_INTERVAL)?,
         node_name: r.get(&f::NODE_NAME)?,
         metrics_address: r.get(&f::METRICS_ADDRESS)?,
+        repair_enabled: r.get(&f::REPAIR_ENABLED)?,
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
     };

@@ -1280,6 +1280,103 @@ fn watch_a_deleted_pod_is_let_go() {
     });
 }
 
+// ---------------------------------------------------------------------------------------
+// Hostile: what a buggy runtime or primary plugin, a misbehaving ztunnel or a race would do.
+
+/// An ADD whose `CNI_NETNS` is `netns` (not a namespace) is refused within `within`, naming
+/// the path, and the agent still enrols a real pod afterwards.
+fn hostile_not_a_netns(make: fn(&Path) -> PathBuf) -> impl FnOnce() {
+    move || {
+        let mut n = Node::new("notns");
+        let pod_ns = Netns::new("pod");
+        n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+        n.start();
+        let z = Ztunnel::ready(&n.zds());
+        let bad = make(n.dir.path());
+        let start = Instant::now();
+        let o = n.plugin("ADD", "mesh", "cart", &bad.display().to_string());
+        let took = start.elapsed();
+        assert!(!ok(&o), "{}", show(&o));
+        assert!(took < Duration::from_secs(5), "took {took:?}: {}", show(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(&bad.display().to_string()) && text.contains("not a namespace"),
+            "{}",
+            show(&o)
+        );
+        assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+        assert!(n.api.patches().is_empty());
+        assert!(z.idle(), "ztunnel was sent something");
+        let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+        assert!(ok(&o), "ADD after: {}", show(&o));
+    }
+}
+
+fn fifo(dir: &Path) -> PathBuf {
+    let p = dir.join("netns-fifo");
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    p
+}
+
+fn regular_file(dir: &Path) -> PathBuf {
+    let p = dir.join("netns-file");
+    std::fs::write(&p, b"not a namespace").unwrap();
+    p
+}
+
+/// An ADD of a pod whose annotation `key` is `value` fails naming the annotation, and
+/// leaves the pod's namespace without any rule, ztunnel untold and the pod unannotated.
+fn hostile_bad_annotation(key: &'static str, value: &'static str) -> impl FnOnce() {
+    move || {
+        let mut n = Node::new("badann");
+        let pod_ns = Netns::new("pod");
+        n.api
+            .add_pod(pod("mesh", "cart", json!({}), json!({ key: value })));
+        n.start();
+        let z = Ztunnel::ready(&n.zds());
+        let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+        assert!(!ok(&o), "{}", show(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains(key), "the error names no {key}: {}", show(&o));
+        assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+        assert!(z.idle(), "ztunnel was sent something");
+        let rules = pod_ns.run("nft", &["list", "ruleset"]);
+        assert!(
+            String::from_utf8_lossy(&rules.stdout).trim().is_empty(),
+            "rules half-written: {}",
+            String::from_utf8_lossy(&rules.stdout)
+        );
+    }
+}
+
+/// The agent's open fds (the installer execs itself in `ip netns exec`'s place).
+fn fds_of(n: &Node) -> usize {
+    let pid = n.installer.as_ref().unwrap().id();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn hostile_fifty_failing_adds_leak_no_fd() {
+    let mut n = Node::new("fdleak");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    // The first failing ADD leaves the pod pending (its namespace held): counted after it.
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    let before = fds_of(&n);
+    let start = Instant::now();
+    for _ in 0..50 {
+        let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+        assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    }
+    let took = start.elapsed();
+    let after = fds_of(&n);
+    eprintln!("50 failing ADDs (no ztunnel): {took:?}; agent fds {before} -> {after}");
+    assert_eq!(before, after, "fds leaked");
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1421,8 +1518,36 @@ fn main() {
         needs,
         watch_a_deleted_pod_is_let_go,
     );
+    t.add(
+        "hostile::a_fifo_netns_is_refused_at_once",
+        needs,
+        hostile_not_a_netns(fifo),
+    );
+    t.add(
+        "hostile::a_regular_file_netns_is_refused",
+        needs,
+        hostile_not_a_netns(regular_file),
+    );
+    t.add(
+        "hostile::a_dns_capture_annotation_maybe_fails_naming_it",
+        needs,
+        hostile_bad_annotation("ambient.istio.io/dns-capture", "maybe"),
+    );
+    t.add(
+        "hostile::an_injected_virtual_interfaces_annotation_fails_naming_it",
+        needs,
+        hostile_bad_annotation(
+            "istio.io/reroute-virtual-interfaces",
+            "eth1\" counter accept; flush ruleset #",
+        ),
+    );
+    t.add(
+        "hostile::fifty_failing_adds_leak_no_fd",
+        needs,
+        hostile_fifty_failing_adds_leak_no_fd,
+    );
     t.declare(
-        24,
+        29,
         &[
             ("add", 10),
             ("del", 2),
@@ -1431,6 +1556,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
+            ("hostile", 5),
         ],
     );
     t.run()

@@ -234,9 +234,14 @@ impl Agent {
         if let Verdict::Not(why) = self.verdict(&pod)? {
             return Err(format!("pod {id} is not ambient: {why}"));
         }
-        // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
-        let netns = File::open(&ev.netns)
-            .map_err(|e| format!("pod {id}: its network namespace {}: {e}", ev.netns))?;
+        // One open: the rules go into this fd's namespace and ztunnel gets the same fd. It is
+        // `netns::open`'s (non-blocking: a FIFO named here must not hold this thread, one of
+        // MAX_CLIENTS, forever; and checked to be a namespace), and the node's own is refused
+        // under the runtime's name for it.
+        let shown = Path::new(&ev.netns);
+        let netns = crate::netns::open(shown)
+            .and_then(|f| crate::netns::refuse_own_file(&f, shown).map(|()| f))
+            .map_err(|e| format!("pod {id}: {e}"))?;
         let ips = if ev.ips.is_empty() {
             pod_ips(&pod)
         } else {
@@ -273,7 +278,7 @@ impl Agent {
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| format!("pod {id}: its network namespace: {e}"))?;
         let by_fd = fd_path(&netns);
-        crate::netns::refuse_own(&by_fd).map_err(|e| format!("pod {id}: {e}"))?;
+        crate::netns::refuse_own_file(&netns, &by_fd).map_err(|e| format!("pod {id}: {e}"))?;
         let flags = rule_flags(pod);
         self.run_rules(&flags, &by_fd, Subcommand::Apply)
             .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;

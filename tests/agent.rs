@@ -458,8 +458,37 @@ impl Node {
     /// Starts `cni-install --ambient-enabled` in the node's namespace and waits until the
     /// chain names the agent.
     fn start(&mut self) {
+        let c = self.installer_command("installer.log");
+        self.installer = Some(self.spawn_installer(c));
+    }
+
+    /// A second installer on the same node and sockets (an upgrade's new DaemonSet pod),
+    /// logging to `installer2.log`; returned once its agent holds the plugin's socket.
+    fn start_second(&mut self) -> Child {
+        let first = inode(&self.agent_socket());
+        let c = self.installer_command("installer2.log");
+        let mut child = self.spawn_installer(c);
+        let start = Instant::now();
+        while std::fs::metadata(self.agent_socket())
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+            == Some(first)
+            || raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#).is_none()
+        {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the second installer exited: {}",
+                std::fs::read_to_string(self.path("installer2.log")).unwrap_or_default()
+            );
+            assert!(start.elapsed() < LONG, "the second agent never bound");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    fn installer_command(&self, log: &str) -> Command {
         let d = self.dir.path().display().to_string();
-        let log = std::fs::File::create(self.path("installer.log")).unwrap();
+        let log = std::fs::File::create(self.path(log)).unwrap();
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns.name])
             .arg(support::bin())
@@ -481,7 +510,12 @@ impl Node {
             .env("AMBIENT_DNS_CAPTURE", "true")
             .stdout(Stdio::null())
             .stderr(log);
-        self.installer = Some(c.spawn().unwrap());
+        c
+    }
+
+    /// Spawns `c` and waits until the chain names the agent and an agent answers.
+    fn spawn_installer(&self, mut c: Command) -> Child {
+        let mut child = c.spawn().unwrap();
         let conflist = self.path("net/10-test.conflist");
         let start = Instant::now();
         // The chain names the agent and this installer's agent answers (a ping: even "not
@@ -489,7 +523,11 @@ impl Node {
         while !std::fs::read_to_string(&conflist).is_ok_and(|t| t.contains("ambient-agent"))
             || raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#).is_none()
         {
-            assert!(!self.exited(), "the installer exited: {}", self.log());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the installer exited: {}",
+                self.log()
+            );
             assert!(
                 start.elapsed() < LONG,
                 "no agent in the chain: {}",
@@ -502,12 +540,7 @@ impl Node {
             "no agent socket: {}",
             self.log()
         );
-    }
-
-    fn exited(&mut self) -> bool {
-        self.installer
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        child
     }
 
     fn log(&self) -> String {
@@ -1377,6 +1410,74 @@ fn hostile_fifty_failing_adds_leak_no_fd() {
     assert_eq!(before, after, "fds leaked");
 }
 
+/// A pod `mesh/NAME` with its own uid.
+fn other_pod(name: &str, uid: &str) -> Value {
+    let mut p = pod("mesh", name, json!({}), json!({}));
+    p["metadata"]["uid"] = json!(uid);
+    p
+}
+
+fn sigterm_and_wait(mut c: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LONG, "the installer did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn hostile_a_second_agent_takes_over_and_the_first_leaving_breaks_nothing() {
+    let (mut n, _pod_ns, _z) = enrolled("two");
+    let second = n.start_second();
+    let (agent, zds) = (inode(&n.agent_socket()), inode(&n.zds()));
+    let z2 = Ztunnel::ready(&n.zds());
+    // The old DaemonSet pod leaves (SIGTERM, its grace period).
+    sigterm_and_wait(n.installer.replace(second).unwrap());
+    assert_eq!(
+        inode(&n.agent_socket()),
+        agent,
+        "the first agent's exit took the socket"
+    );
+    assert_eq!(
+        inode(&n.zds()),
+        zds,
+        "the first agent's exit took ztunnel's socket"
+    );
+    let conflist = std::fs::read_to_string(n.path("net/10-test.conflist")).unwrap();
+    assert!(conflist.contains("ambient-agent"), "{conflist}");
+    let pod2 = Netns::new("pod2");
+    n.api
+        .add_pod(other_pod("cart2", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    let (o, req, _) = add_with_ztunnel(&n, &z2, "mesh", "cart2", &pod2.path(), "");
+    assert!(ok(&o), "ADD through the second agent: {}", show(&o));
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert!(ok(&ambient_check(&pod2.path())));
+}
+
+fn hostile_another_pods_namespace_is_refused() {
+    let (n, pod_ns, z) = enrolled("otherns");
+    n.api
+        .add_pod(other_pod("cart2", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    // The runtime names cart's namespace for cart2, whose primary plugin gave 10.244.1.6.
+    let mut conf = n.plugin_conf();
+    conf["prevResult"]["ips"] = json!([{"address": "10.244.1.6/24", "interface": 0}]);
+    let o = n.plugin_with("ADD", "mesh", "cart2", &pod_ns.path(), &conf);
+    assert!(!ok(&o), "{}", show(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("holds none of the pod's addresses 10.244.1.6"),
+        "{}",
+        show(&o)
+    );
+    assert!(z.idle(), "ztunnel was sent something");
+    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+    assert!(!n.probe_set().contains("10.244.1.6"), "{}", n.probe_set());
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1546,8 +1647,18 @@ fn main() {
         needs,
         hostile_fifty_failing_adds_leak_no_fd,
     );
+    t.add(
+        "hostile::a_second_agent_takes_over_and_the_first_leaving_breaks_nothing",
+        needs,
+        hostile_a_second_agent_takes_over_and_the_first_leaving_breaks_nothing,
+    );
+    t.add(
+        "hostile::another_pods_namespace_is_refused",
+        needs,
+        hostile_another_pods_namespace_is_refused,
+    );
     t.declare(
-        29,
+        31,
         &[
             ("add", 10),
             ("del", 2),
@@ -1556,7 +1667,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 5),
+            ("hostile", 7),
         ],
     );
     t.run()

@@ -247,6 +247,31 @@ impl Agent {
         } else {
             ev.ips.clone()
         };
+        // The scan's rule for the ADD's namespace too: it must hold one of the pod's
+        // addresses. A runtime naming another pod's namespace would otherwise have ztunnel
+        // run this pod's proxy, with this pod's identity, inside the other pod.
+        match super::netns_scan::holds_any_of(&netns, shown, &ips) {
+            Ok(true) => {}
+            Ok(false) if ips.is_empty() => {
+                return Err(format!(
+                    "pod {id}: no addresses (neither the primary plugin's result nor the pod's status has any) to check its network namespace {} against",
+                    ev.netns
+                ));
+            }
+            Ok(false) => {
+                return Err(format!(
+                    "pod {id}: its network namespace {} holds none of the pod's addresses {} (another pod's namespace?); refused",
+                    ev.netns,
+                    list(&ips)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "pod {id}: reading the addresses in {}: {e}",
+                    ev.netns
+                ));
+            }
+        }
         let _one = lock(&self.one_at_a_time);
         self.enrol_in(&pod, netns, ips, true)
     }

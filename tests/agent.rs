@@ -63,6 +63,14 @@ struct ApiState {
     rv: u64,
     /// Every change: (version, "pods" or "namespaces", ADDED|MODIFIED|DELETED, object).
     events: Vec<(u64, &'static str, &'static str, Value)>,
+    /// Faults (hostile trials): every watch answered 410 Gone at once; lists of pods
+    /// answered after this delay (with the state as it was when asked); lists answered with
+    /// bytes that are not JSON.
+    expire_watches: bool,
+    list_delay: Duration,
+    garbage_lists: bool,
+    /// Lists of pods asked for (faults or not).
+    pod_lists: u64,
 }
 
 impl ApiState {
@@ -190,6 +198,14 @@ impl Api {
             .collect()
     }
 
+    fn fault(&self, f: impl FnOnce(&mut ApiState)) {
+        f(&mut self.state.lock().unwrap());
+    }
+
+    fn pod_lists(&self) -> u64 {
+        self.state.lock().unwrap().pod_lists
+    }
+
     fn patches(&self) -> Vec<(String, String, Value)> {
         self.state.lock().unwrap().patches.clone()
     }
@@ -242,21 +258,42 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>) {
         _ => None,
     };
     if authorized && let Some(kind) = list_kind {
+        if param("watch").is_some() && state.lock().unwrap().expire_watches {
+            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410}"#;
+            let out = format!(
+                "HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(out.as_bytes());
+            let _ = tls.flush();
+            return;
+        }
         if param("watch").is_some() {
             let from: u64 = param("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             return watch(tls, state, kind, from);
         }
-        let st = state.lock().unwrap();
+        let mut st = state.lock().unwrap();
         let items: Vec<Value> = match kind {
             "pods" => st.pods.values().cloned().collect(),
             _ => st.namespaces.values().cloned().collect(),
         };
         let list = json!({"kind": "List", "apiVersion": "v1",
             "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        let (delay, garbage) = (st.list_delay, st.garbage_lists);
+        if kind == "pods" {
+            st.pod_lists += 1;
+        }
         drop(st);
-        let body = list.to_string();
+        if kind == "pods" {
+            std::thread::sleep(delay);
+        }
+        let body = if garbage {
+            "{\"kind\": \"List\", \"items\": [{".to_string()
+        } else {
+            list.to_string()
+        };
         let out = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -458,6 +495,15 @@ impl Node {
     /// Starts `cni-install --ambient-enabled` in the node's namespace and waits until the
     /// chain names the agent.
     fn start(&mut self) {
+        self.start_unready();
+        wait_until("the agent's start-up reconcile", self, || {
+            raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#)
+                .is_some_and(|r| r["error"].is_null())
+        });
+    }
+
+    /// Starts the installer and waits until its agent answers (ready or not).
+    fn start_unready(&mut self) {
         let c = self.installer_command("installer.log");
         self.installer = Some(self.spawn_installer(c));
     }
@@ -1478,6 +1524,86 @@ fn hostile_another_pods_namespace_is_refused() {
     assert!(!n.probe_set().contains("10.244.1.6"), "{}", n.probe_set());
 }
 
+fn hostile_a_410_storm_is_backed_off() {
+    let mut n = Node::new("storm");
+    n.start();
+    wait_until("the start-up reconcile", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    n.api.fault(|s| s.expire_watches = true);
+    let before = n.api.pod_lists();
+    std::thread::sleep(Duration::from_secs(3));
+    let lists = n.api.pod_lists() - before;
+    eprintln!("pod lists in 3 s of 410s: {lists}");
+    assert!(lists <= 5, "{lists} relists in 3 s: no backoff on 410");
+    assert!(!n.log().contains("panicked"), "{}", n.log());
+}
+
+fn hostile_garbage_lists_keep_the_agent_unready_and_adds_untouched() {
+    let mut n = Node::new("garblist");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.api.fault(|s| s.garbage_lists = true);
+    n.start_unready();
+    let _z = Ztunnel::connect(&n.zds());
+    _z.hello();
+    wait_until("a failed start-up list", &n, || {
+        n.log().contains("start-up reconcile")
+    });
+    let ping = raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).unwrap();
+    assert!(
+        ping["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("starting")),
+        "{ping}"
+    );
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("starting"),
+        "{}",
+        show(&o)
+    );
+    assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules written before the reconcile"
+    );
+    // The API server heals: the agent becomes ready and the ADD goes through.
+    n.api.fault(|s| s.garbage_lists = false);
+    wait_until("readiness", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    assert!(!n.log().contains("panicked"), "{}", n.log());
+}
+
+fn hostile_a_relist_racing_an_add_keeps_the_pod() {
+    let mut n = Node::new("relist");
+    let pod_ns = Netns::new("pod");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    // The next relist answers slowly, with the pods as they were when it was asked.
+    n.api.fault(|s| {
+        s.list_delay = Duration::from_secs(2);
+        s.expire_watches = true;
+    });
+    let before = n.api.pod_lists();
+    wait_until("a relist", &n, || n.api.pod_lists() > before);
+    n.api.fault(|s| s.expire_watches = false);
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    // The relist's answer (without the pod, created after it was asked) arrives now.
+    std::thread::sleep(Duration::from_secs(3));
+    n.api.fault(|s| s.list_delay = Duration::ZERO);
+    assert!(
+        z.idle(),
+        "ztunnel was told something after the ADD: {:?}",
+        next_request(&z).0
+    );
+    assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1657,8 +1783,23 @@ fn main() {
         needs,
         hostile_another_pods_namespace_is_refused,
     );
+    t.add(
+        "hostile::a_410_storm_is_backed_off",
+        needs,
+        hostile_a_410_storm_is_backed_off,
+    );
+    t.add(
+        "hostile::garbage_lists_keep_the_agent_unready_and_adds_untouched",
+        needs,
+        hostile_garbage_lists_keep_the_agent_unready_and_adds_untouched,
+    );
+    t.add(
+        "hostile::a_relist_racing_an_add_keeps_the_pod",
+        needs,
+        hostile_a_relist_racing_an_add_keeps_the_pod,
+    );
     t.declare(
-        31,
+        34,
         &[
             ("add", 10),
             ("del", 2),
@@ -1667,7 +1808,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 7),
+            ("hostile", 10),
         ],
     );
     t.run()

@@ -52,6 +52,8 @@ struct Member {
     enrolled: Enrolled,
     netns: Arc<File>,
     flags: Flags,
+    /// When it was enrolled, on the agent's enrolment clock (`Agent::clock`).
+    seq: u64,
 }
 
 /// Why a pod leaves the mesh.
@@ -92,6 +94,9 @@ pub struct Agent {
     pub(crate) one_at_a_time: Mutex<()>,
     /// Set once the start-up reconcile is done: until then a ping (readiness) says so.
     ready: std::sync::atomic::AtomicBool,
+    /// Counts enrolments: a list of the API taken at one reading knows nothing of a pod
+    /// enrolled after it, so it must not remove or change that pod.
+    clock: std::sync::atomic::AtomicU64,
 }
 
 /// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
@@ -113,7 +118,20 @@ impl Agent {
             repaired: Mutex::new(Repairs::default()),
             one_at_a_time: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            clock: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The enrolment clock now: read before a list of the API is asked for, it tells which
+    /// pods the list cannot know about (`enrolled_after`).
+    pub(crate) fn clock(&self) -> u64 {
+        self.clock.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether pod `id` was enrolled at or after `clock` (by an ADD while a list was in
+    /// flight): what that list says of it is older than the enrolment.
+    pub(crate) fn enrolled_after(&self, id: &str, clock: u64) -> bool {
+        lock(&self.pods).get(id).is_some_and(|m| m.seq >= clock)
     }
 
     /// Which namespaces are left alone, and Istio's.
@@ -326,6 +344,7 @@ impl Agent {
                 },
                 netns: Arc::new(netns),
                 flags,
+                seq: self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
             },
         );
         if let Err(e) = acked {
@@ -460,10 +479,18 @@ impl Agent {
 
 impl Handler for Agent {
     fn handle(&self, req: Request) -> Result<(), String> {
+        let ready = self.ready.load(std::sync::atomic::Ordering::SeqCst);
         let outcome = match &req {
+            // Before the start-up reconcile ztunnel has no snapshot and cannot ack, and the
+            // reconcile's list (older than the pod) would take it out again: the ADD is
+            // refused before anything is written, and the runtime retries.
+            Request::Add(ev) if !ready => Err(format!(
+                "pod {}/{}: the node agent is starting (the node's pods are not reconciled yet); nothing was done, try again",
+                ev.namespace, ev.name
+            )),
             Request::Add(ev) => self.add(ev),
             Request::Del(ev) => self.del(ev),
-            Request::Ping(_) if self.ready.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Request::Ping(_) if ready => Ok(()),
             Request::Ping(_) => Err(
                 "starting: the node's pods are not reconciled yet (the API server is being listed)"
                     .into(),

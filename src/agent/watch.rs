@@ -67,6 +67,9 @@ impl Watcher {
     /// versions to watch from (pods, namespaces). `at_start`: before ztunnel's first snapshot
     /// (a pod enrolled then needs no ack: the snapshot carries it).
     pub fn reconcile(&self, at_start: bool) -> Result<(String, String), String> {
+        // Read before the lists: a pod enrolled from now on (an ADD while they are in
+        // flight) is newer than what they say, and left alone.
+        let asked = self.agent.upgrade().map_or(0, |a| a.clock());
         let (namespaces, ns_rv) = self.kube.list_namespaces().map_err(|e| e.to_string())?;
         let (pods, pod_rv) = self
             .kube
@@ -87,18 +90,22 @@ impl Watcher {
         let listed: Vec<String> = pods.iter().map(id).collect();
         for gone in agent.enrolled().keys().filter(|k| !listed.contains(k)) {
             let _one = lock(&agent.one_at_a_time);
+            if agent.enrolled_after(gone, asked) {
+                continue;
+            }
             if let Err(e) = agent.remove(gone, Removal::Deleted) {
                 logging::warn(&e);
             }
         }
         for p in &pods {
-            self.sync(&agent, p, at_start);
+            self.sync(&agent, p, at_start, asked);
         }
         Ok((pod_rv, ns_rv))
     }
 
-    /// One pod, against the decision.
-    fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+    /// One pod, against the decision. `asked`: the enrolment clock when `pod` was read
+    /// (`u64::MAX` for a watch event, which is current): a pod enrolled since is left alone.
+    fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool, asked: u64) {
         let pid = id(pod);
         let labels = lock(&self.cache)
             .namespaces
@@ -109,6 +116,9 @@ impl Watcher {
             || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed");
         let ambient = eligible::verdict(pod, &labels, agent.scope()) == Verdict::Ambient;
         let _one = lock(&agent.one_at_a_time);
+        if agent.enrolled_after(&pid, asked) {
+            return;
+        }
         let here = agent.enrolled_uid(&pid);
         // Another pod of the same name (deleted and created again): the old one goes.
         if here.as_deref().is_some_and(|u| u != pod.metadata.uid)
@@ -171,7 +181,7 @@ impl Watcher {
         match ev {
             WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                 lock(&self.cache).pods.insert(id(&p), p.clone());
-                self.sync(&agent, &p, false);
+                self.sync(&agent, &p, false, u64::MAX);
             }
             WatchEvent::Deleted(p) => {
                 let pid = id(&p);
@@ -207,7 +217,7 @@ impl Watcher {
                 .collect()
         };
         for p in &pods {
-            self.sync(&agent, p, false);
+            self.sync(&agent, p, false, u64::MAX);
         }
     }
 
@@ -289,7 +299,13 @@ impl Watcher {
             }
             Ok(WatchEnd::Stopped { resource_version }) => Some(resource_version),
             Ok(WatchEnd::Expired) => {
-                logging::info(&format!("the watch of {what} expired (410); relisting"));
+                // Backed off as any error: a server answering 410 to every watch would
+                // otherwise be relisted in a busy loop (hundreds of lists a second).
+                logging::info(&format!(
+                    "the watch of {what} expired (410); relisting in {backoff:?}"
+                ));
+                std::thread::sleep(*backoff);
+                *backoff = (*backoff * 2).min(BACKOFF.1);
                 None
             }
             Err(e) => {

@@ -533,10 +533,17 @@ impl Node {
     }
 
     fn installer_command(&self, log: &str) -> Command {
+        self.installer_command_under(log, &[])
+    }
+
+    /// The installer's command, run under `wrap` (a program that execs the rest, so the
+    /// child's pid stays the installer's).
+    fn installer_command_under(&self, log: &str, wrap: &[&str]) -> Command {
         let d = self.dir.path().display().to_string();
         let log = std::fs::File::create(self.path(log)).unwrap();
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns.name])
+            .args(wrap)
             .arg(support::bin())
             .args(["cni-install", "--ambient-enabled"])
             .args(["--cni-bin-dir", &format!("{d}/bin")])
@@ -1604,6 +1611,105 @@ fn hostile_a_relist_racing_an_add_keeps_the_pod() {
     assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
 }
 
+/// The agent's `VmRSS` in kB.
+fn rss_of(n: &Node) -> u64 {
+    let pid = n.installer.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The longest drift pass the log reports for `pods` pods, in ms.
+fn drift_pass_ms(n: &Node, pods: usize) -> Option<u64> {
+    let want = format!("drift pass: {pods} pod(s) and the node checked in ");
+    n.log()
+        .lines()
+        .filter_map(|l| l.split_once(&want).map(|(_, r)| r.to_string()))
+        .filter_map(|r| r.trim_end_matches(" ms").parse().ok())
+        .max()
+}
+
+/// Enrols `count` pods `mesh/pNNN`, each in a namespace of its own with an address of its
+/// own, ztunnel acking; returns the namespaces and the slowest ADD.
+fn enrol_many(n: &Node, z: &Ztunnel, count: usize) -> (Vec<Netns>, Duration) {
+    let mut namespaces = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..count {
+        let ip = format!("10.244.{}.{}", 2 + i / 250, 1 + i % 250);
+        let ns = Netns::new("many");
+        let o = sh(&format!("ip -n {} addr add {ip}/32 dev eth0", ns.name));
+        assert!(o.status.success(), "{}", show(&o));
+        let name = format!("p{i:03}");
+        n.api.add_pod(other_pod(
+            &name,
+            &format!("00000000-0000-4000-8000-{i:012}"),
+        ));
+        let mut conf = n.plugin_conf();
+        conf["prevResult"]["ips"] = json!([{"address": format!("{ip}/32"), "interface": 0}]);
+        let t = Instant::now();
+        let o = std::thread::scope(|s| {
+            let plugin = s.spawn(|| n.plugin_with("ADD", "mesh", &name, &ns.path(), &conf));
+            // ztunnel's request, unless the ADD failed before it.
+            while z.idle() && !plugin.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !z.idle() {
+                let _ = next_request(z);
+                z.ack("");
+            }
+            plugin.join().unwrap()
+        });
+        slowest = slowest.max(t.elapsed());
+        assert!(ok(&o), "ADD {i}: {}", show(&o));
+        namespaces.push(ns);
+    }
+    (namespaces, slowest)
+}
+
+fn hostile_two_hundred_pods_enrol_and_one_drift_pass_keeps_up() {
+    const PODS: usize = 200;
+    let mut n = Node::new("many");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (fds0, rss0) = (fds_of(&n), rss_of(&n));
+    let start = Instant::now();
+    let (_namespaces, slowest) = enrol_many(&n, &z, PODS);
+    let took = start.elapsed();
+    let (fds1, rss1) = (fds_of(&n), rss_of(&n));
+
+    wait_until("a drift pass over every pod", &n, || {
+        drift_pass_ms(&n, PODS).is_some()
+    });
+    let pass = drift_pass_ms(&n, PODS).unwrap();
+    eprintln!(
+        "{PODS} ADDs: {took:?} ({:?} each, the plugin's process included; slowest {slowest:?}); agent fds {fds0} -> {fds1}; RSS {rss0} kB -> {rss1} kB; one drift pass over {PODS} pods: {pass} ms",
+        took / PODS as u32
+    );
+    // Two fds per pod (the agent's and the ZDS server's duplicate for snapshots), nothing else.
+    assert!(fds1 - fds0 <= 2 * PODS + 4, "fds {fds0} -> {fds1}");
+    assert!(
+        pass < 10_000,
+        "a drift pass over {PODS} pods took {pass} ms"
+    );
+}
+
+fn hostile_a_low_soft_fd_limit_does_not_cap_the_pods() {
+    const PODS: usize = 30;
+    let mut n = Node::new("nofile");
+    // A container's soft limit as containerd 2 leaves it, scaled down: 48, hard 4096.
+    let c = n.installer_command_under("installer.log", &["prlimit", "--nofile=48:4096"]);
+    n.installer = Some(n.spawn_installer(c));
+    wait_until("readiness", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    let z = Ztunnel::ready(&n.zds());
+    let (_namespaces, _) = enrol_many(&n, &z, PODS);
+    assert!(fds_of(&n) > 48, "{} fds", fds_of(&n));
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1798,8 +1904,18 @@ fn main() {
         needs,
         hostile_a_relist_racing_an_add_keeps_the_pod,
     );
+    t.add(
+        "hostile::two_hundred_pods_enrol_and_one_drift_pass_keeps_up",
+        needs,
+        hostile_two_hundred_pods_enrol_and_one_drift_pass_keeps_up,
+    );
+    t.add(
+        "hostile::a_low_soft_fd_limit_does_not_cap_the_pods",
+        root(&["ip", "nft", "setpriv", "python3", "prlimit"]),
+        hostile_a_low_soft_fd_limit_does_not_cap_the_pods,
+    );
     t.declare(
-        34,
+        36,
         &[
             ("add", 10),
             ("del", 2),
@@ -1808,7 +1924,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 10),
+            ("hostile", 12),
         ],
     );
     t.run()

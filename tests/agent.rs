@@ -1710,6 +1710,48 @@ fn hostile_a_low_soft_fd_limit_does_not_cap_the_pods() {
     assert!(fds_of(&n) > 48, "{} fds", fds_of(&n));
 }
 
+fn hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back() {
+    let mut n = Node::new("driftrace");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (namespaces, _) = enrol_many(&n, &z, 2);
+    // The pass stalls on p000 (its namespace's lock held, as a run in it would), after it
+    // listed p001.
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &namespaces[0].name, "python3", "-c"])
+        .arg("import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0meshtables/netns-lock')\nprint('held', flush=True)\ntime.sleep(60)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 5];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    n.api.modify_pod("mesh/p001", |p| {
+        p["metadata"]["labels"] = json!({"istio.io/dataplane-mode": "none"});
+    });
+    match take(&z, &n).0 {
+        RequestPayload::Del(_) => {}
+        other => panic!("ztunnel got {other:?}, not the unlabelled pod's del"),
+    }
+    wait_until("p001's rules cleaned", &n, || {
+        !ok(&ambient_check(&namespaces[1].path()))
+    });
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The stalled pass goes on, and two more run.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !ok(&ambient_check(&namespaces[1].path())),
+        "the drift pass put an unlabelled pod's rules back: {}",
+        n.log()
+    );
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1914,8 +1956,13 @@ fn main() {
         root(&["ip", "nft", "setpriv", "python3", "prlimit"]),
         hostile_a_low_soft_fd_limit_does_not_cap_the_pods,
     );
+    t.add(
+        "hostile::a_pod_unlabelled_during_a_drift_pass_is_not_put_back",
+        needs,
+        hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back,
+    );
     t.declare(
-        36,
+        37,
         &[
             ("add", 10),
             ("del", 2),
@@ -1924,7 +1971,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 12),
+            ("hostile", 13),
         ],
     );
     t.run()

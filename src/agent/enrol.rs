@@ -184,13 +184,24 @@ impl Agent {
                 }
             }
         }
-        let members: Vec<(String, Arc<File>, Flags)> = lock(&self.pods)
+        let members: Vec<(String, Arc<File>, Flags, u64)> = lock(&self.pods)
             .iter()
-            .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone()))
+            .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone(), m.seq))
             .collect();
-        for (id, netns, flags) in members {
+        for (id, netns, flags, seq) in members {
             let by_fd = fd_path(&netns);
             if self.run_rules(&flags, &by_fd, Subcommand::Check).is_ok() {
+                continue;
+            }
+            // The repair is an enrolment's write: one at a time with them, and only while
+            // the pod is still the one enrolled when the pass began. A pod unlabelled during
+            // the pass has had its rules cleaned; putting them back would redirect it to a
+            // ztunnel that let it go, with no annotation saying so.
+            let _one = lock(&self.one_at_a_time);
+            if lock(&self.pods).get(&id).map(|m| m.seq) != Some(seq) {
+                logging::debug(&format!(
+                    "drift: pod {id} left (or was enrolled again) during the pass; not repaired"
+                ));
                 continue;
             }
             match self.run_rules(&flags, &by_fd, Subcommand::Apply) {

@@ -1752,6 +1752,78 @@ fn hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back() {
     );
 }
 
+fn hostile_adds_queued_behind_a_slow_ztunnel_get_the_agents_answer() {
+    const PODS: usize = 6;
+    let mut n = Node::new("slowack");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let mut namespaces = Vec::new();
+    let mut confs = Vec::new();
+    for i in 0..PODS {
+        let ip = format!("10.244.3.{}", 1 + i);
+        let ns = Netns::new("slow");
+        let o = sh(&format!("ip -n {} addr add {ip}/32 dev eth0", ns.name));
+        assert!(o.status.success(), "{}", show(&o));
+        n.api.add_pod(other_pod(
+            &format!("p{i:03}"),
+            &format!("00000000-0000-4000-8000-{i:012}"),
+        ));
+        let mut conf = n.plugin_conf();
+        conf["prevResult"]["ips"] = json!([{"address": format!("{ip}/32"), "interface": 0}]);
+        confs.push(conf);
+        namespaces.push(ns);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        // ztunnel acks every add, two seconds late.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if z.idle() {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let _ = next_request(&z);
+                std::thread::sleep(Duration::from_secs(2));
+                z.ack("");
+            }
+        });
+        let plugins: Vec<_> = (0..PODS)
+            .map(|i| {
+                let (n, ns, conf) = (&n, &namespaces[i], &confs[i]);
+                s.spawn(move || n.plugin_with("ADD", "mesh", &format!("p{i:03}"), &ns.path(), conf))
+            })
+            .collect();
+        let outputs = plugins.into_iter().map(|p| p.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outputs
+    });
+    // Let anything the agent still had queued finish.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut succeeded = 0;
+    for (i, o) in outputs.iter().enumerate() {
+        let key = format!("mesh/p{i:03}");
+        let mark =
+            n.api.pod(&key)["metadata"]["annotations"]["ambient.istio.io/redirection"].clone();
+        if ok(o) {
+            succeeded += 1;
+            assert_eq!(mark, json!("enabled"), "{key}");
+            continue;
+        }
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("did not answer"),
+            "{key}: the plugin gave up before the agent answered: {}",
+            show(o)
+        );
+        assert_ne!(
+            mark,
+            json!("enabled"),
+            "{key} is enabled though its ADD failed: {}",
+            show(o)
+        );
+    }
+    assert!(succeeded >= 1, "no ADD went through");
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1961,8 +2033,13 @@ fn main() {
         needs,
         hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back,
     );
+    t.add(
+        "hostile::adds_queued_behind_a_slow_ztunnel_get_the_agents_answer",
+        needs,
+        hostile_adds_queued_behind_a_slow_ztunnel_get_the_agents_answer,
+    );
     t.declare(
-        37,
+        38,
         &[
             ("add", 10),
             ("del", 2),
@@ -1971,7 +2048,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 13),
+            ("hostile", 14),
         ],
     );
     t.run()

@@ -103,6 +103,11 @@ pub struct Agent {
 /// may lag (istio-cni retries 10 × 10 ms); ours asks the server, so a blip is what is left.
 const POD_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
 
+/// How long an ADD may wait for the enrolments ahead of it: the plugin's 10 s
+/// (`cni::ambient::ADD_TIMEOUT`) less ztunnel's ack deadline (5 s) and the API calls around
+/// it.
+const QUEUE_BUDGET: Duration = Duration::from_secs(3);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -257,6 +262,7 @@ impl Agent {
 
     /// ADD of an ambient pod, from the plugin.
     pub fn add(&self, ev: &PodEvent) -> Result<(), String> {
+        let asked = std::time::Instant::now();
         let (ns, name) = names(ev)?;
         let id = format!("{ns}/{name}");
         let pod = self.pod(&ns, &name)?;
@@ -302,6 +308,16 @@ impl Agent {
             }
         }
         let _one = lock(&self.one_at_a_time);
+        // Queued behind other enrolments (a ztunnel slow to ack) for longer than the plugin
+        // leaves room for: enrolling now would finish after the plugin gave up, and mark
+        // `enabled` a pod whose ADD the runtime saw fail. Nothing is written; it retries.
+        let waited = asked.elapsed();
+        if waited > QUEUE_BUDGET {
+            return Err(format!(
+                "pod {id}: waited {waited:?} behind other enrolments (ztunnel slow to ack?); nothing was done, since the plugin gives up after {:?}; try again",
+                crate::cni::ambient::ADD_TIMEOUT
+            ));
+        }
         self.enrol_in(&pod, netns, ips, true)
     }
 

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::eligible::{self, Verdict};
 use super::enrol::{Agent, Removal};
 use super::netns_scan;
-use crate::cni::kube::{Client, WatchEnd, WatchEvent};
+use crate::cni::kube::{Client, KubeError, WatchEnd, WatchEvent};
 use crate::cni::pod::{Namespace, Pod};
 use crate::logging;
 
@@ -226,13 +226,16 @@ impl Watcher {
     pub fn watch_pods(&self, mut rv: String) {
         let mut backoff = BACKOFF.0;
         while self.agent.strong_count() > 0 {
+            let (started, mut events) = (Instant::now(), 0usize);
             let end = self
                 .kube
                 .watch_pods(&self.selector(), &rv, WATCH_SECONDS, &mut |ev| {
+                    events += 1;
                     self.pod_event(ev);
                     ControlFlow::Continue(())
                 });
-            rv = match self.next(end, rv, &mut backoff, "pods") {
+            let short = very_short(&end, started, events);
+            rv = match self.next(end, short, rv, &mut backoff, "pods") {
                 Some(v) => v,
                 None => match self.reconcile(false) {
                     Ok((pods, _)) => pods,
@@ -251,11 +254,14 @@ impl Watcher {
     pub fn watch_namespaces(&self, mut rv: String) {
         let mut backoff = BACKOFF.0;
         while self.agent.strong_count() > 0 {
+            let (started, mut events) = (Instant::now(), 0usize);
             let end = self.kube.watch_namespaces(&rv, WATCH_SECONDS, &mut |ev| {
+                events += 1;
                 self.namespace_event(ev);
                 ControlFlow::Continue(())
             });
-            rv = match self.next(end, rv, &mut backoff, "namespaces") {
+            let short = very_short(&end, started, events);
+            rv = match self.next(end, short, rv, &mut backoff, "namespaces") {
                 Some(v) => v,
                 None => match self.kube.list_namespaces() {
                     Ok((list, v)) => {
@@ -276,16 +282,27 @@ impl Watcher {
     }
 
     /// Where a watch goes on from: the version to re-watch from, or `None` to relist.
+    /// `short`: the watch ended within a second with no event (`very_short`): backed off.
     fn next(
         &self,
-        end: Result<WatchEnd, crate::cni::kube::KubeError>,
+        end: Result<WatchEnd, KubeError>,
+        short: bool,
         rv: String,
         backoff: &mut Duration,
         what: &str,
     ) -> Option<String> {
+        if short {
+            logging::warn(&format!(
+                "the watch of {what} ended at once with no event (a server or proxy closing watches?); watching again in {backoff:?}"
+            ));
+            std::thread::sleep(*backoff);
+            *backoff = (*backoff * 2).min(BACKOFF.1);
+        }
         match end {
             Ok(WatchEnd::Closed { resource_version }) => {
-                *backoff = BACKOFF.0;
+                if !short {
+                    *backoff = BACKOFF.0;
+                }
                 Some(resource_version)
             }
             Ok(WatchEnd::Broken {
@@ -316,6 +333,15 @@ impl Watcher {
             }
         }
     }
+}
+
+/// client-go's reflector's rule: a watch that ended (closed or broken) within a second with
+/// no event is an error, and backed off as one. A server or proxy that ends every watch at
+/// once was otherwise watched again in a busy loop (2343 requests in 3 s).
+fn very_short(end: &Result<WatchEnd, KubeError>, started: Instant, events: usize) -> bool {
+    matches!(end, Ok(WatchEnd::Closed { .. } | WatchEnd::Broken { .. }))
+        && events == 0
+        && started.elapsed() < Duration::from_secs(1)
 }
 
 fn id(p: &Pod) -> String {

@@ -1857,6 +1857,54 @@ fn hostile_watches_closed_at_once_are_backed_off() {
     );
 }
 
+/// A process in `ns` holding the namespace's lock (as any of a pod's own processes can)
+/// until it is killed.
+fn hold_netns_lock(ns: &Netns) -> Child {
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c"])
+        .arg("import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0meshtables/netns-lock')\nprint('held', flush=True)\ntime.sleep(120)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 5];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    holder
+}
+
+fn hostile_a_pod_holding_its_lock_does_not_hold_up_adds() {
+    let mut n = Node::new("podlock");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (namespaces, _) = enrol_many(&n, &z, 1);
+    let mut holder = hold_netns_lock(&namespaces[0]);
+    let held = Instant::now();
+    // A pass blocks on p000's lock within a second and gives up 30 s (lock::WAIT) later; a
+    // repair would then wait as long again, holding up every enrolment.
+    std::thread::sleep(Duration::from_millis(32_500).saturating_sub(held.elapsed()));
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    let t = Instant::now();
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "ADD took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        n.log().contains("drift: pod mesh/p000 not checked"),
+        "{}",
+        n.log()
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -2076,8 +2124,13 @@ fn main() {
         needs,
         hostile_watches_closed_at_once_are_backed_off,
     );
+    t.add(
+        "hostile::a_pod_holding_its_lock_does_not_hold_up_adds",
+        needs,
+        hostile_a_pod_holding_its_lock_does_not_hold_up_adds,
+    );
     t.declare(
-        39,
+        40,
         &[
             ("add", 10),
             ("del", 2),
@@ -2086,7 +2139,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 15),
+            ("hostile", 16),
         ],
     );
     t.run()

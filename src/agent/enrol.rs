@@ -195,8 +195,19 @@ impl Agent {
             .collect();
         for (id, netns, flags, seq) in members {
             let by_fd = fd_path(&netns);
-            if self.run_rules(&flags, &by_fd, Subcommand::Check).is_ok() {
-                continue;
+            match self.check_rules(&flags, &by_fd) {
+                Ok(()) => continue,
+                // A process in the pod's namespace (any of the pod's own: the lock is an
+                // abstract socket there) holds its lock: no repair, which would wait as long
+                // again while holding up every enrolment.
+                Err(e) if lock_busy(&e) => {
+                    found.failed += 1;
+                    logging::warn(&format!(
+                        "drift: pod {id} not checked: {e}; its rules are left as they are"
+                    ));
+                    continue;
+                }
+                Err(_) => {}
             }
             // The repair is an enrolment's write: one at a time with them, and only while
             // the pod is still the one enrolled when the pass began. A pod unlabelled during
@@ -455,6 +466,23 @@ impl Agent {
         }
     }
 
+    /// `run_rules`' check, with its error kept typed (a held lock is told apart).
+    fn check_rules(&self, flags: &Flags, netns: &Path) -> Result<(), crate::run::RunError> {
+        let mut flags = flags.clone();
+        flags.set(
+            &ambient::NETWORK_NAMESPACE.spec,
+            netns.display().to_string(),
+        );
+        run::execute(
+            &Ambient,
+            &flags,
+            Subcommand::Check,
+            &self.env,
+            &crate::host::System,
+            &mut Vec::new(),
+        )
+    }
+
     /// The in-pod rules (`flags`), through the ambient engine, inside the namespace at
     /// `netns`: applied, or checked.
     fn run_rules(&self, flags: &Flags, netns: &Path, sub: Subcommand) -> Result<(), String> {
@@ -544,6 +572,12 @@ fn rule_flags(pod: &Pod) -> Flags {
     }
     flags.set(&ambient::RECONCILE.spec, "true");
     flags
+}
+
+/// Whether a run failed because another holder kept the namespace's lock for the whole wait.
+fn lock_busy(e: &crate::run::RunError) -> bool {
+    matches!(e, crate::run::RunError::Backend(crate::backend::BackendError::Failed(b))
+        if matches!(b.downcast_ref::<crate::lock::LockError>(), Some(crate::lock::LockError::Busy(_))))
 }
 
 /// The path of an open namespace, through this process's fd table.

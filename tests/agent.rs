@@ -1905,6 +1905,40 @@ fn hostile_a_pod_holding_its_lock_does_not_hold_up_adds() {
     holder.wait().unwrap();
 }
 
+fn hostile_sigkill_mid_add_then_the_retried_add_enrols() {
+    let mut n = Node::new("killadd");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let pid = nix::unistd::Pid::from_raw(n.installer.as_ref().unwrap().id() as i32);
+    let first = std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("ADD", "mesh", "cart", &pod_ns.path()));
+        // ztunnel has the Add (the rules are in); the agent dies before its ack.
+        let _ = next_request(&z);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        plugin.join().unwrap()
+    });
+    n.installer.take().unwrap().wait().unwrap();
+    assert!(!ok(&first), "{}", show(&first));
+    assert_eq!(cni_code(&first), Some(11), "{}", show(&first));
+    assert!(
+        n.api.redirections().is_empty(),
+        "{:?}",
+        n.api.redirections()
+    );
+    drop(z);
+    n.start();
+    // The new agent knows nothing of the pod (its ADD never finished): its first snapshot
+    // is empty, so ztunnel lets the half-added pod go; the runtime's retry enrols it.
+    let z = Ztunnel::ready(&n.zds());
+    let (o, req, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "the retried ADD: {}", show(&o));
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert_eq!(n.api.redirections(), vec![Some("enabled".to_string())]);
+    assert!(ok(&ambient_check(&pod_ns.path())));
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -2129,8 +2163,13 @@ fn main() {
         needs,
         hostile_a_pod_holding_its_lock_does_not_hold_up_adds,
     );
+    t.add(
+        "hostile::sigkill_mid_add_then_the_retried_add_enrols",
+        needs,
+        hostile_sigkill_mid_add_then_the_retried_add_enrols,
+    );
     t.declare(
-        40,
+        41,
         &[
             ("add", 10),
             ("del", 2),
@@ -2139,7 +2178,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 16),
+            ("hostile", 17),
         ],
     );
     t.run()

@@ -654,12 +654,25 @@ impl Node {
         netns: &str,
         conf: &Value,
     ) -> Output {
+        self.plugin_of("c0ffee", command, pod_ns, pod_name, netns, conf)
+    }
+
+    /// `plugin_with` for the sandbox `container_id`.
+    fn plugin_of(
+        &self,
+        container_id: &str,
+        command: &str,
+        pod_ns: &str,
+        pod_name: &str,
+        netns: &str,
+        conf: &Value,
+    ) -> Output {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns.name])
             .arg(self.path("bin/meshtables-cni"));
         support::clear_our_env(&mut c);
         c.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", "c0ffee")
+            .env("CNI_CONTAINERID", container_id)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", self.path("bin"))
@@ -1939,6 +1952,31 @@ fn hostile_sigkill_mid_add_then_the_retried_add_enrols() {
     assert!(ok(&ambient_check(&pod_ns.path())));
 }
 
+/// A DEL of another sandbox of the enrolled pod (`other_id`: its container id; `other_ns`:
+/// in a namespace of its own) leaves the pod enrolled: ztunnel untold, its address in the
+/// probe set; the enrolled sandbox's own DEL still lets it go.
+fn hostile_a_del_of_another_sandbox(other_id: &'static str, other_ns: bool) -> impl FnOnce() {
+    move || {
+        let (n, pod_ns, z) = enrolled("oldsandbox");
+        let old = Netns::new("old");
+        let netns = if other_ns { old.path() } else { pod_ns.path() };
+        let o = n.plugin_of(other_id, "DEL", "mesh", "cart", &netns, &n.plugin_conf());
+        assert!(ok(&o), "{}", show(&o));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(z.idle(), "ztunnel was told: {:?}", next_request(&z).0);
+        assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+        let del = std::thread::scope(|s| {
+            let plugin = s.spawn(|| n.plugin("DEL", "mesh", "cart", &pod_ns.path()));
+            let (req, _) = next_request(&z);
+            z.ack("");
+            assert!(matches!(req, RequestPayload::Del(_)), "{req:?}");
+            plugin.join().unwrap()
+        });
+        assert!(ok(&del), "{}", show(&del));
+        assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+    }
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -2168,8 +2206,18 @@ fn main() {
         needs,
         hostile_sigkill_mid_add_then_the_retried_add_enrols,
     );
+    t.add(
+        "hostile::a_del_of_another_sandbox_id_leaves_the_pod_enrolled",
+        needs,
+        hostile_a_del_of_another_sandbox("deadbeef", false),
+    );
+    t.add(
+        "hostile::a_del_of_another_sandbox_namespace_leaves_the_pod_enrolled",
+        needs,
+        hostile_a_del_of_another_sandbox("", true),
+    );
     t.declare(
-        41,
+        43,
         &[
             ("add", 10),
             ("del", 2),
@@ -2178,7 +2226,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 17),
+            ("hostile", 19),
         ],
     );
     t.run()

@@ -54,6 +54,8 @@ struct Member {
     flags: Flags,
     /// When it was enrolled, on the agent's enrolment clock (`Agent::clock`).
     seq: u64,
+    /// The sandbox (`CNI_CONTAINERID`) its ADD named; empty when the scan found it.
+    sandbox: String,
 }
 
 /// Why a pod leaves the mesh.
@@ -329,7 +331,7 @@ impl Agent {
                 crate::cni::ambient::ADD_TIMEOUT
             ));
         }
-        self.enrol_in(&pod, netns, ips, true)
+        self.enrol_in(&pod, netns, ips, true, &ev.container_id)
     }
 
     /// Enrols `pod`, whose namespace is `netns`: rules, ztunnel, probe set, `enabled`. The
@@ -343,6 +345,7 @@ impl Agent {
         netns: File,
         ips: Vec<IpAddr>,
         need_ack: bool,
+        sandbox: &str,
     ) -> Result<(), String> {
         let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
         let (ns, name) = (
@@ -383,6 +386,7 @@ impl Agent {
                 netns: Arc::new(netns),
                 flags,
                 seq: self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                sandbox: sandbox.to_string(),
             },
         );
         if let Err(e) = acked {
@@ -416,8 +420,44 @@ impl Agent {
     /// Every step is tried; the failures are reported together.
     pub fn del(&self, ev: &PodEvent) -> Result<(), String> {
         let (ns, name) = names(ev)?;
+        let id = format!("{ns}/{name}");
         let _one = lock(&self.one_at_a_time);
-        self.remove(&format!("{ns}/{name}"), Removal::Deleted)
+        // A DEL names the pod, but is of one sandbox: a runtime cleaning up an earlier one
+        // (a failed attempt, a garbage-collected sandbox) must not take the enrolled one out
+        // of the mesh, whose rules would stay, redirecting to a ztunnel that let it go.
+        if let Some(why) = self.other_sandbox(&id, ev) {
+            logging::info(&format!("DEL of pod {id}: {why}; it stays enrolled"));
+            return Ok(());
+        }
+        self.remove(&id, Removal::Deleted)
+    }
+
+    /// Why the DEL `ev` is of another sandbox than pod `id`'s enrolled one, if it is: another
+    /// `CNI_CONTAINERID` than its ADD's, or a namespace that still exists and is not the one
+    /// the agent holds.
+    fn other_sandbox(&self, id: &str, ev: &PodEvent) -> Option<String> {
+        let pods = lock(&self.pods);
+        let m = pods.get(id)?;
+        if !m.sandbox.is_empty() && !ev.container_id.is_empty() && m.sandbox != ev.container_id {
+            return Some(format!(
+                "sandbox {} is not the enrolled one ({})",
+                ev.container_id, m.sandbox
+            ));
+        }
+        if ev.netns.is_empty() {
+            return None;
+        }
+        let there = crate::netns::open(Path::new(&ev.netns))
+            .ok()?
+            .metadata()
+            .ok()
+            .map(|md| (md.dev(), md.ino()))?;
+        (there != m.enrolled.netns).then(|| {
+            format!(
+                "its namespace {} is not the enrolled one (another sandbox's)",
+                ev.netns
+            )
+        })
     }
 
     /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.

@@ -163,7 +163,7 @@ impl Watcher {
         match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
             Ok(found) => {
                 if let Err(e) =
-                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start)
+                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start, "")
                 {
                     logging::warn(&e);
                 }

@@ -1977,6 +1977,32 @@ fn hostile_a_del_of_another_sandbox(other_id: &'static str, other_ns: bool) -> i
     }
 }
 
+fn hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address() {
+    let (n, _pod_ns, z) = enrolled("resandbox");
+    // The pod's sandbox is recreated with another address before the old one's DEL.
+    let new = Netns::new("new");
+    let o = sh(&format!(
+        "ip -n {} addr add 10.244.1.9/32 dev eth0",
+        new.name
+    ));
+    assert!(o.status.success(), "{}", show(&o));
+    let mut conf = n.plugin_conf();
+    conf["prevResult"]["ips"] = json!([{"address": "10.244.1.9/32", "interface": 0}]);
+    let o = std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin_of("beef02", "ADD", "mesh", "cart", &new.path(), &conf));
+        let _ = next_request(&z);
+        z.ack("");
+        plugin.join().unwrap()
+    });
+    assert!(ok(&o), "{}", show(&o));
+    let set = n.probe_set();
+    assert!(set.contains("10.244.1.9"), "{set}");
+    assert!(
+        !set.contains("10.244.1.5,") && !set.contains("10.244.1.5 "),
+        "the old sandbox's address stayed: {set}"
+    );
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -2216,8 +2242,13 @@ fn main() {
         needs,
         hostile_a_del_of_another_sandbox("", true),
     );
+    t.add(
+        "hostile::an_add_of_a_new_sandbox_drops_the_old_ones_address",
+        needs,
+        hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address,
+    );
     t.declare(
-        43,
+        44,
         &[
             ("add", 10),
             ("del", 2),
@@ -2226,7 +2257,7 @@ fn main() {
             ("drift", 2),
             ("restart", 1),
             ("watch", 4),
-            ("hostile", 19),
+            ("hostile", 20),
         ],
     );
     t.run()

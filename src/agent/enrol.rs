@@ -375,7 +375,7 @@ impl Agent {
             Err(ZdsError::NoZtunnel) if !need_ack => Ok(()),
             other => other,
         };
-        lock(&self.pods).insert(
+        let replaced = lock(&self.pods).insert(
             id.clone(),
             Member {
                 enrolled: Enrolled {
@@ -389,6 +389,33 @@ impl Agent {
                 sandbox: sandbox.to_string(),
             },
         );
+        // An earlier sandbox of the pod (its DEL not seen, or still to come, which
+        // `other_sandbox` then ignores): what it had and this one has not goes, or its
+        // addresses would stay in the probe set (skipping ztunnel for whichever pod gets them
+        // next) and, for an earlier pod of the name, its proxy in ztunnel.
+        if let Some(old) = replaced {
+            let stale: Vec<IpAddr> = old
+                .enrolled
+                .ips
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .copied()
+                .collect();
+            if let Err(e) = self.probe_set(MemberVerb::Remove, &old.enrolled.uid, &stale) {
+                logging::warn(&format!(
+                    "pod {id}: the earlier sandbox's probe-set members {}: {e}",
+                    list(&stale)
+                ));
+            }
+            if old.enrolled.uid != uid
+                && let Err(e) = self.zds.del(&old.enrolled.uid)
+            {
+                logging::warn(&format!(
+                    "pod {id}: ztunnel's Del of the earlier pod {}: {e}",
+                    old.enrolled.uid
+                ));
+            }
+        }
         if let Err(e) = acked {
             let pending = self.annotate(&ns, &name, Some(PENDING));
             let why = match e {

@@ -15,7 +15,13 @@
 //! - del: ztunnel is told, and the probe set loses the address;
 //! - socket: a request that is not one, or too large, is answered no; silent clients do not
 //!   hold up an ADD; a non-root client is refused;
-//! - start: the node's probe rules are installed before the plugin's entry names the agent.
+//! - start: the node's probe rules are installed before the plugin's entry names the agent;
+//! - hostile: what a buggy runtime or primary plugin, a misbehaving ztunnel or API server, a
+//!   hostile pod, a crash or a race does: a CNI_NETNS that is a FIFO, a file or another
+//!   pod's namespace; bad annotations; 410 storms, watches closed at once, garbage and slow
+//!   lists; ADDs before the reconcile, behind a slow ztunnel, during a relist; a second
+//!   agent; SIGKILL mid-ADD; DELs of other sandboxes; a pod holding its namespace's lock; a
+//!   low fd limit; 200 pods (numbers printed).
 //!
 //! Every trial needs root (namespaces, netfilter) and `ip`/`nft`.
 #![allow(

@@ -92,7 +92,13 @@ pub fn open(path: &Path) -> Result<File, NetnsError> {
 /// in the node's, and a `CNI_NETNS` naming it (`/proc/self/ns/net`, `/proc/1/ns/net`) would
 /// program the node.
 pub fn refuse_own(path: &Path) -> Result<(), NetnsError> {
-    let target = open(path)?.metadata().map_err(|source| NetnsError::Open {
+    refuse_own_file(&open(path)?, path)
+}
+
+/// `refuse_own` for a namespace already open (by `open`), named `path` in the error: the
+/// check is of exactly the namespace the caller will program.
+pub fn refuse_own_file(file: &File, path: &Path) -> Result<(), NetnsError> {
+    let target = file.metadata().map_err(|source| NetnsError::Open {
         path: path.to_path_buf(),
         source,
     })?;

@@ -15,7 +15,13 @@
 //! - del: ztunnel is told, and the probe set loses the address;
 //! - socket: a request that is not one, or too large, is answered no; silent clients do not
 //!   hold up an ADD; a non-root client is refused;
-//! - start: the node's probe rules are installed before the plugin's entry names the agent.
+//! - start: the node's probe rules are installed before the plugin's entry names the agent;
+//! - hostile: what a buggy runtime or primary plugin, a misbehaving ztunnel or API server, a
+//!   hostile pod, a crash or a race does: a CNI_NETNS that is a FIFO, a file or another
+//!   pod's namespace; bad annotations; 410 storms, watches closed at once, garbage and slow
+//!   lists; ADDs before the reconcile, behind a slow ztunnel, during a relist; a second
+//!   agent; SIGKILL mid-ADD; DELs of other sandboxes; a pod holding its namespace's lock; a
+//!   low fd limit; 200 pods (numbers printed).
 //!
 //! Every trial needs root (namespaces, netfilter) and `ip`/`nft`.
 #![allow(
@@ -30,7 +36,7 @@
 mod apiserver;
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -58,6 +64,8 @@ struct Node {
     /// A process named kubelet (root's, as real kubelets are): the node's nft probe rule
     /// keys on the kubelet's uid, found in /proc as upstream finds it.
     kubelet: Child,
+    /// More installer settings (`start_with`).
+    extra: Vec<String>,
 }
 
 /// A process whose name is `kubelet` (a copy of sleep, made once per test process). Exec
@@ -128,6 +136,7 @@ impl Node {
             api,
             installer: None,
             kubelet,
+            extra: Vec::new(),
         }
     }
 
@@ -146,15 +155,61 @@ impl Node {
     /// Starts `cni-install --ambient-enabled` in the node's namespace and waits until the
     /// chain names the agent.
     fn start(&mut self) {
-        self.start_with(&[]);
+        self.start_unready();
+        wait_until("the agent's start-up reconcile", self, || {
+            raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#)
+                .is_some_and(|r| r["error"].is_null())
+        });
     }
 
     /// `start` with more installer settings.
     fn start_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.start();
+    }
+
+    /// Starts the installer and waits until its agent answers (ready or not).
+    fn start_unready(&mut self) {
+        let c = self.installer_command("installer.log");
+        self.installer = Some(self.spawn_installer(c));
+    }
+
+    /// A second installer on the same node and sockets (an upgrade's new DaemonSet pod),
+    /// logging to `installer2.log`; returned once its agent holds the plugin's socket.
+    fn start_second(&mut self) -> Child {
+        let first = inode(&self.agent_socket());
+        let c = self.installer_command("installer2.log");
+        let mut child = self.spawn_installer(c);
+        let start = Instant::now();
+        while std::fs::metadata(self.agent_socket())
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+            == Some(first)
+            || raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#).is_none()
+        {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the second installer exited: {}",
+                std::fs::read_to_string(self.path("installer2.log")).unwrap_or_default()
+            );
+            assert!(start.elapsed() < LONG, "the second agent never bound");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    fn installer_command(&self, log: &str) -> Command {
+        self.installer_command_under(log, &[])
+    }
+
+    /// The installer's command, run under `wrap` (a program that execs the rest, so the
+    /// child's pid stays the installer's).
+    fn installer_command_under(&self, log: &str, wrap: &[&str]) -> Command {
         let d = self.dir.path().display().to_string();
-        let log = std::fs::File::create(self.path("installer.log")).unwrap();
+        let log = std::fs::File::create(self.path(log)).unwrap();
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns.name])
+            .args(wrap)
             .arg(support::bin())
             .args(["cni-install", "--ambient-enabled"])
             .args(["--cni-bin-dir", &format!("{d}/bin")])
@@ -167,7 +222,7 @@ impl Node {
             .args(["--drift-check-interval", "1"])
             .args(["--node-name", "node-1"])
             .args(["--log-level", "debug"])
-            .args(extra);
+            .args(&self.extra);
         support::clear_our_env(&mut c);
         c.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", self.api.port.to_string())
@@ -175,7 +230,12 @@ impl Node {
             .env("AMBIENT_DNS_CAPTURE", "true")
             .stdout(Stdio::null())
             .stderr(log);
-        self.installer = Some(c.spawn().unwrap());
+        c
+    }
+
+    /// Spawns `c` and waits until the chain names the agent and an agent answers.
+    fn spawn_installer(&self, mut c: Command) -> Child {
+        let mut child = c.spawn().unwrap();
         let conflist = self.path("net/10-test.conflist");
         let start = Instant::now();
         // The chain names the agent and this installer's agent answers (a ping: even "not
@@ -183,7 +243,11 @@ impl Node {
         while !std::fs::read_to_string(&conflist).is_ok_and(|t| t.contains("ambient-agent"))
             || raw_request(&self.agent_socket(), br#"{"verb":"ping"}"#).is_none()
         {
-            assert!(!self.exited(), "the installer exited: {}", self.log());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the installer exited: {}",
+                self.log()
+            );
             assert!(
                 start.elapsed() < LONG,
                 "no agent in the chain: {}",
@@ -196,12 +260,7 @@ impl Node {
             "no agent socket: {}",
             self.log()
         );
-    }
-
-    fn exited(&mut self) -> bool {
-        self.installer
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        child
     }
 
     fn log(&self) -> String {
@@ -243,12 +302,25 @@ impl Node {
         netns: &str,
         conf: &Value,
     ) -> Output {
+        self.plugin_of("c0ffee", command, pod_ns, pod_name, netns, conf)
+    }
+
+    /// `plugin_with` for the sandbox `container_id`.
+    fn plugin_of(
+        &self,
+        container_id: &str,
+        command: &str,
+        pod_ns: &str,
+        pod_name: &str,
+        netns: &str,
+        conf: &Value,
+    ) -> Output {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns.name])
             .arg(self.path("bin/meshtables-cni"));
         support::clear_our_env(&mut c);
         c.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", "c0ffee")
+            .env("CNI_CONTAINERID", container_id)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", self.path("bin"))
@@ -1068,31 +1140,6 @@ fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
     assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
 }
 
-fn add_a_fifo_as_cni_netns_is_refused_at_once() {
-    let mut n = Node::new("fifo");
-    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
-    n.start();
-    let _z = Ztunnel::ready(&n.zds());
-    let fifo = n.path("netns-fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let start = Instant::now();
-    let o = n.plugin("ADD", "mesh", "cart", &fifo.display().to_string());
-    assert!(!ok(&o), "{}", show(&o));
-    assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("not a namespace"),
-        "{}",
-        show(&o)
-    );
-    // Refused, not timed out waiting for a writer.
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(n.api.patches().is_empty());
-}
-
 fn metrics_count_what_the_agent_did() {
     let mut n = Node::new("metrics");
     let pod_ns = Netns::new("pod");
@@ -1155,6 +1202,615 @@ fn repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules() {
     assert!(n.log().contains("istio-validation passes"), "{}", n.log());
 }
 
+// ---------------------------------------------------------------------------------------
+// Hostile: what a buggy runtime or primary plugin, a misbehaving ztunnel or a race would do.
+
+/// An ADD whose `CNI_NETNS` is `netns` (not a namespace) is refused within `within`, naming
+/// the path, and the agent still enrols a real pod afterwards.
+fn hostile_not_a_netns(make: fn(&Path) -> PathBuf) -> impl FnOnce() {
+    move || {
+        let mut n = Node::new("notns");
+        let pod_ns = Netns::new("pod");
+        n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+        n.start();
+        let z = Ztunnel::ready(&n.zds());
+        let bad = make(n.dir.path());
+        let start = Instant::now();
+        let o = n.plugin("ADD", "mesh", "cart", &bad.display().to_string());
+        let took = start.elapsed();
+        assert!(!ok(&o), "{}", show(&o));
+        assert!(took < Duration::from_secs(5), "took {took:?}: {}", show(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains(&bad.display().to_string()) && text.contains("not a namespace"),
+            "{}",
+            show(&o)
+        );
+        assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+        assert!(n.api.patches().is_empty());
+        assert!(z.idle(), "ztunnel was sent something");
+        let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+        assert!(ok(&o), "ADD after: {}", show(&o));
+    }
+}
+
+fn fifo(dir: &Path) -> PathBuf {
+    let p = dir.join("netns-fifo");
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    p
+}
+
+fn regular_file(dir: &Path) -> PathBuf {
+    let p = dir.join("netns-file");
+    std::fs::write(&p, b"not a namespace").unwrap();
+    p
+}
+
+/// An ADD of a pod whose annotation `key` is `value` fails naming the annotation, and
+/// leaves the pod's namespace without any rule, ztunnel untold and the pod unannotated.
+fn hostile_bad_annotation(key: &'static str, value: &'static str) -> impl FnOnce() {
+    move || {
+        let mut n = Node::new("badann");
+        let pod_ns = Netns::new("pod");
+        n.api
+            .add_pod(pod("mesh", "cart", json!({}), json!({ key: value })));
+        n.start();
+        let z = Ztunnel::ready(&n.zds());
+        let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+        assert!(!ok(&o), "{}", show(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains(key), "the error names no {key}: {}", show(&o));
+        assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+        assert!(z.idle(), "ztunnel was sent something");
+        let rules = pod_ns.run("nft", &["list", "ruleset"]);
+        assert!(
+            String::from_utf8_lossy(&rules.stdout).trim().is_empty(),
+            "rules half-written: {}",
+            String::from_utf8_lossy(&rules.stdout)
+        );
+    }
+}
+
+/// The agent's open fds (the installer execs itself in `ip netns exec`'s place).
+fn fds_of(n: &Node) -> usize {
+    let pid = n.installer.as_ref().unwrap().id();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn hostile_fifty_failing_adds_leak_no_fd() {
+    let mut n = Node::new("fdleak");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    // The first failing ADD leaves the pod pending (its namespace held): counted after it.
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    let before = fds_of(&n);
+    let start = Instant::now();
+    for _ in 0..50 {
+        let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+        assert_eq!(cni_code(&o), Some(100), "{}", show(&o));
+    }
+    let took = start.elapsed();
+    let after = fds_of(&n);
+    eprintln!("50 failing ADDs (no ztunnel): {took:?}; agent fds {before} -> {after}");
+    assert_eq!(before, after, "fds leaked");
+}
+
+/// A pod `mesh/NAME` with its own uid.
+fn other_pod(name: &str, uid: &str) -> Value {
+    let mut p = pod("mesh", name, json!({}), json!({}));
+    p["metadata"]["uid"] = json!(uid);
+    p
+}
+
+fn sigterm_and_wait(mut c: Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LONG, "the installer did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn hostile_a_second_agent_takes_over_and_the_first_leaving_breaks_nothing() {
+    let (mut n, _pod_ns, _z) = enrolled("two");
+    let second = n.start_second();
+    let (agent, zds) = (inode(&n.agent_socket()), inode(&n.zds()));
+    let z2 = Ztunnel::ready(&n.zds());
+    // The old DaemonSet pod leaves (SIGTERM, its grace period).
+    sigterm_and_wait(n.installer.replace(second).unwrap());
+    assert_eq!(
+        inode(&n.agent_socket()),
+        agent,
+        "the first agent's exit took the socket"
+    );
+    assert_eq!(
+        inode(&n.zds()),
+        zds,
+        "the first agent's exit took ztunnel's socket"
+    );
+    let conflist = std::fs::read_to_string(n.path("net/10-test.conflist")).unwrap();
+    assert!(conflist.contains("ambient-agent"), "{conflist}");
+    let pod2 = Netns::new("pod2");
+    n.api
+        .add_pod(other_pod("cart2", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    let (o, req, _) = add_with_ztunnel(&n, &z2, "mesh", "cart2", &pod2.path(), "");
+    assert!(ok(&o), "ADD through the second agent: {}", show(&o));
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert!(ok(&ambient_check(&pod2.path())));
+}
+
+fn hostile_another_pods_namespace_is_refused() {
+    let (n, pod_ns, z) = enrolled("otherns");
+    n.api
+        .add_pod(other_pod("cart2", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    // The runtime names cart's namespace for cart2, whose primary plugin gave 10.244.1.6.
+    let mut conf = n.plugin_conf();
+    conf["prevResult"]["ips"] = json!([{"address": "10.244.1.6/24", "interface": 0}]);
+    let o = n.plugin_with("ADD", "mesh", "cart2", &pod_ns.path(), &conf);
+    assert!(!ok(&o), "{}", show(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("holds none of the pod's addresses 10.244.1.6"),
+        "{}",
+        show(&o)
+    );
+    assert!(z.idle(), "ztunnel was sent something");
+    // Only cart's own enrolment: pending, enabled.
+    assert_eq!(
+        n.api.redirections(),
+        vec![Some("pending".to_string()), Some("enabled".to_string())]
+    );
+    assert!(!n.probe_set().contains("10.244.1.6"), "{}", n.probe_set());
+}
+
+fn hostile_a_410_storm_is_backed_off() {
+    let mut n = Node::new("storm");
+    n.start();
+    wait_until("the start-up reconcile", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    n.api.fault(|s| s.expire_watches = true);
+    let before = n.api.pod_lists();
+    std::thread::sleep(Duration::from_secs(3));
+    let lists = n.api.pod_lists() - before;
+    eprintln!("pod lists in 3 s of 410s: {lists}");
+    assert!(lists <= 5, "{lists} relists in 3 s: no backoff on 410");
+    assert!(!n.log().contains("panicked"), "{}", n.log());
+}
+
+fn hostile_garbage_lists_keep_the_agent_unready_and_adds_untouched() {
+    let mut n = Node::new("garblist");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.api.fault(|s| s.garbage_lists = true);
+    n.start_unready();
+    let _z = Ztunnel::connect(&n.zds());
+    _z.hello();
+    wait_until("a failed start-up list", &n, || {
+        n.log().contains("start-up reconcile")
+    });
+    let ping = raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).unwrap();
+    assert!(
+        ping["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("starting")),
+        "{ping}"
+    );
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("starting"),
+        "{}",
+        show(&o)
+    );
+    assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules written before the reconcile"
+    );
+    // The API server heals: the agent becomes ready and the ADD goes through.
+    n.api.fault(|s| s.garbage_lists = false);
+    wait_until("readiness", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    assert!(!n.log().contains("panicked"), "{}", n.log());
+}
+
+fn hostile_a_relist_racing_an_add_keeps_the_pod() {
+    let mut n = Node::new("relist");
+    let pod_ns = Netns::new("pod");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    // The next relist answers slowly, with the pods as they were when it was asked.
+    n.api.fault(|s| {
+        s.list_delay = Duration::from_secs(2);
+        s.expire_watches = true;
+    });
+    let before = n.api.pod_lists();
+    wait_until("a relist", &n, || n.api.pod_lists() > before);
+    n.api.fault(|s| s.expire_watches = false);
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    // The relist's answer (without the pod, created after it was asked) arrives now.
+    std::thread::sleep(Duration::from_secs(3));
+    n.api.fault(|s| s.list_delay = Duration::ZERO);
+    assert!(
+        z.idle(),
+        "ztunnel was told something after the ADD: {:?}",
+        next_request(&z).0
+    );
+    assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+}
+
+/// The agent's `VmRSS` in kB.
+fn rss_of(n: &Node) -> u64 {
+    let pid = n.installer.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The longest drift pass the log reports for `pods` pods, in ms.
+fn drift_pass_ms(n: &Node, pods: usize) -> Option<u64> {
+    let want = format!("drift pass: {pods} pod(s) and the node checked in ");
+    n.log()
+        .lines()
+        .filter_map(|l| l.split_once(&want).map(|(_, r)| r.to_string()))
+        .filter_map(|r| r.trim_end_matches(" ms").parse().ok())
+        .max()
+}
+
+/// Enrols `count` pods `mesh/pNNN`, each in a namespace of its own with an address of its
+/// own, ztunnel acking; returns the namespaces and the slowest ADD.
+fn enrol_many(n: &Node, z: &Ztunnel, count: usize) -> (Vec<Netns>, Duration) {
+    let mut namespaces = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..count {
+        let ip = format!("10.244.{}.{}", 2 + i / 250, 1 + i % 250);
+        let ns = Netns::new("many");
+        let o = sh(&format!("ip -n {} addr add {ip}/32 dev eth0", ns.name));
+        assert!(o.status.success(), "{}", show(&o));
+        let name = format!("p{i:03}");
+        n.api.add_pod(other_pod(
+            &name,
+            &format!("00000000-0000-4000-8000-{i:012}"),
+        ));
+        let mut conf = n.plugin_conf();
+        conf["prevResult"]["ips"] = json!([{"address": format!("{ip}/32"), "interface": 0}]);
+        let t = Instant::now();
+        let o = std::thread::scope(|s| {
+            let plugin = s.spawn(|| n.plugin_with("ADD", "mesh", &name, &ns.path(), &conf));
+            // ztunnel's request, unless the ADD failed before it.
+            while z.idle() && !plugin.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !z.idle() {
+                let _ = next_request(z);
+                z.ack("");
+            }
+            plugin.join().unwrap()
+        });
+        slowest = slowest.max(t.elapsed());
+        assert!(ok(&o), "ADD {i}: {}", show(&o));
+        namespaces.push(ns);
+    }
+    (namespaces, slowest)
+}
+
+fn hostile_two_hundred_pods_enrol_and_one_drift_pass_keeps_up() {
+    const PODS: usize = 200;
+    let mut n = Node::new("many");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (fds0, rss0) = (fds_of(&n), rss_of(&n));
+    let start = Instant::now();
+    let (_namespaces, slowest) = enrol_many(&n, &z, PODS);
+    let took = start.elapsed();
+    let (fds1, rss1) = (fds_of(&n), rss_of(&n));
+
+    wait_until("a drift pass over every pod", &n, || {
+        drift_pass_ms(&n, PODS).is_some()
+    });
+    let pass = drift_pass_ms(&n, PODS).unwrap();
+    eprintln!(
+        "{PODS} ADDs: {took:?} ({:?} each, the plugin's process included; slowest {slowest:?}); agent fds {fds0} -> {fds1}; RSS {rss0} kB -> {rss1} kB; one drift pass over {PODS} pods: {pass} ms",
+        took / PODS as u32
+    );
+    // Two fds per pod (the agent's and the ZDS server's duplicate for snapshots), nothing else.
+    assert!(fds1 - fds0 <= 2 * PODS + 16, "fds {fds0} -> {fds1}");
+    assert!(
+        pass < 10_000,
+        "a drift pass over {PODS} pods took {pass} ms"
+    );
+}
+
+fn hostile_a_low_soft_fd_limit_does_not_cap_the_pods() {
+    const PODS: usize = 30;
+    let mut n = Node::new("nofile");
+    // A container's soft limit as containerd 2 leaves it, scaled down: 48, hard 4096.
+    let c = n.installer_command_under("installer.log", &["prlimit", "--nofile=48:4096"]);
+    n.installer = Some(n.spawn_installer(c));
+    wait_until("readiness", &n, || {
+        raw_request(&n.agent_socket(), br#"{"verb":"ping"}"#).is_some_and(|r| r["error"].is_null())
+    });
+    let z = Ztunnel::ready(&n.zds());
+    let (_namespaces, _) = enrol_many(&n, &z, PODS);
+    assert!(fds_of(&n) > 48, "{} fds", fds_of(&n));
+}
+
+fn hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back() {
+    let mut n = Node::new("driftrace");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (namespaces, _) = enrol_many(&n, &z, 2);
+    // The pass stalls on p000 (its namespace's lock held, as a run in it would), after it
+    // listed p001.
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &namespaces[0].name, "python3", "-c"])
+        .arg("import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0meshtables/netns-lock')\nprint('held', flush=True)\ntime.sleep(60)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 5];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    n.api.modify_pod("mesh/p001", |p| {
+        p["metadata"]["labels"] = json!({"istio.io/dataplane-mode": "none"});
+    });
+    match take(&z, &n).0 {
+        RequestPayload::Del(_) => {}
+        other => panic!("ztunnel got {other:?}, not the unlabelled pod's del"),
+    }
+    wait_until("p001's rules cleaned", &n, || {
+        !ok(&ambient_check(&namespaces[1].path()))
+    });
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The stalled pass goes on, and two more run.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !ok(&ambient_check(&namespaces[1].path())),
+        "the drift pass put an unlabelled pod's rules back: {}",
+        n.log()
+    );
+}
+
+fn hostile_adds_queued_behind_a_slow_ztunnel_get_the_agents_answer() {
+    const PODS: usize = 6;
+    let mut n = Node::new("slowack");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let mut namespaces = Vec::new();
+    let mut confs = Vec::new();
+    for i in 0..PODS {
+        let ip = format!("10.244.3.{}", 1 + i);
+        let ns = Netns::new("slow");
+        let o = sh(&format!("ip -n {} addr add {ip}/32 dev eth0", ns.name));
+        assert!(o.status.success(), "{}", show(&o));
+        n.api.add_pod(other_pod(
+            &format!("p{i:03}"),
+            &format!("00000000-0000-4000-8000-{i:012}"),
+        ));
+        let mut conf = n.plugin_conf();
+        conf["prevResult"]["ips"] = json!([{"address": format!("{ip}/32"), "interface": 0}]);
+        confs.push(conf);
+        namespaces.push(ns);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        // ztunnel acks every add, two seconds late.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if z.idle() {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let _ = next_request(&z);
+                std::thread::sleep(Duration::from_secs(2));
+                z.ack("");
+            }
+        });
+        let plugins: Vec<_> = (0..PODS)
+            .map(|i| {
+                let (n, ns, conf) = (&n, &namespaces[i], &confs[i]);
+                s.spawn(move || n.plugin_with("ADD", "mesh", &format!("p{i:03}"), &ns.path(), conf))
+            })
+            .collect();
+        let outputs = plugins.into_iter().map(|p| p.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outputs
+    });
+    // Let anything the agent still had queued finish.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut succeeded = 0;
+    for (i, o) in outputs.iter().enumerate() {
+        let key = format!("mesh/p{i:03}");
+        let mark =
+            n.api.pod(&key)["metadata"]["annotations"]["ambient.istio.io/redirection"].clone();
+        if ok(o) {
+            succeeded += 1;
+            assert_eq!(mark, json!("enabled"), "{key}");
+            continue;
+        }
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("did not answer"),
+            "{key}: the plugin gave up before the agent answered: {}",
+            show(o)
+        );
+        assert_ne!(
+            mark,
+            json!("enabled"),
+            "{key} is enabled though its ADD failed: {}",
+            show(o)
+        );
+    }
+    assert!(succeeded >= 1, "no ADD went through");
+}
+
+fn hostile_watches_closed_at_once_are_backed_off() {
+    let mut n = Node::new("shortwatch");
+    n.start();
+    n.api.fault(|s| s.close_watches = true);
+    let before = n.api.pod_watches();
+    std::thread::sleep(Duration::from_secs(3));
+    let watches = n.api.pod_watches() - before;
+    eprintln!("pod watches in 3 s of watches closed at once: {watches}");
+    assert!(
+        watches <= 6,
+        "{watches} watches in 3 s: no backoff on very short watches"
+    );
+}
+
+/// A process in `ns` holding the namespace's lock (as any of a pod's own processes can)
+/// until it is killed.
+fn hold_netns_lock(ns: &Netns) -> Child {
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c"])
+        .arg("import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0meshtables/netns-lock')\nprint('held', flush=True)\ntime.sleep(120)")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 5];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
+    holder
+}
+
+fn hostile_a_pod_holding_its_lock_does_not_hold_up_adds() {
+    let mut n = Node::new("podlock");
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let (namespaces, _) = enrol_many(&n, &z, 1);
+    let mut holder = hold_netns_lock(&namespaces[0]);
+    let held = Instant::now();
+    // A pass blocks on p000's lock within a second and gives up 30 s (lock::WAIT) later; a
+    // repair would then wait as long again, holding up every enrolment.
+    std::thread::sleep(Duration::from_millis(32_500).saturating_sub(held.elapsed()));
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    let t = Instant::now();
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD: {}", show(&o));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "ADD took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        n.log().contains("drift: pod mesh/p000 not checked"),
+        "{}",
+        n.log()
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+fn hostile_sigkill_mid_add_then_the_retried_add_enrols() {
+    let mut n = Node::new("killadd");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let pid = nix::unistd::Pid::from_raw(n.installer.as_ref().unwrap().id() as i32);
+    let first = std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("ADD", "mesh", "cart", &pod_ns.path()));
+        // ztunnel has the Add (the rules are in); the agent dies before its ack.
+        let _ = next_request(&z);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        plugin.join().unwrap()
+    });
+    n.installer.take().unwrap().wait().unwrap();
+    assert!(!ok(&first), "{}", show(&first));
+    assert_eq!(cni_code(&first), Some(11), "{}", show(&first));
+    // The rules were in before ztunnel got the Add: `pending` says so to whoever comes next.
+    assert_eq!(n.api.redirections(), vec![Some("pending".to_string())]);
+    drop(z);
+    n.start();
+    // The new agent knows nothing of the pod (its ADD never finished): its first snapshot
+    // is empty, so ztunnel lets the half-added pod go; the runtime's retry enrols it.
+    let z = Ztunnel::ready(&n.zds());
+    let (o, req, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "the retried ADD: {}", show(&o));
+    assert!(matches!(req, RequestPayload::Add(_)), "{req:?}");
+    assert_eq!(
+        n.api.redirections().last(),
+        Some(&Some("enabled".to_string()))
+    );
+    assert!(ok(&ambient_check(&pod_ns.path())));
+}
+
+/// A DEL of another sandbox of the enrolled pod (`other_id`: its container id; `other_ns`:
+/// in a namespace of its own) leaves the pod enrolled: ztunnel untold, its address in the
+/// probe set; the enrolled sandbox's own DEL still lets it go.
+fn hostile_a_del_of_another_sandbox(other_id: &'static str, other_ns: bool) -> impl FnOnce() {
+    move || {
+        let (n, pod_ns, z) = enrolled("oldsandbox");
+        let old = Netns::new("old");
+        let netns = if other_ns { old.path() } else { pod_ns.path() };
+        let o = n.plugin_of(other_id, "DEL", "mesh", "cart", &netns, &n.plugin_conf());
+        assert!(ok(&o), "{}", show(&o));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(z.idle(), "ztunnel was told: {:?}", next_request(&z).0);
+        assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+        let del = std::thread::scope(|s| {
+            let plugin = s.spawn(|| n.plugin("DEL", "mesh", "cart", &pod_ns.path()));
+            let (req, _) = next_request(&z);
+            z.ack("");
+            assert!(matches!(req, RequestPayload::Del(_)), "{req:?}");
+            plugin.join().unwrap()
+        });
+        assert!(ok(&del), "{}", show(&del));
+        assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+    }
+}
+
+fn hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address() {
+    let (n, _pod_ns, z) = enrolled("resandbox");
+    // The pod's sandbox is recreated with another address before the old one's DEL.
+    let new = Netns::new("new");
+    let o = sh(&format!(
+        "ip -n {} addr add 10.244.1.9/32 dev eth0",
+        new.name
+    ));
+    assert!(o.status.success(), "{}", show(&o));
+    let mut conf = n.plugin_conf();
+    conf["prevResult"]["ips"] = json!([{"address": "10.244.1.9/32", "interface": 0}]);
+    let o = std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin_of("beef02", "ADD", "mesh", "cart", &new.path(), &conf));
+        let _ = next_request(&z);
+        z.ack("");
+        plugin.join().unwrap()
+    });
+    assert!(ok(&o), "{}", show(&o));
+    let set = n.probe_set();
+    assert!(set.contains("10.244.1.9"), "{set}");
+    assert!(
+        !set.contains("10.244.1.5,") && !set.contains("10.244.1.5 "),
+        "the old sandbox's address stayed: {set}"
+    );
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -1211,11 +1867,6 @@ fn main() {
         "add::agent_down_is_try_again_later",
         needs,
         add_agent_down_is_try_again_later,
-    );
-    t.add(
-        "add::a_fifo_as_cni_netns_is_refused_at_once",
-        needs,
-        add_a_fifo_as_cni_netns_is_refused_at_once,
     );
     t.add(
         "add::the_node_namespace_is_refused",
@@ -1328,10 +1979,113 @@ fn main() {
         cgroups,
         repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules,
     );
+    t.add(
+        "hostile::a_fifo_netns_is_refused_at_once",
+        needs,
+        hostile_not_a_netns(fifo),
+    );
+    t.add(
+        "hostile::a_regular_file_netns_is_refused",
+        needs,
+        hostile_not_a_netns(regular_file),
+    );
+    t.add(
+        "hostile::a_dns_capture_annotation_maybe_fails_naming_it",
+        needs,
+        hostile_bad_annotation("ambient.istio.io/dns-capture", "maybe"),
+    );
+    t.add(
+        "hostile::an_injected_virtual_interfaces_annotation_fails_naming_it",
+        needs,
+        hostile_bad_annotation(
+            "istio.io/reroute-virtual-interfaces",
+            "eth1\" counter accept; flush ruleset #",
+        ),
+    );
+    t.add(
+        "hostile::fifty_failing_adds_leak_no_fd",
+        needs,
+        hostile_fifty_failing_adds_leak_no_fd,
+    );
+    t.add(
+        "hostile::a_second_agent_takes_over_and_the_first_leaving_breaks_nothing",
+        needs,
+        hostile_a_second_agent_takes_over_and_the_first_leaving_breaks_nothing,
+    );
+    t.add(
+        "hostile::another_pods_namespace_is_refused",
+        needs,
+        hostile_another_pods_namespace_is_refused,
+    );
+    t.add(
+        "hostile::a_410_storm_is_backed_off",
+        needs,
+        hostile_a_410_storm_is_backed_off,
+    );
+    t.add(
+        "hostile::garbage_lists_keep_the_agent_unready_and_adds_untouched",
+        needs,
+        hostile_garbage_lists_keep_the_agent_unready_and_adds_untouched,
+    );
+    t.add(
+        "hostile::a_relist_racing_an_add_keeps_the_pod",
+        needs,
+        hostile_a_relist_racing_an_add_keeps_the_pod,
+    );
+    t.add(
+        "hostile::two_hundred_pods_enrol_and_one_drift_pass_keeps_up",
+        needs,
+        hostile_two_hundred_pods_enrol_and_one_drift_pass_keeps_up,
+    );
+    t.add(
+        "hostile::a_low_soft_fd_limit_does_not_cap_the_pods",
+        root(&["ip", "nft", "setpriv", "python3", "prlimit"]),
+        hostile_a_low_soft_fd_limit_does_not_cap_the_pods,
+    );
+    t.add(
+        "hostile::a_pod_unlabelled_during_a_drift_pass_is_not_put_back",
+        needs,
+        hostile_a_pod_unlabelled_during_a_drift_pass_is_not_put_back,
+    );
+    t.add(
+        "hostile::adds_queued_behind_a_slow_ztunnel_get_the_agents_answer",
+        needs,
+        hostile_adds_queued_behind_a_slow_ztunnel_get_the_agents_answer,
+    );
+    t.add(
+        "hostile::watches_closed_at_once_are_backed_off",
+        needs,
+        hostile_watches_closed_at_once_are_backed_off,
+    );
+    t.add(
+        "hostile::a_pod_holding_its_lock_does_not_hold_up_adds",
+        needs,
+        hostile_a_pod_holding_its_lock_does_not_hold_up_adds,
+    );
+    t.add(
+        "hostile::sigkill_mid_add_then_the_retried_add_enrols",
+        needs,
+        hostile_sigkill_mid_add_then_the_retried_add_enrols,
+    );
+    t.add(
+        "hostile::a_del_of_another_sandbox_id_leaves_the_pod_enrolled",
+        needs,
+        hostile_a_del_of_another_sandbox("deadbeef", false),
+    );
+    t.add(
+        "hostile::a_del_of_another_sandbox_namespace_leaves_the_pod_enrolled",
+        needs,
+        hostile_a_del_of_another_sandbox("", true),
+    );
+    t.add(
+        "hostile::an_add_of_a_new_sandbox_drops_the_old_ones_address",
+        needs,
+        hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address,
+    );
     t.declare(
-        30,
+        49,
         &[
-            ("add", 11),
+            ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 3),
@@ -1339,6 +2093,7 @@ fn main() {
             ("restart", 3),
             ("watch", 5),
             ("repair", 1),
+            ("hostile", 20),
         ],
     );
     t.run()

@@ -52,6 +52,10 @@ struct Member {
     enrolled: Enrolled,
     netns: Arc<File>,
     flags: Flags,
+    /// When it was enrolled, on the agent's enrolment clock (`Agent::clock`).
+    seq: u64,
+    /// The sandbox (`CNI_CONTAINERID`) its ADD named; empty when the scan found it.
+    sandbox: String,
 }
 
 /// Counters for the metrics.
@@ -103,11 +107,19 @@ pub struct Agent {
     /// Set once the start-up reconcile is done: until then a ping (readiness) says so.
     ready: std::sync::atomic::AtomicBool,
     counts: Mutex<Counts>,
+    /// Counts enrolments: a list of the API taken at one reading knows nothing of a pod
+    /// enrolled after it, so it must not remove or change that pod.
+    clock: std::sync::atomic::AtomicU64,
 }
 
 /// How long the agent keeps asking for a pod the plugin has just seen: its cache of the API
 /// may lag (istio-cni retries 10 × 10 ms); ours asks the server, so a blip is what is left.
 const POD_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+
+/// How long an ADD may wait for the enrolments ahead of it: the plugin's 10 s
+/// (`cni::ambient::ADD_TIMEOUT`) less ztunnel's ack deadline (5 s) and the API calls around
+/// it.
+const QUEUE_BUDGET: Duration = Duration::from_secs(3);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -125,7 +137,20 @@ impl Agent {
             one_at_a_time: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
             counts: Mutex::new(Counts::default()),
+            clock: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The enrolment clock now: read before a list of the API is asked for, it tells which
+    /// pods the list cannot know about (`enrolled_after`).
+    pub(crate) fn clock(&self) -> u64 {
+        self.clock.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether pod `id` was enrolled at or after `clock` (by an ADD while a list was in
+    /// flight): what that list says of it is older than the enrolment.
+    pub(crate) fn enrolled_after(&self, id: &str, clock: u64) -> bool {
+        lock(&self.pods).get(id).is_some_and(|m| m.seq >= clock)
     }
 
     /// Which namespaces are left alone, and Istio's.
@@ -197,18 +222,35 @@ impl Agent {
                 }
             }
         }
-        let members: Vec<(String, Arc<File>, Flags)> = lock(&self.pods)
+        let members: Vec<(String, Arc<File>, Flags, u64)> = lock(&self.pods)
             .iter()
-            .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone()))
+            .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone(), m.seq))
             .collect();
-        for (id, netns, flags) in members {
+        for (id, netns, flags, seq) in members {
             let by_fd = fd_path(&netns);
-            // A check that finds the rules in place says so at info: once per pod per pass
-            // is noise, so only what is wrong (warn) comes out of it.
-            let checked = logging::quieter(logging::Level::Warn, || {
-                self.run_rules(&flags, &by_fd, Subcommand::Check)
-            });
-            if checked.is_ok() {
+            match self.check_rules(&flags, &by_fd) {
+                Ok(()) => continue,
+                // A process in the pod's namespace (any of the pod's own: the lock is an
+                // abstract socket there) holds its lock: no repair, which would wait as long
+                // again while holding up every enrolment.
+                Err(e) if lock_busy(&e) => {
+                    found.failed += 1;
+                    logging::warn(&format!(
+                        "drift: pod {id} not checked: {e}; its rules are left as they are"
+                    ));
+                    continue;
+                }
+                Err(_) => {}
+            }
+            // The repair is an enrolment's write: one at a time with them, and only while
+            // the pod is still the one enrolled when the pass began. A pod unlabelled during
+            // the pass has had its rules cleaned; putting them back would redirect it to a
+            // ztunnel that let it go, with no annotation saying so.
+            let _one = lock(&self.one_at_a_time);
+            if lock(&self.pods).get(&id).map(|m| m.seq) != Some(seq) {
+                logging::debug(&format!(
+                    "drift: pod {id} left (or was enrolled again) during the pass; not repaired"
+                ));
                 continue;
             }
             match self.run_rules(&flags, &by_fd, Subcommand::Apply) {
@@ -270,23 +312,63 @@ impl Agent {
 
     /// ADD of an ambient pod, from the plugin.
     pub fn add(&self, ev: &PodEvent) -> Result<(), String> {
+        let asked = std::time::Instant::now();
         let (ns, name) = names(ev)?;
         let id = format!("{ns}/{name}");
         let pod = self.pod(&ns, &name)?;
         if let Verdict::Not(why) = self.verdict(&pod)? {
             return Err(format!("pod {id} is not ambient: {why}"));
         }
-        // One open: the rules go into this fd's namespace and ztunnel gets the same fd.
-        // Without blocking on a FIFO, and only a namespace file.
-        let netns =
-            crate::netns::open(Path::new(&ev.netns)).map_err(|e| format!("pod {id}: {e}"))?;
+        // One open: the rules go into this fd's namespace and ztunnel gets the same fd. It is
+        // `netns::open`'s (non-blocking: a FIFO named here must not hold this thread, one of
+        // MAX_CLIENTS, forever; and checked to be a namespace), and the node's own is refused
+        // under the runtime's name for it.
+        let shown = Path::new(&ev.netns);
+        let netns = crate::netns::open(shown)
+            .and_then(|f| crate::netns::refuse_own_file(&f, shown).map(|()| f))
+            .map_err(|e| format!("pod {id}: {e}"))?;
         let ips = if ev.ips.is_empty() {
             pod_ips(&pod)
         } else {
             ev.ips.clone()
         };
+        // The scan's rule for the ADD's namespace too: it must hold one of the pod's
+        // addresses. A runtime naming another pod's namespace would otherwise have ztunnel
+        // run this pod's proxy, with this pod's identity, inside the other pod.
+        match super::netns_scan::holds_any_of(&netns, shown, &ips) {
+            Ok(true) => {}
+            Ok(false) if ips.is_empty() => {
+                return Err(format!(
+                    "pod {id}: no addresses (neither the primary plugin's result nor the pod's status has any) to check its network namespace {} against",
+                    ev.netns
+                ));
+            }
+            Ok(false) => {
+                return Err(format!(
+                    "pod {id}: its network namespace {} holds none of the pod's addresses {} (another pod's namespace?); refused",
+                    ev.netns,
+                    list(&ips)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "pod {id}: reading the addresses in {}: {e}",
+                    ev.netns
+                ));
+            }
+        }
         let _one = lock(&self.one_at_a_time);
-        self.enrol_in(&pod, netns, ips, true)
+        // Queued behind other enrolments (a ztunnel slow to ack) for longer than the plugin
+        // leaves room for: enrolling now would finish after the plugin gave up, and mark
+        // `enabled` a pod whose ADD the runtime saw fail. Nothing is written; it retries.
+        let waited = asked.elapsed();
+        if waited > QUEUE_BUDGET {
+            return Err(format!(
+                "pod {id}: waited {waited:?} behind other enrolments (ztunnel slow to ack?); nothing was done, since the plugin gives up after {:?}; try again",
+                crate::cni::ambient::ADD_TIMEOUT
+            ));
+        }
+        self.enrol_in(&pod, netns, ips, true, &ev.container_id)
     }
 
     /// Enrols `pod`, whose namespace is `netns`: rules, ztunnel, probe set, `enabled`. The
@@ -300,6 +382,7 @@ impl Agent {
         netns: File,
         ips: Vec<IpAddr>,
         need_ack: bool,
+        sandbox: &str,
     ) -> Result<(), String> {
         let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
         let (ns, name) = (
@@ -316,7 +399,7 @@ impl Agent {
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| format!("pod {id}: its network namespace: {e}"))?;
         let by_fd = fd_path(&netns);
-        crate::netns::refuse_own(&by_fd).map_err(|e| format!("pod {id}: {e}"))?;
+        crate::netns::refuse_own_file(&netns, &by_fd).map_err(|e| format!("pod {id}: {e}"))?;
         let flags = rule_flags(pod);
         self.run_rules(&flags, &by_fd, Subcommand::Apply)
             .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;
@@ -336,7 +419,7 @@ impl Agent {
             Err(ZdsError::NoZtunnel) if !need_ack => Ok(()),
             other => other,
         };
-        lock(&self.pods).insert(
+        let replaced = lock(&self.pods).insert(
             id.clone(),
             Member {
                 enrolled: Enrolled {
@@ -346,8 +429,37 @@ impl Agent {
                 },
                 netns: Arc::new(netns),
                 flags,
+                seq: self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                sandbox: sandbox.to_string(),
             },
         );
+        // An earlier sandbox of the pod (its DEL not seen, or still to come, which
+        // `other_sandbox` then ignores): what it had and this one has not goes, or its
+        // addresses would stay in the probe set (skipping ztunnel for whichever pod gets them
+        // next) and, for an earlier pod of the name, its proxy in ztunnel.
+        if let Some(old) = replaced {
+            let stale: Vec<IpAddr> = old
+                .enrolled
+                .ips
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .copied()
+                .collect();
+            if let Err(e) = self.probe_set(MemberVerb::Remove, &old.enrolled.uid, &stale) {
+                logging::warn(&format!(
+                    "pod {id}: the earlier sandbox's probe-set members {}: {e}",
+                    list(&stale)
+                ));
+            }
+            if old.enrolled.uid != uid
+                && let Err(e) = self.zds.del(&old.enrolled.uid)
+            {
+                logging::warn(&format!(
+                    "pod {id}: ztunnel's Del of the earlier pod {}: {e}",
+                    old.enrolled.uid
+                ));
+            }
+        }
         if let Err(e) = acked {
             let why = match e {
                 ZdsError::NoZtunnel => {
@@ -376,8 +488,44 @@ impl Agent {
     /// Every step is tried; the failures are reported together.
     pub fn del(&self, ev: &PodEvent) -> Result<(), String> {
         let (ns, name) = names(ev)?;
+        let id = format!("{ns}/{name}");
         let _one = lock(&self.one_at_a_time);
-        self.remove(&format!("{ns}/{name}"), Removal::Deleted)
+        // A DEL names the pod, but is of one sandbox: a runtime cleaning up an earlier one
+        // (a failed attempt, a garbage-collected sandbox) must not take the enrolled one out
+        // of the mesh, whose rules would stay, redirecting to a ztunnel that let it go.
+        if let Some(why) = self.other_sandbox(&id, ev) {
+            logging::info(&format!("DEL of pod {id}: {why}; it stays enrolled"));
+            return Ok(());
+        }
+        self.remove(&id, Removal::Deleted)
+    }
+
+    /// Why the DEL `ev` is of another sandbox than pod `id`'s enrolled one, if it is: another
+    /// `CNI_CONTAINERID` than its ADD's, or a namespace that still exists and is not the one
+    /// the agent holds.
+    fn other_sandbox(&self, id: &str, ev: &PodEvent) -> Option<String> {
+        let pods = lock(&self.pods);
+        let m = pods.get(id)?;
+        if !m.sandbox.is_empty() && !ev.container_id.is_empty() && m.sandbox != ev.container_id {
+            return Some(format!(
+                "sandbox {} is not the enrolled one ({})",
+                ev.container_id, m.sandbox
+            ));
+        }
+        if ev.netns.is_empty() {
+            return None;
+        }
+        let there = crate::netns::open(Path::new(&ev.netns))
+            .ok()?
+            .metadata()
+            .ok()
+            .map(|md| (md.dev(), md.ino()))?;
+        (there != m.enrolled.netns).then(|| {
+            format!(
+                "its namespace {} is not the enrolled one (another sandbox's)",
+                ev.netns
+            )
+        })
     }
 
     /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.
@@ -459,6 +607,27 @@ impl Agent {
         }
     }
 
+    /// `run_rules`' check, with its error kept typed (a held lock is told apart).
+    fn check_rules(&self, flags: &Flags, netns: &Path) -> Result<(), crate::run::RunError> {
+        let mut flags = flags.clone();
+        flags.set(
+            &ambient::NETWORK_NAMESPACE.spec,
+            netns.display().to_string(),
+        );
+        // A check that finds the rules in place says so at info: once per pod per pass is
+        // noise, so only what is wrong (warn) comes out of it.
+        logging::quieter(logging::Level::Warn, || {
+            run::execute(
+                &Ambient,
+                &flags,
+                Subcommand::Check,
+                &self.env,
+                &crate::host::System,
+                &mut Vec::new(),
+            )
+        })
+    }
+
     /// The in-pod rules (`flags`), through the ambient engine, inside the namespace at
     /// `netns`: applied, or checked.
     fn run_rules(&self, flags: &Flags, netns: &Path, sub: Subcommand) -> Result<(), String> {
@@ -513,10 +682,18 @@ impl Agent {
 
 impl Handler for Agent {
     fn handle(&self, req: Request) -> Result<(), String> {
+        let ready = self.ready.load(std::sync::atomic::Ordering::SeqCst);
         let outcome = match &req {
+            // Before the start-up reconcile ztunnel has no snapshot and cannot ack, and the
+            // reconcile's list (older than the pod) would take it out again: the ADD is
+            // refused before anything is written, and the runtime retries.
+            Request::Add(ev) if !ready => Err(format!(
+                "pod {}/{}: the node agent is starting (the node's pods are not reconciled yet); nothing was done, try again",
+                ev.namespace, ev.name
+            )),
             Request::Add(ev) => self.add(ev),
             Request::Del(ev) => self.del(ev),
-            Request::Ping(_) if self.ready.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Request::Ping(_) if ready => Ok(()),
             Request::Ping(_) => Err(
                 "starting: the node's pods are not reconciled yet (the API server is being listed)"
                     .into(),
@@ -543,6 +720,12 @@ fn rule_flags(pod: &Pod) -> Flags {
     }
     flags.set(&ambient::RECONCILE.spec, "true");
     flags
+}
+
+/// Whether a run failed because another holder kept the namespace's lock for the whole wait.
+fn lock_busy(e: &crate::run::RunError) -> bool {
+    matches!(e, crate::run::RunError::Backend(crate::backend::BackendError::Failed(b))
+        if matches!(b.downcast_ref::<crate::lock::LockError>(), Some(crate::lock::LockError::Busy(_))))
 }
 
 /// The path of an open namespace, through this process's fd table.

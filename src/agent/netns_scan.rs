@@ -362,7 +362,13 @@ fn open_namespace(path: &Path) -> Result<Option<(File, NetnsId)>, String> {
 /// Whether an interface in the namespace carries one of `ips`, read from inside it.
 /// Addresses compare in canonical form, so an IPv4-mapped IPv6 address is its IPv4 one.
 fn holds_any(c: &Candidate, ips: &[IpAddr]) -> Result<bool, String> {
-    let addrs = netns::run_in_file(&c.file, &c.path, || System.interface_addrs())
+    holds_any_of(&c.file, &c.path, ips)
+}
+
+/// `holds_any` for a namespace open as `file` (named `path` in errors): the same rule for a
+/// CNI ADD's namespace, so a runtime naming another pod's namespace is refused too.
+pub fn holds_any_of(file: &File, path: &Path, ips: &[IpAddr]) -> Result<bool, String> {
+    let addrs = netns::run_in_file(file, path, || System.interface_addrs())
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok(addrs

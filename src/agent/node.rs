@@ -75,6 +75,7 @@ pub enum StartError {
 /// Starts the agent: host rules, ZDS, the plugin's socket. `env` is the process's
 /// environment (the ambient engine's settings, the API server's address).
 pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, StartError> {
+    raise_fd_limit();
     super::enrol::host_rules(&env, Subcommand::Apply).map_err(StartError::HostRules)?;
     std::fs::create_dir_all(&cfg.run_dir).map_err(|source| StartError::RunDir {
         path: cfg.run_dir.clone(),
@@ -142,6 +143,27 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
         agent,
         _listener: listener,
     })
+}
+
+/// Raises the soft limit of open files to the hard one. Each enrolled pod holds two fds
+/// (the agent's and the ZDS server's copy for snapshots), and a container's soft limit is
+/// often 1024 (containerd 2 no longer raises it): a node of 500 pods would refuse the rest
+/// with EMFILE. Go raises it at start for istio-cni's agent; we do it here. Children (the
+/// iptables tools) get only their standard fds, so a larger limit changes nothing for them.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => crate::logging::debug(&format!(
+                "node agent: open files limit raised from {soft} to {hard}"
+            )),
+            Err(e) => crate::logging::warn(&format!(
+                "node agent: raising the open files limit from {soft} to {hard}: {e}; each enrolled pod holds two"
+            )),
+        },
+        Ok(_) => {}
+        Err(e) => crate::logging::warn(&format!("node agent: reading the open files limit: {e}")),
+    }
 }
 
 /// A kubeconfig naming the service account's files (not copies): the API server from
@@ -228,7 +250,13 @@ fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
     loop {
         std::thread::sleep(every);
         let Some(a) = agent.upgrade() else { return };
+        let start = std::time::Instant::now();
         let found = a.check_drift();
+        crate::logging::debug(&format!(
+            "drift pass: {} pod(s) and the node checked in {} ms",
+            a.enrolled().len(),
+            start.elapsed().as_millis()
+        ));
         if found != super::enrol::Repairs::default() {
             crate::logging::info(&format!(
                 "drift pass: {} node repair(s), {} pod repair(s), {} failure(s)",

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::eligible::{self, Verdict};
 use super::enrol::{Agent, Removal};
 use super::netns_scan;
-use crate::cni::kube::{Client, WatchEnd, WatchEvent};
+use crate::cni::kube::{Client, KubeError, WatchEnd, WatchEvent};
 use crate::cni::pod::{Namespace, Pod};
 use crate::logging;
 
@@ -108,6 +108,9 @@ impl Watcher {
     /// versions to watch from (pods, namespaces). `at_start`: before ztunnel's first snapshot
     /// (a pod enrolled then needs no ack: the snapshot carries it).
     pub fn reconcile(&self, at_start: bool) -> Result<(String, String), String> {
+        // Read before the lists: a pod enrolled from now on (an ADD while they are in
+        // flight) is newer than what they say, and left alone.
+        let asked = self.agent.upgrade().map_or(0, |a| a.clock());
         let failed = |e: crate::cni::kube::KubeError| {
             if let Some(a) = self.agent.upgrade() {
                 a.api_error();
@@ -134,18 +137,22 @@ impl Watcher {
         let listed: Vec<String> = pods.iter().map(id).collect();
         for gone in agent.enrolled().keys().filter(|k| !listed.contains(k)) {
             let _one = lock(&agent.one_at_a_time);
+            if agent.enrolled_after(gone, asked) {
+                continue;
+            }
             if let Err(e) = agent.remove(gone, Removal::Deleted) {
                 logging::warn(&e);
             }
         }
         for p in &pods {
-            self.sync(&agent, p, at_start);
+            self.sync(&agent, p, at_start, asked);
         }
         Ok((pod_rv, ns_rv))
     }
 
-    /// One pod, against the decision.
-    fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+    /// One pod, against the decision. `asked`: the enrolment clock when `pod` was read
+    /// (`u64::MAX` for a watch event, which is current): a pod enrolled since is left alone.
+    fn sync(&self, agent: &Agent, pod: &Pod, at_start: bool, asked: u64) {
         self.repair_sidecar(agent, pod);
         let pid = id(pod);
         let labels = lock(&self.cache)
@@ -157,6 +164,9 @@ impl Watcher {
             || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed");
         let ambient = eligible::verdict(pod, &labels, agent.scope()) == Verdict::Ambient;
         let _one = lock(&agent.one_at_a_time);
+        if agent.enrolled_after(&pid, asked) {
+            return;
+        }
         let here = agent.enrolled_uid(&pid);
         // Another pod of the same name (deleted and created again): the old one goes.
         if here.as_deref().is_some_and(|u| u != pod.metadata.uid)
@@ -206,7 +216,7 @@ impl Watcher {
         match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
             Ok(found) => {
                 if let Err(e) =
-                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start)
+                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start, "")
                 {
                     logging::warn(&e);
                 }
@@ -240,7 +250,7 @@ impl Watcher {
         match ev {
             WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                 lock(&self.cache).pods.insert(id(&p), p.clone());
-                self.sync(&agent, &p, false);
+                self.sync(&agent, &p, false, u64::MAX);
             }
             WatchEvent::Deleted(p) => {
                 let pid = id(&p);
@@ -276,7 +286,7 @@ impl Watcher {
                 .collect()
         };
         for p in &pods {
-            self.sync(&agent, p, false);
+            self.sync(&agent, p, false, u64::MAX);
         }
     }
 
@@ -285,13 +295,16 @@ impl Watcher {
     pub fn watch_pods(&self, mut rv: String) {
         let mut backoff = BACKOFF.0;
         while self.agent.strong_count() > 0 {
+            let (started, mut events) = (Instant::now(), 0usize);
             let end = self
                 .kube
                 .watch_pods(&self.selector(), &rv, WATCH_SECONDS, &mut |ev| {
+                    events += 1;
                     self.pod_event(ev);
                     ControlFlow::Continue(())
                 });
-            rv = match self.next(end, rv, &mut backoff, "pods") {
+            let short = very_short(&end, started, events);
+            rv = match self.next(end, short, rv, &mut backoff, "pods") {
                 Some(v) => v,
                 None => match self.reconcile(false) {
                     Ok((pods, _)) => pods,
@@ -310,11 +323,14 @@ impl Watcher {
     pub fn watch_namespaces(&self, mut rv: String) {
         let mut backoff = BACKOFF.0;
         while self.agent.strong_count() > 0 {
+            let (started, mut events) = (Instant::now(), 0usize);
             let end = self.kube.watch_namespaces(&rv, WATCH_SECONDS, &mut |ev| {
+                events += 1;
                 self.namespace_event(ev);
                 ControlFlow::Continue(())
             });
-            rv = match self.next(end, rv, &mut backoff, "namespaces") {
+            let short = very_short(&end, started, events);
+            rv = match self.next(end, short, rv, &mut backoff, "namespaces") {
                 Some(v) => v,
                 None => match self.kube.list_namespaces() {
                     Ok((list, v)) => {
@@ -335,16 +351,27 @@ impl Watcher {
     }
 
     /// Where a watch goes on from: the version to re-watch from, or `None` to relist.
+    /// `short`: the watch ended within a second with no event (`very_short`): backed off.
     fn next(
         &self,
-        end: Result<WatchEnd, crate::cni::kube::KubeError>,
+        end: Result<WatchEnd, KubeError>,
+        short: bool,
         rv: String,
         backoff: &mut Duration,
         what: &str,
     ) -> Option<String> {
+        if short {
+            logging::warn(&format!(
+                "the watch of {what} ended at once with no event (a server or proxy closing watches?); watching again in {backoff:?}"
+            ));
+            std::thread::sleep(*backoff);
+            *backoff = (*backoff * 2).min(BACKOFF.1);
+        }
         match end {
             Ok(WatchEnd::Closed { resource_version }) => {
-                *backoff = BACKOFF.0;
+                if !short {
+                    *backoff = BACKOFF.0;
+                }
                 Some(resource_version)
             }
             Ok(WatchEnd::Broken {
@@ -358,7 +385,13 @@ impl Watcher {
             }
             Ok(WatchEnd::Stopped { resource_version }) => Some(resource_version),
             Ok(WatchEnd::Expired) => {
-                logging::info(&format!("the watch of {what} expired (410); relisting"));
+                // Backed off as any error: a server answering 410 to every watch would
+                // otherwise be relisted in a busy loop (hundreds of lists a second).
+                logging::info(&format!(
+                    "the watch of {what} expired (410); relisting in {backoff:?}"
+                ));
+                std::thread::sleep(*backoff);
+                *backoff = (*backoff * 2).min(BACKOFF.1);
                 None
             }
             Err(e) => {
@@ -372,6 +405,15 @@ impl Watcher {
             }
         }
     }
+}
+
+/// client-go's reflector's rule: a watch that ended (closed or broken) within a second with
+/// no event is an error, and backed off as one. A server or proxy that ends every watch at
+/// once was otherwise watched again in a busy loop (2343 requests in 3 s).
+fn very_short(end: &Result<WatchEnd, KubeError>, started: Instant, events: usize) -> bool {
+    matches!(end, Ok(WatchEnd::Closed { .. } | WatchEnd::Broken { .. }))
+        && events == 0
+        && started.elapsed() < Duration::from_secs(1)
 }
 
 fn id(p: &Pod) -> String {

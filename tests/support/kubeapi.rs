@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 #[derive(Default)]
-struct ApiState {
+pub struct ApiState {
     pods: HashMap<String, Value>,
     namespaces: HashMap<String, Value>,
     /// (content type, body) of every PATCH of a pod's status, in order.
@@ -21,10 +21,22 @@ struct ApiState {
     rv: u64,
     /// Every change: (version, "pods" or "namespaces", ADDED|MODIFIED|DELETED, object).
     events: Vec<(u64, &'static str, &'static str, Value)>,
-    /// Pod watches still to answer with an ERROR 410 (the version expired), and how many
-    /// were answered so.
-    expire_pod_watches: usize,
-    expired: usize,
+    /// Faults (hostile trials): every watch answered 410 Gone at once; lists of pods
+    /// answered after this delay (with the state as it was when asked); lists answered with
+    /// bytes that are not JSON.
+    pub expire_watches: bool,
+    pub list_delay: Duration,
+    pub garbage_lists: bool,
+    /// Lists of pods asked for (faults or not).
+    pub pod_lists: u64,
+    /// Fault: every watch ends at once, with no event.
+    pub close_watches: bool,
+    /// Watches of pods asked for.
+    pub pod_watches: u64,
+    /// Pod watches still to answer with an ERROR event of code 410 inside the stream (as
+    /// the API server says a version expired mid-watch), and how many were answered so.
+    pub expire_pod_watches: usize,
+    pub expired: usize,
 }
 
 impl ApiState {
@@ -123,12 +135,12 @@ impl Api {
         st.change("pods", "DELETED", &mut pod);
     }
 
-    /// The next `n` pod watches answer 410.
+    /// The next `n` pod watches answer an ERROR 410 event.
     pub fn expire_pod_watches(&self, n: usize) {
         self.state.lock().unwrap().expire_pod_watches = n;
     }
 
-    /// How many pod watches were answered 410.
+    /// How many pod watches were answered with an ERROR 410 event.
     pub fn expired(&self) -> usize {
         self.state.lock().unwrap().expired
     }
@@ -163,6 +175,18 @@ impl Api {
                     .map(str::to_string)
             })
             .collect()
+    }
+
+    pub fn fault(&self, f: impl FnOnce(&mut ApiState)) {
+        f(&mut self.state.lock().unwrap());
+    }
+
+    pub fn pod_watches(&self) -> u64 {
+        self.state.lock().unwrap().pod_watches
+    }
+
+    pub fn pod_lists(&self) -> u64 {
+        self.state.lock().unwrap().pod_lists
     }
 
     pub fn patches(&self) -> Vec<(String, String, Value)> {
@@ -217,21 +241,53 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, token: &str) {
         _ => None,
     };
     if authorized && let Some(kind) = list_kind {
+        if param("watch").is_some() && state.lock().unwrap().expire_watches {
+            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Expired","code":410}"#;
+            let out = format!(
+                "HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(out.as_bytes());
+            let _ = tls.flush();
+            return;
+        }
+        if param("watch").is_some() && kind == "pods" {
+            let mut st = state.lock().unwrap();
+            st.pod_watches += 1;
+            if st.close_watches {
+                drop(st);
+                let out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n";
+                let _ = tls.write_all(out.as_bytes());
+                let _ = tls.flush();
+                return;
+            }
+        }
         if param("watch").is_some() {
             let from: u64 = param("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             return watch(tls, state, kind, from);
         }
-        let st = state.lock().unwrap();
+        let mut st = state.lock().unwrap();
         let items: Vec<Value> = match kind {
             "pods" => st.pods.values().cloned().collect(),
             _ => st.namespaces.values().cloned().collect(),
         };
         let list = json!({"kind": "List", "apiVersion": "v1",
             "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        let (delay, garbage) = (st.list_delay, st.garbage_lists);
+        if kind == "pods" {
+            st.pod_lists += 1;
+        }
         drop(st);
-        let body = list.to_string();
+        if kind == "pods" {
+            std::thread::sleep(delay);
+        }
+        let body = if garbage {
+            "{\"kind\": \"List\", \"items\": [{".to_string()
+        } else {
+            list.to_string()
+        };
         let out = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -348,3 +404,5 @@ fn watch(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, kind: &str, mut from
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+// ---------------------------------------------------------------------------------------

@@ -1178,8 +1178,8 @@ fn repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules() {
     }
     let mut n = Node::new("repair");
     let pod_ns = Netns::new("pod");
-    // Injected for CNI (istio-validation, not istio-init), running, and never given rules:
-    // it started while the plugin was not in the chain.
+    // Injected for CNI (istio-validation, not istio-init), and never given rules: it started
+    // while the plugin was not in the chain.
     let mut p = pod(
         "plain",
         "web",
@@ -1189,7 +1189,11 @@ fn repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules() {
     p["spec"]["initContainers"] = json!([{"name": "istio-validation"}]);
     p["spec"]["containers"] = json!([{"name": "web", "image": "web:1"},
         {"name": "istio-proxy", "args": ["proxy", "sidecar"]}]);
-    running(&mut p);
+    // As the API shows such a pod: Pending (its init container keeps failing, 126) with its
+    // sandbox's address.
+    p["status"] = json!({"phase": "Pending", "podIPs": [{"ip": "10.244.1.5"}],
+        "initContainerStatuses": [{"name": "istio-validation", "restartCount": 3,
+            "lastState": {"terminated": {"exitCode": 126}}}]});
     n.api.add_pod(p);
     let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
     let tables =

@@ -21,12 +21,17 @@ use crate::profile::istio::flags as istio;
 const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 const VALIDATION: &str = "istio-validation";
 
-/// Whether `pod` is a running sidecar pod whose rules are the plugin's to write.
+/// Whether `pod` is a sidecar pod whose rules are the plugin's to write and that is stuck
+/// before its containers: its sandbox is up (it has addresses) but its init containers have
+/// not all passed (phase `Pending`), as when `istio-validation` keeps failing. A `Running`
+/// pod has passed its validation, so the look (a /proc scan and a netlink dump) is spent
+/// only on pods that may need it.
 pub fn relies_on_the_plugin(pod: &Pod) -> bool {
     pod.metadata.annotations.contains_key(SIDECAR_STATUS)
         && !pod.spec.host_network
         && pod.metadata.deletion_timestamp.is_none()
-        && pod.status.phase == "Running"
+        && pod.status.phase == "Pending"
+        && !pod.status.pod_ips.is_empty()
         && pod
             .spec
             .init_containers
@@ -81,4 +86,52 @@ pub fn repair(
         "pod {id}: its sidecar's interception rules were not in place (it started while the plugin was not in the chain?); written, so istio-validation passes on its next try"
     ));
     Ok(Outcome::Repaired)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test")]
+    use super::*;
+    use serde_json::json;
+
+    fn pod(phase: &str, ips: bool, init: &str, host_network: bool) -> Pod {
+        let ips = if ips {
+            json!([{"ip": "10.244.1.5"}])
+        } else {
+            json!([])
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {SIDECAR_STATUS: "{}"}},
+            "spec": {"hostNetwork": host_network, "initContainers": [{"name": init}]},
+            "status": {"phase": phase, "podIPs": ips}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_pending_cni_sidecar_pods_with_a_sandbox_are_looked_at() {
+        assert!(relies_on_the_plugin(&pod(
+            "Pending", true, VALIDATION, false
+        )));
+        // Running: its validation passed. No address: no sandbox yet (the ADD is running).
+        assert!(!relies_on_the_plugin(&pod(
+            "Running", true, VALIDATION, false
+        )));
+        assert!(!relies_on_the_plugin(&pod(
+            "Pending", false, VALIDATION, false
+        )));
+        // istio-init programs its own pod; a host-network pod has nothing to intercept.
+        assert!(!relies_on_the_plugin(&pod(
+            "Pending",
+            true,
+            "istio-init",
+            false
+        )));
+        assert!(!relies_on_the_plugin(&pod(
+            "Pending", true, VALIDATION, true
+        )));
+        let mut no_sidecar = pod("Pending", true, VALIDATION, false);
+        no_sidecar.metadata.annotations.clear();
+        assert!(!relies_on_the_plugin(&no_sidecar));
+    }
 }

@@ -310,8 +310,7 @@ impl Watcher {
                     Ok((pods, _)) => pods,
                     Err(e) => {
                         logging::warn(&format!("relisting pods: {e}"));
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF.1);
+                        back_off(&mut backoff);
                         String::new()
                     }
                 },
@@ -341,8 +340,7 @@ impl Watcher {
                     }
                     Err(e) => {
                         logging::warn(&format!("relisting namespaces: {e}"));
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF.1);
+                        back_off(&mut backoff);
                         String::new()
                     }
                 },
@@ -364,8 +362,7 @@ impl Watcher {
             logging::warn(&format!(
                 "the watch of {what} ended at once with no event (a server or proxy closing watches?); watching again in {backoff:?}"
             ));
-            std::thread::sleep(*backoff);
-            *backoff = (*backoff * 2).min(BACKOFF.1);
+            back_off(backoff);
         }
         match end {
             Ok(WatchEnd::Closed { resource_version }) => {
@@ -390,8 +387,7 @@ impl Watcher {
                 logging::info(&format!(
                     "the watch of {what} expired (410); relisting in {backoff:?}"
                 ));
-                std::thread::sleep(*backoff);
-                *backoff = (*backoff * 2).min(BACKOFF.1);
+                back_off(backoff);
                 None
             }
             Err(e) => {
@@ -399,8 +395,7 @@ impl Watcher {
                     a.api_error();
                 }
                 logging::warn(&format!("watching {what}: {e}"));
-                std::thread::sleep(*backoff);
-                *backoff = (*backoff * 2).min(BACKOFF.1);
+                back_off(backoff);
                 if rv.is_empty() { None } else { Some(rv) }
             }
         }
@@ -414,6 +409,12 @@ fn very_short(end: &Result<WatchEnd, KubeError>, started: Instant, events: usize
     matches!(end, Ok(WatchEnd::Closed { .. } | WatchEnd::Broken { .. }))
         && events == 0
         && started.elapsed() < Duration::from_secs(1)
+}
+
+/// Waits `backoff`, then doubles it (up to the cap) for the next failure.
+fn back_off(backoff: &mut Duration) {
+    std::thread::sleep(*backoff);
+    *backoff = (*backoff * 2).min(BACKOFF.1);
 }
 
 fn id(p: &Pod) -> String {

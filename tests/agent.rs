@@ -817,12 +817,26 @@ fn start_installs_the_node_probe_rules() {
 /// Enrols `shop/cart` (labelled ambient) in a fresh pod namespace; returns the node, the
 /// pod's namespace and the stand-in ztunnel.
 fn enrolled(tag: &str) -> (Node, Netns, Ztunnel) {
+    enrolled_in(tag, "mesh", json!({}))
+}
+
+/// Enrols `shop/cart` by its own label, in a namespace that is not ambient.
+fn enrolled_by_its_label(tag: &str) -> (Node, Netns, Ztunnel) {
+    enrolled_in(tag, "shop", json!({"istio.io/dataplane-mode": "ambient"}))
+}
+
+/// Enrols pod `cart` of namespace `ns` (a new, unlabelled one unless the node has it),
+/// labelled `labels`, through the plugin's ADD, acked by the stand-in.
+fn enrolled_in(tag: &str, ns: &str, labels: Value) -> (Node, Netns, Ztunnel) {
     let mut n = Node::new(tag);
     let pod_ns = Netns::new("pod");
-    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.api.add_pod(pod(ns, "cart", labels, json!({})));
+    if ns != "mesh" && ns != "plain" {
+        n.api.add_namespace(ns, json!({}));
+    }
     n.start();
     let z = Ztunnel::ready(&n.zds());
-    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    let (o, _, _) = add_with_ztunnel(&n, &z, ns, "cart", &pod_ns.path(), "");
     assert!(ok(&o), "ADD: {}", show(&o));
     (n, pod_ns, z)
 }
@@ -1015,19 +1029,7 @@ fn watch_a_namespace_labelled_later_enrols_its_pods() {
 }
 
 fn watch_an_unlabelled_pod_is_removed() {
-    let mut n = Node::new("unlabel");
-    let pod_ns = Netns::new("pod");
-    n.api.add_pod(pod(
-        "shop",
-        "cart",
-        json!({"istio.io/dataplane-mode": "ambient"}),
-        json!({}),
-    ));
-    n.api.add_namespace("shop", json!({}));
-    n.start();
-    let z = Ztunnel::ready(&n.zds());
-    let (o, _, _) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
-    assert!(ok(&o), "{}", show(&o));
+    let (n, pod_ns, z) = enrolled_by_its_label("unlabel");
     n.api.modify_pod("shop/cart", |p| {
         running(p);
         p["metadata"]["labels"] = json!({});
@@ -1104,19 +1106,7 @@ fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
     ) {
         return;
     }
-    let mut n = Node::new("stranded");
-    let pod_ns = Netns::new("pod");
-    n.api.add_pod(pod(
-        "shop",
-        "cart",
-        json!({"istio.io/dataplane-mode": "ambient"}),
-        json!({}),
-    ));
-    n.api.add_namespace("shop", json!({}));
-    n.start();
-    let z = Ztunnel::ready(&n.zds());
-    let (o, _, _) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
-    assert!(ok(&o), "{}", show(&o));
+    let (mut n, pod_ns, z) = enrolled_by_its_label("stranded");
     let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
     let mut old = n.installer.take().unwrap();
     old.kill().unwrap();

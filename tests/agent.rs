@@ -21,7 +21,10 @@
 //!   pod's namespace; bad annotations; 410 storms, watches closed at once, garbage and slow
 //!   lists; ADDs before the reconcile, behind a slow ztunnel, during a relist; a second
 //!   agent; SIGKILL mid-ADD; DELs of other sandboxes; a pod holding its namespace's lock; a
-//!   low fd limit; 200 pods (numbers printed).
+//!   low fd limit; 200 pods (numbers printed);
+//! - podman: a real runtime (podman's CNI backend) runs the chain the installer wrote: its
+//!   containers are enrolled and redirected before `podman run` returns, and an agent killed
+//!   and started again with them running re-enrols each from the /proc scan, once.
 //!
 //! Every trial needs root (namespaces, netfilter) and `ip`/`nft`.
 #![allow(
@@ -1805,6 +1808,368 @@ fn hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Under podman's CNI backend: a real runtime runs the chain the installer wrote into.
+
+/// The reference plugins podman runs before ours.
+fn podman_plugins() -> Option<String> {
+    ["bridge", "host-local", "loopback"]
+        .iter()
+        .find(|p| !Path::new("/usr/lib/cni").join(p).exists())
+        .map(|p| format!("needs /usr/lib/cni/{p} (containernetworking-plugins)"))
+}
+
+/// Podman's view of a node: its CNI backend reads the node's conf dir (a bridge + host-local
+/// network `test`, which the installer chains us into) and runs plugins from the node's bin
+/// dir (where the installer copies `meshtables-cni`) and the reference plugins' dir. Its
+/// storage is the node's own, its containers are a busybox root filesystem (nothing is
+/// pulled), and it runs in the node's namespace (`nsenter --net`, not `ip netns exec`,
+/// which would mount a fresh /sys and hide the cgroup hierarchies podman places containers
+/// in).
+struct Podman {
+    netns: String,
+    dir: PathBuf,
+    /// The pods it runs, (name, uid): uids of the trial's own, as the pods' cgroups are.
+    pods: Vec<(&'static str, String)>,
+}
+
+impl Podman {
+    /// Podman for node `n`, to run pods `web-1` and `web-2` with uids of `series` (one per
+    /// trial: trials run at once, and a pod's cgroup is named by its uid).
+    fn new(n: &Node, series: u8) -> Podman {
+        let dir = n.dir.path().to_path_buf();
+        let d = dir.display();
+        for sub in ["podroot", "podrun", "ipam", "rootfs/bin"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::copy(
+            support::which("busybox").unwrap(),
+            dir.join("rootfs/bin/busybox"),
+        )
+        .unwrap();
+        // (busybox's wget crashes in a root without /etc; its nc does not.)
+        for applet in ["sh", "sleep", "nc"] {
+            std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(applet)).unwrap();
+        }
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[network]\nnetwork_backend = \"cni\"\n\
+                 cni_plugin_dirs = [\"{d}/bin\", \"/usr/lib/cni\"]\n\
+                 network_config_dir = \"{d}/net\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("net/10-test.conflist"),
+            format!(
+                r#"{{"cniVersion": "1.0.0", "name": "test", "plugins": [
+  {{"type": "bridge", "bridge": "mtbr0", "isGateway": true, "ipMasq": false,
+    "ipam": {{"type": "host-local", "dataDir": "{d}/ipam", "ranges": [[{{"subnet": "10.98.0.0/24"}}]],
+             "routes": [{{"dst": "0.0.0.0/0"}}]}}}}
+]}}
+"#
+            ),
+        )
+        .unwrap();
+        let pods = (1..=2)
+            .map(|i| {
+                let name = if i == 1 { "web-1" } else { "web-2" };
+                (
+                    name,
+                    format!("6f1c2b9e-0d4a-4c51-9d3e-5a7b8c9d0e{series}{i}"),
+                )
+            })
+            .collect();
+        Podman {
+            netns: n.ns.path(),
+            dir,
+            pods,
+        }
+    }
+
+    /// `podman ARGS...` in the node's namespace; the runtime's `CNI_ARGS` carry the pod's
+    /// namespace (podman's CNI backend sends only `K8S_POD_NAME`, the container's name, and
+    /// appends what its own environment's `CNI_ARGS` says, as a kubelet's would send it).
+    fn run(&self, pod_ns: &str, args: &[&str]) -> Output {
+        let d = self.dir.display().to_string();
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.netns))
+            .args(["podman", "--root", &format!("{d}/podroot")])
+            .args(["--runroot", &format!("{d}/podrun")])
+            .args(args)
+            .env("CONTAINERS_CONF", format!("{d}/containers.conf"))
+            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE={pod_ns}"))
+            .output()
+            .unwrap()
+    }
+
+    /// Starts container `name` (pod `pod_ns/name` of `uid`, in the cgroup a kubelet gives
+    /// that pod, so the /proc scan finds it) running `sleep`.
+    fn start(&self, pod_ns: &str, name: &str, uid: &str) -> Output {
+        let parent = format!("/kubepods/besteffort/pod{uid}");
+        let rootfs = self.dir.join("rootfs").display().to_string();
+        self.run(
+            pod_ns,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "test",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--cgroup-parent",
+                &parent,
+                "--rootfs",
+                &rootfs,
+                "sleep",
+                "1000",
+            ],
+        )
+    }
+
+    fn inspect(&self, name: &str, format: &str) -> String {
+        let o = self.run("", &["inspect", name, "--format", format]);
+        assert!(o.status.success(), "podman inspect {name}: {}", show(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// The container's network namespace (podman's bind mount of it).
+    fn netns_of(&self, name: &str) -> String {
+        self.inspect(name, "{{.NetworkSettings.SandboxKey}}")
+    }
+
+    fn ip_of(&self, name: &str) -> String {
+        // A network other than podman's default keeps its address under its name.
+        self.inspect(
+            name,
+            r#"{{(index .NetworkSettings.Networks "test").IPAddress}}"#,
+        )
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.run("", &["rm", "-af", "-t", "0"]);
+        // podman removes a container's cgroup (when its cleanup process has run), not the
+        // pod's group it was placed under, nor the `conmon` group it makes there.
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for (_, uid) in &self.pods {
+                remove_cgroup(&h.path().join(format!("kubepods/besteffort/pod{uid}")));
+            }
+        }
+        let d = self.dir.display();
+        let _ = Command::new("umount")
+            .args(["-R", &format!("{d}/podroot"), &format!("{d}/podrun")])
+            .output();
+    }
+}
+
+/// Removes cgroup `g` and the groups under it, each once its processes are gone (5 s at most).
+fn remove_cgroup(g: &Path) {
+    for sub in std::fs::read_dir(g).into_iter().flatten().flatten() {
+        if sub.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&sub.path());
+        }
+    }
+    let t = Instant::now();
+    while g.exists() && std::fs::remove_dir(g).is_err() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pod of namespace `mesh` (ambient by its namespace's label) named `name` with `uid`.
+fn mesh_pod(name: &str, uid: &str) -> Value {
+    let mut p = pod("mesh", name, json!({}), json!({}));
+    p["metadata"]["uid"] = json!(uid);
+    p
+}
+
+/// Starts the node (agent and stand-in ztunnel) and podman's pods (`series`), each
+/// `podman run` answered by the stand-in: returns them with the fd ztunnel got per pod.
+fn podman_enrolled(tag: &str, series: u8) -> (Node, Podman, Ztunnel, Vec<std::fs::File>) {
+    let mut n = Node::new(tag);
+    let podman = Podman::new(&n, series);
+    for (name, uid) in &podman.pods {
+        n.api.add_pod(mesh_pod(name, uid));
+    }
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let mut fds = Vec::new();
+    for (name, uid) in &podman.pods {
+        let (o, req, fd) = std::thread::scope(|s| {
+            let run = s.spawn(|| podman.start("mesh", name, uid));
+            let (req, fd) = next_request(&z);
+            z.ack("");
+            (run.join().unwrap(), req, fd)
+        });
+        assert!(ok(&o), "podman run {name}: {}\n{}", show(&o), n.log());
+        match req {
+            RequestPayload::Add(AddWorkload {
+                uid: got,
+                workload_info,
+            }) => {
+                assert_eq!(&got, uid);
+                let w = workload_info.unwrap();
+                assert_eq!((w.name.as_str(), w.namespace.as_str()), (*name, "mesh"));
+            }
+            other => panic!("ztunnel got {other:?} for {name}, not an add"),
+        }
+        let fd = fd.expect("an add carries the pod's netns fd");
+        assert_eq!(
+            fd_inode(fd.as_raw_fd()),
+            inode(Path::new(&podman.netns_of(name))),
+            "ztunnel got another namespace than {name}'s"
+        );
+        fds.push(fd);
+    }
+    (n, podman, z, fds)
+}
+
+/// Containers podman starts on the ambient network are enrolled before `podman run`
+/// returns: rules in (`ambient check` in each container's namespace), ztunnel given the
+/// container's own namespace, the pod annotated `enabled`; a container's outbound TCP
+/// reaches the listener the stand-in opens in the namespace it was given; `podman rm` is a
+/// Del to ztunnel.
+fn podman_containers_on_an_ambient_network_are_enrolled_and_redirected() {
+    let (n, podman, z, mut fds) = podman_enrolled("podman", 1);
+    for (name, _) in &podman.pods {
+        let check = ambient_check(&podman.netns_of(name));
+        assert!(ok(&check), "ambient check in {name}: {}", show(&check));
+        let ip = podman.ip_of(name);
+        assert!(n.probe_set().contains(&ip), "{ip}: {}", n.probe_set());
+        assert_eq!(
+            n.api.pod(&format!("mesh/{name}"))["metadata"]["annotations"]["ambient.istio.io/redirection"],
+            "enabled"
+        );
+    }
+    // The stand-in's outbound listener, in the namespace it was given for web-1.
+    let fd = fds.remove(0);
+    let listener = std::thread::spawn(move || {
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        std::net::TcpListener::bind("0.0.0.0:15001").unwrap()
+    })
+    .join()
+    .unwrap();
+    let app = std::thread::scope(|s| {
+        let app = s.spawn(|| {
+            podman.run(
+                "mesh",
+                &["exec", "web-1", "nc", "-w", "5", "192.0.2.1", "80"],
+            )
+        });
+        listener.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        let (conn, peer) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < LONG => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!(
+                    "no connection reached the stand-in's listener ({e}): {}",
+                    show(&app.join().unwrap())
+                ),
+            }
+        };
+        assert_eq!(peer.ip().to_string(), podman.ip_of("web-1"), "from {peer}");
+        let orig =
+            nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::OriginalDst).unwrap();
+        assert_eq!(
+            std::net::Ipv4Addr::from(u32::from_be(orig.sin_addr.s_addr)).to_string(),
+            "192.0.2.1"
+        );
+        drop(conn);
+        app.join().unwrap()
+    });
+    // nc saw its connection closed without an answer: that it connected is what counts.
+    assert!(
+        !String::from_utf8_lossy(&app.stderr).contains("can't connect"),
+        "{}",
+        show(&app)
+    );
+    // The runtime's DEL of web-2: ztunnel is told.
+    let (rm, req) = std::thread::scope(|s| {
+        let rm = s.spawn(|| podman.run("mesh", &["rm", "-f", "-t", "0", "web-2"]));
+        let (req, _) = next_request(&z);
+        z.ack("");
+        (rm.join().unwrap(), req)
+    });
+    assert!(ok(&rm), "podman rm: {}", show(&rm));
+    match req {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, podman.pods[1].1),
+        other => panic!("ztunnel got {other:?} at podman rm, not a del"),
+    }
+}
+
+/// The agent killed (SIGKILL, as at the end of a grace period) with podman's containers
+/// running, then started again: its start-up scan finds each container's namespace through
+/// its cgroup and its address, and ztunnel's first snapshot adds each pod exactly once with
+/// its own namespace; a later drift pass (it puts back web-1's flushed rules) adds nothing.
+fn podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds() {
+    if support::podproc::in_a_pid_namespace(
+        "podman::a_restarted_agent_re_enrols_running_containers_without_duplicate_adds",
+    ) {
+        return;
+    }
+    let (mut n, podman, z, _fds) = podman_enrolled("podrestart", 2);
+    for (name, _) in &podman.pods {
+        let ip = podman.ip_of(name);
+        n.api.modify_pod(&format!("mesh/{name}"), |p| {
+            p["status"] = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]});
+        });
+    }
+    drop(z);
+    let mut old = n.installer.take().unwrap();
+    old.kill().unwrap();
+    old.wait().unwrap();
+    n.start();
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    let mut added = Vec::new();
+    loop {
+        match next_request(&z) {
+            (RequestPayload::Add(AddWorkload { uid, .. }), fd) => {
+                let (name, _) = podman
+                    .pods
+                    .iter()
+                    .find(|(_, u)| *u == uid)
+                    .unwrap_or_else(|| panic!("an add of {uid}, not one of ours"));
+                let fd = fd.expect("the snapshot's add has the fd");
+                assert_eq!(
+                    fd_inode(fd.as_raw_fd()),
+                    inode(Path::new(&podman.netns_of(name))),
+                    "{name}: another namespace"
+                );
+                added.push(uid);
+            }
+            (RequestPayload::SnapshotSent(_), _) => break,
+            (other, _) => panic!("{other:?} in the snapshot: {}", n.log()),
+        }
+        z.ack("");
+    }
+    z.ack("");
+    added.sort();
+    let mut want: Vec<String> = podman.pods.iter().map(|(_, u)| u.clone()).collect();
+    want.sort();
+    assert_eq!(added, want, "one add per running pod: {}", n.log());
+    let web1 = podman.netns_of("web-1");
+    let o = sh(&format!("nsenter --net={web1} nft flush ruleset"));
+    assert!(ok(&o), "{}", show(&o));
+    wait_until("the drift pass putting web-1's rules back", &n, || {
+        ok(&ambient_check(&web1))
+    });
+    assert!(z.idle(), "ztunnel got more after the snapshot: {}", n.log());
+}
+
 fn cgroups() -> Option<String> {
     support::podproc::writable_hierarchy()
         .is_none()
@@ -2076,8 +2441,21 @@ fn main() {
         needs,
         hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address,
     );
+    let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
+    t.add_if(
+        "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
+        podman,
+        podman_plugins,
+        podman_containers_on_an_ambient_network_are_enrolled_and_redirected,
+    );
+    t.add_if(
+        "podman::a_restarted_agent_re_enrols_running_containers_without_duplicate_adds",
+        podman,
+        podman_plugins,
+        podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
+    );
     t.declare(
-        49,
+        51,
         &[
             ("add", 10),
             ("del", 2),
@@ -2088,6 +2466,7 @@ fn main() {
             ("watch", 5),
             ("repair", 1),
             ("hostile", 20),
+            ("podman", 2),
         ],
     );
     t.run()

@@ -125,6 +125,11 @@ impl Spec {
         self.origin = Origin::Ours;
         self
     }
+    /// "Not given" means something of its own (`Resolver::given`), said by `doc`.
+    pub(crate) const fn no_default(mut self) -> Spec {
+        self.default = None;
+        self
+    }
     pub(crate) const fn doc(mut self, default_doc: &'static str) -> Spec {
         self.default_doc = Some(default_doc);
         self
@@ -287,8 +292,20 @@ pub mod install {
             "With --ambient-enabled: serve the agent's Prometheus metrics (GET /metrics) there; empty (the default): no listener. The DaemonSet is on the host's network: choose a loopback or node-internal address.")
             .doc("(off)");
         REPAIR_ENABLED: bool = v::boolean, boolean("repair-enabled", None, &["REPAIR_ENABLED"],
-            "With --ambient-enabled: a sidecar pod of this node that relies on the plugin (istio-validation) but has no interception rules (it started while the plugin was not in the chain) gets them written in place (default true).")
+            "With --ambient-enabled: the agent looks after this node's sidecar pods that rely on the plugin (istio-validation) but started while it was not in the chain, as the repair mode says (--repair-repair-pods, --repair-delete-pods, --repair-label-pods; default true).")
             .default_true();
+        REPAIR_REPAIR_PODS: bool = v::boolean, boolean("repair-repair-pods", None, &["REPAIR_REPAIR_PODS"],
+            "Repair mode: a sidecar pod whose interception rules are not in place (the plugin's own check) gets them written in place, and its next istio-validation passes. Wins over the other modes when set true, as upstream's; not given: on unless --repair-delete-pods or --repair-label-pods is.")
+            .no_default()
+            .doc("true unless a mode is given");
+        REPAIR_DELETE_PODS: bool = v::boolean, boolean("repair-delete-pods", None, &["REPAIR_DELETE_PODS"],
+            "Repair mode: a broken sidecar pod (istio-validation's last run ended with exit code 126 and it has not passed since) is deleted (DELETE with its uid and resourceVersion as preconditions), to be created again, as upstream's. Needs RBAC `delete` on pods. Wins over --repair-label-pods.");
+        REPAIR_LABEL_PODS: bool = v::boolean, boolean("repair-label-pods", None, &["REPAIR_LABEL_PODS"],
+            "Repair mode: a broken sidecar pod (as --repair-delete-pods finds it) is labelled --repair-broken-pod-label-key=--repair-broken-pod-label-value through pods/status, as upstream's; one that has the key already is left alone.");
+        REPAIR_BROKEN_POD_LABEL_KEY: crate::values::LabelKey = v::label_key, value("repair-broken-pod-label-key", None, &["REPAIR_BROKEN_POD_LABEL_KEY"], Some("cni.istio.io/uninitialized"), "label key",
+            "The label --repair-label-pods sets (checked as the API server checks a label key).");
+        REPAIR_BROKEN_POD_LABEL_VALUE: crate::values::LabelValue = v::label_value, value("repair-broken-pod-label-value", None, &["REPAIR_BROKEN_POD_LABEL_VALUE"], Some("true"), "label value",
+            "The value of that label (checked as the API server checks a label value).");
         POD_NAMESPACE: String = v::namespace_name, value("pod-namespace", None, &["POD_NAMESPACE"], Some("istio-system"), "namespace",
             "Istio's namespace, where ztunnel runs (its pods, labelled app=ztunnel, are never enrolled).");
         LOG_LEVEL: crate::logging::Level = v::log_level, value("log-level", None, &["LOG_LEVEL"], Some("info"), "level",
@@ -328,7 +345,7 @@ pub fn install_table() -> String {
             "| `--{}` | {} | {} | {} |\n",
             s.long,
             envs.join(", "),
-            cell(s.default.unwrap_or("false")),
+            cell(s.default_doc.or(s.default).unwrap_or("false")),
             cell(s.help)
         ));
     }

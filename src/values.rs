@@ -236,6 +236,85 @@ impl fmt::Display for PodName {
     }
 }
 
+/// The name part of a label key, and a non-empty label value: Kubernetes' `IsQualifiedName`
+/// name and `IsValidLabelValue` (`[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63).
+fn label_name_shaped(s: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_alphanumeric();
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            s.len() <= LabelKey::MAX_NAME
+                && alnum(first)
+                && alnum(last)
+                && bytes
+                    .iter()
+                    .all(|&b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// A label key, as the API server checks one (`IsQualifiedName`): an optional prefix, a
+/// DNS-1123 subdomain of at most 253, and `/`, then a name of at most 63 (letters, digits,
+/// `-`, `_` and `.`, starting and ending with a letter or digit). What it may contain is
+/// what the API server accepts, so a key that would be refused at the first broken pod is
+/// refused at start instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LabelKey(String);
+
+impl LabelKey {
+    pub const MAX_PREFIX: usize = 253;
+    pub const MAX_NAME: usize = 63;
+
+    pub fn parse(s: &str) -> Result<LabelKey, Problem> {
+        let (prefix, name) = match s.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, s),
+        };
+        let prefix_ok = prefix.is_none_or(|p| {
+            p.len() <= Self::MAX_PREFIX && p.split('.').all(|l| l.len() <= 63 && label_shaped(l))
+        });
+        if prefix_ok && label_name_shaped(name) {
+            Ok(LabelKey(s.to_string()))
+        } else {
+            Err("is not a label key (an optional DNS-1123 subdomain prefix of at most 253 and '/', then a name of at most 63: letters, digits, '-', '_' and '.', starting and ending with a letter or digit)".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LabelKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A label value, as the API server checks one (`IsValidLabelValue`): empty, or at most 63
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LabelValue(String);
+
+impl LabelValue {
+    pub fn parse(s: &str) -> Result<LabelValue, Problem> {
+        if s.is_empty() || label_name_shaped(s) {
+            Ok(LabelValue(s.to_string()))
+        } else {
+            Err("is not a label value (empty, or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit)".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LabelValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A packet/connection mark, never 0 (decimal in rule text, as upstream writes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -934,6 +1013,16 @@ pub fn namespaces(s: &str) -> Result<Vec<String>, Problem> {
 }
 
 /// A node's name (a DNS-1123 subdomain, as Kubernetes names nodes), or empty.
+/// A label key (`LabelKey`), as given: no trimming, since the API server would not trim it.
+pub fn label_key(s: &str) -> Result<LabelKey, Problem> {
+    LabelKey::parse(s)
+}
+
+/// A label value (`LabelValue`), as given.
+pub fn label_value(s: &str) -> Result<LabelValue, Problem> {
+    LabelValue::parse(s)
+}
+
 pub fn optional_node_name(s: &str) -> Result<String, Problem> {
     let n = s.trim();
     let label = |l: &str| {
@@ -995,6 +1084,44 @@ pub fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_are_what_the_api_server_accepts() {
+        for ok in [
+            "cni.istio.io/uninitialized",
+            "broken",
+            "a",
+            "A_b.c-9",
+            &format!("{}/{}", "a".repeat(63), "n".repeat(63)),
+        ] {
+            assert!(LabelKey::parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "/x",
+            "x/",
+            "bad key",
+            "-x",
+            "x-",
+            "Upper.Case/x",
+            "a/b/c",
+            "x\"y",
+            &"n".repeat(64),
+            &format!("{}/x", "a".repeat(254)),
+        ] {
+            assert!(LabelKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_what_the_api_server_accepts() {
+        for ok in ["", "true", "A.b_c-9"] {
+            assert!(LabelValue::parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [" true", "a/b", "-x", "x\n", &"v".repeat(64)] {
+            assert!(LabelValue::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn kubernetes_names_are_dns_1123() {

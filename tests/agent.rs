@@ -16,6 +16,11 @@
 //! - socket: a request that is not one, or too large, is answered no; silent clients do not
 //!   hold up an ADD; a non-root client is refused;
 //! - start: the node's probe rules are installed before the plugin's entry names the agent;
+//! - repair: a sidecar pod that started while the plugin was not in the chain gets its rules
+//!   in place (the default, and when `--repair-repair-pods` is set beside another mode, as
+//!   upstream's precedence); with `--repair-delete-pods` exactly the broken pod is deleted
+//!   (and counted), not a healthy one nor one being deleted already; with
+//!   `--repair-label-pods` it is labelled once; a bad label key stops the installer at start;
 //! - hostile: what a buggy runtime or primary plugin, a misbehaving ztunnel or API server, a
 //!   hostile pod, a crash or a race does: a CNI_NETNS that is a FIFO, a file or another
 //!   pod's namespace; bad annotations; 410 storms, watches closed at once, garbage and slow
@@ -1133,14 +1138,8 @@ fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
     assert!(!n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
 }
 
-fn metrics_count_what_the_agent_did() {
-    let mut n = Node::new("metrics");
-    let pod_ns = Netns::new("pod");
-    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
-    n.start_with(&["--metrics-address", "127.0.0.1:0"]);
-    let z = Ztunnel::ready(&n.zds());
-    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
-    assert!(ok(&o), "{}", show(&o));
+/// The agent's metrics text, from the address it logged.
+fn metrics(n: &Node) -> String {
     let log = n.log();
     let url = log
         .split_whitespace()
@@ -1151,8 +1150,19 @@ fn metrics_count_what_the_agent_did() {
         "/usr/bin/python3",
         &["-c", &format!("import urllib.request; print(urllib.request.urlopen({url:?}, timeout=5).read().decode())")],
     );
-    let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn metrics_count_what_the_agent_did() {
+    let mut n = Node::new("metrics");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
+    n.start_with(&["--metrics-address", "127.0.0.1:0"]);
+    let z = Ztunnel::ready(&n.zds());
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "{}", show(&o));
+    let text = metrics(&n);
     for line in [
         "meshtables_agent_enrolled_pods 1",
         "meshtables_agent_ztunnel_connections 1",
@@ -1163,40 +1173,188 @@ fn metrics_count_what_the_agent_did() {
     }
 }
 
-fn repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules() {
-    if support::podproc::in_a_pid_namespace(
-        "repair::a_sidecar_pod_started_without_the_plugin_gets_its_rules",
-    ) {
-        return;
-    }
-    let mut n = Node::new("repair");
-    let pod_ns = Netns::new("pod");
-    // Injected for CNI (istio-validation, not istio-init), and never given rules: it started
-    // while the plugin was not in the chain.
+/// A pod injected for CNI (istio-validation, not istio-init) that never got its rules: it
+/// started while the plugin was not in the chain. As the API shows such a pod: Pending (its
+/// init container keeps failing with 126, backing off) with its sandbox's address.
+fn broken_sidecar_pod(name: &str, uid: &str) -> Value {
     let mut p = pod(
         "plain",
-        "web",
+        name,
         json!({}),
         json!({"sidecar.istio.io/status": "{}"}),
     );
+    p["metadata"]["uid"] = json!(uid);
     p["spec"]["initContainers"] = json!([{"name": "istio-validation"}]);
-    p["spec"]["containers"] = json!([{"name": "web", "image": "web:1"},
+    p["spec"]["containers"] = json!([{"name": name, "image": "web:1"},
         {"name": "istio-proxy", "args": ["proxy", "sidecar"]}]);
-    // As the API shows such a pod: Pending (its init container keeps failing, 126) with its
-    // sandbox's address.
     p["status"] = json!({"phase": "Pending", "podIPs": [{"ip": "10.244.1.5"}],
         "initContainerStatuses": [{"name": "istio-validation", "restartCount": 3,
-            "lastState": {"terminated": {"exitCode": 126}}}]});
-    n.api.add_pod(p);
-    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
-    let tables =
-        || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
-    assert!(!tables().contains("istio-proxy-nat"));
-    n.start();
-    wait_until("the sidecar's rules", &n, || {
-        tables().contains("istio-proxy-nat")
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 126, "reason": "Error"}}}]});
+    p
+}
+
+/// A sidecar pod whose istio-validation failed once but passed on its next try (upstream's
+/// `workingPodDiedPreviously`): it is Running and must never be touched.
+fn healthy_sidecar_pod(name: &str, uid: &str) -> Value {
+    let mut p = broken_sidecar_pod(name, uid);
+    p["status"]["phase"] = json!("Running");
+    p["status"]["initContainerStatuses"][0]["state"] =
+        json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+    p
+}
+
+/// The in-place repair with the installer's extra settings `extra`: the broken pod gets its
+/// rules, and is neither deleted nor labelled.
+fn repaired_in_place(trial: &'static str, extra: &'static [&'static str]) -> impl FnOnce() {
+    move || {
+        if support::podproc::in_a_pid_namespace(trial) {
+            return;
+        }
+        let mut n = Node::new("repair");
+        let pod_ns = Netns::new("pod");
+        n.api.add_pod(broken_sidecar_pod("web", POD_UID));
+        let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+        let tables =
+            || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
+        assert!(!tables().contains("istio-proxy-nat"));
+        n.start_with(extra);
+        wait_until("the sidecar's rules", &n, || {
+            tables().contains("istio-proxy-nat")
+        });
+        assert!(n.log().contains("istio-validation passes"), "{}", n.log());
+        assert_eq!(n.api.deletes(), vec![], "{}", n.log());
+        assert_eq!(n.api.label_patches(), vec![], "{}", n.log());
+    }
+}
+
+/// Delete mode: the broken pod is deleted once, with its uid and version as preconditions;
+/// the healthy one never; a broken pod that appears later is deleted too (so the first's
+/// own MODIFIED event, now terminating, was seen before and left alone).
+fn repair_delete_mode_deletes_exactly_the_broken_pod() {
+    let mut n = Node::new("rdel");
+    n.api.add_pod(broken_sidecar_pod("web", "uid-web"));
+    n.api.add_pod(healthy_sidecar_pod("api", "uid-api"));
+    let rv = n.api.pod("plain/web")["metadata"]["resourceVersion"].clone();
+    n.start_with(&["--repair-delete-pods"]);
+    wait_until("web deleted", &n, || !n.api.deletes().is_empty());
+    assert!(
+        n.api.pod("plain/web")["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        n.log()
+    );
+    n.api.add_pod(broken_sidecar_pod("late", "uid-late"));
+    wait_until("late deleted", &n, || n.api.deletes().len() >= 2);
+    let deletes = n.api.deletes();
+    let pods: Vec<&str> = deletes.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(pods, ["plain/web", "plain/late"], "{}", n.log());
+    assert_eq!(
+        deletes[0].1["preconditions"],
+        json!({"uid": "uid-web", "resourceVersion": rv}),
+        "{}",
+        n.log()
+    );
+    assert_eq!(n.api.label_patches(), vec![], "{}", n.log());
+}
+
+/// Delete mode: a broken pod already being deleted gets no DELETE, while one beside it does
+/// (both are in the start-up list, which is synced whole before the agent is ready).
+fn repair_a_pod_already_being_deleted_is_left_alone() {
+    let mut n = Node::new("rgone");
+    let mut going = broken_sidecar_pod("going", "uid-going");
+    going["metadata"]["deletionTimestamp"] = json!("2024-05-01T00:00:00Z");
+    n.api.add_pod(going);
+    n.api.add_pod(broken_sidecar_pod("web", "uid-web"));
+    n.start_with(&["--repair-delete-pods"]);
+    wait_until("web deleted", &n, || !n.api.deletes().is_empty());
+    let pods: Vec<String> = n.api.deletes().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(pods, ["plain/web"], "{}", n.log());
+}
+
+/// Label mode: the broken pod is labelled once through pods/status (with its uid), the
+/// healthy one never, and a broken pod that appears later is labelled too (so the first's
+/// own MODIFIED event, labelled, was seen before and skipped).
+fn repair_label_mode_labels_the_broken_pod_once() {
+    let mut n = Node::new("rlabel");
+    n.api.add_pod(broken_sidecar_pod("web", "uid-web"));
+    n.api.add_pod(healthy_sidecar_pod("api", "uid-api"));
+    n.start_with(&[
+        "--repair-label-pods",
+        "--repair-broken-pod-label-key",
+        "example.com/broken",
+    ]);
+    wait_until("web labelled", &n, || {
+        n.api.pod("plain/web")["metadata"]["labels"]["example.com/broken"] == "true"
     });
-    assert!(n.log().contains("istio-validation passes"), "{}", n.log());
+    n.api.add_pod(broken_sidecar_pod("late", "uid-late"));
+    wait_until("late labelled", &n, || n.api.label_patches().len() >= 2);
+    assert_eq!(
+        n.api.label_patches(),
+        [
+            (
+                "plain/web".to_string(),
+                json!({"example.com/broken": "true"})
+            ),
+            (
+                "plain/late".to_string(),
+                json!({"example.com/broken": "true"})
+            )
+        ],
+        "{}",
+        n.log()
+    );
+    let (content_type, _, body) = n.api.patches().remove(0);
+    assert_eq!(content_type, "application/merge-patch+json");
+    assert_eq!(body["metadata"]["uid"], "uid-web");
+    assert!(
+        n.api.pod("plain/api")["metadata"]["labels"]
+            .get("example.com/broken")
+            .is_none()
+    );
+    assert_eq!(n.api.deletes(), vec![], "{}", n.log());
+}
+
+/// A deleted pod is counted: `meshtables_agent_repairs_total{cause="sidecar_deleted"}`.
+fn repair_a_deleted_pod_is_counted() {
+    let mut n = Node::new("rcount");
+    n.api.add_pod(broken_sidecar_pod("web", "uid-web"));
+    n.start_with(&["--repair-delete-pods", "--metrics-address", "127.0.0.1:0"]);
+    wait_until("web deleted", &n, || !n.api.deletes().is_empty());
+    let text = metrics(&n);
+    let line = "meshtables_agent_repairs_total{cause=\"sidecar_deleted\"} 1";
+    assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+}
+
+/// A label key the API server would refuse stops the installer at start (exit 2), the error
+/// naming the flag, the value and what a label key is; no pod is touched.
+fn repair_a_bad_label_key_is_refused_at_start() {
+    let mut n = Node::new("rbadkey");
+    n.api.add_pod(broken_sidecar_pod("web", "uid-web"));
+    n.extra = [
+        "--repair-label-pods",
+        "--repair-broken-pod-label-key",
+        "bad key/",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut child = n.installer_command("installer.log").spawn().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < LONG, "still running: {}", n.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = n.log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("--repair-broken-pod-label-key"), "{log}");
+    assert!(
+        log.contains("\"bad key/\"") || log.contains("bad key/"),
+        "{log}"
+    );
+    assert!(log.contains("is not a label key"), "{log}");
+    assert_eq!(n.api.label_patches(), vec![]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2336,7 +2494,44 @@ fn main() {
         "repair::a_sidecar_pod_started_without_the_plugin_gets_its_rules",
         scan,
         cgroups,
-        repair_a_sidecar_pod_started_without_the_plugin_gets_its_rules,
+        repaired_in_place(
+            "repair::a_sidecar_pod_started_without_the_plugin_gets_its_rules",
+            &[],
+        ),
+    );
+    t.add_if(
+        "repair::repair_pods_set_wins_over_delete_pods_as_upstream",
+        scan,
+        cgroups,
+        repaired_in_place(
+            "repair::repair_pods_set_wins_over_delete_pods_as_upstream",
+            &["--repair-repair-pods", "--repair-delete-pods"],
+        ),
+    );
+    t.add(
+        "repair::delete_mode_deletes_exactly_the_broken_pod",
+        needs,
+        repair_delete_mode_deletes_exactly_the_broken_pod,
+    );
+    t.add(
+        "repair::a_pod_already_being_deleted_is_left_alone",
+        needs,
+        repair_a_pod_already_being_deleted_is_left_alone,
+    );
+    t.add(
+        "repair::label_mode_labels_the_broken_pod_once",
+        needs,
+        repair_label_mode_labels_the_broken_pod_once,
+    );
+    t.add(
+        "repair::a_deleted_pod_is_counted",
+        needs,
+        repair_a_deleted_pod_is_counted,
+    );
+    t.add(
+        "repair::a_bad_label_key_is_refused_at_start",
+        needs,
+        repair_a_bad_label_key_is_refused_at_start,
     );
     t.add(
         "hostile::a_fifo_netns_is_refused_at_once",
@@ -2455,7 +2650,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        51,
+        57,
         &[
             ("add", 10),
             ("del", 2),
@@ -2464,7 +2659,7 @@ fn main() {
             ("drift", 2),
             ("restart", 3),
             ("watch", 5),
-            ("repair", 1),
+            ("repair", 7),
             ("hostile", 20),
             ("podman", 2),
         ],

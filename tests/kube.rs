@@ -11,7 +11,9 @@
 //!   panic, and each ends as a pod or as a CNI error with one of those codes;
 //! - namespace: the GET and its 404;
 //! - patch: the pods/status merge patch as istio-cni sends it (method, path, content type,
-//!   body) and its 404, 409, 422 and 403;
+//!   body) and its 404, 409, 422 and 403; the repair's label patch (labels and the uid);
+//! - delete: a pod's DELETE with its uid and version as preconditions, as istio-cni's repair
+//!   sends it, and its 409, 404 and 403;
 //! - list: pods with percent-encoded selectors, namespaces, and the resource version;
 //! - watch: the query, events in order, bookmarks, 410 as an ERROR event or an HTTP status,
 //!   the stream's clean end, a dropped connection, an over-long line, a stalled server, a
@@ -648,6 +650,89 @@ fn patch_forbidden_is_rejected() {
         Err(PatchError::Kube(e @ KubeError::Rejected { .. })) => {
             let text = e.to_string();
             assert!(text.contains("patch pods/status"), "{text}");
+            assert!(text.contains("server says Forbidden"), "{text}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+fn label_sends_a_merge_patch_of_the_labels_and_the_uid() {
+    let server = ScriptedServer::start();
+    let c = client(&server, "label-ok");
+    server.queue(answer("200 OK", &pod_json("cart", "12").to_string()));
+    let key = meshtables::values::LabelKey::parse("cni.istio.io/uninitialized").unwrap();
+    let value = meshtables::values::LabelValue::parse("true").unwrap();
+    c.label_pod(&shop(), &cart(), "uid-cart", &key, &value)
+        .unwrap();
+    let req = server.seen();
+    assert_eq!(req.method, "PATCH");
+    // istio-cni's labelBrokenPod: types.MergePatchType on the "status" subresource.
+    assert_eq!(req.path, "/api/v1/namespaces/shop/pods/cart/status");
+    assert_eq!(
+        req.header("content-type"),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&req.body).unwrap(),
+        json!({"metadata": {"uid": "uid-cart",
+            "labels": {"cni.istio.io/uninitialized": "true"}}})
+    );
+}
+
+fn delete_sends_the_uid_and_version_as_preconditions() {
+    let server = ScriptedServer::start();
+    let c = client(&server, "delete-ok");
+    server.queue(answer("200 OK", &pod_json("cart", "13").to_string()));
+    c.delete_pod(&shop(), &cart(), "uid-cart", "12").unwrap();
+    let req = server.seen();
+    assert_eq!(req.method, "DELETE");
+    assert_eq!(req.path, "/api/v1/namespaces/shop/pods/cart");
+    assert_eq!(req.query, "");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&req.body).unwrap(),
+        json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "preconditions": {"uid": "uid-cart", "resourceVersion": "12"}})
+    );
+    assert_eq!(
+        req.header("authorization"),
+        Some(format!("Bearer {}", apiserver::TOKEN).as_str())
+    );
+}
+
+fn delete_answered(status: &str, code: u16, reason: &str) -> Result<(), PatchError> {
+    let server = ScriptedServer::start();
+    let c = client(&server, &format!("delete-{code}"));
+    server.queue(answer(
+        status,
+        &status_body(code, reason, &format!("server says {reason}")),
+    ));
+    c.delete_pod(&shop(), &cart(), "uid-cart", "12")
+}
+
+fn delete_precondition_failed_is_refused() {
+    match delete_answered("409 Conflict", 409, "Conflict") {
+        Err(e @ PatchError::Refused { status: 409, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("deleting pod shop/cart"), "{text}");
+            assert!(text.contains("server says Conflict"), "{text}");
+        }
+        other => panic!("expected Refused 409, got {other:?}"),
+    }
+}
+
+fn delete_missing_pod_is_not_found() {
+    match delete_answered("404 Not Found", 404, "NotFound") {
+        Err(PatchError::Kube(KubeError::NotFound(what))) => assert_eq!(what, "pod shop/cart"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+fn delete_forbidden_names_the_verb() {
+    match delete_answered("403 Forbidden", 403, "Forbidden") {
+        Err(PatchError::Kube(e @ KubeError::Rejected { .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("delete pods"), "{text}");
             assert!(text.contains("server says Forbidden"), "{text}");
         }
         other => panic!("expected Rejected, got {other:?}"),
@@ -1419,12 +1504,38 @@ fn main() {
         NOTHING,
         fuzz_watch_streams_never_panic,
     );
+    t.add(
+        "patch::label_sends_a_merge_patch_of_the_labels_and_the_uid",
+        NOTHING,
+        label_sends_a_merge_patch_of_the_labels_and_the_uid,
+    );
+    t.add(
+        "delete::sends_the_uid_and_version_as_preconditions",
+        NOTHING,
+        delete_sends_the_uid_and_version_as_preconditions,
+    );
+    t.add(
+        "delete::a_failed_precondition_is_refused",
+        NOTHING,
+        delete_precondition_failed_is_refused,
+    );
+    t.add(
+        "delete::a_missing_pod_is_not_found",
+        NOTHING,
+        delete_missing_pod_is_not_found,
+    );
+    t.add(
+        "delete::forbidden_names_the_verb",
+        NOTHING,
+        delete_forbidden_names_the_verb,
+    );
     t.declare(
-        33,
+        38,
         &[
             ("pod", 7),
             ("namespace", 2),
-            ("patch", 5),
+            ("patch", 6),
+            ("delete", 4),
             ("list", 3),
             ("watch", 15),
             ("fuzz", 1),

@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics (`--metrics-address`, off by default): enrolled pods, repairs
-//! by cause, ztunnel connections, API errors, in the text exposition format on `GET
+//! by cause (a broken sidecar pod deleted or labelled among them), ztunnel connections, API
+//! errors, in the text exposition format on `GET
 //! /metrics`. A connection has 2 s to send its request (at most 4 KiB) and at most
 //! `MAX_CLIENTS` are served at once; others are closed at once, so a stranger cannot stall
 //! the agent or pile up threads.
@@ -11,13 +12,19 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::enrol::Agent;
+use super::repair::{Counts, Tally};
 
 const MAX_CLIENTS: usize = 4;
 const MAX_REQUEST: usize = 4 << 10;
 const DEADLINE: Duration = Duration::from_secs(2);
 
-/// Listens on `addr` and serves until the agent is gone.
-pub fn serve(addr: SocketAddr, agent: Weak<Agent>) -> std::io::Result<SocketAddr> {
+/// Listens on `addr` and serves until the agent is gone; `repairs`: the sidecar repair's
+/// deletes and labels.
+pub fn serve(
+    addr: SocketAddr,
+    agent: Weak<Agent>,
+    repairs: Arc<Counts>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let busy = Arc::new(AtomicUsize::new(0));
@@ -34,11 +41,11 @@ pub fn serve(addr: SocketAddr, agent: Weak<Agent>) -> std::io::Result<SocketAddr
                     continue;
                 }
                 busy.fetch_add(1, Ordering::SeqCst);
-                let (a, b) = (agent.clone(), busy.clone());
+                let (a, b, r) = (agent.clone(), busy.clone(), repairs.clone());
                 let spawned = std::thread::Builder::new()
                     .name("agent-metrics-conn".into())
                     .spawn(move || {
-                        answer(conn, &a);
+                        answer(conn, &a, &r);
                         b.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -49,7 +56,7 @@ pub fn serve(addr: SocketAddr, agent: Weak<Agent>) -> std::io::Result<SocketAddr
     Ok(bound)
 }
 
-fn answer(mut conn: TcpStream, agent: &Weak<Agent>) {
+fn answer(mut conn: TcpStream, agent: &Weak<Agent>, repairs: &Counts) {
     let _ = conn.set_read_timeout(Some(DEADLINE));
     let _ = conn.set_write_timeout(Some(DEADLINE));
     let mut head = Vec::new();
@@ -67,7 +74,7 @@ fn answer(mut conn: TcpStream, agent: &Weak<Agent>) {
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, body) = match (method, path, agent.upgrade()) {
-        ("GET", "/metrics", Some(a)) => ("200 OK", text(&a)),
+        ("GET", "/metrics", Some(a)) => ("200 OK", text(&a, &repairs.get())),
         ("GET", "/metrics", None) => ("503 Service Unavailable", String::new()),
         _ => ("404 Not Found", String::new()),
     };
@@ -78,8 +85,8 @@ fn answer(mut conn: TcpStream, agent: &Weak<Agent>) {
     let _ = conn.write_all(reply.as_bytes());
 }
 
-/// The exposition text.
-pub fn text(agent: &Agent) -> String {
+/// The exposition text; `sidecars`: the sidecar repair's deletes and labels.
+pub fn text(agent: &Agent, sidecars: &Tally) -> String {
     let r = agent.repaired();
     let c = agent.counts();
     let mut out = String::new();
@@ -109,13 +116,21 @@ pub fn text(agent: &Agent) -> String {
             ("{cause=\"node_rules\"}".into(), r.host),
             ("{cause=\"pod_rules\"}".into(), r.pod_rules),
             ("{cause=\"sidecar\"}".into(), r.sidecars),
+            ("{cause=\"sidecar_deleted\"}".into(), sidecars.deleted),
+            ("{cause=\"sidecar_labelled\"}".into(), sidecars.labelled),
         ],
     );
     metric(
         "meshtables_agent_repair_failures_total",
         "counter",
-        "Drift checks that could not run or repairs that failed.",
-        &[(String::new(), r.failed)],
+        "Drift checks that could not run or repairs that failed (a broken sidecar pod's delete or label among them).",
+        &[(String::new(), r.failed + sidecars.failed)],
+    );
+    metric(
+        "meshtables_agent_sidecar_repairs_skipped_total",
+        "counter",
+        "Broken sidecar pods not deleted or labelled: labelled already, gone, or changed since read.",
+        &[(String::new(), sidecars.skipped)],
     );
     metric(
         "meshtables_agent_enrolments_total",

@@ -7,7 +7,8 @@
 //! beside the installer; `watch` lists and watches this node's pods
 //! and namespaces through the API server and syncs each pod with the decision; `metrics`
 //! serves its counters to Prometheus; `repair` puts a sidecar pod's
-//! missing rules in (it started while the plugin was not in the chain).
+//! missing rules in (it started while the plugin was not in the chain), or deletes or labels
+//! it, as istio-cni's repair modes do.
 
 pub mod eligible;
 pub mod enrol;

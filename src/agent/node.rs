@@ -30,8 +30,9 @@ pub struct Config {
     pub node_name: String,
     /// Where to serve the metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
-    /// The plugin's configuration (its entry in the chain), when sidecar pods are repaired.
-    pub sidecar_repair: Option<crate::cni::conf::NetConf>,
+    /// What is done with a broken sidecar pod (with the plugin's configuration, its entry in
+    /// the chain, for the in-place repair), if anything.
+    pub sidecar_repair: Option<super::repair::Action>,
     /// How often every enrolled pod's rules and the node's are checked (none: never).
     pub drift_interval: Option<std::time::Duration>,
 }
@@ -104,12 +105,14 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
     let zds = ZdsServer::bind_closed(&cfg.zds_socket, Deadlines::default())?;
     let agent = Arc::new(Agent::new(zds, kube, cfg.scope.clone(), env));
     let listener = Listener::bind(&cfg.plugin_socket(), agent.clone())?;
+    let repairs = Arc::new(super::repair::Counts::default());
     let watcher = Arc::new(Watcher::new(
         &agent,
         watch_client,
         cfg.node_name.clone(),
         super::watch::proc_root().to_path_buf(),
         cfg.sidecar_repair.clone(),
+        repairs.clone(),
     ));
     let a = Arc::downgrade(&agent);
     std::thread::Builder::new()
@@ -120,7 +123,7 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
             source,
         })?;
     if let Some(addr) = cfg.metrics {
-        let bound = super::metrics::serve(addr, Arc::downgrade(&agent))
+        let bound = super::metrics::serve(addr, Arc::downgrade(&agent), repairs)
             .map_err(|source| StartError::Metrics { addr, source })?;
         crate::logging::info(&format!("node agent: metrics on http://{bound}/metrics"));
     }

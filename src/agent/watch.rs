@@ -42,8 +42,9 @@ pub struct Watcher {
     node: String,
     proc_root: PathBuf,
     cache: Mutex<Cache>,
-    /// The plugin's configuration, when sidecar pods are repaired (`repair`).
-    plugin: Option<crate::cni::conf::NetConf>,
+    /// What is done with a broken sidecar pod (`repair`), if anything, and its counts.
+    repair: Option<super::repair::Action>,
+    repairs: Arc<super::repair::Counts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,7 +57,8 @@ impl Watcher {
         kube: Client,
         node: String,
         proc_root: PathBuf,
-        plugin: Option<crate::cni::conf::NetConf>,
+        repair: Option<super::repair::Action>,
+        repairs: Arc<super::repair::Counts>,
     ) -> Watcher {
         Watcher {
             agent: Arc::downgrade(agent),
@@ -64,13 +66,29 @@ impl Watcher {
             node,
             proc_root,
             cache: Mutex::new(Cache::default()),
-            plugin,
+            repair,
+            repairs,
         }
     }
 
-    /// A sidecar pod that relies on the plugin: its rules checked, and written when missing.
+    /// A sidecar pod that may have started while the plugin was not in the chain, as the
+    /// repair mode says: in place, its rules checked and written when missing; otherwise, when
+    /// broken, deleted or labelled.
     fn repair_sidecar(&self, agent: &Agent, pod: &Pod) {
-        let Some(plugin) = &self.plugin else { return };
+        use super::repair::{Action, Done};
+        let plugin = match &self.repair {
+            None => return,
+            Some(Action::InPlace(plugin)) => plugin,
+            Some(action) => {
+                if super::repair::broken(pod)
+                    && let Done::Failed { api: true, .. } =
+                        super::repair::act(&self.kube, action, pod, &self.repairs)
+                {
+                    agent.api_error();
+                }
+                return;
+            }
+        };
         if !super::repair::relies_on_the_plugin(pod) {
             return;
         }

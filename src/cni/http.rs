@@ -3,7 +3,7 @@
 //! configuration built from the kubeconfig (its CA, client certificate, `tls-server-name`),
 //! given to rustls through a ureq connector, and name resolution without NSS (`dns`).
 //!
-//! Two shapes of exchange: `request` (a GET or a PATCH whose answer is read whole, bounded by
+//! Two shapes of exchange: `request` (a GET, PATCH or DELETE whose answer is read whole, bounded by
 //! `MAX_BODY`, the whole exchange bounded by the client's timeout) and `stream` (a watch: the
 //! answer is handed back as a reader to be consumed incrementally; only connecting and the
 //! response headers are bounded by the client's timeout, then each transport read by the
@@ -42,12 +42,16 @@ pub struct Streamed {
     pub body: ureq::BodyReader<'static>,
 }
 
-/// The methods the Kubernetes client uses, a PATCH with its body.
+/// The methods the Kubernetes client uses, a PATCH or DELETE with its body (a DELETE's is
+/// its `DeleteOptions`, JSON, as client-go sends them).
 #[derive(Debug, Clone, Copy)]
 pub enum Method<'a> {
     Get,
     Patch {
         content_type: &'a str,
+        body: &'a [u8],
+    },
+    Delete {
         body: &'a [u8],
     },
 }
@@ -125,6 +129,11 @@ impl Client {
             Method::Get => prepare(self.agent.get(url), r).call(),
             Method::Patch { content_type, body } => prepare(self.agent.patch(url), r)
                 .content_type(content_type)
+                .send(body),
+            // ureq sends no body with a DELETE unless told; the API server reads one.
+            Method::Delete { body } => prepare(self.agent.delete(url), r)
+                .force_send_body()
+                .content_type("application/json")
                 .send(body),
         }
         .map_err(classify)?;

@@ -5,8 +5,9 @@
 //! auth-provider plugins are refused with a message: the plugin runs no other programs.
 //!
 //! What it does: get a pod or a namespace, merge-patch a pod's status subresource (the
-//! `ambient.istio.io/redirection` annotation), list pods and namespaces, and watch them from a
-//! resource version. Every request goes through one helper (`Client::send`/`Client::open`)
+//! `ambient.istio.io/redirection` annotation, the sidecar repair's label), delete a pod with
+//! preconditions (the sidecar repair's delete mode), list pods and namespaces, and watch them
+//! from a resource version. Every request goes through one helper (`Client::send`/`Client::open`)
 //! that adds the credentials and maps TLS and HTTP failures the same way.
 //!
 //! Every file is read bounded (`host::read_bounded`); answers are decoded into the typed
@@ -59,16 +60,17 @@ pub enum KubeError {
     NotFound(String),
 }
 
-/// Why a status patch failed. A patch has one failure a read has not: the server refusing
-/// the patch itself (409 Conflict, 422 Unprocessable), which no retry of the same body fixes:
-/// read the pod again first. It is its own type, not a `KubeError` variant, so the plugin's
-/// exhaustive handling of `KubeError` (`cni::fetch_pod`) stays as it is.
+/// Why a write (a status patch, a delete) failed. A write has one failure a read has not:
+/// the server refusing the write itself (409 Conflict: a precondition no longer holds; 422
+/// Unprocessable), which no retry of the same body fixes: read the pod again first. It is its
+/// own type, not a `KubeError` variant, so the plugin's exhaustive handling of `KubeError`
+/// (`cni::fetch_pod`) stays as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    /// 409 or 422.
-    #[error("patching the status of pod {pod} at the API server {server}: HTTP {status}{message}")]
+    /// 409 or 422. `action` says what was asked ("deleting pod shop/cart").
+    #[error("{action} at the API server {server}: HTTP {status}{message}")]
     Refused {
-        pod: String,
+        action: String,
         server: String,
         status: u16,
         message: String,
@@ -258,15 +260,71 @@ impl Client {
             body: &body,
         };
         let resp = self.send(&op, method, &path, &[])?;
+        self.written(&op, &resp)
+    }
+
+    /// Labels pod `NS/NAME` `key=value`: a JSON merge patch of its labels on the `status`
+    /// subresource, as istio-cni's repair controller labels a broken pod (`labelBrokenPod`:
+    /// `{"metadata":{"labels":{KEY:VALUE}}}`, `types.MergePatchType`, subresource `status`,
+    /// which may change the metadata and needs less privilege than patching the pod). The
+    /// patch also carries the pod's `uid`: `metadata.uid` is immutable, so the API server
+    /// refuses (422) the patch of another pod since created under the same name instead of
+    /// labelling it. The body is built as JSON from typed values: nothing in them can add a key.
+    pub fn label_pod(
+        &self,
+        namespace: &NamespaceName,
+        name: &PodName,
+        uid: &str,
+        key: &crate::values::LabelKey,
+        value: &crate::values::LabelValue,
+    ) -> Result<(), PatchError> {
+        let mut labels = serde_json::Map::new();
+        labels.insert(key.as_str().into(), value.as_str().into());
+        let patch = serde_json::json!({"metadata": {"uid": uid, "labels": labels}});
+        self.patch_pod_status(namespace, name, &patch)
+    }
+
+    /// `DELETE /api/v1/namespaces/NS/pods/NAME` with `DeleteOptions` whose preconditions are
+    /// `uid` and `resource_version`, as istio-cni's repair controller deletes a broken pod
+    /// (`deleteBrokenPod`: "make sure we are deleting what we think we are"). No grace period
+    /// is sent: the pod's own applies. A pod that changed since it was read (another
+    /// incarnation, a newer version) is `Refused` with 409, a pod already gone
+    /// `Kube(NotFound)`, 401/403 `Kube(Rejected)` (RBAC: `delete pods`).
+    pub fn delete_pod(
+        &self,
+        namespace: &NamespaceName,
+        name: &PodName,
+        uid: &str,
+        resource_version: &str,
+    ) -> Result<(), PatchError> {
+        let op = Op {
+            action: format!("deleting pod {namespace}/{name}"),
+            object: Some(format!("pod {namespace}/{name}")),
+            may: "delete pods",
+        };
+        let options = serde_json::json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": uid, "resourceVersion": resource_version},
+        });
+        let body = serde_json::to_vec(&options)
+            .map_err(|e| self.unavailable(&op, format!("the options do not serialize: {e}")))?;
+        let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
+        let resp = self.send(&op, http::Method::Delete { body: &body }, &path, &[])?;
+        self.written(&op, &resp)
+    }
+
+    /// A write's answer: 2xx is done, 409/422 the write refused, the rest as for a read.
+    fn written(&self, op: &Op, resp: &http::Response) -> Result<(), PatchError> {
         match resp.status {
             200..=299 => Ok(()),
             status @ (409 | 422) => Err(PatchError::Refused {
-                pod: format!("{namespace}/{name}"),
+                action: op.action.clone(),
                 server: self.server.clone(),
                 status,
                 message: message(&resp.body),
             }),
-            status => Err(self.status_error(&op, status, &resp.body).into()),
+            status => Err(self.status_error(op, status, &resp.body).into()),
         }
     }
 

@@ -59,7 +59,8 @@ pub struct PodSpec {
     pub host_network: bool,
 }
 
-/// The status the node agent reads: the pod's addresses and phase.
+/// The status the node agent reads: the pod's addresses and phase, and its init containers'
+/// states (how istio-cni's repair controller tells a broken sidecar pod).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PodStatus {
@@ -68,6 +69,39 @@ pub struct PodStatus {
     /// `podIPs` (serde's camelCase would say `podIps`).
     #[serde(rename = "podIPs", deserialize_with = "null_default")]
     pub pod_ips: Vec<PodIp>,
+    #[serde(deserialize_with = "null_default")]
+    pub init_container_statuses: Vec<ContainerStatus>,
+}
+
+/// One of `status.initContainerStatuses`: the container's current state and the one before
+/// (`lastState`, where a container that keeps failing shows how its last run ended).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ContainerStatus {
+    #[serde(deserialize_with = "null_default")]
+    pub name: String,
+    #[serde(deserialize_with = "null_default")]
+    pub state: ContainerState,
+    #[serde(deserialize_with = "null_default")]
+    pub last_state: ContainerState,
+}
+
+/// A container's state; of its three members only `terminated` is read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ContainerState {
+    pub terminated: Option<Terminated>,
+}
+
+/// How a container's run ended.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Terminated {
+    pub exit_code: i32,
+    #[serde(deserialize_with = "null_default")]
+    pub reason: String,
+    #[serde(deserialize_with = "null_default")]
+    pub message: String,
 }
 
 /// A Namespace object (API `v1`): its labels say whether its pods are ambient.

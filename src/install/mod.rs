@@ -62,11 +62,20 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
         },
         node_name: s.node_name.clone(),
         metrics: s.metrics_address,
-        sidecar_repair: if s.repair_enabled {
-            let entry = settings::entry(s)?;
-            Some(settings::as_plugin_conf(&entry).map_err(InstallError::Entry)?)
-        } else {
-            None
+        sidecar_repair: match &s.repair {
+            None => None,
+            Some(settings::RepairMode::InPlace) => {
+                let entry = settings::entry(s)?;
+                let plugin = settings::as_plugin_conf(&entry).map_err(InstallError::Entry)?;
+                Some(crate::agent::repair::Action::InPlace(Box::new(plugin)))
+            }
+            Some(settings::RepairMode::Delete) => Some(crate::agent::repair::Action::Delete),
+            Some(settings::RepairMode::Label { key, value }) => {
+                Some(crate::agent::repair::Action::Label {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+            }
         },
         drift_interval: (s.drift_check_interval > 0)
             .then(|| std::time::Duration::from_secs(s.drift_check_interval)),

@@ -34,9 +34,57 @@ pub struct Settings {
     pub drift_check_interval: u64,
     pub node_name: String,
     pub metrics_address: Option<std::net::SocketAddr>,
-    pub repair_enabled: bool,
+    /// What the agent does with a broken sidecar pod; `None`: nothing (`REPAIR_ENABLED`
+    /// false, or every mode turned off).
+    pub repair: Option<RepairMode>,
     pub log_level: crate::logging::Level,
     pub log_as_json: bool,
+}
+
+/// What the node agent does with a sidecar pod that started while the plugin was not in the
+/// chain: istio-cni's repair controller's three modes (`RepairPods`, `DeletePods`,
+/// `LabelPods`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairMode {
+    /// Its missing rules are written in place (`--repair-repair-pods`).
+    InPlace,
+    /// It is deleted (`--repair-delete-pods`).
+    Delete,
+    /// It is labelled `key=value` (`--repair-label-pods`).
+    Label {
+        key: crate::values::LabelKey,
+        value: crate::values::LabelValue,
+    },
+}
+
+/// The one decision of the repair mode. Upstream's controller (cni/pkg/repair,
+/// `ReconcilePod`) takes the first mode that is on of repair, delete, label; so does this.
+/// Upstream's binary has no default for `REPAIR_REPAIR_PODS` (unset is false) while its chart
+/// sets it true: here an unset `REPAIR_REPAIR_PODS` is true unless delete or label is on, so
+/// both the chart's settings (repair true, delete true: repair) and the binary's (delete true
+/// alone: delete) mean what they mean upstream, and no setting at all is the in-place repair.
+/// The label's key and value are checked whatever the mode (a bad value is refused at start).
+fn repair_mode(r: &Resolver) -> Result<Option<RepairMode>, ConfigError> {
+    let key = r.get(&f::REPAIR_BROKEN_POD_LABEL_KEY)?;
+    let value = r.get(&f::REPAIR_BROKEN_POD_LABEL_VALUE)?;
+    let enabled = r.get(&f::REPAIR_ENABLED)?;
+    let delete = r.get(&f::REPAIR_DELETE_PODS)?;
+    let label = r.get(&f::REPAIR_LABEL_PODS)?;
+    let repair = r
+        .given(&f::REPAIR_REPAIR_PODS)?
+        .unwrap_or(!delete && !label);
+    let mode = if !enabled {
+        None
+    } else if repair {
+        Some(RepairMode::InPlace)
+    } else if delete {
+        Some(RepairMode::Delete)
+    } else if label {
+        Some(RepairMode::Label { key, value })
+    } else {
+        None
+    };
+    Ok(mode)
 }
 
 /// Resolves the settings (command line, then env, then defaults), each value checked.
@@ -76,7 +124,7 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         drift_check_interval: r.get(&f::DRIFT_CHECK_INTERVAL)?,
         node_name: r.get(&f::NODE_NAME)?,
         metrics_address: r.get(&f::METRICS_ADDRESS)?,
-        repair_enabled: r.get(&f::REPAIR_ENABLED)?,
+        repair: repair_mode(&r)?,
         log_level: r.get(&f::LOG_LEVEL)?,
         log_as_json: r.get(&f::LOG_AS_JSON)?,
     };
@@ -178,4 +226,87 @@ pub fn as_plugin_conf(e: &Map<String, Value>) -> Result<crate::cni::conf::NetCon
 /// The entry written into the chain: the kubeconfig path as the host sees it.
 pub fn entry(s: &Settings) -> Result<Map<String, Value>, InstallError> {
     entry_with(s, &s.host_conf_dir.join(&s.kubeconfig_name))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test")]
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The repair mode the variables `vars` give.
+    fn mode(vars: &[(&str, &str)]) -> Result<Option<RepairMode>, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        repair_mode(&Resolver::new(&Flags::default(), &env))
+    }
+
+    fn label(key: &str, value: &str) -> Option<RepairMode> {
+        Some(RepairMode::Label {
+            key: crate::values::LabelKey::parse(key).unwrap(),
+            value: crate::values::LabelValue::parse(value).unwrap(),
+        })
+    }
+
+    #[test]
+    fn in_place_is_the_default() {
+        assert_eq!(mode(&[]).unwrap(), Some(RepairMode::InPlace));
+    }
+
+    #[test]
+    fn delete_alone_deletes_as_upstreams_binary() {
+        let m = mode(&[("REPAIR_DELETE_PODS", "true")]).unwrap();
+        assert_eq!(m, Some(RepairMode::Delete));
+    }
+
+    #[test]
+    fn label_alone_labels_with_upstreams_default_label() {
+        let m = mode(&[("REPAIR_LABEL_PODS", "true")]).unwrap();
+        assert_eq!(m, label("cni.istio.io/uninitialized", "true"));
+    }
+
+    #[test]
+    fn repair_set_wins_over_delete_as_upstreams_chart() {
+        let m = mode(&[
+            ("REPAIR_REPAIR_PODS", "true"),
+            ("REPAIR_DELETE_PODS", "true"),
+        ]);
+        assert_eq!(m.unwrap(), Some(RepairMode::InPlace));
+    }
+
+    #[test]
+    fn delete_wins_over_label() {
+        let m = mode(&[
+            ("REPAIR_DELETE_PODS", "true"),
+            ("REPAIR_LABEL_PODS", "true"),
+        ]);
+        assert_eq!(m.unwrap(), Some(RepairMode::Delete));
+    }
+
+    #[test]
+    fn every_mode_off_or_repair_disabled_is_none() {
+        assert_eq!(mode(&[("REPAIR_REPAIR_PODS", "false")]).unwrap(), None);
+        assert_eq!(mode(&[("REPAIR_ENABLED", "false")]).unwrap(), None);
+    }
+
+    #[test]
+    fn the_label_is_the_one_given() {
+        let m = mode(&[
+            ("REPAIR_LABEL_PODS", "true"),
+            ("REPAIR_BROKEN_POD_LABEL_KEY", "example.com/broken"),
+            ("REPAIR_BROKEN_POD_LABEL_VALUE", "yes"),
+        ]);
+        assert_eq!(m.unwrap(), label("example.com/broken", "yes"));
+    }
+
+    #[test]
+    fn a_bad_label_key_names_its_variable() {
+        let e = mode(&[("REPAIR_BROKEN_POD_LABEL_KEY", "bad key")]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("REPAIR_BROKEN_POD_LABEL_KEY"), "{text}");
+        assert!(text.contains("bad key"), "{text}");
+        assert!(text.contains("is not a label key"), "{text}");
+    }
 }

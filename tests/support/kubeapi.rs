@@ -1,8 +1,13 @@
 //! A fake Kubernetes API server for the node agent's tests and benchmark: pods and namespaces
 //! by name, `GET` of one, lists, watches (chunked JSON lines of every change after a
-//! resource version, for a second at a time; an ERROR 410 on demand), and `PATCH
-//! pods/NAME/status` recorded and applied as a JSON merge patch, served over TLS on
-//! 127.0.0.1 inside a chosen network namespace (the node's).
+//! resource version, for a second at a time; an ERROR 410 on demand), `PATCH
+//! pods/NAME/status` recorded and applied as a JSON merge patch (one that would change
+//! `metadata.uid` refused with 422, as the API server's immutable field), and `DELETE
+//! pods/NAME` recorded and applied as the API server does to a pod bound to a node: its
+//! `DeleteOptions` preconditions (uid, resourceVersion) checked (409 when they do not hold),
+//! then `deletionTimestamp` set (a MODIFIED event; the kubelet would remove it later), and a
+//! pod already terminating answered as it is. Served over TLS on 127.0.0.1 inside a chosen
+//! network namespace (the node's).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,6 +22,8 @@ pub struct ApiState {
     namespaces: HashMap<String, Value>,
     /// (content type, body) of every PATCH of a pod's status, in order.
     patches: Vec<(String, String, Value)>,
+    /// (ns/name, DeleteOptions) of every DELETE of a pod, in order.
+    deletes: Vec<(String, Value)>,
     /// The resource version: one more per change.
     rv: u64,
     /// Every change: (version, "pods" or "namespaces", ADDED|MODIFIED|DELETED, object).
@@ -192,6 +199,22 @@ impl Api {
     pub fn patches(&self) -> Vec<(String, String, Value)> {
         self.state.lock().unwrap().patches.clone()
     }
+
+    /// The pods DELETE was asked for (ns/name, DeleteOptions), in order.
+    pub fn deletes(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().deletes.clone()
+    }
+
+    /// The pods whose labels were patched (ns/name, the labels patched), in order.
+    pub fn label_patches(&self) -> Vec<(String, Value)> {
+        self.patches()
+            .into_iter()
+            .filter_map(|(_, pod, body)| {
+                let labels = body["metadata"].get("labels")?.clone();
+                Some((pod, labels))
+            })
+            .collect()
+    }
 }
 
 fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, token: &str) {
@@ -326,7 +349,13 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, token: &str) {
                     format!("{ns}/{name}"),
                     patch.clone(),
                 ));
+                let uid = patch["metadata"]["uid"].as_str();
                 match st.pods.get(&format!("{ns}/{name}")).cloned() {
+                    Some(p) if uid.is_some_and(|u| Some(u) != p["metadata"]["uid"].as_str()) => (
+                        422,
+                        json!({"kind": "Status", "code": 422, "reason": "Invalid",
+                            "message": "metadata.uid: Invalid value: field is immutable"}),
+                    ),
                     Some(mut p) => {
                         merge(&mut p, &patch);
                         st.change("pods", "MODIFIED", &mut p);
@@ -336,6 +365,33 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, token: &str) {
                     None => not_found,
                 }
             }
+            ("DELETE", [ns, "pods", name]) => {
+                let key = format!("{ns}/{name}");
+                let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                st.deletes.push((key.clone(), options.clone()));
+                let pre = &options["preconditions"];
+                let holds = |p: &Value, field: &str| {
+                    pre[field]
+                        .as_str()
+                        .is_none_or(|want| p["metadata"][field].as_str() == Some(want))
+                };
+                match st.pods.get(&key).cloned() {
+                    None => not_found,
+                    Some(p) if !holds(&p, "uid") || !holds(&p, "resourceVersion") => (
+                        409,
+                        json!({"kind": "Status", "code": 409, "reason": "Conflict",
+                            "message": "Precondition failed"}),
+                    ),
+                    Some(p) if p["metadata"]["deletionTimestamp"].is_string() => (200, p),
+                    Some(mut p) => {
+                        p["metadata"]["deletionTimestamp"] = json!("2024-05-01T00:00:00Z");
+                        p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+                        st.change("pods", "MODIFIED", &mut p);
+                        st.pods.insert(key, p.clone());
+                        (200, p)
+                    }
+                }
+            }
             _ => not_found,
         }
     };
@@ -343,6 +399,8 @@ fn serve(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, token: &str) {
     let text = match status {
         200 => "OK",
         401 => "Unauthorized",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
         _ => "Not Found",
     };
     let out = format!(

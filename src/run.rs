@@ -91,6 +91,35 @@ impl RunError {
     }
 }
 
+/// How long a run waits for what another holds. The CLI and the CNI plugin wait as long as
+/// iptables' `--wait=30` (`lock::WAIT`) for a namespace's lock: the holder is another run of
+/// ours, about to finish. The node agent waits less (`Waits::agent`): it serves every pod of
+/// the node one write at a time, and in a pod's namespace any of the pod's own processes can
+/// hold the lock (an abstract socket there), for as long as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// For the network namespace's lock (`lock::acquire`).
+    pub lock: std::time::Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Waits {
+        Waits {
+            lock: crate::lock::WAIT,
+        }
+    }
+}
+
+impl Waits {
+    /// The node agent's: a second for the lock, far above a run of ours (milliseconds), far
+    /// below what would stall the node's other pods behind one that holds its lock.
+    pub fn agent() -> Waits {
+        Waits {
+            lock: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// Decides what to do, then resolves, plans, and dry-runs, applies, cleans or checks, for
 /// `profile`. With `--network-namespace` (and not a dry run, which touches nothing) all of
 /// it, from reading host facts on, happens inside that namespace.
@@ -102,6 +131,19 @@ pub fn execute<P: Profile>(
     host: &dyn Host,
     stdout: &mut dyn Write,
 ) -> Result<(), RunError> {
+    execute_with(profile, flags, sub, env, host, stdout, Waits::default())
+}
+
+/// `execute`, waiting as `waits` says.
+pub fn execute_with<P: Profile>(
+    profile: &P,
+    flags: &Flags,
+    sub: Subcommand,
+    env: &dyn EnvSource,
+    host: &dyn Host,
+    stdout: &mut dyn Write,
+    waits: Waits,
+) -> Result<(), RunError> {
     let early = profile.early(flags, sub, env)?;
     match &early.network_namespace {
         Some(ns) if !early.action.dry_run => {
@@ -111,10 +153,12 @@ pub fn execute<P: Profile>(
                 netns::refuse_own(ns)?;
             }
             let mut out = Vec::new();
-            netns::run_in(ns, || run_here(profile, flags, &early, env, host, &mut out))??;
+            netns::run_in(ns, || {
+                run_here(profile, flags, &early, env, host, &mut out, waits)
+            })??;
             stdout.write_all(&out).map_err(RunError::Output)
         }
-        _ => run_here(profile, flags, &early, env, host, stdout),
+        _ => run_here(profile, flags, &early, env, host, stdout, waits),
     }
 }
 
@@ -125,6 +169,7 @@ fn run_here<P: Profile>(
     env: &dyn EnvSource,
     host: &dyn Host,
     stdout: &mut dyn Write,
+    waits: Waits,
 ) -> Result<(), RunError> {
     let r = profile.resolve(flags, early, env, host)?;
     for w in &r.warnings {
@@ -146,7 +191,7 @@ fn run_here<P: Profile>(
     } else if r.run.skip_rule_apply && verb == Verb::Apply {
         logging::info("skipping rule apply (--skip-rule-apply)");
     } else {
-        backend::dispatch::run(verb, &plan, &r.run)?;
+        backend::dispatch::run(verb, &plan, &r.run, waits.lock)?;
     }
     // Upstream runs the validation in a dry run too, and after --skip-rule-apply.
     if verb == Verb::Apply {

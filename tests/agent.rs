@@ -1859,9 +1859,17 @@ fn hostile_a_pod_holding_its_lock_does_not_hold_up_adds() {
     let (namespaces, _) = enrol_many(&n, &z, 1);
     let mut holder = hold_netns_lock(&namespaces[0]);
     let held = Instant::now();
-    // A pass blocks on p000's lock within a second and gives up 30 s (lock::WAIT) later; a
-    // repair would then wait as long again, holding up every enrolment.
-    std::thread::sleep(Duration::from_millis(32_500).saturating_sub(held.elapsed()));
+    // A pass blocks on p000's lock within a second (the check interval) and gives up a
+    // second later (the agent's lock wait, not the CLI's 30 s); a repair would then wait as
+    // long again, holding up every enrolment.
+    wait_until("a drift pass giving up on p000's lock", &n, || {
+        n.log().contains("drift: pod mesh/p000 not checked")
+    });
+    let gave_up = held.elapsed();
+    assert!(
+        gave_up < Duration::from_secs(5),
+        "the pass gave up after {gave_up:?}"
+    );
     let pod_ns = Netns::new("pod");
     n.api.add_pod(pod("mesh", "cart", json!({}), json!({})));
     let t = Instant::now();
@@ -1872,13 +1880,18 @@ fn hostile_a_pod_holding_its_lock_does_not_hold_up_adds() {
         "ADD took {:?}",
         t.elapsed()
     );
-    assert!(
-        n.log().contains("drift: pod mesh/p000 not checked"),
-        "{}",
-        n.log()
+    println!(
+        "a pass gave up on a held lock after {gave_up:?}; an ADD then took {:?}",
+        t.elapsed()
     );
+    // Once the pod lets go, the next pass checks it again.
     holder.kill().unwrap();
     holder.wait().unwrap();
+    let o = namespaces[0].run("nft", &["flush", "ruleset"]);
+    assert!(ok(&o), "{}", show(&o));
+    wait_until("p000's rules put back once its lock is free", &n, || {
+        ok(&ambient_check(&namespaces[0].path()))
+    });
 }
 
 fn hostile_sigkill_mid_add_then_the_retried_add_enrols() {

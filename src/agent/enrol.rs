@@ -617,13 +617,14 @@ impl Agent {
         // A check that finds the rules in place says so at info: once per pod per pass is
         // noise, so only what is wrong (warn) comes out of it.
         logging::quieter(logging::Level::Warn, || {
-            run::execute(
+            run::execute_with(
                 &Ambient,
                 &flags,
                 Subcommand::Check,
                 &self.env,
                 &crate::host::System,
                 &mut Vec::new(),
+                run::Waits::agent(),
             )
         })
     }
@@ -636,13 +637,14 @@ impl Agent {
             &ambient::NETWORK_NAMESPACE.spec,
             netns.display().to_string(),
         );
-        run::execute(
+        run::execute_with(
             &Ambient,
             &flags,
             sub,
             &self.env,
             &crate::host::System,
             &mut Vec::new(),
+            run::Waits::agent(),
         )
         .map_err(|e| e.to_string())
     }

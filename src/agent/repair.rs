@@ -238,13 +238,14 @@ pub fn repair(
         return Ok(Outcome::NotOurs);
     };
     let run = |flags: &crate::flags::Flags, sub| {
-        crate::run::execute(
+        crate::run::execute_with(
             &Istio,
             flags,
             sub,
             &std::collections::HashMap::new(),
             &crate::host::System,
             &mut Vec::new(),
+            crate::run::Waits::agent(),
         )
     };
     if logging::quieter(logging::Level::Warn, || run(&flags, Subcommand::Check)).is_ok() {

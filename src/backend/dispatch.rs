@@ -18,12 +18,17 @@ pub fn chosen(run: &RunOptions) -> Box<dyn Backend> {
 
 /// Carries out `verb` for `plan`. Policy routing goes in before the rules that send packets
 /// to it and comes out after them, so no intermediate state marks packets that then have
-/// nowhere to go.
-pub fn run(verb: Verb, plan: &Plan, opts: &RunOptions) -> Result<(), BackendError> {
+/// nowhere to go. `lock_wait`: how long to wait for the namespace's lock.
+pub fn run(
+    verb: Verb,
+    plan: &Plan,
+    opts: &RunOptions,
+    lock_wait: std::time::Duration,
+) -> Result<(), BackendError> {
     // Every backend and the routing need it: say what to add before anything is tried.
     nl::session::check_capability()?;
     // One run at a time in this namespace, from the first read to the last write.
-    let _lock = crate::lock::acquire(crate::lock::WAIT)?;
+    let _lock = crate::lock::acquire(lock_wait)?;
     match verb {
         Verb::Apply => {
             let added = routes::apply(plan, opts.reconcile || opts.force_apply)?;

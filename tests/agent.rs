@@ -1108,6 +1108,44 @@ fn watch_an_expired_watch_relists() {
     assert!(n.log().contains("expired"), "{}", n.log());
 }
 
+/// A pod marked `enabled` whose namespace the start-up scan cannot find (no process of it
+/// runs: its sandbox is being re-created) is in ztunnel's first snapshot as a `keep`, as
+/// istio-cni sends it, so ztunnel does not cut a proxy that may still serve it; once the pod
+/// is deleted ztunnel gets its Del, and the next snapshot no longer names it.
+fn restart_a_pod_marked_enabled_but_not_found_is_kept_until_it_goes() {
+    if support::podproc::in_a_pid_namespace(
+        "restart::a_pod_marked_enabled_but_not_found_is_kept_until_it_goes",
+    ) {
+        return;
+    }
+    let mut n = Node::new("kept");
+    let mut p = pod(
+        "mesh",
+        "cart",
+        json!({}),
+        json!({"ambient.istio.io/redirection": "enabled"}),
+    );
+    running(&mut p);
+    n.api.add_pod(p);
+    n.start();
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    assert_eq!(
+        z.snapshot(),
+        vec![(POD_UID.to_string(), false)],
+        "the first snapshot: {}",
+        n.log()
+    );
+    n.api.delete_pod("mesh/cart");
+    match take(&z, &n).0 {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("after the kept pod was deleted: {other:?}"),
+    }
+    let again = Ztunnel::connect(&n.zds());
+    again.hello();
+    assert_eq!(again.snapshot(), vec![], "a later snapshot: {}", n.log());
+}
+
 fn restart_a_pod_unlabelled_while_no_agent_ran_loses_its_rules() {
     if support::podproc::in_a_pid_namespace(
         "restart::a_pod_unlabelled_while_no_agent_ran_loses_its_rules",
@@ -1478,7 +1516,16 @@ fn hostile_a_second_agent_takes_over_and_the_first_leaving_breaks_nothing() {
     let (mut n, _pod_ns, _z) = enrolled("two");
     let second = n.start_second();
     let (agent, zds) = (inode(&n.agent_socket()), inode(&n.zds()));
-    let z2 = Ztunnel::ready(&n.zds());
+    let z2 = Ztunnel::connect(&n.zds());
+    z2.hello();
+    // The second agent's scan cannot find the first's pod (the API gives it no address):
+    // marked enabled, it is kept, not dropped.
+    assert_eq!(
+        z2.snapshot(),
+        vec![(POD_UID.to_string(), false)],
+        "{}",
+        n.log()
+    );
     // The old DaemonSet pod leaves (SIGTERM, its grace period).
     sigterm_and_wait(n.installer.replace(second).unwrap());
     assert_eq!(
@@ -2488,6 +2535,12 @@ fn main() {
         restart_ztunnel_reconnecting_gets_the_pod_in_its_snapshot,
     );
     t.add_if(
+        "restart::a_pod_marked_enabled_but_not_found_is_kept_until_it_goes",
+        scan,
+        cgroups,
+        restart_a_pod_marked_enabled_but_not_found_is_kept_until_it_goes,
+    );
+    t.add_if(
         "restart::a_pod_unlabelled_while_no_agent_ran_loses_its_rules",
         scan,
         cgroups,
@@ -2663,14 +2716,14 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        57,
+        58,
         &[
             ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 3),
             ("drift", 2),
-            ("restart", 3),
+            ("restart", 4),
             ("watch", 5),
             ("repair", 7),
             ("hostile", 20),

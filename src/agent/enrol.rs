@@ -99,6 +99,8 @@ pub struct Agent {
     env: HashMap<String, String>,
     /// Enrolled pods by `namespace/name`.
     pods: Mutex<BTreeMap<String, Member>>,
+    /// Pods ztunnel is told to keep (`keep`), by `namespace/name`: their uids.
+    kept: Mutex<BTreeMap<String, String>>,
     /// Repairs since start, by cause.
     repaired: Mutex<Repairs>,
     /// Enrolments and removals one at a time (the plugin's ADDs, the watch's changes), so a
@@ -133,6 +135,7 @@ impl Agent {
             scope,
             env,
             pods: Mutex::new(BTreeMap::new()),
+            kept: Mutex::new(BTreeMap::new()),
             repaired: Mutex::new(Repairs::default()),
             one_at_a_time: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -419,6 +422,15 @@ impl Agent {
             Err(ZdsError::NoZtunnel) if !need_ack => Ok(()),
             other => other,
         };
+        // A kept pod found at last: its Add replaced the keep (the same uid), or it is a new
+        // pod of the name and the kept one goes.
+        if let Some(old) = lock(&self.kept).remove(&id).filter(|old| *old != uid)
+            && let Err(e) = self.zds.del(&old)
+        {
+            logging::warn(&format!(
+                "pod {id}: ztunnel's Del of the kept pod {old}: {e}"
+            ));
+        }
         let replaced = lock(&self.pods).insert(
             id.clone(),
             Member {
@@ -528,6 +540,67 @@ impl Agent {
         })
     }
 
+    /// A pod marked `enabled` at start whose namespace the start-up scan could not find (a
+    /// sandbox being re-created, a pod whose processes are gone while its proxy still serves
+    /// in-flight connections): as istio-cni's snapshot does for a pod it knows but cannot
+    /// open, ztunnel is told to `keep` it (ztunnel drops every workload a snapshot does not
+    /// name, and would cut a pod that may still be fine). It stays kept until it is enrolled
+    /// (an ADD, or a later scan finds it: then ztunnel gets its Add) or goes (`forget_kept`:
+    /// a Del).
+    pub(crate) fn keep(&self, pod: &Pod) -> Result<(), String> {
+        let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
+        let uid = &pod.metadata.uid;
+        if uid.is_empty() {
+            return Err(format!("pod {id}: the API server gave no metadata.uid"));
+        }
+        let info = WorkloadInfo {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            service_account: pod.spec.service_account_name.clone(),
+        };
+        self.zds
+            .keep(uid, info)
+            .map_err(|e| format!("pod {id}: keeping it in ztunnel's snapshot: {e}"))?;
+        let earlier = lock(&self.kept).insert(id.clone(), uid.clone());
+        if let Some(old) = earlier.filter(|old| old != uid)
+            && let Err(e) = self.zds.del(&old)
+        {
+            logging::warn(&format!(
+                "pod {id}: ztunnel's Del of the earlier pod {old}: {e}"
+            ));
+        }
+        logging::info(&format!(
+            "pod {id} is marked {ENABLED} but its network namespace was not found: ztunnel is told to keep it until it is found or goes"
+        ));
+        Ok(())
+    }
+
+    /// A kept pod (`keep`) that went, or is no longer ambient: ztunnel's Del. Nothing for a
+    /// pod that is not kept, or (`only`) is kept as another uid (a newer pod of the name).
+    pub(crate) fn forget_kept(&self, id: &str, only: Option<&str>) {
+        let uid = {
+            let mut kept = lock(&self.kept);
+            match kept.get(id) {
+                Some(u) if only.is_none_or(|o| o == u) => kept.remove(id),
+                _ => None,
+            }
+        };
+        let Some(uid) = uid else {
+            return;
+        };
+        match self.zds.del(&uid) {
+            Ok(()) => logging::info(&format!("pod {id} ({uid}): no longer kept in ztunnel")),
+            Err(e) => logging::warn(&format!(
+                "pod {id} ({uid}): ztunnel's Del of a kept pod: {e}"
+            )),
+        }
+    }
+
+    /// The pods kept in ztunnel's snapshot (`keep`), by `namespace/name`.
+    pub(crate) fn kept(&self) -> Vec<String> {
+        lock(&self.kept).keys().cloned().collect()
+    }
+
     /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.
     pub(crate) fn enrolled_uid(&self, id: &str) -> Option<String> {
         lock(&self.pods).get(id).map(|m| m.enrolled.uid.clone())
@@ -570,6 +643,7 @@ impl Agent {
     /// (in the namespace the agent holds) and then its annotation. Every step is tried; the
     /// failures are reported together.
     pub(crate) fn remove(&self, id: &str, how: Removal) -> Result<(), String> {
+        self.forget_kept(id, None);
         let Some(m) = lock(&self.pods).remove(id) else {
             logging::debug(&format!("pod {id}: not enrolled here"));
             return Ok(());

@@ -162,6 +162,10 @@ impl Watcher {
                 logging::warn(&e);
             }
         }
+        // And kept pods (`Agent::keep`) the list no longer has.
+        for gone in agent.kept().iter().filter(|k| !listed.contains(k)) {
+            agent.forget_kept(gone, None);
+        }
         for p in &pods {
             self.sync(&agent, p, at_start, asked);
         }
@@ -200,6 +204,7 @@ impl Watcher {
         match (ambient && !finished, here) {
             (true, true) => {}
             (false, false) => {
+                agent.forget_kept(&pid, None);
                 if !finished && eligible::redirection(pod).is_some() {
                     self.unenrol_stranded(agent, pod);
                 }
@@ -228,7 +233,25 @@ impl Watcher {
             .iter()
             .filter_map(|p| p.ip.parse().ok())
             .collect();
+        // At start, a pod marked enabled and not found is kept in ztunnel's snapshot.
+        let keep = |why: String| {
+            logging::warn(&why);
+            if at_start
+                && eligible::redirection(pod) == Some(eligible::ENABLED)
+                && let Err(e) = agent.keep(pod)
+            {
+                logging::warn(&e);
+            }
+        };
         if ips.is_empty() || pod.status.phase != "Running" {
+            if eligible::redirection(pod) == Some(eligible::ENABLED) {
+                keep(format!(
+                    "pod {pid} is marked {} but is {:?} with {} address(es): not scanned for",
+                    eligible::ENABLED,
+                    pod.status.phase,
+                    ips.len()
+                ));
+            }
             return;
         }
         match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
@@ -239,7 +262,7 @@ impl Watcher {
                     logging::warn(&e);
                 }
             }
-            Err(e) => logging::warn(&format!(
+            Err(e) => keep(format!(
                 "pod {pid} is ambient and running but its network namespace was not found: {e}"
             )),
         }
@@ -274,6 +297,7 @@ impl Watcher {
                 let pid = id(&p);
                 lock(&self.cache).pods.remove(&pid);
                 let _one = lock(&agent.one_at_a_time);
+                agent.forget_kept(&pid, Some(&p.metadata.uid));
                 if agent.enrolled_uid(&pid).as_deref() == Some(p.metadata.uid.as_str())
                     && let Err(e) = agent.remove(&pid, Removal::Deleted)
                 {

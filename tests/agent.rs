@@ -871,6 +871,38 @@ fn drift_pod_rules_flushed_are_put_back() {
     );
 }
 
+/// A sandbox re-created under an enrolled pod while no ADD reached the agent: the pod's
+/// processes now run in another namespace (holding its address). The drift pass sees it
+/// (one pass over /proc), and enrols the pod again there: rules in the new namespace and
+/// ztunnel's Add with it.
+fn drift_a_namespace_changed_under_a_pod_is_enrolled_again() {
+    if support::podproc::in_a_pid_namespace(
+        "drift::a_namespace_changed_under_a_pod_is_enrolled_again",
+    ) {
+        return;
+    }
+    let (n, old_ns, z) = enrolled("moved");
+    n.api.modify_pod("mesh/cart", running);
+    let old = support::podproc::pod_process(&old_ns, POD_UID);
+    // The sandbox is re-created: its processes end, the new ones run in a new namespace.
+    let new_ns = Netns::new("pod");
+    drop(old);
+    let _new = support::podproc::pod_process(&new_ns, POD_UID);
+    let (req, fd) = take(&z, &n);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the pod's Add: {}", n.log()),
+    }
+    assert_eq!(
+        fd_inode(fd.expect("the Add carries the new namespace").as_raw_fd()),
+        inode(Path::new(&new_ns.path())),
+        "ztunnel got another namespace than the new one"
+    );
+    let check = ambient_check(&new_ns.path());
+    assert!(ok(&check), "the new namespace's rules: {}", show(&check));
+    assert!(n.log().contains("enrolled again there"), "{}", n.log());
+}
+
 fn drift_node_rules_flushed_are_put_back_with_the_members() {
     let (n, _pod_ns, _z) = enrolled("driftnode");
     let o = n.ns.run("nft", &["flush", "ruleset"]);
@@ -2490,6 +2522,12 @@ fn main() {
         needs,
         drift_pod_rules_flushed_are_put_back,
     );
+    t.add_if(
+        "drift::a_namespace_changed_under_a_pod_is_enrolled_again",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        drift_a_namespace_changed_under_a_pod_is_enrolled_again,
+    );
     t.add(
         "drift::node_rules_flushed_are_put_back_with_the_members",
         needs,
@@ -2716,13 +2754,13 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        58,
+        59,
         &[
             ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 3),
-            ("drift", 2),
+            ("drift", 3),
             ("restart", 4),
             ("watch", 5),
             ("repair", 7),

@@ -18,11 +18,13 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::eligible::{self, ENABLED, PENDING, REDIRECTION, Scope, Verdict};
 use super::events::{Handler, PodEvent, Request};
+use super::netns_scan;
 use super::server::{ZdsError, ZdsServer};
 use super::zds::WorkloadInfo;
 use crate::cni::kube::{Client, KubeError};
@@ -83,6 +85,8 @@ pub struct Repairs {
     pub host: u64,
     /// A pod's in-pod rules or routes.
     pub pod_rules: u64,
+    /// A pod whose sandbox was re-created under it, enrolled again in its new namespace.
+    pub namespaces: u64,
     /// A sidecar pod's interception rules, missing (it started without the plugin).
     pub sidecars: u64,
     /// Checks that could not run or repairs that failed (logged).
@@ -108,6 +112,8 @@ pub struct Agent {
     pub(crate) one_at_a_time: Mutex<()>,
     /// Set once the start-up reconcile is done: until then a ping (readiness) says so.
     ready: std::sync::atomic::AtomicBool,
+    /// The drift pass could not index /proc (said once until it can again).
+    namespaces_unchecked: std::sync::atomic::AtomicBool,
     counts: Mutex<Counts>,
     /// Counts enrolments: a list of the API taken at one reading knows nothing of a pod
     /// enrolled after it, so it must not remove or change that pod.
@@ -139,6 +145,7 @@ impl Agent {
             repaired: Mutex::new(Repairs::default()),
             one_at_a_time: Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            namespaces_unchecked: std::sync::atomic::AtomicBool::new(false),
             counts: Mutex::new(Counts::default()),
             clock: std::sync::atomic::AtomicU64::new(0),
         }
@@ -197,7 +204,7 @@ impl Agent {
     /// One drift pass: the node's rules (put back, with every enrolled pod's probe-set
     /// members, when they are gone) and each enrolled pod's rules, checked in the namespace
     /// the agent holds open (one netlink dump each) and put back when they differ.
-    pub fn check_drift(&self) -> Repairs {
+    pub fn check_drift(&self, proc_root: &Path) -> Repairs {
         let mut found = Repairs::default();
         if logging::quieter(logging::Level::Warn, || {
             host_rules(&self.env, Subcommand::Check)
@@ -225,6 +232,7 @@ impl Agent {
                 }
             }
         }
+        self.check_namespaces(proc_root, &mut found);
         let members: Vec<(String, Arc<File>, Flags, u64)> = lock(&self.pods)
             .iter()
             .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone(), m.seq))
@@ -272,8 +280,84 @@ impl Agent {
         let mut total = lock(&self.repaired);
         total.host += found.host;
         total.pod_rules += found.pod_rules;
+        total.namespaces += found.namespaces;
         total.failed += found.failed;
         found
+    }
+
+    /// The drift pass's namespace identity check: an enrolled pod whose processes are all in
+    /// another namespace than the one it was enrolled in (its sandbox was re-created while
+    /// no ADD reached the agent) is enrolled again in the new one, found and checked as the
+    /// start-up scan does (its cgroup, one of its addresses): rules there, ztunnel's Add
+    /// with the new namespace. One pass over /proc for all pods; a pod whose processes are
+    /// not seen at all is left alone (nothing says where it went).
+    fn check_namespaces(&self, proc_root: &Path, found: &mut Repairs) {
+        let index = match netns_scan::index(proc_root) {
+            Ok(index) => {
+                if self.namespaces_unchecked.swap(false, Ordering::SeqCst) {
+                    logging::info("drift: pods' namespaces are checked again");
+                }
+                index
+            }
+            Err(e) => {
+                found.failed += 1;
+                // Once per change, not once per pass: the cause (a /proc without the node's
+                // PID 1, say) lasts.
+                if !self.namespaces_unchecked.swap(true, Ordering::SeqCst) {
+                    logging::warn(&format!(
+                        "drift: pods' namespaces not checked: {e} (said once until it changes)"
+                    ));
+                }
+                return;
+            }
+        };
+        let moved: Vec<(String, Enrolled, u64)> = lock(&self.pods)
+            .iter()
+            .filter(|(_, m)| {
+                index
+                    .get(&m.enrolled.uid)
+                    .is_some_and(|now| !now.iter().any(|n| (n.dev, n.ino) == m.enrolled.netns))
+            })
+            .map(|(id, m)| (id.clone(), m.enrolled.clone(), m.seq))
+            .collect();
+        for (id, e, seq) in moved {
+            match self.re_enrol(proc_root, &id, &e, seq) {
+                Ok(true) => {
+                    found.namespaces += 1;
+                    logging::warn(&format!(
+                        "drift: pod {id}'s processes are in another network namespace than the one it was enrolled in (its sandbox was re-created); enrolled again there"
+                    ));
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    found.failed += 1;
+                    logging::warn(&format!("drift: pod {id}'s new namespace: {err}"));
+                }
+            }
+        }
+    }
+
+    /// `check_namespaces` for one pod: whether it was enrolled again.
+    fn re_enrol(&self, proc_root: &Path, id: &str, e: &Enrolled, seq: u64) -> Result<bool, String> {
+        let now = netns_scan::find(proc_root, &e.uid, &e.ips).map_err(|err| err.to_string())?;
+        if (now.id.dev, now.id.ino) == e.netns {
+            return Ok(false);
+        }
+        let (ns, name) = id
+            .split_once('/')
+            .and_then(|(ns, n)| Some((NamespaceName::parse(ns).ok()?, PodName::parse(n).ok()?)))
+            .ok_or_else(|| format!("{id:?} is not namespace/name"))?;
+        let pod = self.pod(&ns, &name)?;
+        if pod.metadata.uid != e.uid {
+            return Ok(false);
+        }
+        let _one = lock(&self.one_at_a_time);
+        // Left, or enrolled again (an ADD of the new sandbox) while we looked: theirs stands.
+        if lock(&self.pods).get(id).map(|m| m.seq) != Some(seq) {
+            return Ok(false);
+        }
+        self.enrol_in(&pod, File::from(now.netns), e.ips.clone(), true, "")?;
+        Ok(true)
     }
 
     fn pod(&self, ns: &NamespaceName, name: &PodName) -> Result<Pod, String> {

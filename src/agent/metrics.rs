@@ -115,6 +115,7 @@ pub fn text(agent: &Agent, sidecars: &Tally) -> String {
         &[
             ("{cause=\"node_rules\"}".into(), r.host),
             ("{cause=\"pod_rules\"}".into(), r.pod_rules),
+            ("{cause=\"pod_namespace\"}".into(), r.namespaces),
             ("{cause=\"sidecar\"}".into(), r.sidecars),
             ("{cause=\"sidecar_deleted\"}".into(), sidecars.deleted),
             ("{cause=\"sidecar_labelled\"}".into(), sidecars.labelled),

@@ -21,7 +21,7 @@
 //! and refuse to guess (`ScanError::Ambiguous`). A pod without IPs is an error here (upstream
 //! silently defers it to the next scan): the caller decides when to retry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::net::IpAddr;
@@ -374,6 +374,59 @@ pub fn holds_any_of(file: &File, path: &Path, ips: &[IpAddr]) -> Result<bool, St
     Ok(addrs
         .iter()
         .any(|a| ips.iter().any(|ip| ip.to_canonical() == a.to_canonical())))
+}
+
+/// One pass over the proc root: for each pod UID a process's cgroup names, the namespaces
+/// (by identity; nothing is opened or entered) its processes are in, the node's left out.
+/// What the drift pass compares an enrolled pod's namespace with: the pod's processes all
+/// elsewhere means its sandbox was re-created under it (`find` then opens and checks the new
+/// one). A process that vanishes or cannot be read is skipped, as in `find`.
+pub fn index(proc_root: &Path) -> Result<BTreeMap<String, BTreeSet<NetnsId>>, ScanError> {
+    let node: BTreeSet<NetnsId> = [
+        namespace_id(&proc_root.join("1/ns/net"))?,
+        namespace_id(Path::new("/proc/self/ns/net"))?,
+    ]
+    .into();
+    let proc_err = |source| ScanError::Proc {
+        path: proc_root.to_path_buf(),
+        source,
+    };
+    let mut pods: BTreeMap<String, BTreeSet<NetnsId>> = BTreeMap::new();
+    for (n, entry) in std::fs::read_dir(proc_root).map_err(proc_err)?.enumerate() {
+        if n >= MAX_PROC_ENTRIES {
+            return Err(ScanError::TooManyEntries {
+                path: proc_root.to_path_buf(),
+                cap: MAX_PROC_ENTRIES,
+            });
+        }
+        let entry = entry.map_err(proc_err)?;
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(cgroup) = read_bounded(&dir.join("cgroup"), MAX_CGROUP_FILE) else {
+            continue;
+        };
+        let Some(uid) = pod_uid_from_cgroup(&String::from_utf8_lossy(&cgroup)) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(dir.join("ns/net")) else {
+            continue;
+        };
+        let id = NetnsId::of(&meta);
+        if !node.contains(&id) {
+            let set = pods.entry(uid).or_default();
+            if set.len() < MAX_NAMESPACES {
+                set.insert(id);
+            }
+        }
+    }
+    Ok(pods)
 }
 
 /// The network namespace of the running pod `pod_uid`: the one namespace, among those its

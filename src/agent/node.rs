@@ -254,7 +254,7 @@ fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
         std::thread::sleep(every);
         let Some(a) = agent.upgrade() else { return };
         let start = std::time::Instant::now();
-        let found = a.check_drift();
+        let found = a.check_drift(super::watch::proc_root());
         crate::logging::debug(&format!(
             "drift pass: {} pod(s) and the node checked in {} ms",
             a.enrolled().len(),
@@ -262,8 +262,8 @@ fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
         ));
         if found != super::enrol::Repairs::default() {
             crate::logging::info(&format!(
-                "drift pass: {} node repair(s), {} pod repair(s), {} failure(s)",
-                found.host, found.pod_rules, found.failed
+                "drift pass: {} node repair(s), {} pod repair(s), {} pod(s) enrolled again in a new namespace, {} failure(s)",
+                found.host, found.pod_rules, found.namespaces, found.failed
             ));
         }
     }

@@ -903,6 +903,45 @@ fn drift_a_namespace_changed_under_a_pod_is_enrolled_again() {
     assert!(n.log().contains("enrolled again there"), "{}", n.log());
 }
 
+/// A running sidecar pod whose rules the plugin's ADD wrote: the drift pass finds them in
+/// place pass after pass (no repair: the check and the ADD agree on the settings), and puts
+/// them back once they are flushed (Istio's sidecar rules, as the ambient pods' are).
+fn drift_a_sidecar_pods_flushed_rules_are_put_back() {
+    if support::podproc::in_a_pid_namespace("drift::a_sidecar_pods_flushed_rules_are_put_back") {
+        return;
+    }
+    let mut n = Node::new("sidecar");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(healthy_sidecar_pod("web", POD_UID));
+    n.start();
+    let o = n.plugin("ADD", "plain", "web", &pod_ns.path());
+    assert!(ok(&o), "the sidecar pod's ADD: {}", show(&o));
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let tables =
+        || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
+    assert!(tables().contains("istio-proxy-nat"), "{}", tables());
+    let passes = |n: &Node| n.log().matches("drift pass:").count();
+    let before = passes(&n);
+    wait_until("three drift passes", &n, || passes(&n) >= before + 3);
+    assert!(
+        !n.log().contains("interception rules were gone"),
+        "the ADD's rules were repaired: {}",
+        n.log()
+    );
+    let o = pod_ns.run("nft", &["flush", "ruleset"]);
+    assert!(ok(&o), "{}", show(&o));
+    wait_until("the sidecar's rules put back", &n, || {
+        tables().contains("istio-proxy-nat")
+    });
+    assert!(
+        n.log().contains(
+            "drift: sidecar pod plain/web's interception rules were gone or changed; put back"
+        ),
+        "{}",
+        n.log()
+    );
+}
+
 fn drift_node_rules_flushed_are_put_back_with_the_members() {
     let (n, _pod_ns, _z) = enrolled("driftnode");
     let o = n.ns.run("nft", &["flush", "ruleset"]);
@@ -2528,6 +2567,12 @@ fn main() {
         cgroups,
         drift_a_namespace_changed_under_a_pod_is_enrolled_again,
     );
+    t.add_if(
+        "drift::a_sidecar_pods_flushed_rules_are_put_back",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        drift_a_sidecar_pods_flushed_rules_are_put_back,
+    );
     t.add(
         "drift::node_rules_flushed_are_put_back_with_the_members",
         needs,
@@ -2754,13 +2799,13 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        59,
+        60,
         &[
             ("add", 10),
             ("del", 2),
             ("socket", 3),
             ("start", 3),
-            ("drift", 3),
+            ("drift", 4),
             ("restart", 4),
             ("watch", 5),
             ("repair", 7),

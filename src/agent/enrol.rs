@@ -204,7 +204,11 @@ impl Agent {
     /// One drift pass: the node's rules (put back, with every enrolled pod's probe-set
     /// members, when they are gone) and each enrolled pod's rules, checked in the namespace
     /// the agent holds open (one netlink dump each) and put back when they differ.
-    pub fn check_drift(&self, proc_root: &Path) -> Repairs {
+    pub fn check_drift(
+        &self,
+        proc_root: &Path,
+        index: Result<&netns_scan::Index, &netns_scan::ScanError>,
+    ) -> Repairs {
         let mut found = Repairs::default();
         if logging::quieter(logging::Level::Warn, || {
             host_rules(&self.env, Subcommand::Check)
@@ -232,7 +236,7 @@ impl Agent {
                 }
             }
         }
-        self.check_namespaces(proc_root, &mut found);
+        self.check_namespaces(proc_root, index, &mut found);
         let members: Vec<(String, Arc<File>, Flags, u64)> = lock(&self.pods)
             .iter()
             .map(|(id, m)| (id.clone(), m.netns.clone(), m.flags.clone(), m.seq))
@@ -291,8 +295,13 @@ impl Agent {
     /// start-up scan does (its cgroup, one of its addresses): rules there, ztunnel's Add
     /// with the new namespace. One pass over /proc for all pods; a pod whose processes are
     /// not seen at all is left alone (nothing says where it went).
-    fn check_namespaces(&self, proc_root: &Path, found: &mut Repairs) {
-        let index = match netns_scan::index(proc_root) {
+    fn check_namespaces(
+        &self,
+        proc_root: &Path,
+        index: Result<&netns_scan::Index, &netns_scan::ScanError>,
+        found: &mut Repairs,
+    ) {
+        let index = match index {
             Ok(index) => {
                 if self.namespaces_unchecked.swap(false, Ordering::SeqCst) {
                     logging::info("drift: pods' namespaces are checked again");
@@ -314,14 +323,13 @@ impl Agent {
         let moved: Vec<(String, Enrolled, u64)> = lock(&self.pods)
             .iter()
             .filter(|(_, m)| {
-                index
-                    .get(&m.enrolled.uid)
-                    .is_some_and(|now| !now.iter().any(|n| (n.dev, n.ino) == m.enrolled.netns))
+                let now = index.namespaces(&m.enrolled.uid);
+                !now.is_empty() && !now.iter().any(|n| (n.dev, n.ino) == m.enrolled.netns)
             })
             .map(|(id, m)| (id.clone(), m.enrolled.clone(), m.seq))
             .collect();
         for (id, e, seq) in moved {
-            match self.re_enrol(proc_root, &id, &e, seq) {
+            match self.re_enrol(proc_root, index, &id, &e, seq) {
                 Ok(true) => {
                     found.namespaces += 1;
                     logging::warn(&format!(
@@ -338,8 +346,17 @@ impl Agent {
     }
 
     /// `check_namespaces` for one pod: whether it was enrolled again.
-    fn re_enrol(&self, proc_root: &Path, id: &str, e: &Enrolled, seq: u64) -> Result<bool, String> {
-        let now = netns_scan::find(proc_root, &e.uid, &e.ips).map_err(|err| err.to_string())?;
+    fn re_enrol(
+        &self,
+        proc_root: &Path,
+        index: &netns_scan::Index,
+        id: &str,
+        e: &Enrolled,
+        seq: u64,
+    ) -> Result<bool, String> {
+        let now = index
+            .find(proc_root, &e.uid, &e.ips)
+            .map_err(|err| err.to_string())?;
         if (now.id.dev, now.id.ino) == e.netns {
             return Ok(false);
         }

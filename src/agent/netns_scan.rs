@@ -376,12 +376,17 @@ pub fn holds_any_of(file: &File, path: &Path, ips: &[IpAddr]) -> Result<bool, St
         .any(|a| ips.iter().any(|ip| ip.to_canonical() == a.to_canonical())))
 }
 
-/// One pass over the proc root: for each pod UID a process's cgroup names, the namespaces
-/// (by identity; nothing is opened or entered) its processes are in, the node's left out.
-/// What the drift pass compares an enrolled pod's namespace with: the pod's processes all
-/// elsewhere means its sandbox was re-created under it (`find` then opens and checks the new
-/// one). A process that vanishes or cannot be read is skipped, as in `find`.
-pub fn index(proc_root: &Path) -> Result<BTreeMap<String, BTreeSet<NetnsId>>, ScanError> {
+/// One pass over the proc root (`index`): for each pod UID a process's cgroup names, the
+/// namespaces its processes are in (the node's left out), each with one process in it.
+#[derive(Debug, Default)]
+pub struct Index {
+    pods: BTreeMap<String, Vec<(NetnsId, u32)>>,
+}
+
+/// Builds the `Index`: what the drift pass compares every pod with, one pass for all pods
+/// (a pass per pod would read every process's cgroup once per pod). Nothing is opened or
+/// entered; a process that vanishes or cannot be read is skipped, as in `find`.
+pub fn index(proc_root: &Path) -> Result<Index, ScanError> {
     let node: BTreeSet<NetnsId> = [
         namespace_id(&proc_root.join("1/ns/net"))?,
         namespace_id(Path::new("/proc/self/ns/net"))?,
@@ -391,7 +396,7 @@ pub fn index(proc_root: &Path) -> Result<BTreeMap<String, BTreeSet<NetnsId>>, Sc
         path: proc_root.to_path_buf(),
         source,
     };
-    let mut pods: BTreeMap<String, BTreeSet<NetnsId>> = BTreeMap::new();
+    let mut index = Index::default();
     for (n, entry) in std::fs::read_dir(proc_root).map_err(proc_err)?.enumerate() {
         if n >= MAX_PROC_ENTRIES {
             return Err(ScanError::TooManyEntries {
@@ -401,11 +406,14 @@ pub fn index(proc_root: &Path) -> Result<BTreeMap<String, BTreeSet<NetnsId>>, Sc
         }
         let entry = entry.map_err(proc_err)?;
         let name = entry.file_name();
-        if !name
+        let Some(pid) = name
             .to_str()
-            .is_some_and(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            || !entry.file_type().is_ok_and(|t| t.is_dir())
-        {
+            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let dir = entry.path();
@@ -419,14 +427,99 @@ pub fn index(proc_root: &Path) -> Result<BTreeMap<String, BTreeSet<NetnsId>>, Sc
             continue;
         };
         let id = NetnsId::of(&meta);
-        if !node.contains(&id) {
-            let set = pods.entry(uid).or_default();
-            if set.len() < MAX_NAMESPACES {
-                set.insert(id);
-            }
+        if node.contains(&id) {
+            continue;
+        }
+        let seen = index.pods.entry(uid).or_default();
+        if seen.len() < MAX_NAMESPACES && !seen.iter().any(|(s, _)| *s == id) {
+            seen.push((id, pid));
         }
     }
-    Ok(pods)
+    Ok(index)
+}
+
+impl Index {
+    /// The namespaces the processes of pod `pod_uid` were in (none: no process seen).
+    pub fn namespaces(&self, pod_uid: &str) -> Vec<NetnsId> {
+        self.pods
+            .get(pod_uid)
+            .map(|v| v.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
+
+    /// `find` over the index: the one namespace of the pod's processes that holds one of its
+    /// IPs, opened through the process it was seen with (and still that namespace).
+    pub fn find(
+        &self,
+        proc_root: &Path,
+        pod_uid: &str,
+        pod_ips: &[IpAddr],
+    ) -> Result<Found, ScanError> {
+        if pod_ips.is_empty() {
+            return Err(ScanError::NoPodIps {
+                pod_uid: pod_uid.into(),
+            });
+        }
+        let Some(seen) = self.pods.get(pod_uid).filter(|v| !v.is_empty()) else {
+            return Err(ScanError::NoProcess {
+                pod_uid: pod_uid.into(),
+                proc_root: proc_root.to_path_buf(),
+            });
+        };
+        let mut holding = Vec::new();
+        let mut notes = Vec::new();
+        for &(id, pid) in seen {
+            let path = proc_root.join(pid.to_string()).join("ns/net");
+            match open_namespace(&path) {
+                Ok(Some((file, now))) if now == id => {
+                    let c = Candidate {
+                        pid,
+                        id,
+                        path,
+                        file,
+                    };
+                    match holds_any(&c, pod_ips) {
+                        Ok(true) => holding.push(c),
+                        Ok(false) => notes.push(Seen {
+                            pid,
+                            id: Some(id),
+                            why: "holds none of the IPs".into(),
+                        }),
+                        Err(why) => notes.push(Seen {
+                            pid,
+                            id: Some(id),
+                            why,
+                        }),
+                    }
+                }
+                Ok(_) => notes.push(Seen {
+                    pid,
+                    id: Some(id),
+                    why: "the process left it since the scan".into(),
+                }),
+                Err(why) => notes.push(Seen { pid, id: None, why }),
+            }
+        }
+        if holding.len() > 1 {
+            return Err(ScanError::Ambiguous {
+                pod_uid: pod_uid.into(),
+                ips: pod_ips.to_vec(),
+                holding: holding.iter().map(|c| (c.pid, c.id)).collect(),
+            });
+        }
+        match holding.pop() {
+            Some(c) => Ok(Found {
+                netns: c.file.into(),
+                id: c.id,
+                pid: c.pid,
+            }),
+            None => Err(ScanError::NoneHoldsIps {
+                pod_uid: pod_uid.into(),
+                ips: pod_ips.to_vec(),
+                seen: notes,
+            }),
+        }
+    }
 }
 
 /// The network namespace of the running pod `pod_uid`: the one namespace, among those its

@@ -114,6 +114,7 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
         cfg.sidecar_repair.clone(),
         repairs.clone(),
     ));
+    let for_drift = watcher.clone();
     let a = Arc::downgrade(&agent);
     std::thread::Builder::new()
         .name("agent-watch".into())
@@ -131,7 +132,7 @@ pub fn start(cfg: &Config, env: HashMap<String, String>) -> Result<Running, Star
         let a = Arc::downgrade(&agent);
         std::thread::Builder::new()
             .name("agent-drift".into())
-            .spawn(move || drift_loop(&a, every))
+            .spawn(move || drift_loop(&a, &for_drift, every))
             .map_err(|source| StartError::RunDir {
                 path: cfg.run_dir.clone(),
                 source,
@@ -249,12 +250,17 @@ fn start_watching(agent: &std::sync::Weak<Agent>, watcher: &Arc<Watcher>) {
 }
 
 /// Every `every`, a drift pass, until the agent is dropped.
-fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
+fn drift_loop(agent: &std::sync::Weak<Agent>, watcher: &Watcher, every: std::time::Duration) {
     loop {
         std::thread::sleep(every);
         let Some(a) = agent.upgrade() else { return };
         let start = std::time::Instant::now();
-        let found = a.check_drift(super::watch::proc_root());
+        let proc_root = super::watch::proc_root();
+        let index = super::netns_scan::index(proc_root);
+        let mut found = a.check_drift(proc_root, index.as_ref());
+        if let Ok(index) = &index {
+            found.sidecars += watcher.check_sidecars(&a, index);
+        }
         crate::logging::debug(&format!(
             "drift pass: {} pod(s) and the node checked in {} ms",
             a.enrolled().len(),
@@ -262,8 +268,8 @@ fn drift_loop(agent: &std::sync::Weak<Agent>, every: std::time::Duration) {
         ));
         if found != super::enrol::Repairs::default() {
             crate::logging::info(&format!(
-                "drift pass: {} node repair(s), {} pod repair(s), {} pod(s) enrolled again in a new namespace, {} failure(s)",
-                found.host, found.pod_rules, found.namespaces, found.failed
+                "drift pass: {} node repair(s), {} pod repair(s), {} pod(s) enrolled again in a new namespace, {} sidecar pod(s) repaired, {} failure(s)",
+                found.host, found.pod_rules, found.namespaces, found.sidecars, found.failed
             ));
         }
     }

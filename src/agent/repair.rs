@@ -199,10 +199,16 @@ fn outcome(id: &str, r: Result<(), PatchError>, ok: Done) -> Done {
 /// pod has passed its validation, so the look (a /proc scan and a netlink dump) is spent
 /// only on pods that may need it.
 pub fn relies_on_the_plugin(pod: &Pod) -> bool {
+    rules_are_the_plugins(pod) && pod.status.phase == "Pending"
+}
+
+/// Whether `pod`'s interception rules are the plugin's to write (a sidecar injected for CNI:
+/// `istio-validation`, not `istio-init`) and it has a sandbox with addresses, not going away:
+/// what the drift pass checks, running or not.
+pub fn rules_are_the_plugins(pod: &Pod) -> bool {
     pod.metadata.annotations.contains_key(SIDECAR_STATUS)
         && !pod.spec.host_network
         && pod.metadata.deletion_timestamp.is_none()
-        && pod.status.phase == "Pending"
         && !pod.status.pod_ips.is_empty()
         && pod
             .spec

@@ -92,30 +92,81 @@ impl Watcher {
         if !super::repair::relies_on_the_plugin(pod) {
             return;
         }
-        let ips: Vec<std::net::IpAddr> = pod
-            .status
-            .pod_ips
-            .iter()
-            .filter_map(|p| p.ip.parse().ok())
-            .collect();
-        let found = match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
-            Ok(f) => std::fs::File::from(f.netns),
-            Err(e) => {
-                return logging::debug(&format!(
-                    "sidecar pod {}: not checked, its namespace was not found: {e}",
-                    id(pod)
-                ));
+        let ips = addresses(pod);
+        match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
+            Ok(found) => {
+                self.repair_in(agent, plugin, pod, found, &ips);
             }
-        };
+            Err(e) => logging::debug(&format!(
+                "sidecar pod {}: not checked, its namespace was not found: {e}",
+                id(pod)
+            )),
+        }
+    }
+
+    /// The in-place repair of `pod` in its namespace `found`: whether it was repaired.
+    fn repair_in(
+        &self,
+        agent: &Agent,
+        plugin: &crate::cni::conf::NetConf,
+        pod: &Pod,
+        found: netns_scan::Found,
+        ips: &[std::net::IpAddr],
+    ) -> bool {
+        let found = std::fs::File::from(found.netns);
         let path = PathBuf::from(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&found)
         ));
-        match super::repair::repair(plugin, pod, &path, &ips) {
-            Ok(super::repair::Outcome::Repaired) => agent.sidecar_repaired(),
-            Ok(_) => {}
-            Err(e) => logging::warn(&e),
+        match super::repair::repair(plugin, pod, &path, ips) {
+            Ok(super::repair::Outcome::Repaired) => {
+                agent.sidecar_repaired();
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                logging::warn(&e);
+                false
+            }
         }
+    }
+
+    /// The drift pass for sidecar pods (the in-place repair mode only: the others act on a
+    /// failed `istio-validation`, which a running pod has passed): every pod of this node
+    /// whose interception rules are the plugin's (`repair::rules_are_the_plugins`), running
+    /// or stuck before its containers, is checked in its namespace (found through `index`,
+    /// the pass's one look at /proc) and its rules put back when they are gone, as the
+    /// ambient pods' are. Returns how many were put back.
+    pub fn check_sidecars(&self, agent: &Agent, index: &netns_scan::Index) -> u64 {
+        let Some(super::repair::Action::InPlace(plugin)) = &self.repair else {
+            return 0;
+        };
+        let pods: Vec<Pod> = lock(&self.cache)
+            .pods
+            .values()
+            .filter(|p| super::repair::rules_are_the_plugins(p))
+            .filter(|p| matches!(p.status.phase.as_str(), "Pending" | "Running"))
+            .cloned()
+            .collect();
+        let mut repaired = 0;
+        for pod in pods {
+            let ips = addresses(&pod);
+            // Not seen (no process, or its processes share the node's namespace): nothing
+            // to check yet.
+            let Ok(found) = index.find(&self.proc_root, &pod.metadata.uid, &ips) else {
+                continue;
+            };
+            if logging::quieter(logging::Level::Warn, || {
+                self.repair_in(agent, plugin, &pod, found, &ips)
+            }) {
+                repaired += 1;
+                logging::warn(&format!(
+                    "drift: sidecar pod {}'s interception rules were gone or changed; put back",
+                    id(&pod)
+                ));
+            }
+        }
+        repaired
     }
 
     fn selector(&self) -> String {
@@ -466,4 +517,13 @@ fn id(p: &Pod) -> String {
 /// The proc root the scan reads (the node's /proc: the DaemonSet runs with hostPID).
 pub fn proc_root() -> &'static Path {
     Path::new("/proc")
+}
+
+/// A pod's addresses, as its status has them.
+fn addresses(pod: &Pod) -> Vec<std::net::IpAddr> {
+    pod.status
+        .pod_ips
+        .iter()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect()
 }

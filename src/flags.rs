@@ -280,6 +280,9 @@ pub mod install {
             .default_true();
         AMBIENT_ENABLED: bool = v::boolean, boolean("ambient-enabled", None, &["AMBIENT_ENABLED"],
             "Run the ambient node agent beside the installer: the node's probe rules, ztunnel's ZDS socket, and ambient pods redirected at their ADD (needs --kubernetes; the in-pod settings are the ambient table's env: AMBIENT_DNS_CAPTURE, AMBIENT_IPV6, NATIVE_NFTABLES...).");
+        AMBIENT_ENABLEMENT_SELECTOR: crate::selector::EnablementSelectors = crate::selector::enablement_selectors, value("ambient-enablement-selector", None, &["AMBIENT_ENABLEMENT_SELECTOR"], Some(crate::selector::DEFAULT_YAML), "YAML list",
+            "With --ambient-enabled: which pods are ambient, istio-cni's enablement selectors (its chart's ambient.enablementSelectors, which its configmap renders here as YAML): a list of {podSelector, namespaceSelector}, each a Kubernetes label selector (matchLabels; matchExpressions with In, NotIn, Exists, DoesNotExist); a pod is ambient when one entry matches its labels and its namespace's; an empty selector matches everything, [] no pod. Host-network pods, pods with a sidecar, ztunnel and --exclude-namespaces never are. Written into the plugin's entry (kubernetes.enablement-selectors), so the plugin's ADD and the agent decide alike.")
+            .doc("istio-cni's chart default: pods labelled `istio.io/dataplane-mode=ambient`, and pods not labelled `none` in namespaces labelled `ambient`");
         ZTUNNEL_UDS_ADDRESS: std::path::PathBuf = v::absolute_path, value("ztunnel-uds-address", None, &["ZTUNNEL_UDS_ADDRESS"], Some("/var/run/ztunnel/ztunnel.sock"), "path",
             "The socket ztunnel connects to for its pods (ZDS), shared with the ztunnel DaemonSet.");
         CNI_AGENT_RUN_DIR: std::path::PathBuf = v::absolute_path, value("cni-agent-run-dir", None, &["CNI_AGENT_RUN_DIR"], Some("/var/run/meshtables"), "path",

@@ -34,5 +34,6 @@ pub use profile::istio::{config, policy}; // Istio's resolution and policy, by t
 pub mod render; // Plan → iptables-restore text, nft text, JSON
 pub mod resolve; // the generic resolver: env sources, origins, precedence, errors
 pub mod run; // the engine: flags → dry run, apply, clean or check through one backend
+pub mod selector; // label selectors and istio-cni's ambient enablement selectors (a leaf over values)
 pub mod validate; // --run-validation: the redirect probe (exit 126)
 pub mod values; // validated newtypes and their parsers (a leaf)

@@ -259,7 +259,7 @@ fn label_name_shaped(s: &str) -> bool {
 /// `-`, `_` and `.`, starting and ending with a letter or digit). What it may contain is
 /// what the API server accepts, so a key that would be refused at the first broken pod is
 /// refused at start instead.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LabelKey(String);
 
 impl LabelKey {
@@ -293,7 +293,7 @@ impl fmt::Display for LabelKey {
 
 /// A label value, as the API server checks one (`IsValidLabelValue`): empty, or at most 63
 /// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LabelValue(String);
 
 impl LabelValue {

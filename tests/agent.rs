@@ -530,6 +530,62 @@ fn add_namespace_label_makes_a_pod_ambient() {
     );
 }
 
+/// A custom `AMBIENT_ENABLEMENT_SELECTOR` (pods labelled `mesh=yes`, quoted: unquoted `yes` is
+/// YAML 1.1's true to istio-cni) is written into the plugin's entry and decides the plugin's
+/// ADD: such a pod in a namespace that is not ambient is redirected, handed to ztunnel and
+/// enabled, while a pod labelled `istio.io/dataplane-mode=ambient` in a namespace labelled so,
+/// ambient by the default selectors, never reaches the agent.
+fn select_a_custom_selector_decides_the_add_and_the_default_label_no_longer_does() {
+    let mut n = Node::new("select");
+    let pod_ns = Netns::new("pod");
+    let legacy_ns = Netns::new("legacy");
+    n.api.add_namespace("shop", json!({}));
+    n.api
+        .add_pod(pod("shop", "cart", json!({"mesh": "yes"}), json!({})));
+    let mut legacy = pod(
+        "mesh",
+        "legacy",
+        json!({"istio.io/dataplane-mode": "ambient"}),
+        json!({}),
+    );
+    legacy["metadata"]["uid"] = json!("uid-legacy");
+    n.api.add_pod(legacy);
+    n.start_with(&[
+        "--ambient-enablement-selector",
+        "- podSelector:\n    matchLabels: {mesh: \"yes\"}\n",
+    ]);
+    assert_eq!(
+        n.plugin_conf()["kubernetes"]["enablement-selectors"],
+        json!([{"podSelector": {"matchLabels": {"mesh": "yes"}}, "namespaceSelector": {}}])
+    );
+    let z = Ztunnel::ready(&n.zds());
+    let o = n.plugin("ADD", "mesh", "legacy", &legacy_ns.path());
+    assert!(ok(&o), "ADD of legacy: {}", show(&o));
+    assert!(z.idle(), "ztunnel was sent the legacy pod");
+    assert!(n.api.patches().is_empty(), "{:?}", n.api.patches());
+    assert!(
+        !ok(&ambient_check(&legacy_ns.path())),
+        "ambient rules in the legacy pod"
+    );
+    let (o, req, _) = add_with_ztunnel(&n, &z, "shop", "cart", &pod_ns.path(), "");
+    assert!(ok(&o), "ADD of cart: {}", show(&o));
+    match req {
+        RequestPayload::Add(AddWorkload { workload_info, .. }) => {
+            let w = workload_info.unwrap();
+            assert_eq!((w.name.as_str(), w.namespace.as_str()), ("cart", "shop"));
+        }
+        other => panic!("ztunnel got {other:?}, not an add"),
+    }
+    assert!(
+        ok(&ambient_check(&pod_ns.path())),
+        "no ambient rules in cart"
+    );
+    assert_eq!(
+        n.api.redirections(),
+        vec![Some("pending".to_string()), Some("enabled".to_string())]
+    );
+}
+
 /// Pods the shared decision leaves out never reach the agent: ztunnel gets nothing and no
 /// annotation is written.
 fn add_not_ambient(labels: Value, annotations: Value, namespace: &'static str) -> impl FnOnce() {
@@ -2527,6 +2583,11 @@ fn main() {
         add_traffic_reaches_the_ztunnel_given_the_fd,
     );
     t.add(
+        "select::a_custom_selector_decides_the_add_and_the_default_label_no_longer_does",
+        needs,
+        select_a_custom_selector_decides_the_add_and_the_default_label_no_longer_does,
+    );
+    t.add(
         "del::tells_ztunnel_and_empties_the_probe_set",
         needs,
         del_tells_ztunnel_and_empties_the_probe_set,
@@ -2799,9 +2860,10 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        60,
+        61,
         &[
             ("add", 10),
+            ("select", 1),
             ("del", 2),
             ("socket", 3),
             ("start", 3),

@@ -1103,6 +1103,42 @@ fn bad_settings_exit_2_naming_the_flag(
     }
 }
 
+/// `AMBIENT_ENABLEMENT_SELECTOR` (YAML, as istio-cni's configmap renders its chart's
+/// `ambient.enablementSelectors`) goes into the ambient plugin entry as
+/// `kubernetes.enablement-selectors` in upstream's JSON shape, and the plugin's own parser reads
+/// the same selectors back from that entry.
+fn the_enablement_selectors_are_written_into_the_plugin_entry() {
+    let yaml = "- podSelector:\n    matchLabels: {mesh: \"yes\"}\n- namespaceSelector:\n    matchExpressions:\n    - {key: team, operator: In, values: [a, b]}\n";
+    let mut flags = meshtables::flags::Flags::default();
+    flags.set(&meshtables::flags::install::AMBIENT_ENABLED.spec, "true");
+    flags.set(&meshtables::flags::install::NODE_NAME.spec, "node-a");
+    let env: std::collections::HashMap<String, String> = [
+        ("AMBIENT_ENABLEMENT_SELECTOR", yaml),
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let s = meshtables::install::settings(&flags, &env).unwrap();
+    let e = meshtables::install::entry(&s).unwrap();
+    let written = &e["kubernetes"]["enablement-selectors"];
+    assert_eq!(
+        written,
+        &json!([
+            {"podSelector": {"matchLabels": {"mesh": "yes"}}, "namespaceSelector": {}},
+            {"podSelector": {}, "namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "In", "values": ["a", "b"]}]}}
+        ])
+    );
+    let mut conf = Value::Object(e.clone());
+    conf["cniVersion"] = "1.0.0".into();
+    let parsed = meshtables::cni::conf::parse(&serde_json::to_vec(&conf).unwrap()).unwrap();
+    let k = parsed.kubernetes.expect("a kubernetes section");
+    assert_eq!(
+        k.enablement_selectors,
+        meshtables::selector::EnablementSelectors::from_yaml(yaml).unwrap()
+    );
+}
+
 /// An `istio-cni` entry in the chain (a migration from Istio's CNI) is reported: both
 /// plugins would program every pod.
 fn an_istio_cni_entry_is_reported() {
@@ -2038,6 +2074,11 @@ fn main() {
     );
     t.add("settings::log_level", NOTHING, the_log_level_is_a_setting);
     t.add(
+        "entry::the_enablement_selectors_are_written_into_the_plugin_entry",
+        NOTHING,
+        the_enablement_selectors_are_written_into_the_plugin_entry,
+    );
+    t.add(
         "deploy::daemonset_runs_the_installer_as_designed",
         NOTHING,
         the_daemonset_runs_the_installer_as_designed,
@@ -2066,6 +2107,24 @@ fn main() {
             &["--exclude-namespaces", "Kube_System"],
             &[],
             "--exclude-namespaces",
+        ),
+        (
+            "enablement_selector_unquoted_yes",
+            &[],
+            &[(
+                "AMBIENT_ENABLEMENT_SELECTOR",
+                "- podSelector: {matchLabels: {mesh: yes}}",
+            )],
+            "AMBIENT_ENABLEMENT_SELECTOR",
+        ),
+        (
+            "enablement_selector_bad_operator",
+            &[
+                "--ambient-enablement-selector",
+                "- podSelector: {matchExpressions: [{key: a, operator: Maybe}]}",
+            ],
+            &[],
+            "--ambient-enablement-selector",
         ),
         (
             "plugin_settings_not_json",
@@ -2266,12 +2325,13 @@ fn main() {
         a_kubeconfig_name_taken_by_another_file_is_not_overwritten,
     );
     t.declare(
-        80,
+        83,
         &[
             ("istio_testdata", 6),
             ("lifecycle", 12),
             ("writes", 12),
-            ("settings", 16),
+            ("settings", 18),
+            ("entry", 1),
             ("view", 9),
             ("upgrade", 5),
             ("libcni", 5),

@@ -397,7 +397,7 @@ impl Agent {
 
     /// Whether `pod` is ambient, reading its namespace only when its labels do not decide.
     fn verdict(&self, pod: &Pod) -> Result<Verdict, String> {
-        let labels = if eligible::decided_without_namespace(pod) {
+        let labels = if eligible::decided_without_namespace(pod, &self.scope) {
             BTreeMap::new()
         } else {
             let ns = NamespaceName::parse(&pod.metadata.namespace)

@@ -26,8 +26,9 @@ pub fn verdict(k: &Kubernetes, pod: &Pod) -> Result<Verdict, CniError> {
     let scope = Scope {
         system_namespace: k.system_namespace.clone(),
         exclude_namespaces: k.exclude_namespaces.clone(),
+        selectors: k.enablement_selectors.clone(),
     };
-    if eligible::decided_without_namespace(pod) {
+    if eligible::decided_without_namespace(pod, &scope) {
         return Ok(eligible::verdict(pod, &Default::default(), &scope));
     }
     let ns = NamespaceName::parse(&pod.metadata.namespace).map_err(|p| {

@@ -53,6 +53,9 @@ pub struct Kubernetes {
     pub ambient_agent: Option<PathBuf>,
     /// Istio's namespace (`system-namespace`, default istio-system): where ztunnel runs.
     pub system_namespace: String,
+    /// Ambient mode: which pods are ambient (`enablement-selectors`, as the installer writes
+    /// `AMBIENT_ENABLEMENT_SELECTOR`); absent: istio-cni's default selectors.
+    pub enablement_selectors: crate::selector::EnablementSelectors,
 }
 
 /// Istio's namespace when the configuration names none.
@@ -220,8 +223,21 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
     let mut exclude_namespaces = Vec::new();
     let mut ambient_agent = None;
     let mut system_namespace = DEFAULT_SYSTEM_NAMESPACE.to_string();
+    let mut enablement_selectors = crate::selector::EnablementSelectors::default();
     for (key, v) in obj {
         match (key.as_str(), v) {
+            ("enablement-selectors", _) => {
+                enablement_selectors = crate::selector::EnablementSelectors::from_json(v)
+                    .map_err(|p| {
+                        invalid(
+                            "kubernetes.enablement-selectors",
+                            v,
+                            &format!(
+                                "expected a list of {{podSelector, namespaceSelector}} label selectors: {p}"
+                            ),
+                        )
+                    })?
+            }
             ("ambient-agent", Value::String(p)) if p.starts_with('/') => {
                 ambient_agent = Some(PathBuf::from(p))
             }
@@ -276,7 +292,7 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
                     code::UNSUPPORTED_FIELD,
                     "unsupported field in the network configuration",
                     format!(
-                        "unknown key \"kubernetes.{key}\" = {v} (known: kubeconfig, exclude-namespaces, ambient-agent, system-namespace)"
+                        "unknown key \"kubernetes.{key}\" = {v} (known: kubeconfig, exclude-namespaces, ambient-agent, system-namespace, enablement-selectors)"
                     ),
                 ));
             }
@@ -294,6 +310,7 @@ fn parse_kubernetes(value: &Value) -> Result<Kubernetes, CniError> {
         exclude_namespaces,
         ambient_agent,
         system_namespace,
+        enablement_selectors,
     })
 }
 

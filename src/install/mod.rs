@@ -59,6 +59,7 @@ fn start_agent(s: &Settings) -> Result<crate::agent::node::Running, InstallError
         scope: crate::agent::eligible::Scope {
             system_namespace: s.pod_namespace.clone(),
             exclude_namespaces: s.exclude_namespaces.clone(),
+            selectors: s.enablement_selectors.clone(),
         },
         node_name: s.node_name.clone(),
         metrics: s.metrics_address,

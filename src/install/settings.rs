@@ -28,6 +28,8 @@ pub struct Settings {
     pub plugin_settings: Map<String, Value>,
     pub uninstall: bool,
     pub ambient_enabled: bool,
+    /// Which pods are ambient (`AMBIENT_ENABLEMENT_SELECTOR`), for the agent and the plugin.
+    pub enablement_selectors: crate::selector::EnablementSelectors,
     pub ztunnel_uds_address: PathBuf,
     pub cni_agent_run_dir: PathBuf,
     pub pod_namespace: String,
@@ -118,6 +120,7 @@ pub fn settings(flags: &Flags, env: &dyn EnvSource) -> Result<Settings, ConfigEr
         plugin_settings,
         uninstall: r.get(&f::UNINSTALL)?,
         ambient_enabled: r.get(&f::AMBIENT_ENABLED)?,
+        enablement_selectors: r.get(&f::AMBIENT_ENABLEMENT_SELECTOR)?,
         ztunnel_uds_address: r.get(&f::ZTUNNEL_UDS_ADDRESS)?,
         cni_agent_run_dir: r.get(&f::CNI_AGENT_RUN_DIR)?,
         pod_namespace: r.get(&f::POD_NAMESPACE)?,
@@ -195,6 +198,7 @@ pub fn entry_with(s: &Settings, kubeconfig: &Path) -> Result<Map<String, Value>,
         if s.ambient_enabled {
             k["ambient-agent"] = agent_socket(s).display().to_string().into();
             k["system-namespace"] = s.pod_namespace.clone().into();
+            k["enablement-selectors"] = s.enablement_selectors.to_json();
         }
         e.insert("kubernetes".into(), k);
     }

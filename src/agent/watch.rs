@@ -295,7 +295,9 @@ impl Watcher {
             }
         };
         if ips.is_empty() || pod.status.phase != "Running" {
-            if eligible::redirection(pod) == Some(eligible::ENABLED) {
+            // After start this is an ADD in progress (the API has no addresses until it
+            // returns): the ADD's to finish, nothing to say.
+            if at_start && eligible::redirection(pod) == Some(eligible::ENABLED) {
                 keep(format!(
                     "pod {pid} is marked {} but is {:?} with {} address(es): not scanned for",
                     eligible::ENABLED,

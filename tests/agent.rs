@@ -1980,6 +1980,86 @@ fn hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hostile, second pass: the repair modes, the agent's lock wait, stale news from the API.
+
+/// The plugin's DEL of `mesh/cart`'s sandbox `c0ffee` in `netns`, its ztunnel Del acked.
+fn del_acked(n: &Node, z: &Ztunnel, netns: &str) -> RequestPayload {
+    std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("DEL", "mesh", "cart", netns));
+        let (req, _) = next_request(z);
+        z.ack("");
+        let o = plugin.join().unwrap();
+        assert!(ok(&o), "DEL: {}", show(&o));
+        req
+    })
+}
+
+/// Waits until the agent has synced pod `plain/NAME` (its debug line), added to the API after
+/// whatever the trial wants seen: the watch is in order, so all before it was synced too.
+fn synced_past(n: &Node, name: &str) {
+    let mut p = pod("plain", name, json!({}), json!({}));
+    p["metadata"]["uid"] = json!(format!("uid-{name}"));
+    n.api.add_pod(p);
+    let line = format!("pod plain/{name}: ambient false");
+    wait_until(&format!("the agent syncing plain/{name}"), n, || {
+        n.log().contains(&line)
+    });
+}
+
+/// A StatefulSet's pod is deleted and created again under its name (another uid) while the
+/// agent's watch lags: the new pod's ADD enrols it before the watch brings the old pod's
+/// last events. Those are old news: the new pod stays enrolled (ztunnel is not told to let it
+/// go, its address stays in the probe set), and the old pod's uid is what ztunnel let go.
+fn hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one() {
+    let (n, old_ns, z) = enrolled("stale");
+    n.api.fault(|s| s.hold_watches = true);
+    // The old pod terminates: its deletion starts, the runtime's DEL, then it is gone.
+    n.api.modify_pod("mesh/cart", |p| {
+        running(p);
+        p["metadata"]["deletionTimestamp"] = json!("2024-05-01T00:00:00Z");
+    });
+    match del_acked(&n, &z, &old_ns.path()) {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the old pod's del"),
+    }
+    n.api.delete_pod("mesh/cart");
+    // Its successor, under the same name, gets a new sandbox and is enrolled by its ADD.
+    let new_ns = Netns::new("new");
+    n.api.add_pod(other_pod("cart", "7c9e6679-7425-40de-944b-e07fc1f90ae7"));
+    let o = std::thread::scope(|s| {
+        let plugin = s.spawn(|| {
+            n.plugin_of(
+                "beef02",
+                "ADD",
+                "mesh",
+                "cart",
+                &new_ns.path(),
+                &n.plugin_conf(),
+            )
+        });
+        let (req, _) = next_request(&z);
+        z.ack("");
+        assert!(
+            matches!(&req, RequestPayload::Add(AddWorkload { uid, .. }) if uid == "7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+            "{req:?}"
+        );
+        plugin.join().unwrap()
+    });
+    assert!(ok(&o), "the new pod's ADD: {}", show(&o));
+    // The watch catches up: the old pod's MODIFIED and DELETED, then the new one's ADDED.
+    n.api.fault(|s| s.hold_watches = false);
+    synced_past(&n, "marker");
+    assert!(
+        z.idle(),
+        "ztunnel was told {:?} on the old pod's news: {}",
+        next_request(&z).0,
+        n.log()
+    );
+    assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+    assert!(ok(&ambient_check(&new_ns.path())));
+}
+
+// ---------------------------------------------------------------------------------------
 // Under podman's CNI backend: a real runtime runs the chain the installer wrote into.
 
 /// The reference plugins podman runs before ours.
@@ -2649,6 +2729,11 @@ fn main() {
         needs,
         hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address,
     );
+    t.add(
+        "hostile2::a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one",
+        needs,
+        hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -2663,7 +2748,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        57,
+        58,
         &[
             ("add", 10),
             ("del", 2),
@@ -2674,6 +2759,7 @@ fn main() {
             ("watch", 5),
             ("repair", 7),
             ("hostile", 20),
+            ("hostile2", 1),
             ("podman", 2),
         ],
     );

@@ -181,16 +181,48 @@ impl Watcher {
         let finished = pod.metadata.deletion_timestamp.is_some()
             || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed");
         let ambient = eligible::verdict(pod, &labels, agent.scope()) == Verdict::Ambient;
+        // News (a watch's, or the cache's) of another pod of the name than the enrolled one:
+        // the API server says which of the two is the name's now, read before the lock (a
+        // slow answer must not hold up the ADDs).
+        let news = asked == u64::MAX;
+        let weighed = agent.enrolled_uid(&pid);
+        let current = (news && weighed.as_deref().is_some_and(|u| u != pod.metadata.uid))
+            .then(|| self.current_uid(pod));
         let _one = lock(&agent.one_at_a_time);
         if agent.enrolled_after(&pid, asked) {
             return;
         }
         let here = agent.enrolled_uid(&pid);
-        // Another pod of the same name (deleted and created again): the old one goes.
-        if here.as_deref().is_some_and(|u| u != pod.metadata.uid)
-            && let Err(e) = agent.remove(&pid, Removal::Deleted)
-        {
-            logging::warn(&e);
+        // Another pod of the same name (deleted and created again): the old one goes. But a
+        // watch's news may be older than the enrolled pod: a pod recreated under its name
+        // (a StatefulSet's) is enrolled by its ADD while the watch still brings the earlier
+        // one's last events. Taking the enrolled pod out on those would leave it redirected
+        // to a ztunnel that let it go, and marked `enabled`.
+        if let Some(u) = here.as_deref().filter(|u| *u != pod.metadata.uid) {
+            if news {
+                match &current {
+                    // Enrolled since the news was weighed (an ADD): newer than it.
+                    _ if here != weighed => return,
+                    // The enrolled one is the name's pod now: this news is old.
+                    Some(Ok(Some(now))) if now == u => {
+                        return logging::debug(&format!(
+                            "pod {pid}: news of {} while {u}, the pod of the name now, is enrolled; old news, ignored",
+                            pod.metadata.uid
+                        ));
+                    }
+                    Some(Err(e)) => {
+                        return logging::warn(&format!(
+                            "pod {pid}: news of {} while {u} is enrolled, and which is the pod of the name now is unknown ({e}); left as it is",
+                            pod.metadata.uid
+                        ));
+                    }
+                    // The news' pod is the name's now, or none is: the enrolled one is gone.
+                    Some(Ok(_)) | None => {}
+                }
+            }
+            if let Err(e) = agent.remove(&pid, Removal::Deleted) {
+                logging::warn(&e);
+            }
         }
         let here = agent.enrolled_uid(&pid).is_some();
         logging::debug(&format!(
@@ -215,6 +247,25 @@ impl Watcher {
                 }
             }
             (true, false) => self.enrol_running(agent, pod, at_start),
+        }
+    }
+
+    /// The uid of the pod that has `pod`'s name now, as the API server says (`None`: no pod
+    /// has it).
+    fn current_uid(&self, pod: &Pod) -> Result<Option<String>, String> {
+        let ns = crate::values::NamespaceName::parse(&pod.metadata.namespace)
+            .map_err(|p| format!("namespace {p}"))?;
+        let name =
+            crate::values::PodName::parse(&pod.metadata.name).map_err(|p| format!("name {p}"))?;
+        match self.kube.pod(&ns, &name) {
+            Ok(p) => Ok(Some(p.metadata.uid)),
+            Err(KubeError::NotFound(_)) => Ok(None),
+            Err(e) => {
+                if let Some(a) = self.agent.upgrade() {
+                    a.api_error();
+                }
+                Err(e.to_string())
+            }
         }
     }
 

@@ -2059,6 +2059,36 @@ fn hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one() {
     assert!(ok(&ambient_check(&new_ns.path())));
 }
 
+/// An API server that gives a pod a uid that is not one (not Kubernetes' UUID): the ADD is
+/// refused naming it, before anything is written (no rules, no annotation, nothing to
+/// ztunnel), since the node's probe set would refuse it after all of that.
+fn hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written() {
+    let mut n = Node::new("baduid");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(other_pod("cart", "uid-of-cart"));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("uid-of-cart"),
+        "{}",
+        show(&o)
+    );
+    assert!(z.idle(), "ztunnel was told {:?}", next_request(&z).0);
+    assert_eq!(n.api.redirections(), Vec::<Option<String>>::new());
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules written for a refused pod"
+    );
+    let o = pod_ns.run("nft", &["list", "tables"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "{}",
+        show(&o)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Under podman's CNI backend: a real runtime runs the chain the installer wrote into.
 
@@ -2734,6 +2764,11 @@ fn main() {
         needs,
         hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one,
     );
+    t.add(
+        "hostile2::a_pod_uid_that_is_not_one_is_refused_before_anything_is_written",
+        needs,
+        hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -2748,7 +2783,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        58,
+        59,
         &[
             ("add", 10),
             ("del", 2),
@@ -2759,7 +2794,7 @@ fn main() {
             ("watch", 5),
             ("repair", 7),
             ("hostile", 20),
-            ("hostile2", 1),
+            ("hostile2", 2),
             ("podman", 2),
         ],
     );

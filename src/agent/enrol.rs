@@ -391,8 +391,16 @@ impl Agent {
             PodName::parse(&pod.metadata.name).map_err(|p| format!("pod {id}: name {p}"))?,
         );
         let uid = pod.metadata.uid.clone();
-        if uid.is_empty() {
-            return Err(format!("pod {id}: the API server gave no metadata.uid"));
+        // Checked before anything is written: the probe set (last) takes nothing else, and
+        // ztunnel would have been handed the pod by then.
+        match host::pod_uid(&uid) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("pod {id}: the API server gave no metadata.uid")),
+            Err(p) => {
+                return Err(format!(
+                    "pod {id}: the API server's metadata.uid {uid:?} {p}; nothing was done"
+                ));
+            }
         }
         let identity = netns
             .metadata()

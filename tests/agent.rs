@@ -2089,6 +2089,54 @@ fn hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written() {
     );
 }
 
+/// A running pod that holds its namespace's lock and changes often (its owner patching it,
+/// as a tenant may): labelled ambient, each change is an enrolment the lock makes fail. Those
+/// tries must not hold up another pod's ADD behind them: it is enrolled at once (within
+/// 0.6 s, less than one wait for hog's lock), however many changes are queued.
+fn hostile2_a_pod_holding_its_lock_and_changing_does_not_starve_adds() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile2::a_pod_holding_its_lock_and_changing_does_not_starve_adds",
+    ) {
+        return;
+    }
+    let mut n = Node::new("hog");
+    let hog_ns = Netns::new("hog");
+    let mut p = pod("plain", "hog", json!({}), json!({}));
+    running(&mut p);
+    n.api.add_pod(p);
+    let _proc = support::podproc::pod_process(&hog_ns, POD_UID);
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let mut holder = hold_netns_lock(&hog_ns);
+    n.api.modify_pod("plain/hog", |p| {
+        p["metadata"]["labels"]["istio.io/dataplane-mode"] = json!("ambient");
+    });
+    wait_until("an enrolment of hog failing on its lock", &n, || {
+        n.log().contains("network namespace's lock")
+    });
+    for i in 0..8 {
+        n.api.modify_pod("plain/hog", |p| {
+            p["metadata"]["annotations"]["tick"] = json!(i.to_string());
+        });
+    }
+    // The agent is at those changes: the next tries meet the lock.
+    wait_until("a second try of hog failing on its lock", &n, || {
+        n.log().matches("network namespace's lock").count() >= 2
+    });
+    let cart_ns = Netns::new("cart");
+    n.api
+        .add_pod(other_pod("cart", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    let t = Instant::now();
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &cart_ns.path(), "");
+    let took = t.elapsed();
+    println!("an ADD behind a lock-holding pod's 8 changes took {took:?}");
+    assert!(ok(&o), "ADD after {took:?}: {}", show(&o));
+    // Not one of hog's lock waits (a second each) in front of it, nor most of one.
+    assert!(took < Duration::from_millis(600), "ADD took {took:?}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Under podman's CNI backend: a real runtime runs the chain the installer wrote into.
 
@@ -2769,6 +2817,12 @@ fn main() {
         needs,
         hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written,
     );
+    t.add_if(
+        "hostile2::a_pod_holding_its_lock_and_changing_does_not_starve_adds",
+        root(&["ip", "nft", "unshare", "python3"]),
+        cgroups,
+        hostile2_a_pod_holding_its_lock_and_changing_does_not_starve_adds,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -2783,7 +2837,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        59,
+        60,
         &[
             ("add", 10),
             ("del", 2),
@@ -2794,7 +2848,7 @@ fn main() {
             ("watch", 5),
             ("repair", 7),
             ("hostile", 20),
-            ("hostile2", 2),
+            ("hostile2", 3),
             ("podman", 2),
         ],
     );

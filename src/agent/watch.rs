@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::eligible::{self, Verdict};
-use super::enrol::{Agent, Removal};
+use super::enrol::{Agent, Held, Removal};
 use super::netns_scan;
 use crate::cni::kube::{Client, KubeError, WatchEnd, WatchEvent};
 use crate::cni::pod::{Namespace, Pod};
@@ -158,7 +158,7 @@ impl Watcher {
             if agent.enrolled_after(gone, asked) {
                 continue;
             }
-            if let Err(e) = agent.remove(gone, Removal::Deleted) {
+            if let Err(e) = agent.remove(gone, Removal::Deleted, None) {
                 logging::warn(&e);
             }
         }
@@ -188,6 +188,7 @@ impl Watcher {
         let weighed = agent.enrolled_uid(&pid);
         let current = (news && weighed.as_deref().is_some_and(|u| u != pod.metadata.uid))
             .then(|| self.current_uid(pod));
+        let prepared = self.prepare(agent, pod, ambient && !finished, finished);
         let _one = lock(&agent.one_at_a_time);
         if agent.enrolled_after(&pid, asked) {
             return;
@@ -220,7 +221,7 @@ impl Watcher {
                     Some(Ok(_)) | None => {}
                 }
             }
-            if let Err(e) = agent.remove(&pid, Removal::Deleted) {
+            if let Err(e) = agent.remove(&pid, Removal::Deleted, None) {
                 logging::warn(&e);
             }
         }
@@ -229,25 +230,91 @@ impl Watcher {
             "pod {pid}: ambient {ambient}, finished {finished}, enrolled here {here}, phase {:?}",
             pod.status.phase
         ));
-        match (ambient && !finished, here) {
-            (true, true) => {}
-            (false, false) => {
+        match (ambient && !finished, here, prepared) {
+            (true, true, _) => {}
+            (false, false, prepared) => {
                 if !finished && eligible::redirection(pod).is_some() {
-                    self.unenrol_stranded(agent, pod);
+                    let done = match prepared {
+                        Prepared::Busy(e) => {
+                            return logging::warn(&format!(
+                                "pod {pid} is marked redirected and no longer ambient, but its rules cannot be taken out: {e} (one of its own processes holds it?); left as it is until it changes again"
+                            ));
+                        }
+                        Prepared::Ready(Some(netns), held) => {
+                            agent.unenrol_stranded(pod, Some(netns), Some(&held))
+                        }
+                        Prepared::NotFound(_) => agent.unenrol_stranded(pod, None, None),
+                        _ => return self.unenrol_stranded(agent, pod),
+                    };
+                    if let Err(e) = done {
+                        logging::warn(&e);
+                    }
                 }
             }
-            (false, true) => {
-                let how = if finished {
-                    Removal::Deleted
-                } else {
-                    Removal::Unlabelled
+            (false, true, prepared) => {
+                let (how, held) = match (finished, prepared) {
+                    (true, _) => (Removal::Deleted, None),
+                    // Its rules could not be taken out: it stays in the mesh whole (rules,
+                    // ztunnel, annotation), not redirected to a ztunnel that let it go.
+                    (false, Prepared::Busy(e)) => {
+                        return logging::warn(&format!(
+                            "pod {pid} is no longer ambient, but stays enrolled: {e} (one of its own processes holds it?); removed when it changes again"
+                        ));
+                    }
+                    (false, Prepared::Ready(_, held)) => (Removal::Unlabelled, Some(held)),
+                    (false, _) => (Removal::Unlabelled, None),
                 };
-                if let Err(e) = agent.remove(&pid, how) {
+                if let Err(e) = agent.remove(&pid, how, held.as_ref()) {
                     logging::warn(&e);
                 }
             }
-            (true, false) => self.enrol_running(agent, pod, at_start),
+            (true, false, prepared) => self.enrol_running(agent, pod, at_start, prepared),
         }
+    }
+
+    /// What `sync` will run in the pod's namespace, found and its lock taken before the
+    /// node's `one_at_a_time`: any of the pod's own processes can hold that lock, and waiting
+    /// for it inside `one_at_a_time` held up every ADD of the node (a second per change of
+    /// such a pod). `ambient`: it should be in the mesh; `finished`: it is going.
+    fn prepare(&self, agent: &Agent, pod: &Pod, ambient: bool, finished: bool) -> Prepared {
+        let pid = id(pod);
+        let enrolled = agent.enrolled_uid(&pid);
+        let same = enrolled.as_deref() == Some(pod.metadata.uid.as_str());
+        let scan = || {
+            let ips = pod_ips(pod);
+            match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
+                Ok(found) => {
+                    let netns = std::fs::File::from(found.netns);
+                    match super::enrol::hold(&netns) {
+                        Ok(held) => Prepared::Ready(Some(netns), held),
+                        Err(e) => Prepared::Busy(e),
+                    }
+                }
+                Err(e) => Prepared::NotFound(e.to_string()),
+            }
+        };
+        if ambient && !same {
+            if pod_ips(pod).is_empty() || pod.status.phase != "Running" {
+                return Prepared::Nothing;
+            }
+            return scan();
+        }
+        if ambient || finished {
+            return Prepared::Nothing;
+        }
+        if same {
+            return match agent.enrolled_netns(&pid) {
+                Some(netns) => match super::enrol::hold(&netns) {
+                    Ok(held) => Prepared::Ready(None, held),
+                    Err(e) => Prepared::Busy(e),
+                },
+                None => Prepared::Nothing,
+            };
+        }
+        if enrolled.is_none() && eligible::redirection(pod).is_some() {
+            return scan();
+        }
+        Prepared::Nothing
     }
 
     /// The uid of the pod that has `pod`'s name now, as the API server says (`None`: no pod
@@ -269,24 +336,32 @@ impl Watcher {
         }
     }
 
-    /// Enrols a running pod found through /proc. A pod with no addresses yet is the plugin's
-    /// ADD in progress (the API has no IPs until it returns): left to the ADD.
-    fn enrol_running(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+    /// Enrols a running pod found through /proc (by `prepare`, or now). A pod with no
+    /// addresses yet is the plugin's ADD in progress (the API has no IPs until it returns):
+    /// left to the ADD.
+    fn enrol_running(&self, agent: &Agent, pod: &Pod, at_start: bool, prepared: Prepared) {
         let pid = id(pod);
-        let ips: Vec<std::net::IpAddr> = pod
-            .status
-            .pod_ips
-            .iter()
-            .filter_map(|p| p.ip.parse().ok())
-            .collect();
+        let ips = pod_ips(pod);
         if ips.is_empty() || pod.status.phase != "Running" {
             return;
         }
-        match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
-            Ok(found) => {
-                if let Err(e) =
-                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start, "")
-                {
+        let found = match prepared {
+            Prepared::Ready(Some(netns), held) => Ok((netns, Some(held))),
+            Prepared::Busy(e) => {
+                return logging::warn(&format!(
+                    "pod {pid} is ambient and running but not enrolled: {e} (one of its own processes holds it?); tried again when it changes"
+                ));
+            }
+            Prepared::NotFound(e) => Err(e),
+            Prepared::Ready(None, _) | Prepared::Nothing => {
+                netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips)
+                    .map(|f| (std::fs::File::from(f.netns), None))
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match found {
+            Ok((netns, held)) => {
+                if let Err(e) = agent.enrol_in(pod, netns, ips, !at_start, "", held.as_ref()) {
                     logging::warn(&e);
                 }
             }
@@ -307,7 +382,7 @@ impl Watcher {
         let netns = netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips)
             .ok()
             .map(|f| std::fs::File::from(f.netns));
-        if let Err(e) = agent.unenrol_stranded(pod, netns) {
+        if let Err(e) = agent.unenrol_stranded(pod, netns, None) {
             logging::warn(&e);
         }
     }
@@ -326,7 +401,7 @@ impl Watcher {
                 lock(&self.cache).pods.remove(&pid);
                 let _one = lock(&agent.one_at_a_time);
                 if agent.enrolled_uid(&pid).as_deref() == Some(p.metadata.uid.as_str())
-                    && let Err(e) = agent.remove(&pid, Removal::Deleted)
+                    && let Err(e) = agent.remove(&pid, Removal::Deleted, None)
                 {
                     logging::warn(&e);
                 }
@@ -484,6 +559,27 @@ fn very_short(end: &Result<WatchEnd, KubeError>, started: Instant, events: usize
 fn back_off(backoff: &mut Duration) {
     std::thread::sleep(*backoff);
     *backoff = (*backoff * 2).min(BACKOFF.1);
+}
+
+/// What `sync` found of a pod's namespace before `one_at_a_time` (`Watcher::prepare`).
+enum Prepared {
+    /// Nothing to run there, or not looked for.
+    Nothing,
+    /// Its lock, held; with the namespace the scan found (`None`: the enrolled one's).
+    Ready(Option<std::fs::File>, Held),
+    /// Its lock is held by another, for the whole wait.
+    Busy(String),
+    /// The scan did not find it.
+    NotFound(String),
+}
+
+/// The pod's addresses, from its status.
+fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
+    pod.status
+        .pod_ips
+        .iter()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect()
 }
 
 fn id(p: &Pod) -> String {

@@ -64,6 +64,19 @@ pub fn acquire(wait: Duration) -> Result<NetnsLock, LockError> {
     }
 }
 
+/// Takes the lock of the open network namespace `netns` (`path` names it in errors), from a
+/// thread that enters it, waiting up to `wait`. The lock is that namespace's (the socket
+/// stays in it) whichever thread holds the value: the node agent takes a pod's before it
+/// queues behind the node's other pods, then runs with it held (`run::Waits::held`).
+pub fn acquire_in(
+    netns: &std::fs::File,
+    path: &std::path::Path,
+    wait: Duration,
+) -> Result<NetnsLock, LockError> {
+    crate::netns::run_in_file(netns, path, || acquire(wait))
+        .map_err(|e| LockError::Socket(std::io::Error::other(e.to_string())))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

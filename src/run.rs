@@ -98,14 +98,15 @@ impl RunError {
 /// hold the lock (an abstract socket there), for as long as it likes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waits {
-    /// For the network namespace's lock (`lock::acquire`).
-    pub lock: std::time::Duration,
+    /// For the network namespace's lock (`lock::acquire`); `None`: the caller holds it
+    /// already (`lock::acquire_in`), and the run takes none.
+    pub lock: Option<std::time::Duration>,
 }
 
 impl Default for Waits {
     fn default() -> Waits {
         Waits {
-            lock: crate::lock::WAIT,
+            lock: Some(crate::lock::WAIT),
         }
     }
 }
@@ -115,8 +116,15 @@ impl Waits {
     /// below what would stall the node's other pods behind one that holds its lock.
     pub fn agent() -> Waits {
         Waits {
-            lock: std::time::Duration::from_secs(1),
+            lock: Some(std::time::Duration::from_secs(1)),
         }
+    }
+
+    /// For a caller that took the namespace's lock itself (`lock::acquire_in`) and holds it
+    /// for the whole run: the node agent, which waits for a pod's lock before it queues
+    /// behind the node's other pods, not while they queue behind it.
+    pub fn held() -> Waits {
+        Waits { lock: None }
     }
 }
 

@@ -2154,6 +2154,165 @@ fn hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Hostile, second pass: the repair modes, the agent's lock wait, stale news from the API.
+
+/// The plugin's DEL of `mesh/cart`'s sandbox `c0ffee` in `netns`, its ztunnel Del acked.
+fn del_acked(n: &Node, z: &Ztunnel, netns: &str) -> RequestPayload {
+    std::thread::scope(|s| {
+        let plugin = s.spawn(|| n.plugin("DEL", "mesh", "cart", netns));
+        let (req, _) = next_request(z);
+        z.ack("");
+        let o = plugin.join().unwrap();
+        assert!(ok(&o), "DEL: {}", show(&o));
+        req
+    })
+}
+
+/// Waits until the agent has synced pod `plain/NAME` (its debug line), added to the API after
+/// whatever the trial wants seen: the watch is in order, so all before it was synced too.
+fn synced_past(n: &Node, name: &str) {
+    let mut p = pod("plain", name, json!({}), json!({}));
+    p["metadata"]["uid"] = json!(format!("uid-{name}"));
+    n.api.add_pod(p);
+    let line = format!("pod plain/{name}: ambient false");
+    wait_until(&format!("the agent syncing plain/{name}"), n, || {
+        n.log().contains(&line)
+    });
+}
+
+/// A StatefulSet's pod is deleted and created again under its name (another uid) while the
+/// agent's watch lags: the new pod's ADD enrols it before the watch brings the old pod's
+/// last events. Those are old news: the new pod stays enrolled (ztunnel is not told to let it
+/// go, its address stays in the probe set), and the old pod's uid is what ztunnel let go.
+fn hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one() {
+    let (n, old_ns, z) = enrolled("stale");
+    n.api.fault(|s| s.hold_watches = true);
+    // The old pod terminates: its deletion starts, the runtime's DEL, then it is gone.
+    n.api.modify_pod("mesh/cart", |p| {
+        running(p);
+        p["metadata"]["deletionTimestamp"] = json!("2024-05-01T00:00:00Z");
+    });
+    match del_acked(&n, &z, &old_ns.path()) {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the old pod's del"),
+    }
+    n.api.delete_pod("mesh/cart");
+    // Its successor, under the same name, gets a new sandbox and is enrolled by its ADD.
+    let new_ns = Netns::new("new");
+    n.api
+        .add_pod(other_pod("cart", "7c9e6679-7425-40de-944b-e07fc1f90ae7"));
+    let o = std::thread::scope(|s| {
+        let plugin = s.spawn(|| {
+            n.plugin_of(
+                "beef02",
+                "ADD",
+                "mesh",
+                "cart",
+                &new_ns.path(),
+                &n.plugin_conf(),
+            )
+        });
+        let (req, _) = next_request(&z);
+        z.ack("");
+        assert!(
+            matches!(&req, RequestPayload::Add(AddWorkload { uid, .. }) if uid == "7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+            "{req:?}"
+        );
+        plugin.join().unwrap()
+    });
+    assert!(ok(&o), "the new pod's ADD: {}", show(&o));
+    // The watch catches up: the old pod's MODIFIED and DELETED, then the new one's ADDED.
+    n.api.fault(|s| s.hold_watches = false);
+    synced_past(&n, "marker");
+    assert!(
+        z.idle(),
+        "ztunnel was told {:?} on the old pod's news: {}",
+        next_request(&z).0,
+        n.log()
+    );
+    assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+    assert!(ok(&ambient_check(&new_ns.path())));
+}
+
+/// An API server that gives a pod a uid that is not one (not Kubernetes' UUID): the ADD is
+/// refused naming it, before anything is written (no rules, no annotation, nothing to
+/// ztunnel), since the node's probe set would refuse it after all of that.
+fn hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written() {
+    let mut n = Node::new("baduid");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(other_pod("cart", "uid-of-cart"));
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let o = n.plugin("ADD", "mesh", "cart", &pod_ns.path());
+    assert!(!ok(&o), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("uid-of-cart"),
+        "{}",
+        show(&o)
+    );
+    assert!(z.idle(), "ztunnel was told {:?}", next_request(&z).0);
+    assert_eq!(n.api.redirections(), Vec::<Option<String>>::new());
+    assert!(
+        !ok(&ambient_check(&pod_ns.path())),
+        "rules written for a refused pod"
+    );
+    let o = pod_ns.run("nft", &["list", "tables"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "{}",
+        show(&o)
+    );
+}
+
+/// A running pod that holds its namespace's lock and changes often (its owner patching it,
+/// as a tenant may): labelled ambient, each change is an enrolment the lock makes fail. Those
+/// tries must not hold up another pod's ADD behind them: it is enrolled at once (within
+/// 0.6 s, less than one wait for hog's lock), however many changes are queued.
+fn hostile2_a_pod_holding_its_lock_and_changing_does_not_starve_adds() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile2::a_pod_holding_its_lock_and_changing_does_not_starve_adds",
+    ) {
+        return;
+    }
+    let mut n = Node::new("hog");
+    let hog_ns = Netns::new("hog");
+    let mut p = pod("plain", "hog", json!({}), json!({}));
+    running(&mut p);
+    n.api.add_pod(p);
+    let _proc = support::podproc::pod_process(&hog_ns, POD_UID);
+    n.start();
+    let z = Ztunnel::ready(&n.zds());
+    let mut holder = hold_netns_lock(&hog_ns);
+    n.api.modify_pod("plain/hog", |p| {
+        p["metadata"]["labels"]["istio.io/dataplane-mode"] = json!("ambient");
+    });
+    wait_until("an enrolment of hog failing on its lock", &n, || {
+        n.log().contains("network namespace's lock")
+    });
+    for i in 0..8 {
+        n.api.modify_pod("plain/hog", |p| {
+            p["metadata"]["annotations"]["tick"] = json!(i.to_string());
+        });
+    }
+    // The agent is at those changes: the next tries meet the lock.
+    wait_until("a second try of hog failing on its lock", &n, || {
+        n.log().matches("network namespace's lock").count() >= 2
+    });
+    let cart_ns = Netns::new("cart");
+    n.api
+        .add_pod(other_pod("cart", "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d"));
+    let t = Instant::now();
+    let (o, _, _) = add_with_ztunnel(&n, &z, "mesh", "cart", &cart_ns.path(), "");
+    let took = t.elapsed();
+    println!("an ADD behind a lock-holding pod's 8 changes took {took:?}");
+    assert!(ok(&o), "ADD after {took:?}: {}", show(&o));
+    // Not one of hog's lock waits (a second each) in front of it, nor most of one.
+    assert!(took < Duration::from_millis(600), "ADD took {took:?}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
 // Under podman's CNI backend: a real runtime runs the chain the installer wrote into.
 
 /// The reference plugins podman runs before ours.
@@ -2846,6 +3005,22 @@ fn main() {
         needs,
         hostile_an_add_of_a_new_sandbox_drops_the_old_ones_address,
     );
+    t.add(
+        "hostile2::a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one",
+        needs,
+        hostile2_a_lagging_watchs_news_of_the_old_pod_keeps_the_new_one,
+    );
+    t.add(
+        "hostile2::a_pod_uid_that_is_not_one_is_refused_before_anything_is_written",
+        needs,
+        hostile2_a_pod_uid_that_is_not_one_is_refused_before_anything_is_written,
+    );
+    t.add_if(
+        "hostile2::a_pod_holding_its_lock_and_changing_does_not_starve_adds",
+        root(&["ip", "nft", "unshare", "python3"]),
+        cgroups,
+        hostile2_a_pod_holding_its_lock_and_changing_does_not_starve_adds,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -2860,7 +3035,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        61,
+        64,
         &[
             ("add", 10),
             ("select", 1),
@@ -2872,6 +3047,7 @@ fn main() {
             ("watch", 5),
             ("repair", 7),
             ("hostile", 20),
+            ("hostile2", 3),
             ("podman", 2),
         ],
     );

@@ -60,6 +60,41 @@ struct Member {
     sandbox: String,
 }
 
+/// A pod namespace's lock, taken (`hold`) before the node's one-at-a-time lock and held
+/// through the runs in that namespace (`run::Waits::held`). Any of the pod's own processes
+/// can hold that lock (an abstract socket there): waiting for it inside `one_at_a_time`
+/// held up every enrolment of the node by a second per try, and a pod changing often (its
+/// owner patching it) made that most of the time.
+pub(crate) struct Held {
+    /// The namespace's identity (device, inode): a run elsewhere waits as usual.
+    netns: (u64, u64),
+    _lock: crate::lock::NetnsLock,
+}
+
+/// Takes the lock of the namespace `netns` (waiting as `run::Waits::agent` says).
+pub(crate) fn hold(netns: &File) -> Result<Held, String> {
+    let id = netns
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| format!("its network namespace: {e}"))?;
+    let wait = run::Waits::agent().lock.unwrap_or(crate::lock::WAIT);
+    crate::lock::acquire_in(netns, &fd_path(netns), wait)
+        .map(|lock| Held {
+            netns: id,
+            _lock: lock,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// How a run in the namespace at `netns` waits: not at all when `held` is its lock.
+fn waits_for(held: Option<&Held>, netns: &Path) -> run::Waits {
+    let here = std::fs::metadata(netns).ok().map(|m| (m.dev(), m.ino()));
+    match held {
+        Some(h) if here == Some(h.netns) => run::Waits::held(),
+        _ => run::Waits::agent(),
+    }
+}
+
 /// Counters for the metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -243,11 +278,21 @@ impl Agent {
             .collect();
         for (id, netns, flags, seq) in members {
             let by_fd = fd_path(&netns);
-            match self.check_rules(&flags, &by_fd) {
+            // A process in the pod's namespace (any of the pod's own: the lock is an abstract
+            // socket there) may hold its lock: it is taken here, outside `one_at_a_time`, and
+            // held through the check and the repair, so neither waits inside it.
+            let held = match hold(&netns) {
+                Ok(h) => h,
+                Err(e) => {
+                    found.failed += 1;
+                    logging::warn(&format!(
+                        "drift: pod {id} not checked: {e}; its rules are left as they are"
+                    ));
+                    continue;
+                }
+            };
+            match self.check_rules(&flags, &by_fd, Some(&held)) {
                 Ok(()) => continue,
-                // A process in the pod's namespace (any of the pod's own: the lock is an
-                // abstract socket there) holds its lock: no repair, which would wait as long
-                // again while holding up every enrolment.
                 Err(e) if lock_busy(&e) => {
                     found.failed += 1;
                     logging::warn(&format!(
@@ -268,7 +313,7 @@ impl Agent {
                 ));
                 continue;
             }
-            match self.run_rules(&flags, &by_fd, Subcommand::Apply) {
+            match self.run_rules(&flags, &by_fd, Subcommand::Apply, Some(&held)) {
                 Ok(()) => {
                     found.pod_rules += 1;
                     logging::warn(&format!(
@@ -368,12 +413,15 @@ impl Agent {
         if pod.metadata.uid != e.uid {
             return Ok(false);
         }
+        // The new namespace's lock first, then the node's queue (`hold`).
+        let netns = File::from(now.netns);
+        let held = hold(&netns)?;
         let _one = lock(&self.one_at_a_time);
         // Left, or enrolled again (an ADD of the new sandbox) while we looked: theirs stands.
         if lock(&self.pods).get(id).map(|m| m.seq) != Some(seq) {
             return Ok(false);
         }
-        self.enrol_in(&pod, File::from(now.netns), e.ips.clone(), true, "")?;
+        self.enrol_in(&pod, netns, e.ips.clone(), true, "", Some(&held))?;
         Ok(true)
     }
 
@@ -461,6 +509,8 @@ impl Agent {
                 ));
             }
         }
+        // The namespace's lock before the node's queue (`Held`): nothing is written without it.
+        let held = hold(&netns).map_err(|e| format!("pod {id}: {e}; nothing was done"))?;
         let _one = lock(&self.one_at_a_time);
         // Queued behind other enrolments (a ztunnel slow to ack) for longer than the plugin
         // leaves room for: enrolling now would finish after the plugin gave up, and mark
@@ -472,14 +522,15 @@ impl Agent {
                 crate::cni::ambient::ADD_TIMEOUT
             ));
         }
-        self.enrol_in(&pod, netns, ips, true, &ev.container_id)
+        self.enrol_in(&pod, netns, ips, true, &ev.container_id, Some(&held))
     }
 
     /// Enrols `pod`, whose namespace is `netns`: rules, ztunnel, probe set, `enabled`. The
     /// pod is remembered even when ztunnel does not ack (its rules are in; it is marked
     /// `pending`), so a DEL or a removal undoes it, and ztunnel's next snapshot carries it.
     /// With `need_ack` false (the start-up reconcile, before ztunnel may connect) no ztunnel
-    /// connected is no failure: the pod goes in the first snapshot.
+    /// connected is no failure: the pod goes in the first snapshot. `held`: the namespace's
+    /// lock, taken before `one_at_a_time` (`hold`).
     pub(crate) fn enrol_in(
         &self,
         pod: &Pod,
@@ -487,6 +538,7 @@ impl Agent {
         ips: Vec<IpAddr>,
         need_ack: bool,
         sandbox: &str,
+        held: Option<&Held>,
     ) -> Result<(), String> {
         let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
         let (ns, name) = (
@@ -495,8 +547,16 @@ impl Agent {
             PodName::parse(&pod.metadata.name).map_err(|p| format!("pod {id}: name {p}"))?,
         );
         let uid = pod.metadata.uid.clone();
-        if uid.is_empty() {
-            return Err(format!("pod {id}: the API server gave no metadata.uid"));
+        // Checked before anything is written: the probe set (last) takes nothing else, and
+        // ztunnel would have been handed the pod by then.
+        match host::pod_uid(&uid) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("pod {id}: the API server gave no metadata.uid")),
+            Err(p) => {
+                return Err(format!(
+                    "pod {id}: the API server's metadata.uid {uid:?} {p}; nothing was done"
+                ));
+            }
         }
         let identity = netns
             .metadata()
@@ -505,7 +565,7 @@ impl Agent {
         let by_fd = fd_path(&netns);
         crate::netns::refuse_own_file(&netns, &by_fd).map_err(|e| format!("pod {id}: {e}"))?;
         let flags = rule_flags(pod);
-        self.run_rules(&flags, &by_fd, Subcommand::Apply)
+        self.run_rules(&flags, &by_fd, Subcommand::Apply, held)
             .map_err(|e| format!("pod {id}: the in-pod rules: {e}"))?;
         let info = WorkloadInfo {
             name: pod.metadata.name.clone(),
@@ -610,7 +670,7 @@ impl Agent {
             logging::info(&format!("DEL of pod {id}: {why}; it stays enrolled"));
             return Ok(());
         }
-        self.remove(&id, Removal::Deleted)
+        self.remove(&id, Removal::Deleted, None)
     }
 
     /// Why the DEL `ev` is of another sandbox than pod `id`'s enrolled one, if it is: another
@@ -702,6 +762,11 @@ impl Agent {
         lock(&self.kept).keys().cloned().collect()
     }
 
+    /// The namespace the agent holds for pod `id`, if it is enrolled.
+    pub(crate) fn enrolled_netns(&self, id: &str) -> Option<Arc<File>> {
+        lock(&self.pods).get(id).map(|m| m.netns.clone())
+    }
+
     /// Whether pod `id` (`namespace/name`) is enrolled here, and as which uid.
     pub(crate) fn enrolled_uid(&self, id: &str) -> Option<String> {
         lock(&self.pods).get(id).map(|m| m.enrolled.uid.clone())
@@ -711,7 +776,12 @@ impl Agent {
     /// that is no longer ambient (unlabelled while no agent ran): its rules are taken out of
     /// the namespace found at `netns` (if any), its probe-set members by its UID, and its
     /// annotation removed.
-    pub(crate) fn unenrol_stranded(&self, pod: &Pod, netns: Option<File>) -> Result<(), String> {
+    pub(crate) fn unenrol_stranded(
+        &self,
+        pod: &Pod,
+        netns: Option<File>,
+        held: Option<&Held>,
+    ) -> Result<(), String> {
         let id = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
         let mut failures = Vec::new();
         let ips = pod_ips(pod);
@@ -719,7 +789,7 @@ impl Agent {
             failures.push(format!("the probe set: {e}"));
         }
         if let Some(ns) = &netns
-            && let Err(e) = self.run_rules(&rule_flags(pod), &fd_path(ns), Subcommand::Clean)
+            && let Err(e) = self.run_rules(&rule_flags(pod), &fd_path(ns), Subcommand::Clean, held)
         {
             failures.push(format!("the in-pod rules: {e}"));
         }
@@ -742,8 +812,9 @@ impl Agent {
     /// Takes pod `id` out of the mesh (istio-cni's `RemovePodFromMesh`): its probe-set
     /// members first, then ztunnel's Del; a pod that stays (unlabelled) also loses its rules
     /// (in the namespace the agent holds) and then its annotation. Every step is tried; the
-    /// failures are reported together.
-    pub(crate) fn remove(&self, id: &str, how: Removal) -> Result<(), String> {
+    /// failures are reported together. `held`: the namespace's lock, for an unlabelled pod's
+    /// clean (`hold`).
+    pub(crate) fn remove(&self, id: &str, how: Removal, held: Option<&Held>) -> Result<(), String> {
         self.forget_kept(id, None);
         let Some(m) = lock(&self.pods).remove(id) else {
             logging::debug(&format!("pod {id}: not enrolled here"));
@@ -758,7 +829,8 @@ impl Agent {
             failures.push(format!("ztunnel: {err}"));
         }
         if how == Removal::Unlabelled {
-            if let Err(err) = self.run_rules(&m.flags, &fd_path(&m.netns), Subcommand::Clean) {
+            if let Err(err) = self.run_rules(&m.flags, &fd_path(&m.netns), Subcommand::Clean, held)
+            {
                 failures.push(format!("the in-pod rules: {err}"));
             }
             let names = id.split_once('/').and_then(|(ns, n)| {
@@ -783,7 +855,12 @@ impl Agent {
     }
 
     /// `run_rules`' check, with its error kept typed (a held lock is told apart).
-    fn check_rules(&self, flags: &Flags, netns: &Path) -> Result<(), crate::run::RunError> {
+    fn check_rules(
+        &self,
+        flags: &Flags,
+        netns: &Path,
+        held: Option<&Held>,
+    ) -> Result<(), crate::run::RunError> {
         let mut flags = flags.clone();
         flags.set(
             &ambient::NETWORK_NAMESPACE.spec,
@@ -799,14 +876,20 @@ impl Agent {
                 &self.env,
                 &crate::host::System,
                 &mut Vec::new(),
-                run::Waits::agent(),
+                waits_for(held, netns),
             )
         })
     }
 
     /// The in-pod rules (`flags`), through the ambient engine, inside the namespace at
-    /// `netns`: applied, or checked.
-    fn run_rules(&self, flags: &Flags, netns: &Path, sub: Subcommand) -> Result<(), String> {
+    /// `netns`: applied, or cleaned. `held`: the namespace's lock, if the caller took it.
+    fn run_rules(
+        &self,
+        flags: &Flags,
+        netns: &Path,
+        sub: Subcommand,
+        held: Option<&Held>,
+    ) -> Result<(), String> {
         let mut flags = flags.clone();
         flags.set(
             &ambient::NETWORK_NAMESPACE.spec,
@@ -819,7 +902,7 @@ impl Agent {
             &self.env,
             &crate::host::System,
             &mut Vec::new(),
-            run::Waits::agent(),
+            waits_for(held, netns),
         )
         .map_err(|e| e.to_string())
     }

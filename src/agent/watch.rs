@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::eligible::{self, Verdict};
-use super::enrol::{Agent, Removal};
+use super::enrol::{Agent, Held, Removal};
 use super::netns_scan;
 use crate::cni::kube::{Client, KubeError, WatchEnd, WatchEvent};
 use crate::cni::pod::{Namespace, Pod};
@@ -92,7 +92,7 @@ impl Watcher {
         if !super::repair::relies_on_the_plugin(pod) {
             return;
         }
-        let ips = addresses(pod);
+        let ips = pod_ips(pod);
         match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
             Ok(found) => {
                 self.repair_in(agent, plugin, pod, found, &ips);
@@ -150,7 +150,7 @@ impl Watcher {
             .collect();
         let mut repaired = 0;
         for pod in pods {
-            let ips = addresses(&pod);
+            let ips = pod_ips(&pod);
             // Not seen (no process, or its processes share the node's namespace): nothing
             // to check yet.
             let Ok(found) = index.find(&self.proc_root, &pod.metadata.uid, &ips) else {
@@ -209,7 +209,7 @@ impl Watcher {
             if agent.enrolled_after(gone, asked) {
                 continue;
             }
-            if let Err(e) = agent.remove(gone, Removal::Deleted) {
+            if let Err(e) = agent.remove(gone, Removal::Deleted, None) {
                 logging::warn(&e);
             }
         }
@@ -236,54 +236,168 @@ impl Watcher {
         let finished = pod.metadata.deletion_timestamp.is_some()
             || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed");
         let ambient = eligible::verdict(pod, &labels, agent.scope()) == Verdict::Ambient;
+        // News (a watch's, or the cache's) of another pod of the name than the enrolled one:
+        // the API server says which of the two is the name's now, read before the lock (a
+        // slow answer must not hold up the ADDs).
+        let news = asked == u64::MAX;
+        let weighed = agent.enrolled_uid(&pid);
+        let current = (news && weighed.as_deref().is_some_and(|u| u != pod.metadata.uid))
+            .then(|| self.current_uid(pod));
+        let prepared = self.prepare(agent, pod, ambient && !finished, finished);
         let _one = lock(&agent.one_at_a_time);
         if agent.enrolled_after(&pid, asked) {
             return;
         }
         let here = agent.enrolled_uid(&pid);
-        // Another pod of the same name (deleted and created again): the old one goes.
-        if here.as_deref().is_some_and(|u| u != pod.metadata.uid)
-            && let Err(e) = agent.remove(&pid, Removal::Deleted)
-        {
-            logging::warn(&e);
+        // Another pod of the same name (deleted and created again): the old one goes. But a
+        // watch's news may be older than the enrolled pod: a pod recreated under its name
+        // (a StatefulSet's) is enrolled by its ADD while the watch still brings the earlier
+        // one's last events. Taking the enrolled pod out on those would leave it redirected
+        // to a ztunnel that let it go, and marked `enabled`.
+        if let Some(u) = here.as_deref().filter(|u| *u != pod.metadata.uid) {
+            if news {
+                match &current {
+                    // Enrolled since the news was weighed (an ADD): newer than it.
+                    _ if here != weighed => return,
+                    // The enrolled one is the name's pod now: this news is old.
+                    Some(Ok(Some(now))) if now == u => {
+                        return logging::debug(&format!(
+                            "pod {pid}: news of {} while {u}, the pod of the name now, is enrolled; old news, ignored",
+                            pod.metadata.uid
+                        ));
+                    }
+                    Some(Err(e)) => {
+                        return logging::warn(&format!(
+                            "pod {pid}: news of {} while {u} is enrolled, and which is the pod of the name now is unknown ({e}); left as it is",
+                            pod.metadata.uid
+                        ));
+                    }
+                    // The news' pod is the name's now, or none is: the enrolled one is gone.
+                    Some(Ok(_)) | None => {}
+                }
+            }
+            if let Err(e) = agent.remove(&pid, Removal::Deleted, None) {
+                logging::warn(&e);
+            }
         }
         let here = agent.enrolled_uid(&pid).is_some();
         logging::debug(&format!(
             "pod {pid}: ambient {ambient}, finished {finished}, enrolled here {here}, phase {:?}",
             pod.status.phase
         ));
-        match (ambient && !finished, here) {
-            (true, true) => {}
-            (false, false) => {
+        match (ambient && !finished, here, prepared) {
+            (true, true, _) => {}
+            (false, false, prepared) => {
                 agent.forget_kept(&pid, None);
                 if !finished && eligible::redirection(pod).is_some() {
-                    self.unenrol_stranded(agent, pod);
+                    let done = match prepared {
+                        Prepared::Busy(e) => {
+                            return logging::warn(&format!(
+                                "pod {pid} is marked redirected and no longer ambient, but its rules cannot be taken out: {e} (one of its own processes holds it?); left as it is until it changes again"
+                            ));
+                        }
+                        Prepared::Ready(Some(netns), held) => {
+                            agent.unenrol_stranded(pod, Some(netns), Some(&held))
+                        }
+                        Prepared::NotFound(_) => agent.unenrol_stranded(pod, None, None),
+                        _ => return self.unenrol_stranded(agent, pod),
+                    };
+                    if let Err(e) = done {
+                        logging::warn(&e);
+                    }
                 }
             }
-            (false, true) => {
-                let how = if finished {
-                    Removal::Deleted
-                } else {
-                    Removal::Unlabelled
+            (false, true, prepared) => {
+                let (how, held) = match (finished, prepared) {
+                    (true, _) => (Removal::Deleted, None),
+                    // Its rules could not be taken out: it stays in the mesh whole (rules,
+                    // ztunnel, annotation), not redirected to a ztunnel that let it go.
+                    (false, Prepared::Busy(e)) => {
+                        return logging::warn(&format!(
+                            "pod {pid} is no longer ambient, but stays enrolled: {e} (one of its own processes holds it?); removed when it changes again"
+                        ));
+                    }
+                    (false, Prepared::Ready(_, held)) => (Removal::Unlabelled, Some(held)),
+                    (false, _) => (Removal::Unlabelled, None),
                 };
-                if let Err(e) = agent.remove(&pid, how) {
+                if let Err(e) = agent.remove(&pid, how, held.as_ref()) {
                     logging::warn(&e);
                 }
             }
-            (true, false) => self.enrol_running(agent, pod, at_start),
+            (true, false, prepared) => self.enrol_running(agent, pod, at_start, prepared),
         }
     }
 
-    /// Enrols a running pod found through /proc. A pod with no addresses yet is the plugin's
-    /// ADD in progress (the API has no IPs until it returns): left to the ADD.
-    fn enrol_running(&self, agent: &Agent, pod: &Pod, at_start: bool) {
+    /// What `sync` will run in the pod's namespace, found and its lock taken before the
+    /// node's `one_at_a_time`: any of the pod's own processes can hold that lock, and waiting
+    /// for it inside `one_at_a_time` held up every ADD of the node (a second per change of
+    /// such a pod). `ambient`: it should be in the mesh; `finished`: it is going.
+    fn prepare(&self, agent: &Agent, pod: &Pod, ambient: bool, finished: bool) -> Prepared {
         let pid = id(pod);
-        let ips: Vec<std::net::IpAddr> = pod
-            .status
-            .pod_ips
-            .iter()
-            .filter_map(|p| p.ip.parse().ok())
-            .collect();
+        let enrolled = agent.enrolled_uid(&pid);
+        let same = enrolled.as_deref() == Some(pod.metadata.uid.as_str());
+        let scan = || {
+            let ips = pod_ips(pod);
+            match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
+                Ok(found) => {
+                    let netns = std::fs::File::from(found.netns);
+                    match super::enrol::hold(&netns) {
+                        Ok(held) => Prepared::Ready(Some(netns), held),
+                        Err(e) => Prepared::Busy(e),
+                    }
+                }
+                Err(e) => Prepared::NotFound(e.to_string()),
+            }
+        };
+        if ambient && !same {
+            if pod_ips(pod).is_empty() || pod.status.phase != "Running" {
+                return Prepared::Nothing;
+            }
+            return scan();
+        }
+        if ambient || finished {
+            return Prepared::Nothing;
+        }
+        if same {
+            return match agent.enrolled_netns(&pid) {
+                Some(netns) => match super::enrol::hold(&netns) {
+                    Ok(held) => Prepared::Ready(None, held),
+                    Err(e) => Prepared::Busy(e),
+                },
+                None => Prepared::Nothing,
+            };
+        }
+        if enrolled.is_none() && eligible::redirection(pod).is_some() {
+            return scan();
+        }
+        Prepared::Nothing
+    }
+
+    /// The uid of the pod that has `pod`'s name now, as the API server says (`None`: no pod
+    /// has it).
+    fn current_uid(&self, pod: &Pod) -> Result<Option<String>, String> {
+        let ns = crate::values::NamespaceName::parse(&pod.metadata.namespace)
+            .map_err(|p| format!("namespace {p}"))?;
+        let name =
+            crate::values::PodName::parse(&pod.metadata.name).map_err(|p| format!("name {p}"))?;
+        match self.kube.pod(&ns, &name) {
+            Ok(p) => Ok(Some(p.metadata.uid)),
+            Err(KubeError::NotFound(_)) => Ok(None),
+            Err(e) => {
+                if let Some(a) = self.agent.upgrade() {
+                    a.api_error();
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Enrols a running pod found through /proc (by `prepare`, or now). A pod with no
+    /// addresses yet is the plugin's ADD in progress (the API has no IPs until it returns):
+    /// left to the ADD.
+    fn enrol_running(&self, agent: &Agent, pod: &Pod, at_start: bool, prepared: Prepared) {
+        let pid = id(pod);
+        let ips = pod_ips(pod);
         // At start, a pod marked enabled and not found is kept in ztunnel's snapshot.
         let keep = |why: String| {
             logging::warn(&why);
@@ -307,11 +421,23 @@ impl Watcher {
             }
             return;
         }
-        match netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips) {
-            Ok(found) => {
-                if let Err(e) =
-                    agent.enrol_in(pod, std::fs::File::from(found.netns), ips, !at_start, "")
-                {
+        let found = match prepared {
+            Prepared::Ready(Some(netns), held) => Ok((netns, Some(held))),
+            Prepared::Busy(e) => {
+                return logging::warn(&format!(
+                    "pod {pid} is ambient and running but not enrolled: {e} (one of its own processes holds it?); tried again when it changes"
+                ));
+            }
+            Prepared::NotFound(e) => Err(e),
+            Prepared::Ready(None, _) | Prepared::Nothing => {
+                netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips)
+                    .map(|f| (std::fs::File::from(f.netns), None))
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match found {
+            Ok((netns, held)) => {
+                if let Err(e) = agent.enrol_in(pod, netns, ips, !at_start, "", held.as_ref()) {
                     logging::warn(&e);
                 }
             }
@@ -332,7 +458,7 @@ impl Watcher {
         let netns = netns_scan::find(&self.proc_root, &pod.metadata.uid, &ips)
             .ok()
             .map(|f| std::fs::File::from(f.netns));
-        if let Err(e) = agent.unenrol_stranded(pod, netns) {
+        if let Err(e) = agent.unenrol_stranded(pod, netns, None) {
             logging::warn(&e);
         }
     }
@@ -352,7 +478,7 @@ impl Watcher {
                 let _one = lock(&agent.one_at_a_time);
                 agent.forget_kept(&pid, Some(&p.metadata.uid));
                 if agent.enrolled_uid(&pid).as_deref() == Some(p.metadata.uid.as_str())
-                    && let Err(e) = agent.remove(&pid, Removal::Deleted)
+                    && let Err(e) = agent.remove(&pid, Removal::Deleted, None)
                 {
                     logging::warn(&e);
                 }
@@ -512,6 +638,27 @@ fn back_off(backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(BACKOFF.1);
 }
 
+/// What `sync` found of a pod's namespace before `one_at_a_time` (`Watcher::prepare`).
+enum Prepared {
+    /// Nothing to run there, or not looked for.
+    Nothing,
+    /// Its lock, held; with the namespace the scan found (`None`: the enrolled one's).
+    Ready(Option<std::fs::File>, Held),
+    /// Its lock is held by another, for the whole wait.
+    Busy(String),
+    /// The scan did not find it.
+    NotFound(String),
+}
+
+/// The pod's addresses, from its status.
+fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
+    pod.status
+        .pod_ips
+        .iter()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect()
+}
+
 fn id(p: &Pod) -> String {
     format!("{}/{}", p.metadata.namespace, p.metadata.name)
 }
@@ -519,13 +666,4 @@ fn id(p: &Pod) -> String {
 /// The proc root the scan reads (the node's /proc: the DaemonSet runs with hostPID).
 pub fn proc_root() -> &'static Path {
     Path::new("/proc")
-}
-
-/// A pod's addresses, as its status has them.
-fn addresses(pod: &Pod) -> Vec<std::net::IpAddr> {
-    pod.status
-        .pod_ips
-        .iter()
-        .filter_map(|p| p.ip.parse().ok())
-        .collect()
 }

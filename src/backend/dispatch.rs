@@ -18,17 +18,18 @@ pub fn chosen(run: &RunOptions) -> Box<dyn Backend> {
 
 /// Carries out `verb` for `plan`. Policy routing goes in before the rules that send packets
 /// to it and comes out after them, so no intermediate state marks packets that then have
-/// nowhere to go. `lock_wait`: how long to wait for the namespace's lock.
+/// nowhere to go. `lock_wait`: how long to wait for the namespace's lock (`None`: the caller
+/// holds it, `lock::acquire_in`).
 pub fn run(
     verb: Verb,
     plan: &Plan,
     opts: &RunOptions,
-    lock_wait: std::time::Duration,
+    lock_wait: Option<std::time::Duration>,
 ) -> Result<(), BackendError> {
     // Every backend and the routing need it: say what to add before anything is tried.
     nl::session::check_capability()?;
     // One run at a time in this namespace, from the first read to the last write.
-    let _lock = crate::lock::acquire(lock_wait)?;
+    let _lock = lock_wait.map(crate::lock::acquire).transpose()?;
     match verb {
         Verb::Apply => {
             let added = routes::apply(plan, opts.reconcile || opts.force_apply)?;

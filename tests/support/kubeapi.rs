@@ -44,6 +44,9 @@ pub struct ApiState {
     /// the API server says a version expired mid-watch), and how many were answered so.
     pub expire_pod_watches: usize,
     pub expired: usize,
+    /// Fault: watches deliver nothing while set (a watch lagging behind the API, as under
+    /// load); what changed meanwhile comes, in order, once it is cleared.
+    pub hold_watches: bool,
 }
 
 impl ApiState {
@@ -435,14 +438,15 @@ fn watch(tls: &mut impl ReadWrite, state: &Mutex<ApiState>, kind: &str, mut from
     }
     let end = Instant::now() + Duration::from_secs(1);
     while Instant::now() < end {
-        let lines: Vec<(u64, String)> = state
-            .lock()
-            .unwrap()
+        let st = state.lock().unwrap();
+        let held = st.hold_watches;
+        let lines: Vec<(u64, String)> = st
             .events
             .iter()
-            .filter(|(v, k, _, _)| *v > from && *k == kind)
+            .filter(|(v, k, _, _)| !held && *v > from && *k == kind)
             .map(|(v, _, what, obj)| (*v, json!({"type": what, "object": obj}).to_string() + "\n"))
             .collect();
+        drop(st);
         for (v, line) in lines {
             let chunk = format!("{:x}\r\n{line}\r\n", line.len());
             if tls

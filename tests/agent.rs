@@ -1592,10 +1592,17 @@ fn hostile_bad_annotation(key: &'static str, value: &'static str) -> impl FnOnce
 }
 
 /// The agent's open fds (the installer execs itself in `ip netns exec`'s place).
+/// The installer's fds, but for the node's CNI configuration files: those come and go on
+/// the installer's own clock (it holds a displaced conflist open while it watches for a late
+/// in-place write), which made the count move under load. What an ADD could leak (sockets,
+/// namespaces) is all counted.
 fn fds_of(n: &Node) -> usize {
     let pid = n.installer.as_ref().unwrap().id();
+    let conf = n.path("net");
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| !t.starts_with(&conf)))
         .count()
 }
 

@@ -2687,6 +2687,84 @@ fn cgroups() -> Option<String> {
         .then(|| "needs a writable cgroup hierarchy under /sys/fs/cgroup".into())
 }
 
+/// A running sidecar pod of a namespace the plugin's entry excludes (`--exclude-namespaces`):
+/// its ADD wrote nothing, so the rules "the plugin's ADD would have written" are none. The
+/// drift pass must not write Istio's interception rules into it pass after pass.
+fn hostile3_a_sidecar_pod_of_an_excluded_namespace_gets_no_rules() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::a_sidecar_pod_of_an_excluded_namespace_gets_no_rules",
+    ) {
+        return;
+    }
+    let mut n = Node::new("sidecarex");
+    let pod_ns = Netns::new("pod");
+    let mut p = healthy_sidecar_pod("web", POD_UID);
+    p["metadata"]["namespace"] = json!("kube-system");
+    n.api.add_pod(p);
+    n.start();
+    let o = n.plugin("ADD", "kube-system", "web", &pod_ns.path());
+    assert!(ok(&o), "the excluded pod's ADD: {}", show(&o));
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let tables =
+        || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
+    assert!(!tables().contains("istio-proxy-nat"), "the ADD wrote rules: {}", tables());
+    let passes = |n: &Node| n.log().matches("drift pass:").count();
+    let before = passes(&n);
+    wait_until("three drift passes", &n, || passes(&n) >= before + 3);
+    assert!(
+        !tables().contains("istio-proxy-nat"),
+        "the drift pass wrote rules into a pod of an excluded namespace: {}",
+        n.log()
+    );
+}
+
+/// A sandbox re-created under an enrolled pod while no ADD reached the agent gets a new
+/// address from the primary plugin (host-local hands out the next one), which the API then
+/// shows. The drift pass must find the new namespace by the pod's addresses now, not by the
+/// ones it was enrolled with (which no namespace holds any more), and enrol it again there.
+fn hostile3_a_sandbox_re_created_with_a_new_address_is_enrolled_again() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::a_sandbox_re_created_with_a_new_address_is_enrolled_again",
+    ) {
+        return;
+    }
+    let (n, old_ns, z) = enrolled("movedip");
+    n.api.modify_pod("mesh/cart", running);
+    let old = support::podproc::pod_process(&old_ns, POD_UID);
+    let new_ns = Netns::new("pod");
+    for args in [
+        &["addr", "del", "10.244.1.5/24", "dev", "eth0"][..],
+        &["addr", "add", "10.244.1.9/24", "dev", "eth0"][..],
+    ] {
+        let o = new_ns.run("ip", args);
+        assert!(ok(&o), "{}", show(&o));
+    }
+    n.api.modify_pod("mesh/cart", |p| {
+        p["status"] =
+            json!({"phase": "Running", "podIP": "10.244.1.9", "podIPs": [{"ip": "10.244.1.9"}]});
+    });
+    drop(old);
+    let _new = support::podproc::pod_process(&new_ns, POD_UID);
+    let (req, fd) = take(&z, &n);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the pod's Add: {}", n.log()),
+    }
+    assert_eq!(
+        fd_inode(fd.expect("the Add carries the new namespace").as_raw_fd()),
+        inode(Path::new(&new_ns.path())),
+        "ztunnel got another namespace than the new one"
+    );
+    wait_until("the new address in the probe set", &n, || {
+        n.probe_set().contains("10.244.1.9")
+    });
+    assert!(
+        !n.probe_set().contains("10.244.1.5"),
+        "the old address stayed in the probe set: {}",
+        n.probe_set()
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3028,6 +3106,18 @@ fn main() {
         cgroups,
         hostile2_a_pod_holding_its_lock_and_changing_does_not_starve_adds,
     );
+    t.add_if(
+        "hostile3::a_sidecar_pod_of_an_excluded_namespace_gets_no_rules",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_a_sidecar_pod_of_an_excluded_namespace_gets_no_rules,
+    );
+    t.add_if(
+        "hostile3::a_sandbox_re_created_with_a_new_address_is_enrolled_again",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_a_sandbox_re_created_with_a_new_address_is_enrolled_again,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3042,7 +3132,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        64,
+        66,
         &[
             ("add", 10),
             ("select", 1),
@@ -3055,6 +3145,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
+            ("hostile3", 2),
             ("podman", 2),
         ],
     );

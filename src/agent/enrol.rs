@@ -399,18 +399,25 @@ impl Agent {
         e: &Enrolled,
         seq: u64,
     ) -> Result<bool, String> {
-        let now = index
-            .find(proc_root, &e.uid, &e.ips)
-            .map_err(|err| err.to_string())?;
-        if (now.id.dev, now.id.ino) == e.netns {
-            return Ok(false);
-        }
         let (ns, name) = id
             .split_once('/')
             .and_then(|(ns, n)| Some((NamespaceName::parse(ns).ok()?, PodName::parse(n).ok()?)))
             .ok_or_else(|| format!("{id:?} is not namespace/name"))?;
         let pod = self.pod(&ns, &name)?;
         if pod.metadata.uid != e.uid {
+            return Ok(false);
+        }
+        // The pod's addresses now: a re-created sandbox gets its address from the primary
+        // plugin anew (host-local hands out the next one), and no namespace holds the
+        // enrolled ones any more. Until the API shows any, the enrolled ones are all there is.
+        let ips = match pod_ips(&pod) {
+            now if now.is_empty() => e.ips.clone(),
+            now => now,
+        };
+        let now = index
+            .find(proc_root, &e.uid, &ips)
+            .map_err(|err| err.to_string())?;
+        if (now.id.dev, now.id.ino) == e.netns {
             return Ok(false);
         }
         // The new namespace's lock first, then the node's queue (`hold`).
@@ -421,7 +428,7 @@ impl Agent {
         if lock(&self.pods).get(id).map(|m| m.seq) != Some(seq) {
             return Ok(false);
         }
-        self.enrol_in(&pod, netns, e.ips.clone(), true, "", Some(&held))?;
+        self.enrol_in(&pod, netns, ips, true, "", Some(&held))?;
         Ok(true)
     }
 

@@ -353,6 +353,15 @@ pub fn sidecar_flags(
     ipv6: Option<bool>,
 ) -> Result<Option<Flags>, CniError> {
     validate_settings(conf)?;
+    // The ADD skips a pod of an excluded namespace before it reads the pod (`plan_for`): it
+    // writes no rules there, so neither may a repair.
+    if let Some(k) = &conf.kubernetes
+        && k.exclude_namespaces
+            .iter()
+            .any(|x| *x == pod.metadata.namespace)
+    {
+        return Ok(None);
+    }
     let mut flags = conf.flags.clone();
     if let pod::Verdict::Skip(_) = pod::evaluate(pod, &mut flags) {
         return Ok(None);

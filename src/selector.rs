@@ -246,6 +246,11 @@ impl EnablementSelectors {
                 text.len()
             ));
         }
+        if let Some(line) = tag_line(text) {
+            return Err(format!(
+                "line {line}: a YAML tag ('!'): istio-cni's reader converts a tagged scalar (`!!bool \"yes\"` is true, `!!binary` decodes base64), so its selector would differ from this one; expected the values plain or quoted, without tags"
+            ));
+        }
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw = Option::<Vec<RawEnablement<'_>>>::deserialize(de)
             .map_err(|e| format!("is not a YAML list of enablement selectors: {e}"))?;
@@ -330,6 +335,23 @@ struct RawRequirement<'a> {
     operator: Text<'a>,
     #[serde(borrow, default)]
     values: Option<Vec<Text<'a>>>,
+}
+
+/// The first line (from 1) of `text` that has a YAML tag indicator (`!`) outside a comment.
+/// No label key, value or operator may hold a `!`, so any one outside a comment is a tag
+/// (or makes the setting invalid anyway); a `#` that is inside a quoted scalar ends no
+/// comment, but such a scalar is no label either, so the setting is refused all the same.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+fn tag_line(text: &str) -> Option<usize> {
+    text.lines().enumerate().find_map(|(n, line)| {
+        let code = line
+            .char_indices()
+            .find(|&(i, c)| {
+                c == '#' && (i == 0 || line[..i].ends_with(|p: char| p == ' ' || p == '\t'))
+            })
+            .map_or(line, |(i, _)| &line[..i]);
+        code.contains('!').then_some(n + 1)
+    })
 }
 
 /// Whether `t` was written as a plain (unquoted) scalar of `input`: the reader lends a plain
@@ -610,5 +632,31 @@ mod tests {
         assert!(!plain_in(&d.c, doc));
         assert!(plain_in(&d.d[0], doc));
         assert!(!plain_in(&d.d[1], doc));
+    }
+
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn a_tagged_scalar_is_refused_since_istio_cni_converts_it() {
+        // go-yaml v2 reads `!!bool "yes"` as true (sigs.k8s.io/yaml then writes "true") and
+        // decodes `!!binary d2Vi` to "web": accepted as written, both selected other pods
+        // than upstream's.
+        for doc in [
+            "- podSelector: {matchLabels: {app: !!bool \"yes\"}}",
+            "- podSelector: {matchLabels: {app: !!binary d2Vi}}",
+            "- podSelector: {matchLabels: {app: !foo web}}",
+            "- podSelector:\n    matchLabels:\n      app: !!str web # a comment!",
+        ] {
+            let e = EnablementSelectors::from_yaml(doc).unwrap_err();
+            assert!(e.contains("tag"), "{doc}: {e}");
+        }
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn an_exclamation_mark_in_a_comment_is_no_tag() {
+        let doc = "# careful!\n- podSelector: {matchLabels: {app: web}} # not yes!\n";
+        let s = EnablementSelectors::from_yaml(doc).unwrap();
+        assert_eq!(s.selectors().len(), 1);
     }
 }

@@ -2765,6 +2765,39 @@ fn hostile3_a_sandbox_re_created_with_a_new_address_is_enrolled_again() {
     );
 }
 
+/// A running sidecar pod whose ADD wrote its rules with the pod's own interception
+/// annotations: the drift pass checks them with the same settings, so it finds them in place
+/// pass after pass and never rewrites them (a check that disagreed with the ADD would fight
+/// it every ten seconds).
+fn hostile3_sidecar_rules_with(trial: &'static str, annotations: Value) -> impl FnOnce() {
+    move || {
+        if support::podproc::in_a_pid_namespace(trial) {
+            return;
+        }
+        let mut n = Node::new("sidecarann");
+        let pod_ns = Netns::new("pod");
+        let mut p = healthy_sidecar_pod("web", POD_UID);
+        for (k, v) in annotations.as_object().unwrap() {
+            p["metadata"]["annotations"][k] = v.clone();
+        }
+        n.api.add_pod(p);
+        n.start();
+        let o = n.plugin("ADD", "plain", "web", &pod_ns.path());
+        assert!(ok(&o), "the sidecar pod's ADD: {}", show(&o));
+        let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+        let before = pod_ns.netfilter();
+        let passes = |n: &Node| n.log().matches("drift pass:").count();
+        let start = passes(&n);
+        wait_until("three drift passes", &n, || passes(&n) >= start + 3);
+        assert!(
+            !n.log().contains("interception rules were gone"),
+            "the drift pass rewrote the ADD's rules: {}",
+            n.log()
+        );
+        assert_eq!(pod_ns.netfilter(), before, "{}", n.log());
+    }
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3118,6 +3151,33 @@ fn main() {
         cgroups,
         hostile3_a_sandbox_re_created_with_a_new_address_is_enrolled_again,
     );
+    t.add_if(
+        "hostile3::a_sidecar_pods_port_annotations_are_not_fought_by_the_drift",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_sidecar_rules_with(
+            "hostile3::a_sidecar_pods_port_annotations_are_not_fought_by_the_drift",
+            json!({"traffic.sidecar.istio.io/includeInboundPorts": "8080,9090", "traffic.sidecar.istio.io/excludeOutboundPorts": "5432", "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.0/12"}),
+        ),
+    );
+    t.add_if(
+        "hostile3::a_tproxy_sidecar_pod_is_not_fought_by_the_drift",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_sidecar_rules_with(
+            "hostile3::a_tproxy_sidecar_pod_is_not_fought_by_the_drift",
+            json!({"sidecar.istio.io/interceptionMode": "TPROXY"}),
+        ),
+    );
+    t.add_if(
+        "hostile3::a_sidecar_pod_capturing_all_inbound_is_not_fought_by_the_drift",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_sidecar_rules_with(
+            "hostile3::a_sidecar_pod_capturing_all_inbound_is_not_fought_by_the_drift",
+            json!({"traffic.sidecar.istio.io/includeInboundPorts": "*", "traffic.sidecar.istio.io/excludeInboundPorts": "15020", "traffic.sidecar.istio.io/includeOutboundIPRanges": "*"}),
+        ),
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3132,7 +3192,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        66,
+        69,
         &[
             ("add", 10),
             ("select", 1),
@@ -3145,7 +3205,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
-            ("hostile3", 2),
+            ("hostile3", 5),
             ("podman", 2),
         ],
     );

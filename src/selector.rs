@@ -246,7 +246,12 @@ impl EnablementSelectors {
                 text.len()
             ));
         }
-        if let Some(line) = tag_line(text) {
+        if let Some(line) = outside_comments(text, '*') {
+            return Err(format!(
+                "line {line}: a YAML alias ('*'): a few bytes of aliases expand into selectors far past the limits (and the plugin's entry past what the plugin reads), and the chart's toYaml never writes one; expected the selectors written out"
+            ));
+        }
+        if let Some(line) = outside_comments(text, '!') {
             return Err(format!(
                 "line {line}: a YAML tag ('!'): istio-cni's reader converts a tagged scalar (`!!bool \"yes\"` is true, `!!binary` decodes base64), so its selector would differ from this one; expected the values plain or quoted, without tags"
             ));
@@ -337,12 +342,13 @@ struct RawRequirement<'a> {
     values: Option<Vec<Text<'a>>>,
 }
 
-/// The first line (from 1) of `text` that has a YAML tag indicator (`!`) outside a comment.
-/// No label key, value or operator may hold a `!`, so any one outside a comment is a tag
-/// (or makes the setting invalid anyway); a `#` that is inside a quoted scalar ends no
-/// comment, but such a scalar is no label either, so the setting is refused all the same.
+/// The first line (from 1) of `text` that has `indicator` (a tag's `!`, an alias's `*`)
+/// outside a comment. No label key, value or operator may hold either, so any one outside a
+/// comment is the YAML indicator (or makes the setting invalid anyway); a `#` that is inside
+/// a quoted scalar ends no comment, but such a scalar is no label either, so the setting is
+/// refused all the same.
 #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
-fn tag_line(text: &str) -> Option<usize> {
+fn outside_comments(text: &str, indicator: char) -> Option<usize> {
     text.lines().enumerate().find_map(|(n, line)| {
         let code = line
             .char_indices()
@@ -350,7 +356,7 @@ fn tag_line(text: &str) -> Option<usize> {
                 c == '#' && (i == 0 || line[..i].ends_with(|p: char| p == ' ' || p == '\t'))
             })
             .map_or(line, |(i, _)| &line[..i]);
-        code.contains('!').then_some(n + 1)
+        code.contains(indicator).then_some(n + 1)
     })
 }
 
@@ -634,7 +640,6 @@ mod tests {
         assert!(!plain_in(&d.d[1], doc));
     }
 
-
     #[cfg(feature = "kubernetes")]
     #[test]
     fn a_tagged_scalar_is_refused_since_istio_cni_converts_it() {
@@ -656,6 +661,32 @@ mod tests {
     #[test]
     fn an_exclamation_mark_in_a_comment_is_no_tag() {
         let doc = "# careful!\n- podSelector: {matchLabels: {app: web}} # not yes!\n";
+        let s = EnablementSelectors::from_yaml(doc).unwrap();
+        assert_eq!(s.selectors().len(), 1);
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn an_alias_is_refused_since_a_few_bytes_of_it_expand_past_every_limit() {
+        // 20 KB of text that expanded into 64 entries of 2 × 64 expressions of 256 values:
+        // 138 MB of plugin entry, past the plugin's stdin cap, so every ADD failed.
+        let vals = vec![format!("\"{}\"", "x".repeat(63)); 256].join(", ");
+        let mut doc = format!(
+            "- podSelector: &s {{matchExpressions: [&e {{key: k, operator: In, values: [{vals}]}}, {}]}}\n  namespaceSelector: *s\n",
+            vec!["*e"; 63].join(", ")
+        );
+        for _ in 0..63 {
+            doc.push_str("- {podSelector: *s, namespaceSelector: *s}\n");
+        }
+        assert!(doc.len() < MAX_TEXT);
+        let e = EnablementSelectors::from_yaml(&doc).unwrap_err();
+        assert!(e.contains("alias"), "{e}");
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn an_anchor_alone_and_a_star_in_a_comment_are_read() {
+        let doc = "- podSelector: &p {matchLabels: {app: web}} # *not* an alias\n";
         let s = EnablementSelectors::from_yaml(doc).unwrap();
         assert_eq!(s.selectors().len(), 1);
     }

@@ -2707,7 +2707,11 @@ fn hostile3_a_sidecar_pod_of_an_excluded_namespace_gets_no_rules() {
     let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
     let tables =
         || String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
-    assert!(!tables().contains("istio-proxy-nat"), "the ADD wrote rules: {}", tables());
+    assert!(
+        !tables().contains("istio-proxy-nat"),
+        "the ADD wrote rules: {}",
+        tables()
+    );
     let passes = |n: &Node| n.log().matches("drift pass:").count();
     let before = passes(&n);
     wait_until("three drift passes", &n, || passes(&n) >= before + 3);

@@ -2802,6 +2802,51 @@ fn hostile3_sidecar_rules_with(trial: &'static str, annotations: Value) -> impl 
     }
 }
 
+/// A kept pod (`restart::a_pod_marked_enabled_but_not_found_is_kept_until_it_goes`) deleted
+/// and created again under its name (a StatefulSet's) while the pods' watch was gone: the
+/// relist after the 410 has the name, but as another uid. The kept uid is gone from the API,
+/// so ztunnel must get its Del, as for a kept pod the relist no longer names at all.
+fn hostile3_a_kept_pod_recreated_while_the_watch_expired_is_let_go() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::a_kept_pod_recreated_while_the_watch_expired_is_let_go",
+    ) {
+        return;
+    }
+    let mut n = Node::new("keptnew");
+    let mut p = pod(
+        "mesh",
+        "cart",
+        json!({}),
+        json!({"ambient.istio.io/redirection": "enabled"}),
+    );
+    running(&mut p);
+    n.api.add_pod(p);
+    n.start();
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    assert_eq!(
+        z.snapshot(),
+        vec![(POD_UID.to_string(), false)],
+        "the first snapshot: {}",
+        n.log()
+    );
+    n.api.fault(|st| st.hold_watches = true);
+    n.api.delete_pod("mesh/cart");
+    let mut new = pod("mesh", "cart", json!({}), json!({}));
+    new["metadata"]["uid"] = json!("2b4e28ba-2fa1-11d2-883f-0016d3cca427");
+    n.api.add_pod(new);
+    n.api.expire_pod_watches(1);
+    wait_until("the pods' watch expired", &n, || n.api.expired() >= 1);
+    n.api.fault(|st| st.hold_watches = false);
+    match take(&z, &n).0 {
+        RequestPayload::Del(DelWorkload { uid }) => assert_eq!(uid, POD_UID),
+        other => panic!("after the kept pod was replaced: {other:?}: {}", n.log()),
+    }
+    let again = Ztunnel::connect(&n.zds());
+    again.hello();
+    assert_eq!(again.snapshot(), vec![], "a later snapshot: {}", n.log());
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3182,6 +3227,12 @@ fn main() {
             json!({"traffic.sidecar.istio.io/includeInboundPorts": "*", "traffic.sidecar.istio.io/excludeInboundPorts": "15020", "traffic.sidecar.istio.io/includeOutboundIPRanges": "*"}),
         ),
     );
+    t.add_if(
+        "hostile3::a_kept_pod_recreated_while_the_watch_expired_is_let_go",
+        scan,
+        cgroups,
+        hostile3_a_kept_pod_recreated_while_the_watch_expired_is_let_go,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3196,7 +3247,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        69,
+        70,
         &[
             ("add", 10),
             ("select", 1),
@@ -3209,7 +3260,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
-            ("hostile3", 5),
+            ("hostile3", 6),
             ("podman", 2),
         ],
     );

@@ -764,6 +764,15 @@ impl Agent {
         }
     }
 
+    /// Pod `id`, kept as another uid than `uid` (the pod of its name now): ztunnel's Del of
+    /// the kept one, which is gone.
+    pub(crate) fn forget_kept_unless(&self, id: &str, uid: &str) {
+        let other = lock(&self.kept).get(id).filter(|k| *k != uid).cloned();
+        if let Some(old) = other {
+            self.forget_kept(id, Some(&old));
+        }
+    }
+
     /// The pods kept in ztunnel's snapshot (`keep`), by `namespace/name`.
     pub(crate) fn kept(&self) -> Vec<String> {
         lock(&self.kept).keys().cloned().collect()

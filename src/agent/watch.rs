@@ -213,10 +213,18 @@ impl Watcher {
                 logging::warn(&e);
             }
         }
-        // And kept pods (`Agent::keep`) the list no longer has.
+        // And kept pods (`Agent::keep`) the list no longer has, or has as another uid: a pod
+        // deleted and created again under its name while no watch ran (a StatefulSet's
+        // during a 410). The kept uid is gone from the API either way, and nothing else
+        // would let it go until the new pod is enrolled, if ever.
+        let one = lock(&agent.one_at_a_time);
         for gone in agent.kept().iter().filter(|k| !listed.contains(k)) {
             agent.forget_kept(gone, None);
         }
+        for p in &pods {
+            agent.forget_kept_unless(&id(p), &p.metadata.uid);
+        }
+        drop(one);
         for p in &pods {
             self.sync(&agent, p, at_start, asked);
         }

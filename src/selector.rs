@@ -352,9 +352,7 @@ fn outside_comments(text: &str, indicator: char) -> Option<usize> {
     text.lines().enumerate().find_map(|(n, line)| {
         let code = line
             .char_indices()
-            .find(|&(i, c)| {
-                c == '#' && (i == 0 || line[..i].ends_with(|p: char| p == ' ' || p == '\t'))
-            })
+            .find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with([' ', '\t'])))
             .map_or(line, |(i, _)| &line[..i]);
         code.contains(indicator).then_some(n + 1)
     })

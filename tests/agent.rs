@@ -2847,6 +2847,42 @@ fn hostile3_a_kept_pod_recreated_while_the_watch_expired_is_let_go() {
     assert_eq!(again.snapshot(), vec![], "a later snapshot: {}", n.log());
 }
 
+/// A running sidecar pod whose ADD ran under an earlier entry of the plugin, with iptables
+/// (before `NATIVE_NFTABLES` was turned on, or upstream's istio-cni before the switch): its
+/// rules are in place, in the other backend. The drift pass must not stack a second set of
+/// interception rules (nftables) on them in every such pod of the node.
+fn hostile3_a_sidecar_pods_iptables_rules_get_no_nftables_copy() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::a_sidecar_pods_iptables_rules_get_no_nftables_copy",
+    ) {
+        return;
+    }
+    let mut n = Node::new("sidecaript");
+    let pod_ns = Netns::new("pod");
+    n.api.add_pod(healthy_sidecar_pod("web", POD_UID));
+    n.start();
+    let mut earlier = n.plugin_conf();
+    earlier.as_object_mut().unwrap().remove("native-nftables");
+    let o = n.plugin_with("ADD", "plain", "web", &pod_ns.path(), &earlier);
+    assert!(ok(&o), "the sidecar pod's ADD with iptables: {}", show(&o));
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let saved = || {
+        let o = pod_ns.run("iptables-save", &[]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(saved().contains("ISTIO_OUTPUT"), "{}", saved());
+    let passes = |n: &Node| n.log().matches("drift pass:").count();
+    let before = passes(&n);
+    wait_until("three drift passes", &n, || passes(&n) >= before + 3);
+    let tables =
+        String::from_utf8_lossy(&pod_ns.run("nft", &["list", "tables"]).stdout).into_owned();
+    assert!(
+        !tables.contains("istio-proxy-nat"),
+        "nftables interception rules stacked on the pod's iptables ones: {tables}: {}",
+        n.log()
+    );
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3233,6 +3269,12 @@ fn main() {
         cgroups,
         hostile3_a_kept_pod_recreated_while_the_watch_expired_is_let_go,
     );
+    t.add_if(
+        "hostile3::a_sidecar_pods_iptables_rules_get_no_nftables_copy",
+        root(&["ip", "nft", "unshare", "iptables-save"]),
+        cgroups,
+        hostile3_a_sidecar_pods_iptables_rules_get_no_nftables_copy,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3247,7 +3289,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        70,
+        71,
         &[
             ("add", 10),
             ("select", 1),
@@ -3260,7 +3302,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
-            ("hostile3", 6),
+            ("hostile3", 7),
             ("podman", 2),
         ],
     );

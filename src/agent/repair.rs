@@ -257,6 +257,16 @@ pub fn repair(
     if logging::quieter(logging::Level::Warn, || run(&flags, Subcommand::Check)).is_ok() {
         return Ok(Outcome::InPlace);
     }
+    // The same rules in the other backend: written by an earlier entry of the plugin (before
+    // NATIVE_NFTABLES was turned on or off, or upstream's istio-cni before the switch). They
+    // intercept; a second set from us beside them would be two owners' rules in one pod.
+    let other = other_backend(&flags);
+    if logging::quieter(logging::Level::None, || run(&other, Subcommand::Check)).is_ok() {
+        logging::debug(&format!(
+            "pod {id}: its sidecar's interception rules are in place in the other backend (an earlier plugin entry's); left as they are"
+        ));
+        return Ok(Outcome::InPlace);
+    }
     // Rules of an earlier version, or half of them: the plugin's are replaced.
     flags.set(&istio::RECONCILE.spec, "true");
     run(&flags, Subcommand::Apply)
@@ -265,6 +275,19 @@ pub fn repair(
         "pod {id}: its sidecar's interception rules were not in place (it started while the plugin was not in the chain?); written, so istio-validation passes on its next try"
     ));
     Ok(Outcome::Repaired)
+}
+
+/// `flags` for the other backend: nftables for iptables, iptables (the variant found, as
+/// upstream detects it) for nftables.
+fn other_backend(flags: &crate::flags::Flags) -> crate::flags::Flags {
+    let mut other = flags.clone();
+    let native = other
+        .get(&istio::NATIVE_NFTABLES.spec)
+        .and_then(crate::values::parse_bool)
+        == Some(true);
+    other.set(&istio::NATIVE_NFTABLES.spec, (!native).to_string());
+    other.unset(&istio::FORCE_IPTABLES_BINARY.spec);
+    other
 }
 
 #[cfg(test)]

@@ -356,9 +356,7 @@ pub fn sidecar_flags(
     // The ADD skips a pod of an excluded namespace before it reads the pod (`plan_for`): it
     // writes no rules there, so neither may a repair.
     if let Some(k) = &conf.kubernetes
-        && k.exclude_namespaces
-            .iter()
-            .any(|x| *x == pod.metadata.namespace)
+        && k.exclude_namespaces.contains(&pod.metadata.namespace)
     {
         return Ok(None);
     }

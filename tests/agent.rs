@@ -2883,6 +2883,49 @@ fn hostile3_a_sidecar_pods_iptables_rules_get_no_nftables_copy() {
     );
 }
 
+/// A kept pod whose processes show up later with no ADD and no change of the pod (its sandbox
+/// was only being set up when the start-up scan looked): the doc's "or a later scan: then an
+/// Add". The drift pass, which looks at /proc anyway, finds it and enrols it; otherwise it
+/// stayed a `keep` (no rules checked, no probe-set members) until the pod happened to change.
+fn hostile3_a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift",
+    ) {
+        return;
+    }
+    let mut n = Node::new("keptfound");
+    let pod_ns = Netns::new("pod");
+    let mut p = pod(
+        "mesh",
+        "cart",
+        json!({}),
+        json!({"ambient.istio.io/redirection": "enabled"}),
+    );
+    running(&mut p);
+    n.api.add_pod(p);
+    n.start();
+    let z = Ztunnel::connect(&n.zds());
+    z.hello();
+    assert_eq!(
+        z.snapshot(),
+        vec![(POD_UID.to_string(), false)],
+        "the first snapshot: {}",
+        n.log()
+    );
+    let _proc = support::podproc::pod_process(&pod_ns, POD_UID);
+    let (req, fd) = take(&z, &n);
+    match req {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the kept pod's Add: {}", n.log()),
+    }
+    assert_eq!(
+        fd_inode(fd.expect("the Add carries the namespace").as_raw_fd()),
+        inode(Path::new(&pod_ns.path())),
+        "ztunnel got another namespace than the pod's"
+    );
+    wait_until("the pod's rules", &n, || ok(&ambient_check(&pod_ns.path())));
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3275,6 +3318,12 @@ fn main() {
         cgroups,
         hostile3_a_sidecar_pods_iptables_rules_get_no_nftables_copy,
     );
+    t.add_if(
+        "hostile3::a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift",
+        scan,
+        cgroups,
+        hostile3_a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3289,7 +3338,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        71,
+        72,
         &[
             ("add", 10),
             ("select", 1),
@@ -3302,7 +3351,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
-            ("hostile3", 7),
+            ("hostile3", 8),
             ("podman", 2),
         ],
     );

@@ -259,6 +259,7 @@ fn drift_loop(agent: &std::sync::Weak<Agent>, watcher: &Watcher, every: std::tim
         let index = super::netns_scan::index(proc_root);
         let mut found = a.check_drift(proc_root, index.as_ref());
         if let Ok(index) = &index {
+            watcher.check_kept(&a, index);
             found.sidecars += watcher.check_sidecars(&a, index);
         }
         crate::logging::debug(&format!(

@@ -169,6 +169,26 @@ impl Watcher {
         repaired
     }
 
+    /// The drift pass for kept pods (`Agent::keep`): one whose processes the pass's look at
+    /// /proc (`index`) now sees is synced as a change of it would be, so it is found (its
+    /// cgroup, one of its addresses) and enrolled. Nothing else looks for it again unless the
+    /// pod changes or an ADD comes, and a kept pod has no rules checked and no probe-set
+    /// members.
+    pub fn check_kept(&self, agent: &Agent, index: &netns_scan::Index) {
+        let pods: Vec<Pod> = {
+            let cache = lock(&self.cache);
+            agent
+                .kept()
+                .iter()
+                .filter_map(|id| cache.pods.get(id).cloned())
+                .filter(|p| !index.namespaces(&p.metadata.uid).is_empty())
+                .collect()
+        };
+        for p in &pods {
+            self.sync(agent, p, false, u64::MAX);
+        }
+    }
+
     fn selector(&self) -> String {
         format!("spec.nodeName={}", self.node)
     }

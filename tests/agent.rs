@@ -2926,6 +2926,44 @@ fn hostile3_a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift() {
     wait_until("the pod's rules", &n, || ok(&ambient_check(&pod_ns.path())));
 }
 
+/// A pod enrolled again by the namespace drift (its sandbox re-created while no ADD reached
+/// the agent), then the runtime's late DEL of the old sandbox (its container id, its
+/// namespace gone by now: a retried StopPodSandbox, a garbage collection). That DEL is of
+/// the sandbox the drift replaced, not of the one enrolled: the pod stays enrolled, ztunnel
+/// untold, its address in the probe set.
+fn hostile3_the_old_sandboxs_del_after_a_namespace_drift_leaves_the_pod() {
+    if support::podproc::in_a_pid_namespace(
+        "hostile3::the_old_sandboxs_del_after_a_namespace_drift_leaves_the_pod",
+    ) {
+        return;
+    }
+    let (n, old_ns, z) = enrolled("moveddel");
+    n.api.modify_pod("mesh/cart", running);
+    let old = support::podproc::pod_process(&old_ns, POD_UID);
+    let new_ns = Netns::new("pod");
+    drop(old);
+    let _new = support::podproc::pod_process(&new_ns, POD_UID);
+    match take(&z, &n).0 {
+        RequestPayload::Add(AddWorkload { uid, .. }) => assert_eq!(uid, POD_UID),
+        other => panic!("ztunnel got {other:?}, not the pod's Add: {}", n.log()),
+    }
+    wait_until("enrolled again", &n, || {
+        n.log().contains("enrolled again there")
+    });
+    let old_path = old_ns.path();
+    old_ns.delete();
+    let o = n.plugin_of("c0ffee", "DEL", "mesh", "cart", &old_path, &n.plugin_conf());
+    assert!(ok(&o), "{}", show(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        z.idle(),
+        "ztunnel was told: {:?}: {}",
+        next_request(&z).0,
+        n.log()
+    );
+    assert!(n.probe_set().contains("10.244.1.5"), "{}", n.probe_set());
+}
+
 fn main() {
     let mut t = Trials::new();
     let needs = root(&["ip", "nft", "setpriv", "python3"]);
@@ -3324,6 +3362,12 @@ fn main() {
         cgroups,
         hostile3_a_kept_pod_whose_processes_show_up_is_enrolled_by_the_drift,
     );
+    t.add_if(
+        "hostile3::the_old_sandboxs_del_after_a_namespace_drift_leaves_the_pod",
+        root(&["ip", "nft", "unshare"]),
+        cgroups,
+        hostile3_the_old_sandboxs_del_after_a_namespace_drift_leaves_the_pod,
+    );
     let podman = root(&["ip", "nft", "podman", "nsenter", "busybox", "python3"]);
     t.add_if(
         "podman::containers_on_an_ambient_network_are_enrolled_and_redirected",
@@ -3338,7 +3382,7 @@ fn main() {
         podman_a_restarted_agent_re_enrols_running_containers_without_duplicate_adds,
     );
     t.declare(
-        72,
+        73,
         &[
             ("add", 10),
             ("select", 1),
@@ -3351,7 +3395,7 @@ fn main() {
             ("repair", 7),
             ("hostile", 20),
             ("hostile2", 3),
-            ("hostile3", 8),
+            ("hostile3", 9),
             ("podman", 2),
         ],
     );

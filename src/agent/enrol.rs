@@ -58,6 +58,10 @@ struct Member {
     seq: u64,
     /// The sandbox (`CNI_CONTAINERID`) its ADD named; empty when the scan found it.
     sandbox: String,
+    /// The last sandbox an ADD named that this enrolment replaced (empty: none): a DEL of it
+    /// is another sandbox's even when the scan found the enrolled one (the namespace drift),
+    /// whose id is not known.
+    superseded: String,
 }
 
 /// A pod namespace's lock, taken (`hold`) before the node's one-at-a-time lock and held
@@ -599,7 +603,18 @@ impl Agent {
                 "pod {id}: ztunnel's Del of the kept pod {old}: {e}"
             ));
         }
-        let replaced = lock(&self.pods).insert(
+        let mut pods = lock(&self.pods);
+        let superseded = pods
+            .get(&id)
+            .map(|old| {
+                if !old.sandbox.is_empty() && old.sandbox != sandbox {
+                    old.sandbox.clone()
+                } else {
+                    old.superseded.clone()
+                }
+            })
+            .unwrap_or_default();
+        let replaced = pods.insert(
             id.clone(),
             Member {
                 enrolled: Enrolled {
@@ -611,8 +626,10 @@ impl Agent {
                 flags,
                 seq: self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
                 sandbox: sandbox.to_string(),
+                superseded,
             },
         );
+        drop(pods);
         // An earlier sandbox of the pod (its DEL not seen, or still to come, which
         // `other_sandbox` then ignores): what it had and this one has not goes, or its
         // addresses would stay in the probe set (skipping ztunnel for whichever pod gets them
@@ -690,6 +707,12 @@ impl Agent {
             return Some(format!(
                 "sandbox {} is not the enrolled one ({})",
                 ev.container_id, m.sandbox
+            ));
+        }
+        if !m.superseded.is_empty() && m.superseded == ev.container_id {
+            return Some(format!(
+                "sandbox {} is the one the enrolled sandbox replaced",
+                ev.container_id
             ));
         }
         if ev.netns.is_empty() {

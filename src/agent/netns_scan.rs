@@ -376,27 +376,27 @@ pub fn holds_any_of(file: &File, path: &Path, ips: &[IpAddr]) -> Result<bool, St
         .any(|a| ips.iter().any(|ip| ip.to_canonical() == a.to_canonical())))
 }
 
-/// One pass over the proc root (`index`): for each pod UID a process's cgroup names, the
-/// namespaces its processes are in (the node's left out), each with one process in it.
-#[derive(Debug, Default)]
-pub struct Index {
-    pods: BTreeMap<String, Vec<(NetnsId, u32)>>,
-}
-
-/// Builds the `Index`: what the drift pass compares every pod with, one pass for all pods
-/// (a pass per pod would read every process's cgroup once per pod). Nothing is opened or
-/// entered; a process that vanishes or cannot be read is skipped, as in `find`.
-pub fn index(proc_root: &Path) -> Result<Index, ScanError> {
-    let node: BTreeSet<NetnsId> = [
+/// The node's namespaces, never a pod's: PID 1's under the proc root, and this process's own.
+fn node_namespaces(proc_root: &Path) -> Result<BTreeSet<NetnsId>, ScanError> {
+    Ok([
         namespace_id(&proc_root.join("1/ns/net"))?,
         namespace_id(Path::new("/proc/self/ns/net"))?,
     ]
-    .into();
+    .into())
+}
+
+/// The walk `find` and `index` share: every process under the proc root whose cgroup names a
+/// pod, as `(pid, its /proc directory, the pod UID)`, at most `MAX_PROC_ENTRIES` entries.
+/// A process is a directory named by digits only (u32's parser would take "+1"); one that is
+/// unreadable or gone is not one we can tie to a pod, and is skipped.
+fn pod_processes(
+    proc_root: &Path,
+    mut each: impl FnMut(u32, PathBuf, String) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
     let proc_err = |source| ScanError::Proc {
         path: proc_root.to_path_buf(),
         source,
     };
-    let mut index = Index::default();
     for (n, entry) in std::fs::read_dir(proc_root).map_err(proc_err)?.enumerate() {
         if n >= MAX_PROC_ENTRIES {
             return Err(ScanError::TooManyEntries {
@@ -420,21 +420,40 @@ pub fn index(proc_root: &Path) -> Result<Index, ScanError> {
         let Ok(cgroup) = read_bounded(&dir.join("cgroup"), MAX_CGROUP_FILE) else {
             continue;
         };
-        let Some(uid) = pod_uid_from_cgroup(&String::from_utf8_lossy(&cgroup)) else {
-            continue;
-        };
+        if let Some(uid) = pod_uid_from_cgroup(&String::from_utf8_lossy(&cgroup)) {
+            each(pid, dir, uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass over the proc root (`index`): for each pod UID a process's cgroup names, the
+/// namespaces its processes are in (the node's left out), each with one process in it.
+#[derive(Debug, Default)]
+pub struct Index {
+    pods: BTreeMap<String, Vec<(NetnsId, u32)>>,
+}
+
+/// Builds the `Index`: what the drift pass compares every pod with, one pass for all pods
+/// (a pass per pod would read every process's cgroup once per pod). Nothing is opened or
+/// entered; a process that vanishes or cannot be read is skipped, as in `find`.
+pub fn index(proc_root: &Path) -> Result<Index, ScanError> {
+    let node = node_namespaces(proc_root)?;
+    let mut index = Index::default();
+    pod_processes(proc_root, |pid, dir, uid| {
         let Ok(meta) = std::fs::metadata(dir.join("ns/net")) else {
-            continue;
+            return Ok(());
         };
         let id = NetnsId::of(&meta);
         if node.contains(&id) {
-            continue;
+            return Ok(());
         }
         let seen = index.pods.entry(uid).or_default();
         if seen.len() < MAX_NAMESPACES && !seen.iter().any(|(s, _)| *s == id) {
             seen.push((id, pid));
         }
-    }
+        Ok(())
+    })?;
     Ok(index)
 }
 
@@ -530,68 +549,33 @@ pub fn find(proc_root: &Path, pod_uid: &str, pod_ips: &[IpAddr]) -> Result<Found
             pod_uid: pod_uid.into(),
         });
     }
-    let node: BTreeSet<NetnsId> = [
-        namespace_id(&proc_root.join("1/ns/net"))?,
-        namespace_id(Path::new("/proc/self/ns/net"))?,
-    ]
-    .into();
-    let proc_err = |source| ScanError::Proc {
-        path: proc_root.to_path_buf(),
-        source,
-    };
+    let node = node_namespaces(proc_root)?;
     let mut pod_pids = 0usize;
     let mut host_pids = Vec::new();
     let mut unusable = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
-    for (n, entry) in std::fs::read_dir(proc_root).map_err(proc_err)?.enumerate() {
-        if n >= MAX_PROC_ENTRIES {
-            return Err(ScanError::TooManyEntries {
-                path: proc_root.to_path_buf(),
-                cap: MAX_PROC_ENTRIES,
-            });
-        }
-        let entry = entry.map_err(proc_err)?;
-        // A process is a directory named by digits only (u32's parser would take "+1").
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let dir = entry.path();
-        // Unreadable or gone: not a process we can tie to the pod.
-        let Ok(cgroup) = read_bounded(&dir.join("cgroup"), MAX_CGROUP_FILE) else {
-            continue;
-        };
-        if pod_uid_from_cgroup(&String::from_utf8_lossy(&cgroup)).as_deref() != Some(pod_uid) {
-            continue;
+    pod_processes(proc_root, |pid, dir, uid| {
+        if uid != pod_uid {
+            return Ok(());
         }
         let path = dir.join("ns/net");
-        let opened = open_namespace(&path);
-        // Gone between its cgroup and its namespace: as if it had never been listed.
-        if matches!(opened, Ok(None)) {
-            continue;
-        }
-        pod_pids += 1;
-        let (file, id) = match opened {
+        let (file, id) = match open_namespace(&path) {
             Ok(Some(opened)) => opened,
-            Ok(None) => continue,
+            // Gone between its cgroup and its namespace: as if it had never been listed.
+            Ok(None) => return Ok(()),
             Err(why) => {
+                pod_pids += 1;
                 unusable.push(Seen { pid, id: None, why });
-                continue;
+                return Ok(());
             }
         };
+        pod_pids += 1;
         if node.contains(&id) {
             host_pids.push(pid);
-            continue;
+            return Ok(());
         }
         if candidates.iter().any(|c| c.id == id) {
-            continue;
+            return Ok(());
         }
         if candidates.len() == MAX_NAMESPACES {
             return Err(ScanError::TooManyNamespaces {
@@ -605,7 +589,8 @@ pub fn find(proc_root: &Path, pod_uid: &str, pod_ips: &[IpAddr]) -> Result<Found
             path,
             file,
         });
-    }
+        Ok(())
+    })?;
     if pod_pids == 0 {
         return Err(ScanError::NoProcess {
             pod_uid: pod_uid.into(),
